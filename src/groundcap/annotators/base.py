@@ -1,0 +1,106 @@
+"""The interfaces of the annotation steps, and the small records they exchange.
+
+One interface per step (DESIGN.md, "Annotators"). Backends implement one of them, register under a
+name (``registry.register``) and are chosen by that name in ``params.yaml``. Images are HxWx3 uint8
+RGB numpy arrays at full resolution; boxes are ``[x, y, w, h]`` in pixels of that image.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from groundcap.masks import Rle
+
+
+@dataclass(frozen=True)
+class Tag:
+    label: str
+    score: float
+    source: str
+
+
+@dataclass(frozen=True)
+class Detection:
+    label: str
+    score: float
+    bbox: tuple[float, float, float, float]
+    source: str
+    text: str | None = None  # what an OCR detector read in the box
+
+
+@dataclass(frozen=True)
+class Mask:
+    """A candidate mask before the entity merge."""
+
+    rle: Rle
+    label: str
+    score: float
+    source: str
+    granularity: str = "object"  # stuff | object | part
+    text: str | None = None
+    predicted_iou: float | None = None
+    stability_score: float | None = None
+
+
+@dataclass(frozen=True)
+class RegionCaption:
+    region_id: int
+    short: str
+    detailed: str
+    facts: dict[str, Any] = field(default_factory=dict)  # the measured attributes a caption states
+
+
+@dataclass(frozen=True)
+class SceneCaption:
+    text: str  # grounded phrases as <rN>phrase</rN>, N a region_id of the image
+
+
+class Backend(ABC):
+    """Common metadata every backend carries into the provenance of its records."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    model: ClassVar[str] = ""  # model id, or a plain description of the algorithm
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+    def provenance(self) -> dict[str, str]:
+        return {"backend": self.name, "version": self.version, "model": self.model}
+
+
+class Tagger(Backend):
+    @abstractmethod
+    def tag(self, image: np.ndarray) -> list[Tag]: ...
+
+
+class Detector(Backend):
+    @abstractmethod
+    def detect(self, image: np.ndarray, tags: list[Tag]) -> list[Detection]: ...
+
+
+class PromptedSegmenter(Backend):
+    @abstractmethod
+    def segment(self, image: np.ndarray, detections: list[Detection]) -> list[Mask | None]:
+        """One mask per detection, in order; None where the prompt yields no mask."""
+
+
+class MaskGenerator(Backend):
+    @abstractmethod
+    def generate(self, image: np.ndarray) -> list[Mask]:
+        """Class-agnostic "everything" masks."""
+
+
+class RegionCaptioner(Backend):
+    @abstractmethod
+    def caption(self, image: np.ndarray, regions: list[dict]) -> list[RegionCaption]:
+        """One caption per region record (schema.REGION), in order."""
+
+
+class SceneCaptioner(Backend):
+    @abstractmethod
+    def compose(self, image: np.ndarray, regions: list[dict], captions: list[RegionCaption]) -> SceneCaption: ...

@@ -1,0 +1,129 @@
+"""Validate, normalize and identify images; one bad file is a recorded rejection, never a crash.
+
+An accepted image is decoded fully (catching truncation), turned upright by its EXIF orientation,
+converted to 8-bit RGB and given a content id. Its original bytes are kept when they already are an
+upright RGB JPEG/PNG; otherwise it is re-encoded once, losslessly, as PNG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+KEEP_FORMATS = {"JPEG", "PNG"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    min_side: int
+    max_pixels: int
+    max_bytes: int
+    animated: str  # first_frame | reject
+
+    @classmethod
+    def from_params(cls, section: dict) -> Limits:
+        if section["animated"] not in {"first_frame", "reject"}:
+            raise ValueError(f"ingest.animated must be 'first_frame' or 'reject', got {section['animated']!r}")
+        return cls(int(section["min_side"]), int(section["max_pixels"]), int(section["max_bytes"]), section["animated"])
+
+
+class Rejected(Exception):
+    """Why a file cannot enter the dataset (the message is the recorded reason)."""
+
+
+def image_id(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def validate(data: bytes, limits: Limits) -> dict:
+    """Return an IMAGE record (without ``image_id``/``source_path``) or raise :class:`Rejected`."""
+    if not data:
+        raise Rejected("empty file (0 bytes)")
+    if len(data) > limits.max_bytes:
+        raise Rejected(f"file larger than ingest.max_bytes={limits.max_bytes}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            raise Rejected("not an image Pillow can identify") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise Rejected(f"decompression bomb guard: {exc}") from None
+        except Exception as exc:  # Pillow raises many types on malformed headers
+            raise Rejected(f"unreadable image header: {type(exc).__name__}: {exc}") from None
+        return _normalize(img, data, limits)
+
+
+def _normalize(img: Image.Image, data: bytes, limits: Limits) -> dict:
+    width, height = img.size
+    if width * height > limits.max_pixels:
+        raise Rejected(f"too large: {width}x{height} exceeds ingest.max_pixels={limits.max_pixels}")
+    if min(width, height) < limits.min_side:
+        raise Rejected(f"too small: {width}x{height}, shorter side below ingest.min_side={limits.min_side}")
+    notes: list[str] = []
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1:
+        if limits.animated == "reject":
+            raise Rejected(f"animated image with {frames} frames (ingest.animated=reject)")
+        notes.append(f"first_of_{frames}_frames")
+    fmt = img.format
+    try:
+        img.load()
+    except Exception as exc:
+        raise Rejected(f"corrupt or truncated image data: {type(exc).__name__}: {exc}") from None
+    upright = ImageOps.exif_transpose(img)
+    if _orientation(img) not in (None, 1):
+        notes.append("exif_transpose")
+    rgb, mode_note = _to_rgb(upright)
+    if mode_note:
+        notes.append(mode_note)
+    if notes or fmt not in KEEP_FORMATS:
+        if fmt not in KEEP_FORMATS:
+            notes.append(f"reencoded_from_{fmt}")
+        data = _png(rgb)
+        fmt = "PNG"
+    return {"format": fmt, "width": rgb.width, "height": rgb.height, "bytes": data, "normalized": notes}
+
+
+def _orientation(img: Image.Image) -> int | None:
+    try:
+        return img.getexif().get(0x0112)
+    except Exception:
+        return None
+
+
+def _to_rgb(img: Image.Image) -> tuple[Image.Image, str | None]:
+    """8-bit RGB; alpha is flattened onto white, high bit depths are scaled (not clipped)."""
+    mode = img.mode
+    if mode == "RGB":
+        return img, None
+    if mode in {"I;16", "I;16B", "I;16L", "I", "F"}:
+        arr = np.asarray(img).astype(np.float64)
+        if mode == "F":
+            top = max(float(arr.max()), 1e-12)
+        else:
+            top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        gray = np.clip(np.round(arr / top * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB"), f"{mode}_to_rgb"
+    if mode in {"RGBA", "LA", "PA"} or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB"), f"{mode}_alpha_on_white"
+    return img.convert("RGB"), f"{mode}_to_rgb"
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def decode_rgb(data: bytes) -> np.ndarray:
+    """Decode bytes that ingest accepted into an HxWx3 uint8 array (already upright RGB)."""
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("RGB"))

@@ -1,0 +1,69 @@
+"""Pipeline parameters: the packaged defaults, overridden by a user's YAML file.
+
+The repository's ``params.yaml`` is what ``dvc repro`` reads; ``defaults.yaml`` beside this module is
+the same file shipped with the package, so ``groundcap run`` without ``--params`` builds exactly the
+demo release (a test keeps the two equal). Unknown keys are an error, so a typo never silently
+falls back to a default.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Sections that may gain keys: option maps of backends, named after them (a new backend brings its own).
+_OPEN_SECTIONS = {("tag",), ("segment",), ("caption_regions",), ("caption_scene",)}
+# Values a user states whole: an override replaces the default instead of merging into it.
+_REPLACED = {("split", "fractions")}
+
+
+class ParamsError(ValueError):
+    """A params file is malformed or names a key groundcap does not know."""
+
+
+def defaults() -> dict[str, Any]:
+    text = resources.files("groundcap").joinpath("defaults.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def _merge(base: dict, override: dict, path: tuple[str, ...]) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        here = path + (key,)
+        if key not in base and path not in _OPEN_SECTIONS:
+            known = ", ".join(sorted(base)) or "(none)"
+            raise ParamsError(f"unknown parameter '{'.'.join(here)}'; known keys here: {known}")
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and here not in _REPLACED:
+            out[key] = _merge(base[key], value, here)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load(path: str | Path | None = None) -> dict[str, Any]:
+    """Defaults, overridden by ``path`` when given."""
+    params = defaults()
+    if path is None:
+        return params
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file not found: {path}")
+    try:
+        user = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(user, dict):
+        raise ParamsError(f"{path} must hold a mapping of sections, got {type(user).__name__}")
+    return _merge(params, user, ())
+
+
+def digest(value: Any) -> str:
+    """Short stable hash of any JSON-able value (a params section, a prompt) for provenance."""
+    blob = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]

@@ -1,0 +1,1 @@
+"""Quality checks that decide what enters the release, each decision recorded with its reasons."""

@@ -1,0 +1,160 @@
+"""Every table's schema, declared once.
+
+Stage tables (``work/<stage>/part-*.parquet``) use the Arrow schemas below; the release's Parquet
+configs use the ``datasets.Features`` at the end, which are also written into the dataset card, so
+``load_dataset`` never has to infer a type. Boxes are ``[x, y, w, h]`` in pixels; masks are COCO RLE
+``{size: [h, w], counts: str}``.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from datasets import Features, Image, List, Value
+
+PROVENANCE = pa.struct(
+    [
+        ("backend", pa.string()),
+        ("version", pa.string()),
+        ("model", pa.string()),
+        ("prompt_hash", pa.string()),  # hash of the prompt file, or "" for prompt-less backends
+        ("params_hash", pa.string()),  # hash of the params section the stage ran with
+    ]
+)
+RLE = pa.struct([("size", pa.list_(pa.int32(), 2)), ("counts", pa.string())])
+BBOX = pa.list_(pa.float64(), 4)
+
+IMAGE = pa.schema(
+    [
+        ("image_id", pa.string()),  # first 16 hex chars of the SHA-256 of `bytes`
+        ("source_path", pa.string()),
+        ("format", pa.string()),  # JPEG | PNG, the encoding of `bytes`
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("bytes", pa.binary()),
+        ("normalized", pa.list_(pa.string())),  # what ingest changed (exif_transpose, to_rgb, ...)
+    ]
+)
+
+REJECT = pa.schema([("path", pa.string()), ("stage", pa.string()), ("reason", pa.string())])
+
+TAGS = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("tags", pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64()), ("source", pa.string())]))),
+        (
+            "detections",
+            pa.list_(
+                pa.struct(
+                    [
+                        ("label", pa.string()),
+                        ("score", pa.float64()),
+                        ("bbox", BBOX),
+                        ("source", pa.string()),
+                        ("text", pa.string()),
+                    ]
+                )
+            ),
+        ),
+        ("provenance", pa.list_(PROVENANCE)),
+        ("error", pa.string()),  # set when a backend raised on this image; the image then fails QA
+    ]
+)
+
+REGION = pa.struct(
+    [
+        ("region_id", pa.int32()),
+        ("segmentation", RLE),
+        ("bbox", BBOX),
+        ("area", pa.int64()),
+        ("label", pa.string()),
+        ("label_score", pa.float64()),
+        ("source", pa.string()),  # backend that produced the mask
+        ("granularity", pa.string()),  # stuff | object | part
+        ("parent_id", pa.int32()),
+        ("predicted_iou", pa.float64()),
+        ("stability_score", pa.float64()),
+        ("text", pa.string()),  # OCR text inside the region, if any
+    ]
+)
+REGIONS = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("regions", pa.list_(REGION)),
+        ("provenance", pa.list_(PROVENANCE)),
+        ("error", pa.string()),
+    ]
+)
+
+CAPTION = pa.struct(
+    [
+        ("region_id", pa.int32()),
+        ("short", pa.string()),
+        ("detailed", pa.string()),
+        ("facts", pa.string()),  # JSON of the measured attributes the caption states
+    ]
+)
+CAPTIONS = pa.schema(
+    [("image_id", pa.string()), ("captions", pa.list_(CAPTION)), ("provenance", PROVENANCE), ("error", pa.string())]
+)
+
+SCENE = pa.schema(
+    [("image_id", pa.string()), ("scene_caption", pa.string()), ("provenance", PROVENANCE), ("error", pa.string())]
+)
+
+REGION_QA = pa.struct(
+    [("region_id", pa.int32()), ("score", pa.float64()), ("passed", pa.bool_()), ("reasons", pa.list_(pa.string()))]
+)
+QA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("score", pa.float64()),
+        ("passed", pa.bool_()),
+        ("reasons", pa.list_(pa.string())),
+        ("regions", pa.list_(REGION_QA)),
+        ("scene_caption", pa.string()),  # scene caption with references to rejected regions unwrapped
+    ]
+)
+
+SPLIT = pa.schema([("image_id", pa.string()), ("split", pa.string()), ("key", pa.float64())])
+
+# --- the release (Hugging Face datasets features) ---------------------------------------------------
+
+SEGMENTATION_FEATURE = {"size": List(Value("int32"), length=2), "counts": Value("string")}
+BBOX_FEATURE = List(Value("float32"), length=4)
+
+_REGION_FIELDS = {
+    "region_id": Value("int32"),
+    "bbox": BBOX_FEATURE,
+    "area": Value("int64"),
+    "segmentation": SEGMENTATION_FEATURE,
+    "label": Value("string"),
+    "granularity": Value("string"),
+    "source": Value("string"),
+    "short_caption": Value("string"),
+    "detailed_caption": Value("string"),
+}
+
+IMAGES_FEATURES = Features(
+    {
+        "image_id": Value("string"),
+        "image": Image(),
+        "width": Value("int32"),
+        "height": Value("int32"),
+        "regions": List(_REGION_FIELDS),
+        "scene_caption": Value("string"),
+        "qa_score": Value("float32"),
+    }
+)
+
+REGIONS_FEATURES = Features(
+    {
+        "image_id": Value("string"),
+        "image": Image(),
+        "width": Value("int32"),
+        "height": Value("int32"),
+        **_REGION_FIELDS,
+        "qa_score": Value("float32"),
+    }
+)
+
+CONFIGS = {"default": IMAGES_FEATURES, "regions": REGIONS_FEATURES}

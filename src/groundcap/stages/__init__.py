@@ -1,0 +1,36 @@
+"""The pipeline's stages in order; each is ``run(ctx)`` over ``work/<stage>`` directories.
+
+``dvc.yaml`` runs them one by one (``groundcap <stage>``); ``groundcap run`` chains them in process.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from groundcap.engine import Context
+
+# name -> one-line help; the modules themselves are imported only when a stage runs (some are heavy).
+STAGES = {
+    "ingest": "Validate, normalize and hash the source images; record every rejected file with its reason.",
+    "tag": "Tag each image and detect labelled boxes (detectors prompted with the tags).",
+    "segment": "Box-prompted masks plus everything-mode masks, merged into non-overlapping entity regions.",
+    "caption_regions": "Write a short and a detailed caption for every region.",
+    "caption_scene": "Compose one grounded scene caption per image (<rN>phrase</rN> references).",
+    "qa": "Score every region and image, record pass/fail reasons, write reports/qa.json.",
+    "split": "Assign QA-passed images to train/validation/test by seeded hash.",
+    "build": "Write the release: Parquet configs, WebDataset tars, COCO JSON, checksums.",
+    "card": "Write the dataset card release/README.md from the records.",
+}
+ORDER = tuple(STAGES)
+
+
+def runner(name: str) -> Callable[[Context], None]:
+    if name not in ORDER:
+        raise KeyError(f"unknown stage {name!r}; stages are {', '.join(ORDER)}")
+    return importlib.import_module(f"groundcap.stages.{name}").run
+
+
+def run_all(ctx: Context, stages=ORDER) -> None:
+    for name in stages:
+        runner(name)(ctx)

@@ -1,0 +1,30 @@
+"""Stage ``caption_scene``: one grounded scene caption per image, its phrases pointing at regions."""
+
+from __future__ import annotations
+
+import json
+
+from groundcap import schema
+from groundcap.annotators.base import RegionCaption
+from groundcap.engine import Context, map_images
+from groundcap.ingest import decode_rgb
+from groundcap.stages.common import backend, provenance
+
+
+def run(ctx: Context) -> None:
+    section = ctx.params["caption_scene"]
+    composer = backend("scene_captioner", section["composer"], section, {"max_regions": section["max_regions"]})
+    stamp = provenance(composer, section)
+
+    def compose_image(image_row: dict, region_row: dict, caption_row: dict) -> dict:
+        captions = [
+            RegionCaption(c["region_id"], c["short"], c["detailed"], json.loads(c["facts"]))
+            for c in caption_row["captions"]
+        ]
+        scene = composer.compose(decode_rgb(image_row["bytes"]), region_row["regions"], captions)
+        return {"image_id": image_row["image_id"], "scene_caption": scene.text, "provenance": stamp, "error": None}
+
+    def failed(image_id: str, message: str) -> dict:
+        return {"image_id": image_id, "scene_caption": None, "provenance": stamp, "error": message}
+
+    map_images(ctx, "caption_scene", ["ingest", "segment", "caption_regions"], compose_image, schema.SCENE, failed)

@@ -1,0 +1,56 @@
+"""Stage ``ingest``: source files -> ``work/ingest`` parts + ``reports/rejects.parquet``."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from tqdm.auto import tqdm
+
+from groundcap import ingest, parts, schema
+from groundcap.engine import Context
+from groundcap.sources import iter_source
+
+
+class NoImages(RuntimeError):
+    """Every file of the source was rejected."""
+
+
+def run(ctx: Context) -> None:
+    limits = ingest.Limits.from_params(ctx.params["ingest"])
+    part_size = int(ctx.params["part_size"])
+    out = parts.reset_dir(ctx.work("ingest"))
+    rejects: list[dict] = []
+    seen: dict[str, str] = {}
+    batch: list[dict] = []
+    index = 0
+    for name, read in tqdm(iter_source(ctx.params["source"]), desc="ingest", unit="file", disable=not ctx.progress):
+        try:
+            record = ingest.validate(_read(read, limits.max_bytes), limits)
+        except ingest.Rejected as why:
+            rejects.append({"path": name, "stage": "ingest", "reason": str(why)})
+            continue
+        image_id = ingest.image_id(record["bytes"])
+        if image_id in seen:
+            rejects.append({"path": name, "stage": "ingest", "reason": f"exact duplicate of {seen[image_id]}"})
+            continue
+        seen[image_id] = name
+        batch.append({"image_id": image_id, "source_path": name, **record})
+        if len(batch) == part_size:
+            parts.write_part(batch, schema.IMAGE, out, index)
+            batch, index = [], index + 1
+    if batch:
+        parts.write_part(batch, schema.IMAGE, out, index)
+    ctx.reports.mkdir(parents=True, exist_ok=True)
+    parts.write_table(pa.Table.from_pylist(rejects, schema=schema.REJECT), ctx.reports / "rejects.parquet")
+    if not seen:
+        raise NoImages(
+            f"no usable image in source {ctx.params['source']!r} ({len(rejects)} rejected); "
+            f"see {ctx.reports / 'rejects.parquet'} for the reasons"
+        )
+
+
+def _read(read, max_bytes: int) -> bytes:
+    """Read at most max_bytes + 1 bytes (one more tells an over-size file); I/O errors are rejections."""
+    try:
+        return read(max_bytes + 1)
+    except Exception as exc:
+        raise ingest.Rejected(f"cannot read: {type(exc).__name__}: {exc}") from None

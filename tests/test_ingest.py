@@ -1,0 +1,92 @@
+import io
+
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image
+
+from groundcap import ingest, params
+from groundcap.engine import Context
+from groundcap.stages import ingest as ingest_stage
+
+from conftest import awkward_files
+
+LIMITS = ingest.Limits.from_params(params.defaults()["ingest"])
+
+
+# Duplicates are a property of the whole source: the stage test covers them.
+@pytest.mark.parametrize("name", sorted(n for n, (_, e) in awkward_files().items() if e != "exact duplicate"))
+def test_each_awkward_file_is_accepted_or_rejected_with_its_reason(name):
+    data, expected = awkward_files()[name]
+    if expected == "ok":
+        record = ingest.validate(data, LIMITS)
+        arr = ingest.decode_rgb(record["bytes"])
+        assert arr.dtype == np.uint8 and arr.shape == (record["height"], record["width"], 3)
+        assert record["format"] in {"JPEG", "PNG"}
+    else:
+        with pytest.raises(ingest.Rejected, match=expected):
+            ingest.validate(data, LIMITS)
+
+
+def test_exif_orientation_is_applied():
+    data, _ = awkward_files()["odd/exif_rotated.jpg"]
+    raw = Image.open(io.BytesIO(data))
+    record = ingest.validate(data, LIMITS)
+    assert (record["width"], record["height"]) == (raw.height, raw.width)
+    assert "exif_transpose" in record["normalized"]
+
+
+def test_sixteen_bit_is_scaled_not_clipped():
+    data, _ = awkward_files()["odd/gray16.png"]
+    arr = ingest.decode_rgb(ingest.validate(data, LIMITS)["bytes"])
+    import skimage.data
+
+    np.testing.assert_allclose(arr[..., 0].astype(int), skimage.data.camera().astype(int), atol=1)
+
+
+def test_transparency_is_flattened_on_white():
+    img = Image.new("RGBA", (40, 40), (255, 0, 0, 0))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    arr = ingest.decode_rgb(ingest.validate(buf.getvalue(), LIMITS)["bytes"])
+    assert (arr == 255).all()
+
+
+def test_upright_rgb_jpeg_keeps_its_original_bytes():
+    data, _ = awkward_files()["good/cat.jpg"]
+    record = ingest.validate(data, LIMITS)
+    assert record["bytes"] == data and record["normalized"] == []
+
+
+def test_animated_can_be_refused_by_params():
+    data, _ = awkward_files()["odd/animated.gif"]
+    limits = ingest.Limits(LIMITS.min_side, LIMITS.max_pixels, LIMITS.max_bytes, "reject")
+    with pytest.raises(ingest.Rejected, match="animated"):
+        ingest.validate(data, limits)
+    assert "first_of_3_frames" in ingest.validate(data, LIMITS)["normalized"]
+
+
+def test_stage_records_every_rejection_and_keeps_every_good_file(awkward_dir, tmp_path):
+    p = params.defaults() | {"source": str(awkward_dir), "part_size": 2}
+    ingest_stage.run(Context(root=tmp_path / "run", params=p, progress=False))
+    images = pl.read_parquet(tmp_path / "run/work/ingest/*.parquet")
+    rejects = pl.read_parquet(tmp_path / "run/reports/rejects.parquet")
+    expected = awkward_files()
+    good = {n for n, (_, e) in expected.items() if e == "ok"}
+    assert set(images["source_path"]) == good
+    reasons = dict(zip(rejects["path"], rejects["reason"]))
+    assert set(reasons) == set(expected) - good
+    for name, reason in reasons.items():
+        assert expected[name][1] in reason, (name, reason)
+    assert images["image_id"].n_unique() == images.height
+    assert len(list((tmp_path / "run/work/ingest").glob("part-*.parquet"))) == 3  # 6 images, parts of 2
+
+
+def test_stage_fails_clearly_when_nothing_is_usable(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(b"")
+    p = params.defaults() | {"source": str(src)}
+    with pytest.raises(ingest_stage.NoImages, match="rejects.parquet"):
+        ingest_stage.run(Context(root=tmp_path / "run", params=p, progress=False))
+    assert pl.read_parquet(tmp_path / "run/reports/rejects.parquet").height == 1
