@@ -1,0 +1,3 @@
+from groundcap.cli import app
+
+app(prog_name="groundcap")

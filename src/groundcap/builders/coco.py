@@ -1,0 +1,123 @@
+"""COCO-style instance JSON per split (``coco/{split}.json``), loadable with ``pycocotools.coco.COCO``.
+
+Image ids are 1-based in arrival order and annotation ids 1-based per split, so the same records give
+the same file. Category ids come from the sorted labels of *all* splits, so a label has the same id
+in every split's file; since labels are only known at the end, images and annotations are spooled to
+hidden JSON-lines files (metadata only, never image bytes) and the JSON is assembled at close, which
+keeps memory bounded on million-image releases. Each file is written under a temporary name and
+renamed. Every image entry carries its grounded ``scene_caption`` and ``qa_score``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from groundcap.builders.webdataset import EXTENSIONS
+from groundcap.parts import reset_dir
+
+
+def _dumps(value) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class _Split:
+    def __init__(self, directory: Path, split: str):
+        self.images_path = directory / f".{split}.images.jsonl.tmp"
+        self.annotations_path = directory / f".{split}.annotations.jsonl.tmp"
+        self._images = open(self.images_path, "w", encoding="utf-8")
+        self._annotations = open(self.annotations_path, "w", encoding="utf-8")
+        self.n_images = self.n_annotations = 0
+
+    def add(self, record: dict, labels: set[str]) -> None:
+        self.n_images += 1
+        image = {
+            "id": self.n_images,
+            "file_name": f"{record['image_id']}.{EXTENSIONS[record['format']]}",
+            "width": record["width"],
+            "height": record["height"],
+            "license": 1,
+            "image_id_str": record["image_id"],
+            "scene_caption": record["scene_caption"],
+            "qa_score": record["qa_score"],
+        }
+        self._images.write(_dumps(image) + "\n")
+        for region in record["regions"]:
+            self.n_annotations += 1
+            labels.add(region["label"])
+            seg = region["segmentation"]
+            annotation = {
+                "id": self.n_annotations,
+                "image_id": self.n_images,
+                "label": region["label"],  # replaced by category_id at close
+                "segmentation": {"size": [int(v) for v in seg["size"]], "counts": seg["counts"]},
+                "area": int(region["area"]),
+                "bbox": [float(v) for v in region["bbox"]],
+                "iscrowd": 0,
+                "region_id": region["region_id"],
+                "granularity": region["granularity"],
+                "source": region["source"],
+                "short_caption": region["short_caption"],
+                "detailed_caption": region["detailed_caption"],
+            }
+            self._annotations.write(_dumps(annotation) + "\n")
+
+    def write(self, path: Path, header: dict, category_ids: dict[str, int]) -> None:
+        self._images.close()
+        self._annotations.close()
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w", encoding="utf-8") as out:
+            out.write(_dumps(header)[:-1])  # the header's closing brace comes after the two lists
+            out.write(',"images":[')
+            with open(self.images_path, encoding="utf-8") as lines:
+                for i, line in enumerate(lines):
+                    out.write(("," if i else "") + line.rstrip("\n"))
+            out.write('],"annotations":[')
+            with open(self.annotations_path, encoding="utf-8") as lines:
+                for i, line in enumerate(lines):
+                    annotation = json.loads(line)
+                    annotation = {"category_id": category_ids[annotation.pop("label")], **annotation}
+                    out.write(("," if i else "") + _dumps(annotation))
+            out.write("]}\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+        self.abort()
+
+    def abort(self) -> None:
+        self._images.close()
+        self._annotations.close()
+        self.images_path.unlink(missing_ok=True)
+        self.annotations_path.unlink(missing_ok=True)
+
+
+class CocoJson:
+    """Streams image records into ``coco/{split}.json``; ``info`` and ``license`` describe the release."""
+
+    def __init__(self, release_dir: Path, splits: list[str], *, info: dict, license: str):
+        self.directory = reset_dir(Path(release_dir) / "coco")
+        self.info, self.license = info, license
+        self._splits = {split: _Split(self.directory, split) for split in splits}
+        self._labels: set[str] = set()
+
+    def add(self, split: str, record: dict) -> None:
+        self._splits[split].add(record, self._labels)
+
+    def close(self) -> list[Path]:
+        labels = sorted(self._labels)
+        header = {
+            "info": self.info,
+            "licenses": [{"id": 1, "name": self.license, "url": ""}],
+            "categories": [{"id": i, "name": label, "supercategory": ""} for i, label in enumerate(labels, 1)],
+        }
+        category_ids = {label: i for i, label in enumerate(labels, 1)}
+        paths = []
+        for split, spool in self._splits.items():
+            paths.append(self.directory / f"{split}.json")
+            spool.write(paths[-1], header, category_ids)
+        return paths
+
+    def abort(self) -> None:
+        for spool in self._splits.values():
+            spool.abort()

@@ -1,0 +1,155 @@
+"""Parquet shards of the release's two configs, written as a stream.
+
+``default`` holds one row per image (``data/``), ``regions`` one row per region with its image
+(``regions/``). Rows are projected onto ``schema.CONFIGS`` explicitly, so a missing field fails here
+rather than becoming a silent null. Files carry ``features.arrow_schema``, whose ``huggingface``
+metadata makes the ``image`` column decode as an Image, and hold the encoded image bytes
+(``Dataset.to_parquet`` would not embed them: DESIGN.md, "Known pitfalls"). A shard is written to a
+hidden temporary name and renamed to ``{split}-{i:05d}-of-{n:05d}.parquet`` once ``n`` is known, so
+the data_files globs never see a half-written shard. An empty split gets one shard with the schema
+and no row group (see ``_Shards.close``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from groundcap.parts import reset_dir
+from groundcap.schema import CONFIGS, IMAGES_FEATURES
+
+CONFIG_DIRS = {"default": "data", "regions": "regions"}
+_REGION_KEYS = tuple(IMAGES_FEATURES["regions"].feature)
+
+
+def region_fields(region: dict) -> dict:
+    """A region projected onto the release's region fields (extra stage fields dropped)."""
+    return {key: region[key] for key in _REGION_KEYS}
+
+
+def _image(record: dict) -> dict:
+    # path is dropped: only bytes travel, so no local path ever reaches a release file
+    return {"bytes": record["image"]["bytes"], "path": None}
+
+
+def image_row(record: dict) -> dict:
+    """The ``default`` config row of an image record."""
+    return {
+        "image_id": record["image_id"],
+        "image": _image(record),
+        "width": record["width"],
+        "height": record["height"],
+        "regions": [region_fields(r) for r in record["regions"]],
+        "scene_caption": record["scene_caption"],
+        "qa_score": record["qa_score"],
+    }
+
+
+def region_rows(record: dict) -> list[dict]:
+    """The ``regions`` config rows of an image record: one per region, each with the image embedded."""
+    image = _image(record)
+    return [
+        {
+            "image_id": record["image_id"],
+            "image": image,
+            "width": record["width"],
+            "height": record["height"],
+            **region_fields(r),
+            "qa_score": record["qa_score"],
+        }
+        for r in record["regions"]
+    ]
+
+
+_ROWS = {"default": lambda record: [image_row(record)], "regions": region_rows}
+
+
+class _Shards:
+    """The shards of one (config, split): rows buffered into row groups, a new file past ``shard_bytes``."""
+
+    def __init__(self, directory: Path, split: str, schema: pa.Schema, shard_bytes: int, row_group_rows: int):
+        self.directory, self.split, self.schema = directory, split, schema
+        self.shard_bytes, self.row_group_rows = shard_bytes, row_group_rows
+        self.tmp_paths: list[Path] = []
+        self._rows: list[dict] = []
+        self._fh = None
+        self._writer: pq.ParquetWriter | None = None
+
+    def add(self, rows: list[dict]) -> None:
+        self._rows.extend(rows)
+        while len(self._rows) >= self.row_group_rows:
+            group, self._rows = self._rows[: self.row_group_rows], self._rows[self.row_group_rows :]
+            self._write(group)
+
+    def _open(self) -> None:
+        path = self.directory / f".{self.split}-{len(self.tmp_paths):05d}.parquet.tmp"
+        self.tmp_paths.append(path)
+        self._fh = open(path, "wb")
+        # zstd for the metadata columns (image bytes are already compressed); content-defined
+        # chunking keeps pages stable across releases, so the Hub's Xet storage dedups them.
+        self._writer = pq.ParquetWriter(
+            self._fh, self.schema, compression="zstd", use_content_defined_chunking=True, write_page_index=True
+        )
+
+    def _write(self, rows: list[dict]) -> None:
+        if self._writer is None:
+            self._open()
+        self._writer.write_table(pa.Table.from_pylist(rows, schema=self.schema), row_group_size=len(rows))
+        if self._fh.tell() >= self.shard_bytes:
+            self._close_file()
+
+    def _close_file(self) -> None:
+        self._writer.close()
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        self._writer = self._fh = None
+
+    def close(self) -> list[Path]:
+        if self._rows:
+            self._write(self._rows)
+            self._rows = []
+        if not self.tmp_paths:
+            # An empty split still gets one shard: the schema and no row group (a zero-row row group
+            # makes datasets' reader fail with "BatchSize must be greater than 0").
+            self._open()
+        if self._writer is not None:
+            self._close_file()
+        n = len(self.tmp_paths)
+        finals = [self.directory / f"{self.split}-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
+        for tmp, final in zip(self.tmp_paths, finals):
+            os.replace(tmp, final)
+        return finals
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._fh.close()
+        for path in self.tmp_paths:
+            path.unlink(missing_ok=True)
+
+
+class ParquetShards:
+    """Streams image records into the ``default`` and ``regions`` Parquet shards of every split."""
+
+    def __init__(self, release_dir: Path, splits: list[str], *, shard_bytes: int, row_group_rows: int):
+        self._shards = {}
+        for config, dirname in CONFIG_DIRS.items():
+            directory = reset_dir(Path(release_dir) / dirname)
+            schema = CONFIGS[config].arrow_schema
+            for split in splits:
+                self._shards[config, split] = _Shards(directory, split, schema, shard_bytes, row_group_rows)
+
+    def add(self, split: str, record: dict) -> None:
+        for config, rows in _ROWS.items():
+            self._shards[config, split].add(rows(record))
+
+    def close(self) -> list[Path]:
+        return [path for shards in self._shards.values() for path in shards.close()]
+
+    def abort(self) -> None:
+        for shards in self._shards.values():
+            shards.abort()

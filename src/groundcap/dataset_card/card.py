@@ -1,0 +1,410 @@
+"""The release's README.md: Hub metadata (YAML) plus a human description, both from the release itself.
+
+The YAML declares the two Parquet configs with their ``data_files`` per split and their features
+(``dataset_info``), so ``load_dataset`` infers nothing; ``num_examples`` come from the Parquet
+footers, and ``datasets`` checks them on load. The body states how the data was made (backends from
+``provenance``, the params hash), per-split statistics read from the released Parquet, the QA
+summary, the layout and usage, limitations and sources. Nothing in it depends on the time or on
+where the folder lives, so the same release gives the same card.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from datasets import Features
+from datasets.info import DatasetInfo
+from datasets.splits import SplitDict, SplitInfo
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from groundcap.builders import SPLITS
+from groundcap.builders.parquet import CONFIG_DIRS
+from groundcap.dataset_card.stats import parquet_sizes, shard_files, split_stats
+from groundcap.params import digest
+from groundcap.schema import CONFIGS
+
+TASK_CATEGORIES = ["image-to-text", "image-segmentation"]
+TAGS = ["dense-captioning", "grounded-captioning", "region-captioning", "segmentation-masks", "coco-rle"]
+_SIZE_BUCKETS = [  # (upper bound, Hub size category)
+    (1e3, "n<1K"), (1e4, "1K<n<10K"), (1e5, "10K<n<100K"), (1e6, "100K<n<1M"), (1e7, "1M<n<10M"),
+    (1e8, "10M<n<100M"), (1e9, "100M<n<1B"), (1e10, "1B<n<10B"), (1e11, "10B<n<100B"), (1e12, "100B<n<1T"),
+]  # fmt: skip
+_SECRET = re.compile(r"token|secret|password|passwd|api_?key|credential", re.IGNORECASE)
+_ROWS_OF = {"default": "image", "regions": "region"}
+
+
+def size_category(n: int) -> str:
+    return next((name for bound, name in _SIZE_BUCKETS if n < bound), "n>1T")
+
+
+def _declared(release_dir: Path, splits) -> dict[str, dict[str, tuple[int, int, int]]]:
+    """{config: {split: (rows, bytes, uncompressed bytes)}} for the splits the YAML declares.
+
+    Only splits with rows: ``load_dataset`` (datasets 5.2) cannot load a DatasetDict in which any
+    split is empty ("Instruction ... corresponds to no data", huggingface/datasets#8401), although
+    streaming can. The zero-row shard of an empty split stays in the folder, carrying the schema.
+    """
+    declared = {}
+    for config, directory in CONFIG_DIRS.items():
+        sizes = {split: parquet_sizes(shard_files(release_dir, directory, split)) for split in splits}
+        if nonempty := {split: size for split, size in sizes.items() if size[0]}:
+            declared[config] = nonempty
+    return declared
+
+
+def _configs(declared: dict) -> list[dict]:
+    return [
+        {
+            "config_name": config,
+            "data_files": [{"split": split, "path": f"{CONFIG_DIRS[config]}/{split}-*"} for split in splits],
+        }
+        for config, splits in declared.items()
+    ]
+
+
+def _dataset_info(declared: dict) -> list[dict]:
+    infos = []
+    for config, splits in declared.items():
+        split_dict = SplitDict()
+        for split, (rows, _, uncompressed) in splits.items():
+            # num_bytes: Parquet's uncompressed size, the closest footer figure to the Arrow size
+            split_dict.add(SplitInfo(name=split, num_bytes=uncompressed, num_examples=rows))
+        info = DatasetInfo(
+            config_name=config,
+            features=CONFIGS[config],
+            splits=split_dict,
+            download_size=sum(size for _, size, _ in splits.values()),
+            dataset_size=sum(uncompressed for _, _, uncompressed in splits.values()),
+        )
+        infos.append(info._to_yaml_dict())
+    return infos
+
+
+# --- markdown helpers -------------------------------------------------------------------------------
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    if isinstance(value, (list, tuple)) and all(not isinstance(v, (dict, list)) for v in value):
+        value = ", ".join(str(v) for v in value)
+    elif isinstance(value, (dict, list)):
+        value = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _public(value):
+    """Drop keys that look like credentials, at any depth: provenance must never leak one."""
+    if isinstance(value, dict):
+        return {k: _public(v) for k, v in value.items() if not _SECRET.search(str(k))}
+    if isinstance(value, list):
+        return [_public(v) for v in value]
+    return value
+
+
+def _flatten(mapping: dict, prefix: str = "") -> list[list]:
+    rows = []
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            rows += _flatten(value, f"{name} / ")
+        else:
+            rows.append([name, value])
+    return rows
+
+
+# --- sections -----------------------------------------------------------------------------------------
+
+
+def _provenance_section(provenance: dict, params: dict) -> str:
+    provenance = _public(provenance)
+    facts = [f"- params hash (all sections): `{digest(params)}`"]
+    facts += [f"- {key}: {_cell(value)}" for key, value in provenance.items() if not isinstance(value, (dict, list))]
+    rows, columns = [], ["stage"]
+    for stage, value in provenance.items():
+        if isinstance(value, (dict, list)):
+            for entry in value if isinstance(value, list) else [value]:
+                entry = entry if isinstance(entry, dict) else {"value": entry}
+                columns += [k for k in entry if k not in columns]
+                rows.append((stage, entry))
+    table = _table(columns, [[stage] + [entry.get(c) for c in columns[1:]] for stage, entry in rows]) if rows else ""
+    return "\n".join(facts) + ("\n\n" + table if table else "")
+
+
+def _stats_section(stats: dict) -> str:
+    summary = _table(
+        ["split", "images", "regions", "regions/image (mean)", "min", "max", "short caption (words)",
+         "detailed caption (words)", "scene caption (words)", "grounded phrases/scene caption"],
+        [
+            [split, s["images"], s["regions"], s["regions_per_image"]["mean"], s["regions_per_image"]["min"],
+             s["regions_per_image"]["max"], s["words"]["short_caption"], s["words"]["detailed_caption"],
+             s["words"]["scene_caption"], s["references_per_scene_caption"]]
+            for split, s in stats.items()
+        ],
+    )  # fmt: skip
+    labels = _table(
+        ["split", "top labels (regions)"],
+        [[split, ", ".join(f"{label} ({n})" for label, n in s["top_labels"]) or None] for split, s in stats.items()],
+    )
+    return f"{summary}\n\nMost frequent region labels:\n\n{labels}"
+
+
+def _layout_section(release_dir: Path, splits) -> str:
+    rows = []
+    for split in splits:
+        tars = sorted((release_dir / "wds").glob(f"{split}-*.tar"))
+        rows.append([
+            split,
+            len(shard_files(release_dir, "data", split)),
+            len(shard_files(release_dir, "regions", split)),
+            len(tars),
+            f"coco/{split}.json" if (release_dir / "coco" / f"{split}.json").is_file() else None,
+        ])  # fmt: skip
+    return (
+        "- `data/{split}-NNNNN-of-NNNNN.parquet`: config `default`, one row per image, image bytes embedded.\n"
+        "- `regions/{split}-NNNNN-of-NNNNN.parquet`: config `regions`, one row per region, with its image.\n"
+        "- `wds/{split}-NNNNN.tar`: WebDataset shards, one sample per image: `{image_id}.jpg|png` (original "
+        "bytes) and `{image_id}.json` (size, regions, scene caption, QA score). A split without images has no tar.\n"
+        "- `coco/{split}.json`: COCO-style instances (RLE masks), one annotation per region; category ids are "
+        "shared by all splits; each image carries its `scene_caption`.\n"
+        "- `checksums.json`: path, size and SHA-256 of every other file.\n\n"
+        + _table(["split", "data shards", "regions shards", "wds tars", "coco"], rows)
+    )
+
+
+def _usage_section(release: dict, release_dir: Path, splits) -> str:
+    repo = release.get("repo_id") or f"path/to/{release['name']}"
+    tars = {s: len(list((release_dir / "wds").glob(f"{s}-*.tar"))) for s in splits}
+    split, n = next(((s, n) for s, n in tars.items() if n), ("train", 1))  # the first split with tars
+    wds_urls = f"wds/{split}-{{00000..{n - 1:05d}}}.tar"
+    return f"""```python
+from datasets import load_dataset
+
+images = load_dataset("{repo}")              # config "default": one row per image
+regions = load_dataset("{repo}", "regions")  # one row per region
+
+row = images["train"][0]
+row["image"]                  # PIL image
+row["regions"][0]["segmentation"]  # COCO RLE {{"size": [h, w], "counts": str}}
+
+from pycocotools import mask as mask_utils
+seg = row["regions"][0]["segmentation"]
+mask = mask_utils.decode({{"size": seg["size"], "counts": seg["counts"].encode()}})  # HxW uint8
+```
+
+Scene captions mark grounded phrases as `<rN>phrase</rN>`, N being a `region_id` of the same image;
+`groundcap.grounding.render_boxes` turns them into Pancap-style `phrase [x1, y1, x2, y2]` (0-1 coordinates).
+
+```python
+import webdataset as wds
+ds = wds.WebDataset("{wds_urls}", shardshuffle=False).decode("pil")
+
+from pycocotools.coco import COCO
+coco = COCO("coco/{split}.json")
+```"""
+
+
+def _limitations_section(params: dict) -> str:
+    segment, tag = params.get("segment", {}), params.get("tag", {})
+    items = ["All annotations are machine-generated: masks, labels and captions can be wrong."]
+    if "work_side" in segment:
+        items.append(
+            f"Masks were computed at a longest side of {segment['work_side']} px and scaled to the full image, "
+            "so boundaries are approximate on large images."
+        )
+    if "max_regions" in segment:
+        items.append(f"At most {segment['max_regions']} regions per image are kept; small entities may be missing.")
+    if detectors := tag.get("detectors"):
+        items.append(f"Region labels come from the configured taggers/detectors ({', '.join(detectors)}).")
+    if params.get("caption_regions", {}).get("captioner") == "attributes":
+        items.append(
+            "Region captions come from the embedded attribute captioner: they state measured attributes "
+            "(named colours, size, position, shape, texture, OCR text), not a vision-language model's description."
+        )
+    if params.get("caption_scene", {}).get("composer") == "geometry":
+        items.append("Scene captions state relations computed from region geometry, not scene understanding.")
+    items.append("QA decisions are automatic, with the thresholds in `params.yaml`; see the QA summary.")
+    return "\n".join(f"- {item}" for item in items)
+
+
+def _sources_section(params: dict) -> str:
+    release = params["release"]
+    parts = [f"Annotations license: `{release['license']}`."]
+    if release.get("license_name") or release.get("license_link"):
+        parts.append(f"License name: {release.get('license_name', '–')}; link: {release.get('license_link', '–')}.")
+    sources = release.get("sources")
+    if isinstance(sources, str):
+        parts.append(sources.strip())
+    elif sources:
+        parts.append("\n".join(f"- {_cell(s)}" for s in sources))
+    elif params.get("source") == "sample:":
+        parts.append(
+            "The images are the sample photographs bundled with scikit-image; see scikit-image's documentation "
+            "for their origin and license."
+        )
+    else:
+        parts.append(
+            "The sources of the images are not documented in this release (`release.sources`); check the "
+            "license of each source image before redistributing it."
+        )
+    return "\n\n".join(parts)
+
+
+def _citation(release: dict) -> str:
+    key = re.sub(r"\W+", "_", release["name"])
+    return f"""```bibtex
+@misc{{{key},
+  title        = {{{release['pretty_name']}}},
+  note         = {{Version {release['version']}, built with groundcap}},
+  howpublished = {{{release.get('repo_id') or release['name']}}}
+}}
+```"""
+
+
+def render(release_dir: str | Path, params: dict, *, provenance: dict, qa_summary: dict, splits=SPLITS) -> str:
+    """The card's full text (YAML front matter and body)."""
+    release_dir = Path(release_dir)
+    release = params["release"]
+    stats = {split: split_stats(release_dir, split) for split in splits}
+    declared = _declared(release_dir, splits)
+    total = sum(s["images"] for s in stats.values())
+    license_extra = {k: release[k] for k in ("license_name", "license_link") if release.get(k)}
+    data = DatasetCardData(
+        license=release["license"],
+        pretty_name=release["pretty_name"],
+        language=["en"],
+        annotations_creators=["machine-generated"],
+        task_categories=TASK_CATEGORIES,
+        size_categories=[size_category(total)],
+        tags=TAGS,
+        **license_extra,
+        configs=_configs(declared),
+        dataset_info=_dataset_info(declared),
+    )
+    configs = _table(
+        ["config", "one row per", "splits", "features"],
+        [[c, _ROWS_OF[c], list(declared.get(c, [])), ", ".join(f"`{f}`" for f in CONFIGS[c])] for c in CONFIG_DIRS],
+    )
+    if empty := [f"`{CONFIG_DIRS[c]}/{s}-*`" for c in CONFIG_DIRS for s in splits if s not in declared.get(c, {})]:
+        configs += (
+            f"\n\nWithout examples in this release, so not declared (`load_dataset` cannot load an empty split): "
+            f"{', '.join(empty)}. Their zero-row Parquet shards are in the folder and carry the schema."
+        )
+    body = f"""
+# {release['pretty_name']}
+
+Dense grounded captions, release `{release['name']}` version {release['version']}: for every image, masks
+of its entities (objects, parts, stuff) as COCO RLE with a label, a short and a detailed caption per
+region, and one scene caption whose phrases point at those regions. {total} images in all.
+
+## Configs
+
+{configs}
+
+Boxes are `[x, y, w, h]` in pixels; `segmentation` is COCO RLE `{{"size": [h, w], "counts": str}}`;
+`area` is the mask's pixel count.
+
+## Statistics
+
+{_stats_section(stats)}
+
+## How it was built
+
+Built with `groundcap`, stage by stage: ingest (validate, normalize, content-hash ids), tag, segment
+(detector boxes prompt a segmenter; class-agnostic masks; merge and NMS in RLE space), caption_regions,
+caption_scene (grounded scene caption), qa (consistency and evidence checks, dedup), split
+(seeded, group-aware, no near-duplicate crosses splits), build (this folder), card.
+
+{_provenance_section(provenance, params)}
+
+## Quality assurance
+
+{_table(["item", "value"], _flatten(_public(qa_summary))) if qa_summary else "No QA summary was recorded."}
+
+## Files
+
+{_layout_section(release_dir, splits)}
+
+## Usage
+
+{_usage_section(release, release_dir, splits)}
+
+## Limitations
+
+{_limitations_section(params)}
+
+## License and sources
+
+{_sources_section(params)}
+
+## Citation
+
+{_citation(release)}
+"""
+    return f"---\n{data.to_yaml()}\n---\n{body}"
+
+
+def write_card(release_dir: str | Path, params: dict, *, provenance: dict, qa_summary: dict, splits=SPLITS) -> Path:
+    """Write ``release_dir/README.md`` and validate it; raises ValueError listing any problem."""
+    release_dir = Path(release_dir)
+    path = release_dir / "README.md"
+    tmp = path.with_name(".README.md.tmp")
+    tmp.write_text(render(release_dir, params, provenance=provenance, qa_summary=qa_summary, splits=splits), "utf-8")
+    os.replace(tmp, path)
+    if problems := validate_card(path):
+        raise ValueError(f"{path.name} is not a valid dataset card:\n" + "\n".join(problems))
+    return path
+
+
+def validate_card(path: str | Path) -> list[str]:
+    """Problems with a release's card; empty when it is valid.
+
+    Checks that the card parses and its metadata round-trips through ``DatasetCard``, that every
+    ``data_files`` glob matches a file, that the declared features are the schema's and the declared
+    ``num_examples`` the Parquet row counts, and that no local path leaked into the text.
+    """
+    path = Path(path)
+    release_dir = path.parent
+    text = path.read_text(encoding="utf-8")
+    try:
+        card = DatasetCard(text)
+    except ValueError as exc:
+        return [f"card does not parse: {exc}"]
+    problems = []
+    if DatasetCard(card.content).data.to_dict() != card.data.to_dict():
+        problems.append("card metadata does not round-trip through DatasetCard")
+    configs = card.data.get("configs") or []
+    if not configs:
+        problems.append("no configs declared")
+    infos = card.data.get("dataset_info") or []
+    infos = {info.get("config_name", "default"): info for info in ([infos] if isinstance(infos, dict) else infos)}
+    for config in configs:
+        name = config["config_name"]
+        info = infos.get(name)
+        if info is None:
+            problems.append(f"config {name}: no dataset_info")
+        elif name in CONFIGS and Features._from_yaml_list(info["features"]) != CONFIGS[name]:
+            problems.append(f"config {name}: declared features differ from groundcap.schema.CONFIGS")
+        declared = {s["name"]: s["num_examples"] for s in (info or {}).get("splits", [])}
+        for entry in config.get("data_files", []):
+            patterns = entry["path"] if isinstance(entry["path"], list) else [entry["path"]]
+            files = sorted({f for p in patterns for f in release_dir.glob(p) if f.is_file()})
+            if not files:
+                problems.append(f"config {name}, split {entry['split']}: {patterns} match no file")
+            elif (expected := declared.get(entry["split"])) != (rows := parquet_sizes(files)[0]):
+                problems.append(f"config {name}, split {entry['split']}: declares {expected} rows, files hold {rows}")
+    for local in {str(release_dir.resolve()), str(Path.home())} - {"/"}:
+        if local in text:
+            problems.append(f"card contains a local path ({local})")
+    return problems

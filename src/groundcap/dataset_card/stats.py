@@ -1,0 +1,77 @@
+"""Per-split statistics for the card, computed from the release's own Parquet files.
+
+Reading what was released (not the stage tables) means the card describes exactly what users
+download. Only metadata columns are read, never the image bytes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from groundcap import grounding
+
+TOP_LABELS = 10
+
+
+def shard_files(release_dir: Path, directory: str, split: str) -> list[Path]:
+    return sorted((Path(release_dir) / directory).glob(f"{split}-*.parquet"))
+
+
+def parquet_sizes(files: list[Path]) -> tuple[int, int, int]:
+    """(rows, bytes on disk, uncompressed bytes) of Parquet files, from their footers."""
+    rows = size = uncompressed = 0
+    for file in files:
+        meta = pq.read_metadata(file)
+        rows += meta.num_rows
+        size += file.stat().st_size
+        uncompressed += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    return rows, size, uncompressed
+
+
+def _word_counts(texts: pl.Series) -> pl.Series:
+    return texts.str.count_matches(r"\S+")
+
+
+def _mean(total: float, n: int) -> float | None:
+    return total / n if n else None
+
+
+def split_stats(release_dir: Path, split: str) -> dict:
+    """Images, regions, regions per image, caption lengths (words) and top labels of one split.
+
+    Shard by shard, so memory is bounded by one shard's metadata however large the split.
+    """
+    images = regions = refs = 0
+    sizes: list[int] = []  # regions per image: one int per image is small even at millions
+    words = dict.fromkeys(["short_caption", "detailed_caption", "scene_caption"], 0)
+    labels: Counter[str] = Counter()
+    for file in shard_files(release_dir, "data", split):
+        table = pl.read_parquet(file, columns=["regions", "scene_caption"])
+        scene = table["scene_caption"].to_list()
+        flat = table.select(pl.col("regions").explode().struct.unnest()).drop_nulls("region_id")
+        images += table.height
+        regions += flat.height
+        sizes += table["regions"].list.len().to_list()
+        refs += sum(len(grounding.references(text)) for text in scene)
+        plain = pl.Series([grounding.plain(text) for text in scene], dtype=pl.String)
+        words["scene_caption"] += int(_word_counts(plain).sum())
+        for field in ("short_caption", "detailed_caption"):
+            words[field] += int(_word_counts(flat[field]).sum())
+        labels.update(flat["label"].to_list())
+    per_region = {"short_caption": regions, "detailed_caption": regions, "scene_caption": images}
+    return {
+        "images": images,
+        "regions": regions,
+        "regions_per_image": {
+            "mean": _mean(regions, images),
+            "min": min(sizes, default=None),
+            "max": max(sizes, default=None),
+        },
+        "words": {field: _mean(total, per_region[field]) for field, total in words.items()},
+        "references_per_scene_caption": _mean(refs, images),
+        "top_labels": sorted(labels.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_LABELS],
+    }

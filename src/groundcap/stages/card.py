@@ -1,0 +1,32 @@
+"""Stage ``card``: the dataset card from the records, then the checksum manifest over the whole release."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+from groundcap import parts, sample
+from groundcap.builders import write_manifest
+from groundcap.dataset_card import write_card
+from groundcap.engine import Context
+
+_ANNOTATION_STAGES = ("tag", "segment", "caption_regions", "caption_scene")
+
+
+def run(ctx: Context) -> None:
+    params = copy.deepcopy(ctx.params)
+    if params["source"] == sample.PREFIX and not params["release"].get("sources"):
+        params["release"]["sources"] = "Images bundled with scikit-image:\n\n" + sample.licenses_markdown()
+    qa_summary = json.loads((ctx.reports / "qa.json").read_text())
+    write_card(ctx.release, params, provenance=provenance(ctx), qa_summary=qa_summary)
+    write_manifest(ctx.release)
+
+
+def provenance(ctx: Context) -> dict[str, list[dict]]:
+    """The backends each annotation stage ran with (identical on every row of a stage)."""
+    out = {}
+    for stage in _ANNOTATION_STAGES:
+        rows = parts.read_part(ctx.work(stage), parts.list_parts(ctx.work(stage))[0], ["provenance"])
+        stamp = rows[0]["provenance"] if rows else []
+        out[stage] = stamp if isinstance(stamp, list) else [stamp]
+    return out

@@ -1,0 +1,253 @@
+"""A tiny release built from synthetic records, read back with the tools its users will use."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from groundcap import masks
+from groundcap.builders import ReleaseWriter, verify_manifest, write_manifest
+from groundcap.dataset_card import size_category, validate_card, write_card
+from groundcap.params import load as load_params
+from groundcap.schema import IMAGES_FEATURES, REGIONS_FEATURES
+
+PARAMS = load_params()
+# Tiny shards, so rolling and the -of-N naming are exercised: one Parquet shard per row group of 2
+# rows, one tar per image.
+PARAMS["build"].update(shard_bytes=1, wds_shard_bytes=1, row_group_rows=2)
+PROVENANCE = {
+    "groundcap": "0.1.0",
+    "segment": [{"backend": "grabcut", "version": "1", "model": "opencv grabcut", "params_hash": "abc123"}],
+    "caption_regions": {"backend": "attributes", "version": "1", "model": "measured attributes", "api_key": "sk-x"},
+}
+QA = {"images_in": 5, "images_passed": 4, "reasons": {"too_few_regions": 1}}
+
+
+def _image(width: int, height: int, fmt: str, seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def _region(region_id: int, mask: np.ndarray, label: str) -> dict:
+    rle = masks.encode(mask)
+    return {
+        "region_id": region_id,
+        "bbox": masks.bbox(rle),
+        "area": masks.area(rle),
+        "segmentation": rle,
+        "label": label,
+        "granularity": "object",
+        "source": "synthetic",
+        "short_caption": f"a {label}",
+        "detailed_caption": f"a {label} with {region_id} sides | tested",
+        "predicted_iou": 0.9,  # a stage field the release drops
+    }
+
+
+def _record(seed: int, width: int, height: int, fmt: str, labels: list[str]) -> dict:
+    data = _image(width, height, fmt, seed)
+    yy, xx = np.mgrid[:height, :width]
+    regions = []
+    for i, label in enumerate(labels, 1):
+        mask = ((xx - width * i / (len(labels) + 1)) ** 2 + (yy - height / 2) ** 2) < (min(width, height) / 4) ** 2
+        regions.append(_region(i, mask, label))
+    caption = " and ".join(f"<r{r['region_id']}>{r['short_caption']}</r{r['region_id']}>" for r in regions)
+    return {
+        "image_id": hashlib.sha256(data).hexdigest()[:16],
+        "image": {"bytes": data, "path": None},
+        "format": fmt,
+        "width": width,
+        "height": height,
+        "regions": regions,
+        "scene_caption": caption or "an empty scene",
+        "qa_score": 0.5 + seed / 10,
+    }
+
+
+RECORDS = {
+    "train": [
+        _record(1, 40, 30, "PNG", ["dog", "cat"]),
+        _record(2, 32, 48, "JPEG", ["dog"]),
+        _record(3, 24, 24, "PNG", []),
+    ],
+    "validation": [_record(4, 50, 20, "JPEG", ["car", "dog", "tree"])],
+    "test": [],
+}
+
+
+def build(release_dir):
+    with ReleaseWriter(release_dir, PARAMS) as writer:
+        for split, records in RECORDS.items():
+            for record in records:
+                writer.add(split, copy.deepcopy(record))
+    write_card(release_dir, PARAMS, provenance=PROVENANCE, qa_summary=QA)
+    write_manifest(release_dir)
+    return release_dir
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("a") / "release")
+
+
+def _by_id():
+    return {r["image_id"]: r for records in RECORDS.values() for r in records}
+
+
+def test_layout(release):
+    names = sorted(p.relative_to(release).as_posix() for p in release.rglob("*") if p.is_file())
+    assert "data/train-00000-of-00002.parquet" in names and "data/train-00001-of-00002.parquet" in names
+    assert "data/test-00000-of-00001.parquet" in names  # empty split: one zero-row shard
+    assert "regions/test-00000-of-00001.parquet" in names
+    assert not any(n.startswith("wds/test") for n in names)  # empty split: no tar
+    assert [n for n in names if n.startswith("wds/train")] == [f"wds/train-{i:05d}.tar" for i in range(3)]
+    assert {"README.md", "checksums.json", "coco/train.json", "coco/validation.json", "coco/test.json"} <= set(names)
+    assert not any(n.rsplit("/", 1)[-1].startswith(".") for n in names)  # no temporary file left
+
+
+def test_load_default_config(release, tmp_path):
+    from datasets import load_dataset
+
+    ds = load_dataset(str(release), cache_dir=str(tmp_path))
+    # the empty test split is not declared: datasets 5.2 cannot load a DatasetDict with an empty split
+    assert {split: ds[split].num_rows for split in ds} == {"train": 3, "validation": 1}
+    expected = _by_id()
+    for split in ds:
+        assert ds[split].features == IMAGES_FEATURES
+        for row in ds[split]:
+            record = expected[row["image_id"]]
+            assert row["image"].size == (record["width"], record["height"])
+            assert [r["region_id"] for r in row["regions"]] == [r["region_id"] for r in record["regions"]]
+            for region in row["regions"]:
+                rle = region["segmentation"]
+                assert masks.decode(rle).shape == (record["height"], record["width"])
+                assert region["area"] == masks.area(rle)
+                assert region["bbox"] == pytest.approx(masks.bbox(rle))
+            assert row["scene_caption"] == record["scene_caption"]
+
+
+def test_load_regions_config(release, tmp_path):
+    from datasets import load_dataset
+
+    ds = load_dataset(str(release), "regions", cache_dir=str(tmp_path))
+    assert {split: ds[split].num_rows for split in ds} == {"train": 3, "validation": 3}  # one row per region
+    assert ds["validation"].features == REGIONS_FEATURES
+    row = ds["validation"][2]
+    record = RECORDS["validation"][0]
+    assert (row["image_id"], row["region_id"], row["label"]) == (record["image_id"], 3, "tree")
+    assert row["image"].size == (record["width"], record["height"])
+    assert np.array_equal(masks.decode(row["segmentation"]), masks.decode(record["regions"][2]["segmentation"]))
+
+
+def test_empty_split_shard_carries_the_schema(release):
+    import pyarrow.parquet as pq
+    from datasets import Features
+
+    for directory, features in (("data", IMAGES_FEATURES), ("regions", REGIONS_FEATURES)):
+        shard = pq.ParquetFile(release / directory / "test-00000-of-00001.parquet")
+        assert shard.metadata.num_rows == 0
+        assert Features.from_arrow_schema(shard.schema_arrow) == features
+
+
+def test_coco(release):
+    from pycocotools.coco import COCO
+
+    categories = None
+    for split, records in RECORDS.items():
+        coco = COCO(str(release / "coco" / f"{split}.json"))
+        assert len(coco.getAnnIds()) == sum(len(r["regions"]) for r in records)
+        assert [coco.imgs[i]["image_id_str"] for i in sorted(coco.imgs)] == [r["image_id"] for r in records]
+        names = {c["id"]: c["name"] for c in coco.dataset["categories"]}
+        assert names == (categories or names)  # the same category ids in every split
+        categories = names
+        for image_id, record in zip(sorted(coco.imgs), records):
+            anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
+            for ann, region in zip(anns, record["regions"], strict=True):
+                assert np.array_equal(coco.annToMask(ann).astype(bool), masks.decode(region["segmentation"]))
+                assert names[ann["category_id"]] == region["label"]
+    assert list(categories.values()) == ["car", "cat", "dog", "tree"]
+
+
+def test_webdataset(release):
+    import webdataset as wds
+
+    expected = _by_id()
+    urls = [str(p) for p in sorted((release / "wds").glob("train-*.tar"))]
+    samples = list(wds.WebDataset(urls, shardshuffle=False, empty_check=False))
+    assert [s["__key__"] for s in samples] == [r["image_id"] for r in RECORDS["train"]]
+    for sample in samples:
+        record = expected[sample["__key__"]]
+        ext = {"PNG": "png", "JPEG": "jpg"}[record["format"]]
+        assert sample[ext] == record["image"]["bytes"]
+        meta = json.loads(sample["json"])
+        assert meta["regions"] == [{k: v for k, v in r.items() if k != "predicted_iou"} for r in record["regions"]]
+        for key in ("width", "height", "qa_score", "scene_caption"):
+            assert meta[key] == record[key]
+
+
+def test_rebuild_is_byte_identical(release, tmp_path):
+    other = build(tmp_path / "elsewhere" / "release")
+    assert (other / "checksums.json").read_bytes() == (release / "checksums.json").read_bytes()
+    assert verify_manifest(other) == []
+
+
+def test_verify_manifest_catches_changes(tmp_path):
+    release = build(tmp_path / "release")
+    shard = release / "data" / "validation-00000-of-00001.parquet"
+    shard.write_bytes(shard.read_bytes()[:-1] + b"!")
+    (release / "extra.txt").write_text("x")
+    (release / "coco" / "test.json").unlink()
+    assert sorted(verify_manifest(release)) == [
+        "missing: coco/test.json",
+        "not in manifest: extra.txt",
+        "sha256 differs: data/validation-00000-of-00001.parquet",
+    ]
+
+
+def test_card(release, tmp_path):
+    from huggingface_hub import DatasetCard
+
+    assert validate_card(release / "README.md") == []
+    text = (release / "README.md").read_text()
+    card = DatasetCard(text)
+    assert card.data.license == PARAMS["release"]["license"]
+    assert card.data.size_categories == ["n<1K"]
+    assert [c["config_name"] for c in card.data.configs] == ["default", "regions"]
+    assert "| train | 3 | 3 | 1.00 | 0 | 2 |" in text  # images, regions, regions/image mean, min, max
+    assert "| validation | 1 | 3 | 3.00 | 3 | 3 |" in text
+    assert "| test | 0 | 0 | – |" in text
+    assert "not declared" in text and "`data/test-*`" in text
+    assert "dog (2), cat (1)" in text
+    assert "too_few_regions" in text and "grabcut" in text
+    assert "sk-x" not in text  # credential-like provenance keys are dropped
+    assert "/tmp" not in text and str(release) not in text and str(tmp_path) not in text
+    assert "measured attributes" in text  # limitations follow the params (embedded captioner)
+
+
+def test_validate_card_catches_missing_files(tmp_path):
+    release = build(tmp_path / "release")
+    for shard in (release / "regions").glob("validation-*"):
+        shard.unlink()
+    problems = validate_card(release / "README.md")
+    assert len(problems) == 1 and "regions, split validation" in problems[0]
+
+
+def test_aborted_build_publishes_nothing(tmp_path):
+    with pytest.raises(RuntimeError), ReleaseWriter(tmp_path, PARAMS) as writer:
+        writer.add("train", RECORDS["train"][0])
+        raise RuntimeError("interrupted")
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_size_category():
+    assert [size_category(n) for n in (0, 999, 1000, 9_000, 2_000_000)] == [
+        "n<1K", "n<1K", "1K<n<10K", "1K<n<10K", "1M<n<10M"
+    ]  # fmt: skip
