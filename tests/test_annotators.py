@@ -226,7 +226,8 @@ def test_attributes_caption_states_measured_facts():
     captioner = registry.create("region_captioner", "attributes", {})
     (cap,) = captioner.caption(image, [region(3, square)])
     f = cap.facts
-    assert json.loads(json.dumps(f)) == f  # stored as JSON
+    assert json.loads(json.dumps(f)) == f  # stored as JSON, so plain Python types only
+    assert all(type(v) in (str, float, int, bool, list, type(None)) for v in f.values())
     assert cap.region_id == 3
     assert f["colors"] == [["red", 1.0]] and f["position"] == "top left"
     assert f["size"] == "small" and f["size_frac"] == round(400 / 8100, 4)
