@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -28,11 +29,14 @@ ParamsFile = Annotated[
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
-# Errors a user can fix: shown as one line and exit code 2, never as a traceback.
+# Errors a user can fix: shown as one line and exit code 2, not as a traceback
+# (set GROUNDCAP_DEBUG=1 to see the traceback).
 _USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError, KeyError)
 
 
 def _fail(exc: BaseException) -> None:
+    if os.environ.get("GROUNDCAP_DEBUG"):
+        raise exc
     typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
 

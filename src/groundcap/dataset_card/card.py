@@ -25,6 +25,7 @@ from groundcap.builders.parquet import CONFIG_DIRS
 from groundcap.dataset_card.stats import parquet_sizes, shard_files, split_stats
 from groundcap.params import digest
 from groundcap.schema import CONFIGS
+from groundcap.stages import STAGES
 
 TASK_CATEGORIES = ["image-to-text", "image-segmentation"]
 TAGS = ["dense-captioning", "grounded-captioning", "region-captioning", "segmentation-masks", "coco-rle"]
@@ -125,6 +126,10 @@ def _flatten(mapping: dict, prefix: str = "") -> list[list]:
 
 
 # --- sections -----------------------------------------------------------------------------------------
+
+
+def _stages_section() -> str:
+    return "\n".join(f"{i}. `{name}`: {what}" for i, (name, what) in enumerate(STAGES.items(), 1))
 
 
 def _provenance_section(provenance: dict, params: dict) -> str:
@@ -242,7 +247,8 @@ def _sources_section(params: dict) -> str:
     release = params["release"]
     parts = [f"Annotations license: `{release['license']}`."]
     if release.get("license_name") or release.get("license_link"):
-        parts.append(f"License name: {release.get('license_name', '–')}; link: {release.get('license_link', '–')}.")
+        named = [f"{key.split('_')[1]}: {release[key]}" for key in ("license_name", "license_link") if release.get(key)]
+        parts.append("License " + "; ".join(named) + ".")
     sources = release.get("sources")
     if isinstance(sources, str):
         parts.append(sources.strip())
@@ -321,10 +327,9 @@ Boxes are `[x, y, w, h]` in pixels; `segmentation` is COCO RLE `{{"size": [h, w]
 
 ## How it was built
 
-Built with `groundcap`, stage by stage: ingest (validate, normalize, content-hash ids), tag, segment
-(detector boxes prompt a segmenter; class-agnostic masks; merge and NMS in RLE space), caption_regions,
-caption_scene (grounded scene caption), qa (consistency and evidence checks, dedup), split
-(seeded, group-aware, no near-duplicate crosses splits), build (this folder), card.
+Built with `groundcap`, stage by stage:
+
+{_stages_section()}
 
 {_provenance_section(provenance, params)}
 

@@ -16,11 +16,11 @@ STAGES = {
     "tag": "Tag each image and detect labelled boxes (detectors prompted with the tags).",
     "segment": "Box-prompted masks plus everything-mode masks, merged into non-overlapping entity regions.",
     "caption_regions": "Write a short and a detailed caption for every region.",
-    "caption_scene": "Compose one grounded scene caption per image (<rN>phrase</rN> references).",
+    "caption_scene": "Compose one grounded scene caption per image, phrases marked `<rN>phrase</rN>`.",
     "qa": "Score every region and image, record pass/fail reasons, write reports/qa.json.",
     "split": "Assign QA-passed images to train/validation/test by seeded hash.",
-    "build": "Write the release: Parquet configs, WebDataset tars, COCO JSON, checksums.",
-    "card": "Write the dataset card release/README.md from the records.",
+    "build": "Write the release: Parquet configs, WebDataset tars, COCO JSON.",
+    "card": "Write the dataset card release/README.md from the records, then checksums.json.",
 }
 ORDER = tuple(STAGES)
 

@@ -1,0 +1,74 @@
+"""The executor and the registry: one failing image is recorded, not fatal; a new backend is one class."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import skimage.data
+from PIL import Image
+
+from groundcap import params
+from groundcap.annotators import base, registry
+from groundcap.engine import Context
+from groundcap.sources import SourceError, iter_source
+from groundcap.stages import run_all
+
+
+@registry.register("detector", "test-fails-on-dark", description="raises on dark images (test only)")
+class FailsOnDark(base.Detector):
+    model = "test"
+
+    def detect(self, image, tags):
+        if image.mean() < 60:
+            raise RuntimeError("backend exploded on a dark image")
+        return [base.Detection("thing", 0.9, (2.0, 2.0, 20.0, 20.0), self.name)]
+
+
+def test_a_backend_error_on_one_image_is_recorded_and_the_rest_released(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.fromarray(skimage.data.coffee()).save(src / "bright.png")
+    Image.fromarray(np.full((64, 64, 3), 10, np.uint8)).save(src / "dark.png")
+    Image.fromarray(skimage.data.chelsea()).save(src / "cat.png")
+    p = params.defaults() | {"source": str(src)}
+    p["tag"] = {**p["tag"], "detectors": ["test-fails-on-dark"]}
+    run_all(Context(root=tmp_path / "run", params=p, progress=False), ["ingest", "tag", "segment", "caption_regions",
+                                                                      "caption_scene", "qa", "split"])
+    qa = pl.read_parquet(tmp_path / "run/work/qa/*.parquet").join(
+        pl.read_parquet(tmp_path / "run/work/ingest/*.parquet", columns=["image_id", "source_path"]), on="image_id"
+    )
+    dark = qa.filter(pl.col("source_path") == "dark.png").row(0, named=True)
+    assert not dark["passed"] and "backend exploded on a dark image" in dark["reasons"][0]
+    assert dark["reasons"][0].startswith("tag: ")
+    assert qa.filter(pl.col("source_path") != "dark.png")["passed"].all()
+    split = pl.read_parquet(tmp_path / "run/work/split/*.parquet")
+    assert split.filter(pl.col("image_id") == dark["image_id"])["split"].to_list() == [None]
+    segs = pl.read_parquet(tmp_path / "run/work/segment/*.parquet")
+    assert segs.filter(pl.col("image_id") == dark["image_id"])["error"].str.starts_with("tag: ").all()
+
+
+def test_registry_lists_and_refuses_clearly():
+    names = {(b.step, b.name) for b in registry.backends()}
+    assert {("detector", "haar"), ("detector", "rapidocr"), ("prompted_segmenter", "grabcut"),
+            ("mask_generator", "felzenszwalb"), ("region_captioner", "attributes"),
+            ("scene_captioner", "geometry"), ("detector", "test-fails-on-dark")} <= names
+    with pytest.raises(registry.UnknownBackend, match="registered: .*haar"):
+        registry.create("detector", "no-such-detector")
+    with pytest.raises(TypeError, match="must subclass Detector"):
+        registry.register("detector", "wrong")(base.Tagger)
+
+
+def test_list_file_source_resolves_relative_paths_and_records_unreadable_entries(tmp_path):
+    Image.fromarray(skimage.data.coffee()).save(tmp_path / "a.png")
+    listing = tmp_path / "list.txt"
+    listing.write_text("# my images\na.png\n\nmissing.png\n")
+    entries = list(iter_source(str(listing)))
+    assert [name for name, _ in entries] == ["a.png", "missing.png"]
+    assert entries[0][1](10**9) == (tmp_path / "a.png").read_bytes()
+    p = params.defaults() | {"source": str(listing)}
+    run_all(Context(root=tmp_path / "run", params=p, progress=False), ["ingest"])
+    rejects = pl.read_parquet(tmp_path / "run/reports/rejects.parquet")
+    assert rejects["path"].to_list() == ["missing.png"] and "cannot read" in rejects["reason"][0]
+    with pytest.raises(SourceError):
+        list(iter_source(str(tmp_path / "nothing-here")))
