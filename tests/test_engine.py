@@ -55,6 +55,9 @@ def test_registry_lists_and_refuses_clearly():
             ("scene_captioner", "geometry"), ("detector", "test-fails-on-dark")} <= names
     with pytest.raises(registry.UnknownBackend, match="registered: .*haar"):
         registry.create("detector", "no-such-detector")
+    with pytest.raises(ValueError, match="has no option min_neigbors; its options: .*min_neighbors"):
+        registry.create("detector", "haar", {"min_neigbors": 3})
+    assert registry.create("mask_generator", "felzenszwalb", {"scale": 100}).scale == 100.0
     with pytest.raises(TypeError, match="must subclass Detector"):
         registry.register("detector", "wrong")(base.Tagger)
 

@@ -60,14 +60,26 @@ class SceneCaption:
 
 
 class Backend(ABC):
-    """Common metadata every backend carries into the provenance of its records."""
+    """Options checked against ``defaults``, and the metadata a backend carries into provenance.
+
+    Each option becomes an attribute, coerced to its default's type (so YAML's ``512`` and ``512.0``
+    both work); an option the backend does not declare is an error, so a typo in params.yaml never
+    silently runs with the default.
+    """
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
     model: ClassVar[str] = ""  # model id, or a plain description of the algorithm
+    defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **options: Any) -> None:
-        self.options = options
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            known = ", ".join(sorted(self.defaults)) or "(none)"
+            raise ValueError(f"backend {self.name!r} has no option {', '.join(unknown)}; its options: {known}")
+        for key, default in self.defaults.items():
+            value = options.get(key, default)
+            setattr(self, key, value if default is None else type(default)(value))
 
     def provenance(self) -> dict[str, str]:
         return {"backend": self.name, "version": self.version, "model": self.model}

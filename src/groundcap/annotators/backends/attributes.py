@@ -84,16 +84,15 @@ class AttributeCaptioner(RegionCaptioner):
 
     model = "measured attributes (CIE Lab colour names, mask geometry, Sobel texture)"
 
-    def __init__(self, **options):
-        super().__init__(**options)
-        o = options
-        self.small_max = float(o.get("small_max", 0.05))
-        self.large_min = float(o.get("large_min", 0.25))
-        self.wide_min = float(o.get("wide_min", 1.3))
-        self.compact_min = float(o.get("compact_min", 0.8))
-        self.textured_min = float(o.get("textured_min", 0.03))
-        self.color_min_share = float(o.get("color_min_share", 0.15))
-        self.analysis_side = int(o.get("analysis_side", 512))
+    defaults = {
+        "small_max": 0.05,
+        "large_min": 0.25,
+        "wide_min": 1.3,
+        "compact_min": 0.8,
+        "textured_min": 0.03,
+        "color_min_share": 0.15,
+        "analysis_side": 512,
+    }
 
     def caption(self, image: np.ndarray, regions: list[dict]) -> list[RegionCaption]:
         grad = gradient_map(image, self.analysis_side)

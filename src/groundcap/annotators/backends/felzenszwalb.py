@@ -40,13 +40,7 @@ class FelzenszwalbGenerator(MaskGenerator):
 
     model = "skimage.segmentation.felzenszwalb"
 
-    def __init__(self, **options):
-        super().__init__(**options)
-        self.work_side = int(options.get("work_side", 512))
-        self.scale = float(options.get("scale", 400))
-        self.sigma = float(options.get("sigma", 0.8))
-        self.min_size_frac = float(options.get("min_size_frac", 0.01))
-        self.stuff_min_frac = float(options.get("stuff_min_frac", 0.1))
+    defaults = {"work_side": 512, "scale": 400.0, "sigma": 0.8, "min_size_frac": 0.01, "stuff_min_frac": 0.1}
 
     def generate(self, image: np.ndarray) -> list[Mask]:
         from skimage.color import rgb2lab

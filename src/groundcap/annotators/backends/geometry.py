@@ -108,12 +108,7 @@ class GeometryComposer(SceneCaptioner):
 
     model = "geometric composition of measured facts"
 
-    def __init__(self, **options):
-        super().__init__(**options)
-        self.max_regions = int(options.get("max_regions", 8))
-        self.generic_labels = set(options.get("generic_labels", ["region"]))
-        self.next_to_frac = float(options.get("next_to_frac", 0.1))
-        self.color_min_share = float(options.get("color_min_share", 0.15))
+    defaults = {"max_regions": 8, "generic_labels": ["region"], "next_to_frac": 0.1, "color_min_share": 0.15}
 
     def choose(self, regions: list[dict]) -> list[dict]:
         named = [r for r in regions if r.get("label") and r["label"] not in self.generic_labels]

@@ -34,12 +34,7 @@ class GrabCutSegmenter(PromptedSegmenter):
 
     model = "opencv grabCut"
 
-    def __init__(self, **options):
-        super().__init__(**options)
-        self.work_side = int(options.get("work_side", 512))
-        self.iterations = int(options.get("iterations", 3))
-        self.context = float(options.get("context", 0.5))
-        self.seed = int(options.get("seed", 0))
+    defaults = {"work_side": 512, "iterations": 3, "context": 0.5, "seed": 0}
 
     def segment(self, image: np.ndarray, detections: list[Detection]) -> list[Mask | None]:
         return [self._one(image, d) for d in detections]

@@ -54,25 +54,27 @@ class HaarDetector(Detector):
     """
 
     model = "opencv haarcascades"
+    defaults = {
+        "cascades": ["frontalface_default"],
+        "min_neighbors": 6,
+        "min_size_frac": 0.06,
+        "scale_factor": 1.1,
+        "work_side": 1024,
+        "max_overlap": 0.5,
+    }
 
     def __init__(self, **options):
         super().__init__(**options)
-        names = list(options.get("cascades", ["frontalface_default"]))
-        unknown = [n for n in names if n not in LABELS]
+        unknown = [n for n in self.cascades if n not in LABELS]
         if unknown:
             raise ValueError(f"unknown Haar cascade(s) {unknown}; known: {', '.join(sorted(LABELS))}")
-        self.cascades = {}
-        for name in names:
+        self.classifiers = {}
+        for name in self.cascades:
             path = cv2.data.haarcascades + f"haarcascade_{name}.xml"
             cascade = cv2.CascadeClassifier(path)
             if cascade.empty():
                 raise RuntimeError(f"OpenCV could not load {path} (opencv-python<5 ships the cascades)")
-            self.cascades[name] = cascade
-        self.min_neighbors = int(options.get("min_neighbors", 6))
-        self.min_size_frac = float(options.get("min_size_frac", 0.06))
-        self.scale_factor = float(options.get("scale_factor", 1.1))
-        self.work_side = int(options.get("work_side", 1024))
-        self.max_overlap = float(options.get("max_overlap", 0.5))
+            self.classifiers[name] = cascade
 
     def detect(self, image: np.ndarray, tags: list[Tag]) -> list[Detection]:
         h, w = image.shape[:2]
@@ -83,7 +85,7 @@ class HaarDetector(Detector):
         gray = cv2.equalizeHist(gray)
         side = max(1, round(self.min_size_frac * min(gray.shape)))
         dets: list[Detection] = []
-        for name, cascade in self.cascades.items():
+        for name, cascade in self.classifiers.items():
             boxes, _, weights = cascade.detectMultiScale3(
                 gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
                 minSize=(side, side), outputRejectLevels=True,

@@ -20,12 +20,8 @@ class RapidOcrDetector(Detector):
     """
 
     model = "rapidocr-onnxruntime PP-OCRv4"
-
-    def __init__(self, **options):
-        super().__init__(**options)
-        self.min_score = float(options.get("min_score", 0.6))
-        self.max_side = int(options.get("max_side", 2000))
-        self._engine = None
+    defaults = {"min_score": 0.6, "max_side": 2000}
+    _engine = None
 
     @property
     def engine(self):
