@@ -24,5 +24,8 @@ demo: install  ## build release/ from the bundled sample with `dvc repro`
 test: install  ## run the test suite
 	$(PY) -m pytest
 
+bench: install  ## benchmarks, each printed beside its baseline with the ratio
+	$(PY) bench/run.py
+
 clean:
 	rm -rf work reports release

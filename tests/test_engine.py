@@ -75,3 +75,15 @@ def test_list_file_source_resolves_relative_paths_and_records_unreadable_entries
     assert rejects["path"].to_list() == ["missing.png"] and "cannot read" in rejects["reason"][0]
     with pytest.raises(SourceError):
         list(iter_source(str(tmp_path / "nothing-here")))
+
+
+def test_benchmarks_run(tmp_path):
+    """`make bench` must not rot: its quick mode runs, and checks RLE IoU against the dense result."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "run.py"
+    out = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "dense/RLE" in out.stdout and "groundcap/Pillow" in out.stdout
