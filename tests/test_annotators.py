@@ -320,3 +320,19 @@ def test_embedded_chain_on_astronaut(astronaut):
     refs = grounding.references(scene)
     assert grounding.is_well_formed(scene) and refs and {rid for rid, _ in refs} <= ids
     assert refs[0][0] == 0  # the detection is mentioned first
+
+
+def test_grabcut_falls_back_to_the_box_for_a_page_wide_text_line():
+    """A text line spanning the page leaves GrabCut no background: the box stands in, marked as such."""
+    image = np.full((60, 200, 3), 255, np.uint8)
+    image[20:40, :, :] = 0  # a dark band across the whole width
+    det = Detection("text", 0.9, (0.0, 20.0, 200.0, 20.0), "rapidocr", "hello")
+    got = registry.create("prompted_segmenter", "grabcut", {}).segment(image, [det])[0]
+    if got.source == "grabcut":  # GrabCut managed after all: then its mask must be the band
+        assert masks.iou([got.rle], [masks.encode(image[..., 0] == 0)])[0, 0] > 0.8
+    else:
+        assert got.source == "box" and got.text == "hello"
+        assert masks.bbox(got.rle) == [0.0, 20.0, 200.0, 20.0]
+    off = registry.create("prompted_segmenter", "grabcut", {"box_fallback": False})
+    blank = np.full((60, 200, 3), 128, np.uint8)
+    assert off.segment(blank, [Detection("text", 0.9, (0.0, 0.0, 200.0, 60.0), "rapidocr")]) == [None]

@@ -30,14 +30,30 @@ class GrabCutSegmenter(PromptedSegmenter):
     detail instead of shrinking to a few pixels (a huge ``context`` gives whole-image GrabCut).
     The mask is scaled back with nearest neighbour. ``cv2.setRNGSeed`` before each call makes the
     GMM initialisation, hence the mask, deterministic.
+
+    GrabCut finds no foreground when the box leaves it no background to learn from (a text line
+    spanning the page, say); with ``box_fallback`` the detection then keeps its box as its mask,
+    marked ``source="box"``, instead of vanishing.
     """
 
     model = "opencv grabCut"
 
-    defaults = {"work_side": 512, "iterations": 3, "context": 0.5, "seed": 0}
+    defaults = {"work_side": 512, "iterations": 3, "context": 0.5, "seed": 0, "box_fallback": True}
 
     def segment(self, image: np.ndarray, detections: list[Detection]) -> list[Mask | None]:
-        return [self._one(image, d) for d in detections]
+        return [self._one(image, d) or (self._box(image, d) if self.box_fallback else None) for d in detections]
+
+    @staticmethod
+    def _box(image: np.ndarray, det: Detection) -> Mask | None:
+        height, width = image.shape[:2]
+        x, y, w, h = det.bbox
+        x0, y0 = max(int(np.floor(x)), 0), max(int(np.floor(y)), 0)
+        x1, y1 = min(int(np.ceil(x + w)), width), min(int(np.ceil(y + h)), height)
+        if x1 <= x0 or y1 <= y0:
+            return None
+        full = np.zeros((height, width), dtype=bool)
+        full[y0:y1, x0:x1] = True
+        return Mask(masks.encode(full), det.label, det.score, "box", "object", det.text)
 
     def _one(self, image: np.ndarray, det: Detection) -> Mask | None:
         height, width = image.shape[:2]
