@@ -12,12 +12,12 @@ and no row group (see ``_Shards.close``).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from groundcap.builders.files import SplitFiles
 from groundcap.parts import reset_dir
 from groundcap.schema import CONFIGS, IMAGES_FEATURES
 
@@ -71,11 +71,9 @@ class _Shards:
     """The shards of one (config, split): rows buffered into row groups, a new file past ``shard_bytes``."""
 
     def __init__(self, directory: Path, split: str, schema: pa.Schema, shard_bytes: int, row_group_rows: int):
-        self.directory, self.split, self.schema = directory, split, schema
-        self.shard_bytes, self.row_group_rows = shard_bytes, row_group_rows
-        self.tmp_paths: list[Path] = []
+        self.files = SplitFiles(directory, split, ".parquet")
+        self.schema, self.shard_bytes, self.row_group_rows = schema, shard_bytes, row_group_rows
         self._rows: list[dict] = []
-        self._fh = None
         self._writer: pq.ParquetWriter | None = None
 
     def add(self, rows: list[dict]) -> None:
@@ -85,51 +83,42 @@ class _Shards:
             self._write(group)
 
     def _open(self) -> None:
-        path = self.directory / f".{self.split}-{len(self.tmp_paths):05d}.parquet.tmp"
-        self.tmp_paths.append(path)
-        self._fh = open(path, "wb")
         # zstd for the metadata columns (image bytes are already compressed); content-defined
         # chunking keeps pages stable across releases, so the Hub's Xet storage dedups them.
         self._writer = pq.ParquetWriter(
-            self._fh, self.schema, compression="zstd", use_content_defined_chunking=True, write_page_index=True
+            self.files.open_next(), self.schema, compression="zstd", use_content_defined_chunking=True,
+            write_page_index=True,
         )
 
     def _write(self, rows: list[dict]) -> None:
         if self._writer is None:
             self._open()
         self._writer.write_table(pa.Table.from_pylist(rows, schema=self.schema), row_group_size=len(rows))
-        if self._fh.tell() >= self.shard_bytes:
+        if self.files.fh.tell() >= self.shard_bytes:
             self._close_file()
 
     def _close_file(self) -> None:
         self._writer.close()
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
-        self._writer = self._fh = None
+        self._writer = None
+        self.files.close_current()
 
     def close(self) -> list[Path]:
         if self._rows:
             self._write(self._rows)
             self._rows = []
-        if not self.tmp_paths:
+        if not self.files.tmp_paths:
             # An empty split still gets one shard: the schema and no row group (a zero-row row group
             # makes datasets' reader fail with "BatchSize must be greater than 0").
             self._open()
         if self._writer is not None:
             self._close_file()
-        n = len(self.tmp_paths)
-        finals = [self.directory / f"{self.split}-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
-        for tmp, final in zip(self.tmp_paths, finals):
-            os.replace(tmp, final)
-        return finals
+        split = self.files.split
+        return self.files.publish(lambda i, n: f"{split}-{i:05d}-of-{n:05d}.parquet")
 
     def abort(self) -> None:
         if self._writer is not None:
             self._writer.close()
-            self._fh.close()
-        for path in self.tmp_paths:
-            path.unlink(missing_ok=True)
+        self.files.discard()
 
 
 class ParquetShards:

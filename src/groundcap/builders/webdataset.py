@@ -11,12 +11,12 @@ no tar; shards roll past ``shard_bytes`` and are renamed to ``wds/{split}-{i:05d
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 from webdataset import TarWriter
 
+from groundcap.builders.files import SplitFiles
 from groundcap.builders.parquet import region_fields
 from groundcap.parts import reset_dir
 
@@ -47,16 +47,15 @@ class _Tars:
     """The tars of one split."""
 
     def __init__(self, directory: Path, split: str, shard_bytes: int):
-        self.directory, self.split, self.shard_bytes = directory, split, shard_bytes
-        self.tmp_paths: list[Path] = []
-        self._fh = self._tar = None
+        self.files = SplitFiles(directory, split, ".tar")
+        self.shard_bytes = shard_bytes
+        self._tar: TarWriter | None = None
         self._size = 0
 
     def add(self, record: dict) -> None:
         if self._tar is None:
-            self.tmp_paths.append(self.directory / f".{self.split}-{len(self.tmp_paths):05d}.tar.tmp")
-            self._fh = open(self.tmp_paths[-1], "wb")
-            self._tar = TarWriter(self._fh, user=OWNER, group=OWNER, mode=0o444, encoder=False, mtime=MTIME)
+            fh = self.files.open_next()
+            self._tar = TarWriter(fh, user=OWNER, group=OWNER, mode=0o444, encoder=False, mtime=MTIME)
             self._size = 0
         self._size += self._tar.write(sample(record))
         if self._size >= self.shard_bytes:
@@ -64,25 +63,19 @@ class _Tars:
 
     def _close_file(self) -> None:
         self._tar.close()
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
-        self._fh = self._tar = None
+        self._tar = None
+        self.files.close_current()
 
     def close(self) -> list[Path]:
         if self._tar is not None:
             self._close_file()
-        finals = [self.directory / f"{self.split}-{i:05d}.tar" for i in range(len(self.tmp_paths))]
-        for tmp, final in zip(self.tmp_paths, finals):
-            os.replace(tmp, final)
-        return finals
+        split = self.files.split
+        return self.files.publish(lambda i, n: f"{split}-{i:05d}.tar")
 
     def abort(self) -> None:
         if self._tar is not None:
             self._tar.close()
-            self._fh.close()
-        for path in self.tmp_paths:
-            path.unlink(missing_ok=True)
+        self.files.discard()
 
 
 class WebDatasetShards:

@@ -1,0 +1,47 @@
+"""The files of one split of one format: written under hidden temporary names, published together.
+
+A shard only gets its final name once the whole split is written (Parquet's ``-of-NNNNN`` needs the
+count), so the Hub globs and readers never see a half-written or partial set of shards.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+
+class SplitFiles:
+    def __init__(self, directory: Path, split: str, suffix: str):
+        self.directory, self.split, self.suffix = directory, split, suffix
+        self.tmp_paths: list[Path] = []
+        self.fh: BinaryIO | None = None
+
+    def open_next(self) -> BinaryIO:
+        path = self.directory / f".{self.split}-{len(self.tmp_paths):05d}{self.suffix}.tmp"
+        self.tmp_paths.append(path)
+        self.fh = open(path, "wb")
+        return self.fh
+
+    def close_current(self) -> None:
+        """Flush and fsync the open file (its format writer must be closed first)."""
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+        self.fh = None
+
+    def publish(self, name: Callable[[int, int], str]) -> list[Path]:
+        """Rename shard ``i`` of ``n`` to ``name(i, n)``; returns the final paths."""
+        n = len(self.tmp_paths)
+        finals = [self.directory / name(i, n) for i in range(n)]
+        for tmp, final in zip(self.tmp_paths, finals):
+            os.replace(tmp, final)
+        return finals
+
+    def discard(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+        for path in self.tmp_paths:
+            path.unlink(missing_ok=True)
