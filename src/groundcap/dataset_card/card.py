@@ -254,11 +254,6 @@ def _sources_section(params: dict) -> str:
         parts.append(sources.strip())
     elif sources:
         parts.append("\n".join(f"- {_cell(s)}" for s in sources))
-    elif params.get("source") == "sample:":
-        parts.append(
-            "The images are the sample photographs bundled with scikit-image; see scikit-image's documentation "
-            "for their origin and license."
-        )
     else:
         parts.append(
             "The sources of the images are not documented in this release (`release.sources`); check the "

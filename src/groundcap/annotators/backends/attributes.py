@@ -13,30 +13,7 @@ from groundcap import masks
 from groundcap.annotators import colors
 from groundcap.annotators.base import RegionCaption, RegionCaptioner
 from groundcap.annotators.registry import register
-
-# 3x3 grid cell of the mask centroid -> position name, and how a sentence says it
-_ROWS, _COLS = ("top", "middle", "bottom"), ("left", "center", "right")
-POSITION_PHRASES = {
-    "top left": "at the top left", "top": "at the top", "top right": "at the top right",
-    "left": "on the left", "center": "in the center", "right": "on the right",
-    "bottom left": "at the bottom left", "bottom": "at the bottom", "bottom right": "at the bottom right",
-}
-
-
-def position_name(cx: float, cy: float, width: int, height: int) -> str:
-    """Name of the 3x3 grid cell holding the point (cx, cy): "top left", "center", "bottom"..."""
-    row = _ROWS[min(2, int(3 * cy / height))]
-    col = _COLS[min(2, int(3 * cx / width))]
-    if row == "middle":
-        return col
-    return row if col == "center" else f"{row} {col}"
-
-
-def centroid(mask: np.ndarray) -> tuple[float, float]:
-    """Mean (x, y) of the mask's pixel centres."""
-    ys, xs = np.nonzero(mask)
-    return float(xs.mean()) + 0.5, float(ys.mean()) + 0.5
-
+from groundcap.annotators.wording import POSITION_PHRASES, article, centroid, join_words, pct, position_name
 
 def solidity(crop: np.ndarray) -> float:
     """Mask pixels / pixels of their convex hull (1.0 = convex)."""
@@ -60,14 +37,6 @@ def gradient_map(image: np.ndarray, side: int) -> np.ndarray:
     gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3) / 8.0  # /8: a ramp of slope s reads as s
     gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3) / 8.0
     return np.hypot(gx, gy)
-
-
-def article(word: str) -> str:
-    return "an" if word[:1].lower() in "aeiou" else "a"
-
-
-def pct(frac: float) -> str:
-    return f"{round(100 * frac)}%" if frac >= 0.005 else "less than 1%"
 
 
 @register("region_captioner", "attributes", needs=("cv2", "skimage"), description="Measured attributes: colour, size, position, shape, texture, OCR text")
@@ -119,7 +88,7 @@ class AttributeCaptioner(RegionCaptioner):
         if multicolored:
             stated = [(n, round(s, 3)) for n, s in shares[:3]]
 
-        cx, cy = float(xs.mean()) + 0.5, float(ys.mean()) + 0.5  # as ``centroid``
+        cx, cy = centroid(ys, xs)
         size_frac = round(area / (h * w), 4)
         aspect_ratio = round(float(x1 - x0) / float(y1 - y0), 2)
         sol = round(float(solidity(crop)), 3)
@@ -194,7 +163,3 @@ class AttributeCaptioner(RegionCaptioner):
             sentences.append(f'It reads "{facts["text"]}".')
         return " ".join(sentences)
 
-
-def join_words(items: list[str]) -> str:
-    """Join as "a", "a and b" or "a, b and c"."""
-    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"

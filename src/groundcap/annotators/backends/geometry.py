@@ -11,7 +11,7 @@ import numpy as np
 
 from groundcap import grounding, masks
 from groundcap.annotators import colors
-from groundcap.annotators.backends.attributes import POSITION_PHRASES, article, centroid, join_words, pct, position_name
+from groundcap.annotators.wording import POSITION_PHRASES, article, centroid, join_words, pct, position_name
 from groundcap.annotators.base import RegionCaption, SceneCaption, SceneCaptioner
 from groundcap.annotators.registry import register
 
@@ -129,7 +129,7 @@ class GeometryComposer(SceneCaptioner):
             label = r.get("label") or "region"
             phrase = short.get(r["region_id"]) or f"{article(label)} {label}"
             phrase = phrase.replace("<", "").replace(">", "")  # OCR text must not forge a tag
-            c = centroid(mask)
+            c = centroid(*np.nonzero(mask))
             chosen.append({"id": int(r["region_id"]), "phrase": phrase, "bbox": list(r["bbox"]), "centroid": c,
                            "where": POSITION_PHRASES[position_name(c[0], c[1], w, h)]})
         if chosen:
