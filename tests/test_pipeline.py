@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -65,8 +66,6 @@ def test_default_config_loads_with_declared_features_and_valid_masks(release, tm
                 union += m
             assert union.max() == 1, "entity masks must not overlap"
             ids = {r["region_id"] for r in row["regions"]}
-            import re
-
             refs = {int(x) for x in re.findall(r"<r(\d+)>", row["scene_caption"])}
             assert refs and refs <= ids
 

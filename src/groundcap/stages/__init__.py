@@ -23,6 +23,7 @@ STAGES = {
     "card": "Write the dataset card release/README.md from the records, then checksums.json.",
 }
 ORDER = tuple(STAGES)
+ANNOTATION_STAGES = ("tag", "segment", "caption_regions", "caption_scene")  # the ones backends run in
 
 
 def runner(name: str) -> Callable[[Context], None]:

@@ -9,8 +9,8 @@ from groundcap import parts, sample
 from groundcap.builders import write_manifest
 from groundcap.dataset_card import write_card
 from groundcap.engine import Context
+from groundcap.stages import ANNOTATION_STAGES
 
-_ANNOTATION_STAGES = ("tag", "segment", "caption_regions", "caption_scene")
 
 
 def run(ctx: Context) -> None:
@@ -25,7 +25,7 @@ def run(ctx: Context) -> None:
 def provenance(ctx: Context) -> dict[str, list[dict]]:
     """The backends each annotation stage ran with (identical on every row of a stage)."""
     out = {}
-    for stage in _ANNOTATION_STAGES:
+    for stage in ANNOTATION_STAGES:
         rows = parts.read_part(ctx.work(stage), parts.list_parts(ctx.work(stage))[0], ["provenance"])
         stamp = rows[0]["provenance"] if rows else []
         out[stage] = stamp if isinstance(stamp, list) else [stamp]

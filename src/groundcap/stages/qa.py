@@ -13,6 +13,7 @@ from collections import Counter
 from groundcap import grounding, parts, schema
 from groundcap.engine import Context, map_images
 from groundcap.qa.checks import check_image, check_region
+from groundcap.stages import STAGES
 
 
 def run(ctx: Context) -> None:
@@ -72,4 +73,4 @@ def summarize(part_rows) -> dict:
 def _reason_kind(reason: str) -> str:
     """Stage errors carry a per-image message; the summary counts them by stage."""
     stage, sep, _ = reason.partition(": ")
-    return f"{stage} error" if sep and stage in {"tag", "segment", "caption_regions", "caption_scene"} else reason
+    return f"{stage} error" if sep and stage in STAGES else reason
