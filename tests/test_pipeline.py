@@ -171,6 +171,7 @@ def test_dvc_repro_builds_then_is_up_to_date(tmp_path):
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(REPO / name, repo / name)
     shutil.copytree(REPO / "src" / "groundcap", repo / "src" / "groundcap", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "profiles", repo / "profiles")
     photos = repo / "photos"
     photos.mkdir()
     for name in ("chelsea", "coffee", "astronaut"):

@@ -79,18 +79,25 @@ def run(
 
 @app.command("backends")
 def list_backends(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
-    """List the registered annotation backends per step, what they need, and whether they can run here."""
+    """List the registered annotation backends per step, what they need, and whether they can run here.
+
+    Embedded backends run on this machine's CPU; production (GPU) backends run here when their
+    packages are installed, on the CPU when no CUDA device is found (fine for tests, slow for data).
+    """
     from groundcap.annotators import registry
 
+    cuda = registry.cuda_available()
     rows = [
-        {"step": b.step, "name": b.name, "device": b.device, "needs": list(b.needs), "missing": b.missing(),
-         "runnable": not b.missing(), "description": b.description}
+        {"step": b.step, "name": b.name, "kind": "production" if b.device == "gpu" else "embedded",
+         "device": b.device, "needs": list(b.needs), "missing": b.missing(), "runnable": not b.missing(),
+         "on_gpu_here": b.device == "gpu" and cuda and not b.missing(), "description": b.description}
         for b in registry.backends()
     ]
     if as_json:
-        json.dump(rows, sys.stdout, indent=2)
+        json.dump({"cuda_available": cuda, "backends": rows}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
+    typer.echo(f"CUDA device: {'yes' if cuda else 'no (GPU backends run on the CPU, slowly)'}")
     for r in rows:
         state = "ok" if r["runnable"] else f"missing {', '.join(r['missing'])}"
-        typer.echo(f"{r['step']:<20} {r['name']:<16} {r['device']:<4} {state:<24} {r['description']}")
+        typer.echo(f"{r['step']:<19} {r['name']:<15} {r['kind']:<10} {state:<22} {r['description']}")

@@ -63,20 +63,62 @@ def intersection(a: Rle, b: Rle) -> Rle:
     return _from_coco(_coco.merge([_to_coco(a), _to_coco(b)], intersect=True))
 
 
-def subtract(a: Rle, b: Rle) -> Rle:
-    """Pixels of ``a`` not in ``b``.
+def run_lengths(rle: Rle) -> np.ndarray:
+    """The uncompressed counts of an RLE (alternating runs of 0s and 1s, column-major, 0s first).
 
-    pycocotools has no difference operator, so the overlap is tested in RLE space and only masks
-    that really overlap are decoded.
+    The inverse of pycocotools' string compression (``rleFrString`` in maskApi.c), vectorized: each
+    count is 5-bit groups (low first) whose last group has bit 0x20 clear and bit 0x10 as the sign;
+    each count after the second is stored as a delta from the count two before.
     """
-    inter = _coco.merge([_to_coco(a), _to_coco(b)], intersect=True)
-    if _coco.area(inter) == 0:
+    counts = rle["counts"]
+    c = np.frombuffer(counts.encode("ascii") if isinstance(counts, str) else counts, dtype=np.uint8).astype(np.int64) - 48
+    if c.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    last = (c & 0x20) == 0
+    group = np.concatenate(([0], np.cumsum(last)[:-1]))  # which count each character belongs to
+    starts = np.flatnonzero(np.concatenate(([True], last[:-1])))
+    k = np.arange(c.size) - starts[group]  # position of the character within its count
+    values = np.zeros(int(group[-1]) + 1, dtype=np.int64)
+    np.add.at(values, group, (c & 0x1F) << (5 * k))
+    ends = np.flatnonzero(last)
+    negative = (c[ends] & 0x10) != 0
+    values[negative] |= -1 << (5 * (k[ends[negative]] + 1))
+    values[2::2] = np.cumsum(values[2::2])  # x[i] += x[i-2] for i > 2: running sums over the evens from 2
+    values[1::2] = np.cumsum(values[1::2])  # and over the odds from 1
+    return values
+
+
+def complement(rle: Rle) -> Rle:
+    """Every pixel not in the mask: the same runs with 0s and 1s swapped, never decoded."""
+    counts = run_lengths(rle)
+    counts = counts[1:] if counts.size and counts[0] == 0 else np.concatenate(([0], counts))
+    h, w = rle["size"]
+    return _from_coco(_coco.frPyObjects({"size": [h, w], "counts": counts.astype(np.uint32)}, h, w))
+
+
+def subtract(a: Rle, b: Rle) -> Rle:
+    """Pixels of ``a`` not in ``b``: ``a`` and not ``a & b`` (pycocotools has no difference).
+
+    Complementing the overlap, not ``b``, keeps the cost to the runs of ``a``: ``b`` may be the union
+    of every region accepted so far, with many more runs.
+    """
+    overlap = intersection(a, b)
+    if area(overlap) == 0:
         return a
-    return encode(decode(a) & ~_coco.decode(inter).astype(bool))
+    return intersection(a, complement(overlap))
+
+
+def intersection_areas(a: Sequence[Rle], b: Sequence[Rle]) -> np.ndarray:
+    """Pairwise pixel counts of ``a[i] & b[j]``, from the IoU matrix: |A&B| = IoU (|A|+|B|) / (1+IoU)."""
+    ious = iou(a, b)
+    areas_a = np.array([area(r) for r in a], dtype=np.float64)[:, None]
+    areas_b = np.array([area(r) for r in b], dtype=np.float64)[None, :]
+    return np.rint(ious * (areas_a + areas_b) / (1 + ious)).astype(np.int64)
 
 
 def empty(h: int, w: int) -> Rle:
-    return encode(np.zeros((h, w), dtype=bool))
+    """An all-zero mask: one run of h*w zeros, without allocating the pixels."""
+    return _from_coco(_coco.frPyObjects({"size": [h, w], "counts": np.array([h * w], dtype=np.uint32)}, h, w))
 
 
 def containment(a: Rle, b: Rle) -> float:
@@ -86,13 +128,25 @@ def containment(a: Rle, b: Rle) -> float:
 
 
 def nms(rles: Sequence[Rle], scores: Sequence[float], iou_threshold: float) -> list[int]:
-    """Greedy mask NMS; returns kept indices, best score first (ties broken by index)."""
+    """Greedy mask NMS; returns kept indices, best score first (ties broken by index).
+
+    Mask IoU is at most min(area)/max(area) and at most the boxes' overlap over the smaller box's
+    complement; only pairs whose bound passes the threshold get their mask IoU computed.
+    """
     order = sorted(range(len(rles)), key=lambda i: (-scores[i], i))
     if not order:
         return []
-    ious = iou(rles, rles)
+    areas = np.array([area(r) for r in rles], dtype=np.float64)
+    boxes = np.array([bbox(r) for r in rles], dtype=np.float64).reshape(-1, 4)
+    x0, y0 = boxes[:, 0], boxes[:, 1]
+    x1, y1 = x0 + boxes[:, 2], y0 + boxes[:, 3]
+    ix = np.clip(np.minimum(x1[:, None], x1[None]) - np.maximum(x0[:, None], x0[None]), 0, None)
+    iy = np.clip(np.minimum(y1[:, None], y1[None]) - np.maximum(y0[:, None], y0[None]), 0, None)
+    inter_bound = np.minimum(ix * iy, np.minimum(areas[:, None], areas[None]))
+    bound = inter_bound / np.maximum(areas[:, None] + areas[None] - inter_bound, 1)
     kept: list[int] = []
     for i in order:
-        if all(ious[i, j] <= iou_threshold for j in kept):
+        rivals = [j for j in kept if bound[i, j] > iou_threshold]
+        if not rivals or (iou([rles[i]], [rles[j] for j in rivals])[0] <= iou_threshold).all():
             kept.append(i)
     return kept

@@ -46,12 +46,7 @@ def _merge(base: dict, override: dict, path: tuple[str, ...]) -> dict:
     return out
 
 
-def load(path: str | Path | None = None) -> dict[str, Any]:
-    """Defaults, overridden by ``path`` when given."""
-    params = defaults()
-    if path is None:
-        return params
-    path = Path(path)
+def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}")
     try:
@@ -60,7 +55,32 @@ def load(path: str | Path | None = None) -> dict[str, Any]:
         raise ParamsError(f"{path} is not valid YAML: {exc}") from exc
     if not isinstance(user, dict):
         raise ParamsError(f"{path} must hold a mapping of sections, got {type(user).__name__}")
-    return _merge(params, user, ())
+    return user
+
+
+def profile_path(name: str, base: Path) -> Path:
+    """A profile given by name (``gpu`` -> ``<base>/profiles/gpu.yaml``) or as a path to a YAML file."""
+    path = Path(name)
+    return path if path.suffix in (".yaml", ".yml") else base / "profiles" / f"{name}.yaml"
+
+
+def load(path: str | Path | None = None) -> dict[str, Any]:
+    """Defaults, overridden by ``path`` when given, then by the profile it names (``profile: gpu``).
+
+    A profile overrides the sections it names on top of the params file, so ``dvc exp run -S
+    profile=gpu`` switches a project to the production backends without editing params.yaml.
+    """
+    params = defaults()
+    if path is None:
+        return params
+    path = Path(path)
+    params = _merge(params, _read(path), ())
+    if params.get("profile"):
+        profile = _read(profile_path(params["profile"], path.parent))
+        if "profile" in profile:
+            raise ParamsError(f"profile {params['profile']!r} may not name another profile")
+        params = _merge(params, profile, ())
+    return params
 
 
 def digest(value: Any) -> str:

@@ -91,14 +91,19 @@ CAPTION = pa.struct(
         ("short", pa.string()),
         ("detailed", pa.string()),
         ("facts", pa.string()),  # JSON of the measured attributes the caption states
+        ("verdict", pa.string()),  # accepted | rejected (by caption_regions.verifier) | unverified
+        ("verdict_reason", pa.string()),  # the verifier's reason
+        ("unique", pa.bool_()),  # the short caption singles out its region among the image's regions
     ]
 )
 CAPTIONS = pa.schema(
-    [("image_id", pa.string()), ("captions", pa.list_(CAPTION)), ("provenance", PROVENANCE), ("error", pa.string())]
+    [("image_id", pa.string()), ("captions", pa.list_(CAPTION)), ("provenance", pa.list_(PROVENANCE)),
+     ("error", pa.string())]
 )
 
 SCENE = pa.schema(
-    [("image_id", pa.string()), ("scene_caption", pa.string()), ("provenance", PROVENANCE), ("error", pa.string())]
+    [("image_id", pa.string()), ("scene_caption", pa.string()), ("provenance", pa.list_(PROVENANCE)),
+     ("error", pa.string())]
 )
 
 REGION_QA = pa.struct(

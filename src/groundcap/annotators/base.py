@@ -89,6 +89,10 @@ class Tagger(Backend):
     @abstractmethod
     def tag(self, image: np.ndarray) -> list[Tag]: ...
 
+    def tag_crops(self, image: np.ndarray, boxes: list[tuple[float, float, float, float]]) -> list[list[Tag]]:
+        """Tags per box crop: names class-agnostic regions (PancapEngine). Backends may batch this."""
+        return [self.tag(crop(image, box)) for box in boxes]
+
 
 class Detector(Backend):
     @abstractmethod
@@ -112,7 +116,39 @@ class RegionCaptioner(Backend):
     def caption(self, image: np.ndarray, regions: list[dict]) -> list[RegionCaption]:
         """One caption per region record (schema.REGION), in order."""
 
+    def refine(
+        self, image: np.ndarray, regions: list[dict], captions: list[RegionCaption], clashes: dict[int, list[int]]
+    ) -> list[RegionCaption]:
+        """Captions again, those in ``clashes`` (region_id -> look-alike region ids) made to single
+        out their region (``annotators.uniqueness``). A captioner that cannot returns them as they are."""
+        return captions
+
 
 class SceneCaptioner(Backend):
     @abstractmethod
     def compose(self, image: np.ndarray, regions: list[dict], captions: list[RegionCaption]) -> SceneCaption: ...
+
+
+@dataclass(frozen=True)
+class Verdict:
+    region_id: int
+    accepted: bool
+    reason: str  # why the caption was rejected, or what was checked when accepted
+
+
+class Verifier(Backend):
+    """A second opinion on region captions, from another model or from the pixels."""
+
+    @abstractmethod
+    def verify(self, image: np.ndarray, regions: list[dict], captions: list[RegionCaption]) -> list[Verdict]:
+        """One verdict per caption, in order."""
+
+
+def crop(image: np.ndarray, box: tuple[float, float, float, float], pad: float = 0.0) -> np.ndarray:
+    """The pixels of ``box`` [x, y, w, h] (grown by ``pad`` of its size each side), at least 1x1."""
+    h, w = image.shape[:2]
+    x, y, bw, bh = box
+    x0, y0 = int(max(0, np.floor(x - pad * bw))), int(max(0, np.floor(y - pad * bh)))
+    x1 = int(min(w, max(x0 + 1, np.ceil(x + bw + pad * bw))))
+    y1 = int(min(h, max(y0 + 1, np.ceil(y + bh + pad * bh))))
+    return image[y0:y1, x0:x1]

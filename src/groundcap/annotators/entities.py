@@ -7,6 +7,8 @@ what the detectors did not name.
 
 from __future__ import annotations
 
+import numpy as np
+
 from groundcap import masks
 from groundcap.annotators.base import Mask
 
@@ -32,6 +34,13 @@ def _record(region_id: int, rle: masks.Rle, m: Mask) -> dict:
     }
 
 
+def _quality_ok(m: Mask, min_predicted_iou: float, min_stability: float) -> bool:
+    """Low-quality removal (SAM's own estimates); masks without an estimate pass."""
+    return (m.predicted_iou is None or m.predicted_iou >= min_predicted_iou) and (
+        m.stability_score is None or m.stability_score >= min_stability
+    )
+
+
 def resolve_entities(
     prompted: list[Mask],
     generated: list[Mask],
@@ -42,28 +51,50 @@ def resolve_entities(
     nms_iou: float,
     max_regions: int,
     min_keep_frac: float = 0.5,
+    min_predicted_iou: float = 0.0,
+    min_stability: float = 0.0,
+    max_parts: int = 0,
+    part_min_containment: float = 0.8,
 ) -> list[dict]:
-    """Region records (schema.REGION) whose masks never overlap, region_id = acceptance order.
+    """Region records (schema.REGION), region_id = acceptance order: entities, then their parts.
 
-    NMS within each source list; then prompted masks by score (desc) and generated masks by area
-    (desc), ties by index, each minus everything accepted before it. A remainder is dropped when it
-    is under ``min_area_frac`` of the image or under ``min_keep_frac`` of its own mask (mostly
-    covered by a better candidate, e.g. a generated segment under a detection).
+    Entities never overlap. NMS within each source list; then prompted masks by score (desc) and
+    generated object/stuff masks by area (desc), ties by index, each minus everything accepted before
+    it. A remainder is dropped when it is under ``min_area_frac`` of the image or under
+    ``min_keep_frac`` of its own mask (mostly covered by a better candidate, e.g. a generated segment
+    under a detection). Masks whose predicted IoU or stability is below the minimum go first.
+
+    Part-level masks (granularity "part", up to ``max_parts``; 0 keeps none) are linked to the entity
+    that holds at least ``part_min_containment`` of them (``parent_id``), clipped to it, and resolved
+    the same way among the parts of that entity: parts never overlap each other, only their parent.
     """
     for m in (*prompted, *generated):
         if list(m.rle["size"]) != [height, width]:
             raise ValueError(f"{m.source} mask of size {m.rle['size']} in a {height}x{width} image")
+    prompted = [m for m in prompted if _quality_ok(m, min_predicted_iou, min_stability)]
+    generated = [m for m in generated if _quality_ok(m, min_predicted_iou, min_stability)]
+    wholes = [m for m in generated if m.granularity != "part"]
+    parts = [m for m in generated if m.granularity == "part"]
+
     areas_p = [masks.area(m.rle) for m in prompted]
-    areas_g = [masks.area(m.rle) for m in generated]
+    areas_g = [masks.area(m.rle) for m in wholes]
     kept_p = sorted(_nms_order(prompted, nms_iou), key=lambda i: (-prompted[i].score, i))
-    kept_g = sorted(_nms_order(generated, nms_iou), key=lambda i: (-areas_g[i], i))
-    queue = [(prompted[i], areas_p[i]) for i in kept_p] + [(generated[i], areas_g[i]) for i in kept_g]
+    kept_g = sorted(_nms_order(wholes, nms_iou), key=lambda i: (-areas_g[i], i))
+    queue = [(prompted[i], areas_p[i]) for i in kept_p] + [(wholes[i], areas_g[i]) for i in kept_g]
 
     min_area = min_area_frac * height * width
-    taken = masks.empty(height, width)
     regions: list[dict] = []
+    _accept(queue, masks.empty(height, width), regions, min_area, min_keep_frac, max_regions, parent=None)
+    if max_parts > 0 and parts and regions:
+        _link_parts(parts, regions, nms_iou, min_area, min_keep_frac, max_parts, part_min_containment)
+    return regions
+
+
+def _accept(queue, taken, regions, min_area, min_keep_frac, limit, parent) -> int:
+    """Append each candidate's remainder outside ``taken`` to ``regions``; returns how many were added."""
+    added = 0
     for cand, own_area in queue:
-        if len(regions) >= max_regions:
+        if added >= limit:
             break
         if own_area == 0:
             continue
@@ -71,6 +102,32 @@ def resolve_entities(
         rest_area = masks.area(rest)
         if rest_area < min_area or rest_area < min_keep_frac * own_area:
             continue
-        regions.append(_record(len(regions), rest, cand))
+        record = _record(len(regions), rest, cand)
+        if parent is not None:
+            record["parent_id"], record["granularity"] = parent, "part"
+        regions.append(record)
         taken = masks.union([taken, rest])
-    return regions
+        added += 1
+    return added
+
+
+def _link_parts(parts, regions, nms_iou, min_area, min_keep_frac, max_parts, min_containment) -> None:
+    entities = list(regions)
+    kept = _nms_order(parts, nms_iou)
+    overlap = masks.intersection_areas([parts[i].rle for i in kept], [e["segmentation"] for e in entities])
+    by_parent: dict[int, list[tuple[Mask, int]]] = {}
+    for row, i in enumerate(kept):
+        own = masks.area(parts[i].rle)
+        best = int(np.argmax(overlap[row]))
+        if own and overlap[row, best] >= min_containment * own:
+            clipped = masks.intersection(parts[i].rle, entities[best]["segmentation"])
+            by_parent.setdefault(best, []).append((Mask(clipped, parts[i].label, parts[i].score, parts[i].source,
+                                                        "part", parts[i].text, parts[i].predicted_iou,
+                                                        parts[i].stability_score), masks.area(clipped)))
+    budget = max_parts
+    for parent in sorted(by_parent):
+        queue = sorted(by_parent[parent], key=lambda c: -c[1])
+        h, w = entities[parent]["segmentation"]["size"]
+        budget -= _accept(queue, masks.empty(h, w), regions, min_area, min_keep_frac, budget, parent=parent)
+        if budget <= 0:
+            break

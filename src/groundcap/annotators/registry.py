@@ -24,6 +24,7 @@ STEPS: dict[str, type[base.Backend]] = {
     "mask_generator": base.MaskGenerator,
     "region_captioner": base.RegionCaptioner,
     "scene_captioner": base.SceneCaptioner,
+    "verifier": base.Verifier,
 }
 
 
@@ -84,6 +85,15 @@ def backends(step: str | None = None) -> list[BackendInfo]:
     _discover()
     steps = [step] if step else list(STEPS)
     return [info for s in steps for _, info in sorted(_REGISTRY[s].items())]
+
+
+def cuda_available() -> bool:
+    """Whether torch is installed and sees a CUDA device (torch is imported only if installed)."""
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def create(step: str, name: str, options: dict[str, Any] | None = None) -> base.Backend:

@@ -26,8 +26,11 @@ def _verdict(results: dict[str, bool]) -> Verdict:
     return Verdict(score=round(1 - len(failed) / len(results), 4), passed=not failed, reasons=failed)
 
 
-def check_region(region: dict, caption: dict | None, height: int, width: int, min_area_frac: float) -> Verdict:
-    """Mask decodes to the image's size, its area/bbox fields agree with it, it is big enough, it has captions."""
+def check_region(
+    region: dict, caption: dict | None, height: int, width: int, min_area_frac: float, require_unique: bool = True
+) -> Verdict:
+    """Mask decodes to the image's size, its area/bbox fields agree with it, it is big enough, it has
+    captions that the verifier did not reject and (if required) that single it out."""
     seg = region["segmentation"]
     size_ok = list(seg["size"]) == [height, width]
     decoded = masks.decode(seg) if size_ok else None
@@ -41,6 +44,8 @@ def check_region(region: dict, caption: dict | None, height: int, width: int, mi
             "region below qa.min_region_area_frac": area >= min_area_frac * height * width,
             "short caption missing": bool(caption and caption["short"].strip()),
             "detailed caption missing": bool(caption and caption["detailed"].strip()),
+            "caption rejected by verifier": not (caption and caption.get("verdict") == "rejected"),
+            "caption fits other regions too": not (require_unique and caption and caption.get("unique") is False),
         }
     )
 

@@ -1,4 +1,8 @@
-"""Stage ``caption_scene``: one grounded scene caption per image, its phrases pointing at regions."""
+"""Stage ``caption_scene``: one grounded scene caption per image, its phrases pointing at regions.
+
+Composers get ``max_regions`` and ``divide_above`` (more regions than that: divide and conquer,
+``annotators.divide``) from the section, whichever backend runs.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,9 @@ from groundcap.stages.common import backend, provenance
 
 def run(ctx: Context) -> None:
     section = ctx.params["caption_scene"]
-    composer = backend("scene_captioner", section["composer"], section, {"max_regions": section["max_regions"]})
-    stamp = provenance(composer, section)
+    shared = {"max_regions": section["max_regions"], "divide_above": section["divide_above"]}
+    composer = backend("scene_captioner", section["composer"], section, shared)
+    stamp = [provenance(composer, section)]
 
     def compose_image(image_row: dict, region_row: dict, caption_row: dict) -> dict:
         captions = [

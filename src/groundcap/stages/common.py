@@ -14,5 +14,6 @@ def backend(step: str, name: str, section: dict[str, Any], shared: dict[str, Any
     return registry.create(step, name, options)
 
 
-def provenance(backend: base.Backend, section: dict[str, Any], prompt_hash: str = "") -> dict[str, str]:
-    return {**backend.provenance(), "prompt_hash": prompt_hash, "params_hash": params_mod.digest(section)}
+def provenance(backend: base.Backend, section: dict[str, Any]) -> dict[str, str]:
+    """Backend, version, model id, prompt hash ("" for prompt-less backends) and params hash."""
+    return {"prompt_hash": "", **backend.provenance(), "params_hash": params_mod.digest(section)}

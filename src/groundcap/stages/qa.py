@@ -24,7 +24,8 @@ def run(ctx: Context) -> None:
         captions = {c["region_id"]: c for c in caption_row["captions"]}
         region_verdicts = []
         for region in region_row["regions"]:
-            v = check_region(region, captions.get(region["region_id"]), h, w, section["min_region_area_frac"])
+            v = check_region(region, captions.get(region["region_id"]), h, w, section["min_region_area_frac"],
+                             section["require_unique_captions"])
             region_verdicts.append({"region_id": region["region_id"], "score": v.score, "passed": v.passed,
                                     "reasons": v.reasons})
         kept = {r["region_id"] for r in region_verdicts if r["passed"]}

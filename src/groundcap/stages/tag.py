@@ -1,7 +1,8 @@
 """Stage ``tag``: image-level tags and labelled boxes (detectors are prompted with the tags).
 
-Tags that only the detectors found are added from their labels, so the image's tag list always
-names what was detected, whichever backends ran.
+Boxes of several detectors are merged by IoU, never suppressed across detectors
+(``annotators.detections``). Tags that only the detectors found are added from their labels, so the
+image's tag list always names what was detected, whichever backends ran.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import asdict
 
 from groundcap import schema
 from groundcap.annotators.base import Tag
+from groundcap.annotators.detections import merge
 from groundcap.engine import Context, map_images
 from groundcap.ingest import decode_rgb
 from groundcap.stages.common import backend, provenance
@@ -24,7 +26,7 @@ def run(ctx: Context) -> None:
     def tag_image(image_row: dict) -> dict:
         image = decode_rgb(image_row["bytes"])
         tags = [t for tagger in taggers for t in tagger.tag(image)]
-        detections = [d for detector in detectors for d in detector.detect(image, tags)]
+        detections = merge([detector.detect(image, tags) for detector in detectors], section["merge_iou"])
         known = {t.label for t in tags}
         for det in sorted(detections, key=lambda d: -d.score):
             if det.label not in known:

@@ -6,6 +6,8 @@ can re-check each caption against its facts and the facts against the pixels.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 
@@ -132,12 +134,26 @@ class AttributeCaptioner(RegionCaptioner):
             return "multicolored"
         return join_words([name for name, _ in facts["colors"][:n]])
 
+    # measured qualifiers a short caption gains, in this order, while it fits several regions
+    QUALIFIERS = ("position", "size", "texture", "shape")
+
+    def refine(self, image, regions, captions, clashes):
+        out = []
+        for c in captions:
+            level = c.facts.get("qualifiers", 0)
+            if c.region_id in clashes and level < len(self.QUALIFIERS):
+                facts = {**c.facts, "qualifiers": level + 1}
+                c = replace(c, short=self.short(facts), facts=facts)
+            out.append(c)
+        return out
+
     def short(self, facts: dict) -> str:
-        adj, label = self._adjective(facts, 2), facts["label"]
-        if label == "text":
-            phrase = f"{adj} text"
-        else:
-            phrase = f"{article(adj)} {adj} {label}"
+        added = self.QUALIFIERS[: facts.get("qualifiers", 0)]
+        words = [facts[q] for q in ("size", "texture", "shape") if q in added]
+        adj, label = " ".join([*words, self._adjective(facts, 2)]), facts["label"]
+        phrase = f"{adj} text" if label == "text" and not words else f"{article(adj)} {adj} {label}"
+        if "position" in added:
+            phrase += f" {POSITION_PHRASES[facts['position']]}"
         if facts["text"]:
             phrase += f' reading "{facts["text"]}"'
         return phrase

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from groundcap import grounding, masks
-from groundcap.annotators import colors
+from groundcap.annotators import colors, divide
 from groundcap.annotators.wording import POSITION_PHRASES, article, centroid, join_words, pct, position_name
 from groundcap.annotators.base import RegionCaption, SceneCaption, SceneCaptioner
 from groundcap.annotators.registry import register
@@ -101,14 +101,15 @@ def _definite(phrase: str) -> str:
 
 @register("scene_captioner", "geometry", needs=("skimage",), description="Scene caption from measured global state and region geometry")
 class GeometryComposer(SceneCaptioner):
-    """Mentions up to ``max_regions`` regions: labelled ones (a detector named them: label not in
+    """Mentions up to ``max_regions`` regions (per part, see ``compose``): labelled ones (a detector named them: label not in
     ``generic_labels``) by label score, then the rest by area; ties by region_id. Each mentioned
     region after the first gets one relation to the nearest region mentioned before it (box gap, then
     centroid distance)."""
 
     model = "geometric composition of measured facts"
 
-    defaults = {"max_regions": 8, "generic_labels": ["region"], "next_to_frac": 0.1, "color_min_share": 0.15}
+    defaults = {"max_regions": 8, "divide_above": 0, "generic_labels": ["region"], "next_to_frac": 0.1,
+                "color_min_share": 0.15}
 
     def choose(self, regions: list[dict]) -> list[dict]:
         named = [r for r in regions if r.get("label") and r["label"] not in self.generic_labels]
@@ -118,9 +119,18 @@ class GeometryComposer(SceneCaptioner):
         return (named + rest)[: self.max_regions]
 
     def compose(self, image: np.ndarray, regions: list[dict], captions: list[RegionCaption]) -> SceneCaption:
+        """Global state, then the regions: all at once, or part by part when there are more than
+        ``divide_above`` (``annotators.divide``), each part saying where it is."""
         h, w = image.shape[:2]
         sentences = [self._global(measure_scene(image, self.color_min_share), len(regions))]
         short = {c.region_id: c.short for c in captions}
+        limit = self.divide_above if self.divide_above > 0 else len(regions)
+        for part in divide.split(regions, w, h, limit):
+            lead = "It shows" if part.name == "whole image" else f"In the {part.name} of the image, it shows"
+            sentences += self._body(part.regions, short, w, h, lead)
+        return SceneCaption(" ".join(sentences))
+
+    def _body(self, regions: list[dict], short: dict[int, str], w: int, h: int, lead: str) -> list[str]:
         chosen = []
         for r in self.choose(regions):
             mask = masks.decode(r["segmentation"])
@@ -132,16 +142,17 @@ class GeometryComposer(SceneCaptioner):
             c = centroid(*np.nonzero(mask))
             chosen.append({"id": int(r["region_id"]), "phrase": phrase, "bbox": list(r["bbox"]), "centroid": c,
                            "where": POSITION_PHRASES[position_name(c[0], c[1], w, h)]})
-        if chosen:
-            items = [f"{grounding.ref(c['id'], c['phrase'])} {c['where']}" for c in chosen]
-            sentences.append(f"It shows {join_words(items)}.")
+        if not chosen:
+            return []
+        items = [f"{grounding.ref(c['id'], c['phrase'])} {c['where']}" for c in chosen]
+        sentences = [f"{lead} {join_words(items)}."]
         for i, a in enumerate(chosen[1:], start=1):
             b = min(chosen[:i], key=lambda b: (_box_gap(a, b), _distance(a, b)))  # min keeps the first on ties
             rel = relation(a, b, w, h, self.next_to_frac)
             if rel == "around":  # say it from the contained region's side: "B lies within A"
                 a, b, rel = b, a, "within"
             sentences.append(f"{_mention(a, capital=True)} {_SAYS[rel]} {_mention(b)}.")
-        return SceneCaption(" ".join(sentences))
+        return sentences
 
     @staticmethod
     def _global(facts: dict, n_regions: int) -> str:

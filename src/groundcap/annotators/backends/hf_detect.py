@@ -1,0 +1,174 @@
+"""Detectors "grounding_dino" and "owlv2": zero-shot boxes prompted with the image's tag labels."""
+
+from __future__ import annotations
+
+import string
+from abc import abstractmethod
+from collections.abc import Iterable, Iterator
+from typing import ClassVar
+
+import numpy as np
+from PIL import Image
+
+from groundcap import prompts
+from groundcap.annotators import hf
+from groundcap.annotators.base import Detection, Detector, Tag
+from groundcap.annotators.registry import register
+
+NMS_IOU = 0.5  # same-label boxes overlapping this much are one object: the higher score stays
+
+Prediction = tuple[str, float, list[float]]  # label, score, [x0, y0, x1, y1] in image pixels
+
+
+def box_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[int]:
+    """Greedy NMS over [x0, y0, x1, y1] rows; kept indices, best score first."""
+    order = np.argsort(-scores, kind="stable")
+    x0, y0, x1, y1 = boxes.T
+    areas = (x1 - x0) * (y1 - y0)
+    kept: list[int] = []
+    while order.size:
+        i, rest = order[0], order[1:]
+        kept.append(int(i))
+        iw = np.clip(np.minimum(x1[i], x1[rest]) - np.maximum(x0[i], x0[rest]), 0, None)
+        ih = np.clip(np.minimum(y1[i], y1[rest]) - np.maximum(y0[i], y0[rest]), 0, None)
+        inter = iw * ih
+        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
+        order = rest[iou < iou_threshold]
+    return kept
+
+
+def nms_per_label(detections: list[Detection], iou_threshold: float) -> list[Detection]:
+    """Suppression within each label only, best score first: two labels on one box both stay."""
+    kept: list[Detection] = []
+    for label in dict.fromkeys(d.label for d in detections):
+        group = [d for d in detections if d.label == label]
+        boxes = np.array([hf.xywh_to_xyxy(d.bbox) for d in group])
+        kept += [group[i] for i in box_nms(boxes, np.array([d.score for d in group]), iou_threshold)]
+    return sorted(kept, key=lambda d: -d.score)
+
+
+class PromptedDetector(Detector):
+    """Chunks the tag labels into prompts, clips the boxes to the image, suppresses per label.
+
+    Subclasses name their transformers classes and turn one chunk of labels into predictions.
+    """
+
+    classes: ClassVar[tuple[str, str, str]]  # model, processor and PIL image processor, in transformers
+    shared: ClassVar[dict] = {"device": "auto", "dtype": "auto", "max_detections": 100}
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        self.hf = hf.Loaded(self.model, *self.classes, self.device, self.dtype, tokenizer=True)
+
+    def provenance(self) -> dict[str, str]:
+        return {**super().provenance(), "prompt_hash": prompts.Prompt("template", self.template).hash}
+
+    @hf.inference
+    def detect(self, image: np.ndarray, tags: list[Tag]) -> list[Detection]:
+        labels = list(dict.fromkeys(t.label for t in tags))
+        height, width = image.shape[:2]
+        pil = Image.fromarray(image)
+        detections = []
+        for chunk in self._chunks(labels):
+            for label, score, (x0, y0, x1, y1) in self._predict(pil, chunk):
+                x0, x1 = min(max(x0, 0.0), width), min(max(x1, 0.0), width)
+                y0, y1 = min(max(y0, 0.0), height), min(max(y1, 0.0), height)
+                if x1 > x0 and y1 > y0:
+                    detections.append(Detection(label, score, hf.xyxy_to_xywh((x0, y0, x1, y1)), self.name))
+        return nms_per_label(detections, NMS_IOU)[: self.max_detections]
+
+    def query(self, label: str) -> str:
+        """The label in ``template``, lower case (Grounding DINO was trained on lower-case text)."""
+        return string.Template(self.template).substitute(label=label).lower()
+
+    def _chunks(self, labels: list[str]) -> Iterator[list[str]]:
+        """Consecutive labels, at most ``max_labels_per_call`` whose prompt ``_fits`` a call."""
+        chunk: list[str] = []
+        for label in labels:
+            if chunk and (len(chunk) == self.max_labels_per_call or not self._fits(chunk + [label])):
+                yield chunk
+                chunk = []
+            chunk.append(label)
+        if chunk:
+            yield chunk
+
+    def _fits(self, labels: list[str]) -> bool:
+        """Whether one call reads the whole prompt for ``labels`` (no limit but the count, by default)."""
+        return True
+
+    @abstractmethod
+    def _predict(self, image: Image.Image, labels: list[str]) -> Iterable[Prediction]: ...
+
+
+@register("detector", "grounding_dino", needs=("torch", "transformers"), device="gpu",
+          description="Grounding DINO zero-shot boxes for the tag labels (transformers)")
+class GroundingDino(PromptedDetector):
+    """Grounding DINO prompted with ``"label one. label two."``.
+
+    Its text encoder reads at most ``max_text_len`` (256) tokens and silently drops the rest, so a
+    chunk also stops before its prompt would not fit. A box's label is the phrase whose tokens score
+    above ``text_threshold``, mapped back to the tag it came from; a phrase that is no tag (it spans
+    two labels, or part of one) keeps its own text, and a box with no phrase is dropped.
+    """
+
+    classes = ("GroundingDinoForObjectDetection", "GroundingDinoProcessor", "GroundingDinoImageProcessorPil")
+    defaults = {
+        **PromptedDetector.shared,
+        "model": "IDEA-Research/grounding-dino-base",
+        "template": "$label",
+        "box_threshold": 0.3,
+        "text_threshold": 0.25,
+        "max_labels_per_call": 32,
+    }
+
+    def _prompt(self, labels: list[str]) -> str:
+        return " ".join(f"{' '.join(self.query(label).replace('.', ' ').split())}." for label in labels)
+
+    def _fits(self, labels: list[str]) -> bool:
+        return len(self.hf.processor.tokenizer(self._prompt(labels))["input_ids"]) <= self.hf.model.config.max_text_len
+
+    def _phrase(self, text: str) -> str:
+        """Decoded tokens without special tokens and separators, so prompt and output compare equal."""
+        special = set(self.hf.processor.tokenizer.all_special_tokens)
+        return " ".join(word for word in text.replace(".", " ").split() if word not in special)
+
+    def _predict(self, image: Image.Image, labels: list[str]) -> Iterable[Prediction]:
+        tokenizer = self.hf.processor.tokenizer
+        by_phrase = {}
+        for label in labels:
+            ids = tokenizer(self._prompt([label]), add_special_tokens=False)["input_ids"]
+            by_phrase.setdefault(self._phrase(tokenizer.decode(ids)), label)
+        batch = self.hf.processor(images=image, text=self._prompt(labels), return_tensors="pt")
+        outputs = self.hf.model(**self.hf.inputs(batch))
+        (result,) = self.hf.processor.post_process_grounded_object_detection(
+            outputs, batch["input_ids"], threshold=self.box_threshold, text_threshold=self.text_threshold,
+            target_sizes=[(image.height, image.width)],
+        )
+        for text, score, box in zip(result["text_labels"], result["scores"].tolist(), result["boxes"].float().tolist()):
+            if phrase := self._phrase(text):
+                yield by_phrase.get(phrase, phrase), score, box
+
+
+@register("detector", "owlv2", needs=("torch", "transformers"), device="gpu",
+          description="OWLv2 zero-shot boxes for the tag labels (transformers)")
+class Owlv2(PromptedDetector):
+    """OWLv2 with one text query per label; each box gets its best-scoring query's label."""
+
+    classes = ("Owlv2ForObjectDetection", "Owlv2Processor", "Owlv2ImageProcessorPil")
+    defaults = {
+        **PromptedDetector.shared,
+        "model": "google/owlv2-base-patch16-ensemble",
+        "template": "a photo of a $label",
+        "box_threshold": 0.2,
+        "max_labels_per_call": 64,
+    }
+
+    def _predict(self, image: Image.Image, labels: list[str]) -> Iterable[Prediction]:
+        batch = self.hf.processor(images=image, text=[[self.query(label) for label in labels]], return_tensors="pt")
+        outputs = self.hf.model(**self.hf.inputs(batch))
+        (result,) = self.hf.processor.post_process_grounded_object_detection(
+            outputs, threshold=self.box_threshold, target_sizes=[(image.height, image.width)]
+        )
+        for index, score, box in zip(result["labels"].tolist(), result["scores"].tolist(),
+                                     result["boxes"].float().tolist()):
+            yield labels[index], score, box

@@ -1,0 +1,208 @@
+"""VLM backends (InternVL2.5, Qwen2.5-VL, ...): region captions, caption verification and grounded
+scene captions, served by any engine of ``groundcap.vlm`` (vLLM offline, an OpenAI-compatible
+endpoint, or transformers ``generate``).
+
+The seeds' three steps, model-agnostic: the crop gives a short caption; the whole image with the
+region outlined (a drawn contour or box as visual prompt) plus the short caption gives the detailed
+caption; a second model (``vlm`` verifier, another model id) accepts or rejects it with a reason.
+Replies are JSON, parsed and repaired by ``vlm.structured``; a reply still unusable after
+``max_attempts`` becomes a recorded rejection, never a silent drop.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+
+from groundcap import grounding, masks, prompts
+from groundcap.annotators import divide
+from groundcap.annotators.base import (
+    RegionCaption, RegionCaptioner, SceneCaption, SceneCaptioner, Verdict, Verifier, crop,
+)
+from groundcap.annotators.registry import register
+from groundcap.vlm import structured
+from groundcap.vlm import chat as vlm_chat
+from groundcap.vlm.chat import ChatRequest
+
+VLM_OPTIONS: dict[str, Any] = {
+    "engine": "vllm",  # vllm | openai | transformers
+    "model": "OpenGVLab/InternVL2_5-8B-MPO",
+    "engine_options": {},  # passed to the engine (base_url, tensor_parallel_size, ...)
+    "prompts_dir": "",  # a folder whose prompt files override the packaged ones
+    "max_attempts": 3,
+    "max_tokens": 512,
+    "temperature": 0.0,
+}
+
+
+class VlmBackend:
+    """What the VLM backends share: the engine, their prompt files, and provenance with the prompts' hash."""
+
+    prompt_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)  # Backend: options checked and set as attributes
+        self.prompts = {n: prompts.load(n, self.prompts_dir or None) for n in self.prompt_names}
+
+    @property
+    def chat(self) -> vlm_chat.ChatEngine:
+        return vlm_chat.engine(self.engine, self.model, self.engine_options)
+
+    def provenance(self) -> dict[str, str]:
+        return {**super().provenance(), "model": f"{self.model} ({self.engine})",  # type: ignore[misc]
+                "prompt_hash": prompts.combined_hash(list(self.prompts.values()))}
+
+    def request(self, prompt: str, *images: np.ndarray) -> ChatRequest:
+        return ChatRequest(prompt, images, max_tokens=self.max_tokens, temperature=self.temperature, json_mode=True)
+
+    def ask(self, requests: list[ChatRequest], validate) -> list[structured.Answer]:
+        return structured.ask(self.chat, requests, validate, max_attempts=self.max_attempts)
+
+
+def text_field(key: str):
+    """A validator: the reply is an object with a non-empty string ``key``; returns it stripped."""
+
+    def validate(obj: Any) -> str:
+        structured.require(obj, **{key: str})
+        if not obj[key].strip():
+            raise ValueError(f"{key!r} is empty")
+        return obj[key].strip()
+
+    return validate
+
+
+def highlight(image: np.ndarray, region: dict, style: str) -> np.ndarray:
+    """A copy of the image with the region outlined in red: its mask contour, or its box."""
+    out = image.copy()
+    thickness = max(2, round(max(image.shape[:2]) / 250))
+    if style == "box":
+        x, y, w, h = (round(v) for v in region["bbox"])
+        cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), (255, 0, 0), thickness)
+    else:
+        mask = masks.decode(region["segmentation"]).astype(np.uint8)
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, (255, 0, 0), thickness)
+    return out
+
+
+@register("region_captioner", "vlm", device="gpu", description="VLM: crop -> short caption, outlined region -> detailed caption")
+class VlmCaptioner(VlmBackend, RegionCaptioner):
+    defaults = {**VLM_OPTIONS, "crop_pad": 0.1, "highlight": "contour"}
+    prompt_names = ("region_short", "region_detailed", "region_refine")
+
+    def caption(self, image: np.ndarray, regions: list[dict]) -> list[RegionCaption]:
+        shorts = self.ask(
+            [self.request(self.prompts["region_short"].render(label=r.get("label") or ""),
+                          crop(image, tuple(r["bbox"]), self.crop_pad)) for r in regions],
+            text_field("short"),
+        )
+        return self._detail(image, regions, [a.value for a in shorts], [a.error for a in shorts])
+
+    def refine(self, image, regions, captions, clashes):
+        by_id = {c.region_id: c for c in captions}
+        todo = [r for r in regions if r["region_id"] in clashes]
+        answers = self.ask(
+            [self.request(self.prompts["region_refine"].render(
+                short=by_id[r["region_id"]].short,
+                others="; ".join(json.dumps(by_id[o].short) for o in clashes[r["region_id"]])),
+                highlight(image, r, self.highlight)) for r in todo],
+            text_field("short"),
+        )
+        refined = dict(zip((r["region_id"] for r in todo), self._detail(
+            image, todo, [a.value or by_id[r["region_id"]].short for a, r in zip(answers, todo)],
+            [None] * len(todo))))
+        return [refined.get(c.region_id, c) for c in captions]
+
+    def _detail(self, image, regions, shorts, errors) -> list[RegionCaption]:
+        asked = [i for i, s in enumerate(shorts) if s]
+        answers = self.ask(
+            [self.request(self.prompts["region_detailed"].render(short=shorts[i]),
+                          highlight(image, regions[i], self.highlight)) for i in asked],
+            text_field("detailed"),
+        )
+        detailed = dict(zip(asked, answers))
+        out = []
+        for i, region in enumerate(regions):
+            answer = detailed.get(i)
+            error = errors[i] or (answer.error if answer else None)
+            facts = {"model": self.model, **({"error": error} if error else {})}
+            out.append(RegionCaption(int(region["region_id"]), shorts[i] or "",
+                                     (answer.value if answer else None) or "", facts))
+        return out
+
+
+@register("verifier", "vlm_verifier", device="gpu", description="A second VLM accepts or rejects each detailed caption, with its reason")
+class VlmVerifier(VlmBackend, Verifier):
+    defaults = {**VLM_OPTIONS, "model": "Qwen/Qwen2.5-VL-7B-Instruct", "highlight": "contour"}
+    prompt_names = ("verify_region",)
+
+    def verify(self, image: np.ndarray, regions: list[dict], captions: list[RegionCaption]) -> list[Verdict]:
+        by_id = {r["region_id"]: r for r in regions}
+        answers = self.ask(
+            [self.request(self.prompts["verify_region"].render(detailed=c.detailed),
+                          highlight(image, by_id[c.region_id], self.highlight)) for c in captions],
+            _verdict,
+        )
+        return [Verdict(c.region_id, *(a.value if a.value else (False, f"verifier gave no verdict: {a.error}")))
+                for c, a in zip(captions, answers)]
+
+
+def _verdict(obj: Any) -> tuple[bool, str]:
+    structured.require(obj, verdict=str, reason=str)
+    verdict = obj["verdict"].strip().lower()
+    if verdict not in ("accept", "reject"):
+        raise ValueError(f"verdict {obj['verdict']!r} is neither accept nor reject")
+    return verdict == "accept", obj["reason"].strip()
+
+
+@register("scene_captioner", "vlm", device="gpu", description="VLM grounded scene caption over the five Pancap dimensions, divided and fused when regions are many")
+class VlmComposer(VlmBackend, SceneCaptioner):
+    defaults = {**VLM_OPTIONS, "max_regions": 40, "divide_above": 0, "max_tokens": 1024}
+    prompt_names = ("scene", "scene_fuse")
+
+    def compose(self, image: np.ndarray, regions: list[dict], captions: list[RegionCaption]) -> SceneCaption:
+        h, w = image.shape[:2]
+        short = {c.region_id: c.short for c in captions if c.short}
+        named = [r for r in regions if r["region_id"] in short]
+        limit = self.divide_above if self.divide_above > 0 else len(named)
+        parts = divide.split(named, w, h, limit)
+        answers = self.ask([self._part_request(image, p, short) for p in parts], _grounded(set(short)))
+        failed = [f"{p.name}: {a.error}" for p, a in zip(parts, answers) if a.value is None]
+        if failed:
+            raise RuntimeError(f"scene caption rejected ({'; '.join(failed)})")
+        if len(parts) == 1:
+            return SceneCaption(answers[0].value)
+        pieces = "\n".join(f"[{p.name}] {a.value}" for p, a in zip(parts, answers))
+        fused = self.ask([self.request(self.prompts["scene_fuse"].render(parts=pieces), image)],
+                         _grounded(set(short)))[0]
+        if fused.value is None:
+            raise RuntimeError(f"scene caption rejected (fusing {len(parts)} parts: {fused.error})")
+        return SceneCaption(fused.value)
+
+    def _part_request(self, image: np.ndarray, part: divide.Part, short: dict[int, str]) -> ChatRequest:
+        x, y, w, h = part.box
+        chosen = sorted(part.regions, key=lambda r: (-int(r["area"]), r["region_id"]))[: self.max_regions]
+        lines = []
+        for r in sorted(chosen, key=lambda r: r["region_id"]):
+            bx, by, bw, bh = r["bbox"]
+            box = [round(min(max((v - o) / s, 0.0), 1.0), 3)
+                   for v, o, s in ((bx, x, w), (by, y, h), (bx + bw, x, w), (by + bh, y, h))]
+            lines.append(f"- r{r['region_id']} {box}: {short[r['region_id']]}")
+        view = "the whole photo" if part.name == "whole image" else f"the {part.name} of a larger photo"
+        prompt = self.prompts["scene"].render(view=view, regions="\n".join(lines) or "(none)")
+        return self.request(prompt, image[y:y + h, x:x + w])
+
+
+def _grounded(allowed: set[int]):
+    """A validator: a well-formed grounded caption; references to ids not offered are unwrapped."""
+
+    def validate(obj: Any) -> str:
+        text = text_field("caption")(obj)
+        if not grounding.is_well_formed(text):
+            raise ValueError("caption has malformed region tags")
+        return grounding.unwrap(text, allowed)
+
+    return validate

@@ -1,0 +1,117 @@
+"""What the transformers backends share: device and dtype options, one load per process, inference.
+
+torch and transformers are imported inside the functions: backend modules import this one at
+module level, and the CPU install must list them without those libraries (``registry``).
+
+Processors are built with the model's PIL image processor where it has one (SAM 2 has not), never
+the torchvision one ``AutoProcessor`` picks where torchvision is installed: the same preprocessing
+on every machine, so a record does not depend on which extras were installed.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+_LOADED: dict[tuple, Any] = {}
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def resolve_device(option: str) -> str:
+    """``"auto"``: the GPU when there is one, else the CPU; anything else is a torch device string."""
+    import torch
+
+    if option == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return option
+
+
+def resolve_dtype(option: str, device: str):
+    """``"auto"``: float16 on a GPU, float32 on the CPU (where half precision is slow or missing)."""
+    import torch
+
+    if option == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    if option not in DTYPES:
+        raise ValueError(f"dtype {option!r} is not one of auto, {', '.join(DTYPES)}")
+    return getattr(torch, option)
+
+
+def cached(key: tuple, make: Callable[[], Any]) -> Any:
+    """``make()`` once per process for ``key``: a stage that builds a backend twice loads it once."""
+    if key not in _LOADED:
+        _LOADED[key] = make()
+    return _LOADED[key]
+
+
+class Loaded:
+    """A pretrained model and its processor on one device, in one dtype.
+
+    ``model_cls``, ``processor_cls`` and ``image_processor_cls`` are names in ``transformers``
+    (resolved here, so backend modules need not import it); ``tokenizer`` adds the checkpoint's
+    tokenizer to the processor.
+    """
+
+    def __init__(self, model_id: str, model_cls: str, processor_cls: str, image_processor_cls: str,
+                 device: str = "auto", dtype: str = "auto", tokenizer: bool = False) -> None:
+        import transformers
+
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        model_type = getattr(transformers, model_cls)
+        self.model = cached(
+            (model_cls, model_id, self.device, self.dtype),
+            lambda: model_type.from_pretrained(model_id, dtype=self.dtype).to(self.device).eval(),
+        )
+
+        def processor():
+            parts = {"image_processor": getattr(transformers, image_processor_cls).from_pretrained(model_id)}
+            if tokenizer:
+                parts["tokenizer"] = transformers.AutoTokenizer.from_pretrained(model_id)
+            return getattr(transformers, processor_cls)(**parts)
+
+        self.processor = cached((processor_cls, image_processor_cls, model_id), processor)
+
+    def inputs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """A processor's output on the model's device, its floating tensors in the model's dtype."""
+        import torch
+
+        def move(value):
+            if not isinstance(value, torch.Tensor):
+                return value
+            return value.to(self.device, self.dtype) if torch.is_floating_point(value) else value.to(self.device)
+
+        return {key: move(value) for key, value in batch.items()}
+
+
+def inference(method: Callable) -> Callable:
+    """Run ``method`` under ``torch.inference_mode`` (no autograd bookkeeping)."""
+
+    @functools.wraps(method)
+    def run(*args, **kwargs):
+        import torch
+
+        with torch.inference_mode():
+            return method(*args, **kwargs)
+
+    return run
+
+
+def batches(items: Sequence, size: int) -> Iterator[Sequence]:
+    """Consecutive slices of at most ``size`` items, in order."""
+    if size < 1:
+        raise ValueError(f"batch size must be at least 1, got {size}")
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def xyxy_to_xywh(box) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return (x0, y0, x1 - x0, y1 - y0)
+
+
+def xywh_to_xyxy(box) -> tuple[float, float, float, float]:
+    x, y, w, h = (float(v) for v in box)
+    return (x, y, x + w, y + h)

@@ -1,0 +1,115 @@
+"""The chat interface every VLM engine implements, and the engine factory.
+
+A VLM backend (captioner, verifier, scene composer, tagger) names an engine and its options in
+params; ``engine()`` builds it once per (kind, options) so several backends of one stage share a
+loaded model instead of loading it twice onto the GPU.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One user turn: text and images (HxWx3 uint8 RGB), optionally a system prompt."""
+
+    prompt: str
+    images: tuple[np.ndarray, ...] = ()
+    system: str | None = None
+    max_tokens: int = 512
+    temperature: float = 0.0
+    json_mode: bool = False  # ask the server for a JSON object where it supports it
+
+
+@dataclass(frozen=True)
+class ChatReply:
+    """What came back: ``text`` or, when every attempt failed, ``error`` (never both None)."""
+
+    text: str | None = None
+    error: str | None = None
+    truncated: bool = False  # generation stopped at max_tokens
+    usage: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.text is not None
+
+
+class ChatEngine(ABC):
+    """A served or loaded VLM. ``generate`` never raises for one bad request: it returns its error."""
+
+    kind: str = ""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+
+    @abstractmethod
+    def generate(self, requests: list[ChatRequest]) -> list[ChatReply]: ...
+
+    def describe(self) -> str:
+        """Model id and engine, for provenance."""
+        return f"{self.model} ({self.kind})"
+
+
+def to_image(array: np.ndarray, max_side: int = 0) -> Image.Image:
+    """A PIL image of ``array``, downscaled so its longer side is at most ``max_side`` (0: keep)."""
+    img = Image.fromarray(np.ascontiguousarray(array))
+    if max_side and max(img.size) > max_side:
+        scale = max_side / max(img.size)
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BICUBIC)
+    return img
+
+
+def data_url(array: np.ndarray, fmt: str = "jpeg", max_side: int = 0) -> str:
+    """The image as a ``data:image/...;base64,`` URL, the form chat-completions servers accept."""
+    buf = io.BytesIO()
+    to_image(array, max_side).save(buf, format="JPEG" if fmt == "jpeg" else "PNG", quality=92)
+    return f"data:image/{fmt};base64,{base64.b64encode(buf.getvalue()).decode()}"
+
+
+def openai_messages(req: ChatRequest, fmt: str = "jpeg", max_side: int = 0) -> list[dict[str, Any]]:
+    """The request as OpenAI chat messages (images first, then the text), as vLLM and servers take them."""
+    content: list[dict[str, Any]] = [
+        {"type": "image_url", "image_url": {"url": data_url(img, fmt, max_side)}} for img in req.images
+    ]
+    content.append({"type": "text", "text": req.prompt})
+    messages: list[dict[str, Any]] = [{"role": "system", "content": req.system}] if req.system else []
+    messages.append({"role": "user", "content": content})
+    return messages
+
+
+def brief(text: str, limit: int = 300) -> str:
+    """``text`` on one line and at most ``limit`` characters, for error messages that end up in rows."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+ENGINES: dict[str, str] = {
+    "vllm": "groundcap.vlm.vllm_offline:VllmChat",
+    "openai": "groundcap.vlm.openai_api:OpenAIChat",
+    "transformers": "groundcap.vlm.hf_generate:TransformersChat",
+}
+_cache: dict[str, ChatEngine] = {}
+
+
+def engine(kind: str, model: str, options: dict[str, Any] | None = None) -> ChatEngine:
+    """The engine ``kind`` serving ``model``, built once per process for the same options."""
+    if kind not in ENGINES:
+        raise ValueError(f"unknown VLM engine {kind!r}; engines: {', '.join(ENGINES)}")
+    key = json.dumps([kind, model, options or {}], sort_keys=True, default=str)
+    if key not in _cache:
+        module_name, cls_name = ENGINES[kind].split(":")
+        import importlib
+
+        cls = getattr(importlib.import_module(module_name), cls_name)
+        _cache[key] = cls(model=model, **(options or {}))
+    return _cache[key]

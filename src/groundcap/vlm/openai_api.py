@@ -1,0 +1,186 @@
+"""``OpenAIChat``: any OpenAI-compatible ``/v1/chat/completions`` endpoint over stdlib HTTP.
+
+Serves ``vllm serve`` and hosted APIs (Gemini's OpenAI-compatible endpoint) without a client
+dependency. A thread pool keeps at most ``concurrency`` requests in flight; transient failures
+(429, 5xx, dropped connections, time-outs, garbled bodies) are retried with exponential backoff,
+while errors a retry would only repeat (400, 401, 404) fail their request at once. The API key is
+read from the environment per request and never stored, logged or echoed in an error.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from email.message import Message
+from typing import Any
+
+from groundcap.vlm.chat import ChatEngine, ChatReply, ChatRequest, brief, openai_messages
+
+_log = logging.getLogger(__name__)
+_RETRY_STATUS = {408, 429}  # and every 5xx
+
+
+class _Retry(Exception):
+    """A failure another attempt may cure; ``wait`` is the server's Retry-After in seconds, if any."""
+
+    def __init__(self, what: str, detail: str = "", wait: float | None = None) -> None:
+        super().__init__(what, detail)
+        self.what, self.detail, self.wait = what, detail, wait
+
+
+class _Fail(Exception):
+    """A failure another attempt would repeat (bad request, bad key, unknown model)."""
+
+
+class OpenAIChat(ChatEngine):
+    """Chat completions from an HTTP endpoint, ``concurrency`` requests at a time."""
+
+    kind = "openai"
+
+    def __init__(
+        self,
+        model: str = "",
+        base_url: str = "http://localhost:8000/v1",
+        api_key_env: str = "OPENAI_API_KEY",
+        concurrency: int = 8,
+        timeout_s: float = 120.0,
+        max_retries: int = 4,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+        image_format: str = "jpeg",
+        max_image_side: int = 1024,
+        seed: int | None = 0,
+        extra_body: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(model)
+        if urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
+            raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.api_key_env = api_key_env
+        self.concurrency = max(1, concurrency)
+        self.timeout_s = timeout_s
+        self.max_retries = max(0, max_retries)
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.image_format = image_format
+        self.max_image_side = max_image_side
+        self.seed = seed
+        self.extra_body = dict(extra_body or {})
+        self._sleep = time.sleep  # tests swap in a recorder so retries do not really wait
+
+    def generate(self, requests: list[ChatRequest]) -> list[ChatReply]:
+        if not requests:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests))) as pool:
+            return list(pool.map(self._complete, requests))
+
+    def _body(self, req: ChatRequest) -> dict[str, Any]:
+        """The JSON body; ``extra_body`` is merged last, and a key set to None there is left out."""
+        body: dict[str, Any] = {
+            "model": self.model or None,
+            "messages": openai_messages(req, self.image_format, self.max_image_side),
+            "max_tokens": req.max_tokens,
+            "temperature": req.temperature,
+            "seed": self.seed,
+        }
+        if req.json_mode:
+            body["response_format"] = {"type": "json_object"}
+        body.update(self.extra_body)
+        return {key: value for key, value in body.items() if value is not None}
+
+    def _complete(self, req: ChatRequest) -> ChatReply:
+        try:
+            data = json.dumps(self._body(req)).encode()
+        except Exception as exc:  # a request that cannot be encoded (bad image array) fails alone
+            return ChatReply(error=f"could not encode the request: {type(exc).__name__}: {exc}")
+        attempts = self.max_retries + 1
+        for attempt in range(attempts):
+            try:
+                return self._post(data)
+            except _Fail as exc:
+                return ChatReply(error=self._redact(str(exc)))
+            except _Retry as exc:
+                last = exc
+                if attempt + 1 < attempts:
+                    delay = exc.wait if exc.wait is not None else self.backoff_s * 2**attempt
+                    delay = min(delay, self.max_backoff_s)  # a runaway Retry-After must not stall a stage
+                    _log.debug("%s: %s; retrying in %.1f s", exc.what, self._redact(exc.detail), delay)
+                    self._sleep(delay)
+        detail = f": {last.detail}" if last.detail else ""
+        return ChatReply(error=self._redact(f"{last.what} after {attempts} attempts{detail}"))
+
+    def _post(self, data: bytes) -> ChatReply:
+        """One attempt: the reply, or ``_Retry`` / ``_Fail`` saying what went wrong."""
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        key = os.environ.get(self.api_key_env)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                payload = response.read()
+        except urllib.error.HTTPError as exc:
+            detail = _server_message(exc)
+            if exc.code in _RETRY_STATUS or exc.code >= 500:
+                raise _Retry(f"HTTP {exc.code}", detail, _retry_after(exc.headers)) from None
+            if exc.code in (401, 403):
+                detail += f" (API key from ${self.api_key_env}{'' if key else ', which is unset'})"
+            raise _Fail(f"HTTP {exc.code}: {detail}") from None
+        except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, cut short
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            if isinstance(reason, TimeoutError):
+                raise _Retry("timed out", f"no reply within {self.timeout_s:g} s") from None
+            raise _Retry("connection failed", brief(f"{type(reason).__name__}: {reason}")) from None
+        return _parse_completion(payload)
+
+    def _redact(self, text: str) -> str:
+        """``text`` with the API key blanked, should a server or proxy have echoed it."""
+        key = os.environ.get(self.api_key_env)
+        return text.replace(key, "***") if key else text
+
+
+def _parse_completion(payload: bytes) -> ChatReply:
+    """The first choice of a chat-completions body; anything else is retried as a garbled reply."""
+    try:
+        data = json.loads(payload)
+        choice = data["choices"][0]
+        text, finish = choice["message"]["content"], choice.get("finish_reason")
+        usage = dict(data.get("usage") or {})
+    except (ValueError, LookupError, TypeError, AttributeError):
+        raise _Retry("malformed reply", brief(payload.decode(errors="replace"), 200)) from None
+    if not isinstance(text, str):
+        raise _Retry("reply without message content", f"finish_reason {finish!r}")
+    counts = {k: v for k, v in usage.items() if isinstance(v, int) and not isinstance(v, bool)}
+    return ChatReply(text=text, truncated=finish == "length", usage=counts)
+
+
+def _server_message(exc: urllib.error.HTTPError) -> str:
+    """The error message of an OpenAI-style error body (Gemini wraps it in a list), shortened."""
+    try:
+        raw = exc.read()
+    except (OSError, http.client.HTTPException):
+        return exc.reason or ""
+    try:
+        data = json.loads(raw)
+        data = data[0] if isinstance(data, list) else data
+        error = data.get("error", data)
+        message = error.get("message") if isinstance(error, dict) else error
+    except (ValueError, LookupError, AttributeError):
+        message = None
+    return brief(message if isinstance(message, str) and message else raw.decode(errors="replace") or str(exc.reason))
+
+
+def _retry_after(headers: Message | None) -> float | None:
+    """Retry-After in seconds; the HTTP-date form is ignored (exponential backoff applies)."""
+    try:
+        seconds = float((headers or {}).get("Retry-After", ""))
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None

@@ -1,0 +1,129 @@
+"""VllmChat without vLLM: the pure plumbing, and the engine driven through a fake ``vllm`` module."""
+
+from __future__ import annotations
+
+import base64
+import io
+import sys
+import types
+from types import SimpleNamespace
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from groundcap.vlm.chat import ChatReply, ChatRequest, engine
+from groundcap.vlm.vllm_offline import VllmChat, build_conversations, parse_outputs, sampling_kwargs
+
+
+def output(text, finish="stop", prompt_ids=(1, 2, 3), token_ids=(4, 5)):
+    """A ``vllm.RequestOutput`` look-alike."""
+    return SimpleNamespace(prompt_token_ids=list(prompt_ids),
+                           outputs=[SimpleNamespace(text=text, token_ids=list(token_ids), finish_reason=finish)])
+
+
+def test_constructing_needs_no_vllm(monkeypatch):
+    monkeypatch.delitem(sys.modules, "vllm", raising=False)
+    chat = engine("vllm", "OpenGVLab/InternVL3-8B", {"max_num_seqs": 8})
+    assert isinstance(chat, VllmChat) and chat.describe() == "OpenGVLab/InternVL3-8B (vllm)"
+    assert "vllm" not in sys.modules
+
+
+def test_generate_without_vllm_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` fail even where it is installed
+    with pytest.raises(ImportError, match=r"pip install 'groundcap\[gpu\]'"):
+        VllmChat("m").generate([ChatRequest(prompt="hi")])
+
+
+def test_build_conversations():
+    img = np.zeros((600, 2400, 3), np.uint8)
+    [conv, plain] = build_conversations([ChatRequest(prompt="what?", images=(img,), system="sys"),
+                                         ChatRequest(prompt="text only")], max_image_side=1200)
+    assert conv[0] == {"role": "system", "content": "sys"}
+    image_part, text_part = conv[1]["content"]
+    assert conv[1]["role"] == "user" and text_part == {"type": "text", "text": "what?"}
+    url = image_part["image_url"]["url"]
+    assert url.startswith("data:image/jpeg;base64,")
+    assert Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).size == (1200, 300)
+    assert plain == [{"role": "user", "content": [{"type": "text", "text": "text only"}]}]
+
+
+def test_sampling_kwargs():
+    req = ChatRequest(prompt="x", max_tokens=64, temperature=0.3)
+    assert sampling_kwargs(req, seed=7) == {"temperature": 0.3, "max_tokens": 64, "seed": 7}
+
+
+def test_parse_outputs():
+    bare = SimpleNamespace(outputs=[SimpleNamespace(text="no counts")])
+    empty = SimpleNamespace(prompt_token_ids=[1], outputs=[])
+    done, cut, plain, none = parse_outputs([output("a cat"), output("a lo", finish="length"), bare, empty])
+    assert done == ChatReply(text="a cat", usage={"prompt_tokens": 3, "completion_tokens": 2})
+    assert cut.truncated and cut.text == "a lo"
+    assert plain == ChatReply(text="no counts")
+    assert none.error == "vLLM returned no completion"
+
+
+class FakeLLM:
+    """Records how it was built and called; answers "<user text>|t=<temperature>"."""
+
+    instances: ClassVar[list[FakeLLM]] = []
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+        self.calls: list[dict] = []
+        FakeLLM.instances.append(self)
+
+    def chat(self, messages, sampling_params=None, use_tqdm=True, chat_template_kwargs=None):
+        texts = [conv[-1]["content"][-1]["text"] for conv in messages]
+        self.calls.append({"texts": texts, "params": sampling_params, "use_tqdm": use_tqdm,
+                           "chat_template_kwargs": chat_template_kwargs})
+        if any("boom" in t for t in texts):
+            raise ValueError("prompt is longer than max_model_len")
+        return [output(f"{t}|t={sampling_params.temperature}") for t in texts]
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    module = types.ModuleType("vllm")
+    module.LLM = FakeLLM
+    module.SamplingParams = lambda **kw: SimpleNamespace(**kw)
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    FakeLLM.instances = []
+    return module
+
+
+def test_engine_groups_by_sampling_keeps_order_and_passes_options(fake_vllm):
+    chat = VllmChat("OpenGVLab/InternVL3-8B", max_num_seqs=16, limit_images_per_prompt=3, seed=5,
+                    chat_template_kwargs={"enable_thinking": False})
+    assert FakeLLM.instances == []  # nothing loaded until the first generate
+    temps = [0.0, 0.7, 0.0, 0.7, 0.0]
+    replies = chat.generate([ChatRequest(prompt=f"q{i}", temperature=t) for i, t in enumerate(temps)])
+    assert [r.text for r in replies] == [f"q{i}|t={t}" for i, t in enumerate(temps)]
+    [llm] = FakeLLM.instances
+    assert llm.kwargs == {"model": "OpenGVLab/InternVL3-8B", "tensor_parallel_size": 1,
+                          "gpu_memory_utilization": 0.9, "max_model_len": 8192, "max_num_seqs": 16,
+                          "limit_mm_per_prompt": {"image": 3}, "seed": 5, "trust_remote_code": True,
+                          "dtype": "auto"}
+    assert [c["texts"] for c in llm.calls] == [["q0", "q2", "q4"], ["q1", "q3"]]
+    assert [vars(c["params"]) for c in llm.calls] == [{"temperature": 0.0, "max_tokens": 512, "seed": 5},
+                                                       {"temperature": 0.7, "max_tokens": 512, "seed": 5}]
+    assert all(c["chat_template_kwargs"] == {"enable_thinking": False} and c["use_tqdm"] is False for c in llm.calls)
+    chat.generate([ChatRequest(prompt="again")])
+    assert len(FakeLLM.instances) == 1  # the model is loaded once
+
+
+def test_a_failing_batch_is_split_until_the_bad_request_stands_alone(fake_vllm):
+    prompts = ["a", "b", "boom", "d", "e"]
+    replies = VllmChat("m").generate([ChatRequest(prompt=p) for p in prompts])
+    assert [r.text for r in replies] == ["a|t=0.0", "b|t=0.0", None, "d|t=0.0", "e|t=0.0"]
+    assert replies[2].error == "vLLM failed: ValueError: prompt is longer than max_model_len"
+
+
+def test_chat_failing_for_everything_gives_an_error_per_request(fake_vllm, monkeypatch):
+    def broken(self, messages, **kw):
+        raise RuntimeError("CUDA error: device-side assert")
+
+    monkeypatch.setattr(FakeLLM, "chat", broken)
+    replies = VllmChat("m").generate([ChatRequest(prompt=p) for p in "abc"])
+    assert [r.error for r in replies] == ["vLLM failed: RuntimeError: CUDA error: device-side assert"] * 3
