@@ -45,3 +45,44 @@ def test_nms_keeps_best_of_overlapping_and_all_disjoint():
     c = masks.encode(_disk(40, 40, 5, 5, 3))
     assert masks.nms([a, a2, c], [0.5, 0.9, 0.1], 0.7) == [1, 2]
     assert masks.nms([], [], 0.5) == []
+
+
+def _random_masks(rng, n, h, w):
+    out = []
+    for _ in range(n):
+        kind = rng.integers(3)
+        if kind == 0:
+            m = rng.random((h, w)) < rng.random()
+        else:
+            m = np.zeros((h, w), bool)
+            y0, x0 = rng.integers(0, h), rng.integers(0, w)
+            m[y0:y0 + rng.integers(1, h + 1), x0:x0 + rng.integers(1, w + 1)] = kind == 1
+        out.append(m)
+    return out
+
+
+def test_rle_set_operations_match_dense_without_decoding():
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        h, w = (int(v) for v in rng.integers(1, 40, 2))
+        a, b = _random_masks(rng, 2, h, w)
+        ra, rb = masks.encode(a), masks.encode(b)
+        assert masks.run_lengths(ra).sum() == h * w
+        assert np.array_equal(masks.decode(masks.complement(ra)), ~a)
+        assert np.array_equal(masks.decode(masks.subtract(ra, rb)), a & ~b)
+        assert masks.intersection_areas([ra, rb], [rb]).tolist() == [[int((a & b).sum())], [int(b.sum())]]
+        assert masks.empty(h, w) == masks.encode(np.zeros((h, w), bool))
+
+
+def test_nms_with_box_bounds_keeps_what_brute_force_keeps():
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        group = _random_masks(rng, 12, 30, 30)
+        rles = [masks.encode(m) for m in group]
+        scores = rng.random(12).tolist()
+        ious = masks.iou(rles, rles)
+        expected = []
+        for i in sorted(range(12), key=lambda i: (-scores[i], i)):
+            if all(ious[i, j] <= 0.5 for j in expected):
+                expected.append(i)
+        assert masks.nms(rles, scores, 0.5) == expected
