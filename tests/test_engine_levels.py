@@ -255,3 +255,21 @@ def test_backends_json_lists_an_embedded_and_a_production_backend_per_step():
         assert b["runnable"] == (not b["missing"])
     assert set(kinds) == set(registry.STEPS)
     assert all(k == {"embedded", "production"} for k in kinds.values()), kinds
+
+
+def test_captions_the_captioner_could_not_write_are_rejected_without_asking_the_verifier():
+    from groundcap.annotators.base import Verdict, Verifier
+    from groundcap.stages.caption_regions import _verify
+
+    class Recording(Verifier):
+        seen: list = []
+
+        def verify(self, image, regions, captions):
+            self.seen.extend(c.region_id for c in captions)
+            return [Verdict(c.region_id, True, "fine") for c in captions]
+
+    captions = [RegionCaption(0, "a cup", "A cup."), RegionCaption(1, "", "", {"error": "malformed after 3 attempts"})]
+    verdicts = _verify(Recording(), None, [], captions)
+    assert Recording.seen == [0]
+    assert [(v.accepted, v.reason) for v in verdicts] == [(True, "fine"), (False, "malformed after 3 attempts")]
+    assert _verify(None, None, [], captions) == [None, None]

@@ -31,7 +31,7 @@ def run(ctx: Context) -> None:
         captions, clashes = make_unique(captioner, image, regions, captions, rounds=section["unique_rounds"],
                                         max_similarity=section["unique_max_similarity"])
         captions = _in_step(captioner.name, captions, regions)
-        verdicts = verifier.verify(image, regions, captions) if verifier else [None] * len(captions)
+        verdicts = _verify(verifier, image, regions, captions)
         return {
             "image_id": image_row["image_id"],
             "captions": [_row(c, v, c.region_id not in clashes) for c, v in zip(captions, verdicts, strict=True)],
@@ -43,6 +43,16 @@ def run(ctx: Context) -> None:
         return {"image_id": image_id, "captions": [], "provenance": stamps, "error": message}
 
     map_images(ctx, "caption_regions", ["ingest", "segment"], caption_image, schema.CAPTIONS, failed)
+
+
+def _verify(verifier, image, regions: list[dict], captions: list[RegionCaption]) -> list[Verdict | None]:
+    """The verifier's verdicts; a caption the captioner could not write is rejected with its reason."""
+    if verifier is None:
+        return [None] * len(captions)
+    written = [c for c in captions if c.short and c.detailed]
+    verdicts = dict(zip((c.region_id for c in written), verifier.verify(image, regions, written) if written else []))
+    return [verdicts.get(c.region_id) or Verdict(c.region_id, False, c.facts.get("error") or "no caption")
+            for c in captions]
 
 
 def _in_step(name: str, captions: list[RegionCaption], regions: list[dict]) -> list[RegionCaption]:

@@ -168,7 +168,8 @@ class VlmComposer(VlmBackend, SceneCaptioner):
         short = {c.region_id: c.short for c in captions if c.short}
         named = [r for r in regions if r["region_id"] in short]
         limit = self.divide_above if self.divide_above > 0 else len(named)
-        parts = divide.split(named, w, h, limit)
+        # no captioned region: still one request for the whole photo (regions "(none)"), never a fuse of nothing
+        parts = divide.split(named, w, h, limit) or [divide.Part("whole image", (0, 0, w, h), [])]
         answers = self.ask([self._part_request(image, p, short) for p in parts], _grounded(set(short)))
         failed = [f"{p.name}: {a.error}" for p, a in zip(parts, answers) if a.value is None]
         if failed:
