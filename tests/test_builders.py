@@ -45,6 +45,7 @@ def _region(region_id: int, mask: np.ndarray, label: str) -> dict:
         "segmentation": rle,
         "label": label,
         "granularity": "object",
+        "parent_id": None,
         "source": "synthetic",
         "short_caption": f"a {label}",
         "detailed_caption": f"a {label} with {region_id} sides | tested",

@@ -134,6 +134,7 @@ _REGION_FIELDS = {
     "segmentation": SEGMENTATION_FEATURE,
     "label": Value("string"),
     "granularity": Value("string"),
+    "parent_id": Value("int32"),  # the entity a part-level region belongs to, else null
     "source": Value("string"),
     "short_caption": Value("string"),
     "detailed_caption": Value("string"),

@@ -9,10 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
-from groundcap import masks
-
 
 @dataclass(frozen=True)
 class Part:
@@ -62,11 +58,3 @@ def _name(names: tuple[str, ...]) -> str:
         return f"{names[0]} half"
     ordered = sorted(names, key=lambda n: n not in ("top", "bottom"))  # "top left", not "left top"
     return f"{' '.join(ordered)} quarter" if len(names) == 2 else " ".join(ordered) + " part"
-
-
-def crop_region(region: dict, box: tuple[int, int, int, int]) -> dict:
-    """The region as seen inside ``box``: mask cropped, bbox shifted (ids and captions unchanged)."""
-    x, y, w, h = box
-    mask = masks.decode(region["segmentation"])[y:y + h, x:x + w]
-    rle = masks.encode(np.ascontiguousarray(mask))
-    return {**region, "segmentation": rle, "bbox": masks.bbox(rle), "area": masks.area(rle)}

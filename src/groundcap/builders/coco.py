@@ -57,6 +57,7 @@ class _Split:
                 "iscrowd": 0,
                 "region_id": region["region_id"],
                 "granularity": region["granularity"],
+                "parent_id": region["parent_id"],
                 "source": region["source"],
                 "short_caption": region["short_caption"],
                 "detailed_caption": region["detailed_caption"],

@@ -41,6 +41,7 @@ def records(ctx: Context) -> Iterator[tuple[str, dict]]:
                     "segmentation": r["segmentation"],
                     "label": r["label"],
                     "granularity": r["granularity"],
+                    "parent_id": r["parent_id"],
                     "source": r["source"],
                     "short_caption": captions[r["region_id"]]["short"],
                     "detailed_caption": captions[r["region_id"]]["detailed"],

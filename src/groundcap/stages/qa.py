@@ -28,6 +28,11 @@ def run(ctx: Context) -> None:
                              section["require_unique_captions"])
             region_verdicts.append({"region_id": region["region_id"], "score": v.score, "passed": v.passed,
                                     "reasons": v.reasons})
+        failed_ids = {r["region_id"] for r in region_verdicts if not r["passed"]}
+        for region, verdict in zip(region_row["regions"], region_verdicts):
+            if region["parent_id"] is not None and region["parent_id"] in failed_ids:  # a part never outlives its entity
+                verdict["passed"] = False
+                verdict["reasons"] = [*verdict["reasons"], "parent region failed"]
         kept = {r["region_id"] for r in region_verdicts if r["passed"]}
         every = {r["region_id"] for r in region_verdicts}
         image = check_image(scene_row["scene_caption"], kept, every, section["min_regions"])
