@@ -13,7 +13,7 @@ import pytest
 from skimage import data
 
 from groundcap import grounding, masks, params
-from groundcap.annotators import divide, registry, uniqueness
+from groundcap.annotators import colors, divide, registry, uniqueness
 from groundcap.annotators.base import Detection, Mask, RegionCaption, Tag, Tagger, crop
 from groundcap.annotators.detections import merge
 from groundcap.annotators.entities import resolve_entities
@@ -139,10 +139,9 @@ def test_pixel_claims_accepts_measured_captions_and_rejects_false_ones(coffee_re
     assert all(v.reason.startswith("checked") for v in verdicts)
 
     big = max(regions, key=lambda r: r["area"])
-    shares = dict(__import__("groundcap.annotators.colors", fromlist=["x"]).color_shares(
-        image[masks.decode(big["segmentation"])]))
+    shares = dict(colors.color_shares(image[masks.decode(big["segmentation"])]))
     absent = next(c for c in ("purple", "cyan", "green", "pink") if shares.get(c, 0) < 0.01)
-    cx, cy = big["bbox"][0] + big["bbox"][2] / 2, big["bbox"][1] + big["bbox"][3] / 2
+    cx = big["bbox"][0] + big["bbox"][2] / 2
     wrong_side = "on the right" if cx < image.shape[1] / 3 else "on the left"
     lies = [
         RegionCaption(big["region_id"], f"a {absent} cup", f"A {absent} cup."),

@@ -23,7 +23,7 @@ import tiny_hf  # noqa: E402
 from groundcap import masks  # noqa: E402
 from groundcap.annotators import hf, registry  # noqa: E402
 from groundcap.annotators.backends.hf_clip import read_vocabulary  # noqa: E402
-from groundcap.annotators.backends.hf_detect import box_nms  # noqa: E402
+from groundcap.annotators.detections import box_iou, nms_per_label  # noqa: E402
 from groundcap.annotators.backends.hf_sam import point_grid, stability_score  # noqa: E402
 from groundcap.annotators.base import Detection, Tag  # noqa: E402
 
@@ -133,9 +133,14 @@ def test_clip_tag_crops_batched_equals_one_at_a_time(tiny, cat):
 # --- detectors -----------------------------------------------------------------------------------
 
 def test_box_nms_keeps_the_best_of_overlapping_boxes():
-    boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30], [0, 0, 10, 9]], float)
-    assert box_nms(boxes, np.array([0.5, 0.9, 0.3, 0.4]), 0.5) == [1, 2]
-    assert box_nms(boxes, np.array([0.5, 0.9, 0.3, 0.4]), 0.95) == [1, 0, 3, 2]
+    boxes = [hf.xyxy_to_xywh(b) for b in ([0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30], [0, 0, 10, 9])]
+    dets = [Detection("x", s, tuple(b), "t") for b, s in zip(boxes, [0.5, 0.9, 0.3, 0.4])]
+
+    def kept(iou):
+        return [dets.index(d) for d in nms_per_label(dets, iou)]
+
+    assert kept(0.5) == [1, 2]
+    assert kept(0.95) == [1, 0, 3, 2]
 
 
 @pytest.mark.parametrize("name", ["owlv2", "grounding_dino"])
@@ -150,8 +155,7 @@ def test_detections_are_clipped_xywh_boxes_suppressed_per_label(tiny, cat, name)
         assert {d.label for d in dets} <= {"cat", "Dog", "person"}  # each box takes its best query's tag
     for a, b in itertools.combinations(dets, 2):
         if a.label == b.label:
-            pair = np.array([hf.xywh_to_xyxy(a.bbox), hf.xywh_to_xyxy(b.bbox)])
-            assert box_nms(pair, np.array([1.0, 0.5]), 0.5) == [0, 1]  # no IoU of 0.5 or more
+            assert box_iou(a.bbox, b.bbox) < 0.5  # no IoU of 0.5 or more
     assert detector.detect(cat, []) == []
     assert len(create("detector", name, tiny[name], box_threshold=0.0, max_detections=3).detect(cat, tags)) <= 3
 

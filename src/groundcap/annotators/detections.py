@@ -4,7 +4,8 @@ Scores of different detectors are not comparable (a Grounding DINO 0.4 is not an
 there is no NMS across detectors: a box that a later detector finds again (same label, IoU at or
 above the threshold) is merged into the earlier one, which keeps its box and score and gains the
 other detector's name in ``source`` ("grounding_dino+owlv2"): agreement the QA stage can count.
-Each detector's own duplicates are its own business (its scores are comparable among themselves).
+Within one detector its scores are comparable, so its own duplicates are suppressed per label
+(``nms_per_label``) before the merge.
 """
 
 from __future__ import annotations
@@ -41,3 +42,12 @@ def merge(per_detector: list[list[Detection]], iou: float) -> list[Detection]:
                 kept = merged[match]
                 merged[match] = replace(kept, source=f"{kept.source}+{det.source}", text=kept.text or det.text)
     return merged
+
+
+def nms_per_label(detections: list[Detection], iou: float) -> list[Detection]:
+    """Greedy suppression within each label, best score first (ties by order): two labels on one box both stay."""
+    kept: list[Detection] = []
+    for det in sorted(detections, key=lambda d: -d.score):
+        if all(k.label != det.label or box_iou(k.bbox, det.bbox) < iou for k in kept):
+            kept.append(det)
+    return kept

@@ -28,12 +28,12 @@ def resolve_device(option: str) -> str:
     return option
 
 
-def resolve_dtype(option: str, device: str):
-    """``"auto"``: float16 on a GPU, float32 on the CPU (where half precision is slow or missing)."""
+def resolve_dtype(option: str, device: str, gpu_default: str = "float16"):
+    """``"auto"``: ``gpu_default`` on a GPU, float32 on the CPU (where half precision is slow or missing)."""
     import torch
 
     if option == "auto":
-        return torch.float16 if device.startswith("cuda") else torch.float32
+        return getattr(torch, gpu_default) if device.startswith("cuda") else torch.float32
     if option not in DTYPES:
         raise ValueError(f"dtype {option!r} is not one of auto, {', '.join(DTYPES)}")
     return getattr(torch, option)

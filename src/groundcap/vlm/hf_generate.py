@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from groundcap.annotators import hf
 from groundcap.vlm.chat import ChatEngine, ChatReply, ChatRequest, to_image
 
 
@@ -40,14 +41,10 @@ class TransformersChat(ChatEngine):
         """Load processor and model once, on the first ``generate`` (building the engine stays cheap)."""
         if self._model is not None:
             return
-        import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = getattr(torch, self.dtype) if self.dtype != "auto" else (
-            torch.bfloat16 if device.startswith("cuda") else torch.float32)
+        device = hf.resolve_device(self.device)
+        dtype = hf.resolve_dtype(self.dtype, device, gpu_default="bfloat16")  # VLMs are trained in bf16
         processor = AutoProcessor.from_pretrained(self.model, trust_remote_code=self.trust_remote_code)
         processor.tokenizer.padding_side = "left"  # decoder-only: new tokens must follow every prompt
         model = AutoModelForImageTextToText.from_pretrained(

@@ -13,38 +13,12 @@ from PIL import Image
 from groundcap import prompts
 from groundcap.annotators import hf
 from groundcap.annotators.base import Detection, Detector, Tag
+from groundcap.annotators.detections import nms_per_label
 from groundcap.annotators.registry import register
 
 NMS_IOU = 0.5  # same-label boxes overlapping this much are one object: the higher score stays
 
 Prediction = tuple[str, float, list[float]]  # label, score, [x0, y0, x1, y1] in image pixels
-
-
-def box_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[int]:
-    """Greedy NMS over [x0, y0, x1, y1] rows; kept indices, best score first."""
-    order = np.argsort(-scores, kind="stable")
-    x0, y0, x1, y1 = boxes.T
-    areas = (x1 - x0) * (y1 - y0)
-    kept: list[int] = []
-    while order.size:
-        i, rest = order[0], order[1:]
-        kept.append(int(i))
-        iw = np.clip(np.minimum(x1[i], x1[rest]) - np.maximum(x0[i], x0[rest]), 0, None)
-        ih = np.clip(np.minimum(y1[i], y1[rest]) - np.maximum(y0[i], y0[rest]), 0, None)
-        inter = iw * ih
-        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
-        order = rest[iou < iou_threshold]
-    return kept
-
-
-def nms_per_label(detections: list[Detection], iou_threshold: float) -> list[Detection]:
-    """Suppression within each label only, best score first: two labels on one box both stay."""
-    kept: list[Detection] = []
-    for label in dict.fromkeys(d.label for d in detections):
-        group = [d for d in detections if d.label == label]
-        boxes = np.array([hf.xywh_to_xyxy(d.bbox) for d in group])
-        kept += [group[i] for i in box_nms(boxes, np.array([d.score for d in group]), iou_threshold)]
-    return sorted(kept, key=lambda d: -d.score)
 
 
 class PromptedDetector(Detector):
