@@ -7,14 +7,25 @@ Prints one line per figure with the ratio. Figures so far:
 - mask post-processing per image: NMS + resolution into non-overlapping entities
   (``annotators.entities``) of 100 and 300 SAM-like masks on an SA-1B-sized image, RLE vs the same
   algorithm on dense boolean arrays (results checked equal);
-- ingest: validate + normalize + hash per image vs a plain Pillow decode loop over the same files.
+- ingest: validate + normalize + hash per image vs a plain Pillow decode loop over the same files;
+- near-duplicate search (``qa.dedup``): the Hamming index over 10k, 30k and 100k random 64-bit hashes
+  with planted near pairs, and the growth ratio 100k/10k (target <= 15x, i.e. about n log n); then
+  groundcap's dedup vs imagededup's PHash on the near-duplicate set of ``tests/test_dedup.py``: time,
+  precision and recall over image pairs.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
+import logging
+import sys
+import tempfile
 import time
+import warnings
+from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import skimage.data
@@ -23,6 +34,10 @@ from PIL import Image
 from groundcap import ingest, masks, params
 from groundcap.annotators.base import Mask
 from groundcap.annotators.entities import resolve_entities
+from groundcap.qa import dedup
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_dedup import distinct_images, near_duplicates  # noqa: E402  (the near-duplicate set the tests use)
 
 
 def _best(fn, repeat: int) -> float:
@@ -133,19 +148,116 @@ def bench_ingest(copies: int, repeat: int) -> None:
           f"groundcap/Pillow = {t_pil / t_ours:.2f}x")
 
 
+def planted_hashes(n: int, radius: int, seed: int = 0) -> tuple[np.ndarray, set[tuple[int, int]]]:
+    """n random 64-bit hashes; 1% of them copies of others with 0..radius bits flipped (the planted pairs)."""
+    rng = np.random.default_rng(seed)
+    hashes = rng.integers(0, np.iinfo(np.uint64).max, n, dtype=np.uint64, endpoint=True)
+    copies = rng.permutation(n)[: 2 * (n // 100)].reshape(2, -1)
+    for src, dst in copies.T:
+        flips = rng.choice(64, rng.integers(0, radius + 1), replace=False)
+        hashes[dst] = hashes[src] ^ np.uint64(sum(1 << int(b) for b in flips))
+    return hashes, {(min(a, b), max(a, b)) for a, b in copies.T.tolist()}
+
+
+def bench_dedup_index(sizes: tuple[int, ...], radius: int, repeat: int) -> None:
+    times = []
+    for n in sizes:
+        hashes, planted = planted_hashes(n, radius)
+        found = {tuple(p) for p in dedup.near_pairs(hashes, radius).tolist()}
+        assert planted <= found, f"{len(planted - found)} planted pairs missed"
+        times.append(_best(lambda: dedup.near_pairs(hashes, radius), repeat))
+        print(f"near-duplicate search, {n} hashes within {radius} bits: {times[-1] * 1e3:.0f} ms, "
+              f"{len(found)} pairs ({len(planted)} planted, all found)")
+    growth = times[-1] / times[0]
+    print(f"near-duplicate search growth, {sizes[-1] // sizes[0]}x the hashes: {growth:.1f}x the time (target <= 15x)")
+
+
+def _near_dup_files(directory: Path) -> tuple[list[Path], np.ndarray]:
+    """The tests' near-duplicate set as PNG files, and the distinct image each came from."""
+    rng = np.random.default_rng(0)
+    files, source = [], []
+    for k, (name, x) in enumerate(sorted(distinct_images().items())):
+        for v, image in enumerate([x, *near_duplicates(x, rng)]):
+            files.append(directory / f"{name}-{v}.png")
+            Image.fromarray(image).save(files[-1])
+            source.append(k)
+    return files, np.array(source)
+
+
+def _scores(pairs: np.ndarray, source: np.ndarray) -> str:
+    same = np.bincount(source)
+    truth = int((same * (same - 1) // 2).sum())
+    hits = int((source[pairs[:, 0]] == source[pairs[:, 1]]).sum()) if len(pairs) else 0
+    return f"precision {hits / max(len(pairs), 1):.3f}, recall {hits / truth:.3f}"
+
+
+def _imagededup_phash():
+    """imagededup's PHash, or None. Its package imports its CNN method, which needs torchvision and
+    matplotlib; the hashing methods never use them, so missing ones are stood in for by mocks."""
+    if importlib.util.find_spec("imagededup") is None:
+        return None
+    stand_ins = {"torchvision": ("", ".models", ".transforms", ".models.vision_transformer"),
+                 "matplotlib": ("", ".gridspec", ".pyplot")}
+    for package in [p for p in stand_ins if p not in sys.modules and importlib.util.find_spec(p) is None]:
+        sys.modules.update({package + sub: mock.MagicMock(name=package + sub) for sub in stand_ins[package]})
+    try:
+        from imagededup.methods import PHash
+    except Exception as exc:  # any import-time failure of the peer only skips the comparison
+        print(f"imagededup does not import ({exc}): skipped")
+        return None
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("imagededup")]:
+        logging.getLogger(name).setLevel(logging.WARNING)  # it logs every step at INFO
+    return PHash(verbose=False)
+
+
+def bench_dedup_images(radius: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        files, source = _near_dup_files(Path(tmp))
+        start = time.perf_counter()
+        hashes = np.stack([dedup.phashes(ingest.decode_rgb(f.read_bytes())) for f in files])
+        pairs, _ = dedup.image_pairs(hashes, radius)
+        ours = time.perf_counter() - start
+        clustered = dedup.clusters(len(files), pairs)
+        within = np.argwhere(np.triu(clustered[:, None] == clustered[None, :], 1))
+        print(f"near-duplicate images, {len(files)} files (resized, JPEG q30-60, cropped 2-5%, colour-shifted): "
+              f"groundcap {ours:.2f} s, pairs {_scores(pairs, source)}, clusters {_scores(within, source)}")
+        phasher = _imagededup_phash()
+        if phasher is None:
+            print("imagededup not installed: skipped")
+            return
+        start = time.perf_counter()
+        encodings = phasher.encode_images(image_dir=tmp, num_enc_workers=0)
+        encode = time.perf_counter() - start
+        index = {f.name: i for i, f in enumerate(files)}
+        for threshold in (10, 16):
+            start = time.perf_counter()
+            with warnings.catch_warnings():  # it warns that num_enc_workers has no effect with encodings given
+                warnings.simplefilter("ignore", RuntimeWarning)
+                found = phasher.find_duplicates(encoding_map=encodings, max_distance_threshold=threshold,
+                                                num_dist_workers=0)
+            t = encode + time.perf_counter() - start
+            theirs = np.array(sorted({tuple(sorted((index[a], index[b]))) for a, dups in found.items() for b in dups}))
+            print(f"  imagededup PHash, max_distance_threshold={threshold}: {t:.2f} s, pairs "
+                  f"{_scores(theirs.reshape(-1, 2), source)}; imagededup/groundcap time = {t / ours:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     args = parser.parse_args()
+    radius = params.defaults()["dedup"]["phash_max_distance"]
     if args.quick:
         bench_masks(20, 300, 400, repeat=2)
         bench_postprocess(20, 300, 400, repeat=1)
         bench_ingest(2, repeat=1)
+        bench_dedup_index((5_000, 15_000, 50_000), radius, repeat=1)
     else:
         bench_masks(100, 1500, 2250, repeat=3)
         for n in (100, 300):
             bench_postprocess(n, 1500, 2250, repeat=3)
         bench_ingest(25, repeat=3)
+        bench_dedup_index((10_000, 30_000, 100_000), radius, repeat=3)
+    bench_dedup_images(radius)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ def test_a_backend_error_on_one_image_is_recorded_and_the_rest_released(tmp_path
     p = params.defaults() | {"source": str(src)}
     p["tag"] = {**p["tag"], "detectors": ["test-fails-on-dark"]}
     run_all(Context(root=tmp_path / "run", params=p, progress=False), ["ingest", "tag", "segment", "caption_regions",
-                                                                      "caption_scene", "qa", "split"])
+                                                                      "caption_scene", "crosscheck", "qa", "dedup",
+                                                                      "split"])
     qa = pl.read_parquet(tmp_path / "run/work/qa/*.parquet").join(
         pl.read_parquet(tmp_path / "run/work/ingest/*.parquet", columns=["image_id", "source_path"]), on="image_id"
     )

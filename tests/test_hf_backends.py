@@ -22,7 +22,7 @@ from skimage import data  # noqa: E402
 import tiny_hf  # noqa: E402
 from groundcap import masks  # noqa: E402
 from groundcap.annotators import hf, registry  # noqa: E402
-from groundcap.annotators.backends.hf_clip import read_vocabulary  # noqa: E402
+from groundcap.prompts import read_vocabulary  # noqa: E402
 from groundcap.annotators.detections import box_iou, nms_per_label  # noqa: E402
 from groundcap.annotators.backends.hf_sam import point_grid, stability_score  # noqa: E402
 from groundcap.annotators.base import Detection, Tag  # noqa: E402

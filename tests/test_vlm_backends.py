@@ -416,14 +416,20 @@ def test_groundcap_run_with_vlm_backends_against_the_fake_server(tmp_path):
         vlm = options(server)
         params = {"caption_regions": {"captioner": "vlm", "verifier": "vlm_verifier", "unique_rounds": 1,
                                       "vlm": vlm, "vlm_verifier": {**vlm, "model": "test-verifier"}},
-                  "caption_scene": {"composer": "vlm", "vlm": vlm}}
+                  "caption_scene": {"composer": "vlm", "vlm": vlm},
+                  # the fake VLM's "thing number N" shares nothing with the measured second opinion: flag, not fail
+                  "qa": {"consistency": {"action": "flag"}}}
         params_file = tmp_path / "params.yaml"
         params_file.write_text(yaml.safe_dump(params), encoding="utf-8")
         result = CliRunner().invoke(app, ["run", "--source", str(source), "--workdir", str(work),
                                           "--params", str(params_file), "--quiet"])
     assert result.exit_code == 0, result.output
     assert (work / "release" / "README.md").is_file() and list((work / "release" / "data").glob("*.parquet"))
-    assert pl.read_parquet(work / "work/qa/*.parquet")["passed"].to_list() == [True, True]  # both photos released
+    qa = pl.read_parquet(work / "work/qa/*.parquet")
+    assert qa["passed"].to_list() == [True, True]  # both photos released
+    regions = [r for per_image in qa["regions"] for r in per_image]
+    flagged = [r for r in regions if "flagged: models disagree on the caption" in r["reasons"]]
+    assert flagged and all(r["passed"] and r["consistency"]["model_a"] == "test-vlm (openai)" for r in flagged)
 
     short_replies = {f"thing number {i}" for i, r in enumerate(server.requests) if kind(r.body) == "short"}
     captions = pl.read_parquet(work / "work/caption_regions/*.parquet")

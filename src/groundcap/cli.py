@@ -12,6 +12,7 @@ import typer
 
 from groundcap import params as params_mod
 from groundcap import stages
+from groundcap.audit.cli import audit_app
 from groundcap.engine import Context
 
 app = typer.Typer(
@@ -57,6 +58,8 @@ def _stage_command(name: str):
 
 for _name in stages.ORDER:
     app.command(_name)(_stage_command(_name))
+
+app.add_typer(audit_app, name="audit")
 
 
 @app.command()

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 # Sections that may gain keys: option maps of backends, named after them (a new backend brings its own).
-_OPEN_SECTIONS = {("tag",), ("segment",), ("caption_regions",), ("caption_scene",)}
+_OPEN_SECTIONS = {("tag",), ("segment",), ("caption_regions",), ("caption_scene",), ("crosscheck",)}
 # Values a user states whole: an override replaces the default instead of merging into it.
 _REPLACED = {("split", "fractions")}
 

@@ -106,8 +106,58 @@ SCENE = pa.schema(
      ("error", pa.string())]
 )
 
+SECOND_CAPTION = pa.struct([("region_id", pa.int32()), ("short", pa.string()), ("detailed", pa.string())])
+AGREEMENT = pa.struct(  # how far two models' captions of one region (or scene) agree
+    [
+        ("similarity", pa.float64()),  # cosine of the sentence embeddings of the two captions
+        ("claim_agreement", pa.float64()),  # share of comparable claims on which both agree (null: none comparable)
+        ("disagreements", pa.list_(pa.string())),  # the claims they contradict each other on
+        ("judge", pa.string()),  # accepted | rejected by the judge model, or null when no judge ran
+        ("judge_reason", pa.string()),
+    ]
+)
+CROSSCHECK = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("captions", pa.list_(SECOND_CAPTION)),  # the second model's region captions
+        ("regions", pa.list_(pa.struct([("region_id", pa.int32()), ("agreement", AGREEMENT)]))),
+        ("scene_caption", pa.string()),  # the second opinion's scene caption
+        ("scene", AGREEMENT),
+        ("model_a", pa.string()),  # the first model (caption_regions' captioner), as in provenance
+        ("model_b", pa.string()),  # the second model
+        ("provenance", pa.list_(PROVENANCE)),
+        ("error", pa.string()),
+    ]
+)
+
+CLAIM = pa.struct(  # one claim a caption makes that pixels or the annotations can settle
+    [
+        ("kind", pa.string()),  # color | position | area | count | text
+        ("claim", pa.string()),  # the words in the caption
+        ("verdict", pa.string()),  # supported | contradicted | unverifiable
+        ("detail", pa.string()),  # what was measured
+    ]
+)
+CONSISTENCY = pa.struct(  # the cross-model decision QA took, with its inputs
+    [
+        ("score", pa.float64()),
+        ("passed", pa.bool_()),
+        ("similarity", pa.float64()),  # the inputs it was decided on (see AGREEMENT)
+        ("claim_agreement", pa.float64()),
+        ("model_a", pa.string()),
+        ("model_b", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
 REGION_QA = pa.struct(
-    [("region_id", pa.int32()), ("score", pa.float64()), ("passed", pa.bool_()), ("reasons", pa.list_(pa.string()))]
+    [
+        ("region_id", pa.int32()),
+        ("score", pa.float64()),
+        ("passed", pa.bool_()),
+        ("reasons", pa.list_(pa.string())),
+        ("evidence", pa.list_(CLAIM)),
+        ("consistency", CONSISTENCY),  # null when the crosscheck stage is off
+    ]
 )
 QA = pa.schema(
     [
@@ -117,10 +167,33 @@ QA = pa.schema(
         ("reasons", pa.list_(pa.string())),
         ("regions", pa.list_(REGION_QA)),
         ("scene_caption", pa.string()),  # scene caption with references to rejected regions unwrapped
+        ("scene_evidence", pa.list_(CLAIM)),
+        ("scene_consistency", CONSISTENCY),
     ]
 )
 
-SPLIT = pa.schema([("image_id", pa.string()), ("split", pa.string()), ("key", pa.float64())])
+DEDUP = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("phash", pa.uint64()),  # 64-bit DCT perceptual hash of the image
+        ("pixel_hash", pa.string()),  # SHA-256 of the decoded pixels: same picture, other encoding
+        ("image_cluster", pa.string()),  # image_id of the cluster's representative (itself when alone)
+        ("caption_cluster", pa.string()),  # same for near-duplicate scene captions
+        ("group", pa.string()),  # union of both clusters: the unit the split stage keeps together
+        ("kept", pa.bool_()),
+        ("reason", pa.string()),  # why an image was not kept (near-duplicate of X), else null
+    ]
+)
+
+SPLIT = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("split", pa.string()),  # train | validation | test | human_test, or null: not released
+        ("key", pa.float64()),  # the group's hash key the split was cut from
+        ("group", pa.string()),  # near-duplicate group (work/dedup): one group, one split
+        ("reason", pa.string()),  # why an image is not released, else null
+    ]
+)
 
 # --- the release (Hugging Face datasets features) ---------------------------------------------------
 

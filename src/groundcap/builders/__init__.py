@@ -14,8 +14,7 @@ from groundcap.builders.checksums import verify_manifest, write_manifest
 from groundcap.builders.coco import CocoJson
 from groundcap.builders.parquet import ParquetShards, image_row, region_rows
 from groundcap.builders.webdataset import WebDatasetShards
-
-SPLITS = ("train", "validation", "test")
+from groundcap.splits import ALL_SPLITS as SPLITS  # every split a release can hold
 
 __all__ = [
     "SPLITS",

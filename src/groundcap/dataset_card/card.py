@@ -243,6 +243,30 @@ def _limitations_section(params: dict) -> str:
     return "\n".join(f"- {item}" for item in items)
 
 
+def _qa_section(qa_summary: dict, params: dict) -> str:
+    """What the automatic checks decided, what dedup removed, and what people audited (or that nobody did)."""
+    if not qa_summary:
+        return "No QA summary was recorded."
+    summary = dict(qa_summary)
+    audit = summary.pop("audit", None) or {}
+    qa = params.get("qa", {})
+    lines = [
+        "Every region's captions were checked against its pixels (colour, position, area, count and quoted-text "
+        f"claims; contradicted claims: `{qa.get('evidence', {}).get('action', 'fail')}`) and against a second, "
+        f"independent model (`crosscheck.captioner`: `{params.get('crosscheck', {}).get('captioner')}`; "
+        f"disagreement: `{qa.get('consistency', {}).get('action', 'fail')}`). Near-duplicate images and captions "
+        "were clustered, and every cluster lies in one split.",
+        "",
+        f"**Human audit:** {audit.get('message') or 'not recorded'}."
+        + ("" if audit.get("audited") else " Nobody has reviewed a sample of this release, so its error rate "
+           "is not estimated and it has no human_test split."),
+    ]
+    if audit.get("audited"):
+        lines += ["", _table(["item", "value"], _flatten(_public({k: v for k, v in audit.items() if k != "message"})))]
+    lines += ["", _table(["item", "value"], _flatten(_public(summary)))]
+    return "\n".join(lines)
+
+
 def _sources_section(params: dict) -> str:
     release = params["release"]
     parts = [f"Annotations license: `{release['license']}`."]
@@ -330,7 +354,7 @@ Built with `groundcap`, stage by stage:
 
 ## Quality assurance
 
-{_table(["item", "value"], _flatten(_public(qa_summary))) if qa_summary else "No QA summary was recorded."}
+{_qa_section(qa_summary, params)}
 
 ## Files
 

@@ -45,3 +45,13 @@ def load(name: str, prompts_dir: str | Path | None = None) -> Prompt:
 def combined_hash(prompts: list[Prompt]) -> str:
     """One hash for a backend that uses several prompts."""
     return hashlib.sha256("\n".join(f"{p.name}:{p.hash}" for p in prompts).encode()).hexdigest()[:16]
+
+
+def read_vocabulary(path: str) -> list[str]:
+    """Labels, one a line (``""``: the packaged list); blank lines and ``#`` comments skipped, duplicates dropped."""
+    text = Path(path or HERE / "vocabulary.txt").read_text(encoding="utf-8")
+    labels = [line.strip() for line in text.splitlines()]
+    labels = list(dict.fromkeys(label for label in labels if label and not label.startswith("#")))
+    if not labels:
+        raise ValueError(f"vocabulary {path!r} has no labels")
+    return labels

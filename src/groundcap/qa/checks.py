@@ -1,8 +1,8 @@
-"""Structural checks every region and image must pass, whatever engine annotated it.
+"""Named checks that decide what enters the release, each decision recorded with its reasons.
 
-Each check is a named predicate; a record's score is the fraction of its checks that pass, and its
-reasons name the checks that failed. Deeper checks (cross-model agreement, pixel evidence, dedup)
-plug in beside these.
+A check is a name (the reason recorded when it fails) and a boolean. A record's score is the
+fraction of its checks that pass; it passes when none fails. Checks whose params say ``flag``
+instead of ``fail`` are recorded as ``flagged: <name>`` without failing the record.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import numpy as np
 
 from groundcap import grounding, masks
 
+ACTIONS = ("fail", "flag")
+
 
 @dataclass
 class Verdict:
@@ -21,14 +23,25 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)
 
 
-def _verdict(results: dict[str, bool]) -> Verdict:
-    failed = [name for name, ok in results.items() if not ok]
-    return Verdict(score=round(1 - len(failed) / len(results), 4), passed=not failed, reasons=failed)
+def verdict(checks: dict[str, bool], flags: dict[str, bool] | None = None) -> Verdict:
+    """Score and reasons from ``checks``; failed ``flags`` are noted but do not fail the record."""
+    failed = [name for name, ok in checks.items() if not ok]
+    flagged = [f"flagged: {name}" for name, ok in (flags or {}).items() if not ok]
+    return Verdict(score=round(1 - len(failed) / len(checks), 4), passed=not failed, reasons=failed + flagged)
 
 
-def check_region(
+def split_by_action(results: dict[str, tuple[bool, str]]) -> tuple[dict[str, bool], dict[str, bool]]:
+    """``{name: (ok, action)}`` -> (checks that fail a record, checks that only flag it)."""
+    for name, (_, action) in results.items():
+        if action not in ACTIONS:
+            raise ValueError(f"qa action for {name!r} is {action!r}; use one of {', '.join(ACTIONS)}")
+    return ({n: ok for n, (ok, a) in results.items() if a == "fail"},
+            {n: ok for n, (ok, a) in results.items() if a == "flag"})
+
+
+def region_checks(
     region: dict, caption: dict | None, height: int, width: int, min_area_frac: float, require_unique: bool = True
-) -> Verdict:
+) -> dict[str, bool]:
     """Mask decodes to the image's size, its area/bbox fields agree with it, it is big enough, it has
     captions that the verifier did not reject and (if required) that single it out."""
     seg = region["segmentation"]
@@ -36,18 +49,16 @@ def check_region(
     decoded = masks.decode(seg) if size_ok else None
     area = int(decoded.sum()) if decoded is not None else -1
     bbox_ok = decoded is not None and area > 0 and np.allclose(_bbox(decoded), region["bbox"])
-    return _verdict(
-        {
-            "mask size differs from image": size_ok,
-            "area field disagrees with mask": area == region["area"],
-            "bbox field disagrees with mask": bbox_ok,
-            "region below qa.min_region_area_frac": area >= min_area_frac * height * width,
-            "short caption missing": bool(caption and caption["short"].strip()),
-            "detailed caption missing": bool(caption and caption["detailed"].strip()),
-            "caption rejected by verifier": not (caption and caption.get("verdict") == "rejected"),
-            "caption fits other regions too": not (require_unique and caption and caption.get("unique") is False),
-        }
-    )
+    return {
+        "mask size differs from image": size_ok,
+        "area field disagrees with mask": area == region["area"],
+        "bbox field disagrees with mask": bbox_ok,
+        "region below qa.min_region_area_frac": area >= min_area_frac * height * width,
+        "short caption missing": bool(caption and caption["short"].strip()),
+        "detailed caption missing": bool(caption and caption["detailed"].strip()),
+        "caption rejected by verifier": not (caption and caption.get("verdict") == "rejected"),
+        "caption fits other regions too": not (require_unique and caption and caption.get("unique") is False),
+    }
 
 
 def _bbox(mask: np.ndarray) -> list[float]:
@@ -55,15 +66,13 @@ def _bbox(mask: np.ndarray) -> list[float]:
     return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
 
 
-def check_image(scene_caption: str | None, kept_ids: set[int], all_ids: set[int], min_regions: int) -> Verdict:
+def image_checks(scene_caption: str | None, kept_ids: set[int], all_ids: set[int], min_regions: int) -> dict[str, bool]:
     """Enough regions survive, and the scene caption is present, well formed and points only at real regions."""
     text = scene_caption or ""
     refs = {rid for rid, _ in grounding.references(text)}
-    return _verdict(
-        {
-            "fewer regions than qa.min_regions": len(kept_ids) >= min_regions,
-            "scene caption missing": bool(grounding.plain(text).strip()),
-            "scene caption has malformed references": grounding.is_well_formed(text),
-            "scene caption references unknown regions": refs <= all_ids,
-        }
-    )
+    return {
+        "fewer regions than qa.min_regions": len(kept_ids) >= min_regions,
+        "scene caption missing": bool(grounding.plain(text).strip()),
+        "scene caption has malformed references": grounding.is_well_formed(text),
+        "scene caption references unknown regions": refs <= all_ids,
+    }

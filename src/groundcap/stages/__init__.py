@@ -17,9 +17,11 @@ STAGES = {
     "segment": "Box-prompted masks plus everything-mode masks, merged into non-overlapping entity regions.",
     "caption_regions": "Write a short and a detailed caption for every region.",
     "caption_scene": "Compose one grounded scene caption per image, phrases marked `<rN>phrase</rN>`.",
-    "qa": "Score every region and image, record pass/fail reasons, write reports/qa.json.",
-    "split": "Assign QA-passed images to train/validation/test by seeded hash.",
-    "build": "Write the release: Parquet configs, WebDataset tars, COCO JSON.",
+    "crosscheck": "Caption every region again with a second, independent model and measure how far the two agree.",
+    "qa": "Check captions against pixels and the second model, score every region and image, write reports/qa.json.",
+    "dedup": "Find exact and near-duplicate images (perceptual hashes) and captions (MinHash); keep one per cluster.",
+    "split": "Assign released images to train/validation/test by group hash; audited ones to human_test.",
+    "build": "Check the audit gate, then write the release: Parquet configs, WebDataset tars, COCO JSON.",
     "card": "Write the dataset card release/README.md from the records, then checksums.json.",
 }
 ORDER = tuple(STAGES)

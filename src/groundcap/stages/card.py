@@ -6,11 +6,11 @@ import copy
 import json
 
 from groundcap import parts, sample
+from groundcap.audit import verdicts
 from groundcap.builders import write_manifest
 from groundcap.dataset_card import write_card
 from groundcap.engine import Context
 from groundcap.stages import ANNOTATION_STAGES
-
 
 
 def run(ctx: Context) -> None:
@@ -18,6 +18,9 @@ def run(ctx: Context) -> None:
     if params["source"] == sample.PREFIX and not params["release"].get("sources"):
         params["release"]["sources"] = "Images bundled with scikit-image:\n\n" + sample.licenses_markdown()
     qa_summary = json.loads((ctx.reports / "qa.json").read_text())
+    qa_summary["dedup"] = json.loads((ctx.reports / "dedup.json").read_text())
+    gate = verdicts.gate(ctx.root, ctx.params)
+    qa_summary["audit"] = {**gate.summary, "message": gate.message}
     write_card(ctx.release, params, provenance=provenance(ctx), qa_summary=qa_summary)
     write_manifest(ctx.release)
 

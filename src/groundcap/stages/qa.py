@@ -1,79 +1,94 @@
-"""Stage ``qa``: per-region and per-image verdicts (``work/qa``) and the summary ``reports/qa.json``.
+"""Stage ``qa``: per-region and per-image verdicts (``work/qa``), ``reports/qa.json`` and its plots.
 
-Regions that fail are left out of the release; references to them in the scene caption are unwrapped
-to plain text so the caption never points at a missing region. Images that fail, or that a stage
-failed on, are left out with their reasons.
+A region passes the structural checks (``qa.checks``), the pixel-evidence checks of its captions'
+claims (``qa.evidence``) and the cross-model consistency decision (``qa.consistency`` over
+``work/crosscheck``); each check whose params say ``flag`` is recorded without failing. Regions that
+fail are left out of the release; references to them in the scene caption are unwrapped to plain
+text so the caption never points at a missing region. Images that fail, or that a stage failed on,
+are left out with their reasons.
 """
 
 from __future__ import annotations
 
-import json
-from collections import Counter
-
 from groundcap import grounding, parts, schema
 from groundcap.engine import Context, map_images
-from groundcap.qa.checks import check_image, check_region
+from groundcap.ingest import decode_rgb
+from groundcap.qa import checks, consistency, evidence
+from groundcap.qa.report import Summary
 from groundcap.stages import STAGES
+
+_INPUTS = ["ingest", "segment", "caption_regions", "caption_scene", "crosscheck"]
 
 
 def run(ctx: Context) -> None:
     section = ctx.params["qa"]
+    options = evidence.Options.from_params(section["evidence"])
+    evidence_action, agree = section["evidence"]["action"], section["consistency"]
 
-    def judge(image_row: dict, region_row: dict, caption_row: dict, scene_row: dict) -> dict:
+    def decide(agreement: dict | None, cross: dict, min_similarity: float) -> dict | None:
+        return consistency.decide(agreement, cross["model_a"], cross["model_b"], min_similarity,
+                                  agree["min_claim_agreement"])
+
+    def judge(image_row: dict, region_row: dict, caption_row: dict, scene_row: dict, cross_row: dict) -> dict:
         h, w = image_row["height"], image_row["width"]
+        image = decode_rgb(image_row["bytes"])
+        regions = region_row["regions"]
         captions = {c["region_id"]: c for c in caption_row["captions"]}
+        agreements = {r["region_id"]: r["agreement"] for r in cross_row["regions"]}
         region_verdicts = []
-        for region in region_row["regions"]:
-            v = check_region(region, captions.get(region["region_id"]), h, w, section["min_region_area_frac"],
-                             section["require_unique_captions"])
-            region_verdicts.append({"region_id": region["region_id"], "score": v.score, "passed": v.passed,
-                                    "reasons": v.reasons})
+        for region in regions:
+            rid, caption = region["region_id"], captions.get(region["region_id"])
+            claims = evidence.check_region(f"{caption['short']}. {caption['detailed']}", image, region, regions,
+                                           options) if caption else []
+            decision = decide(agreements.get(rid), cross_row, agree["min_similarity"])
+            fail, flag = checks.split_by_action({
+                "caption contradicted by pixels": (not evidence.contradicted(claims), evidence_action),
+                **({"models disagree on the caption": (decision["passed"], agree["action"])} if decision else {}),
+            })
+            structural = checks.region_checks(region, caption, h, w, section["min_region_area_frac"],
+                                              section["require_unique_captions"])
+            v = checks.verdict({**structural, **fail}, flag)
+            region_verdicts.append({"region_id": rid, "score": v.score, "passed": v.passed, "reasons": v.reasons,
+                                    "evidence": claims, "consistency": decision})
         failed_ids = {r["region_id"] for r in region_verdicts if not r["passed"]}
-        for region, verdict in zip(region_row["regions"], region_verdicts):
-            if region["parent_id"] is not None and region["parent_id"] in failed_ids:  # a part never outlives its entity
+        for region, verdict in zip(regions, region_verdicts):
+            if region["parent_id"] is not None and region["parent_id"] in failed_ids:  # parts go with their entity
                 verdict["passed"] = False
                 verdict["reasons"] = [*verdict["reasons"], "parent region failed"]
         kept = {r["region_id"] for r in region_verdicts if r["passed"]}
         every = {r["region_id"] for r in region_verdicts}
-        image = check_image(scene_row["scene_caption"], kept, every, section["min_regions"])
+
+        scene_text = scene_row["scene_caption"] or ""
+        scene_claims = evidence.check_scene(scene_text, image, regions, options) if scene_text else []
+        scene_decision = decide(cross_row["scene"], cross_row, agree["min_scene_similarity"])
+        fail, flag = checks.split_by_action({
+            "scene caption contradicted by pixels": (not evidence.contradicted(scene_claims), evidence_action),
+            **({"models disagree on the scene caption": (scene_decision["passed"], agree["action"])}
+               if scene_decision else {}),
+        })
+        image_verdict = checks.verdict({**checks.image_checks(scene_text, kept, every, section["min_regions"]),
+                                        **fail}, flag)
         region_mean = sum(r["score"] for r in region_verdicts) / len(region_verdicts) if region_verdicts else 0.0
         return {
             "image_id": image_row["image_id"],
-            "score": round(image.score * region_mean, 4),
-            "passed": image.passed,
-            "reasons": image.reasons,
+            "score": round(image_verdict.score * region_mean, 4),
+            "passed": image_verdict.passed,
+            "reasons": image_verdict.reasons,
             "regions": region_verdicts,
-            "scene_caption": grounding.unwrap(scene_row["scene_caption"] or "", kept),
+            "scene_caption": grounding.unwrap(scene_text, kept),
+            "scene_evidence": scene_claims,
+            "scene_consistency": scene_decision,
         }
 
     def failed(image_id: str, message: str) -> dict:
         return {"image_id": image_id, "score": 0.0, "passed": False, "reasons": [message], "regions": [],
-                "scene_caption": None}
+                "scene_caption": None, "scene_evidence": [], "scene_consistency": None}
 
-    out = map_images(ctx, "qa", ["ingest", "segment", "caption_regions", "caption_scene"], judge, schema.QA, failed)
-    summary = summarize(parts.read_part(out, i, ["passed", "reasons", "regions"]) for i in parts.list_parts(out))
-    ctx.reports.mkdir(parents=True, exist_ok=True)
-    (ctx.reports / "qa.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-
-
-def summarize(part_rows) -> dict:
-    images = Counter()
-    regions = Counter()
-    image_reasons: Counter = Counter()
-    region_reasons: Counter = Counter()
-    for rows in part_rows:
-        for row in rows:
-            images["passed" if row["passed"] else "failed"] += 1
-            image_reasons.update(_reason_kind(r) for r in row["reasons"])
-            for region in row["regions"]:
-                regions["passed" if region["passed"] else "failed"] += 1
-                region_reasons.update(region["reasons"])
-    return {
-        "images": {"passed": images["passed"], "failed": images["failed"]},
-        "regions": {"passed": regions["passed"], "failed": regions["failed"]},
-        "image_failure_reasons": dict(sorted(image_reasons.items())),
-        "region_failure_reasons": dict(sorted(region_reasons.items())),
-    }
+    out = map_images(ctx, "qa", _INPUTS, judge, schema.QA, failed)
+    summary = Summary()
+    for index in parts.list_parts(out):
+        summary.add(parts.read_part(out, index, ["passed", "reasons", "regions", "scene_evidence"]), _reason_kind)
+    summary.write(ctx.reports)
 
 
 def _reason_kind(reason: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import string
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -14,16 +13,6 @@ from groundcap.annotators.base import Tag, Tagger, crop
 from groundcap.annotators.registry import register
 
 CROP_PAD = 0.1  # a box crop keeps this much context each side: CLIP names tight crops worse
-
-
-def read_vocabulary(path: str) -> list[str]:
-    """Labels, one a line (``""``: the packaged list); blank lines and ``#`` comments skipped, duplicates dropped."""
-    text = Path(path or prompts.HERE / "vocabulary.txt").read_text(encoding="utf-8")
-    labels = [line.strip() for line in text.splitlines()]
-    labels = list(dict.fromkeys(label for label in labels if label and not label.startswith("#")))
-    if not labels:
-        raise ValueError(f"vocabulary {path!r} has no labels")
-    return labels
 
 
 @register("tagger", "clip", needs=("torch", "transformers"), device="gpu",
@@ -49,7 +38,7 @@ class ClipTagger(Tagger):
 
     def __init__(self, **options) -> None:
         super().__init__(**options)
-        self.labels = read_vocabulary(self.vocabulary)
+        self.labels = prompts.read_vocabulary(self.vocabulary)
         self.hf = hf.Loaded(self.model, "CLIPModel", "CLIPProcessor", "CLIPImageProcessorPil", self.device, self.dtype,
                             tokenizer=True)
         self.text_embeddings = self._embed_text()

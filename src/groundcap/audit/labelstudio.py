@@ -1,0 +1,158 @@
+"""Label Studio: the labeling config, the import tasks, and reading its JSON export back.
+
+One task per audited image. Its prediction pre-fills everything the reviewer judges: every released
+region as a brush mask (label ``r<region_id>``, result id ``r<region_id>``, Label Studio's own RLE,
+see ``rle_brush``) with its short and detailed caption in per-region text areas, and the grounded
+scene caption in a text area. The reviewer fixes text in place and chooses accept, reject or edited;
+mask edits are not read back (a wrong mask is a reject).
+
+Images are referenced, not embedded: ``data.image`` is ``url_prefix + <image_id>.<ext>``. The default
+prefix, ``/data/local-files/?d=audit/images/``, serves the exported ``images/`` folder through Label
+Studio's local-files storage: start Label Studio with ``LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true``
+and ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`` set to the folder holding ``audit/`` (the project
+root), and add a local storage for that path. Any URL prefix that serves the files works too.
+
+The export to read back is Label Studio's "JSON" export (a list of tasks with their annotations).
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping
+
+from groundcap import masks
+from groundcap.audit import gallery, rle_brush
+
+DEFAULT_URL_PREFIX = "/data/local-files/?d=audit/images/"
+IMAGE, REGION, SHORT, DETAILED, SCENE, CHECKS, VERDICT = (
+    "image", "region", "short", "detailed", "scene_caption", "checks", "verdict")
+VERDICTS = ("accept", "reject", "edited")
+_LABEL = re.compile(r"^r(\d+)$")
+
+
+def label(region_id: int) -> str:
+    return f"r{region_id}"
+
+
+def config(region_ids: Iterable[int]) -> str:
+    """The labeling config XML; one brush label per region id that occurs in the sample."""
+    view = ET.Element("View")
+    ET.SubElement(view, "Header", value="Check every caption against the image. Fix wrong text in place and "
+                                         "choose edited; choose reject when a mask or caption cannot be fixed here.")
+    ET.SubElement(view, "Image", name=IMAGE, value="$image", zoom="true")
+    brush = ET.SubElement(view, "BrushLabels", name=REGION, toName=IMAGE)
+    for rid in sorted(set(region_ids)):
+        ET.SubElement(brush, "Label", value=label(rid), background=gallery.color(rid))
+    ET.SubElement(view, "Header", value="Scene caption (<rN>phrase</rN> points at region rN; keep the tags)")
+    ET.SubElement(view, "TextArea", name=SCENE, toName=IMAGE, editable="true", maxSubmissions="1", rows="5")
+    selected = ET.SubElement(view, "View", visibleWhen="region-selected")
+    ET.SubElement(selected, "Header", value="Selected region: short and detailed caption")
+    ET.SubElement(selected, "TextArea", name=SHORT, toName=IMAGE, perRegion="true", editable="true",
+                  maxSubmissions="1", rows="1")
+    ET.SubElement(selected, "TextArea", name=DETAILED, toName=IMAGE, perRegion="true", editable="true",
+                  maxSubmissions="1", rows="3")
+    ET.SubElement(view, "Header", value="Claims QA checked against the pixels")
+    ET.SubElement(view, "Text", name=CHECKS, value="$checks")
+    choices = ET.SubElement(view, "Choices", name=VERDICT, toName=IMAGE, choice="single", required="true",
+                            showInline="true")
+    for value in VERDICTS:
+        ET.SubElement(choices, "Choice", value=value)
+    ET.indent(view)
+    return ET.tostring(view, encoding="unicode") + "\n"
+
+
+def _checks(item: Mapping) -> str:
+    def line(where: str, c: Mapping) -> str:
+        return f"{where}: {c['verdict']} {c['kind']} \"{c['claim']}\" ({c['detail'] or ''})"
+
+    lines = [line("scene", c) for c in item["scene_evidence"]]
+    lines += [line(label(r["region_id"]), c) for r in item["regions"] for c in r["evidence"]]
+    return "\n".join(lines) or "no checkable claims"
+
+
+def task(item: Mapping, stratum: str, url_prefix: str) -> dict:
+    """One Label Studio import task (data plus a pre-filled prediction) for an item of ``sample.read_rows``."""
+    w, h = item["width"], item["height"]
+    common = {"to_name": IMAGE, "original_width": w, "original_height": h, "image_rotation": 0}
+    result = []
+    for region in item["regions"]:
+        rid = label(region["region_id"])
+        brush = {"format": "rle", "rle": rle_brush.encode(masks.decode(region["segmentation"]))}
+        result.append({"id": rid, "from_name": REGION, "type": "brushlabels", **common,
+                       "value": {**brush, "brushlabels": [rid]}})
+        # per-region text areas repeat the region's geometry, as Label Studio's own results do
+        result += [{"id": rid, "from_name": name, "type": "textarea", **common, "value": {**brush, "text": [text]}}
+                   for name, text in ((SHORT, region["short"]), (DETAILED, region["detailed"]))]
+    result.append({"id": "scene", "from_name": SCENE, "type": "textarea", **common,
+                   "value": {"text": [item["scene_caption"]]}})
+    return {
+        "data": {"image": f"{url_prefix}{item['image_id']}.{extension(item['format'])}", "image_id": item["image_id"],
+                 "stratum": stratum, "qa_score": item["qa_score"], "scene_caption": item["scene_caption"],
+                 CHECKS: _checks(item)},
+        "predictions": [{"model_version": "groundcap", "score": item["qa_score"], "result": result}],
+    }
+
+
+def extension(fmt: str) -> str:
+    return {"JPEG": "jpg", "PNG": "png"}.get(fmt.upper(), fmt.lower())
+
+
+def parse_export(tasks: object) -> list[dict]:
+    """Verdicts from a Label Studio JSON export, as raw records for ``verdicts.finish``.
+
+    Per task, the latest annotation not cancelled counts (by ``updated_at``, then id); tasks nobody
+    annotated yet are skipped. Each record: item_id, verdict, scene_caption (the text area's text),
+    regions {region_id: {short, detailed}} (the per-region text areas' texts), annotator.
+    """
+    if not isinstance(tasks, list) or not all(isinstance(t, dict) and "data" in t for t in tasks):
+        raise ValueError("not a Label Studio JSON export (a list of tasks with 'data' and 'annotations'); "
+                         "export the project as JSON, not JSON-MIN or CSV")
+    records = []
+    for t in tasks:
+        image_id = t["data"].get("image_id")
+        if not image_id:
+            raise ValueError(f"task {t.get('id')} has no data.image_id: it was not made by `groundcap audit export`")
+        done = [a for a in t.get("annotations") or [] if not a.get("was_cancelled")]
+        if not done:
+            continue
+        records.append(_record(image_id, max(done, key=_recency)))
+    return records
+
+
+def _recency(annotation: Mapping) -> tuple[str, int]:
+    ident = annotation.get("id")
+    return annotation.get("updated_at") or "", ident if isinstance(ident, int) else -1
+
+
+def _texts(value: Mapping) -> str:
+    return " ".join(t.strip() for t in value.get("text") or [])
+
+
+def _record(image_id: str, annotation: Mapping) -> dict:
+    results = annotation.get("result") or []
+    choices = [r["value"]["choices"] for r in results
+               if r.get("from_name") == VERDICT and r.get("value", {}).get("choices")]
+    if not choices or choices[-1][0] not in VERDICTS:
+        raise ValueError(f"image {image_id}: the annotation chooses no verdict ({', '.join(VERDICTS)}); "
+                         "submit a verdict for every reviewed task and export again")
+    region_of = {}  # result id -> region id, from the brush labels (ids may be regenerated by the editor)
+    for r in results:
+        if r.get("type") == "brushlabels":
+            found = [int(m.group(1)) for lab in r["value"].get("brushlabels", []) if (m := _LABEL.match(lab))]
+            if found:
+                region_of[r.get("id")] = found[0]
+    scene, regions = None, {}
+    for r in results:
+        name = r.get("from_name")
+        if name == SCENE:
+            scene = _texts(r["value"])
+        elif name in (SHORT, DETAILED):
+            m = _LABEL.match(str(r.get("id")))
+            rid = region_of.get(r.get("id"), int(m.group(1)) if m else None)
+            if rid is not None:  # text on a region the reviewer drew: nothing to correct
+                regions.setdefault(rid, {})[name] = _texts(r["value"])
+    by = annotation.get("completed_by")
+    annotator = by.get("email") or by.get("id") if isinstance(by, dict) else by
+    return {"item_id": image_id, "verdict": choices[-1][0], "scene_caption": scene, "regions": regions,
+            "annotator": None if annotator is None else str(annotator)}

@@ -1,0 +1,219 @@
+"""The claims a caption makes that pixels or annotations can settle, read from its words alone.
+
+``qa.evidence`` checks them against the pixels and ``qa.consistency`` compares two captions of one
+region by them, so both read captions the same way, whichever model wrote them. Parsing is
+conservative: a phrase that is not clearly a claim ("to the left of the dog", "one of them", colour
+words inside quotes, "not red") is not read as one, since a misread claim can fail a true caption.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from groundcap.annotators import colors
+from groundcap.prompts import read_vocabulary
+
+KINDS = ("label", "color", "position", "area", "count", "text")
+TEXT_SIMILARITY = 0.8  # agreement(): two quoted texts this similar (``text_similarity``) say the same
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim: ``text`` is the caption's words, ``value`` what they assert, by kind:
+
+    label: singular vocabulary noun; color: (name in ``colors.NAMES``, stated share 0-1 or None);
+    position: (row: top|middle|bottom or None, column: left|center|right or None); area: share of
+    the image 0-1; count: (n, singular noun; "region" means regions of any label); text: the quote.
+    """
+
+    kind: str
+    text: str
+    value: Any
+
+
+# --- nouns: the vocabulary, its plurals, singular forms --------------------------------------------
+
+_IRREGULAR = {"person": "people", "man": "men", "woman": "women", "child": "children", "mouse": "mice",
+              "goose": "geese", "sheep": "sheep", "deer": "deer", "fish": "fish", "potato": "potatoes",
+              "tomato": "tomatoes"}  # fmt: skip
+
+
+def _plural(noun: str) -> str:
+    head, _, last = noun.rpartition(" ")
+    if last in _IRREGULAR:
+        last = _IRREGULAR[last]
+    elif last.endswith(("s", "x", "z", "ch", "sh")):
+        last += "es"
+    elif last.endswith("y") and last[-2:-1] not in "aeiou":
+        last = last[:-1] + "ies"
+    elif last.endswith("fe"):
+        last = last[:-2] + "ves"
+    elif last.endswith(("lf", "af", "rf")):
+        last = last[:-1] + "ves"
+    else:
+        last += "s"
+    return f"{head} {last}".strip()
+
+
+_VOCABULARY = read_vocabulary("")
+_SINGULAR = {_plural(n): n for n in (*_VOCABULARY, "region")} | {n: n for n in (*_VOCABULARY, "region")}
+
+
+def singular(word: str) -> str:
+    """Singular of a noun or label: vocabulary plurals exactly ("people" -> "person"), others by rule."""
+    word = " ".join(word.casefold().split())
+    if word in _SINGULAR:
+        return _SINGULAR[word]
+    if word.endswith("ies"):
+        return word[:-3] + "y"
+    if word.endswith(("ses", "xes", "ches", "shes")):
+        return word[:-2]
+    return word[:-1] if word.endswith("s") and not word.endswith("ss") else word
+
+
+def _alternation(words) -> str:
+    return "|".join(re.escape(w) for w in sorted(words, key=lambda w: (-len(w), w)))  # longest first
+
+
+# --- the phrases ---------------------------------------------------------------------------------
+
+_QUOTE = re.compile(r'"([^"]*)"|\u201c([^\u201d]*)\u201d')
+_COLOR = re.compile(r"\b(" + _alternation((*colors.NAMES, "grey")) + r")\b(?:\s*\((\d+(?:\.\d+)?)%\))?", re.I)
+_NEGATED = re.compile(r"\b(?:no|not|without|non)[\s-]+$", re.I)
+_POSITION = re.compile(
+    r"\b(?:at|on|in|along|near) the (?:very |far )?"
+    r"((?:top|bottom|upper|lower)(?:[ -](?:left|right))?|left|right|cent(?:er|re)|middle)"
+    r"(?: (?:side|edge|corner|half|part|area))?"
+    r"( of (?:the|this) (?:image|picture|photo|photograph|frame|scene))?", re.I)
+_AREA = re.compile(r"\bcover(?:s|ing) (\d+(?:\.\d+)?)% of\b", re.I)
+_NUMBERS = {w: i for i, w in enumerate("two three four five six seven eight nine ten eleven twelve".split(), 2)}
+_STOP = r"(?:of|the|a|an|and|or|with|in|on|at|to|by|for|from|is|are|than)\b"
+_NOUN = _alternation(_SINGULAR)
+_COUNT = re.compile(r"(?<![\w(.,%-])(\d+|" + "|".join(_NUMBERS) + r")\s+((?:(?!" + _STOP + r")[a-z-]+\s+){0,2}?)("
+                    + _NOUN + r")\b", re.I)  # "one" is left out: "one dog" rarely counts dogs
+_LABEL = re.compile(r"\b(" + _alternation(set(_SINGULAR) - {"region", "regions", "can"}) + r")\b", re.I)
+_AXES = {"top": ("top", None), "upper": ("top", None), "bottom": ("bottom", None), "lower": ("bottom", None),
+         "left": (None, "left"), "right": (None, "right"),
+         "center": ("middle", "center"), "centre": ("middle", "center"), "middle": ("middle", "center")}
+
+
+def where(phrase: str) -> tuple[str | None, str | None]:
+    """(row, column) a position word names: "upper left" -> ("top", "left"), "top" -> ("top", None)."""
+    row, col = None, None
+    for word in re.split(r"[ -]", phrase.lower()):
+        r, c = _AXES[word]
+        row, col = r or row, c or col
+    return row, col
+
+
+def _is_position(m: re.Match, text: str) -> bool:
+    """"on the left of the image" is a position; "on the left of the dog" is a relation."""
+    return bool(m.group(2)) or not re.match(r"\s+of\b", text[m.end():])
+
+
+def leading_position(text: str) -> Claim | None:
+    """The position phrase ``text`` opens with ("on the left, ..."), if any: where composers put a
+    region's position, right after its grounded phrase."""
+    text = text.lstrip()
+    m = _POSITION.match(text)
+    return Claim("position", m.group(0), where(m.group(1))) if m and _is_position(m, text) else None
+
+
+def _blank(text: str, spans) -> str:
+    """``text`` with the spans spaced out, so later patterns skip them and offsets stay put."""
+    chars = list(text)
+    for start, end in spans:
+        chars[start:end] = " " * (end - start)
+    return "".join(chars)
+
+
+def parse(text: str) -> list[Claim]:
+    """The claims of ``text`` in the order they appear (ties: ``KINDS`` order), each once."""
+    found: list[tuple[int, int, Claim]] = []
+
+    def add(kind: str, m: re.Match, value: Any) -> None:
+        found.append((m.start(), KINDS.index(kind), Claim(kind, m.group(0).strip(), value)))
+
+    for m in _QUOTE.finditer(text):
+        quoted = (m.group(1) if m.group(1) is not None else m.group(2)).strip()
+        if _normal(quoted):
+            add("text", m, quoted)
+    rest = _blank(text, [m.span() for m in _QUOTE.finditer(text)])
+    positions = [m for m in _POSITION.finditer(rest) if _is_position(m, rest)]
+    for m in positions:
+        add("position", m, where(m.group(1)))
+    for m in _COLOR.finditer(rest):
+        if not _NEGATED.search(rest, 0, m.start()):
+            name = m.group(1).lower().replace("grey", "gray")
+            add("color", m, (name, None if m.group(2) is None else float(m.group(2)) / 100))
+    for m in _AREA.finditer(rest):
+        add("area", m, float(m.group(1)) / 100)
+    for m in _COUNT.finditer(rest):
+        n = m.group(1).lower()
+        add("count", m, (int(n) if n.isdigit() else _NUMBERS[n], singular(m.group(3))))
+    nouns = _blank(rest, [m.span() for m in (*positions, *_COLOR.finditer(rest))])
+    for m in _LABEL.finditer(nouns):
+        add("label", m, singular(m.group(1)))
+    found.sort(key=lambda f: (f[0], f[1]))
+    return list(dict.fromkeys(claim for _, _, claim in found))
+
+
+# --- comparing two captions of one region ---------------------------------------------------------
+
+
+def _normal(text: str) -> str:
+    return "".join(ch for ch in text.casefold() if ch.isalnum())
+
+
+def text_similarity(a: str, b: str) -> float:
+    """Character similarity (difflib ratio) of casefolded alphanumerics; 1.0 when the shorter (3+
+    characters) lies inside the longer: a caption may quote part of a sign, and OCR may miss part."""
+    a, b = sorted((_normal(a), _normal(b)), key=len)
+    if not a:
+        return 0.0
+    if len(a) >= 3 and a in b:
+        return 1.0
+    return difflib.SequenceMatcher(None, a, b).ratio()
+
+
+def compatible(a: tuple[str | None, str | None], b: tuple[str | None, str | None]) -> bool:
+    """Two (row, column) positions agree on every axis both name."""
+    return all(x is None or y is None or x == y for x, y in zip(a, b))
+
+
+def _compare(kind: str, a: list[Claim], b: list[Claim]) -> tuple[bool, str] | None:
+    """(agree, what each side says) for one kind, or None when the two are not comparable on it."""
+    if kind == "label":
+        sa, sb = {c.value for c in a}, {c.value for c in b}
+        return bool(sa & sb), f"{', '.join(sorted(sa))!r} vs {', '.join(sorted(sb))!r}"
+    if kind == "color":  # a model naming fewer colours does not disagree: one's main colour is enough
+        na, nb = [c.value[0] for c in a], [c.value[0] for c in b]
+        return (na[0] in nb or nb[0] in na), f"{', '.join(dict.fromkeys(na))!r} vs {', '.join(dict.fromkeys(nb))!r}"
+    if kind == "position":
+        return compatible(a[0].value, b[0].value), f"{a[0].text!r} vs {b[0].text!r}"
+    if kind == "count":
+        ca, cb = {c.value[1]: c for c in reversed(a)}, {c.value[1]: c for c in reversed(b)}  # first per noun
+        shared = sorted(set(ca) & set(cb))
+        if not shared:
+            return None
+        differ = [n for n in shared if ca[n].value != cb[n].value]
+        return not differ, "; ".join(f"{ca[n].text!r} vs {cb[n].text!r}" for n in differ or shared)
+    if kind == "text":
+        return text_similarity(a[0].value, b[0].value) >= TEXT_SIMILARITY, f"{a[0].value!r} vs {b[0].value!r}"
+    return None  # area: how much of the image a region covers is measured, never compared
+
+
+def agreement(a: list[Claim], b: list[Claim]) -> tuple[float | None, list[str]]:
+    """Share of the kinds both claim lists can be compared on where they agree (None: no such kind),
+    and a line per disagreement, e.g. "color: 'red' vs 'blue'"."""
+    results = []
+    for kind in KINDS:
+        ka, kb = [c for c in a if c.kind == kind], [c for c in b if c.kind == kind]
+        if ka and kb and (result := _compare(kind, ka, kb)) is not None:
+            results.append((kind, *result))
+    if not results:
+        return None, []
+    return sum(ok for _, ok, _ in results) / len(results), [f"{kind}: {says}" for kind, ok, says in results if not ok]

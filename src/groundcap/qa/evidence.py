@@ -1,0 +1,177 @@
+"""Each claim a caption makes (``qa.claims``) judged against the region's pixels and the annotations.
+
+Verdicts are ``schema.CLAIM`` dicts: supported, contradicted, or unverifiable when the evidence
+cannot settle the claim (no image for colours, no OCR text for a quote, no region with the counted
+label). Only contradictions count against a caption; labels are never judged, since the regions'
+labels are where captions get their nouns.
+
+Rules, in the caption's own terms:
+
+- colour: the word's share of the mask's pixels (``colors.color_shares``) is at least
+  ``min_color_share``; a stated "(63%)" must be within ``share_tolerance`` instead.
+- position: every side named is where the mask centroid's 3x3 cell is (the cell the embedded
+  captioners name), or where at least half the box lies along that axis (the named third), so a
+  large region said to be "on the left" by a model looking at its extent is not contradicted.
+- area: "covering N% of" is within ``share_tolerance`` of the mask's share of the image.
+- count: "three cats" against the regions whose label singularises to "cat" ("regions" against all
+  of them). Regions labelled that way but a different number: contradicted; none so labelled:
+  unverifiable, since regions rarely label everything in an image.
+- text: a quote against the region's OCR text, ``claims.text_similarity`` >= ``min_text_similarity``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from functools import cached_property
+
+import numpy as np
+
+from groundcap import grounding, masks
+from groundcap.annotators import colors
+from groundcap.annotators.wording import centroid, pct, position_name
+from groundcap.qa import claims
+from groundcap.qa.claims import Claim
+
+_THIRDS = {"top": 0, "middle": 1, "bottom": 2, "left": 0, "center": 1, "right": 2}
+
+
+@dataclass(frozen=True)
+class Options:
+    min_color_share: float = 0.05
+    share_tolerance: float = 0.02
+    min_text_similarity: float = 0.8
+
+    @classmethod
+    def from_params(cls, section: dict) -> Options:
+        """From params ``qa.evidence`` (its ``action`` is QA's business, not the checks')."""
+        return cls(**{f.name: float(section[f.name]) for f in fields(cls) if f.name in section})
+
+
+class _Region:
+    """What the judges measure of one region, each measured once and only when a claim needs it."""
+
+    def __init__(self, image: np.ndarray | None, region: dict, regions: list[dict], options: Options):
+        self.image, self.region, self.regions, self.options = image, region, regions, options
+
+    @cached_property
+    def pixels(self) -> tuple[np.ndarray, np.ndarray, int, int]:
+        mask = masks.decode(self.region["segmentation"])
+        return *np.nonzero(mask), *mask.shape
+
+    @cached_property
+    def shares(self) -> dict[str, float]:
+        ys, xs, _, _ = self.pixels
+        return dict(colors.color_shares(self.image[ys, xs]))
+
+
+def _color(claim: Claim, r: _Region) -> tuple[str, str]:
+    if r.image is None:
+        return "unverifiable", "no image to measure colours in"
+    name, stated = claim.value
+    share = r.shares.get(name, 0.0)
+    ok = share >= r.options.min_color_share if stated is None else abs(stated - share) <= r.options.share_tolerance
+    return ("supported" if ok else "contradicted"), f"{name} covers {pct(share)} of the region"
+
+
+def _in_third(start: float, length: float, size: int, third: int) -> bool:
+    """At least half of [start, start + length) lies in the given third of [0, size)."""
+    lo, hi = third * size / 3, (third + 1) * size / 3
+    return length > 0 and max(0.0, min(start + length, hi) - max(start, lo)) >= length / 2
+
+
+def _position(claim: Claim, r: _Region) -> tuple[str, str]:
+    ys, xs, h, w = r.pixels
+    cell = position_name(*centroid(ys, xs), w, h)
+    at = claims.where(cell)
+    at = (at[0] or "middle", at[1] or "center")  # a cell names both axes: "top" is the top middle
+    x, y, bw, bh = r.region["bbox"]
+    box = ((y, bh, h), (x, bw, w))
+    said = f"its centre is in the {cell} of the image"
+    if claims.compatible(claim.value, at):
+        return "supported", said
+    missed = [side for side, here, (start, length, size) in zip(claim.value, at, box)
+              if side is not None and side != here and not _in_third(start, length, size, _THIRDS[side])]
+    if not missed:
+        return "supported", f"{said}, but most of its box is in the named third"
+    return "contradicted", f"{said} and most of its box is outside the {' and '.join(missed)} third"
+
+
+def _area(claim: Claim, r: _Region) -> tuple[str, str]:
+    ys, _, h, w = r.pixels
+    frac = len(ys) / (h * w)
+    ok = abs(claim.value - frac) <= r.options.share_tolerance
+    return ("supported" if ok else "contradicted"), f"it covers {pct(frac)} of the image"
+
+
+def _count(claim: Claim, r: _Region) -> tuple[str, str]:
+    n, noun = claim.value
+    if noun == "region":
+        found = len(r.regions)
+        return ("supported" if found == n else "contradicted"), f"the image has {found} region{'s' * (found != 1)}"
+    found = sum(claims.singular(x.get("label") or "") == noun for x in r.regions)
+    if not found:
+        return "unverifiable", f"no region is labelled {noun}"
+    are = "regions are" if found != 1 else "region is"
+    return ("supported" if found == n else "contradicted"), f"{found} {are} labelled {noun}"
+
+
+def _text(claim: Claim, r: _Region) -> tuple[str, str]:
+    ocr = r.region.get("text")
+    if not ocr:
+        return "unverifiable", "the region has no OCR text"
+    similarity = claims.text_similarity(claim.value, ocr)
+    ok = similarity >= r.options.min_text_similarity
+    return ("supported" if ok else "contradicted"), f"its OCR text is {ocr!r} (similarity {similarity:.2f})"
+
+
+_JUDGES = {"color": _color, "position": _position, "area": _area, "count": _count, "text": _text}
+_PIXEL_KINDS = ("color", "position", "area")
+
+
+def _judge(found: list[Claim], r: _Region, prefix: str = "") -> list[dict]:
+    out = []
+    for claim in found:
+        if claim.kind not in _JUDGES:
+            continue
+        if claim.kind in _PIXEL_KINDS and not len(r.pixels[0]):
+            verdict, detail = "unverifiable", "the region's mask is empty"
+        else:
+            verdict, detail = _JUDGES[claim.kind](claim, r)
+        out.append({"kind": claim.kind, "claim": prefix + claim.text, "verdict": verdict, "detail": detail})
+    return out
+
+
+def check_region(text: str, image: np.ndarray | None, region: dict, regions: list[dict],
+                 options: Options = Options()) -> list[dict]:
+    """Verdicts on the claims of one region's caption; ``regions`` (all of the image's) settle counts."""
+    return _judge(claims.parse(text), _Region(image, region, regions, options))
+
+
+def check_scene(text: str, image: np.ndarray | None, regions: list[dict], options: Options = Options()) -> list[dict]:
+    """Verdicts on a grounded scene caption: the claims of each ``<rN>phrase</rN>``, with a position
+    right after its closing tag (how the composers place it), against region N (claims say "rN: ...";
+    unknown N is skipped: QA reports dangling references itself), then counts anywhere in the text
+    against all regions. Colours and positions outside phrases are not about one region: not judged."""
+    by_id = {r["region_id"]: r for r in regions}
+    out, offset = [], 0
+    for rid, phrase in grounding.references(text):
+        tag = f"<r{rid}>{phrase}</r{rid}>"  # as matched (grounding.ref refuses malformed nesting)
+        offset = text.index(tag, offset) + len(tag)
+        if rid not in by_id:
+            continue
+        found = [c for c in claims.parse(phrase) if c.kind != "count"]
+        found += [c for c in [claims.leading_position(text[offset:])] if c]
+        out += _judge(found, _Region(image, by_id[rid], regions, options), prefix=f"r{rid}: ")
+    counts = [c for c in claims.parse(grounding.plain(text)) if c.kind == "count"]
+    out += _judge(counts, _Region(image, {}, regions, options))
+    return list({(v["kind"], v["claim"]): v for v in out}.values())  # a region mentioned twice: once
+
+
+def explain(verdict: dict) -> str:
+    """One verdict in words: "says 'red' but red covers 1% of the region"."""
+    return f"says {verdict['claim']!r} but {verdict['detail']}"
+
+
+def contradicted(verdicts: list[dict]) -> list[str]:
+    """QA reasons for the contradicted verdicts, each once."""
+    return list(dict.fromkeys(f"evidence: {explain(v)}" for v in verdicts if v["verdict"] == "contradicted"))

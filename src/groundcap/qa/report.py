@@ -1,0 +1,99 @@
+"""The QA summary (``reports/qa.json``, DVC metrics) and the tables behind its DVC plots.
+
+Counted from the QA table's rows: images and regions passed / failed, failure and flag reasons,
+per-claim evidence verdicts by kind, cross-model consistency, and score histograms. The plot tables
+are small CSVs under ``reports/plots/`` that ``dvc plots show`` renders (definitions in dvc.yaml).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+BINS = 10  # score histograms: [0, 0.1), ..., [0.9, 1.0]
+
+
+class Summary:
+    """Accumulates QA rows part by part, so the report never needs the whole table in memory."""
+
+    def __init__(self) -> None:
+        self.images, self.regions = Counter(), Counter()
+        self.image_reasons, self.region_reasons, self.flags = Counter(), Counter(), Counter()
+        self.evidence: dict[str, Counter] = {}
+        self.consistency = Counter()
+        self.similarity_sum = 0.0
+        self.region_scores, self.similarities = Counter(), Counter()
+
+    def add(self, rows: Iterable[dict], reason_kind=lambda r: r) -> None:
+        for row in rows:
+            self.images["passed" if row["passed"] else "failed"] += 1
+            self._reasons(row["reasons"], self.image_reasons, reason_kind)
+            self._claims(row.get("scene_evidence") or [])
+            for region in row["regions"]:
+                self.regions["passed" if region["passed"] else "failed"] += 1
+                self.region_scores[_bin(region["score"])] += 1
+                self._reasons(region["reasons"], self.region_reasons)
+                self._claims(region.get("evidence") or [])
+                if c := region.get("consistency"):
+                    self.consistency["passed" if c["passed"] else "failed"] += 1
+                    if (sim := c["similarity"]) is not None:
+                        self.similarity_sum += sim
+                        self.similarities[_bin(sim)] += 1
+
+    def _reasons(self, reasons, counter: Counter, kind=lambda r: r) -> None:
+        for reason in reasons:
+            if reason.startswith("flagged: "):
+                self.flags[reason.removeprefix("flagged: ")] += 1
+            else:
+                counter[kind(reason)] += 1
+
+    def _claims(self, claims) -> None:
+        for claim in claims:
+            self.evidence.setdefault(claim["kind"], Counter())[claim["verdict"]] += 1
+
+    def to_dict(self) -> dict:
+        checked = sum(self.consistency.values())
+        return {
+            "images": {"passed": self.images["passed"], "failed": self.images["failed"]},
+            "regions": {"passed": self.regions["passed"], "failed": self.regions["failed"]},
+            "image_failure_reasons": dict(sorted(self.image_reasons.items())),
+            "region_failure_reasons": dict(sorted(self.region_reasons.items())),
+            "flags": dict(sorted(self.flags.items())),
+            "evidence": {k: dict(sorted(v.items())) for k, v in sorted(self.evidence.items())},
+            "consistency": {
+                "regions_checked": checked,
+                "regions_agreeing": self.consistency["passed"],
+                "mean_similarity": round(self.similarity_sum / sum(self.similarities.values()), 4)
+                if self.similarities else None,
+            },
+        }
+
+    def write(self, reports: Path) -> None:
+        reports.mkdir(parents=True, exist_ok=True)
+        (reports / "qa.json").write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        plots = reports / "plots"
+        plots.mkdir(exist_ok=True)
+        _csv(plots / "region_scores.csv", ["score", "regions"], _histogram(self.region_scores))
+        _csv(plots / "similarity.csv", ["similarity", "regions"], _histogram(self.similarities))
+        reasons = [(f"image: {r}", n) for r, n in self.image_reasons.items()]
+        reasons += [(f"region: {r}", n) for r, n in self.region_reasons.items()]
+        reasons += [(f"flag: {r}", n) for r, n in self.flags.items()]
+        _csv(plots / "rejections.csv", ["reason", "count"], sorted(reasons) or [("none", 0)])
+
+
+def _bin(score: float) -> int:
+    return min(BINS - 1, max(0, int(score * BINS)))
+
+
+def _histogram(counts: Counter) -> list[tuple[str, int]]:
+    return [(f"{b / BINS:.1f}-{(b + 1) / BINS:.1f}", counts[b]) for b in range(BINS)]
+
+
+def _csv(path: Path, header: list[str], rows) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)

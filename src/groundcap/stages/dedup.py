@@ -1,0 +1,142 @@
+"""Stage ``dedup``: near-duplicate images and captions, clustered (``work/dedup``, ``reports/dedup.json``).
+
+Exact byte copies never get past ingest (``image_id`` hashes the bytes); here the same pixels in
+another encoding (``pixel_hash``) and near-duplicates by perceptual hash (``qa.dedup``) form image
+clusters, and near-duplicate scene captions of QA-passed images form caption clusters. Each
+cluster's representative is the QA-passed image with the best score (then the smallest image_id);
+``keep: one`` keeps only it. ``group`` joins both kinds of cluster: the split stage keeps a group in
+one split, so no near-duplicate leaks across train/validation/test.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from groundcap import grounding, parts, schema
+from groundcap.engine import Context
+from groundcap.ingest import decode_rgb
+from groundcap.qa import dedup
+
+_KEEP = ("one", "all")
+
+
+def run(ctx: Context) -> None:
+    section = _validated(ctx.params["dedup"])
+    source = ctx.work("ingest")
+    indices = parts.list_parts(source)
+    ids, hashes, pixels, sizes = _hash_images(ctx, source, indices)
+    columns = ["image_id", "passed", "score", "scene_caption"]
+    qa = [r for i in indices for r in parts.read_part(ctx.work("qa"), i, columns)]
+    if [r["image_id"] for r in qa] != ids:
+        raise RuntimeError("work/qa is out of step with work/ingest; rerun from ingest")
+    n = len(ids)
+    ids = np.asarray(ids, dtype=str)
+    passed = np.array([bool(r["passed"]) for r in qa], dtype=bool)
+    score = np.array([r["score"] or 0.0 for r in qa], dtype=np.float64)
+    rank = _ranks(np.lexsort((ids, -score, ~passed)))  # QA-passed first, then higher score, then smaller id
+
+    same_pixels = _equal_pairs(pixels)
+    near, _ = dedup.image_pairs(hashes, section["phash_max_distance"])
+    image_edges = np.concatenate([same_pixels, near])
+    image_rep = dedup.best_of(dedup.clusters(n, image_edges), rank)
+    image_drop = (image_rep != np.arange(n)) & (section["keep"] == "one")
+
+    texts = [grounding.plain(r["scene_caption"]) if r["passed"] and r["scene_caption"] else None for r in qa]
+    signatures = dedup.minhash(texts)
+    caption_edges = dedup.caption_pairs(signatures, section["caption_min_jaccard"])
+    caption_rep = dedup.best_of(dedup.clusters(n, caption_edges), _ranks(np.lexsort((rank, image_drop))))
+    caption_drop = (caption_rep != np.arange(n)) & (section["caption_keep"] == "one") & ~image_drop
+
+    group_rep = dedup.best_of(dedup.clusters(n, np.concatenate([image_edges, caption_edges])), _ranks(np.argsort(ids)))
+    reasons = _reasons(ids, hashes, pixels, signatures, image_rep, image_drop, caption_rep, caption_drop)
+    rows = [
+        {"image_id": str(ids[i]), "phash": int(hashes[i, 0]), "pixel_hash": pixels[i],
+         "image_cluster": str(ids[image_rep[i]]), "caption_cluster": str(ids[caption_rep[i]]),
+         "group": str(ids[group_rep[i]]), "kept": reasons[i] is None, "reason": reasons[i]}
+        for i in range(n)
+    ]
+    out = parts.reset_dir(ctx.work("dedup"))
+    for index, start, stop in zip(indices, np.cumsum([0, *sizes[:-1]]), np.cumsum(sizes)):
+        parts.write_part(rows[start:stop], schema.DEDUP, out, index)
+
+    report = {
+        "images": n,
+        "exact_duplicates": n - len(set(pixels)),  # images whose pixels an earlier one already has
+        "near_duplicate_clusters": _cluster_sizes(image_rep),
+        "images_dropped": sum(r is not None for r in reasons),
+        "caption_clusters": _cluster_sizes(caption_rep),
+        "groups": _cluster_sizes(group_rep),
+    }
+    ctx.reports.mkdir(parents=True, exist_ok=True)
+    (ctx.reports / "dedup.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+
+
+def _validated(section: dict) -> dict:
+    for key in ("keep", "caption_keep"):
+        if section[key] not in _KEEP:
+            raise ValueError(f"dedup.{key} must be one of {', '.join(_KEEP)}, got {section[key]!r}")
+    distance = section["phash_max_distance"]
+    if isinstance(distance, bool) or not isinstance(distance, int) or not 0 <= distance <= 32:
+        raise ValueError(f"dedup.phash_max_distance must be an integer within 0..32 (bits of 64), got {distance!r}")
+    jaccard = section["caption_min_jaccard"]
+    if isinstance(jaccard, bool) or not isinstance(jaccard, (int, float)) or not 0 < jaccard <= 1:
+        raise ValueError(f"dedup.caption_min_jaccard must be a number in (0, 1], got {jaccard!r}")
+    return section
+
+
+def _hash_images(ctx: Context, source, indices: list[int]) -> tuple[list[str], np.ndarray, list[str], list[int]]:
+    """Perceptual and pixel hashes of every ingested image, one part in memory at a time."""
+    total = sum(pq.ParquetFile(parts.part_path(source, i)).metadata.num_rows for i in indices)
+    ids, hashes, pixels, sizes = [], [], [], []
+    with tqdm(total=total, desc="dedup", unit="img", disable=not ctx.progress) as bar:
+        for index in indices:
+            rows = parts.read_part(source, index, ["image_id", "bytes"])
+            for row in rows:
+                rgb = decode_rgb(row["bytes"])
+                ids.append(row["image_id"])
+                hashes.append(dedup.phashes(rgb))
+                pixels.append(dedup.pixel_hash(rgb))
+                bar.update(1)
+            sizes.append(len(rows))
+    width = 1 + len(dedup.OFFSETS) ** 2
+    return ids, np.stack(hashes) if hashes else np.zeros((0, width), np.uint64), pixels, sizes
+
+
+def _ranks(order: np.ndarray) -> np.ndarray:
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
+
+
+def _equal_pairs(values: list[str]) -> np.ndarray:
+    """(first, other) index pairs linking every repeated value to its first occurrence."""
+    _, first, inverse = np.unique(np.asarray(values, dtype=str), return_index=True, return_inverse=True)
+    pairs = np.stack([first[inverse.ravel()], np.arange(len(values))], axis=1).astype(np.int64)
+    return pairs[pairs[:, 0] != pairs[:, 1]].reshape(-1, 2)
+
+
+def _reasons(ids, hashes, pixels, signatures, image_rep, image_drop, caption_rep, caption_drop) -> list[str | None]:
+    n = len(ids)
+    # a member meets its representative through a chain of pairs; the reason names their own distance
+    whole = np.minimum(dedup.distance(hashes[:, :1], hashes[image_rep]).min(axis=1),
+                       dedup.distance(hashes[image_rep, :1], hashes).min(axis=1))
+    similarity = dedup.jaccard(signatures, np.stack([np.arange(n), caption_rep], axis=1))
+    reasons: list[str | None] = [None] * n
+    for i in np.flatnonzero(image_drop):
+        rep = image_rep[i]
+        reasons[i] = (f"same pixels as {ids[rep]}" if pixels[i] == pixels[rep]
+                      else f"near-duplicate of {ids[rep]} (phash distance {whole[i]})")
+    for i in np.flatnonzero(caption_drop):
+        reasons[i] = f"near-duplicate caption of {ids[caption_rep[i]]} (estimated Jaccard {similarity[i]:.2f})"
+    return reasons
+
+
+def _cluster_sizes(rep: np.ndarray) -> dict:
+    """Clusters of two or more images, and the largest one's size."""
+    sizes = np.bincount(rep, minlength=1)
+    count = int((sizes > 1).sum())
+    return {"count": count, "largest": int(sizes.max()) if count else 0}

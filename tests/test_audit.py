@@ -1,0 +1,432 @@
+"""Human-sampled audits on the real sample pipeline: the sample, the gallery in a real browser, Label Studio's
+own decoder and validator, verdicts in both formats, the error rates and the release gate."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from groundcap import audit, masks, params
+from groundcap.audit import gallery, labelstudio, rle_brush, sample, verdicts
+from groundcap.audit.cli import audit_app
+from groundcap.engine import Context
+from groundcap.stages import ORDER, run_all
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    """Work tables of the bundled sample, through every stage before split (dedup when it exists)."""
+    path = tmp_path_factory.mktemp("audit")
+    p = params.load(None) | {"source": "sample:"}
+    before_split = [s for s in ORDER[: ORDER.index("split")] if importlib.util.find_spec(f"groundcap.stages.{s}")]
+    run_all(Context(root=path, params=p, progress=False), stages=before_split)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(root) -> dict:
+    return audit.export(root, params.load(None))
+
+
+def _params(tmp_path: Path, **audit_section) -> dict:
+    p = params.load(None)
+    p["audit"] |= {"verdicts": str(tmp_path / "verdicts.jsonl"), **audit_section}
+    return p
+
+
+def _ls_brush():
+    """Label Studio's own brush codec, loaded by path (the SDK package itself pulls heavy dependencies)."""
+    spec = importlib.util.find_spec("label_studio_sdk")
+    if spec is None:
+        pytest.skip("label-studio-sdk is not installed (pip install --no-deps label-studio-sdk)")
+    path = Path(spec.submodule_search_locations[0]) / "converter" / "brush.py"
+    module_spec = importlib.util.spec_from_file_location("ls_brush", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+# --- the sample -------------------------------------------------------------------------------------
+
+
+def test_allocation_is_proportional_with_one_per_stratum_and_never_overdraws():
+    assert sample.allocate({"a": 90, "b": 9, "c": 1, "d": 0}, 10) == {"a": 8, "b": 1, "c": 1}
+    assert sample.allocate({"a": 2, "b": 1}, 50) == {"a": 2, "b": 1}
+    assert sample.allocate({"a": 5, "b": 7, "c": 6}, 2) == {"b": 1, "c": 1}
+    counts = sample.allocate({f"s{i}": i for i in range(1, 30)}, 100)
+    assert sum(counts.values()) == 100 and all(0 < counts[f"s{i}"] <= i for i in range(1, 30))
+
+
+def test_stratum_bands():
+    assert sample.source_group("sample:coffee.png") == "sample"
+    assert sample.source_group("https://example.org/a/b.jpg") == "example.org"
+    assert sample.source_group("cats/tabby/1.jpg") == "cats" and sample.source_group("1.jpg") == "."
+    assert sample.stratum("x", 3, 20, 0.59) == "source x | regions 1-3 | words <=20 | qa <0.6"
+    assert sample.stratum("x", 4, 21, 0.6) == "source x | regions 4-8 | words 21-60 | qa 0.6-0.8"
+    assert sample.stratum("x", 9, 61, 0.8) == "source x | regions 9+ | words >60 | qa >=0.8"
+
+
+def test_stratified_sample_is_deterministic_and_covers_every_stratum(root, exported):
+    everyone = list(sample.candidates(root))
+    strata = {c.stratum for c in everyone}
+    small = sample.draw(root, len(strata), seed=7)
+    assert small == sample.draw(root, len(strata), seed=7)
+    assert {c.stratum for c in small.items} == strata  # one per stratum when the size allows
+    assert [i["image_id"] for i in exported["items"]] == [c.image_id for c in sample.draw(root, 60, seed=7).items]
+    assert exported["population"] == dict(sorted((s, sum(c.stratum == s for c in everyone)) for s in strata))
+    other = [c.image_id for c in sample.draw(root, 3, seed=8).items]
+    assert len(other) == 3 and set(other) <= {c.image_id for c in everyone}
+
+
+def test_export_writes_the_same_bytes_twice(root, exported, tmp_path):
+    audit.export(root, params.load(None), out=tmp_path / "again")
+    first = sorted(p.relative_to(root / "audit") for p in (root / "audit").rglob("*") if p.is_file())
+    assert first == sorted(p.relative_to(tmp_path / "again") for p in (tmp_path / "again").rglob("*") if p.is_file())
+    for rel in first:
+        assert (root / "audit" / rel).read_bytes() == (tmp_path / "again" / rel).read_bytes(), rel
+    assert {p.stem for p in (root / "audit/images").iterdir()} == {i["image_id"] for i in exported["items"]}
+
+
+# --- the gallery ------------------------------------------------------------------------------------
+
+
+def _screenshot(page: Path, png: Path, profile: Path) -> np.ndarray:
+    proc = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", "--hide-scrollbars", "--window-size=1280,2000", f"--screenshot={png}",
+         page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0 and png.is_file(), proc.stderr[-2000:]
+    return np.asarray(Image.open(png).convert("RGB")).astype(np.int32)
+
+
+@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("GROUNDCAP_REQUIRE_BROWSER"),
+                    reason="chromium is not installed (apt-get install chromium)")
+def test_gallery_renders_in_headless_chromium_with_visible_overlays(root, exported, tmp_path):
+    assert CHROMIUM, "GROUNDCAP_REQUIRE_BROWSER is set but chromium is not installed"
+    page = (root / "audit/gallery.html").read_text()
+    assert "http://" not in page and "https://" not in page and "src=\"data:image/png;base64," in page
+    bare = tmp_path / "bare.html"  # the same page without the overlays: what they add is what we check
+    bare.write_text(re.sub(r'<img class="overlay"[^>]*>', "", page))
+    shot = _screenshot(root / "audit/gallery.html", tmp_path / "shot.png", tmp_path / "profile")
+    base = _screenshot(bare, tmp_path / "bare.png", tmp_path / "profile")
+
+    assert shot.std() > 20 and (shot.max(axis=2) - shot.min(axis=2)).mean() > 5  # neither blank nor grey
+    changed = np.abs(shot - base).max(axis=2) > 8
+    assert changed.sum() > 20_000, "the overlays change too little of the page"
+    # every changed pixel is a region colour over the image: half-opaque fill, or the opaque outline
+    colours = np.array([gallery.rgb(c) for c in gallery.PALETTE])[:, None, :]
+    over, under = shot[changed][None], base[changed][None]
+    alpha = gallery.FILL_ALPHA / 255
+    fill = np.abs(over - (alpha * colours + (1 - alpha) * under)).max(axis=2).min(axis=0)
+    outline = np.abs(over - colours).max(axis=2).min(axis=0)
+    explained = np.minimum(fill, outline) <= 12
+    assert explained.mean() > 0.95, f"only {explained.mean():.1%} of the overlay pixels are region colours"
+    first = exported["items"][0]
+    used = {gallery.color(int(r)) for r in first["regions"]}
+    best = np.argmin(np.minimum(np.abs(over - (alpha * colours + (1 - alpha) * under)).max(axis=2),
+                                np.abs(over - colours).max(axis=2)), axis=0)
+    assert used <= {gallery.PALETTE[i] for i in np.unique(best[explained])}
+
+
+def test_scene_caption_references_are_marked_and_escaped():
+    out = gallery.scene_html('A <r2>dog & "cat"</r2> near <r10>a <b> tree</r10>.')
+    assert out.count('class="ref"') == 2 and "&amp;" in out and "&lt;b&gt;" in out and "<b>" not in out
+    assert f"border-color:{gallery.color(10)}" in out and out.endswith(".")
+
+
+# --- Label Studio -----------------------------------------------------------------------------------
+
+
+def test_brush_rle_is_label_studio_encoding_and_round_trips(root, exported):
+    brush = _ls_brush()
+    rng = np.random.default_rng(0)
+    cases = [rng.random((37, 53)) > 0.6, np.zeros((300, 400), bool), np.ones((512, 300), bool)]
+    rows = sample.read_rows(root, {exported["items"][0]["image_id"]})
+    cases += [masks.decode(r["segmentation"]) for item in rows.values() for r in item["regions"]]
+    for mask in cases:
+        ours = rle_brush.encode(mask)
+        assert ours == brush.mask2rle(mask.astype(np.uint8) * 255)
+        decoded = brush.decode_rle(ours).reshape(*mask.shape, 4)
+        assert (decoded == (mask * 255)[..., None]).all()
+
+
+def _config_names(xml: str) -> tuple[dict[str, str], set[str]]:
+    tree = ET.fromstring(xml)
+    controls = {e.get("name"): e.tag for e in tree.iter() if e.get("toName")}
+    objects = {e.get("name") for e in tree.iter() if e.get("name") and not e.get("toName")}
+    return controls, objects
+
+
+def test_tasks_match_the_label_studio_import_format(root, exported):
+    xml = (root / "audit/labeling_config.xml").read_text()
+    tasks = json.loads((root / "audit/tasks.json").read_text())
+    controls, objects = _config_names(xml)
+    labels = {e.get("value") for e in ET.fromstring(xml).iter("Label")}
+    assert isinstance(tasks, list) and len(tasks) == len(exported["items"])
+    for task, item in zip(tasks, exported["items"]):
+        assert task["data"]["image_id"] == item["image_id"]
+        assert task["data"]["image"].startswith(labelstudio.DEFAULT_URL_PREFIX)
+        (prediction,) = task["predictions"]
+        brushes = [r for r in prediction["result"] if r["type"] == "brushlabels"]
+        assert {r["id"] for r in brushes} == {f"r{rid}" for rid in item["regions"]}
+        for r in prediction["result"]:
+            assert r["from_name"] in controls and r["to_name"] in objects
+            assert r["type"] == controls[r["from_name"]].lower()
+            assert (r["original_width"], r["original_height"]) == tuple(
+                Image.open(root / "audit/images" / Path(task["data"]["image"]).name).size)
+        for r in brushes:
+            assert r["value"]["format"] == "rle" and set(r["value"]["brushlabels"]) <= labels
+            assert all(isinstance(b, int) and 0 <= b < 256 for b in r["value"]["rle"])
+
+
+def test_tasks_validate_with_label_studio_label_interface(root):
+    try:
+        from label_studio_sdk.label_interface import LabelInterface
+    except ImportError as exc:
+        pytest.skip(f"label_studio_sdk.label_interface is not importable here ({exc})")
+    interface = LabelInterface((root / "audit/labeling_config.xml").read_text())
+    interface.validate()
+    for task in json.loads((root / "audit/tasks.json").read_text()):
+        for obj in interface.objects:
+            assert not obj.value_is_variable or task["data"].get(obj.value_name) is not None, obj.value_name
+        for prediction in task["predictions"]:
+            assert interface.validate_prediction(prediction, return_errors=True) == []
+    broken = copy.deepcopy(task["predictions"][0])
+    broken["result"][0]["value"]["brushlabels"] = ["no-such-region"]
+    assert interface.validate_prediction(broken, return_errors=True)
+
+
+def _annotation(task: dict, verdict: str, **edits) -> dict:
+    """What Label Studio exports after a reviewer kept the prediction, edited text and chose ``verdict``."""
+    result = copy.deepcopy(task["predictions"][0]["result"])
+    for r in result:
+        key = "scene" if r["from_name"] == "scene_caption" else f"{r['id']}_{r['from_name']}"
+        if key in edits:
+            r["value"]["text"] = [edits[key]]
+        r["id"] = f"x{r['id']}"  # the editor may give regions new ids: the labels still say which is which
+    result.append({"id": "v1", "from_name": "verdict", "to_name": "image", "type": "choices",
+                   "value": {"choices": [verdict]}, "origin": "manual"})
+    return {"id": 1, "completed_by": {"id": 3, "email": "reviewer@example.org"}, "was_cancelled": False,
+            "updated_at": "2025-01-02T10:00:00Z", "result": result}
+
+
+def test_label_studio_export_round_trips_into_verdicts_and_human_test(root, exported, tmp_path):
+    tasks = json.loads((root / "audit/tasks.json").read_text())
+    assert len(tasks) >= 5
+    ids = [t["data"]["image_id"] for t in tasks]
+    rid = next(iter(exported["items"][1]["regions"]))
+    scene = tasks[2]["data"]["scene_caption"]
+    export = [copy.deepcopy(t) for t in tasks]
+    export[0]["annotations"] = [_annotation(tasks[0], "accept")]
+    export[1]["annotations"] = [_annotation(tasks[1], "edited", **{f"r{rid}_short": "a corrected caption"})]
+    export[2]["annotations"] = [_annotation(tasks[2], "accept", scene=scene + " Edited by a person.")]
+    export[3]["annotations"] = [_annotation(tasks[3], "reject"),
+                                {**_annotation(tasks[3], "accept"), "id": 2, "was_cancelled": True}]
+    export[4]["annotations"] = [{**_annotation(tasks[4], "reject"), "updated_at": "2025-01-01T00:00:00Z"},
+                                {**_annotation(tasks[4], "accept"), "id": 7}]  # the later one counts
+    for t in export[5:]:
+        t["annotations"] = []  # not reviewed yet
+    file = tmp_path / "export.json"
+    file.write_text(json.dumps(export))
+    p = _params(tmp_path)
+
+    summary = verdicts.import_file(root, p, file, "auto", exported)
+    assert summary["imported"] == 5 and summary["audited"] == 5
+    records = verdicts.load(root, p)
+    assert [records[i]["verdict"] for i in ids[:5]] == ["accept", "edited", "edited", "reject", "accept"]
+    assert records[ids[1]]["regions"] == {rid: {"short": "a corrected caption", "detailed": None}}
+    assert records[ids[2]]["scene_caption"] == scene + " Edited by a person."
+    assert records[ids[0]]["annotator"] == "reviewer@example.org" and records[ids[0]]["source"] == "label_studio"
+    assert records[ids[0]]["stratum"] == exported["items"][0]["stratum"]
+    lines = verdicts.path(root, p).read_text().splitlines()
+    assert [json.loads(x)["item_id"] for x in lines] == sorted(ids[:5])
+    assert all(list(json.loads(x)) == sorted(json.loads(x)) for x in lines)
+
+    human = verdicts.human_test(root, p)
+    assert set(human) == {ids[0], ids[1], ids[2], ids[4]}
+    assert human[ids[1]]["regions"] == {int(rid): {"short": "a corrected caption", "detailed": None}}
+    assert human[ids[0]] == {"scene_caption": None, "regions": {}}
+    assert json.loads((root / "reports/audit.json").read_text())["errors"] == 3
+
+
+def test_a_label_studio_annotation_without_a_verdict_is_refused(exported, root, tmp_path):
+    task = json.loads((root / "audit/tasks.json").read_text())[0]
+    annotation = _annotation(task, "accept")
+    annotation["result"] = [r for r in annotation["result"] if r["from_name"] != "verdict"]
+    file = tmp_path / "export.json"
+    file.write_text(json.dumps([{**task, "annotations": [annotation]}]))
+    with pytest.raises(ValueError, match="chooses no verdict"):
+        verdicts.read(file, "label-studio", exported)
+    file.write_text(json.dumps({"not": "a list"}))
+    with pytest.raises(ValueError, match="not a Label Studio JSON export"):
+        verdicts.read(file, "auto", exported)
+
+
+# --- CSV ----------------------------------------------------------------------------------------------
+
+
+def _write_csv(path: Path, rows: list[tuple[str, str, str]]) -> Path:
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(verdicts.CSV_HEADER)
+        writer.writerows(rows)
+    return path
+
+
+def test_csv_verdicts_round_trip_and_merge(root, exported, tmp_path):
+    template = list(csv.reader((root / "audit/verdicts.csv").open()))
+    assert template[0] == list(verdicts.CSV_HEADER) and [r[0] for r in template[1:]] == [
+        i["image_id"] for i in exported["items"]]
+    ids = [i["image_id"] for i in exported["items"]]
+    rid = next(iter(exported["items"][0]["regions"]))
+    rows = [(ids[0], "accept", ""), (f"{ids[0]}#r{rid}", "edited", "a better short caption"),
+            (ids[1], "reject", ""), (ids[2], "accept", ""), (ids[3], "", "")]
+    p = _params(tmp_path)
+    verdicts.import_file(root, p, _write_csv(tmp_path / "v.csv", rows), "auto", exported)
+    records = verdicts.load(root, p)
+    assert set(records) == set(ids[:3])
+    assert records[ids[0]]["verdict"] == "edited" and records[ids[1]]["verdict"] == "reject"
+    assert verdicts.human_test(root, p) == {
+        ids[0]: {"scene_caption": None, "regions": {int(rid): {"short": "a better short caption", "detailed": None}}},
+        ids[2]: {"scene_caption": None, "regions": {}},
+    }
+    # a second file replaces the verdicts on the images it holds and keeps the rest
+    verdicts.import_file(root, p, _write_csv(tmp_path / "w.csv", [(ids[1], "accept", "")]), "csv", exported)
+    assert {i: r["verdict"] for i, r in verdicts.load(root, p).items()} == {
+        ids[0]: "edited", ids[1]: "accept", ids[2]: "accept"}
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([("{id}", "maybe", "")], "is not one of accept, reject, edited"),
+        ([("0123456789abcdef", "accept", "")], "not in the exported sample"),
+        ([("{id}", "accept", ""), ("{id}", "reject", "")], "a second row for image"),
+        ([("{id}#rX", "edited", "x")], "is not IMAGEID#r<region_id>"),
+        ([("{id}#r999", "edited", "x")], "has no released region 999"),
+        ([("{id}", "edited", "a caption with <r999>a ghost</r999>")], "well-formed <rN>"),
+    ],
+)
+def test_bad_csv_rows_say_what_is_wrong(exported, tmp_path, rows, message):
+    image_id = exported["items"][0]["image_id"]
+    file = _write_csv(tmp_path / "v.csv", [(a.format(id=image_id), b, c) for a, b, c in rows])
+    with pytest.raises(ValueError, match=re.escape(message)):
+        verdicts.read(file, "csv", exported)
+
+
+def test_csv_without_the_header_is_refused(exported, tmp_path):
+    file = tmp_path / "v.csv"
+    file.write_text("id,ok\nabc,accept\n")
+    with pytest.raises(ValueError, match="must start with the header item_id,verdict,corrected_caption"):
+        verdicts.read(file, "csv", exported)
+
+
+# --- error rates and the gate -------------------------------------------------------------------------
+
+
+def test_wilson_interval_values():
+    lo, hi = verdicts.wilson(0, 10, 0.95)
+    assert lo == 0 and hi == pytest.approx(0.2775, abs=1e-4)
+    assert verdicts.wilson(5, 10, 0.95) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert verdicts.wilson(0, 0, 0.95) == (0.0, 1.0)
+    assert verdicts.wilson(3, 30, 0.99)[1] > verdicts.wilson(3, 30, 0.95)[1]
+
+
+def test_weighted_rate_undoes_oversampling_of_small_strata():
+    records = {f"a{i}": {"item_id": f"a{i}", "verdict": "accept"} for i in range(9)}
+    records |= {f"b{i}": {"item_id": f"b{i}", "verdict": "reject"} for i in range(3)}
+    records["gone"] = {"item_id": "gone", "verdict": "reject"}
+    strata = {i: i[0] for i in records if i != "gone"}
+    s = verdicts.summarize(records, {"a": 90, "b": 10}, strata, 0.95)
+    assert (s["audited"], s["errors"], s["stale"], s["error_rate"]) == (12, 3, 1, 0.25)
+    assert s["weighted"]["error_rate"] == 0.1
+    assert s["weighted"]["effective_n"] == pytest.approx(100**2 / (90**2 / 9 + 10**2 / 3), abs=1e-3)
+    assert s["strata"]["b"] == {"population": 10, "audited": 3, "errors": 3, "error_rate": 1.0,
+                                "wilson": [round(x, 4) for x in verdicts.wilson(3, 3, 0.95)]}
+
+
+def _verdicts_for(root: Path, p: dict, exported: dict, errors: int) -> None:
+    records = [{"item_id": item["image_id"], "verdict": "reject" if k < errors else "accept",
+                "stratum": item["stratum"], "scene_caption": None, "regions": {}, "source": "csv"}
+               for k, item in enumerate(exported["items"])]
+    verdicts.merge(root, p, records)
+
+
+def test_gate_blocks_a_release_whose_error_rate_is_too_high(root, exported, tmp_path):
+    p = _params(tmp_path, max_error_rate=0.1)
+    _verdicts_for(root, p, exported, errors=len(exported["items"]) // 2)
+    result = verdicts.gate(root, p)
+    assert not result.ok and "> audit.max_error_rate 10.0%" in result.message
+    assert result.summary["errors"] == len(exported["items"]) // 2
+
+
+def test_gate_passes_a_low_error_rate(root, exported, tmp_path):
+    p = _params(tmp_path, max_error_rate=0.35)
+    _verdicts_for(root, p, exported, errors=0)
+    result = verdicts.gate(root, p)
+    assert result.ok and result.message.startswith("audit gate passed")
+    assert result.summary["audited"] == len(exported["items"]) and result.summary["weighted"]["wilson"][1] <= 0.35
+
+
+def test_gate_when_no_verdicts_exist(root, tmp_path):
+    required = verdicts.gate(root, _params(tmp_path, required=True))
+    assert not required.ok and "audits are required (audit.required)" in required.message
+    assert "groundcap audit import FILE" in required.message
+    optional = verdicts.gate(root, _params(tmp_path, required=False))
+    assert optional.ok and optional.message == "no human verdicts (audit.required is false)"
+    assert optional.summary == {"audited": 0}
+
+
+def test_gate_ignores_verdicts_on_images_no_longer_released(root, tmp_path):
+    p = _params(tmp_path, required=True)
+    verdicts.merge(root, p, [{"item_id": "0000000000000000", "verdict": "accept", "stratum": "x",
+                              "scene_caption": None, "regions": {}, "source": "csv"}])
+    result = verdicts.gate(root, p)
+    assert not result.ok and "none of the 1 verdicts" in result.message and result.summary["stale"] == 1
+
+
+# --- the command line -----------------------------------------------------------------------------------
+
+
+def test_cli_export_and_import(root, exported, tmp_path):
+    runner = CliRunner()
+    for command in ("export", "import"):
+        assert runner.invoke(audit_app, [command, "--help"]).exit_code == 0
+    out = tmp_path / "sample"
+    result = runner.invoke(audit_app, ["export", "--root", str(root), "--out", str(out), "--sample-size", "4",
+                                       "--image-url-prefix", "https://example.org/img/"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["items"]) == 4 and manifest["sample_size"] == 4
+    assert json.loads((out / "tasks.json").read_text())[0]["data"]["image"].startswith("https://example.org/img/")
+
+    (tmp_path / "params.yaml").write_text(f"audit:\n  verdicts: {tmp_path / 'v.jsonl'}\n")
+    rows = [(i["image_id"], "accept", "") for i in manifest["items"]]
+    args = ["--root", str(root), "--params", str(tmp_path / "params.yaml"), "--manifest", str(out / "manifest.json")]
+    result = runner.invoke(audit_app, ["import", str(_write_csv(tmp_path / "v.csv", rows)), *args])
+    assert result.exit_code == 0, result.output
+    assert "imported 4 verdicts" in result.output and "Wilson upper bound" in result.output
+    assert len((tmp_path / "v.jsonl").read_text().splitlines()) == 4
+
+    bad = runner.invoke(audit_app, ["import", str(_write_csv(tmp_path / "b.csv", [("nope", "accept", "")])), *args])
+    assert bad.exit_code == 2 and "not in the exported sample" in bad.output
+    missing = runner.invoke(audit_app, ["import", str(tmp_path / "v.csv"), "--root", str(tmp_path / "empty")])
+    assert missing.exit_code == 2 and "run `groundcap audit export` first" in missing.output
