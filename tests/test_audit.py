@@ -430,3 +430,44 @@ def test_cli_export_and_import(root, exported, tmp_path):
     assert bad.exit_code == 2 and "not in the exported sample" in bad.output
     missing = runner.invoke(audit_app, ["import", str(tmp_path / "v.csv"), "--root", str(tmp_path / "empty")])
     assert missing.exit_code == 2 and "run `groundcap audit export` first" in missing.output
+
+
+# --- the release: human_test split and the gate in `build` ------------------------------------------------
+
+
+def test_audited_images_form_human_test_with_corrections_and_the_gate_refuses_build(root, exported, tmp_path):
+    import polars as pl
+    import yaml
+    from datasets import load_dataset
+
+    from groundcap.cli import app
+
+    project = tmp_path / "project"
+    shutil.copytree(root / "work", project / "work")
+    shutil.copytree(root / "reports", project / "reports")
+    ids = [i["image_id"] for i in exported["items"]]
+    rid = int(next(iter(exported["items"][0]["regions"])))
+    p = _params(tmp_path, max_error_rate=1.0)  # two errors in three: the gate is opened on purpose here
+    rows = [(f"{ids[0]}#r{rid}", "edited", "a person checked this short caption"), (ids[1], "reject", ""),
+            (ids[2], "accept", "")]
+    verdicts.import_file(project, p, _write_csv(tmp_path / "v.csv", rows), "csv", exported)
+    run_all(Context(root=project, params=p, progress=False), stages=("split", "build", "card"))
+
+    split = pl.read_parquet(project / "work/split/*.parquet")
+    by_id = {r["image_id"]: r for r in split.iter_rows(named=True)}
+    assert {i for i, r in by_id.items() if r["split"] == "human_test"} == {ids[0], ids[2]}
+    assert by_id[ids[1]]["split"] is None and by_id[ids[1]]["reason"] == "rejected by human audit"
+    human = load_dataset(str(project / "release"), split="human_test", cache_dir=str(tmp_path / "hf"))
+    assert sorted(human["image_id"]) == sorted([ids[0], ids[2]])
+    row = next(r for r in human if r["image_id"] == ids[0])
+    assert next(r for r in row["regions"] if r["region_id"] == rid)["short_caption"] == (
+        "a person checked this short caption")
+    assert "human_test" in (project / "release/README.md").read_text()
+
+    strict = copy.deepcopy(p)
+    strict["audit"]["max_error_rate"] = 0.1
+    (tmp_path / "strict.yaml").write_text(yaml.safe_dump({"audit": strict["audit"]}))
+    result = CliRunner().invoke(app, ["build", "--root", str(project), "--params", str(tmp_path / "strict.yaml"),
+                                      "--quiet"])
+    assert result.exit_code == 2 and "release refused by the audit gate" in result.output
+    assert "> audit.max_error_rate 10.0%" in result.output

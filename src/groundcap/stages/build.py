@@ -53,7 +53,7 @@ def records(ctx: Context) -> Iterator[tuple[str, dict]]:
                     "granularity": r["granularity"],
                     "parent_id": r["parent_id"],
                     "source": r["source"],
-                    **_captions(captions[r["region_id"]], (fixed.get("regions") or {}).get(str(r["region_id"]))),
+                    **_captions(captions[r["region_id"]], (fixed.get("regions") or {}).get(r["region_id"])),
                 }
                 for r in seg["regions"]
                 if r["region_id"] in kept
