@@ -3,54 +3,28 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from groundcap import params as params_mod
 from groundcap import stages
 from groundcap.audit.cli import audit_app
+from groundcap.cli_common import ParamsFile, Quiet, Root, guard, new_app, project_params
 from groundcap.engine import Context
 
-app = typer.Typer(
-    help="Build, check and release datasets of dense grounded captions. "
-    "Each stage reads params.yaml and writes work/<stage>/; `run` chains them all.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+app = new_app(
+    "Build, check and release datasets of dense grounded captions. "
+    "Each stage reads params.yaml and writes work/<stage>/; `run` chains them all."
 )
-
-Root = Annotated[Path, typer.Option("--root", help="Project folder holding work/, reports/ and release/.")]
-ParamsFile = Annotated[
-    Optional[Path],
-    typer.Option("--params", help="YAML overriding the defaults (stage commands default to ROOT/params.yaml)."),
-]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-
-# Errors a user can fix: shown as one line and exit code 2, not as a traceback
-# (set GROUNDCAP_DEBUG=1 to see the traceback).
-_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError, KeyError)
-
-
-def _fail(exc: BaseException) -> None:
-    if os.environ.get("GROUNDCAP_DEBUG"):
-        raise exc
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
 
 
 def _stage_command(name: str):
     def command(root: Root = Path("."), params_file: ParamsFile = None, quiet: Quiet = False) -> None:
-        try:
-            if params_file is None and (root / "params.yaml").is_file():
-                params_file = root / "params.yaml"
-            ctx = Context(root=root, params=params_mod.load(params_file), progress=not quiet)
-            stages.runner(name)(ctx)
-        except _USER_ERRORS as exc:
-            _fail(exc)
+        guard(lambda: stages.runner(name)(Context(root=root, params=project_params(root, params_file),
+                                                  progress=not quiet)))
 
     command.__doc__ = stages.STAGES[name]
     return command
@@ -70,13 +44,12 @@ def run(
     quiet: Quiet = False,
 ) -> None:
     """Run every stage in process (no DVC) and write the release to WORKDIR/release."""
-    try:
+    def run_stages() -> None:
         params = params_mod.load(params_file)
         params["source"] = source
-        ctx = Context(root=workdir, params=params, progress=not quiet)
-        stages.run_all(ctx)
-    except _USER_ERRORS as exc:
-        _fail(exc)
+        stages.run_all(Context(root=workdir, params=params, progress=not quiet))
+
+    guard(run_stages)
     typer.echo(f"release written to {workdir / 'release'}")
 
 

@@ -7,37 +7,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from groundcap import params as params_mod
+from groundcap.cli_common import ParamsFile, Root, guard, new_app, project_params
 
-audit_app = typer.Typer(
-    help="Human-sampled audits: `export` a stratified sample (HTML gallery + Label Studio tasks), "
-    "review it, `import` the verdicts; `build` refuses a release whose audited error rate is too high.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+audit_app = new_app(
+    "Human-sampled audits: `export` a stratified sample (HTML gallery + Label Studio tasks), "
+    "review it, `import` the verdicts; `build` refuses a release whose audited error rate is too high."
 )
-
-Root = Annotated[Path, typer.Option("--root", help="Project folder holding work/, reports/ and release/.")]
-ParamsFile = Annotated[
-    Optional[Path],
-    typer.Option("--params", help="YAML overriding the defaults (default: ROOT/params.yaml if present)."),
-]
-
-
-def _params(root: Path, params_file: Optional[Path]) -> dict:
-    if params_file is None and (root / "params.yaml").is_file():
-        params_file = root / "params.yaml"
-    return params_mod.load(params_file)
-
-
-def _guard(fn):
-    """Run ``fn``, turning the errors a user can fix into one red line and exit code 2 (as every command does)."""
-    from groundcap.cli import _USER_ERRORS, _fail  # imported late: the main cli imports this module
-
-    try:
-        return fn()
-    except _USER_ERRORS as exc:
-        _fail(exc)
 
 
 @audit_app.command("export")
@@ -59,9 +34,9 @@ def export_command(
 
     def run() -> dict:
         prefix = image_url_prefix if image_url_prefix is not None else audit.labelstudio.DEFAULT_URL_PREFIX
-        return audit.export(root, _params(root, params_file), out, sample_size, prefix)
+        return audit.export(root, project_params(root, params_file), out, sample_size, prefix)
 
-    manifest = _guard(run)
+    manifest = guard(run)
     folder = out if out is not None else root / audit.sample.DEFAULT_DIR
     typer.echo(f"sampled {len(manifest['items'])} images from {len(manifest['allocation'])} strata into {folder}")
     typer.echo(f"review {folder / 'gallery.html'} (fill in verdicts.csv) or import tasks.json into Label Studio, "
@@ -83,12 +58,12 @@ def import_command(
     from groundcap.audit import sample, verdicts
 
     def run() -> tuple[dict, verdicts.GateResult]:
-        params = _params(root, params_file)
+        params = project_params(root, params_file)
         exported = sample.read_manifest(manifest or root / sample.DEFAULT_DIR / sample.MANIFEST)
         summary = verdicts.import_file(root, params, file, fmt, exported)
         return summary, verdicts.gate(root, params)
 
-    summary, gate = _guard(run)
+    summary, gate = guard(run)
     typer.echo(f"imported {summary['imported']} verdicts; {summary['audited']} audited images in all "
                f"({summary['stale']} stale), {summary['errors']} rejected or edited")
     for name, s in summary["strata"].items():

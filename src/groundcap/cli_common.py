@@ -1,0 +1,48 @@
+"""What every ``groundcap`` command shares: the app factory, the common options, user-error handling."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from groundcap import params as params_mod
+
+Root = Annotated[Path, typer.Option("--root", help="Project folder holding work/, reports/ and release/.")]
+ParamsFile = Annotated[
+    Optional[Path],
+    typer.Option("--params", help="YAML overriding the defaults (default: ROOT/params.yaml if present)."),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+# Errors a user can fix: shown as one line and exit code 2, not as a traceback
+# (set GROUNDCAP_DEBUG=1 to see the traceback).
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError, KeyError)
+
+
+def new_app(help: str) -> typer.Typer:
+    return typer.Typer(help=help, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+def fail(exc: BaseException) -> None:
+    if os.environ.get("GROUNDCAP_DEBUG"):
+        raise exc
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def guard(fn):
+    """Run ``fn``, turning the errors a user can fix into one red line and exit code 2."""
+    try:
+        return fn()
+    except USER_ERRORS as exc:
+        fail(exc)
+
+
+def project_params(root: Path, params_file: Optional[Path]) -> dict:
+    """The defaults overridden by ``params_file``, or by ROOT/params.yaml when none is given."""
+    if params_file is None and (root / "params.yaml").is_file():
+        params_file = root / "params.yaml"
+    return params_mod.load(params_file)
