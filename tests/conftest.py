@@ -12,6 +12,21 @@ import pytest
 import skimage.data
 from PIL import Image
 
+from groundcap import params
+from groundcap.engine import Context
+from groundcap.stages import run_all
+
+
+@pytest.fixture(scope="session")
+def sample_project(tmp_path_factory) -> Path:
+    """The bundled sample through every stage with the default params, once per test run.
+
+    Tests read it (and may add files beside it, like an audit export); none changes what a stage wrote.
+    """
+    root = tmp_path_factory.mktemp("sample")
+    run_all(Context(root=root, params=params.defaults() | {"source": "sample:"}, progress=False))
+    return root
+
 
 def _jpeg(arr: np.ndarray, **kw) -> bytes:
     buf = io.BytesIO()

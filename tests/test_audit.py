@@ -23,19 +23,15 @@ from groundcap import audit, masks, params
 from groundcap.audit import gallery, labelstudio, rle_brush, sample, verdicts
 from groundcap.audit.cli import audit_app
 from groundcap.engine import Context
-from groundcap.stages import ORDER, run_all
+from groundcap.stages import run_all
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    """Work tables of the bundled sample, through every stage before split (dedup when it exists)."""
-    path = tmp_path_factory.mktemp("audit")
-    p = params.load(None) | {"source": "sample:"}
-    before_split = [s for s in ORDER[: ORDER.index("split")] if importlib.util.find_spec(f"groundcap.stages.{s}")]
-    run_all(Context(root=path, params=p, progress=False), stages=before_split)
-    return path
+def root(sample_project) -> Path:
+    """The bundled sample's project, every stage run (conftest)."""
+    return sample_project
 
 
 @pytest.fixture(scope="module")

@@ -39,8 +39,8 @@ def _run(root: Path, source: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def release(tmp_path_factory) -> Path:
-    return _run(tmp_path_factory.mktemp("sample"), "sample:")
+def release(sample_project) -> Path:
+    return sample_project / "release"
 
 
 def _load(release: Path, config: str, tmp_path: Path):

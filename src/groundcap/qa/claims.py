@@ -130,6 +130,11 @@ def _blank(text: str, spans) -> str:
     return "".join(chars)
 
 
+def caption_text(short: str, detailed: str) -> str:
+    """What is judged of a region caption, wherever it is judged: both of its sentences."""
+    return f"{short}. {detailed}"
+
+
 def parse(text: str) -> list[Claim]:
     """The claims of ``text`` in the order they appear (ties: ``KINDS`` order), each once."""
     found: list[tuple[int, int, Claim]] = []

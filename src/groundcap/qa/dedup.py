@@ -233,8 +233,7 @@ def caption_pairs(signatures: np.ndarray, min_jaccard: float) -> np.ndarray:
     if not len(valid):
         return np.zeros((0, 2), np.int64)
     unique, first, inverse = np.unique(signatures[valid], axis=0, return_index=True, return_inverse=True)
-    inverse = inverse.ravel()
-    same = np.stack([valid[first[inverse]], valid], axis=1)
+    same = valid[_to_first(first, inverse)]
     rows = _rows_per_band(signatures.shape[1], min_jaccard)
     candidates = [np.zeros((0, 2), np.int64)]
     weights = np.random.default_rng(0).integers(1, 1 << 62, rows, dtype=np.uint64) | np.uint64(1)
@@ -244,8 +243,19 @@ def caption_pairs(signatures: np.ndarray, min_jaccard: float) -> np.ndarray:
     cand = np.unique(np.concatenate(candidates), axis=0)
     cand = cand[jaccard(unique, cand) >= min_jaccard]
     similar = np.sort(valid[first[cand]], axis=1)
-    pairs = np.concatenate([same[same[:, 0] != same[:, 1]], similar])
+    pairs = np.concatenate([same, similar])
     return np.unique(np.sort(pairs, axis=1), axis=0)
+
+
+def equal_pairs(values) -> np.ndarray:
+    """(first, other) index pairs linking every repeated value (or row) to its first occurrence."""
+    _, first, inverse = np.unique(np.asarray(values), axis=0, return_index=True, return_inverse=True)
+    return _to_first(first, inverse)
+
+
+def _to_first(first: np.ndarray, inverse: np.ndarray) -> np.ndarray:
+    pairs = np.stack([first[inverse.ravel()], np.arange(inverse.size)], axis=1).astype(np.int64)
+    return pairs[pairs[:, 0] != pairs[:, 1]].reshape(-1, 2)
 
 
 def _rows_per_band(num_perm: int, min_jaccard: float) -> int:

@@ -13,7 +13,7 @@ from groundcap import grounding, schema
 from groundcap.annotators.base import RegionCaption
 from groundcap.engine import Context, map_images
 from groundcap.ingest import decode_rgb
-from groundcap.qa import consistency
+from groundcap.qa import claims, consistency
 from groundcap.stages.common import backend, provenance
 
 _INPUTS = ["ingest", "segment", "caption_regions", "caption_scene"]
@@ -74,8 +74,7 @@ def _compare(embedder: consistency.Embedder, pairs: list[tuple[str, str]]) -> li
 
 
 def _text(caption: RegionCaption) -> str:
-    """What is compared of a region caption: both of its sentences."""
-    return f"{caption.short}. {caption.detailed}"
+    return claims.caption_text(caption.short, caption.detailed)
 
 
 def _row(image_id: str, stamps: list[dict], model_a: str | None = None, model_b: str | None = None,

@@ -39,7 +39,7 @@ def run(ctx: Context) -> None:
     score = np.array([r["score"] or 0.0 for r in qa], dtype=np.float64)
     rank = _ranks(np.lexsort((ids, -score, ~passed)))  # QA-passed first, then higher score, then smaller id
 
-    same_pixels = _equal_pairs(pixels)
+    same_pixels = dedup.equal_pairs(np.asarray(pixels, dtype=str))
     near, _ = dedup.image_pairs(hashes, section["phash_max_distance"])
     image_edges = np.concatenate([same_pixels, near])
     image_rep = dedup.best_of(dedup.clusters(n, image_edges), rank)
@@ -110,13 +110,6 @@ def _ranks(order: np.ndarray) -> np.ndarray:
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
     return rank
-
-
-def _equal_pairs(values: list[str]) -> np.ndarray:
-    """(first, other) index pairs linking every repeated value to its first occurrence."""
-    _, first, inverse = np.unique(np.asarray(values, dtype=str), return_index=True, return_inverse=True)
-    pairs = np.stack([first[inverse.ravel()], np.arange(len(values))], axis=1).astype(np.int64)
-    return pairs[pairs[:, 0] != pairs[:, 1]].reshape(-1, 2)
 
 
 def _reasons(ids, hashes, pixels, signatures, image_rep, image_drop, caption_rep, caption_drop) -> list[str | None]:

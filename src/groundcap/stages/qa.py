@@ -13,7 +13,7 @@ from __future__ import annotations
 from groundcap import grounding, parts, schema
 from groundcap.engine import Context, map_images
 from groundcap.ingest import decode_rgb
-from groundcap.qa import checks, consistency, evidence
+from groundcap.qa import checks, claims, consistency, evidence
 from groundcap.qa.report import Summary
 from groundcap.stages import STAGES
 
@@ -38,18 +38,18 @@ def run(ctx: Context) -> None:
         region_verdicts = []
         for region in regions:
             rid, caption = region["region_id"], captions.get(region["region_id"])
-            claims = evidence.check_region(f"{caption['short']}. {caption['detailed']}", image, region, regions,
-                                           options) if caption else []
+            region_claims = evidence.check_region(claims.caption_text(caption["short"], caption["detailed"]), image,
+                                           region, regions, options) if caption else []
             decision = decide(agreements.get(rid), cross_row, agree["min_similarity"])
             fail, flag = checks.split_by_action({
-                "caption contradicted by pixels": (not evidence.contradicted(claims), evidence_action),
+                "caption contradicted by pixels": (not evidence.contradicted(region_claims), evidence_action),
                 **({"models disagree on the caption": (decision["passed"], agree["action"])} if decision else {}),
             })
             structural = checks.region_checks(region, caption, h, w, section["min_region_area_frac"],
                                               section["require_unique_captions"])
             v = checks.verdict({**structural, **fail}, flag)
             region_verdicts.append({"region_id": rid, "score": v.score, "passed": v.passed, "reasons": v.reasons,
-                                    "evidence": claims, "consistency": decision})
+                                    "evidence": region_claims, "consistency": decision})
         failed_ids = {r["region_id"] for r in region_verdicts if not r["passed"]}
         for region, verdict in zip(regions, region_verdicts):
             if region["parent_id"] is not None and region["parent_id"] in failed_ids:  # parts go with their entity

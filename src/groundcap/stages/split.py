@@ -16,12 +16,13 @@ from groundcap.engine import Context
 def run(ctx: Context) -> None:
     section = ctx.params["split"]
     indices = parts.list_parts(ctx.work("qa"))
-    rows = {
-        qa["image_id"]: {**qa, **dd}
-        for i in indices
+    rows = {}
+    for i in indices:
         for qa, dd in zip(parts.read_part(ctx.work("qa"), i, ["image_id", "passed"]),
-                          parts.read_part(ctx.work("dedup"), i, ["image_id", "kept", "group", "reason"]), strict=True)
-    }
+                          parts.read_part(ctx.work("dedup"), i, ["image_id", "kept", "group", "reason"]), strict=True):
+            if qa["image_id"] != dd["image_id"]:
+                raise RuntimeError(f"part {i} of work/dedup is out of step with work/qa; rerun dedup")
+            rows[qa["image_id"]] = {**qa, **dd}
     audited = verdicts.load(ctx.root, ctx.params)
     human = {i for i, r in rows.items() if r["passed"] and r["kept"] and verdicts.is_accepted(audited.get(i))}
     human_groups = {rows[i]["group"] for i in human}

@@ -14,7 +14,7 @@ import numpy as np
 
 from groundcap.annotators.base import RegionCaption, Verdict, Verifier
 from groundcap.annotators.registry import register
-from groundcap.qa import evidence
+from groundcap.qa import claims, evidence
 
 
 @register("verifier", "pixel_claims", needs=("skimage",), description="Checks a caption's colour, position, area, count and quoted-text claims against the mask's pixels")
@@ -28,7 +28,7 @@ class PixelClaimsVerifier(Verifier):
         by_id = {r["region_id"]: r for r in regions}
         out = []
         for c in captions:
-            verdicts = evidence.check_region(f"{c.short}. {c.detailed}", image, by_id[c.region_id], regions, options)
+            verdicts = evidence.check_region(claims.caption_text(c.short, c.detailed), image, by_id[c.region_id], regions, options)
             problems = [evidence.explain(v) for v in verdicts if v["verdict"] == "contradicted"]
             checked = sum(v["verdict"] != "unverifiable" for v in verdicts)
             reason = "; ".join(dict.fromkeys(problems)) or (f"checked {checked} claims" if checked else "no measurable claims")
