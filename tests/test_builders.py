@@ -11,16 +11,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from groundcap import masks
-from groundcap.builders import ReleaseWriter, verify_manifest, write_manifest
+from groundcap import grounding, masks, versions
+from groundcap.builders import SPLITS, ReleaseWriter, verify_manifest, write_manifest
 from groundcap.dataset_card import size_category, validate_card, write_card
+from groundcap.dataset_card.plots import write_plots
 from groundcap.params import load as load_params
-from groundcap.schema import IMAGES_FEATURES, REGIONS_FEATURES
+from groundcap.schema import PANCAP_TEXT, REGIONS_FEATURES, release_configs
 
 PARAMS = load_params()
 # Tiny shards, so rolling and the -of-N naming are exercised: one Parquet shard per row group of 2
 # rows, one tar per image.
 PARAMS["build"].update(shard_bytes=1, wds_shard_bytes=1, row_group_rows=2)
+IMAGES_FEATURES = release_configs(PARAMS["build"])["default"]  # with the Pancap-style column (the default)
 PROVENANCE = {
     "groundcap": "0.1.0",
     "segment": [{"backend": "grabcut", "version": "1", "model": "opencv grabcut", "params_hash": "abc123"}],
@@ -84,12 +86,16 @@ RECORDS = {
 }
 
 
-def build(release_dir):
-    with ReleaseWriter(release_dir, PARAMS) as writer:
-        for split, records in RECORDS.items():
+def build(release_dir, params=PARAMS, records_by_split=RECORDS):
+    """What the build and card stages do, on the synthetic records."""
+    with ReleaseWriter(release_dir, params) as writer:
+        for split, records in records_by_split.items():
             for record in records:
                 writer.add(split, copy.deepcopy(record))
-    write_card(release_dir, PARAMS, provenance=PROVENANCE, qa_summary=QA)
+    changelog = versions.changelog(release_dir, params["release"])
+    versions.write_changelog(release_dir, changelog)
+    write_card(release_dir, params, provenance=PROVENANCE, qa_summary=QA, changelog=changelog,
+               plots=write_plots(release_dir, SPLITS))
     write_manifest(release_dir)
     return release_dir
 
@@ -133,6 +139,33 @@ def test_load_default_config(release, tmp_path):
                 assert region["area"] == masks.area(rle)
                 assert region["bbox"] == pytest.approx(masks.bbox(rle))
             assert row["scene_caption"] == record["scene_caption"]
+            boxes = {r["region_id"]: r["bbox"] for r in record["regions"]}
+            assert row[PANCAP_TEXT] == grounding.render_boxes(record["scene_caption"], boxes, row["width"], row["height"])
+    assert ds["train"][0][PANCAP_TEXT] == "a dog [0.150, 0.267, 0.525, 0.767] and a cat [0.500, 0.267, 0.875, 0.767]"
+
+
+def test_pancap_text_is_optional(tmp_path):
+    from datasets import load_dataset
+
+    params = copy.deepcopy(PARAMS)
+    params["build"]["pancap_text"] = False
+    release = build(tmp_path / "release", params)
+    assert validate_card(release / "README.md") == []
+    ds = load_dataset(str(release), cache_dir=str(tmp_path / "cache"))
+    assert PANCAP_TEXT not in ds["train"].features and PANCAP_TEXT not in (release / "README.md").read_text()
+
+
+def test_row_groups_close_at_rows_or_image_bytes(tmp_path):
+    import pyarrow.parquet as pq
+
+    params = copy.deepcopy(PARAMS)
+    smallest = min(len(r["image"]["bytes"]) for r in RECORDS["train"])
+    params["build"].update(shard_bytes=10**9, row_group_rows=100, row_group_bytes=smallest)  # bytes decide
+    with ReleaseWriter(tmp_path, params) as writer:
+        for record in RECORDS["train"]:
+            writer.add("train", copy.deepcopy(record))
+    meta = pq.read_metadata(tmp_path / "data" / "train-00000-of-00001.parquet")
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1, 1, 1]
 
 
 def test_load_regions_config(release, tmp_path):
@@ -222,8 +255,8 @@ def test_card(release, tmp_path):
     assert card.data.license == PARAMS["release"]["license"]
     assert card.data.size_categories == ["n<1K"]
     assert [c["config_name"] for c in card.data.configs] == ["default", "regions"]
-    assert "| train | 3 | 3 | 1.00 | 0 | 2 |" in text  # images, regions, regions/image mean, min, max
-    assert "| validation | 1 | 3 | 3.00 | 3 | 3 |" in text
+    assert "| train | 3 | 3 | 1 | 0 | 2 |" in text  # images, regions, regions/image mean, min, max
+    assert "| validation | 1 | 3 | 3 | 3 | 3 |" in text
     assert "| test | 0 | 0 | – |" in text
     assert "not declared" in text and "`data/test-*`" in text
     assert "dog (2), cat (1)" in text
@@ -231,6 +264,35 @@ def test_card(release, tmp_path):
     assert "sk-x" not in text  # credential-like provenance keys are dropped
     assert "/tmp" not in text and str(release) not in text and str(tmp_path) not in text
     assert "measured attributes" in text  # limitations follow the params (embedded captioner)
+    assert "| 0.1.0 | – | train: 3, validation: 1 |" in text  # changelog: first version, images per split
+    assert "![Regions per image](plots/regions_per_image.png)" in text
+    assert "| qa / consistency / min_similarity | 0.5 |" in text and "| segment / min_area_frac | 0.005 |" in text
+    assert 'load_dataset("path/to/groundcap-sample/v0.1.0")' in text  # no repo_id: a folder target's layout
+
+
+def test_a_new_version_diffs_against_the_previous_and_carries_its_changelog(release, tmp_path):
+    from groundcap import diff
+
+    params = copy.deepcopy(PARAMS)
+    params["release"].update(version="0.2.0", previous=str(release))
+    changed = copy.deepcopy(RECORDS)
+    changed["train"][0]["scene_caption"] = "a new caption"
+    changed["validation"].append(_record(5, 30, 30, "PNG", ["bird"]))
+    removed = changed["train"].pop(2)
+    new = build(tmp_path / "v2", params, changed)
+    entries = json.loads((new / "changelog.json").read_text())
+    assert [e["version"] for e in entries] == ["0.1.0", "0.2.0"]
+    assert entries[-1] | {"images": None} == {"version": "0.2.0", "previous": "0.1.0", "images": None,
+                                              "added": 1, "removed": 1, "changed": 1, "moved": 0}
+    result = diff.compare(diff.index(str(release)), diff.index(str(new)))
+    assert result.removed == {"train": [removed["image_id"]]}
+    assert result.changed == {"train": [RECORDS["train"][0]["image_id"]]}
+    assert result.unchanged == 2
+    text = (new / "README.md").read_text()
+    assert "| 0.2.0 | 0.1.0 | train: 2, validation: 2 | 1 | 1 | 1 | 0 |" in text
+    params["release"]["version"] = "0.1.0"  # not higher than the previous release's
+    with pytest.raises(ValueError, match="must be higher"):
+        versions.changelog(str(new), params["release"])
 
 
 def test_validate_card_catches_missing_files(tmp_path):

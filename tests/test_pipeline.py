@@ -17,16 +17,15 @@ import polars as pl
 import pytest
 import skimage.data
 import webdataset as wds
+from conftest import awkward_files
 from datasets import load_dataset
 from PIL import Image
 from pycocotools.coco import COCO
 
-from groundcap import masks, params, schema
+from groundcap import diff, masks, params, sample, schema
 from groundcap.builders import verify_manifest
 from groundcap.engine import Context
 from groundcap.stages import run_all
-
-from conftest import awkward_files
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "validation", "test")
@@ -52,7 +51,7 @@ def test_default_config_loads_with_declared_features_and_valid_masks(release, tm
     assert set(ds) == set(SPLITS) and all(ds[s].num_rows > 0 for s in SPLITS)
     assert sum(ds[s].num_rows for s in SPLITS) == 12  # every sample image passes
     for split in SPLITS:
-        assert ds[split].features == schema.IMAGES_FEATURES
+        assert ds[split].features == schema.release_configs(params.defaults()["build"])["default"]
         for row in ds[split]:
             assert row["image"].size == (row["width"], row["height"])
             assert row["regions"], row["image_id"]
@@ -93,9 +92,9 @@ def test_webdataset_tars_hold_the_parquet_images_and_regions(release, tmp_path):
     for split in SPLITS:
         tars = sorted(str(p) for p in (release / "wds").glob(f"{split}-*.tar"))
         seen = {}
-        for sample in wds.WebDataset(tars, shardshuffle=False, empty_check=False):
-            meta = json.loads(sample["json"])
-            img_bytes = sample.get("jpg") or sample.get("png")
+        for wds_sample in wds.WebDataset(tars, shardshuffle=False, empty_check=False):
+            meta = json.loads(wds_sample["json"])
+            img_bytes = wds_sample.get("jpg") or wds_sample.get("png")
             seen[meta["image_id"]] = (Image.open(io.BytesIO(img_bytes)).size, meta["regions"])
         parquet = {r["image_id"]: r for r in images[split]}
         assert set(seen) == set(parquet)
@@ -165,7 +164,7 @@ def test_cli_help_on_every_command():
     from groundcap.stages import ORDER
 
     runner = CliRunner()
-    for command in (*ORDER, "run", "backends"):
+    for command in (*ORDER, "run", "backends", "diff", "publish"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "--help" in result.output, command
 
@@ -199,3 +198,24 @@ def test_dvc_repro_builds_then_is_up_to_date(tmp_path):
     assert (repo / "release/README.md").is_file() and (repo / "dvc.lock").is_file()
     assert verify_manifest(repo / "release") == []
     assert "up to date" in sh(sys.executable, "-m", "dvc", "repro")
+
+
+def test_a_grown_dataset_keeps_every_published_image_in_its_split(release, tmp_path):
+    """Version 0.2.0 adds images to the sample: every image of 0.1.0 keeps its split, the card says what changed."""
+    source = tmp_path / "images"
+    source.mkdir()
+    for path in [*sample.paths(), *(sample.data_dir() / name for name in ("brick.png", "color.png", "horse.png",
+                                                                           "motorcycle_left.png"))]:
+        shutil.copy(path, source / path.name)
+    p = params.defaults() | {"source": str(source)}
+    p["release"].update(version="0.2.0", previous=str(release))
+    run_all(Context(root=tmp_path / "v2", params=p, progress=False))
+    grown = tmp_path / "v2" / "release"
+    old, new = diff.index(str(release)), diff.index(str(grown))
+    assert len(new) > len(old) and all(new[i].split == e.split for i, e in old.items() if i in new)
+    changes = diff.compare(old, new)
+    assert not changes.moved and changes.counts()["added"] == len(new.keys() - old.keys()) > 0
+    assert json.loads((grown / "changelog.json").read_text())[-1]["previous"] == "0.1.0"
+    out = subprocess.run([sys.executable, "-m", "groundcap", "diff", str(release), str(grown)],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.startswith(f"{changes.counts()['added']} added, ") and "0 moved" in out

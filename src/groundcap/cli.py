@@ -9,11 +9,12 @@ from typing import Annotated
 
 import typer
 
+from groundcap import diff, stages
 from groundcap import params as params_mod
-from groundcap import stages
 from groundcap.audit.cli import audit_app
 from groundcap.cli_common import ParamsFile, Quiet, Root, guard, new_app, project_params
 from groundcap.engine import Context
+from groundcap.publish import publish
 
 app = new_app(
     "Build, check and release datasets of dense grounded captions. "
@@ -34,6 +35,7 @@ for _name in stages.ORDER:
     app.command(_name)(_stage_command(_name))
 
 app.add_typer(audit_app, name="audit")
+app.command("publish")(publish)
 
 
 @app.command()
@@ -77,3 +79,18 @@ def list_backends(as_json: Annotated[bool, typer.Option("--json", help="Machine-
     for r in rows:
         state = "ok" if r["runnable"] else f"missing {', '.join(r['missing'])}"
         typer.echo(f"{r['step']:<19} {r['name']:<15} {r['kind']:<10} {state:<22} {r['description']}")
+
+
+@app.command("diff")
+def diff_releases(
+    old: Annotated[str, typer.Argument(help="The earlier release: a folder or fsspec URL (hf://datasets/ORG/NAME@v1.0.0).")],
+    new: Annotated[str, typer.Argument(help="The later release, likewise.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Every image id, machine-readable.")] = False,
+) -> None:
+    """Images added, removed, changed (annotations differ) or moved between splits from OLD to NEW."""
+    result = guard(lambda: diff.compare(diff.index(old), diff.index(new)))
+    if as_json:
+        json.dump(result.to_dict(), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        typer.echo("\n".join(result.lines()))

@@ -65,20 +65,22 @@ def profile_path(name: str, base: Path) -> Path:
 
 
 def load(path: str | Path | None = None) -> dict[str, Any]:
-    """Defaults, overridden by ``path`` when given, then by the profile it names (``profile: gpu``).
+    """Defaults, overridden by ``path`` when given, then by the profiles it names (``profile: gpu``).
 
     A profile overrides the sections it names on top of the params file, so ``dvc exp run -S
-    profile=gpu`` switches a project to the production backends without editing params.yaml.
+    profile=gpu`` switches a project to the production backends without editing params.yaml. A list
+    applies several in order (``profile: [gpu, sa_pancap]``: the GPU engine, SA-Pancap's split shape).
     """
     params = defaults()
     if path is None:
         return params
     path = Path(path)
     params = _merge(params, _read(path), ())
-    if params.get("profile"):
-        profile = _read(profile_path(params["profile"], path.parent))
+    names = params.get("profile") or []
+    for name in [names] if isinstance(names, str) else names:
+        profile = _read(profile_path(name, path.parent))
         if "profile" in profile:
-            raise ParamsError(f"profile {params['profile']!r} may not name another profile")
+            raise ParamsError(f"profile {name!r} may not name another profile")
         params = _merge(params, profile, ())
     return params
 

@@ -236,4 +236,10 @@ REGIONS_FEATURES = Features(
     }
 )
 
-CONFIGS = {"default": IMAGES_FEATURES, "regions": REGIONS_FEATURES}
+PANCAP_TEXT = "scene_caption_boxes"  # the scene caption with Pancap-style inline boxes (build.pancap_text)
+
+
+def release_configs(build: dict) -> dict[str, Features]:
+    """The release's configs and their features under the ``build`` params section."""
+    images = Features({**IMAGES_FEATURES, PANCAP_TEXT: Value("string")}) if build.get("pancap_text") else IMAGES_FEATURES
+    return {"default": images, "regions": REGIONS_FEATURES}

@@ -44,9 +44,7 @@ class ReleaseWriter:
         self.splits = set(splits)
         self.counts = dict.fromkeys(splits, 0)
         self.builders = [
-            ParquetShards(
-                release_dir, splits, shard_bytes=build["shard_bytes"], row_group_rows=build["row_group_rows"]
-            ),
+            ParquetShards(release_dir, splits, build),
             WebDatasetShards(release_dir, splits, shard_bytes=build["wds_shard_bytes"]),
             CocoJson(
                 release_dir,

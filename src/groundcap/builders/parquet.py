@@ -1,8 +1,9 @@
 """Parquet shards of the release's two configs, written as a stream.
 
 ``default`` holds one row per image (``data/``), ``regions`` one row per region with its image
-(``regions/``). Rows are projected onto ``schema.CONFIGS`` explicitly, so a missing field fails here
-rather than becoming a silent null. Files carry ``features.arrow_schema``, whose ``huggingface``
+(``regions/``). Rows are projected onto ``schema.release_configs`` explicitly, so a missing field fails
+here rather than becoming a silent null; ``build.pancap_text`` adds the scene caption rendered
+Pancap-style (``phrase [x1, y1, x2, y2]``, 0-1 coordinates) as a column. Files carry ``features.arrow_schema``, whose ``huggingface``
 metadata makes the ``image`` column decode as an Image, and hold the encoded image bytes
 (``Dataset.to_parquet`` would not embed them: DESIGN.md, "Known pitfalls"). A shard is written to a
 hidden temporary name and renamed to ``{split}-{i:05d}-of-{n:05d}.parquet`` once ``n`` is known, so
@@ -17,9 +18,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from groundcap import grounding
 from groundcap.builders.files import SplitFiles
 from groundcap.parts import reset_dir
-from groundcap.schema import CONFIGS, IMAGES_FEATURES
+from groundcap.schema import IMAGES_FEATURES, PANCAP_TEXT, release_configs
 
 CONFIG_DIRS = {"default": "data", "regions": "regions"}
 _REGION_KEYS = tuple(IMAGES_FEATURES["regions"].feature)
@@ -35,9 +37,9 @@ def _image(record: dict) -> dict:
     return {"bytes": record["image"]["bytes"], "path": None}
 
 
-def image_row(record: dict) -> dict:
+def image_row(record: dict, pancap_text: bool = False) -> dict:
     """The ``default`` config row of an image record."""
-    return {
+    row = {
         "image_id": record["image_id"],
         "image": _image(record),
         "width": record["width"],
@@ -46,6 +48,10 @@ def image_row(record: dict) -> dict:
         "scene_caption": record["scene_caption"],
         "qa_score": record["qa_score"],
     }
+    if pancap_text:
+        boxes = {r["region_id"]: r["bbox"] for r in record["regions"]}
+        row[PANCAP_TEXT] = grounding.render_boxes(record["scene_caption"], boxes, record["width"], record["height"])
+    return row
 
 
 def region_rows(record: dict) -> list[dict]:
@@ -64,23 +70,29 @@ def region_rows(record: dict) -> list[dict]:
     ]
 
 
-_ROWS = {"default": lambda record: [image_row(record)], "regions": region_rows}
-
-
 class _Shards:
-    """The shards of one (config, split): rows buffered into row groups, a new file past ``shard_bytes``."""
+    """The shards of one (config, split): rows buffered into row groups, a new file past ``shard_bytes``.
 
-    def __init__(self, directory: Path, split: str, schema: pa.Schema, shard_bytes: int, row_group_rows: int):
+    A row group closes at ``row_group_rows`` rows or ``row_group_bytes`` of image bytes, whichever
+    comes first: image rows are large, and readers (the Hub's viewer, ``datasets`` streaming) load a
+    whole row group at a time.
+    """
+
+    def __init__(self, directory: Path, split: str, schema: pa.Schema, build: dict):
         self.files = SplitFiles(directory, split, ".parquet")
-        self.schema, self.shard_bytes, self.row_group_rows = schema, shard_bytes, row_group_rows
+        self.schema, self.shard_bytes = schema, build["shard_bytes"]
+        self.row_group_rows, self.row_group_bytes = build["row_group_rows"], build["row_group_bytes"]
         self._rows: list[dict] = []
+        self._bytes = 0
         self._writer: pq.ParquetWriter | None = None
 
     def add(self, rows: list[dict]) -> None:
-        self._rows.extend(rows)
-        while len(self._rows) >= self.row_group_rows:
-            group, self._rows = self._rows[: self.row_group_rows], self._rows[self.row_group_rows :]
-            self._write(group)
+        for row in rows:
+            self._rows.append(row)
+            self._bytes += len(row["image"]["bytes"])
+            if len(self._rows) >= self.row_group_rows or self._bytes >= self.row_group_bytes:
+                self._write(self._rows)
+                self._rows, self._bytes = [], 0
 
     def _open(self) -> None:
         # zstd for the metadata columns (image bytes are already compressed); content-defined
@@ -105,7 +117,7 @@ class _Shards:
     def close(self) -> list[Path]:
         if self._rows:
             self._write(self._rows)
-            self._rows = []
+            self._rows, self._bytes = [], 0
         if not self.files.tmp_paths:
             # An empty split still gets one shard: the schema and no row group (a zero-row row group
             # makes datasets' reader fail with "BatchSize must be greater than 0").
@@ -124,17 +136,18 @@ class _Shards:
 class ParquetShards:
     """Streams image records into the ``default`` and ``regions`` Parquet shards of every split."""
 
-    def __init__(self, release_dir: Path, splits: list[str], *, shard_bytes: int, row_group_rows: int):
+    def __init__(self, release_dir: Path, splits: list[str], build: dict):
         self._shards = {}
+        self._pancap = bool(build.get("pancap_text"))
+        configs = release_configs(build)
         for config, dirname in CONFIG_DIRS.items():
             directory = reset_dir(Path(release_dir) / dirname)
-            schema = CONFIGS[config].arrow_schema
             for split in splits:
-                self._shards[config, split] = _Shards(directory, split, schema, shard_bytes, row_group_rows)
+                self._shards[config, split] = _Shards(directory, split, configs[config].arrow_schema, build)
 
     def add(self, split: str, record: dict) -> None:
-        for config, rows in _ROWS.items():
-            self._shards[config, split].add(rows(record))
+        self._shards["default", split].add([image_row(record, self._pancap)])
+        self._shards["regions", split].add(region_rows(record))
 
     def close(self) -> list[Path]:
         return [path for shards in self._shards.values() for path in shards.close()]

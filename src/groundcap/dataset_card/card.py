@@ -3,9 +3,10 @@
 The YAML declares the two Parquet configs with their ``data_files`` per split and their features
 (``dataset_info``), so ``load_dataset`` infers nothing; ``num_examples`` come from the Parquet
 footers, and ``datasets`` checks them on load. The body states how the data was made (backends from
-``provenance``, the params hash), per-split statistics read from the released Parquet, the QA
-summary, the layout and usage, limitations and sources. Nothing in it depends on the time or on
-where the folder lives, so the same release gives the same card.
+``provenance`` with their model ids, versions and prompt hashes, the thresholds, the params hash),
+per-split statistics and plots read from the released Parquet, the QA and audit summary, the
+changelog, the layout and usage, limitations, sources and citation. Nothing in it depends on the
+time or on where the folder lives, so the same release gives the same card.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import re
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from datasets import Features
 from datasets.info import DatasetInfo
 from datasets.splits import SplitDict, SplitInfo
@@ -24,8 +26,9 @@ from groundcap.builders import SPLITS
 from groundcap.builders.parquet import CONFIG_DIRS
 from groundcap.dataset_card.stats import parquet_sizes, shard_files, split_stats
 from groundcap.params import digest
-from groundcap.schema import CONFIGS
+from groundcap.schema import PANCAP_TEXT, release_configs
 from groundcap.stages import STAGES
+from groundcap.versions import tag
 
 TASK_CATEGORIES = ["image-to-text", "image-segmentation"]
 TAGS = ["dense-captioning", "grounded-captioning", "region-captioning", "segmentation-masks", "coco-rle"]
@@ -66,7 +69,7 @@ def _configs(declared: dict) -> list[dict]:
     ]
 
 
-def _dataset_info(declared: dict) -> list[dict]:
+def _dataset_info(declared: dict, features: dict[str, Features]) -> list[dict]:
     infos = []
     for config, splits in declared.items():
         split_dict = SplitDict()
@@ -75,7 +78,7 @@ def _dataset_info(declared: dict) -> list[dict]:
             split_dict.add(SplitInfo(name=split, num_bytes=uncompressed, num_examples=rows))
         info = DatasetInfo(
             config_name=config,
-            features=CONFIGS[config],
+            features=features[config],
             splits=split_dict,
             download_size=sum(size for _, size, _ in splits.values()),
             dataset_size=sum(uncompressed for _, _, uncompressed in splits.values()),
@@ -91,7 +94,7 @@ def _cell(value) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
-        return f"{value:.2f}"
+        return f"{value:.4g}"  # thresholds like 0.005 stay readable; means keep 4 significant digits
     if isinstance(value, (list, tuple)) and all(not isinstance(v, (dict, list)) for v in value):
         value = ", ".join(str(v) for v in value)
     elif isinstance(value, (dict, list)):
@@ -147,6 +150,46 @@ def _provenance_section(provenance: dict, params: dict) -> str:
     return "\n".join(facts) + ("\n\n" + table if table else "")
 
 
+_THRESHOLD_SECTIONS = ("qa", "dedup", "split", "audit")
+_THRESHOLD_KEY = re.compile(r"min_|max_|iou|threshold|similarity|rounds|divide_above|work_side")
+
+
+def _thresholds_section(params: dict) -> str:
+    """Every QA, dedup, split and audit setting, and the numeric limits the annotation stages ran with."""
+    rows = []
+    for section in ("tag", "segment", "caption_regions", "caption_scene"):
+        rows += [[f"{section} / {k}", v] for k, v in _flatten(params.get(section, {})) if _THRESHOLD_KEY.search(k)]
+    for section in _THRESHOLD_SECTIONS:
+        rows += [[f"{section} / {k}", v] for k, v in _flatten(params.get(section, {}))]
+    return _table(["setting", "value"], _public(rows))
+
+
+def _changelog_section(changelog: list[dict]) -> str:
+    rows = [
+        [e["version"], e.get("previous"), ", ".join(f"{s}: {n}" for s, n in e["images"].items()) or "none",
+         *(e.get(kind) for kind in ("added", "removed", "changed", "moved"))]
+        for e in reversed(changelog)
+    ]
+    return (
+        "Newest first; counts are images, compared with the version this one follows (`groundcap diff OLD NEW` "
+        "lists them). An image keeps its split in every later version.\n\n"
+        + _table(["version", "follows", "images", "added", "removed", "changed", "moved"], rows)
+    )
+
+
+def _plots_section(plots: list[str]) -> str:
+    titles = {"regions_per_image": "Regions per image", "caption_words": "Caption length (words)",
+              "qa_scores": "Image QA score"}
+    return "\n\n".join(f"![{titles.get(Path(p).stem, Path(p).stem)}]({p})" for p in plots) or "No plots."
+
+
+def _pancap_note(features: dict[str, Features]) -> str:
+    if PANCAP_TEXT not in features["default"]:
+        return ""
+    return (f"\n`{PANCAP_TEXT}` is the scene caption rendered Pancap-style: each grounded phrase followed by "
+            "its region's box `[x1, y1, x2, y2]` in 0-1 image coordinates.")
+
+
 def _stats_section(stats: dict) -> str:
     summary = _table(
         ["split", "images", "regions", "regions/image (mean)", "min", "max", "short caption (words)",
@@ -183,21 +226,26 @@ def _layout_section(release_dir: Path, splits) -> str:
         "bytes) and `{image_id}.json` (size, regions, scene caption, QA score). A split without images has no tar.\n"
         "- `coco/{split}.json`: COCO-style instances (RLE masks), one annotation per region; category ids are "
         "shared by all splits; each image carries its `scene_caption`.\n"
+        "- `plots/*.png`: the plots above.\n"
+        "- `changelog.json`: the changelog above, machine-readable.\n"
         "- `checksums.json`: path, size and SHA-256 of every other file.\n\n"
         + _table(["split", "data shards", "regions shards", "wds tars", "coco"], rows)
     )
 
 
 def _usage_section(release: dict, release_dir: Path, splits) -> str:
-    repo = release.get("repo_id") or f"path/to/{release['name']}"
+    version = tag(str(release["version"]))
+    # on the Hub, the version is a tag; in a folder target (`groundcap publish --to`), a folder
+    repo, revision = (release["repo_id"], f', revision="{version}"') if release.get("repo_id") else \
+        (f"path/to/{release['name']}/{version}", "")
     tars = {s: len(list((release_dir / "wds").glob(f"{s}-*.tar"))) for s in splits}
     split, n = next(((s, n) for s, n in tars.items() if n), ("train", 1))  # the first split with tars
     wds_urls = f"wds/{split}-{{00000..{n - 1:05d}}}.tar"
     return f"""```python
 from datasets import load_dataset
 
-images = load_dataset("{repo}")              # config "default": one row per image
-regions = load_dataset("{repo}", "regions")  # one row per region
+images = load_dataset("{repo}"{revision})              # config "default": one row per image
+regions = load_dataset("{repo}", "regions"{revision})  # one row per region
 
 row = images["train"][0]
 row["image"]                  # PIL image
@@ -297,10 +345,12 @@ def _citation(release: dict) -> str:
 ```"""
 
 
-def render(release_dir: str | Path, params: dict, *, provenance: dict, qa_summary: dict, splits=SPLITS) -> str:
+def render(release_dir: str | Path, params: dict, *, provenance: dict, qa_summary: dict, changelog: list[dict],
+           plots: list[str], splits=SPLITS) -> str:
     """The card's full text (YAML front matter and body)."""
     release_dir = Path(release_dir)
     release = params["release"]
+    features = release_configs(params["build"])
     stats = {split: split_stats(release_dir, split) for split in splits}
     declared = _declared(release_dir, splits)
     total = sum(s["images"] for s in stats.values())
@@ -315,11 +365,11 @@ def render(release_dir: str | Path, params: dict, *, provenance: dict, qa_summar
         tags=TAGS,
         **license_extra,
         configs=_configs(declared),
-        dataset_info=_dataset_info(declared),
+        dataset_info=_dataset_info(declared, features),
     )
     configs = _table(
         ["config", "one row per", "splits", "features"],
-        [[c, _ROWS_OF[c], list(declared.get(c, [])), ", ".join(f"`{f}`" for f in CONFIGS[c])] for c in CONFIG_DIRS],
+        [[c, _ROWS_OF[c], list(declared.get(c, [])), ", ".join(f"`{f}`" for f in features[c])] for c in CONFIG_DIRS],
     )
     if empty := [f"`{CONFIG_DIRS[c]}/{s}-*`" for c in CONFIG_DIRS for s in splits if s not in declared.get(c, {})]:
         configs += (
@@ -338,11 +388,13 @@ region, and one scene caption whose phrases point at those regions. {total} imag
 {configs}
 
 Boxes are `[x, y, w, h]` in pixels; `segmentation` is COCO RLE `{{"size": [h, w], "counts": str}}`;
-`area` is the mask's pixel count.
+`area` is the mask's pixel count.{_pancap_note(features)}
 
 ## Statistics
 
 {_stats_section(stats)}
+
+{_plots_section(plots)}
 
 ## How it was built
 
@@ -352,9 +404,17 @@ Built with `groundcap`, stage by stage:
 
 {_provenance_section(provenance, params)}
 
+Thresholds and settings:
+
+{_thresholds_section(params)}
+
 ## Quality assurance
 
 {_qa_section(qa_summary, params)}
+
+## Changelog
+
+{_changelog_section(changelog)}
 
 ## Files
 
@@ -379,12 +439,15 @@ Built with `groundcap`, stage by stage:
     return f"---\n{data.to_yaml()}\n---\n{body}"
 
 
-def write_card(release_dir: str | Path, params: dict, *, provenance: dict, qa_summary: dict, splits=SPLITS) -> Path:
+def write_card(release_dir: str | Path, params: dict, *, provenance: dict, qa_summary: dict, changelog: list[dict],
+               plots: list[str], splits=SPLITS) -> Path:
     """Write ``release_dir/README.md`` and validate it; raises ValueError listing any problem."""
     release_dir = Path(release_dir)
     path = release_dir / "README.md"
     tmp = path.with_name(".README.md.tmp")
-    tmp.write_text(render(release_dir, params, provenance=provenance, qa_summary=qa_summary, splits=splits), "utf-8")
+    text = render(release_dir, params, provenance=provenance, qa_summary=qa_summary, changelog=changelog,
+                  plots=plots, splits=splits)
+    tmp.write_text(text, "utf-8")
     os.replace(tmp, path)
     if problems := validate_card(path):
         raise ValueError(f"{path.name} is not a valid dataset card:\n" + "\n".join(problems))
@@ -395,8 +458,9 @@ def validate_card(path: str | Path) -> list[str]:
     """Problems with a release's card; empty when it is valid.
 
     Checks that the card parses and its metadata round-trips through ``DatasetCard``, that every
-    ``data_files`` glob matches a file, that the declared features are the schema's and the declared
-    ``num_examples`` the Parquet row counts, and that no local path leaked into the text.
+    ``data_files`` glob matches a file, that the declared features are those stored in the Parquet
+    files and the declared ``num_examples`` their row counts, that every linked plot exists, and
+    that no local path leaked into the text.
     """
     path = Path(path)
     release_dir = path.parent
@@ -418,16 +482,21 @@ def validate_card(path: str | Path) -> list[str]:
         info = infos.get(name)
         if info is None:
             problems.append(f"config {name}: no dataset_info")
-        elif name in CONFIGS and Features._from_yaml_list(info["features"]) != CONFIGS[name]:
-            problems.append(f"config {name}: declared features differ from groundcap.schema.CONFIGS")
         declared = {s["name"]: s["num_examples"] for s in (info or {}).get("splits", [])}
+        features = Features._from_yaml_list(info["features"]) if info else None
         for entry in config.get("data_files", []):
             patterns = entry["path"] if isinstance(entry["path"], list) else [entry["path"]]
             files = sorted({f for p in patterns for f in release_dir.glob(p) if f.is_file()})
             if not files:
                 problems.append(f"config {name}, split {entry['split']}: {patterns} match no file")
-            elif (expected := declared.get(entry["split"])) != (rows := parquet_sizes(files)[0]):
+                continue
+            if (expected := declared.get(entry["split"])) != (rows := parquet_sizes(files)[0]):
                 problems.append(f"config {name}, split {entry['split']}: declares {expected} rows, files hold {rows}")
+            if features is not None and any(Features.from_arrow_schema(pq.read_schema(f)) != features for f in files):
+                problems.append(f"config {name}, split {entry['split']}: declared features differ from the files'")
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", card.text):
+        if not (release_dir / link).is_file():
+            problems.append(f"card links {link}, which is not in the release")
     for local in {str(release_dir.resolve()), str(Path.home())} - {"/"}:
         if local in text:
             problems.append(f"card contains a local path ({local})")

@@ -1,14 +1,15 @@
-"""Stage ``card``: the dataset card from the records, then the checksum manifest over the whole release."""
+"""Stage ``card``: the changelog, the plots and the dataset card from the records, then the checksum manifest."""
 
 from __future__ import annotations
 
 import copy
 import json
 
-from groundcap import parts, sample
+from groundcap import parts, sample, versions
 from groundcap.audit import verdicts
-from groundcap.builders import write_manifest
+from groundcap.builders import SPLITS, write_manifest
 from groundcap.dataset_card import write_card
+from groundcap.dataset_card.plots import write_plots
 from groundcap.engine import Context
 from groundcap.stages import ANNOTATION_STAGES
 
@@ -21,7 +22,10 @@ def run(ctx: Context) -> None:
     qa_summary["dedup"] = json.loads((ctx.reports / "dedup.json").read_text())
     gate = verdicts.gate(ctx.root, ctx.params)
     qa_summary["audit"] = {**gate.summary, "message": gate.message}
-    write_card(ctx.release, params, provenance=provenance(ctx), qa_summary=qa_summary)
+    changelog = versions.changelog(ctx.release, params["release"])
+    versions.write_changelog(ctx.release, changelog)
+    write_card(ctx.release, params, provenance=provenance(ctx), qa_summary=qa_summary, changelog=changelog,
+               plots=write_plots(ctx.release, SPLITS))
     write_manifest(ctx.release)
 
 
