@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 
 # Sections that may gain keys: option maps of backends, named after them (a new backend brings its own).
-_OPEN_SECTIONS = {("tag",), ("segment",), ("caption_regions",), ("caption_scene",), ("crosscheck",)}
+_OPEN_SECTIONS = {("tag",), ("segment",), ("caption_regions",), ("caption_scene",), ("crosscheck",),
+                  ("engine", "ray", "num_gpus")}
 # Values a user states whole: an override replaces the default instead of merging into it.
 _REPLACED = {("split", "fractions")}
 
@@ -83,6 +84,11 @@ def load(path: str | Path | None = None) -> dict[str, Any]:
             raise ParamsError(f"profile {name!r} may not name another profile")
         params = _merge(params, profile, ())
     return params
+
+
+def content(params: dict[str, Any]) -> dict[str, Any]:
+    """The params that decide what is written: all but ``engine`` (where and how fast parts run)."""
+    return {key: value for key, value in params.items() if key != "engine"}
 
 
 def digest(value: Any) -> str:

@@ -2,11 +2,15 @@
 
 A stage's output is ``<dir>/part-NNNNN.parquet``; part ``k`` of every stage holds the same images in
 the same order, so a stage joins its inputs part by part without loading the dataset. Writes go to a
-temporary name and are renamed, so an interrupted run never leaves a half-written part behind.
+temporary name and are renamed, then a completion marker ``part-NNNNN.done`` (the part's SHA-256 and
+what the writer adds: ``groundcap.resume``) is written the same way, last: a part counts as finished
+only once its marker exists, so a run killed at any moment leaves either a finished part or none.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -23,29 +27,53 @@ def part_path(directory: Path, index: int) -> Path:
     return Path(directory) / f"part-{index:05d}.parquet"
 
 
+def marker_path(directory: Path, index: int) -> Path:
+    return Path(directory) / f"part-{index:05d}.done"
+
+
 def list_parts(directory: Path) -> list[int]:
-    """Indices of the finished parts in ``directory``, ascending."""
+    """Indices of the finished parts (those with a completion marker) in ``directory``, ascending."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} does not exist: run the stage that writes it first")
-    return sorted(int(m.group(1)) for p in directory.iterdir() if (m := _PART.match(p.name)))
+    return sorted(int(m.group(1)) for p in directory.iterdir()
+                  if (m := _PART.match(p.name)) and marker_path(directory, int(m.group(1))).is_file())
 
 
-def write_table(table: pa.Table, path: Path) -> None:
-    """Write a Parquet file atomically (temporary name, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd", write_statistics=False)
+def _replace(tmp: Path, path: Path) -> None:
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
-def write_part(rows: list[dict], schema: pa.Schema, directory: Path, index: int) -> Path:
+def write_table(table: pa.Table, path: Path) -> str:
+    """Write a Parquet file atomically (temporary name, fsync, rename); its SHA-256."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp, compression="zstd", write_statistics=False)
+    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    _replace(tmp, path)
+    return digest
+
+
+def write_part(rows: list[dict], schema: pa.Schema, directory: Path, index: int, marker: dict | None = None) -> Path:
+    """Write part ``index``, then its completion marker (its SHA-256 plus ``marker``)."""
     path = part_path(directory, index)
-    write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    digest = write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    done = marker_path(directory, index)
+    tmp = done.with_name(f".{done.name}.tmp")
+    tmp.write_text(json.dumps({"sha256": digest, **(marker or {})}, sort_keys=True), encoding="utf-8")
+    _replace(tmp, done)
     return path
+
+
+def read_marker(directory: Path, index: int) -> dict | None:
+    """The completion marker of part ``index``, or None when the part is not finished."""
+    try:
+        return json.loads(marker_path(directory, index).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
 
 
 def read_part(directory: Path, index: int, columns: Iterable[str] | None = None) -> list[dict]:

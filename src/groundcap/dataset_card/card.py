@@ -25,7 +25,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from groundcap.builders import SPLITS
 from groundcap.builders.parquet import CONFIG_DIRS
 from groundcap.dataset_card.stats import parquet_sizes, shard_files, split_stats
-from groundcap.params import digest
+from groundcap.params import content, digest
 from groundcap.schema import PANCAP_TEXT, release_configs
 from groundcap.stages import STAGES
 from groundcap.versions import tag
@@ -137,7 +137,7 @@ def _stages_section() -> str:
 
 def _provenance_section(provenance: dict, params: dict) -> str:
     provenance = _public(provenance)
-    facts = [f"- params hash (all sections): `{digest(params)}`"]
+    facts = [f"- params hash (all sections but `engine`): `{digest(content(params))}`"]
     facts += [f"- {key}: {_cell(value)}" for key, value in provenance.items() if not isinstance(value, (dict, list))]
     rows, columns = [], ["stage"]
     for stage, value in provenance.items():

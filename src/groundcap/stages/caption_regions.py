@@ -11,13 +11,17 @@ import json
 from groundcap import schema
 from groundcap.annotators.base import RegionCaption, Verdict
 from groundcap.annotators.uniqueness import make_unique
-from groundcap.engine import Context, map_images
+from groundcap.engine import Context, MapStage, map_stage
 from groundcap.ingest import decode_rgb
 from groundcap.stages.common import backend, provenance
 
 
 def run(ctx: Context) -> None:
-    section = ctx.params["caption_regions"]
+    map_stage(ctx, STAGE)
+
+
+def setup(params: dict):
+    section = params["caption_regions"]
     captioner = backend("region_captioner", section["captioner"], section)
     verifier = backend("verifier", section["verifier"], section) if section["verifier"] else None
     stamps = [provenance(b, section) for b in (captioner, verifier) if b is not None]
@@ -42,7 +46,7 @@ def run(ctx: Context) -> None:
     def failed(image_id: str, message: str) -> dict:
         return {"image_id": image_id, "captions": [], "provenance": stamps, "error": message}
 
-    map_images(ctx, "caption_regions", ["ingest", "segment"], caption_image, schema.CAPTIONS, failed)
+    return caption_image, failed
 
 
 def _verify(verifier, image, regions: list[dict], captions: list[RegionCaption]) -> list[Verdict | None]:
@@ -71,3 +75,6 @@ def _row(c: RegionCaption, verdict: Verdict | None, unique: bool) -> dict:
         "verdict_reason": None if verdict is None else verdict.reason,
         "unique": unique,
     }
+
+
+STAGE = MapStage("caption_regions", ("ingest", "segment"), schema.CAPTIONS, setup)

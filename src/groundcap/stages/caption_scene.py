@@ -10,13 +10,17 @@ import json
 
 from groundcap import schema
 from groundcap.annotators.base import RegionCaption
-from groundcap.engine import Context, map_images
+from groundcap.engine import Context, MapStage, map_stage
 from groundcap.ingest import decode_rgb
 from groundcap.stages.common import backend, provenance
 
 
 def run(ctx: Context) -> None:
-    section = ctx.params["caption_scene"]
+    map_stage(ctx, STAGE)
+
+
+def setup(params: dict):
+    section = params["caption_scene"]
     shared = {"max_regions": section["max_regions"], "divide_above": section["divide_above"]}
     composer = backend("scene_captioner", section["composer"], section, shared)
     stamp = [provenance(composer, section)]
@@ -32,4 +36,7 @@ def run(ctx: Context) -> None:
     def failed(image_id: str, message: str) -> dict:
         return {"image_id": image_id, "scene_caption": None, "provenance": stamp, "error": message}
 
-    map_images(ctx, "caption_scene", ["ingest", "segment", "caption_regions"], compose_image, schema.SCENE, failed)
+    return compose_image, failed
+
+
+STAGE = MapStage("caption_scene", ("ingest", "segment", "caption_regions"), schema.SCENE, setup)

@@ -11,24 +11,25 @@ from __future__ import annotations
 
 from groundcap import grounding, schema
 from groundcap.annotators.base import RegionCaption
-from groundcap.engine import Context, map_images
+from groundcap.engine import Context, MapStage, map_stage
 from groundcap.ingest import decode_rgb
 from groundcap.qa import claims, consistency
 from groundcap.stages.common import backend, provenance
 
-_INPUTS = ["ingest", "segment", "caption_regions", "caption_scene"]
-
 
 def run(ctx: Context) -> None:
-    section = ctx.params["crosscheck"]
+    map_stage(ctx, STAGE)
+
+
+def setup(params: dict):
+    section = params["crosscheck"]
     if not section["captioner"]:
-        map_images(ctx, "crosscheck", _INPUTS, lambda image_row, *_: _row(image_row["image_id"], []),
-                   schema.CROSSCHECK, lambda image_id, message: _row(image_id, [], error=message))
-        return
+        return lambda image_row, *_: _row(image_row["image_id"], []), lambda image_id, message: _row(
+            image_id, [], error=message)
     captioner = backend("region_captioner", section["captioner"], section)
     composer = None
     if section["scene_composer"]:
-        scene = ctx.params["caption_scene"]
+        scene = params["caption_scene"]
         shared = {"max_regions": scene["max_regions"], "divide_above": scene["divide_above"]}
         composer = backend("scene_captioner", section["scene_composer"], section, shared)
     judge = backend("verifier", section["judge"], section) if section["judge"] else None
@@ -63,8 +64,7 @@ def run(ctx: Context) -> None:
         row["regions"] = [{"region_id": r["region_id"], "agreement": by_region.get(r["region_id"])} for r in regions]
         return row
 
-    map_images(ctx, "crosscheck", _INPUTS, check_image, schema.CROSSCHECK,
-               lambda image_id, message: _row(image_id, stamps, error=message))
+    return check_image, lambda image_id, message: _row(image_id, stamps, error=message)
 
 
 def _compare(embedder: consistency.Embedder, pairs: list[tuple[str, str]]) -> list[dict]:
@@ -81,3 +81,6 @@ def _row(image_id: str, stamps: list[dict], model_a: str | None = None, model_b:
          error: str | None = None) -> dict:
     return {"image_id": image_id, "captions": [], "regions": [], "scene_caption": None, "scene": None,
             "model_a": model_a, "model_b": model_b, "provenance": stamps, "error": error}
+
+
+STAGE = MapStage("crosscheck", ("ingest", "segment", "caption_regions", "caption_scene"), schema.CROSSCHECK, setup)

@@ -11,17 +11,23 @@ are left out with their reasons.
 from __future__ import annotations
 
 from groundcap import grounding, parts, schema
-from groundcap.engine import Context, map_images
+from groundcap.engine import Context, MapStage, map_stage
 from groundcap.ingest import decode_rgb
 from groundcap.qa import checks, claims, consistency, evidence
 from groundcap.qa.report import Summary
 from groundcap.stages import STAGES
 
-_INPUTS = ["ingest", "segment", "caption_regions", "caption_scene", "crosscheck"]
-
 
 def run(ctx: Context) -> None:
-    section = ctx.params["qa"]
+    out = map_stage(ctx, STAGE)
+    summary = Summary()
+    for index in parts.list_parts(out):
+        summary.add(parts.read_part(out, index, ["passed", "reasons", "regions", "scene_evidence"]), _reason_kind)
+    summary.write(ctx.reports)
+
+
+def setup(params: dict):
+    section = params["qa"]
     options = evidence.Options.from_params(section["evidence"])
     evidence_action, agree = section["evidence"]["action"], section["consistency"]
 
@@ -84,14 +90,13 @@ def run(ctx: Context) -> None:
         return {"image_id": image_id, "score": 0.0, "passed": False, "reasons": [message], "regions": [],
                 "scene_caption": None, "scene_evidence": [], "scene_consistency": None}
 
-    out = map_images(ctx, "qa", _INPUTS, judge, schema.QA, failed)
-    summary = Summary()
-    for index in parts.list_parts(out):
-        summary.add(parts.read_part(out, index, ["passed", "reasons", "regions", "scene_evidence"]), _reason_kind)
-    summary.write(ctx.reports)
+    return judge, failed
 
 
 def _reason_kind(reason: str) -> str:
     """Stage errors carry a per-image message; the summary counts them by stage."""
     stage, sep, _ = reason.partition(": ")
     return f"{stage} error" if sep and stage in STAGES else reason
+
+
+STAGE = MapStage("qa", ("ingest", "segment", "caption_regions", "caption_scene", "crosscheck"), schema.QA, setup)

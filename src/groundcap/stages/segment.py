@@ -7,7 +7,7 @@ from __future__ import annotations
 from groundcap import schema
 from groundcap.annotators.base import Detection
 from groundcap.annotators.entities import resolve_entities
-from groundcap.engine import Context, map_images
+from groundcap.engine import Context, MapStage, map_stage
 from groundcap.ingest import decode_rgb
 from groundcap.stages.common import backend, provenance
 
@@ -16,11 +16,15 @@ ENTITY_OPTIONS = ("min_area_frac", "nms_iou", "max_regions", "min_predicted_iou"
 
 
 def run(ctx: Context) -> None:
-    section = ctx.params["segment"]
+    map_stage(ctx, STAGE)
+
+
+def setup(params: dict):
+    section = params["segment"]
     shared = {"work_side": section["work_side"]}
     prompted = backend("prompted_segmenter", section["prompted"], section, shared)
     generator = backend("mask_generator", section["everything"], section, shared)
-    crop_tagger = backend("tagger", section["crop_tagger"], ctx.params["tag"]) if section["crop_tagger"] else None
+    crop_tagger = backend("tagger", section["crop_tagger"], params["tag"]) if section["crop_tagger"] else None
     stamps = [provenance(b, section) for b in (prompted, generator, crop_tagger) if b is not None]
     generic = set(section["generic_labels"])
 
@@ -41,4 +45,7 @@ def run(ctx: Context) -> None:
     def failed(image_id: str, message: str) -> dict:
         return {"image_id": image_id, "regions": [], "provenance": stamps, "error": message}
 
-    map_images(ctx, "segment", ["ingest", "tag"], segment_image, schema.REGIONS, failed)
+    return segment_image, failed
+
+
+STAGE = MapStage("segment", ("ingest", "tag"), schema.REGIONS, setup)

@@ -12,13 +12,17 @@ from dataclasses import asdict
 from groundcap import schema
 from groundcap.annotators.base import Tag
 from groundcap.annotators.detections import merge
-from groundcap.engine import Context, map_images
+from groundcap.engine import Context, MapStage, map_stage
 from groundcap.ingest import decode_rgb
 from groundcap.stages.common import backend, provenance
 
 
 def run(ctx: Context) -> None:
-    section = ctx.params["tag"]
+    map_stage(ctx, STAGE)
+
+
+def setup(params: dict):
+    section = params["tag"]
     taggers = [backend("tagger", name, section) for name in section["taggers"]]
     detectors = [backend("detector", name, section) for name in section["detectors"]]
     stamps = [provenance(b, section) for b in (*taggers, *detectors)]
@@ -43,4 +47,7 @@ def run(ctx: Context) -> None:
     def failed(image_id: str, message: str) -> dict:
         return {"image_id": image_id, "tags": [], "detections": [], "provenance": stamps, "error": message}
 
-    map_images(ctx, "tag", ["ingest"], tag_image, schema.TAGS, failed)
+    return tag_image, failed
+
+
+STAGE = MapStage("tag", ("ingest",), schema.TAGS, setup)

@@ -1,0 +1,148 @@
+"""Executors and resume: Ray and worker processes write what the local executor writes, byte for byte;
+a run killed with SIGKILL at any point and run again gives the same release; failed images are retried."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from groundcap import params, parts
+from groundcap.engine import Context
+from groundcap.stages import run_all, runner
+
+MAP_STAGES = ("tag", "segment", "caption_regions", "caption_scene", "crosscheck", "qa")
+
+
+def _params(**engine) -> dict:
+    p = params.defaults() | {"source": "sample:", "part_size": 4}  # 3 parts, so parts run side by side
+    p["engine"].update(engine)
+    return p
+
+
+def _files(root: Path, folder: str) -> dict[str, bytes]:
+    base = root / folder
+    return {p.relative_to(base).as_posix(): p.read_bytes() for p in sorted(base.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("local")
+    run_all(Context(root=root, params=_params(), progress=False))
+    return root
+
+
+def test_ray_writes_what_the_local_executor_writes(local, tmp_path):
+    ray = pytest.importorskip("ray")
+    root = tmp_path / "ray"
+    try:
+        run_all(Context(root=root, params=_params(kind="ray", ray={**params.defaults()["engine"]["ray"],
+                                                                      "local_cpus": 2}), progress=False))
+    finally:
+        ray.shutdown()
+    for stage in MAP_STAGES:
+        assert _files(root, f"work/{stage}") == _files(local, f"work/{stage}"), stage
+    assert _files(root, "release") == _files(local, "release")
+
+
+def test_worker_processes_write_what_one_process_writes(local, tmp_path):
+    shutil.copytree(local / "work" / "ingest", tmp_path / "work" / "ingest")
+    ctx = Context(root=tmp_path, params=_params(workers=2), progress=False)
+    for stage in ("tag", "segment"):
+        runner(stage)(ctx)
+        assert _files(tmp_path, f"work/{stage}") == _files(local, f"work/{stage}"), stage
+
+
+def test_finished_parts_are_skipped_and_stale_ones_redone(local, tmp_path):
+    shutil.copytree(local / "work", tmp_path / "work")
+    ctx = Context(root=tmp_path, params=_params(), progress=False)
+    tag = tmp_path / "work" / "tag"
+    before = {i: parts.part_path(tag, i).stat().st_mtime_ns for i in parts.list_parts(tag)}
+    parts.marker_path(tag, 1).unlink()  # killed between the part and its marker: part 1 is not finished
+    (tag / ".part-00002.parquet.tmp").write_bytes(b"half")  # a killed write's leftover
+    runner("tag")(ctx)
+    after = {i: parts.part_path(tag, i).stat().st_mtime_ns for i in parts.list_parts(tag)}
+    assert after[0] == before[0] and after[2] == before[2] and after[1] != before[1]
+    assert not (tag / ".part-00002.parquet.tmp").exists()
+    assert _files(tmp_path, "work/tag") == _files(local, "work/tag")
+    changed = _params()
+    changed["tag"]["merge_iou"] = 0.5  # other params: every part is redone
+    runner("tag")(Context(root=tmp_path, params=changed, progress=False))
+    assert all(parts.read_marker(tag, i)["fingerprint"] != parts.read_marker(local / "work" / "tag", i)["fingerprint"]
+               for i in after)
+
+
+def test_an_image_whose_backend_raised_is_retried_on_the_next_run_up_to_the_limit(local, tmp_path, monkeypatch):
+    import groundcap.stages.tag as tag_stage
+
+    shutil.copytree(local / "work" / "ingest", tmp_path / "work" / "ingest")
+    victim = parts.read_part(local / "work" / "ingest", 0, ["image_id"])[0]["image_id"]
+    calls = {"n": 0}
+    real = tag_stage.backend
+
+    def flaky(step, name, section, *rest):
+        made = real(step, name, section, *rest)
+        if step == "tagger":
+            tag = made.tag
+
+            def failing(image):
+                calls["n"] += 1
+                if failures_left["n"] > 0 and hashlib.sha256(image.tobytes()).digest() == pixels:
+                    failures_left["n"] -= 1
+                    raise OSError("GPU fell over")
+                return tag(image)
+            made.tag = failing
+        return made
+
+    from groundcap.ingest import decode_rgb
+    pixels = hashlib.sha256(decode_rgb(parts.read_part(local / "work" / "ingest", 0, ["bytes"])[0]["bytes"]).tobytes()).digest()
+    failures_left = {"n": 1}
+    monkeypatch.setattr(tag_stage, "backend", flaky)
+    ctx = Context(root=tmp_path, params=_params(max_attempts=2), progress=False)
+    out = tmp_path / "work" / "tag"
+    runner("tag")(ctx)
+    row = next(r for r in parts.read_part(out, 0) if r["image_id"] == victim)
+    assert row["error"] == "tag: OSError: GPU fell over"
+    assert parts.read_marker(out, 0)["errors"] == {victim: 1}
+    calls["n"] = 0
+    runner("tag")(ctx)  # the next run retries that image only, and it works this time
+    assert calls["n"] == 1
+    assert _files(tmp_path, "work/tag") == _files(local, "work/tag")
+    failures_left["n"] = 10  # now it always fails: tried up to max_attempts, then left with its error
+    parts.marker_path(out, 0).unlink()
+    for attempts in (1, 2, 2):
+        runner("tag")(ctx)
+        assert parts.read_marker(out, 0)["errors"] == {victim: attempts}
+
+
+def _run_cli(root: Path, params_file: Path) -> subprocess.Popen:
+    env = {**os.environ, "GROUNDCAP_DEBUG": ""}
+    return subprocess.Popen([sys.executable, "-m", "groundcap", "run", "--source", "sample:", "--workdir", str(root),
+                             "--params", str(params_file), "-q"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+@pytest.mark.parametrize("kill_when", ["work/tag/part-00000.done", "work/qa/part-00000.done", "release/data"])
+def test_sigkill_at_any_point_then_rerun_gives_the_same_release(local, tmp_path, kill_when):
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump({"part_size": 4}))
+    root = tmp_path / "run"
+    proc = _run_cli(root, params_file)
+    deadline = time.monotonic() + 300
+    while not (root / kill_when).exists():
+        assert proc.poll() is None, f"the run ended before {kill_when} appeared: {proc.stderr.read().decode()[-2000:]}"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    again = _run_cli(root, params_file)
+    assert again.wait(timeout=600) == 0, again.stderr.read().decode()[-2000:]
+    assert _files(root, "release") == _files(local, "release")
