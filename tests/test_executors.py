@@ -3,6 +3,7 @@ a run killed with SIGKILL at any point and run again gives the same release; fai
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -146,3 +147,20 @@ def test_sigkill_at_any_point_then_rerun_gives_the_same_release(local, tmp_path,
     again = _run_cli(root, params_file)
     assert again.wait(timeout=600) == 0, again.stderr.read().decode()[-2000:]
     assert _files(root, "release") == _files(local, "release")
+
+
+@pytest.mark.parametrize(("code", "says"), [(errno.ENOSPC, "no space left"), (errno.EROFS, "read-only")])
+def test_a_full_or_read_only_output_is_a_clear_error(local, tmp_path, monkeypatch, code, says):
+    from typer.testing import CliRunner
+
+    from groundcap.cli import app
+
+    shutil.copytree(local / "work" / "ingest", tmp_path / "work" / "ingest")
+
+    def refuse(table, where, **kwargs):
+        raise OSError(code, os.strerror(code), str(where))
+
+    monkeypatch.setattr(parts.pq, "write_table", refuse)
+    result = CliRunner().invoke(app, ["tag", "--root", str(tmp_path), "-q"])
+    assert result.exit_code == 2 and says in result.output and "run again" in result.output, result.output
+    assert parts.list_parts(tmp_path / "work" / "tag") == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Annotated, Optional
@@ -33,12 +34,35 @@ def fail(exc: BaseException) -> None:
     raise typer.Exit(2)
 
 
+# Storage errors: what they mean for a run, and what to do about them.
+_STORAGE = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the output is on a read-only filesystem",
+    errno.EACCES: "no permission to write there",
+    errno.EPERM: "no permission to write there",
+}
+
+
+def storage_error(exc: OSError) -> RuntimeError | None:
+    """A clear error for a full or read-only output, or None for other OS errors."""
+    if exc.errno not in _STORAGE:
+        return None
+    where = f" ({exc.filename})" if exc.filename else ""
+    return RuntimeError(f"{_STORAGE[exc.errno]}{where}: free space or point --root/--workdir elsewhere, then run "
+                        "again; finished parts are kept and the run resumes from them")
+
+
 def guard(fn):
     """Run ``fn``, turning the errors a user can fix into one red line and exit code 2."""
     try:
         return fn()
     except USER_ERRORS as exc:
         fail(exc)
+    except OSError as exc:
+        if (clear := storage_error(exc)) is None:
+            raise
+        fail(clear)
 
 
 def project_params(root: Path, params_file: Optional[Path]) -> dict:
