@@ -11,7 +11,20 @@ Prints one line per figure with the ratio. Figures so far:
 - near-duplicate search (``qa.dedup``): the Hamming index over 10k, 30k and 100k random 64-bit hashes
   with planted near pairs, and the growth ratio 100k/10k (target <= 15x, i.e. about n log n); then
   groundcap's dedup vs imagededup's PHash on the near-duplicate set of ``tests/test_dedup.py``: time,
-  precision and recall over image pairs.
+  precision and recall over image pairs;
+- pipeline (``bench/pipeline.py``): every stage as its own process on the 12 sample photos (1x) and on
+  N different pictures made from each (Nx): peak RSS per stage and its growth Nx/1x (target <= 1.5x
+  at 10x), and seconds per image per stage;
+- build throughput: the ``build`` stage in process on that Nx work/ (images/s, MB/s of image bytes)
+  beside ``tarfile`` writing the same image bytes read from work/ingest into one tar (target: build
+  >= 0.5x of tar), per image and per byte written (build writes each image three times: data/,
+  regions/, wds/); with its defaults, with ``build.content_defined_chunking`` off and with fsync a
+  no-op; then how long each part of build takes alone.
+
+Every figure can be picked with ``--only`` or left out with ``--skip`` (``--list`` names them). The
+pipeline costs about 4.5 s per image on 2 cores, so the 10x run of ``make bench`` takes about 15
+minutes on 2 cores; ``--copies 4`` is a third of that, and ``--quick`` runs every figure small (the
+pipeline on 2 photos at 1x and 2x) so that a test can check the benchmarks still work.
 """
 
 from __future__ import annotations
@@ -20,6 +33,9 @@ import argparse
 import importlib.util
 import io
 import logging
+import os
+import platform
+import signal
 import sys
 import tempfile
 import time
@@ -28,6 +44,7 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
+import pipeline  # bench/pipeline.py, beside this file
 import skimage.data
 from PIL import Image
 
@@ -37,16 +54,8 @@ from groundcap.annotators.entities import resolve_entities
 from groundcap.qa import dedup
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_dedup import distinct_images, near_duplicates  # noqa: E402  (the near-duplicate set the tests use)
-
-
-def _best(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from test_dedup import distinct_images, near_duplicates  # the near-duplicate set the tests use
+from timing import best  # bench/timing.py
 
 
 def sam_like(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -69,7 +78,7 @@ def bench_masks(n: int, h: int, w: int, repeat: int) -> None:
         return masks.iou(rles, rles)
 
     np.testing.assert_allclose(rle_iou(), dense_iou(dense), atol=1e-5)
-    t_rle, t_dense = _best(rle_iou, repeat), _best(lambda: dense_iou(dense), repeat)
+    t_rle, t_dense = best(rle_iou, repeat), best(lambda: dense_iou(dense), repeat)
     print(f"mask IoU, {n} masks {h}x{w}: RLE {t_rle * 1e3:.1f} ms, dense {t_dense * 1e3:.1f} ms, "
           f"dense/RLE = {t_dense / t_rle:.1f}x")
 
@@ -119,8 +128,9 @@ def bench_postprocess(n: int, h: int, w: int, repeat: int) -> None:
     def dense_path():
         return dense_resolve(dense, scores, 0.7, min_area, 0.5)
 
-    assert [r["segmentation"] for r in rle_path()] == dense_path(), "RLE and dense paths disagree"
-    t_rle, t_dense = _best(rle_path, repeat), _best(dense_path, repeat)
+    rle_out, dense_out = [], []  # the timed runs' results are the ones checked (a dense run of 300 masks takes minutes)
+    t_rle, t_dense = best(rle_path, repeat, rle_out), best(dense_path, repeat, dense_out)
+    assert [r["segmentation"] for r in rle_out[0]] == dense_out[0], "RLE and dense paths disagree"
     print(f"mask post-processing, {n} masks {h}x{w}: RLE {t_rle * 1e3:.0f} ms/img, dense {t_dense * 1e3:.0f} ms/img, "
           f"dense/RLE = {t_dense / t_rle:.1f}x")
 
@@ -142,7 +152,7 @@ def bench_ingest(copies: int, repeat: int) -> None:
             with Image.open(io.BytesIO(data)) as img:
                 img.convert("RGB")
 
-    t_ours, t_pil = _best(groundcap_ingest, repeat), _best(pillow_decode, repeat)
+    t_ours, t_pil = best(groundcap_ingest, repeat), best(pillow_decode, repeat)
     n = len(files)
     print(f"ingest, {n} JPEGs on 1 core: groundcap {n / t_ours:.0f} img/s, Pillow decode {n / t_pil:.0f} img/s, "
           f"groundcap/Pillow = {t_pil / t_ours:.2f}x")
@@ -165,7 +175,7 @@ def bench_dedup_index(sizes: tuple[int, ...], radius: int, repeat: int) -> None:
         hashes, planted = planted_hashes(n, radius)
         found = {tuple(p) for p in dedup.near_pairs(hashes, radius).tolist()}
         assert planted <= found, f"{len(planted - found)} planted pairs missed"
-        times.append(_best(lambda: dedup.near_pairs(hashes, radius), repeat))
+        times.append(best(lambda h=hashes: dedup.near_pairs(h, radius), repeat))
         print(f"near-duplicate search, {n} hashes within {radius} bits: {times[-1] * 1e3:.0f} ms, "
               f"{len(found)} pairs ({len(planted)} planted, all found)")
     growth = times[-1] / times[0]
@@ -202,7 +212,7 @@ def _imagededup_phash():
         sys.modules.update({package + sub: mock.MagicMock(name=package + sub) for sub in stand_ins[package]})
     try:
         from imagededup.methods import PHash
-    except Exception as exc:  # any import-time failure of the peer only skips the comparison
+    except Exception as exc:  # noqa: BLE001  (any import-time failure of the peer only skips the comparison)
         print(f"imagededup does not import ({exc}): skipped")
         return None
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("imagededup")]:
@@ -241,23 +251,76 @@ def bench_dedup_images(radius: int) -> None:
                   f"{_scores(theirs.reshape(-1, 2), source)}; imagededup/groundcap time = {t / ours:.2f}x")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
-    args = parser.parse_args()
+FIGURES = {
+    "masks": "mask IoU, RLE vs dense",
+    "postprocess": "mask post-processing, RLE vs dense",
+    "ingest": "ingest vs a Pillow decode loop",
+    "dedup-index": "near-duplicate Hamming index and its growth",
+    "dedup-images": "near-duplicate images vs imagededup",
+    "pipeline": "peak RSS and s/img of every stage at 1x and Nx the images (--copies N; the slow one)",
+    "build": "build stage vs tarfile on the Nx work/ (reuses pipeline's when both run)",
+}
+
+
+def _figures(text: str) -> set[str]:
+    names = {n.strip() for n in text.split(",") if n.strip()}
+    unknown = names - FIGURES.keys()
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown figure(s) {sorted(unknown)}; figures: {', '.join(FIGURES)}")
+    return names
+
+
+def _runners(quick: bool, copies: int, photos: int | None, tmp: Path) -> dict:
+    """Each figure's run at this size (``--quick``: a smoke run that checks every figure still works)."""
     radius = params.defaults()["dedup"]["phash_max_distance"]
-    if args.quick:
-        bench_masks(20, 300, 400, repeat=2)
-        bench_postprocess(20, 300, 400, repeat=1)
-        bench_ingest(2, repeat=1)
-        bench_dedup_index((5_000, 15_000, 50_000), radius, repeat=1)
-    else:
-        bench_masks(100, 1500, 2250, repeat=3)
-        for n in (100, 300):
-            bench_postprocess(n, 1500, 2250, repeat=3)
-        bench_ingest(25, repeat=3)
-        bench_dedup_index((10_000, 30_000, 100_000), radius, repeat=3)
-    bench_dedup_images(radius)
+    if quick:
+        return {
+            "masks": lambda: bench_masks(20, 300, 400, repeat=2),
+            "postprocess": lambda: bench_postprocess(20, 300, 400, repeat=1),
+            "ingest": lambda: bench_ingest(2, repeat=1),
+            "dedup-index": lambda: bench_dedup_index((5_000, 15_000, 50_000), radius, repeat=1),
+            "dedup-images": lambda: bench_dedup_images(radius),
+            "pipeline": lambda: pipeline.bench_pipeline(tmp, copies, photos),
+            "build": lambda: pipeline.bench_build(tmp, copies, photos, repeat=1),
+        }
+    return {
+        "masks": lambda: bench_masks(100, 1500, 2250, repeat=3),
+        "postprocess": lambda: [bench_postprocess(n, 1500, 2250, repeat=3) for n in (100, 300)],
+        "ingest": lambda: bench_ingest(25, repeat=3),
+        "dedup-index": lambda: bench_dedup_index((10_000, 30_000, 100_000), radius, repeat=3),
+        "dedup-images": lambda: bench_dedup_images(radius),
+        "pipeline": lambda: pipeline.bench_pipeline(tmp, copies, photos),
+        "build": lambda: pipeline.bench_build(tmp, copies, photos, repeat=3),
+    }
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # killed: the temporary folders are still removed
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes, a smoke run (the pipeline on 2 sample photos at 1x and 2x)")
+    parser.add_argument("--only", type=_figures, default=None, metavar="FIG,...", help="run only these figures")
+    parser.add_argument("--skip", type=_figures, default=set(), metavar="FIG,...", help="leave these figures out")
+    parser.add_argument("--copies", type=int, default=None,
+                        help="pictures made from each sample photo for the pipeline and build figures "
+                             "(default 10, the issue's 10x; --quick: 2); about 4.5 s per image on 2 cores")
+    parser.add_argument("--list", action="store_true", help="list the figures and exit")
+    args = parser.parse_args()
+    if args.list:
+        for name, what in FIGURES.items():
+            print(f"{name:<13} {what}")
+        return
+    chosen = (set(FIGURES) if args.only is None else args.only) - args.skip
+    copies = args.copies or (2 if args.quick else 10)
+    if not 2 <= copies <= 16:
+        parser.error(f"--copies must be within 2..16, got {copies}")
+    print(f"machine: {os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}; "
+          f"figures: {', '.join(f for f in FIGURES if f in chosen)}")
+    with tempfile.TemporaryDirectory(prefix="groundcap-bench-") as tmp:
+        runners = _runners(args.quick, copies, 2 if args.quick else None, Path(tmp))
+        for name in FIGURES:  # in this order: build reuses the pipeline figure's project
+            if name in chosen:
+                runners[name]()
 
 
 if __name__ == "__main__":

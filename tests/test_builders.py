@@ -168,6 +168,27 @@ def test_row_groups_close_at_rows_or_image_bytes(tmp_path):
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1, 1, 1]
 
 
+@pytest.mark.parametrize("cdc", [True, False])
+def test_regions_store_each_image_once_per_row_group(tmp_path, cdc):
+    """Four region rows repeat one image: the dictionary keeps one copy, so regions/ is about data/'s
+    size; image bytes are stored uncompressed, the other columns in zstd; with or without CDC."""
+    import pyarrow.parquet as pq
+
+    params = load_params()
+    params["build"]["content_defined_chunking"] = cdc
+    record = _record(5, 700, 500, "PNG", ["dog", "cat", "car", "tree"])  # ~1 MB of noise: past the default dictionary
+    with ReleaseWriter(tmp_path, params) as writer:
+        writer.add("train", copy.deepcopy(record))
+    data, regions = (tmp_path / d / "train-00000-of-00001.parquet" for d in ("data", "regions"))
+    assert regions.stat().st_size < 1.2 * data.stat().st_size
+    table = pq.read_table(regions)
+    assert table.num_rows == 4 and set(table.column("image").combine_chunks().field("bytes").to_pylist()) == {
+        record["image"]["bytes"]}
+    chunks = pq.read_metadata(regions).row_group(0)
+    codecs = {chunks.column(i).path_in_schema: chunks.column(i).compression for i in range(chunks.num_columns)}
+    assert codecs.pop("image.bytes") == "UNCOMPRESSED" and set(codecs.values()) == {"ZSTD"}
+
+
 def test_load_regions_config(release, tmp_path):
     from datasets import load_dataset
 

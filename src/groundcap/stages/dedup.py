@@ -29,14 +29,11 @@ def run(ctx: Context) -> None:
     source = ctx.work("ingest")
     indices = parts.list_parts(source)
     ids, hashes, pixels, sizes = _hash_images(ctx, source, indices)
-    columns = ["image_id", "passed", "score", "scene_caption"]
-    qa = [r for i in indices for r in parts.read_part(ctx.work("qa"), i, columns)]
-    if [r["image_id"] for r in qa] != ids:
+    qa_ids, passed, score, signatures = _qa_columns(ctx, indices)
+    if qa_ids != ids:
         raise RuntimeError("work/qa is out of step with work/ingest; rerun from ingest")
     n = len(ids)
     ids = np.asarray(ids, dtype=str)
-    passed = np.array([bool(r["passed"]) for r in qa], dtype=bool)
-    score = np.array([r["score"] or 0.0 for r in qa], dtype=np.float64)
     rank = _ranks(np.lexsort((ids, -score, ~passed)))  # QA-passed first, then higher score, then smaller id
 
     same_pixels = dedup.equal_pairs(np.asarray(pixels, dtype=str))
@@ -45,23 +42,20 @@ def run(ctx: Context) -> None:
     image_rep = dedup.best_of(dedup.clusters(n, image_edges), rank)
     image_drop = (image_rep != np.arange(n)) & (section["keep"] == "one")
 
-    texts = [grounding.plain(r["scene_caption"]) if r["passed"] and r["scene_caption"] else None for r in qa]
-    signatures = dedup.minhash(texts)
     caption_edges = dedup.caption_pairs(signatures, section["caption_min_jaccard"])
     caption_rep = dedup.best_of(dedup.clusters(n, caption_edges), _ranks(np.lexsort((rank, image_drop))))
     caption_drop = (caption_rep != np.arange(n)) & (section["caption_keep"] == "one") & ~image_drop
 
     group_rep = dedup.best_of(dedup.clusters(n, np.concatenate([image_edges, caption_edges])), _ranks(np.argsort(ids)))
     reasons = _reasons(ids, hashes, pixels, signatures, image_rep, image_drop, caption_rep, caption_drop)
-    rows = [
-        {"image_id": str(ids[i]), "phash": int(hashes[i, 0]), "pixel_hash": pixels[i],
-         "image_cluster": str(ids[image_rep[i]]), "caption_cluster": str(ids[caption_rep[i]]),
-         "group": str(ids[group_rep[i]]), "kept": reasons[i] is None, "reason": reasons[i]}
-        for i in range(n)
-    ]
+    def row(i: int) -> dict:
+        return {"image_id": str(ids[i]), "phash": int(hashes[i, 0]), "pixel_hash": pixels[i],
+                "image_cluster": str(ids[image_rep[i]]), "caption_cluster": str(ids[caption_rep[i]]),
+                "group": str(ids[group_rep[i]]), "kept": reasons[i] is None, "reason": reasons[i]}
+
     out = parts.reset_dir(ctx.work("dedup"))
     for index, start, stop in zip(indices, np.cumsum([0, *sizes[:-1]]), np.cumsum(sizes)):
-        parts.write_part(rows[start:stop], schema.DEDUP, out, index)
+        parts.write_part([row(i) for i in range(start, stop)], schema.DEDUP, out, index)
 
     report = {
         "images": n,
@@ -104,6 +98,20 @@ def _hash_images(ctx: Context, source, indices: list[int]) -> tuple[list[str], n
             sizes.append(len(rows))
     width = 1 + len(dedup.OFFSETS) ** 2
     return ids, np.stack(hashes) if hashes else np.zeros((0, width), np.uint64), pixels, sizes
+
+
+def _qa_columns(ctx: Context, indices: list[int]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Image ids, QA passed and score, and the MinHash signature of each passed scene caption, one
+    part in memory at a time (a signature does not depend on the other texts)."""
+    ids, passed, score, signatures = [], [], [], [dedup.minhash([])]
+    for index in indices:
+        rows = parts.read_part(ctx.work("qa"), index, ["image_id", "passed", "score", "scene_caption"])
+        ids += [r["image_id"] for r in rows]
+        passed += [bool(r["passed"]) for r in rows]
+        score += [r["score"] or 0.0 for r in rows]
+        signatures.append(dedup.minhash([grounding.plain(r["scene_caption"]) if r["passed"] and r["scene_caption"]
+                                         else None for r in rows]))
+    return ids, np.array(passed, dtype=bool), np.array(score, dtype=np.float64), np.concatenate(signatures)
 
 
 def _ranks(order: np.ndarray) -> np.ndarray:

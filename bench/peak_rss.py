@@ -1,0 +1,20 @@
+"""Run a module as ``python -m`` would, then write this process's peak RSS (``VmHWM``, kB) to a file.
+
+``ru_maxrss`` from ``wait4`` cannot measure a stage launched by the benchmark: Linux carries the
+parent's high-water mark over fork and exec, so every stage started by a bench process that once held
+2 GB would read 2 GB. ``VmHWM`` belongs to the address space that exec made fresh.
+
+    python bench/peak_rss.py OUT_FILE MODULE [ARGS...]
+"""
+
+import runpy
+import sys
+from pathlib import Path
+
+out, module, *args = sys.argv[1:]
+sys.argv = [module, *args]
+try:
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+finally:
+    with open("/proc/self/status", encoding="ascii") as status:
+        Path(out).write_text(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
