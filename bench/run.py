@@ -18,8 +18,9 @@ Prints one line per figure with the ratio. Figures so far:
 - build throughput: the ``build`` stage in process on that Nx work/ (images/s, MB/s of image bytes)
   beside ``tarfile`` writing the same image bytes read from work/ingest into one tar (target: build
   >= 0.5x of tar), per image and per byte written (build writes each image three times: data/,
-  regions/, wds/); with its defaults, with ``build.content_defined_chunking`` off and with fsync a
-  no-op; then how long each part of build takes alone.
+  regions/, wds/); as it is and with fsync a no-op; then how long each part of build takes alone;
+- release growth (``bench/growth.py``): the bytes a Hub (Xet) upload of version 2 adds when it holds
+  10% more images than version 1, with and without pyarrow's content-defined chunking.
 
 Every figure can be picked with ``--only`` or left out with ``--skip`` (``--list`` names them). The
 pipeline costs about 4.5 s per image on 2 cores, so the 10x run of ``make bench`` takes about 15
@@ -43,8 +44,9 @@ import warnings
 from pathlib import Path
 from unittest import mock
 
+import growth  # bench/growth.py, beside this file
 import numpy as np
-import pipeline  # bench/pipeline.py, beside this file
+import pipeline  # bench/pipeline.py
 import skimage.data
 from PIL import Image
 
@@ -259,6 +261,7 @@ FIGURES = {
     "dedup-images": "near-duplicate images vs imagededup",
     "pipeline": "peak RSS and s/img of every stage at 1x and Nx the images (--copies N; the slow one)",
     "build": "build stage vs tarfile on the Nx work/ (reuses pipeline's when both run)",
+    "growth": "what a Hub (Xet) upload of a release grown by 10% adds, with and without Parquet CDC",
 }
 
 
@@ -282,6 +285,7 @@ def _runners(quick: bool, copies: int, photos: int | None, tmp: Path) -> dict:
             "dedup-images": lambda: bench_dedup_images(radius),
             "pipeline": lambda: pipeline.bench_pipeline(tmp, copies, photos),
             "build": lambda: pipeline.bench_build(tmp, copies, photos, repeat=1),
+            "growth": lambda: growth.bench_growth(tmp, copies, photos, repeat=1),
         }
     return {
         "masks": lambda: bench_masks(100, 1500, 2250, repeat=3),
@@ -291,6 +295,7 @@ def _runners(quick: bool, copies: int, photos: int | None, tmp: Path) -> dict:
         "dedup-images": lambda: bench_dedup_images(radius),
         "pipeline": lambda: pipeline.bench_pipeline(tmp, copies, photos),
         "build": lambda: pipeline.bench_build(tmp, copies, photos, repeat=3),
+        "growth": lambda: growth.bench_growth(tmp, copies, photos, repeat=3),
     }
 
 

@@ -168,14 +168,12 @@ def test_row_groups_close_at_rows_or_image_bytes(tmp_path):
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1, 1, 1]
 
 
-@pytest.mark.parametrize("cdc", [True, False])
-def test_regions_store_each_image_once_per_row_group(tmp_path, cdc):
+def test_regions_store_each_image_once_per_row_group(tmp_path):
     """Four region rows repeat one image: the dictionary keeps one copy, so regions/ is about data/'s
-    size; image bytes are stored uncompressed, the other columns in zstd; with or without CDC."""
+    size; image bytes are stored uncompressed, the other columns in zstd."""
     import pyarrow.parquet as pq
 
     params = load_params()
-    params["build"]["content_defined_chunking"] = cdc
     record = _record(5, 700, 500, "PNG", ["dog", "cat", "car", "tree"])  # ~1 MB of noise: past the default dictionary
     with ReleaseWriter(tmp_path, params) as writer:
         writer.add("train", copy.deepcopy(record))

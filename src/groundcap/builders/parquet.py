@@ -96,12 +96,13 @@ class _Shards:
         self.schema, self.shard_bytes = schema, build["shard_bytes"]
         self.row_group_rows, self.row_group_bytes = build["row_group_rows"], build["row_group_bytes"]
         # zstd for the metadata columns; image bytes are stored as they are (JPEG/PNG: zstd gains ~3%
-        # for a quarter of the write time). A dictionary big enough for a whole row group stores an
-        # image once in it, however many region rows repeat it (past the limit Parquet falls back to
-        # plain copies). Content-defined chunking keeps pages stable across releases for the Hub's Xet.
+        # for a quarter of the write time), so the Hub's Xet storage, which cuts files by content,
+        # finds an unchanged image again in the next release: Parquet's own content-defined chunking
+        # saved no upload on top of that and cost a third of build (bench/growth.py). A dictionary
+        # big enough for a whole row group stores an image once in it, however many region rows
+        # repeat it (past the limit Parquet falls back to plain copies).
         self.compression = {path: "none" if path == "image.bytes" else "zstd" for path in _leaf_paths(schema)}
         self.dictionary_bytes = 2 * self.row_group_bytes
-        self.cdc = build["content_defined_chunking"]
         self._rows: list[dict] = []
         self._bytes = 0
         self._writer: pq.ParquetWriter | None = None
@@ -117,8 +118,7 @@ class _Shards:
     def _open(self) -> None:
         self._writer = pq.ParquetWriter(
             self.files.open_next(), self.schema, compression=self.compression,
-            use_content_defined_chunking=self.cdc, dictionary_pagesize_limit=self.dictionary_bytes,
-            write_page_index=True,
+            dictionary_pagesize_limit=self.dictionary_bytes, write_page_index=True,
         )
 
     def _write(self, rows: list[dict]) -> None:

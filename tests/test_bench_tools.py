@@ -1,0 +1,25 @@
+"""The measuring tools under bench/ that a figure's meaning rests on."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import growth
+
+
+def test_content_defined_chunks_survive_an_insertion():
+    """Xet-style chunks: sizes within bounds and covering the data; after bytes are inserted in the
+    middle, all but the chunks around the insertion are found again."""
+    data = np.random.default_rng(0).integers(0, 256, 3 << 20, dtype=np.uint8).tobytes()
+    edited = data[: 1 << 20] + b"inserted" * 125 + data[1 << 20:]
+    first = list(growth.chunks(data))
+    assert sum(size for _, size in first) == len(data)
+    assert all(growth.MIN_CHUNK <= size <= growth.MAX_CHUNK for _, size in first[:-1])
+    assert 0.5 < len(data) / len(first) / growth.TARGET < 2  # about one cut per 64 KiB
+    seen = {digest for digest, _ in first}
+    new = sum(size for digest, size in growth.chunks(edited) if digest not in seen)
+    assert new < 3 * growth.MAX_CHUNK
