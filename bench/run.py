@@ -276,26 +276,18 @@ def _figures(text: str) -> set[str]:
 def _runners(quick: bool, copies: int, photos: int | None, tmp: Path) -> dict:
     """Each figure's run at this size (``--quick``: a smoke run that checks every figure still works)."""
     radius = params.defaults()["dedup"]["phash_max_distance"]
-    if quick:
-        return {
-            "masks": lambda: bench_masks(20, 300, 400, repeat=2),
-            "postprocess": lambda: bench_postprocess(20, 300, 400, repeat=1),
-            "ingest": lambda: bench_ingest(2, repeat=1),
-            "dedup-index": lambda: bench_dedup_index((5_000, 15_000, 50_000), radius, repeat=1),
-            "dedup-images": lambda: bench_dedup_images(radius),
-            "pipeline": lambda: pipeline.bench_pipeline(tmp, copies, photos),
-            "build": lambda: pipeline.bench_build(tmp, copies, photos, repeat=1),
-            "growth": lambda: growth.bench_growth(tmp, copies, photos, repeat=1),
-        }
+    repeat = 1 if quick else 3
+    h, w = (300, 400) if quick else (1500, 2250)  # SA-1B-sized images in the full run
     return {
-        "masks": lambda: bench_masks(100, 1500, 2250, repeat=3),
-        "postprocess": lambda: [bench_postprocess(n, 1500, 2250, repeat=3) for n in (100, 300)],
-        "ingest": lambda: bench_ingest(25, repeat=3),
-        "dedup-index": lambda: bench_dedup_index((10_000, 30_000, 100_000), radius, repeat=3),
+        "masks": lambda: bench_masks(20 if quick else 100, h, w, repeat=repeat),
+        "postprocess": lambda: [bench_postprocess(n, h, w, repeat=repeat) for n in ((20,) if quick else (100, 300))],
+        "ingest": lambda: bench_ingest(2 if quick else 25, repeat=repeat),
+        "dedup-index": lambda: bench_dedup_index((5_000, 15_000, 50_000) if quick else (10_000, 30_000, 100_000),
+                                                 radius, repeat=repeat),
         "dedup-images": lambda: bench_dedup_images(radius),
         "pipeline": lambda: pipeline.bench_pipeline(tmp, copies, photos),
-        "build": lambda: pipeline.bench_build(tmp, copies, photos, repeat=3),
-        "growth": lambda: growth.bench_growth(tmp, copies, photos, repeat=3),
+        "build": lambda: pipeline.bench_build(tmp, copies, photos, repeat=repeat),
+        "growth": lambda: growth.bench_growth(tmp, copies, photos, repeat=repeat),
     }
 
 
