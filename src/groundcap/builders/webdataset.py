@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-
-from webdataset import TarWriter
+from typing import TYPE_CHECKING
 
 from groundcap.builders.files import SplitFiles
 from groundcap.builders.parquet import region_fields
 from groundcap.parts import reset_dir
+
+if TYPE_CHECKING:
+    from webdataset import TarWriter
 
 MTIME = 0  # fixed member mtime (1970-01-01): tars must not depend on when they were built
 OWNER = "groundcap"
@@ -54,6 +56,9 @@ class _Tars:
 
     def add(self, record: dict) -> None:
         if self._tar is None:
+            # imported here: webdataset imports torch (~1.3 s), which card, publish and diff never need
+            from webdataset import TarWriter
+
             fh = self.files.open_next()
             self._tar = TarWriter(fh, user=OWNER, group=OWNER, mode=0o444, encoder=False, mtime=MTIME)
             self._size = 0
