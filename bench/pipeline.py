@@ -30,11 +30,10 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
-import pyarrow.parquet as pq
 from PIL import Image
 from timing import best, table  # bench/timing.py, beside this file
 
-from groundcap import params, sample, stages
+from groundcap import params, parts, sample, stages
 from groundcap.builders import ReleaseWriter
 from groundcap.engine import Context
 from groundcap.stages import ORDER
@@ -142,13 +141,10 @@ def startup(tmp: Path) -> StageRun:
 
 # --- work/ as the build stage sees it --------------------------------------------------------------
 
-def _parts(directory: Path) -> list[Path]:
-    return sorted(directory.glob("part-*.parquet"))
-
-
 def _column(directory: Path, columns: list[str]) -> dict[str, list]:
-    tables = [pq.read_table(p, columns=columns) for p in _parts(directory)]
-    return {c: [v for t in tables for v in t.column(c).to_pylist()] for c in columns}
+    """``columns`` of every finished part of a stage folder, in part order."""
+    rows = [r for i in parts.list_parts(directory) for r in parts.read_part(directory, i, columns)]
+    return {c: [r[c] for r in rows] for c in columns}
 
 
 def counts(root: Path) -> dict[str, int]:
@@ -178,16 +174,15 @@ def build_once(root: Path, run_params: dict) -> None:
 def tar_once(root: Path, ids: set[str], dest: Path) -> None:
     """The plain baseline: read ``image_id``/``bytes`` of the released images from work/ingest and write
     one tar member per image into one tar, flushed and fsynced (as build's shards are)."""
+    ingest = root / "work" / "ingest"
     with open(dest, "wb") as fh:
         with tarfile.open(fileobj=fh, mode="w") as tar:
-            for path in _parts(root / "work" / "ingest"):
-                table = pq.read_table(path, columns=["image_id", "bytes"])
-                for image_id, data in zip(table.column("image_id").to_pylist(), table.column("bytes").to_pylist()):
-                    if image_id not in ids:
-                        continue
-                    info = tarfile.TarInfo(image_id)
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
+            for index in parts.list_parts(ingest):
+                for row in parts.read_part(ingest, index, ["image_id", "bytes"]):
+                    if row["image_id"] in ids:
+                        info = tarfile.TarInfo(row["image_id"])
+                        info.size = len(row["bytes"])
+                        tar.addfile(info, io.BytesIO(row["bytes"]))
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -204,7 +199,6 @@ def release_sizes(release: Path) -> dict[str, int]:
     """Bytes build wrote per release folder."""
     return {name: sum(f.stat().st_size for f in (release / name).rglob("*") if f.is_file())
             for name in BUILD_DIRS if (release / name).is_dir()}
-
 
 
 def builder_times(root: Path, run_params: dict, repeat: int, dest: Path) -> dict[str, float]:
@@ -230,16 +224,24 @@ def builder_times(root: Path, run_params: dict, repeat: int, dest: Path) -> dict
 
 # --- the figures -----------------------------------------------------------------------------------
 
-def project(tmp: Path, copies: int, photos: int | None, stages: Sequence[str]) -> tuple[Path, dict[str, StageRun], int]:
-    """The ``copies``x project in ``tmp``, its images written and ``stages`` run, one process each;
+def project(tmp: Path, copies: int, photos: int | None, names: Sequence[str]) -> tuple[Path, dict[str, StageRun], int]:
+    """The ``copies``x project in ``tmp``, its images written and the stages ``names`` run, one process each;
     returns its root, the runs by stage and the number of images."""
     images = write_images(tmp / f"images-{copies}x", copies, photos)
     root = tmp / f"project-{copies}x"
-    runs = run_stages(root, write_params(tmp / f"params-{copies}x.yaml", tmp / f"images-{copies}x"), stages)
+    runs = run_stages(root, write_params(tmp / f"params-{copies}x.yaml", tmp / f"images-{copies}x"), names)
     size = sum(f.stat().st_size for f in images) / MB
     got = ", ".join(f"{k} {v}" for k, v in counts(root).items())
     print(f"pipeline {copies}x: {len(images)} files, {size:.1f} MB; {got}")
     return root, {r.stage: r for r in runs}, len(images)
+
+
+def released_project(tmp: Path, copies: int, photos: int | None) -> tuple[Path, dict]:
+    """The ``copies``x project run up to ``split`` (the pipeline figure's, when it ran) and its params."""
+    root = tmp / f"project-{copies}x"
+    if not (root / "work" / "split").is_dir():
+        root, _, _ = project(tmp, copies, photos, ORDER[:ORDER.index("build")])
+    return root, params.load(tmp / f"params-{copies}x.yaml")
 
 
 def bench_pipeline(tmp: Path, copies: int, photos: int | None) -> None:
@@ -268,13 +270,11 @@ def bench_pipeline(tmp: Path, copies: int, photos: int | None) -> None:
 def bench_build(tmp: Path, copies: int, photos: int | None, repeat: int) -> None:
     """``build`` in process on the ``copies``x work/ vs ``tarfile`` writing the same image bytes, as it
     is and with fsync a no-op; then each part alone."""
-    root = tmp / f"project-{copies}x"
-    if not (root / "work" / "split").is_dir():  # not left by the pipeline figure
-        root, _, _ = project(tmp, copies, photos, ORDER[:ORDER.index("build")])
-    run_params = params.load(tmp / f"params-{copies}x.yaml")
+    root, run_params = released_project(tmp, copies, photos)
     ids = released_ids(root)
     n, size = len(ids), image_bytes(root, ids) / MB
     t_tar = best(lambda: tar_once(root, ids, tmp / "baseline.tar"), repeat)
+    build_once(root, run_params)  # once untimed: the imports it makes on first use (webdataset: torch) are no build
     print(f"build, {n} released images ({size:.1f} MB of image bytes), best of {repeat}; baseline tarfile writing "
           f"them once: {n / t_tar:.0f} img/s, {size / t_tar:.0f} MB/s ({t_tar:.2f} s)")
     for name, patch in [("defaults", None), ("fsync a no-op", "os.fsync")]:
@@ -286,5 +286,5 @@ def bench_build(tmp: Path, copies: int, photos: int | None, repeat: int) -> None
               f"{(written / t) / (size / t_tar):.2f}x per byte written")
     print("  written by build: " + ", ".join(f"{d}/ {b / MB:.1f} MB ({b / MB / size:.1f}x the images)"
                                               for d, b in release_sizes(root / "release").items()))
-    parts = builder_times(root, run_params, repeat, tmp / "builders")
-    print("  build alone, by part: " + ", ".join(f"{k} {v:.2f} s" for k, v in parts.items()))
+    by_part = builder_times(root, run_params, repeat, tmp / "builders")
+    print("  build alone, by part: " + ", ".join(f"{k} {v:.2f} s" for k, v in by_part.items()))

@@ -23,8 +23,8 @@ Prints one line per figure with the ratio. Figures so far:
   10% more images than version 1, with and without pyarrow's content-defined chunking.
 
 Every figure can be picked with ``--only`` or left out with ``--skip`` (``--list`` names them). The
-pipeline costs about 4.5 s per image on 2 cores, so the 10x run of ``make bench`` takes about 15
-minutes on 2 cores; ``--copies 4`` is a third of that, and ``--quick`` runs every figure small (the
+pipeline costs about 2 s per image on 2 cores, so ``make bench`` (132 images through every stage,
+then the other figures) takes about 15 minutes on 2 cores; ``--copies 4`` is a third of that, and ``--quick`` runs every figure small (the
 pipeline on 2 photos at 1x and 2x) so that a test can check the benchmarks still work.
 """
 
@@ -300,7 +300,7 @@ def main() -> None:
     parser.add_argument("--skip", type=_figures, default=set(), metavar="FIG,...", help="leave these figures out")
     parser.add_argument("--copies", type=int, default=None,
                         help="pictures made from each sample photo for the pipeline and build figures "
-                             "(default 10, the issue's 10x; --quick: 2); about 4.5 s per image on 2 cores")
+                             "(default 10, the issue's 10x; --quick: 2); about 2 s per image on 2 cores")
     parser.add_argument("--list", action="store_true", help="list the figures and exit")
     args = parser.parse_args()
     if args.list:

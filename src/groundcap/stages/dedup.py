@@ -48,6 +48,7 @@ def run(ctx: Context) -> None:
 
     group_rep = dedup.best_of(dedup.clusters(n, np.concatenate([image_edges, caption_edges])), _ranks(np.argsort(ids)))
     reasons = _reasons(ids, hashes, pixels, signatures, image_rep, image_drop, caption_rep, caption_drop)
+
     def row(i: int) -> dict:
         return {"image_id": str(ids[i]), "phash": int(hashes[i, 0]), "pixel_hash": pixels[i],
                 "image_cluster": str(ids[image_rep[i]]), "caption_cluster": str(ids[caption_rep[i]]),
