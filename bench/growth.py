@@ -30,7 +30,7 @@ from pipeline import MB, released_project
 from timing import best
 
 from groundcap.builders import ReleaseWriter
-from groundcap.engine import Context
+from groundcap.stage import Context
 from groundcap.stages import build as build_stage
 
 GEAR = np.random.default_rng(0).integers(0, np.iinfo(np.uint64).max, 256, dtype=np.uint64, endpoint=True)

@@ -33,10 +33,10 @@ import numpy as np
 from PIL import Image
 from timing import best, table  # bench/timing.py, beside this file
 
-from groundcap import params, parts, sample, stages
+from groundcap import params, parts, pipeline, runner, sample
 from groundcap.builders import ReleaseWriter
-from groundcap.engine import Context
-from groundcap.stages import ORDER
+from groundcap.stage import Context
+from groundcap.pipeline import NAMES as ORDER
 from groundcap.stages import build as build_stage
 
 _PEAK_RSS = Path(__file__).with_name("peak_rss.py")
@@ -168,7 +168,7 @@ def released_ids(root: Path) -> set[str]:
 # --- build vs tar ----------------------------------------------------------------------------------
 
 def build_once(root: Path, run_params: dict) -> None:
-    stages.runner("build")(Context(root=root, params=run_params, progress=False))
+    runner.run_stage(Context(root=root, params=run_params, progress=False), pipeline.get("build"))
 
 
 def tar_once(root: Path, ids: set[str], dest: Path) -> None:

@@ -13,8 +13,8 @@ import skimage.data
 from PIL import Image
 
 from groundcap import params
-from groundcap.engine import Context
-from groundcap.stages import run_all
+from groundcap.stage import Context
+from groundcap.runner import run_all
 
 
 @pytest.fixture(scope="session")

@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 from groundcap import audit, masks, params
 from groundcap.audit import gallery, labelstudio, rle_brush, sample, verdicts
 from groundcap.audit.cli import audit_app
-from groundcap.engine import Context
-from groundcap.stages import run_all
+from groundcap.stage import Context
+from groundcap.runner import run_all
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -447,7 +447,7 @@ def test_audited_images_form_human_test_with_corrections_and_the_gate_refuses_bu
     rows = [(f"{ids[0]}#r{rid}", "edited", "a person checked this short caption"), (ids[1], "reject", ""),
             (ids[2], "accept", "")]
     verdicts.import_file(project, p, _write_csv(tmp_path / "v.csv", rows), "csv", exported)
-    run_all(Context(root=project, params=p, progress=False), stages=("split", "build", "card"))
+    run_all(Context(root=project, params=p, progress=False), ("split", "build", "card"))
 
     split = pl.read_parquet(project / "work/split/*.parquet")
     by_id = {r["image_id"]: r for r in split.iter_rows(named=True)}

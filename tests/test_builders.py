@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from groundcap import grounding, masks, versions
+from groundcap import grounding, masks, pipeline, versions
 from groundcap.builders import SPLITS, ReleaseWriter, verify_manifest, write_manifest
 from groundcap.dataset_card import size_category, validate_card, write_card
 from groundcap.dataset_card.plots import write_plots
@@ -94,7 +94,7 @@ def build(release_dir, params=PARAMS, records_by_split=RECORDS):
                 writer.add(split, copy.deepcopy(record))
     changelog = versions.changelog(release_dir, params["release"])
     versions.write_changelog(release_dir, changelog)
-    write_card(release_dir, params, provenance=PROVENANCE, qa_summary=QA, changelog=changelog,
+    write_card(release_dir, params, stages=[(s.name, s.help) for s in pipeline.STAGES], provenance=PROVENANCE, qa_summary=QA, changelog=changelog,
                plots=write_plots(release_dir, SPLITS))
     write_manifest(release_dir)
     return release_dir

@@ -13,9 +13,9 @@ from groundcap import params, parts, sample
 from groundcap.annotators import colors, registry
 from groundcap.annotators.backends import hsv_sketch
 from groundcap.annotators.backends.attributes import AttributeCaptioner
-from groundcap.engine import Context
+from groundcap.stage import Context
 from groundcap.qa import consistency
-from groundcap.stages import run_all
+from groundcap.runner import run_all
 from test_annotators import rect_mask, region
 
 MODEL_A = AttributeCaptioner.model

@@ -12,7 +12,7 @@ import skimage.data
 from PIL import Image, ImageEnhance
 
 from groundcap import ingest, params, parts, schema
-from groundcap.engine import Context
+from groundcap.stage import Context
 from groundcap.qa import dedup
 from groundcap.stages import dedup as dedup_stage
 

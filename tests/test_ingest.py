@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from groundcap import ingest, params
-from groundcap.engine import Context
+from groundcap.stage import Context
 from groundcap.stages import ingest as ingest_stage
 
 from conftest import awkward_files

@@ -24,8 +24,8 @@ from pycocotools.coco import COCO
 
 from groundcap import diff, masks, params, sample, schema
 from groundcap.builders import verify_manifest
-from groundcap.engine import Context
-from groundcap.stages import run_all
+from groundcap.stage import Context
+from groundcap.runner import run_all
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "validation", "test")
@@ -161,10 +161,10 @@ def test_cli_help_on_every_command():
     from typer.testing import CliRunner
 
     from groundcap.cli import app
-    from groundcap.stages import ORDER
+    from groundcap.pipeline import NAMES
 
     runner = CliRunner()
-    for command in (*ORDER, "run", "backends", "diff", "publish"):
+    for command in (*NAMES, "run", "dvc-yaml", "backends", "diff", "publish"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "--help" in result.output, command
 

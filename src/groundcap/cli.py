@@ -9,12 +9,12 @@ from typing import Annotated
 
 import typer
 
-from groundcap import diff, stages
+from groundcap import diff, dvc_yaml, pipeline, runner
 from groundcap import params as params_mod
 from groundcap.audit.cli import audit_app
 from groundcap.cli_common import ParamsFile, Quiet, Root, guard, new_app, project_params
-from groundcap.engine import Context
 from groundcap.publish import publish
+from groundcap.stage import Context
 
 app = new_app(
     "Build, check and release datasets of dense grounded captions. "
@@ -22,17 +22,17 @@ app = new_app(
 )
 
 
-def _stage_command(name: str):
+def _stage_command(stage):
     def command(root: Root = Path("."), params_file: ParamsFile = None, quiet: Quiet = False) -> None:
-        guard(lambda: stages.runner(name)(Context(root=root, params=project_params(root, params_file),
-                                                  progress=not quiet)))
+        guard(lambda: runner.run_stage(Context(root=root, params=project_params(root, params_file),
+                                               progress=not quiet), stage))
 
-    command.__doc__ = stages.STAGES[name]
+    command.__doc__ = stage.help
     return command
 
 
-for _name in stages.ORDER:
-    app.command(_name)(_stage_command(_name))
+for _stage in pipeline.STAGES:
+    app.command(_stage.name)(_stage_command(_stage))
 
 app.add_typer(audit_app, name="audit")
 app.command("publish")(publish)
@@ -46,13 +46,31 @@ def run(
     quiet: Quiet = False,
 ) -> None:
     """Run every stage in process (no DVC) and write the release to WORKDIR/release."""
-    def run_stages() -> None:
+    def run_stages() -> list[runner.Report]:
         params = params_mod.load(params_file)
         params["source"] = source
-        stages.run_all(Context(root=workdir, params=params, progress=not quiet))
+        return runner.run_all(Context(root=workdir, params=params, progress=not quiet))
 
-    guard(run_stages)
+    reports = guard(run_stages)
+    if not quiet:
+        typer.echo("\n".join(report.line() for report in reports))
     typer.echo(f"release written to {workdir / 'release'}")
+
+
+@app.command("dvc-yaml")
+def write_dvc_yaml(
+    root: Root = Path("."),
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 when ROOT/dvc.yaml differs, writing nothing.")] = False,
+) -> None:
+    """Write ROOT/dvc.yaml from the stages' declarations (inputs, params, code, outputs)."""
+    text, path = dvc_yaml.render(), root / "dvc.yaml"
+    if check:
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            typer.secho(f"{path} is out of date: run `groundcap dvc-yaml`", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1)
+        return
+    path.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {path}")
 
 
 @app.command("backends")

@@ -1,14 +1,16 @@
 """Where a map stage's parts run: in this process, in local worker processes, or on a Ray cluster.
 
-``engine.kind`` picks one. Each runs the same ``engine.PartWorker`` (one ``setup``, so one model
+``engine.kind`` picks one. Each runs the same ``worker.PartWorker`` (one ``setup``, so one model
 load, per worker) over the parts to do, and each part is written by its worker, so the executor
 changes where and how fast, never what is written. Progress is counted in images (items/s, ETA).
 
-- ``local`` with ``engine.workers: 1`` runs in this process; more workers are spawned processes.
+- ``local`` with ``engine.workers: 1`` runs in this process (and tears the stage down after it);
+  more workers are spawned processes, whose models go with them.
 - ``ray`` runs ``ray.data`` over the part indices with ``map_batches`` on a fixed actor pool of
-  ``engine.ray.actors`` actors, each with ``num_gpus`` (``engine.ray.num_gpus``, per stage) and
-  ``num_cpus``; ``engine.ray.address`` joins a running cluster (null: start a local one). Workers
-  read and write ``work/`` directly, so on several nodes it must be a shared filesystem.
+  ``engine.ray.actors`` actors, each with the stage's declared resources (``MapStage.resources``:
+  ``num_cpus``, and ``num_gpus`` when it runs GPU backends); ``engine.ray.address`` joins a running
+  cluster (null: start a local one). Workers read and write ``work/`` directly, so on several nodes
+  it must be a shared filesystem.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ from multiprocessing import get_context
 
 from tqdm.auto import tqdm
 
-from groundcap.engine import Context, MapStage, PartWorker
+from groundcap.stage import Context, MapStage
+from groundcap.worker import PartWorker
 
 KINDS = ("local", "ray")
 
 
-def run(ctx: Context, stage: MapStage, todo: Mapping[int, str], images: int) -> None:
-    """Compute the parts ``todo`` (index -> fingerprint) of ``stage``; ``images`` is their total, for progress."""
+def run(ctx: Context, stage: type[MapStage], todo: Mapping[int, str], images: int, keep: frozenset = frozenset()) -> None:
+    """Compute the parts ``todo`` (index -> fingerprint) of ``stage``; ``images`` is their total, for
+    progress; ``keep``: models the next stage reuses, not freed when this one ends."""
     engine = ctx.params["engine"]
     if engine["kind"] not in KINDS:
         raise ValueError(f"engine.kind is {engine['kind']!r}; use one of {', '.join(KINDS)}")
@@ -36,8 +40,11 @@ def run(ctx: Context, stage: MapStage, todo: Mapping[int, str], images: int) -> 
             _in_processes(ctx, stage, todo, bar, int(engine["workers"]))
         else:
             worker = PartWorker(ctx.root, ctx.params, stage)
-            for index, fingerprint in todo.items():
-                bar.update(worker(index, fingerprint))
+            try:
+                for index, fingerprint in todo.items():
+                    bar.update(worker(index, fingerprint))
+            finally:
+                worker.stage.teardown(keep)
 
 
 _worker: PartWorker | None = None  # one per worker process
@@ -52,7 +59,7 @@ def _part(index: int, fingerprint: str) -> int:
     return _worker(index, fingerprint)
 
 
-def _in_processes(ctx: Context, stage: MapStage, todo: Mapping[int, str], bar, workers: int) -> None:
+def _in_processes(ctx: Context, stage: type[MapStage], todo: Mapping[int, str], bar, workers: int) -> None:
     # spawn, not fork: a forked copy of a process holding model threads (torch, onnxruntime) can deadlock
     with ProcessPoolExecutor(min(workers, len(todo)), mp_context=get_context("spawn"), initializer=_start,
                              initargs=(str(ctx.root), ctx.params, stage)) as pool:
@@ -63,7 +70,7 @@ def _in_processes(ctx: Context, stage: MapStage, todo: Mapping[int, str], bar, w
 class _RayParts:
     """A Ray Data actor: a PartWorker built once, fed part indices one batch (one part) at a time."""
 
-    def __init__(self, root: str, params: dict, stage: MapStage):
+    def __init__(self, root: str, params: dict, stage: type[MapStage]):
         self.worker = PartWorker(root, params, stage)
 
     def __call__(self, batch: dict) -> dict:
@@ -71,7 +78,7 @@ class _RayParts:
         return {"index": batch["index"], "images": images}
 
 
-def _on_ray(ctx: Context, stage: MapStage, todo: Mapping[int, str], bar) -> None:
+def _on_ray(ctx: Context, stage: type[MapStage], todo: Mapping[int, str], bar) -> None:
     import ray  # the `ray` extra
 
     options = ctx.params["engine"]["ray"]
@@ -79,14 +86,14 @@ def _on_ray(ctx: Context, stage: MapStage, todo: Mapping[int, str], bar) -> None
         ray.init(address=options["address"], include_dashboard=False, log_to_driver=False,
                  **({} if options["address"] else {"num_cpus": options.get("local_cpus")}))
     items = [{"index": i, "fingerprint": f} for i, f in todo.items()]
-    gpus = (options.get("num_gpus") or {}).get(stage.name, 0)
+    resources = stage().resources(ctx.params)
     results = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         _RayParts,
         fn_constructor_kwargs={"root": str(ctx.root), "params": ctx.params, "stage": stage},
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=min(int(options["actors"]), len(items))),
-        num_gpus=gpus,
-        num_cpus=options["num_cpus"],
+        num_gpus=resources.gpus,
+        num_cpus=resources.cpus,
     )
     for batch in results.iter_batches(batch_size=1):
         bar.update(int(sum(batch["images"])))

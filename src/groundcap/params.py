@@ -95,3 +95,25 @@ def digest(value: Any) -> str:
     """Short stable hash of any JSON-able value (a params section, a prompt) for provenance."""
     blob = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def lookup(params: dict[str, Any], key: str) -> Any:
+    """The value at a dotted key (``"release.previous"``); KeyError names the key when it is absent."""
+    value: Any = params
+    for name in key.split("."):
+        if not isinstance(value, dict) or name not in value:
+            raise KeyError(f"params have no {key!r}")
+        value = value[name]
+    return value
+
+
+def subset(params: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """Only ``keys`` (sections or dotted keys) of ``params``, nested as in ``params``: what a stage declares."""
+    out: dict[str, Any] = {}
+    for key in keys:
+        *parents, last = key.split(".")
+        node = out
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[last] = copy.deepcopy(lookup(params, key))
+    return out

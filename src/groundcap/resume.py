@@ -1,47 +1,48 @@
-"""Which parts of a map stage are finished, so a re-run (after a crash, a kill, a pre-empted node) skips them.
+"""Which parts of a map stage are finished, so a re-run (after a crash, a kill, a pre-empted node, a
+params or code change elsewhere) skips them.
 
 A part's marker (``parts.write_part``) records the part's SHA-256 and, for a map stage, the
-*fingerprint* it was computed from: the params (all but ``engine``, so a run begun locally can be
-resumed on Ray), groundcap's own files and the SHA-256 of each input part (read from the inputs'
-own markers, so nothing is re-hashed). A part is finished when its
-marker's fingerprint is the current one and none of its images holds an error of this stage that
-has been tried fewer than ``engine.max_attempts`` times; such errors are retried on the next run,
-the image's other rows kept as they are. Errors carried from an earlier stage are not retried here.
+*fingerprint* it was computed from. The fingerprint covers exactly what can change the part's
+bytes: the params the stage declares (never ``engine``, so a run begun locally can be resumed on
+Ray), the versions and prompt hashes of the backends it runs, the code it depends on
+(``code_deps``: its module's imports, its steps' backends; not the card's or the builders' code)
+and the SHA-256 of each input part (read from the inputs' own markers, so nothing is re-hashed).
+A part is finished when its marker's fingerprint is the current one and none of its images holds
+an error of this stage that has been tried fewer than ``engine.max_attempts`` times; such errors
+are retried on the next run, the image's other rows kept as they are. Errors carried from an
+earlier stage are not retried here.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from pathlib import Path
 
-import groundcap
-from groundcap import parts
-from groundcap.params import content
+from groundcap import code_deps, parts
+from groundcap.annotators import registry
+from groundcap.params import subset
+from groundcap.stage import MapStage
 
 
-@functools.cache
-def code_digest() -> str:
-    """SHA-256 over groundcap's own files (code, defaults, prompts): a code change redoes every part,
-    as DVC reruns a stage whose dependency ``src/groundcap`` changed."""
-    package = Path(groundcap.__file__).parent
-    digest = hashlib.sha256()
-    for path in sorted(p for p in package.rglob("*") if p.suffix in (".py", ".yaml", ".txt") and p.is_file()):
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+def stage_digest(stage: MapStage, params: dict) -> str:
+    """What a stage's parts depend on besides their input parts: its declared params, its backends'
+    versions and prompts, and its code."""
+    backends = [registry.info(b.step, b.name).cls.fingerprint(b.options) for b in stage.backends(params)]
+    blob = json.dumps({"params": subset(params, stage.params), "backends": backends,
+                       "code": code_deps.digest(code_deps.stage_files(stage))}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def fingerprint(params: dict, inputs: list[Path], index: int) -> str:
+def fingerprint(digest: str, inputs: list[Path], index: int) -> str:
+    """Part ``index``'s fingerprint: the stage's ``digest`` and the SHA-256 of the input parts."""
     shas = []
     for directory in inputs:
         marker = parts.read_marker(directory, index)
         if marker is None:
             raise RuntimeError(f"part {index} of {directory} is not finished; rerun the stage that writes it")
         shas.append(marker["sha256"])
-    blob = json.dumps({"params": content(params), "code": code_digest(), "inputs": shas}, sort_keys=True,
-                      default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return hashlib.sha256(json.dumps({"stage": digest, "inputs": shas}).encode()).hexdigest()
 
 
 def retries(directory: Path, index: int, fingerprint: str) -> dict[str, int] | None:

@@ -71,6 +71,7 @@ class Backend(ABC):
     version: ClassVar[str] = "1"
     model: ClassVar[str] = ""  # model id, or a plain description of the algorithm
     defaults: ClassVar[dict[str, Any]] = {}
+    data_files: ClassVar[tuple[str, ...]] = ()  # package files it reads (code_deps: their change reruns its stage)
 
     def __init__(self, **options: Any) -> None:
         unknown = sorted(set(options) - set(self.defaults))
@@ -84,10 +85,20 @@ class Backend(ABC):
     def provenance(self) -> dict[str, str]:
         return {"backend": self.name, "version": self.version, "model": self.model}
 
+    @classmethod
+    def fingerprint(cls, options: dict[str, Any]) -> dict[str, str]:
+        """What, besides its options and code, decides this backend's output (prompts it would read),
+        known without building it: building may load a model, and fingerprints are taken before."""
+        return {"backend": cls.name, "version": cls.version}
+
 
 class Tagger(Backend):
     @abstractmethod
     def tag(self, image: np.ndarray) -> list[Tag]: ...
+
+    def tag_batch(self, images: list[np.ndarray]) -> list[list[Tag]]:
+        """Tags per image; backends whose model takes a batch override this (same results)."""
+        return [self.tag(image) for image in images]
 
     def tag_crops(self, image: np.ndarray, boxes: list[tuple[float, float, float, float]]) -> list[list[Tag]]:
         """Tags per box crop: names class-agnostic regions (PancapEngine). Backends may batch this."""
@@ -97,6 +108,10 @@ class Tagger(Backend):
 class Detector(Backend):
     @abstractmethod
     def detect(self, image: np.ndarray, tags: list[Tag]) -> list[Detection]: ...
+
+    def detect_batch(self, images: list[np.ndarray], tags: list[list[Tag]]) -> list[list[Detection]]:
+        """Detections per image (prompted with that image's tags); batching backends override this."""
+        return [self.detect(image, image_tags) for image, image_tags in zip(images, tags, strict=True)]
 
 
 class PromptedSegmenter(Backend):
@@ -116,6 +131,11 @@ class RegionCaptioner(Backend):
     def caption(self, image: np.ndarray, regions: list[dict]) -> list[RegionCaption]:
         """One caption per region record (schema.REGION), in order."""
 
+    def caption_batch(self, items: list[tuple[np.ndarray, list[dict]]]) -> list[list[RegionCaption]]:
+        """``caption`` for each (image, regions); a VLM captioner sends each step's requests of every
+        image to its engine at once."""
+        return [self.caption(image, regions) for image, regions in items]
+
     def refine(
         self, image: np.ndarray, regions: list[dict], captions: list[RegionCaption], clashes: dict[int, list[int]]
     ) -> list[RegionCaption]:
@@ -127,6 +147,17 @@ class RegionCaptioner(Backend):
 class SceneCaptioner(Backend):
     @abstractmethod
     def compose(self, image: np.ndarray, regions: list[dict], captions: list[RegionCaption]) -> SceneCaption: ...
+
+    def compose_batch(self, items: list[tuple[np.ndarray, list[dict], list[RegionCaption]]]
+                      ) -> list[SceneCaption | Exception]:
+        """``compose`` for each (image, regions, captions); an image it fails on gets its exception."""
+        out: list[SceneCaption | Exception] = []
+        for item in items:
+            try:
+                out.append(self.compose(*item))
+            except Exception as exc:  # that image's error (worker.PartWorker records it)
+                out.append(exc)
+        return out
 
 
 @dataclass(frozen=True)
@@ -142,6 +173,10 @@ class Verifier(Backend):
     @abstractmethod
     def verify(self, image: np.ndarray, regions: list[dict], captions: list[RegionCaption]) -> list[Verdict]:
         """One verdict per caption, in order."""
+
+    def verify_batch(self, items: list[tuple[np.ndarray, list[dict], list[RegionCaption]]]) -> list[list[Verdict]]:
+        """``verify`` for each (image, regions, captions); a VLM verifier asks its engine once for all."""
+        return [self.verify(*item) for item in items]
 
 
 def crop(image: np.ndarray, box: tuple[float, float, float, float], pad: float = 0.0) -> np.ndarray:

@@ -14,7 +14,7 @@ import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-_LOADED: dict[tuple, Any] = {}
+from groundcap.models import cached
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -37,13 +37,6 @@ def resolve_dtype(option: str, device: str, gpu_default: str = "float16"):
     if option not in DTYPES:
         raise ValueError(f"dtype {option!r} is not one of auto, {', '.join(DTYPES)}")
     return getattr(torch, option)
-
-
-def cached(key: tuple, make: Callable[[], Any]) -> Any:
-    """``make()`` once per process for ``key``: a stage that builds a backend twice loads it once."""
-    if key not in _LOADED:
-        _LOADED[key] = make()
-    return _LOADED[key]
 
 
 class Loaded:

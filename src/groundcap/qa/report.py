@@ -92,6 +92,17 @@ def _histogram(counts: Counter) -> list[tuple[str, int]]:
     return [(f"{b / BINS:.1f}-{(b + 1) / BINS:.1f}", counts[b]) for b in range(BINS)]
 
 
+# How DVC draws the CSVs ``Summary.write`` puts in reports/plots/ (``dvc plots show``), in dvc.yaml.
+DVC_PLOTS = [
+    {"reports/plots/region_scores.csv": {"title": "Region QA scores", "template": "bar_horizontal",
+                                         "x": "regions", "y": "score"}},
+    {"reports/plots/similarity.csv": {"title": "Cross-model caption similarity (MiniLM cosine)",
+                                      "template": "bar_horizontal", "x": "regions", "y": "similarity"}},
+    {"reports/plots/rejections.csv": {"title": "QA failure and flag reasons", "template": "bar_horizontal_sorted",
+                                      "x": "count", "y": "reason"}},
+]
+
+
 def _csv(path: Path, header: list[str], rows) -> None:
     with path.open("w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from groundcap import grounding, parts
 from groundcap.audit import verdicts
 from groundcap.builders import ReleaseWriter
-from groundcap.engine import Context
+from groundcap.stage import Context, Stage
 
 _INPUTS = ("ingest", "segment", "caption_regions", "qa", "split")
 
@@ -85,3 +85,16 @@ def _scene(image_id: str, machine: str, fixed: str | None, kept: set[int]) -> st
         raise ValueError(f"the audited scene caption of {image_id} has malformed references or points at "
                          f"regions not in the release ({sorted(refs - kept)}); fix it in the verdicts file")
     return fixed
+
+
+class BuildStage(Stage):
+    name = "build"
+    help = "Check the audit gate, then write the release: Parquet configs, WebDataset tars, COCO JSON."
+    inputs = ("ingest", "segment", "caption_regions", "qa", "split")
+    params = ("build", "audit", "release.pretty_name", "release.version", "release.license")
+    deps = ("audits",)
+    outs = ("release/data", "release/regions", "release/wds", "release/coco")
+    run = staticmethod(run)
+
+
+STAGE = BuildStage()

@@ -11,52 +11,65 @@ import json
 from groundcap import schema
 from groundcap.annotators.base import RegionCaption, Verdict
 from groundcap.annotators.uniqueness import make_unique
-from groundcap.engine import Context, MapStage, map_stage
 from groundcap.ingest import decode_rgb
-from groundcap.stages.common import backend, provenance
+from groundcap.stage import MapStage, Records, Row
+from groundcap.stages.common import build, provenance, spec
 
 
-def run(ctx: Context) -> None:
-    map_stage(ctx, STAGE)
+class CaptionRegionsStage(MapStage):
+    name = "caption_regions"
+    help = "Write a short and a detailed caption for every region."
+    inputs = ("ingest", "segment")
+    params = ("caption_regions",)
+    steps = ("region_captioner", "verifier")
+    schema = schema.CAPTIONS
+
+    def backends(self, params):
+        section = params["caption_regions"]
+        return [spec("region_captioner", section["captioner"], section),
+                *([spec("verifier", section["verifier"], section)] if section["verifier"] else [])]
+
+    def setup(self, params):
+        self.section = params["caption_regions"]
+        self.captioner, *verifier = (build(s) for s in self.backends(params))
+        self.verifier = verifier[0] if verifier else None
+        self.stamps = [provenance(b, self.section) for b in (self.captioner, *verifier)]
+
+    def process_batch(self, batch: list[Records]) -> list[Row]:
+        """All first captions of the batch in one call, then uniqueness image by image, then all verdicts."""
+        captioner = self.captioner
+        todo = [i for i, (_, region_row) in enumerate(batch) if region_row["regions"]]
+        images = {i: decode_rgb(batch[i][0]["bytes"]) for i in todo}
+        regions = {i: batch[i][1]["regions"] for i in todo}
+        firsts = captioner.caption_batch([(images[i], regions[i]) for i in todo])
+        captions, clashes = {}, {}
+        for i, first in zip(todo, firsts, strict=True):
+            unique, clashes[i] = make_unique(captioner, images[i], regions[i], _in_step(captioner.name, first, regions[i]),
+                                             rounds=self.section["unique_rounds"],
+                                             max_similarity=self.section["unique_max_similarity"])
+            captions[i] = _in_step(captioner.name, unique, regions[i])
+        verdicts = dict(zip(todo, _verify(self.verifier, [(images[i], regions[i], captions[i]) for i in todo])))
+        return [{"image_id": image_row["image_id"],
+                 "captions": [_row(c, v, c.region_id not in clashes[i])
+                              for c, v in zip(captions[i], verdicts[i], strict=True)] if i in verdicts else [],
+                 "provenance": self.stamps, "error": None}
+                for i, (image_row, _) in enumerate(batch)]
 
 
-def setup(params: dict):
-    section = params["caption_regions"]
-    captioner = backend("region_captioner", section["captioner"], section)
-    verifier = backend("verifier", section["verifier"], section) if section["verifier"] else None
-    stamps = [provenance(b, section) for b in (captioner, verifier) if b is not None]
-
-    def caption_image(image_row: dict, region_row: dict) -> dict:
-        regions = region_row["regions"]
-        if not regions:
-            return {"image_id": image_row["image_id"], "captions": [], "provenance": stamps, "error": None}
-        image = decode_rgb(image_row["bytes"])
-        captions = _in_step(captioner.name, captioner.caption(image, regions), regions)
-        captions, clashes = make_unique(captioner, image, regions, captions, rounds=section["unique_rounds"],
-                                        max_similarity=section["unique_max_similarity"])
-        captions = _in_step(captioner.name, captions, regions)
-        verdicts = _verify(verifier, image, regions, captions)
-        return {
-            "image_id": image_row["image_id"],
-            "captions": [_row(c, v, c.region_id not in clashes) for c, v in zip(captions, verdicts, strict=True)],
-            "provenance": stamps,
-            "error": None,
-        }
-
-    def failed(image_id: str, message: str) -> dict:
-        return {"image_id": image_id, "captions": [], "provenance": stamps, "error": message}
-
-    return caption_image, failed
-
-
-def _verify(verifier, image, regions: list[dict], captions: list[RegionCaption]) -> list[Verdict | None]:
-    """The verifier's verdicts; a caption the captioner could not write is rejected with its reason."""
+def _verify(verifier, items: list[tuple]) -> list[list[Verdict | None]]:
+    """The verifier's verdicts per (image, regions, captions); a caption the captioner could not write is
+    rejected with its reason, without asking the verifier."""
     if verifier is None:
-        return [None] * len(captions)
-    written = [c for c in captions if c.short and c.detailed]
-    verdicts = dict(zip((c.region_id for c in written), verifier.verify(image, regions, written) if written else []))
-    return [verdicts.get(c.region_id) or Verdict(c.region_id, False, c.facts.get("error") or "no caption")
-            for c in captions]
+        return [[None] * len(captions) for _, _, captions in items]
+    written = [[c for c in captions if c.short and c.detailed] for _, _, captions in items]
+    asked = [i for i, w in enumerate(written) if w]
+    answers = dict(zip(asked, verifier.verify_batch([(items[i][0], items[i][1], written[i]) for i in asked])))
+    out = []
+    for i, (_, _, captions) in enumerate(items):
+        verdicts = dict(zip((c.region_id for c in written[i]), answers.get(i, [])))
+        out.append([verdicts.get(c.region_id) or Verdict(c.region_id, False, c.facts.get("error") or "no caption")
+                    for c in captions])
+    return out
 
 
 def _in_step(name: str, captions: list[RegionCaption], regions: list[dict]) -> list[RegionCaption]:
@@ -77,4 +90,4 @@ def _row(c: RegionCaption, verdict: Verdict | None, unique: bool) -> dict:
     }
 
 
-STAGE = MapStage("caption_regions", ("ingest", "segment"), schema.CAPTIONS, setup)
+STAGE = CaptionRegionsStage()

@@ -10,33 +10,41 @@ import json
 
 from groundcap import schema
 from groundcap.annotators.base import RegionCaption
-from groundcap.engine import Context, MapStage, map_stage
 from groundcap.ingest import decode_rgb
-from groundcap.stages.common import backend, provenance
+from groundcap.stage import MapStage, Records, Row
+from groundcap.stages.common import build, provenance, spec
 
 
-def run(ctx: Context) -> None:
-    map_stage(ctx, STAGE)
+class CaptionSceneStage(MapStage):
+    name = "caption_scene"
+    help = "Compose one grounded scene caption per image, phrases marked `<rN>phrase</rN>`."
+    inputs = ("ingest", "segment", "caption_regions")
+    params = ("caption_scene",)
+    steps = ("scene_captioner",)
+    schema = schema.SCENE
+
+    def backends(self, params):
+        section = params["caption_scene"]
+        shared = {"max_regions": section["max_regions"], "divide_above": section["divide_above"]}
+        return [spec("scene_captioner", section["composer"], section, shared)]
+
+    def setup(self, params):
+        [self.composer] = (build(s) for s in self.backends(params))
+        self.stamps = [provenance(self.composer, params["caption_scene"])]
+
+    def process_batch(self, batch: list[Records]) -> list[Row | Exception]:
+        """Every image's scene requests go to the composer at once; an image it fails on gets its error."""
+        scenes = self.composer.compose_batch([(decode_rgb(image_row["bytes"]), region_row["regions"],
+                                               _captions(caption_row)) for image_row, region_row, caption_row in batch])
+        return [scene if isinstance(scene, Exception) else
+                {"image_id": image_row["image_id"], "scene_caption": scene.text, "provenance": self.stamps,
+                 "error": None}
+                for (image_row, _, _), scene in zip(batch, scenes, strict=True)]
 
 
-def setup(params: dict):
-    section = params["caption_scene"]
-    shared = {"max_regions": section["max_regions"], "divide_above": section["divide_above"]}
-    composer = backend("scene_captioner", section["composer"], section, shared)
-    stamp = [provenance(composer, section)]
-
-    def compose_image(image_row: dict, region_row: dict, caption_row: dict) -> dict:
-        captions = [
-            RegionCaption(c["region_id"], c["short"], c["detailed"], json.loads(c["facts"]))
-            for c in caption_row["captions"]
-        ]
-        scene = composer.compose(decode_rgb(image_row["bytes"]), region_row["regions"], captions)
-        return {"image_id": image_row["image_id"], "scene_caption": scene.text, "provenance": stamp, "error": None}
-
-    def failed(image_id: str, message: str) -> dict:
-        return {"image_id": image_id, "scene_caption": None, "provenance": stamp, "error": message}
-
-    return compose_image, failed
+def _captions(caption_row: Row) -> list[RegionCaption]:
+    return [RegionCaption(c["region_id"], c["short"], c["detailed"], json.loads(c["facts"]))
+            for c in caption_row["captions"]]
 
 
-STAGE = MapStage("caption_scene", ("ingest", "segment", "caption_regions"), schema.SCENE, setup)
+STAGE = CaptionSceneStage()

@@ -1,4 +1,4 @@
-"""What the annotation stages share: building backends from params and stamping provenance."""
+"""What the annotation stages share: declaring and building backends from params, stamping provenance."""
 
 from __future__ import annotations
 
@@ -6,12 +6,16 @@ from typing import Any
 
 from groundcap import params as params_mod
 from groundcap.annotators import base, registry
+from groundcap.stage import BackendSpec
 
 
-def backend(step: str, name: str, section: dict[str, Any], shared: dict[str, Any] | None = None) -> base.Backend:
+def spec(step: str, name: str, section: dict[str, Any], shared: dict[str, Any] | None = None) -> BackendSpec:
     """Backend ``name`` with options ``section[name]`` (plus stage-wide ``shared`` options)."""
-    options = {**(shared or {}), **(section.get(name) or {})}
-    return registry.create(step, name, options)
+    return BackendSpec(step, name, {**(shared or {}), **(section.get(name) or {})})
+
+
+def build(backend: BackendSpec) -> base.Backend:
+    return registry.create(backend.step, backend.name, backend.options)
 
 
 def provenance(backend: base.Backend, section: dict[str, Any]) -> dict[str, str]:

@@ -11,60 +11,93 @@ from __future__ import annotations
 
 from groundcap import grounding, schema
 from groundcap.annotators.base import RegionCaption
-from groundcap.engine import Context, MapStage, map_stage
 from groundcap.ingest import decode_rgb
 from groundcap.qa import claims, consistency
-from groundcap.stages.common import backend, provenance
+from groundcap.stage import MapStage, Records, Row
+from groundcap.stages.common import build, provenance, spec
 
 
-def run(ctx: Context) -> None:
-    map_stage(ctx, STAGE)
+class CrosscheckStage(MapStage):
+    name = "crosscheck"
+    help = "Caption every region again with a second, independent model and measure how far the two agree."
+    inputs = ("ingest", "segment", "caption_regions", "caption_scene")
+    params = ("crosscheck", "caption_scene.max_regions", "caption_scene.divide_above")
+    steps = ("region_captioner", "scene_captioner", "verifier")
+    schema = schema.CROSSCHECK
 
-
-def setup(params: dict):
-    section = params["crosscheck"]
-    if not section["captioner"]:
-        return lambda image_row, *_: _row(image_row["image_id"], []), lambda image_id, message: _row(
-            image_id, [], error=message)
-    captioner = backend("region_captioner", section["captioner"], section)
-    composer = None
-    if section["scene_composer"]:
+    def backends(self, params):
+        section = params["crosscheck"]
+        if not section["captioner"]:
+            return []
         scene = params["caption_scene"]
         shared = {"max_regions": scene["max_regions"], "divide_above": scene["divide_above"]}
-        composer = backend("scene_captioner", section["scene_composer"], section, shared)
-    judge = backend("verifier", section["judge"], section) if section["judge"] else None
-    embedder = consistency.embedder(section["embedder"])
-    stamps = [provenance(b, section) for b in (captioner, composer, judge, embedder) if b is not None]
+        return [spec("region_captioner", section["captioner"], section),
+                *([spec("scene_captioner", section["scene_composer"], section, shared)]
+                  if section["scene_composer"] else []),
+                *([spec("verifier", section["judge"], section)] if section["judge"] else [])]
 
-    def check_image(image_row: dict, region_row: dict, caption_row: dict, scene_row: dict) -> dict:
-        regions = region_row["regions"]
+    def setup(self, params):
+        section = params["crosscheck"]
+        built = {s.step: build(s) for s in self.backends(params)}
+        self.captioner = built.get("region_captioner")
+        self.composer, self.judge = built.get("scene_captioner"), built.get("verifier")
+        self.embedder = consistency.embedder(section["embedder"]) if self.captioner else None
+        self.stamps = [provenance(b, section) for b in (self.captioner, self.composer, self.judge, self.embedder)
+                       if b is not None]
+
+    def process_batch(self, batch: list[Records]) -> list[Row | Exception]:
+        """The second captions, verdicts and scene captions of every image of the batch, one call per step."""
+        if self.captioner is None:  # crosscheck off: every row empty, no consistency decision
+            return [self.error_row(image_row["image_id"], None) for image_row, *_ in batch]
+        rows: list[Row | Exception] = [self._empty(records) for records in batch]
+        todo = [i for i, (_, region_row, _, _) in enumerate(batch) if region_row["regions"]]
+        images = {i: decode_rgb(batch[i][0]["bytes"]) for i in todo}
+        regions = {i: batch[i][1]["regions"] for i in todo}
+        seconds = dict(zip(todo, self.captioner.caption_batch([(images[i], regions[i]) for i in todo]), strict=True))
+        firsts, compared = {}, {}
+        for i in todo:
+            if [c.region_id for c in seconds[i]] != [r["region_id"] for r in regions[i]]:
+                raise RuntimeError(f"{self.captioner.name} returned captions out of step with the regions")
+            firsts[i] = {c["region_id"]: RegionCaption(c["region_id"], c["short"], c["detailed"])
+                         for c in batch[i][2]["captions"] if c["short"] and c["detailed"]}
+            compared[i] = [b for b in seconds[i] if b.region_id in firsts[i]]  # no first caption: nothing to compare
+        judged = [i for i in todo if compared[i]] if self.judge is not None else []
+        verdicts = dict(zip(judged, self.judge.verify_batch(
+            [(images[i], regions[i], [firsts[i][b.region_id] for b in compared[i]]) for i in judged]) if judged else []))
+        scened = [i for i in todo if self.composer is not None and batch[i][3]["scene_caption"]]
+        scenes = dict(zip(scened, self.composer.compose_batch([(images[i], regions[i], seconds[i]) for i in scened])
+                          if scened else []))
+        for i in todo:
+            if isinstance(scenes.get(i), Exception):
+                rows[i] = scenes[i]
+            else:
+                rows[i].update(self._compared(batch[i][3], regions[i], firsts[i], compared[i], verdicts.get(i, []),
+                                              scenes.get(i)),
+                               captions=[{"region_id": c.region_id, "short": c.short, "detailed": c.detailed}
+                                         for c in seconds[i]])
+        return rows
+
+    def _empty(self, records: Records) -> Row:
+        """The row of an image with no region to compare: both models named, nothing compared."""
+        image_row, _, caption_row, _ = records
         model_a = caption_row["provenance"][0]["model"] if caption_row["provenance"] else None
-        row = _row(image_row["image_id"], stamps, model_a=model_a, model_b=captioner.model)
-        if not regions:
-            return row
-        image = decode_rgb(image_row["bytes"])
-        second = captioner.caption(image, regions)
-        if [c.region_id for c in second] != [r["region_id"] for r in regions]:
-            raise RuntimeError(f"{captioner.name} returned captions out of step with the regions")
-        first = {c["region_id"]: RegionCaption(c["region_id"], c["short"], c["detailed"])
-                 for c in caption_row["captions"] if c["short"] and c["detailed"]}
-        compared = [b for b in second if b.region_id in first]  # a caption the first model could not write: none
-        agreements = _compare(embedder, [(_text(first[b.region_id]), _text(b)) for b in compared])
-        by_region = {b.region_id: a for b, a in zip(compared, agreements, strict=True)}
-        if judge is not None and compared:
-            for verdict in judge.verify(image, regions, [first[b.region_id] for b in compared]):
-                by_region[verdict.region_id].update(judge="accepted" if verdict.accepted else "rejected",
-                                                    judge_reason=verdict.reason)
-        if composer is not None and scene_row["scene_caption"]:
-            row["scene_caption"] = composer.compose(image, regions, second).text
-            # embedded apart: in one batch the long scene captions would pad every region caption to their length
-            [row["scene"]] = _compare(embedder, [(grounding.plain(scene_row["scene_caption"]),
-                                                   grounding.plain(row["scene_caption"]))])
-        row["captions"] = [{"region_id": c.region_id, "short": c.short, "detailed": c.detailed} for c in second]
-        row["regions"] = [{"region_id": r["region_id"], "agreement": by_region.get(r["region_id"])} for r in regions]
-        return row
+        return {**self.error_row(image_row["image_id"], None), "model_a": model_a, "model_b": self.captioner.model}
 
-    return check_image, lambda image_id, message: _row(image_id, stamps, error=message)
+    def _compared(self, scene_row: Row, regions, first, compared, verdicts, scene) -> Row:
+        """Agreements per region (embedding, claims, the judge's verdict) and of the scene captions."""
+        agreements = _compare(self.embedder, [(_text(first[b.region_id]), _text(b)) for b in compared])
+        by_region = {b.region_id: a for b, a in zip(compared, agreements, strict=True)}
+        for verdict in verdicts:
+            by_region[verdict.region_id].update(judge="accepted" if verdict.accepted else "rejected",
+                                                judge_reason=verdict.reason)
+        out: Row = {"regions": [{"region_id": r["region_id"], "agreement": by_region.get(r["region_id"])}
+                                for r in regions]}
+        if scene is not None:
+            out["scene_caption"] = scene.text
+            # embedded apart: in one batch the long scene captions would pad every region caption to their length
+            [out["scene"]] = _compare(self.embedder, [(grounding.plain(scene_row["scene_caption"]),
+                                                       grounding.plain(scene.text))])
+        return out
 
 
 def _compare(embedder: consistency.Embedder, pairs: list[tuple[str, str]]) -> list[dict]:
@@ -77,10 +110,4 @@ def _text(caption: RegionCaption) -> str:
     return claims.caption_text(caption.short, caption.detailed)
 
 
-def _row(image_id: str, stamps: list[dict], model_a: str | None = None, model_b: str | None = None,
-         error: str | None = None) -> dict:
-    return {"image_id": image_id, "captions": [], "regions": [], "scene_caption": None, "scene": None,
-            "model_a": model_a, "model_b": model_b, "provenance": stamps, "error": error}
-
-
-STAGE = MapStage("crosscheck", ("ingest", "segment", "caption_regions", "caption_scene"), schema.CROSSCHECK, setup)
+STAGE = CrosscheckStage()

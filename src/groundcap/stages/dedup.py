@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from groundcap import grounding, parts, schema
-from groundcap.engine import Context
+from groundcap.stage import Context, Stage
 from groundcap.ingest import decode_rgb
 from groundcap.qa import dedup
 
@@ -142,3 +142,16 @@ def _cluster_sizes(rep: np.ndarray) -> dict:
     sizes = np.bincount(rep, minlength=1)
     count = int((sizes > 1).sum())
     return {"count": count, "largest": int(sizes.max()) if count else 0}
+
+
+class DedupStage(Stage):
+    name = "dedup"
+    help = "Find exact and near-duplicate images (perceptual hashes) and captions (MinHash); keep one per cluster."
+    inputs = ("ingest", "qa")
+    params = ("dedup",)
+    metrics = ("reports/dedup.json",)
+    outs = ("work/dedup",)
+    run = staticmethod(run)
+
+
+STAGE = DedupStage()

@@ -6,7 +6,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from groundcap import ingest, parts, schema
-from groundcap.engine import Context
+from groundcap.stage import Context, Stage
 from groundcap.sources import iter_source
 
 
@@ -48,9 +48,20 @@ def run(ctx: Context) -> None:
         )
 
 
+class IngestStage(Stage):
+    name = "ingest"
+    help = "Validate, normalize and hash the source images; record every rejected file with its reason."
+    params = ("source", "part_size", "ingest")
+    outs = ("work/ingest", "reports/rejects.parquet")
+    run = staticmethod(run)
+
+
 def _read(read, max_bytes: int) -> bytes:
     """Read at most max_bytes + 1 bytes (one more tells an over-size file); I/O errors are rejections."""
     try:
         return read(max_bytes + 1)
     except Exception as exc:
         raise ingest.Rejected(f"cannot read: {type(exc).__name__}: {exc}") from None
+
+
+STAGE = IngestStage()

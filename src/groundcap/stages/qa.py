@@ -10,24 +10,37 @@ are left out with their reasons.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from groundcap import grounding, parts, schema
-from groundcap.engine import Context, MapStage, map_stage
 from groundcap.ingest import decode_rgb
 from groundcap.qa import checks, claims, consistency, evidence
 from groundcap.qa.report import Summary
-from groundcap.stages import STAGES
+from groundcap.stage import Context, MapStage
 
 
-def run(ctx: Context) -> None:
-    out = map_stage(ctx, STAGE)
-    summary = Summary()
-    for index in parts.list_parts(out):
-        summary.add(parts.read_part(out, index, ["passed", "reasons", "regions", "scene_evidence"]), _reason_kind)
-    summary.write(ctx.reports)
+class QaStage(MapStage):
+    name = "qa"
+    help = "Check captions against pixels and the second model, score every region and image, write reports/qa.json."
+    inputs = ("ingest", "segment", "caption_regions", "caption_scene", "crosscheck")
+    params = ("qa",)
+    schema = schema.QA
+    metrics = ("reports/qa.json",)
+    plots = ("reports/plots",)
+
+    def setup(self, params):
+        self.process, self.error_row = _judge(params["qa"])
+
+    def finish(self, ctx: Context) -> None:
+        """``reports/qa.json`` and the plots, from every part (computed now or on an earlier run)."""
+        out, summary = ctx.work(self.name), Summary()
+        for index in parts.list_parts(out):
+            summary.add(parts.read_part(out, index, ["passed", "reasons", "regions", "scene_evidence"]), _reason_kind)
+        summary.write(ctx.reports)
 
 
-def setup(params: dict):
-    section = params["qa"]
+def _judge(section: dict):
+    """``(judge, failed)``: an image's QA row from its records, and the row of an image a stage failed on."""
     options = evidence.Options.from_params(section["evidence"])
     evidence_action, agree = section["evidence"]["action"], section["consistency"]
 
@@ -94,9 +107,11 @@ def setup(params: dict):
 
 
 def _reason_kind(reason: str) -> str:
-    """Stage errors carry a per-image message; the summary counts them by stage."""
+    """Stage errors carry a per-image message (``<stage>: ...``); the summary counts them by stage."""
     stage, sep, _ = reason.partition(": ")
-    return f"{stage} error" if sep and stage in STAGES else reason
+    return f"{stage} error" if sep and stage in _STAGE_MODULES else reason
 
 
-STAGE = MapStage("qa", ("ingest", "segment", "caption_regions", "caption_scene", "crosscheck"), schema.QA, setup)
+_STAGE_MODULES = {path.stem for path in Path(__file__).parent.glob("*.py")}  # not the pipeline: it imports this
+
+STAGE = QaStage()

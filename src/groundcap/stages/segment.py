@@ -7,45 +7,51 @@ from __future__ import annotations
 from groundcap import schema
 from groundcap.annotators.base import Detection
 from groundcap.annotators.entities import resolve_entities
-from groundcap.engine import Context, MapStage, map_stage
 from groundcap.ingest import decode_rgb
-from groundcap.stages.common import backend, provenance
+from groundcap.stage import MapStage, Row
+from groundcap.stages.common import build, provenance, spec
 
 ENTITY_OPTIONS = ("min_area_frac", "nms_iou", "max_regions", "min_predicted_iou", "min_stability", "max_parts",
                   "part_min_containment")
 
 
-def run(ctx: Context) -> None:
-    map_stage(ctx, STAGE)
+class SegmentStage(MapStage):
+    name = "segment"
+    help = "Box-prompted masks plus everything-mode masks, merged into non-overlapping entity regions."
+    inputs = ("ingest", "tag")
+    params = ("segment", "tag")  # the crop tagger takes its options from the tag section
+    steps = ("prompted_segmenter", "mask_generator", "tagger")
+    schema = schema.REGIONS
 
+    def backends(self, params):
+        section = params["segment"]
+        shared = {"work_side": section["work_side"]}
+        return [spec("prompted_segmenter", section["prompted"], section, shared),
+                spec("mask_generator", section["everything"], section, shared),
+                *([spec("tagger", section["crop_tagger"], params["tag"])] if section["crop_tagger"] else [])]
 
-def setup(params: dict):
-    section = params["segment"]
-    shared = {"work_side": section["work_side"]}
-    prompted = backend("prompted_segmenter", section["prompted"], section, shared)
-    generator = backend("mask_generator", section["everything"], section, shared)
-    crop_tagger = backend("tagger", section["crop_tagger"], params["tag"]) if section["crop_tagger"] else None
-    stamps = [provenance(b, section) for b in (prompted, generator, crop_tagger) if b is not None]
-    generic = set(section["generic_labels"])
+    def setup(self, params):
+        self.section = params["segment"]
+        prompted, generator, *crop_tagger = (build(s) for s in self.backends(params))
+        self.prompted, self.generator = prompted, generator
+        self.crop_tagger = crop_tagger[0] if crop_tagger else None
+        self.stamps = [provenance(b, self.section) for b in (prompted, generator, *crop_tagger)]
+        self.generic = set(self.section["generic_labels"])
 
-    def segment_image(image_row: dict, tag_row: dict) -> dict:
+    def process(self, image_row: Row, tag_row: Row) -> Row:
+        section = self.section
         image = decode_rgb(image_row["bytes"])
         detections = [Detection(**{**d, "bbox": tuple(d["bbox"])}) for d in tag_row["detections"]]
-        prompted_masks = [m for m in prompted.segment(image, detections) if m is not None] if detections else []
-        regions = resolve_entities(prompted_masks, generator.generate(image), image.shape[0], image.shape[1],
+        prompted_masks = [m for m in self.prompted.segment(image, detections) if m is not None] if detections else []
+        regions = resolve_entities(prompted_masks, self.generator.generate(image), image.shape[0], image.shape[1],
                                    **{k: section[k] for k in ENTITY_OPTIONS})
-        unnamed = [r for r in regions if (r["label"] or "") in generic]
-        if crop_tagger and unnamed:
-            for region, tags in zip(unnamed, crop_tagger.tag_crops(image, [tuple(r["bbox"]) for r in unnamed])):
+        unnamed = [r for r in regions if (r["label"] or "") in self.generic]
+        if self.crop_tagger and unnamed:
+            for region, tags in zip(unnamed, self.crop_tagger.tag_crops(image, [tuple(r["bbox"]) for r in unnamed])):
                 best = max(tags, key=lambda t: t.score, default=None)
                 if best is not None and best.score >= section["crop_tag_min_score"]:
                     region["label"], region["label_score"] = best.label, best.score
-        return {"image_id": image_row["image_id"], "regions": regions, "provenance": stamps, "error": None}
-
-    def failed(image_id: str, message: str) -> dict:
-        return {"image_id": image_id, "regions": [], "provenance": stamps, "error": message}
-
-    return segment_image, failed
+        return {"image_id": image_row["image_id"], "regions": regions, "provenance": self.stamps, "error": None}
 
 
-STAGE = MapStage("segment", ("ingest", "tag"), schema.REGIONS, setup)
+STAGE = SegmentStage()

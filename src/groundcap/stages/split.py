@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from groundcap import diff, parts, schema, splits
 from groundcap.audit import verdicts
-from groundcap.engine import Context
+from groundcap.stage import Context, Stage
 
 
 def run(ctx: Context) -> None:
@@ -63,3 +63,16 @@ def _reason(row: dict, verdict: dict | None) -> str | None:
     if verdict is not None and not verdicts.is_accepted(verdict):
         return "rejected by human audit"
     return None
+
+
+class SplitStage(Stage):
+    name = "split"
+    help = "Assign released images to train/validation/test by group hash; audited ones to human_test."
+    inputs = ("ingest", "qa", "dedup")
+    params = ("split", "audit", "release.previous")
+    deps = ("audits",)
+    outs = ("work/split",)
+    run = staticmethod(run)
+
+
+STAGE = SplitStage()

@@ -12,42 +12,53 @@ from dataclasses import asdict
 from groundcap import schema
 from groundcap.annotators.base import Tag
 from groundcap.annotators.detections import merge
-from groundcap.engine import Context, MapStage, map_stage
 from groundcap.ingest import decode_rgb
-from groundcap.stages.common import backend, provenance
+from groundcap.stage import MapStage, Records, Row
+from groundcap.stages.common import build, provenance, spec
 
 
-def run(ctx: Context) -> None:
-    map_stage(ctx, STAGE)
+class TagStage(MapStage):
+    name = "tag"
+    help = "Tag each image and detect labelled boxes (detectors prompted with the tags)."
+    inputs = ("ingest",)
+    params = ("tag",)
+    steps = ("tagger", "detector")
+    schema = schema.TAGS
 
+    def backends(self, params):
+        section = params["tag"]
+        return ([spec("tagger", name, section) for name in section["taggers"]]
+                + [spec("detector", name, section) for name in section["detectors"]])
 
-def setup(params: dict):
-    section = params["tag"]
-    taggers = [backend("tagger", name, section) for name in section["taggers"]]
-    detectors = [backend("detector", name, section) for name in section["detectors"]]
-    stamps = [provenance(b, section) for b in (*taggers, *detectors)]
+    def setup(self, params):
+        self.section = params["tag"]
+        specs = self.backends(params)
+        self.taggers = [build(s) for s in specs if s.step == "tagger"]
+        self.detectors = [build(s) for s in specs if s.step == "detector"]
+        self.stamps = [provenance(b, self.section) for b in (*self.taggers, *self.detectors)]
 
-    def tag_image(image_row: dict) -> dict:
-        image = decode_rgb(image_row["bytes"])
-        tags = [t for tagger in taggers for t in tagger.tag(image)]
-        detections = merge([detector.detect(image, tags) for detector in detectors], section["merge_iou"])
+    def process_batch(self, batch: list[Records]) -> list[Row]:
+        images = [decode_rgb(image_row["bytes"]) for image_row, in batch]
+        per_tagger = [tagger.tag_batch(images) for tagger in self.taggers]  # [tagger][image]
+        tags = [[t for tagged in per_tagger for t in tagged[i]] for i in range(len(images))]
+        per_detector = [detector.detect_batch(images, tags) for detector in self.detectors]  # [detector][image]
+        return [self._row(image_row["image_id"], tags[i], [found[i] for found in per_detector])
+                for i, (image_row,) in enumerate(batch)]
+
+    def _row(self, image_id: str, tags: list[Tag], per_detector: list) -> Row:
+        detections = merge(per_detector, self.section["merge_iou"])
         known = {t.label for t in tags}
         for det in sorted(detections, key=lambda d: -d.score):
             if det.label not in known:
                 tags.append(Tag(det.label, det.score, det.source))
                 known.add(det.label)
         return {
-            "image_id": image_row["image_id"],
+            "image_id": image_id,
             "tags": [asdict(t) for t in tags],
             "detections": [asdict(d) | {"bbox": list(d.bbox)} for d in detections],
-            "provenance": stamps,
+            "provenance": self.stamps,
             "error": None,
         }
 
-    def failed(image_id: str, message: str) -> dict:
-        return {"image_id": image_id, "tags": [], "detections": [], "provenance": stamps, "error": message}
 
-    return tag_image, failed
-
-
-STAGE = MapStage("tag", ("ingest",), schema.TAGS, setup)
+STAGE = TagStage()

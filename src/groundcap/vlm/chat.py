@@ -2,12 +2,14 @@
 
 A VLM backend (captioner, verifier, scene composer, tagger) names an engine and its options in
 params; ``engine()`` builds it once per (kind, options) so several backends of one stage share a
-loaded model instead of loading it twice onto the GPU.
+loaded model instead of loading it twice onto the GPU (``groundcap.models``, which also frees it
+when the stage ends).
 """
 
 from __future__ import annotations
 
 import base64
+import importlib
 import io
 import json
 from abc import ABC, abstractmethod
@@ -16,6 +18,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from groundcap import models
 
 
 @dataclass(frozen=True)
@@ -98,18 +102,21 @@ ENGINES: dict[str, str] = {
     "openai": "groundcap.vlm.openai_api:OpenAIChat",
     "transformers": "groundcap.vlm.hf_generate:TransformersChat",
 }
-_cache: dict[str, ChatEngine] = {}
+
+
+def engine_key(kind: str, model: str, options: dict[str, Any] | None = None) -> tuple[str, str]:
+    """The ``groundcap.models`` key of an engine: equal for equal kind, model and options."""
+    return ("vlm", json.dumps([kind, model, options or {}], sort_keys=True, default=str))
 
 
 def engine(kind: str, model: str, options: dict[str, Any] | None = None) -> ChatEngine:
     """The engine ``kind`` serving ``model``, built once per process for the same options."""
     if kind not in ENGINES:
         raise ValueError(f"unknown VLM engine {kind!r}; engines: {', '.join(ENGINES)}")
-    key = json.dumps([kind, model, options or {}], sort_keys=True, default=str)
-    if key not in _cache:
-        module_name, cls_name = ENGINES[kind].split(":")
-        import importlib
 
+    def build() -> ChatEngine:
+        module_name, cls_name = ENGINES[kind].split(":")
         cls = getattr(importlib.import_module(module_name), cls_name)
-        _cache[key] = cls(model=model, **(options or {}))
-    return _cache[key]
+        return cls(model=model, **(options or {}))
+
+    return models.cached(engine_key(kind, model, options), build)

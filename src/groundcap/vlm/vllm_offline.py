@@ -99,6 +99,21 @@ class VllmChat(ChatEngine):
             self._sampling_params = vllm.SamplingParams
         return self._llm
 
+    def close(self) -> None:
+        """Free the model's memory before the next stage loads its own (``groundcap.models.release``):
+        ``LLM.shutdown`` where this vLLM has it (the engine core process), then vLLM's own
+        ``cleanup_dist_env_and_memory`` (process groups, ``gc``, the CUDA cache)."""
+        llm, self._llm = self._llm, None
+        if llm is None:
+            return
+        shutdown = getattr(llm, "shutdown", None)
+        if callable(shutdown):
+            shutdown()
+        del llm
+        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+        cleanup_dist_env_and_memory()
+
     def _chat(self, llm: Any, requests: list[ChatRequest], params: Any) -> list[ChatReply]:
         """Replies for one batch. vLLM rejects a whole batch for one bad prompt (too long, broken
         image), so a failing batch is halved until the failing requests stand alone."""

@@ -35,6 +35,7 @@ class ClipTagger(Tagger):
         "min_score": 0.05,
         "batch_size": 32,
     }
+    data_files = ("prompts/vocabulary.txt",)
 
     def __init__(self, **options) -> None:
         super().__init__(**options)
@@ -44,11 +45,19 @@ class ClipTagger(Tagger):
         self.text_embeddings = self._embed_text()
 
     def provenance(self) -> dict[str, str]:
-        used = [prompts.Prompt("template", self.template), prompts.Prompt("vocabulary", "\n".join(self.labels))]
-        return {**super().provenance(), "prompt_hash": prompts.combined_hash(used)}
+        return {**super().provenance(), "prompt_hash": _prompt_hash(self.template, self.labels)}
+
+    @classmethod
+    def fingerprint(cls, options):
+        labels = prompts.read_vocabulary(options.get("vocabulary", cls.defaults["vocabulary"]))
+        return {**super().fingerprint(options),
+                "prompt_hash": _prompt_hash(options.get("template", cls.defaults["template"]), labels)}
 
     def tag(self, image: np.ndarray) -> list[Tag]:
         return self._tag([image])[0]
+
+    def tag_batch(self, images: list[np.ndarray]) -> list[list[Tag]]:
+        return self._tag(images)
 
     def tag_crops(self, image: np.ndarray, boxes: list[tuple[float, float, float, float]]) -> list[list[Tag]]:
         return self._tag([crop(image, box, CROP_PAD) for box in boxes])
@@ -82,3 +91,8 @@ class ClipTagger(Tagger):
 
 def _unit(features):
     return features / features.norm(dim=-1, keepdim=True)
+
+
+def _prompt_hash(template: str, labels: list[str]) -> str:
+    """One hash of the template and the vocabulary (a user's vocabulary file is read, not named)."""
+    return prompts.combined_hash([prompts.Prompt("template", template), prompts.Prompt("vocabulary", "\n".join(labels))])

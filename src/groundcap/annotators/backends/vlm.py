@@ -55,6 +55,18 @@ class VlmBackend:
         return {**super().provenance(), "model": f"{self.model} ({self.engine})",  # type: ignore[misc]
                 "prompt_hash": prompts.combined_hash(list(self.prompts.values()))}
 
+    @classmethod
+    def fingerprint(cls, options: dict[str, Any]) -> dict[str, str]:
+        folder = options.get("prompts_dir") or None
+        return {**super().fingerprint(options),  # type: ignore[misc]
+                "prompt_hash": prompts.combined_hash([prompts.load(n, folder) for n in cls.prompt_names])}
+
+    @classmethod
+    def engine_key(cls, options: dict[str, Any]) -> tuple[str, str]:
+        """The ``groundcap.models`` key of the engine these options load (without loading it)."""
+        merged = {**cls.defaults, **options}  # type: ignore[attr-defined]
+        return vlm_chat.engine_key(merged["engine"], merged["model"], merged["engine_options"])
+
     def request(self, prompt: str, *images: np.ndarray) -> ChatRequest:
         return ChatRequest(prompt, images, max_tokens=self.max_tokens, temperature=self.temperature, json_mode=True)
 

@@ -1,0 +1,167 @@
+"""The stage contract every pipeline stage follows (docs/ARCHITECTURE.md, "The stage contract").
+
+A stage declares what it reads (``inputs``: the ``work/<stage>`` folders; ``params``: the params keys;
+``deps``: other files), what it writes (``outs``, ``metrics``, ``plots``) and where its code lives
+(its module, plus the backend modules of the ``steps`` it runs). Those declarations are the single
+source of the pipeline's shape: ``groundcap.pipeline`` orders the stages, ``dvc.yaml`` is generated
+from them (``groundcap dvc-yaml``), and a map stage's fingerprint covers exactly them
+(``groundcap.resume``). A stage sees only the params it declares, so a stage that reads an
+undeclared key fails at once instead of drifting out of step with its DVC stage.
+
+Global stages (ingest, dedup, split, build, card) implement ``run``. Map stages follow NeMo Curator's
+lifecycle: ``setup`` once per worker (it loads the models), ``process_batch`` over a batch of images
+(the default calls ``process`` per image), ``teardown`` after the stage (it frees the models).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from groundcap import models
+from groundcap.params import subset
+
+
+@dataclass
+class Context:
+    """Where a run reads and writes, the params it runs with, and the pipeline's stages (for the card)."""
+
+    root: Path
+    params: dict[str, Any]
+    progress: bool = True
+    notes: list[str] = field(default_factory=list)
+    stages: tuple[Stage, ...] = ()
+
+    def work(self, stage: str) -> Path:
+        return self.root / "work" / stage
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def release(self) -> Path:
+        return self.root / "release"
+
+    def restricted(self, stage: Stage) -> Context:
+        """The same run with only the params ``stage`` declares (and ``engine``)."""
+        return Context(self.root, subset(self.params, (*stage.params, "engine")), self.progress, self.notes,
+                       self.stages)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one worker of a stage needs: CPUs and GPUs per Ray actor (GPUs may be a fraction)."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """One backend a map stage runs: its step, registry name and options (from the stage's section)."""
+
+    step: str
+    name: str
+    options: dict[str, Any]
+
+
+class Stage:
+    """A pipeline stage: its declarations, and ``run`` (a global stage overrides it)."""
+
+    name: ClassVar[str]
+    help: ClassVar[str]
+    inputs: ClassVar[tuple[str, ...]] = ()  # work/<stage> folders read
+    params: ClassVar[tuple[str, ...]] = ()  # params keys read: sections ("qa") or keys ("release.previous")
+    deps: ClassVar[tuple[str, ...]] = ()  # other paths read, relative to the project (audits)
+    steps: ClassVar[tuple[str, ...]] = ()  # annotator steps whose backends it runs (their code is its code)
+    outs: ClassVar[tuple[str, ...]] = ()  # paths written, besides work/<name> for map stages
+    metrics: ClassVar[tuple[str, ...]] = ()
+    plots: ClassVar[tuple[str, ...]] = ()
+
+    def run(self, ctx: Context) -> None:
+        raise NotImplementedError
+
+    def backends(self, params: dict[str, Any]) -> list[BackendSpec]:
+        """The backends this stage runs under ``params`` (their versions and prompts join its fingerprint)."""
+        return []
+
+
+Row = dict[str, Any]
+Records = tuple[Row, ...]  # one image's records, one per input stage, in the order of ``inputs``
+
+
+class MapStage(Stage):
+    """A stage that maps each image of its input parts to one row of ``schema``, part by part.
+
+    ``process_batch`` may return an exception in place of a row: that image alone is recorded with
+    the error (and retried on the next run). If ``process_batch`` raises, the worker runs the
+    batch's images one at a time, so a failure still costs only the image that caused it.
+    """
+
+    schema: ClassVar[pa.Schema]
+    persist: ClassVar[bool] = True  # DVC keeps finished parts of an interrupted run (resume)
+    stamps: list[dict[str, str]]  # provenance of the backends ``setup`` built
+
+    def resources(self, params: dict[str, Any]) -> Resources:
+        """CPUs per worker from ``engine.ray.num_cpus``; a GPU when a backend it runs is a GPU backend
+        (``engine.ray.num_gpus.<stage>`` overrides)."""
+        from groundcap.annotators import registry
+
+        ray = params["engine"]["ray"]
+        gpus = (ray.get("num_gpus") or {}).get(self.name)
+        if gpus is None:
+            gpus = 1.0 if any(registry.info(b.step, b.name).device == "gpu" for b in self.backends(params)) else 0.0
+        return Resources(cpus=float(ray["num_cpus"]), gpus=float(gpus))
+
+    def setup(self, params: dict[str, Any]) -> None:
+        """Build the backends (load the models) once per worker."""
+        self.stamps = []
+
+    def process(self, *records: Row) -> Row:
+        """One image's row from its records (one per input stage)."""
+        raise NotImplementedError
+
+    def process_batch(self, batch: list[Records]) -> list[Row | Exception]:
+        """One row (or the exception it raised) per image of ``batch``, in order."""
+        return [self.process(*records) for records in batch]
+
+    def error_row(self, image_id: str, message: str) -> Row:
+        """The row recorded for an image this stage (or an earlier one) failed on: derived from the
+        schema (``error`` holds the message, lists are empty, the rest null)."""
+        row: Row = {}
+        for f in self.schema:
+            if f.name == "image_id":
+                row[f.name] = image_id
+            elif f.name == "error":
+                row[f.name] = message
+            elif f.name == "provenance":
+                row[f.name] = list(getattr(self, "stamps", []))
+            else:
+                row[f.name] = [] if pa.types.is_list(f.type) else None
+        return row
+
+    def finish(self, ctx: Context) -> None:
+        """After every part is written (in the driver, whichever executor ran them): stage-wide reports."""
+
+    def teardown(self, keep: frozenset = frozenset()) -> None:
+        """Drop this worker's backends and free every loaded model but those in ``keep``."""
+        vars(self).clear()
+        models.release(keep)
+
+    def reuses(self, params: dict[str, Any]) -> frozenset:
+        """Keys (``groundcap.models``) of the models this stage's backends would load: the stage
+        before it keeps those instead of freeing and reloading them (the scene captioner after the
+        region captioner, same VLM, same engine options). Backends that can name their model without
+        loading it say so with an ``engine_key`` class method."""
+        from groundcap.annotators import registry
+
+        keys = set()
+        for b in self.backends(params):
+            cls = registry.info(b.step, b.name).cls
+            if hasattr(cls, "engine_key"):
+                keys.add(cls.engine_key(b.options))
+        return frozenset(keys)

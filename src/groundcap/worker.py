@@ -1,0 +1,91 @@
+"""Computes whole parts of one map stage; what a part holds is decided here only, so every executor
+(``executors``) writes the same bytes.
+
+Part ``k`` of each input stage is read together (they hold the same images in the same order), the
+images to compute are handed to the stage in batches (``engine.batch_images``; 0: the whole part),
+and part ``k`` of the output is written atomically, its completion marker last (``parts``,
+``resume``). An exception on one image becomes that image's ``error`` field instead of ending the
+run; later stages carry that error forward and QA fails the image with it as the reason: one bad
+sample never costs the others. A ``FatalError`` (the engine died, the GPU is gone) is the
+exception: it stops the stage, the parts already written stay, and the next run resumes.
+"""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+from groundcap import parts, resume
+from groundcap.stage import MapStage, Records, Row
+
+
+class FatalError(RuntimeError):
+    """An error no other image would escape (a dead engine): stop the stage instead of recording it per image."""
+
+
+def _message(stage: str, exc: BaseException) -> str:
+    return f"{stage}: {traceback.format_exception_only(type(exc), exc)[-1].strip()}"
+
+
+class PartWorker:
+    """One ``setup`` (one model load) per worker, then many parts of one map stage."""
+
+    def __init__(self, root: str | Path, params: dict, stage: type[MapStage]):
+        self.root, self.params = Path(root), params
+        self.stage = stage()
+        self.stage.setup(params)
+        self.max_attempts = int(params["engine"]["max_attempts"])
+        self.batch_images = int(params["engine"]["batch_images"])
+
+    def __call__(self, index: int, fingerprint: str) -> int:
+        """Write part ``index`` and its marker; the number of images in it."""
+        stage, out = self.stage, self.root / "work" / self.stage.name
+        tables = [parts.read_part(self.root / "work" / s, index) for s in stage.inputs]
+        pending = resume.retries(out, index, fingerprint)
+        done = {r["image_id"]: r for r in parts.read_part(out, index)} if pending is not None else {}
+        rows: list[Row | None] = []
+        todo: list[tuple[int, Records, int]] = []  # (position, records, attempts so far)
+        errors: dict[str, int] = {}
+        for records in zip(*tables, strict=True):
+            ids = {r["image_id"] for r in records}
+            if len(ids) != 1:
+                raise RuntimeError(f"part {index} of {stage.inputs} is out of step ({sorted(ids)}); rerun from ingest")
+            image_id = records[0]["image_id"]
+            upstream = next((r["error"] for r in records if r.get("error")), None)
+            attempts = (pending or {}).get(image_id, 0)
+            if upstream:  # an earlier stage already failed on this image: carry its reason
+                rows.append(stage.error_row(image_id, upstream))
+            elif image_id in done and (image_id not in pending or attempts >= self.max_attempts):
+                rows.append(done[image_id])  # finished, or out of attempts: kept as it is
+                if image_id in pending:
+                    errors[image_id] = attempts
+            else:
+                todo.append((len(rows), records, attempts))
+                rows.append(None)
+        size = self.batch_images or len(todo) or 1
+        for start in range(0, len(todo), size):
+            batch = todo[start:start + size]
+            for (position, records, attempts), result in zip(batch, self._compute([r for _, r, _ in batch]),
+                                                             strict=True):
+                if isinstance(result, Exception):
+                    image_id = records[0]["image_id"]
+                    rows[position] = stage.error_row(image_id, _message(stage.name, result))
+                    errors[image_id] = attempts + 1
+                else:
+                    rows[position] = result
+        parts.write_part(rows, stage.schema, out, index, {"fingerprint": fingerprint, "errors": errors})
+        return len(rows)
+
+    def _compute(self, batch: list[Records]) -> list[Row | Exception]:
+        """The stage's rows for ``batch``; when the batch raises, its images one at a time."""
+        try:
+            results = self.stage.process_batch(batch)
+        except FatalError:
+            raise
+        except Exception as exc:  # recorded per image, see module docstring
+            if len(batch) == 1:
+                return [exc]
+            return [result for records in batch for result in self._compute([records])]
+        if len(results) != len(batch):
+            raise RuntimeError(f"{self.stage.name} returned {len(results)} rows for {len(batch)} images")
+        return results
