@@ -88,11 +88,11 @@ def test_an_image_whose_backend_raised_is_retried_on_the_next_run_up_to_the_limi
     shutil.copytree(local / "work" / "ingest", tmp_path / "work" / "ingest")
     victim = parts.read_part(local / "work" / "ingest", 0, ["image_id"])[0]["image_id"]
     calls = {"n": 0}
-    real = tag_stage.backend
+    real = tag_stage.build
 
-    def flaky(step, name, section, *rest):
-        made = real(step, name, section, *rest)
-        if step == "tagger":
+    def flaky(spec):
+        made = real(spec)
+        if spec.step == "tagger":
             tag = made.tag
 
             def failing(image):
@@ -106,8 +106,8 @@ def test_an_image_whose_backend_raised_is_retried_on_the_next_run_up_to_the_limi
 
     from groundcap.ingest import decode_rgb
     pixels = hashlib.sha256(decode_rgb(parts.read_part(local / "work" / "ingest", 0, ["bytes"])[0]["bytes"]).tobytes()).digest()
-    failures_left = {"n": 1}
-    monkeypatch.setattr(tag_stage, "backend", flaky)
+    failures_left = {"n": 2}  # its part's batch fails, then the image alone (the worker isolates it): recorded
+    monkeypatch.setattr(tag_stage, "build", flaky)
     ctx = Context(root=tmp_path, params=_params(max_attempts=2), progress=False)
     out = tmp_path / "work" / "tag"
     run_stage(ctx, pipeline.get("tag"))

@@ -199,6 +199,20 @@ def test_dvc_repro_builds_then_is_up_to_date(tmp_path):
     assert verify_manifest(repo / "release") == []
     assert "up to date" in sh(sys.executable, "-m", "dvc", "repro")
 
+    # narrowed deps: a new version, a card edit and a QA threshold rerun what reads them, never a model stage
+    models_done = {p: p.stat().st_mtime_ns for stage in ("tag", "segment", "caption_regions", "caption_scene",
+                                                          "crosscheck") for p in (repo / "work" / stage).iterdir()}
+    text = (repo / "params.yaml").read_text()
+    (repo / "params.yaml").write_text(text.replace("version: 0.1.0", "version: 0.2.0"))
+    card = repo / "src" / "groundcap" / "dataset_card" / "card.py"
+    card.write_text(card.read_text() + "\n# an edit\n")
+    assert set(json.loads(sh(sys.executable, "-m", "dvc", "status", "--json"))) == {"build", "card"}
+    (repo / "params.yaml").write_text(text.replace("version: 0.1.0", "version: 0.2.0")
+                                      .replace("min_regions: 1", "min_regions: 2"))
+    assert set(json.loads(sh(sys.executable, "-m", "dvc", "status", "--json"))) == {"qa", "build", "card"}
+    sh(sys.executable, "-m", "dvc", "repro")
+    assert {p: p.stat().st_mtime_ns for p in models_done} == models_done
+
 
 def test_a_grown_dataset_keeps_every_published_image_in_its_split(release, tmp_path):
     """Version 0.2.0 adds images to the sample: every image of 0.1.0 keeps its split, the card says what changed."""

@@ -185,12 +185,13 @@ class Answer:
 def ask(
     engine: ChatEngine,
     requests: Sequence[ChatRequest],
-    validate: Callable[[Any], Any],
+    validate: Callable[[Any], Any] | Sequence[Callable[[Any], Any]],
     max_attempts: int = 3,
     temperature_step: float = 0.4,
 ) -> list[Answer]:
     """One ``Answer`` per request, in order: the reply parsed by ``parse_json`` and cleaned by
-    ``validate`` (which raises ValueError with a reason). Failed requests, and only those, are
+    ``validate`` (which raises ValueError with a reason; a list gives one validator per request,
+    for a batch that mixes several images' requests). Failed requests, and only those, are
     re-sent together, up to ``max_attempts`` sends in all. A request whose reply arrived but did
     not parse or validate is re-sent ``temperature_step`` hotter: a seeded engine would otherwise
     repeat the same bad answer word for word.
@@ -198,6 +199,7 @@ def ask(
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
     current = list(requests)
+    validators = list(validate) if isinstance(validate, Sequence) else [validate] * len(current)
     answers: dict[int, Answer] = {}
     reasons: dict[int, str] = {}
     pending = list(range(len(requests)))
@@ -208,7 +210,7 @@ def ask(
         failed = []
         for i, reply in zip(pending, replies, strict=True):
             try:
-                answers[i] = Answer(_accept(reply, validate), attempt, truncated=reply.truncated)
+                answers[i] = Answer(_accept(reply, validators[i]), attempt, truncated=reply.truncated)
             except ValueError as exc:
                 reasons[i] = str(exc)
                 failed.append(i)

