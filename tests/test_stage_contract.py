@@ -202,3 +202,13 @@ def test_the_scene_captioner_reuses_the_region_captioners_engine():
         assert not set(scene.reuses(params.subset(p, (*scene.params, "engine")))) & set(keys)
     finally:
         models.release()
+
+
+def test_one_image_at_a_time_writes_what_whole_part_batches_write(sample_project, tmp_path):
+    """engine.batch_images changes how many images a process_batch call gets, never a byte of the parts."""
+    shutil.copytree(sample_project / "work" / "ingest", tmp_path / "work" / "ingest")
+    runner.run_all(Context(tmp_path, _sample_params(engine__batch_images=1), progress=False), tuple(MAP_STAGES))
+    for stage in MAP_STAGES:
+        ours, theirs = tmp_path / "work" / stage, sample_project / "work" / stage
+        assert sorted(p.name for p in ours.iterdir()) == sorted(p.name for p in theirs.iterdir())
+        assert all((ours / p.name).read_bytes() == p.read_bytes() for p in theirs.iterdir()), stage

@@ -17,11 +17,10 @@ from fake_openai import FakeOpenAI, completion, images, user_text
 from PIL import Image
 from typer.testing import CliRunner
 
-from groundcap import grounding, prompts
+from groundcap import grounding, models, prompts
 from groundcap.annotators import divide, registry
 from groundcap.annotators.base import RegionCaption, Verdict, crop
 from groundcap.cli import app
-from groundcap.vlm import chat as vlm_chat
 
 from test_annotators import rect_mask, region
 
@@ -30,9 +29,10 @@ H, W = 160, 240
 
 @pytest.fixture(autouse=True)
 def fresh_engines(monkeypatch):
-    """Engines are cached per process by their options; every test gets its own cache."""
-    monkeypatch.setattr(vlm_chat, "_cache", {})
+    """Engines are cached per process by their options; every test gets its own, freed after it."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    yield
+    models.release()
 
 
 def options(server: FakeOpenAI, *, engine_options: dict | None = None, **extra) -> dict:
@@ -450,3 +450,54 @@ def test_groundcap_run_with_vlm_backends_against_the_fake_server(tmp_path):
         refs = {i for i, _ in grounding.references(row["scene_caption"])}
         assert refs and refs <= ids[row["image_id"]], row["scene_caption"]
         assert grounding.is_well_formed(row["scene_caption"])
+
+
+# --- batches -------------------------------------------------------------------------------------
+
+def batch_script(body: dict, n: int) -> dict:
+    if kind(body) in ("short", "detailed"):
+        return captioner_script(body, n)
+    if kind(body) == "verify":
+        return reply(verdict="accept", reason="it matches")
+    return reply(caption="<r1>a cup</r1> stands by <r2>a table</r2>.")
+
+
+def test_a_batch_of_images_costs_one_engine_call_per_step(monkeypatch):
+    """caption_batch / verify_batch / compose_batch send each step's requests of every image at once (what
+    vLLM needs to fill its batches), and give exactly what one image at a time gives."""
+    from groundcap.vlm.openai_api import OpenAIChat
+
+    calls: list[int] = []
+    real = OpenAIChat.generate
+    monkeypatch.setattr(OpenAIChat, "generate", lambda self, requests: calls.append(len(requests)) or real(self, requests))
+    items = [(scene_image(), two_regions()) for _ in range(3)]
+    with FakeOpenAI(batch_script) as server:
+        captioner = registry.create("region_captioner", "vlm", options(server))
+        batched = captioner.caption_batch(items)
+        assert calls == [6, 6]  # every short caption, then every detailed caption
+        calls.clear()
+        assert [captioner.caption(*item) for item in items] == batched
+        assert calls == [2, 2] * 3
+        calls.clear()
+        verifier = registry.create("verifier", "vlm_verifier", options(server))
+        verdicts = verifier.verify_batch([(image, regions, captions) for (image, regions), captions in zip(items, batched)])
+        assert calls == [6] and verdicts == [[Verdict(1, True, "it matches"), Verdict(2, True, "it matches")]] * 3
+        calls.clear()
+        composer = registry.create("scene_captioner", "vlm", options(server))
+        scenes = composer.compose_batch([(image, regions, captions) for (image, regions), captions in zip(items, batched)])
+        assert calls == [3] and [s.text for s in scenes] == ["<r1>a cup</r1> stands by <r2>a table</r2>."] * 3
+
+
+def test_a_scene_the_composer_rejects_costs_only_its_image():
+    def script(body, n):
+        if "r2" in user_text(body):
+            return completion("not json at all")
+        return reply(caption="<r1>a cup</r1> alone.")
+
+    one = [region(1, rect_mask(H, W, 20, 60, 30, 90), "cup")]
+    captions = [RegionCaption(1, "a cup", "A cup."), RegionCaption(2, "a table", "A table.")]
+    with FakeOpenAI(script) as server:
+        composer = registry.create("scene_captioner", "vlm", options(server, max_attempts=1))
+        good, bad = composer.compose_batch([(scene_image(), one, captions[:1]), (scene_image(), two_regions(), captions)])
+    assert good.text == "<r1>a cup</r1> alone."
+    assert isinstance(bad, RuntimeError) and "scene caption rejected" in str(bad)

@@ -110,8 +110,10 @@ class VllmChat(ChatEngine):
         if callable(shutdown):
             shutdown()
         del llm
-        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
-
+        try:
+            from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+        except ImportError:  # a vLLM without it: the engine's own shutdown (and gc) has to do
+            return
         cleanup_dist_env_and_memory()
 
     def _chat(self, llm: Any, requests: list[ChatRequest], params: Any) -> list[ChatReply]:
