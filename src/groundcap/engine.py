@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from groundcap import parts, resume
+from groundcap.errors import StageInputError
 
 
 @dataclass
@@ -81,7 +82,7 @@ class PartWorker:
         for records in zip(*tables, strict=True):
             ids = {r["image_id"] for r in records}
             if len(ids) != 1:
-                raise RuntimeError(f"part {index} of {stage.inputs} is out of step ({sorted(ids)}); rerun from ingest")
+                raise StageInputError(f"part {index} of {stage.inputs} is out of step ({sorted(ids)}); rerun from ingest")
             image_id = records[0]["image_id"]
             upstream = next((r["error"] for r in records if r.get("error")), None)
             if upstream:  # an earlier stage already failed on this image: carry its reason

@@ -104,7 +104,7 @@ class Num(Check):
             _say(problems, path, value, f"expected {want}{self._null()}")
 
 
-def Fraction(nullable: bool = False) -> Num:  # noqa: N802 - reads as a type in SCHEMA
+def Fraction(nullable: bool = False) -> Num:
     """A threshold or share in [0, 1]."""
     return Num(0, 1, nullable=nullable)
 
@@ -204,7 +204,7 @@ class Backend(Check):
                     _say(problems, path, value, f"not a registered {self.step} backend; {where}")
 
 
-class Mapping_(Check):  # noqa: N801
+class Mapping_(Check):
     """A mapping whose keys are ``keys`` (or any string key) and whose values pass ``values``."""
 
     def __init__(self, values: Check, keys: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import groundcap
 from groundcap import parts
+from groundcap.errors import StageInputError
 from groundcap.params import content
 
 
@@ -37,7 +38,7 @@ def fingerprint(params: dict, inputs: list[Path], index: int) -> str:
     for directory in inputs:
         marker = parts.read_marker(directory, index)
         if marker is None:
-            raise RuntimeError(f"part {index} of {directory} is not finished; rerun the stage that writes it")
+            raise StageInputError(f"part {index} of {directory} is not finished; rerun the stage that writes it")
         shas.append(marker["sha256"])
     blob = json.dumps({"params": content(params), "code": code_digest(), "inputs": shas}, sort_keys=True,
                       default=str)

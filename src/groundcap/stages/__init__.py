@@ -9,6 +9,7 @@ import importlib
 from collections.abc import Callable
 
 from groundcap.engine import Context
+from groundcap.errors import UnknownName
 
 # name -> one-line help; the modules themselves are imported only when a stage runs (some are heavy).
 STAGES = {
@@ -30,7 +31,7 @@ ANNOTATION_STAGES = ("tag", "segment", "caption_regions", "caption_scene")  # th
 
 def runner(name: str) -> Callable[[Context], None]:
     if name not in ORDER:
-        raise KeyError(f"unknown stage {name!r}; stages are {', '.join(ORDER)}")
+        raise UnknownName(f"unknown stage {name!r}; stages are {', '.join(ORDER)}")
     return importlib.import_module(f"groundcap.stages.{name}").run
 
 

@@ -7,10 +7,11 @@ from tqdm.auto import tqdm
 
 from groundcap import ingest, parts, schema
 from groundcap.engine import Context
+from groundcap.errors import SourceError
 from groundcap.sources import iter_source
 
 
-class NoImages(RuntimeError):
+class NoImages(SourceError):
     """Every file of the source was rejected."""
 
 

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from groundcap.errors import ParamsError
+
 
 @dataclass(frozen=True)
 class ChatRequest:
@@ -104,7 +106,7 @@ _cache: dict[str, ChatEngine] = {}
 def engine(kind: str, model: str, options: dict[str, Any] | None = None) -> ChatEngine:
     """The engine ``kind`` serving ``model``, built once per process for the same options."""
     if kind not in ENGINES:
-        raise ValueError(f"unknown VLM engine {kind!r}; engines: {', '.join(ENGINES)}")
+        raise ParamsError(f"unknown VLM engine {kind!r}; engines: {', '.join(ENGINES)}")
     key = json.dumps([kind, model, options or {}], sort_keys=True, default=str)
     if key not in _cache:
         module_name, cls_name = ENGINES[kind].split(":")
