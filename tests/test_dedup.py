@@ -11,7 +11,7 @@ import pytest
 import skimage.data
 from PIL import Image, ImageEnhance
 
-from groundcap import ingest, params, parts, schema
+from groundcap import ingest, params, params_schema, parts, schema
 from groundcap.stage import Context
 from groundcap.qa import dedup
 from groundcap.stages import dedup as dedup_stage
@@ -297,12 +297,14 @@ def test_stage_clusters_keeps_representatives_and_groups(tmp_path):
 
 
 @pytest.mark.parametrize("bad, message", [
-    ({"keep": "best"}, "dedup.keep must be one of one, all"),
-    ({"caption_keep": None}, "dedup.caption_keep"),
-    ({"phash_max_distance": 40}, "phash_max_distance must be an integer within 0..32"),
-    ({"phash_max_distance": 2.5}, "phash_max_distance"),
-    ({"caption_min_jaccard": 0}, r"caption_min_jaccard must be a number in \(0, 1\]"),
+    ({"keep": "best"}, "dedup.keep is 'best'; allowed: one, all"),
+    ({"caption_keep": None}, "dedup.caption_keep is null"),
+    ({"phash_max_distance": 40}, r"dedup.phash_max_distance is 40; expected an integer within 0\.\.32"),
+    ({"phash_max_distance": 2.5}, "dedup.phash_max_distance is 2.5"),
+    ({"caption_min_jaccard": 0}, r"dedup.caption_min_jaccard is 0; expected a number in \(0, 1\]"),
 ])
-def test_stage_rejects_bad_params(tmp_path, bad, message):
-    with pytest.raises(ValueError, match=message):
-        dedup_stage.run(_context(tmp_path, **bad))
+def test_bad_params_are_refused_at_load(bad, message):
+    p = params.defaults()
+    p["dedup"].update(bad)
+    with pytest.raises(params.ParamsError, match=message):
+        params_schema.check(p)

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from groundcap import params, params_schema
 from groundcap.qa import checks
 from groundcap.qa.report import Summary
 
@@ -22,9 +23,11 @@ def test_a_failed_check_fails_and_a_failed_flag_only_flags():
     assert only_flagged.passed and only_flagged.reasons == ["flagged: caption contradicted by pixels"]
 
 
-def test_an_unknown_action_is_refused():
-    with pytest.raises(ValueError, match="use one of fail, flag"):
-        checks.split_by_action({"x": (True, "drop")})
+def test_an_unknown_action_is_refused_at_load():
+    p = params.defaults()
+    p["qa"]["consistency"]["action"] = "drop"
+    with pytest.raises(params.ParamsError, match="qa.consistency.action is 'drop'; allowed: fail, flag"):
+        params_schema.check(p)
 
 
 def _region(rid, passed, score, reasons=(), evidence=(), similarity=None):

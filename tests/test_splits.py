@@ -2,7 +2,7 @@ from collections import Counter
 
 import pytest
 
-from groundcap import splits
+from groundcap import params, params_schema, splits
 
 FRACTIONS = {"seed": 7, "fractions": {"train": 0.8, "validation": 0.1, "test": 0.1}, "sizes": None}
 
@@ -107,16 +107,20 @@ def test_declared_source_groups_join_near_duplicate_groups():
     assert joined == {"f1": "source:v1", "f2": "source:v1", "f3": "source:v2", "p": "source:v2"}
     got = split_of(splits.assign(joined, FRACTIONS))
     assert got["f1"] == got["f2"] and got["f3"] == got["p"]
-    with pytest.raises(ValueError, match="regular expression"):
-        splits.declared_groups(paths, "(")
 
 
-def test_bad_targets_are_refused():
-    with pytest.raises(ValueError, match="unknown splits"):
-        splits.assign(alone("a"), {"seed": 0, "fractions": {"train": 1.0, "dev": 0.1}})
-    with pytest.raises(ValueError, match="non-negative"):
-        splits.assign(alone("a"), {"seed": 0, "fractions": {"train": -1.0}})
-    with pytest.raises(ValueError, match="exactly one"):
-        splits.assign(alone("a"), {"seed": 0, "fractions": {"train": 1.0}, "sizes": {"test": 1}})
-    with pytest.raises(ValueError, match="train takes the rest"):
-        splits.assign(alone("a"), {"seed": 0, "fractions": None, "sizes": {"train": 9000}})
+
+@pytest.mark.parametrize("section, message", [
+    ({"group_pattern": "("}, "split.group_pattern is '\\('; expected a regular expression"),
+    ({"fractions": {"train": 0.9, "dev": 0.1}}, "split.fractions names 'dev'; allowed: train, validation, test"),
+    ({"fractions": {"train": -1.0, "test": 2.0}}, r"split.fractions.train is -1.0; expected a number in \[0, 1\]"),
+    ({"fractions": {"train": 0.5}}, "split.fractions sum to 0.5; they must sum to 1"),
+    ({"sizes": {"test": 1}}, "set exactly one of them"),
+    ({"fractions": None, "sizes": {"train": 9000}}, "split.sizes names 'train'; allowed: test, validation"),
+    ({"fractions": None, "sizes": {"test": 1.5}}, "split.sizes.test is 1.5; expected an integer >= 0"),
+])
+def test_bad_targets_are_refused_at_load(section, message):
+    p = params.defaults()
+    p["split"].update(section)
+    with pytest.raises(params.ParamsError, match=message):
+        params_schema.check(p)

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from groundcap import params as params_mod
+from groundcap.errors import GroundcapError, StorageError
 
 Root = Annotated[Path, typer.Option("--root", help="Project folder holding work/, reports/ and release/.")]
 ParamsFile = Annotated[
@@ -19,8 +20,8 @@ ParamsFile = Annotated[
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 # Errors a user can fix: shown as one line and exit code 2, not as a traceback
-# (set GROUNDCAP_DEBUG=1 to see the traceback).
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError, KeyError)
+# (set GROUNDCAP_DEBUG=1 to see the traceback). Anything else is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (GroundcapError,)
 
 
 def new_app(help: str) -> typer.Typer:
@@ -44,12 +45,12 @@ _STORAGE = {
 }
 
 
-def storage_error(exc: OSError) -> RuntimeError | None:
+def storage_error(exc: OSError) -> StorageError | None:
     """A clear error for a full or read-only output, or None for other OS errors."""
     if exc.errno not in _STORAGE:
         return None
     where = f" ({exc.filename})" if exc.filename else ""
-    return RuntimeError(f"{_STORAGE[exc.errno]}{where}: free space or point --root/--workdir elsewhere, then run "
+    return StorageError(f"{_STORAGE[exc.errno]}{where}: free space or point --root/--workdir elsewhere, then run "
                         "again; finished parts are kept and the run resumes from them")
 
 

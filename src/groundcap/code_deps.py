@@ -17,6 +17,10 @@ from pathlib import Path
 import groundcap
 
 PACKAGE = Path(groundcap.__file__).parent  # the files hashed; tests point it at a copy
+# Modules that cannot change what a stage writes, not followed: the params checks only accept or refuse
+# params, and they import the modules whose values they check (versions, splits, QA), which would tie
+# every stage to those.
+NOT_FOLLOWED = {"groundcap.params_schema"}
 
 
 def module_path(module: str) -> Path | None:
@@ -56,7 +60,7 @@ def closure(modules: list[str]) -> list[Path]:
     while todo:
         module = todo.pop()
         path = module_path(module)
-        if module in seen or path is None:
+        if module in seen or path is None or module in NOT_FOLLOWED:
             continue
         seen[module] = path
         todo.extend(_imports(path, module))

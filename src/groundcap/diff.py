@@ -20,6 +20,7 @@ from typing import NamedTuple
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
+from groundcap.errors import ReleaseError
 from groundcap.splits import ALL_SPLITS
 
 _SHARD = re.compile(r"^(?P<split>[^/]+)-\d{5}-of-\d{5}\.parquet$")
@@ -37,7 +38,7 @@ def index(release: str) -> dict[str, Entry]:
     fs, root = url_to_fs(str(release))
     shards = sorted(fs.glob(f"{root.rstrip('/')}/data/*.parquet"))
     if not shards:
-        raise FileNotFoundError(f"{release} holds no data/*.parquet: not a groundcap release folder")
+        raise ReleaseError(f"{release} holds no data/*.parquet: not a groundcap release folder")
     out: dict[str, Entry] = {}
     for path in shards:
         match = _SHARD.match(path.rsplit("/", 1)[-1])

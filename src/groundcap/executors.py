@@ -30,9 +30,7 @@ KINDS = ("local", "ray")
 def run(ctx: Context, stage: type[MapStage], todo: Mapping[int, str], images: int, keep: frozenset = frozenset()) -> None:
     """Compute the parts ``todo`` (index -> fingerprint) of ``stage``; ``images`` is their total, for
     progress; ``keep``: models the next stage reuses, not freed when this one ends."""
-    engine = ctx.params["engine"]
-    if engine["kind"] not in KINDS:
-        raise ValueError(f"engine.kind is {engine['kind']!r}; use one of {', '.join(KINDS)}")
+    engine = ctx.params["engine"]  # engine.kind and the counts are checked when params load (params_schema)
     with tqdm(total=images, desc=stage.name, unit="img", disable=not ctx.progress) as bar:
         if engine["kind"] == "ray":
             _on_ray(ctx, stage, todo, bar)

@@ -27,8 +27,6 @@ class Limits:
 
     @classmethod
     def from_params(cls, section: dict) -> Limits:
-        if section["animated"] not in {"first_frame", "reject"}:
-            raise ValueError(f"ingest.animated must be 'first_frame' or 'reject', got {section['animated']!r}")
         return cls(int(section["min_side"]), int(section["max_pixels"]), int(section["max_bytes"]), section["animated"])
 
 

@@ -17,6 +17,9 @@ from typing import Any
 
 import yaml
 
+from groundcap import params_schema
+from groundcap.errors import ParamsError
+
 # Sections that may gain keys: option maps of backends, named after them (a new backend brings its own).
 _OPEN_SECTIONS = {("tag",), ("segment",), ("caption_regions",), ("caption_scene",), ("crosscheck",),
                   ("engine", "ray", "num_gpus")}
@@ -24,8 +27,7 @@ _OPEN_SECTIONS = {("tag",), ("segment",), ("caption_regions",), ("caption_scene"
 _REPLACED = {("split", "fractions")}
 
 
-class ParamsError(ValueError):
-    """A params file is malformed or names a key groundcap does not know."""
+__all__ = ["ParamsError", "content", "defaults", "digest", "load", "profile_path"]
 
 
 def defaults() -> dict[str, Any]:
@@ -37,7 +39,8 @@ def _merge(base: dict, override: dict, path: tuple[str, ...]) -> dict:
     out = copy.deepcopy(base)
     for key, value in override.items():
         here = path + (key,)
-        if key not in base and path not in _OPEN_SECTIONS:
+        # a backend's option section (tag.haar) may set any option the backend declares: the schema checks it
+        if key not in base and path not in _OPEN_SECTIONS and not (len(path) == 2 and path[:1] in _OPEN_SECTIONS):
             known = ", ".join(sorted(base)) or "(none)"
             raise ParamsError(f"unknown parameter '{'.'.join(here)}'; known keys here: {known}")
         if isinstance(value, dict) and isinstance(base.get(key), dict) and here not in _REPLACED:
@@ -73,16 +76,20 @@ def load(path: str | Path | None = None) -> dict[str, Any]:
     applies several in order (``profile: [gpu, sa_pancap]``: the GPU engine, SA-Pancap's split shape).
     """
     params = defaults()
-    if path is None:
-        return params
-    path = Path(path)
-    params = _merge(params, _read(path), ())
-    names = params.get("profile") or []
-    for name in [names] if isinstance(names, str) else names:
-        profile = _read(profile_path(name, path.parent))
-        if "profile" in profile:
-            raise ParamsError(f"profile {name!r} may not name another profile")
-        params = _merge(params, profile, ())
+    if path is not None:
+        path = Path(path)
+        params = _merge(params, _read(path), ())
+        names = params.get("profile") or []
+        names = [names] if isinstance(names, str) else names
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ParamsError(f"params: profile is {params['profile']!r}; expected a profile name, a list of names, "
+                              "or null")
+        for name in names:
+            profile = _read(profile_path(name, path.parent))
+            if "profile" in profile:
+                raise ParamsError(f"profile {name!r} may not name another profile")
+            params = _merge(params, profile, ())
+    params_schema.check(params)
     return params
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from groundcap.errors import StageInputError
+
 _PART = re.compile(r"^part-(\d{5})\.parquet$")
 
 
@@ -35,7 +37,7 @@ def list_parts(directory: Path) -> list[int]:
     """Indices of the finished parts (those with a completion marker) in ``directory``, ascending."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise FileNotFoundError(f"{directory} does not exist: run the stage that writes it first")
+        raise StageInputError(f"{directory} does not exist: run the stage that writes it first")
     return sorted(int(m.group(1)) for p in directory.iterdir()
                   if (m := _PART.match(p.name)) and marker_path(directory, int(m.group(1))).is_file())
 

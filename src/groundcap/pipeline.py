@@ -3,6 +3,7 @@ card's list of stages, ``groundcap run``) is derived from this tuple and the sta
 
 from __future__ import annotations
 
+from groundcap.errors import UnknownName
 from groundcap.stage import Stage
 from groundcap.stages import (build, caption_regions, caption_scene, card, crosscheck, dedup, ingest, qa, segment,
                               split, tag)
@@ -16,4 +17,4 @@ def get(name: str) -> Stage:
     for stage in STAGES:
         if stage.name == name:
             return stage
-    raise KeyError(f"unknown stage {name!r}; stages are {', '.join(NAMES)}")
+    raise UnknownName(f"unknown stage {name!r}; stages are {', '.join(NAMES)}")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from groundcap import code_deps, parts
 from groundcap.annotators import registry
+from groundcap.errors import StageInputError
 from groundcap.params import subset
 from groundcap.stage import MapStage
 
@@ -40,7 +41,7 @@ def fingerprint(digest: str, inputs: list[Path], index: int) -> str:
     for directory in inputs:
         marker = parts.read_marker(directory, index)
         if marker is None:
-            raise RuntimeError(f"part {index} of {directory} is not finished; rerun the stage that writes it")
+            raise StageInputError(f"part {index} of {directory} is not finished; rerun the stage that writes it")
         shas.append(marker["sha256"])
     return hashlib.sha256(json.dumps({"stage": digest, "inputs": shas}).encode()).hexdigest()
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import skimage.data
 
+from groundcap.errors import SourceError
+
 # file in skimage/data -> (what it is, licence as scikit-image states it)
 IMAGES: dict[str, tuple[str, str]] = {
     "astronaut.png": ("Eileen Collins, NASA portrait", "public domain (NASA)"),
@@ -37,7 +39,7 @@ def paths() -> list[Path]:
     root = data_dir()
     missing = [name for name in IMAGES if not (root / name).is_file()]
     if missing:
-        raise FileNotFoundError(f"scikit-image at {root} lacks sample files {missing}; reinstall scikit-image")
+        raise SourceError(f"scikit-image at {root} lacks sample files {missing}; reinstall scikit-image")
     return [root / name for name in sorted(IMAGES)]
 
 

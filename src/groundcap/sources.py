@@ -13,12 +13,12 @@ from pathlib import Path
 import fsspec
 
 from groundcap import sample
+from groundcap.errors import SourceError
 
 Reader = Callable[[int], bytes]
 
 
-class SourceError(ValueError):
-    """The source argument names nothing groundcap can read."""
+__all__ = ["SourceError", "iter_source"]
 
 
 def _reader(url: str) -> Reader:

@@ -16,6 +16,7 @@ from pathlib import Path
 import fsspec
 
 from groundcap import diff
+from groundcap.errors import ReleaseError
 
 CHANGELOG = "changelog.json"
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$")
@@ -29,7 +30,7 @@ def parse(version: str) -> tuple:
     """
     match = _SEMVER.match(str(version))
     if not match:
-        raise ValueError(f"release version {version!r} is not a semantic version MAJOR.MINOR.PATCH (e.g. 1.2.0)")
+        raise ReleaseError(f"release version {version!r} is not a semantic version MAJOR.MINOR.PATCH (e.g. 1.2.0)")
     core = tuple(int(match.group(i)) for i in (1, 2, 3))
     if match.group(4) is None:
         return (*core, 1, ())
@@ -46,7 +47,7 @@ def tag(version: str) -> str:
 def check_follows(version: str, previous: str | None) -> None:
     """Refuse a version that does not come after the one it follows (a published tag is never reused)."""
     if previous is not None and parse(version) <= parse(previous):
-        raise ValueError(f"release.version {version} must be higher than the previous release's {previous}; "
+        raise ReleaseError(f"release.version {version} must be higher than the previous release's {previous}; "
                          "bump it in params.yaml")
 
 
@@ -57,9 +58,9 @@ def read_changelog(release: str) -> list[dict]:
         with fsspec.open(url, "r", encoding="utf-8") as fh:
             entries = json.load(fh)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{url} not found: {release} is not a groundcap release (built by `groundcap card`)")
+        raise ReleaseError(f"{url} not found: {release} is not a groundcap release (built by `groundcap card`)")
     if not isinstance(entries, list) or not entries or "version" not in entries[-1]:
-        raise ValueError(f"{url} is not a groundcap changelog (a non-empty list of entries with a version)")
+        raise ReleaseError(f"{url} is not a groundcap changelog (a non-empty list of entries with a version)")
     return entries
 
 

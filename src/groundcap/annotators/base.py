@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from groundcap.errors import ParamsError
 from groundcap.masks import Rle
 
 
@@ -77,7 +78,7 @@ class Backend(ABC):
         unknown = sorted(set(options) - set(self.defaults))
         if unknown:
             known = ", ".join(sorted(self.defaults)) or "(none)"
-            raise ValueError(f"backend {self.name!r} has no option {', '.join(unknown)}; its options: {known}")
+            raise ParamsError(f"backend {self.name!r} has no option {', '.join(unknown)}; its options: {known}")
         for key, default in self.defaults.items():
             value = options.get(key, default)
             setattr(self, key, value if default is None else type(default)(value))

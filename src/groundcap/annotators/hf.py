@@ -14,6 +14,7 @@ import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from groundcap.errors import ParamsError
 from groundcap.models import cached
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -35,7 +36,7 @@ def resolve_dtype(option: str, device: str, gpu_default: str = "float16"):
     if option == "auto":
         return getattr(torch, gpu_default) if device.startswith("cuda") else torch.float32
     if option not in DTYPES:
-        raise ValueError(f"dtype {option!r} is not one of auto, {', '.join(DTYPES)}")
+        raise ParamsError(f"dtype {option!r} is not one of auto, {', '.join(DTYPES)}")
     return getattr(torch, option)
 
 
@@ -95,7 +96,7 @@ def inference(method: Callable) -> Callable:
 def batches(items: Sequence, size: int) -> Iterator[Sequence]:
     """Consecutive slices of at most ``size`` items, in order."""
     if size < 1:
-        raise ValueError(f"batch size must be at least 1, got {size}")
+        raise ParamsError(f"batch size must be at least 1, got {size}")
     for start in range(0, len(items), size):
         yield items[start : start + size]
 

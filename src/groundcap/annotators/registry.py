@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from groundcap.annotators import base
+from groundcap.errors import BackendUnavailable, UnknownName
 
 STEPS: dict[str, type[base.Backend]] = {
     "tagger": base.Tagger,
@@ -45,9 +46,8 @@ _REGISTRY: dict[str, dict[str, BackendInfo]] = {step: {} for step in STEPS}
 _discovered = False
 
 
-class UnknownBackend(KeyError):
-    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
-        return str(self.args[0])
+class UnknownBackend(UnknownName):
+    """No backend of that name (or no such step)."""
 
 
 def register(step: str, name: str, *, needs: tuple[str, ...] = (), device: str = "cpu", description: str = ""):
@@ -112,7 +112,7 @@ def create(step: str, name: str, options: dict[str, Any] | None = None) -> base.
     """Instantiate backend ``name`` for ``step`` with its options from params."""
     found = info(step, name)
     if missing := found.missing():
-        raise RuntimeError(
+        raise BackendUnavailable(
             f"{step} backend {name!r} needs {', '.join(missing)}, which is not installed "
             f"(see `groundcap backends`)"
         )

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from groundcap import grounding, parts
 from groundcap import sample as bundled
+from groundcap.errors import AuditError, StageInputError
 
 DEFAULT_DIR = "audit"  # where `groundcap audit export` writes, under the project root
 MANIFEST = "manifest.json"
@@ -81,7 +82,7 @@ def candidates(root: Path) -> Iterator[Candidate]:
         kept = parts.read_part(work / "dedup", index, ["image_id", "kept"]) if has_dedup else [None] * len(qa)
         for q, i, d in zip(qa, ingest, kept, strict=True):
             if q["image_id"] != i["image_id"] or (d is not None and d["image_id"] != q["image_id"]):
-                raise RuntimeError(f"part {index} of work/qa, work/ingest and work/dedup is out of step; "
+                raise StageInputError(f"part {index} of work/qa, work/ingest and work/dedup is out of step; "
                                    "rerun the pipeline")
             if not q["passed"] or (d is not None and not d["kept"]):
                 continue
@@ -126,7 +127,7 @@ class Sample:
 def draw(root: Path, size: int, seed: int) -> Sample:
     """The stratified sample; memory grows with the number of strata times ``size``, not the dataset."""
     if size < 1:
-        raise ValueError(f"audit.sample_size must be at least 1, got {size}")
+        raise AuditError(f"audit.sample_size must be at least 1, got {size}")
     population: Counter[str] = Counter()
     best: dict[str, list[tuple[str, Candidate]]] = {}
     for c in candidates(root):
@@ -137,7 +138,7 @@ def draw(root: Path, size: int, seed: int) -> Sample:
             kept.sort(key=lambda pair: pair[0])
             del kept[size:]
     if not population:
-        raise ValueError(f"no image in {Path(root) / 'work'} passed QA (and dedup): nothing to audit; "
+        raise AuditError(f"no image in {Path(root) / 'work'} passed QA (and dedup): nothing to audit; "
                          "run the pipeline through qa first")
     allocation = allocate(population, size)
     items = [c for s in sorted(allocation) for _, c in sorted(best[s], key=lambda pair: pair[0])[: allocation[s]]]
@@ -156,7 +157,7 @@ def manifest(drawn: Sample, rows: Mapping[str, dict], seed: int, size: int) -> d
 def read_manifest(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no audit manifest at {path}: run `groundcap audit export` first, or pass "
+        raise AuditError(f"no audit manifest at {path}: run `groundcap audit export` first, or pass "
                                 "--manifest with the manifest.json of the export the verdicts are for")
     return json.loads(path.read_text(encoding="utf-8"))
 
@@ -179,7 +180,7 @@ def read_rows(root: Path, ids: set[str]) -> dict[str, dict]:
             out[rows[0]["image_id"]] = _item(*rows)
     missing = ids - set(out)
     if missing:
-        raise RuntimeError(f"images {sorted(missing)[:3]} are gone from {work}; export the audit sample again")
+        raise AuditError(f"images {sorted(missing)[:3]} are gone from {work}; export the audit sample again")
     return out
 
 

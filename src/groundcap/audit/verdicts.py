@@ -46,6 +46,7 @@ from typing import Any
 
 from groundcap import grounding
 from groundcap.audit import labelstudio, sample
+from groundcap.errors import AuditError
 
 VERDICTS = labelstudio.VERDICTS
 CSV_HEADER = ("item_id", "verdict", "corrected_caption")
@@ -73,7 +74,7 @@ def read_csv(file: Path) -> list[dict]:
     with open(file, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         if tuple(reader.fieldnames or ()) != CSV_HEADER:
-            raise ValueError(f"{file} must start with the header {','.join(CSV_HEADER)} "
+            raise AuditError(f"{file} must start with the header {','.join(CSV_HEADER)} "
                              f"(got {','.join(reader.fieldnames or []) or 'nothing'})")
         images: dict[str, dict] = {}
         regions: dict[str, list[tuple[int, str, str]]] = {}
@@ -83,17 +84,17 @@ def read_csv(file: Path) -> list[dict]:
             if not verdict and not text:
                 continue
             if verdict not in VERDICTS:
-                raise ValueError(f"{file} line {line}: verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
+                raise AuditError(f"{file} line {line}: verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
             image_id, sep, region = item.partition("#r")
             if not sep:
                 if image_id in images:
-                    raise ValueError(f"{file} line {line}: a second row for image {image_id}")
+                    raise AuditError(f"{file} line {line}: a second row for image {image_id}")
                 images[image_id] = {"verdict": verdict, "scene_caption": text or None}
                 continue
             if not region.isdigit():
-                raise ValueError(f"{file} line {line}: {item!r} is not IMAGEID#r<region_id>")
+                raise AuditError(f"{file} line {line}: {item!r} is not IMAGEID#r<region_id>")
             if any(r == int(region) for r, _, _ in regions.get(image_id, [])):
-                raise ValueError(f"{file} line {line}: a second row for region {region} of image {image_id}")
+                raise AuditError(f"{file} line {line}: a second row for region {region} of image {image_id}")
             regions.setdefault(image_id, []).append((int(region), verdict, text))
     records = []
     for image_id in sorted(set(images) | set(regions)):
@@ -118,13 +119,13 @@ def finish(raw: Mapping, item: Mapping, source: str) -> dict:
     if scene is not None:
         unknown = {rid for rid, _ in grounding.references(scene)} - {int(r) for r in originals}
         if not grounding.is_well_formed(scene) or unknown:
-            raise ValueError(f"image {image_id}: the corrected scene caption must keep well-formed <rN>...</rN> tags "
+            raise AuditError(f"image {image_id}: the corrected scene caption must keep well-formed <rN>...</rN> tags "
                              f"that point at its regions ({', '.join(sorted(originals, key=int))})"
                              + (f"; it names regions {sorted(unknown)}" if unknown else ""))
     regions = {}
     for rid, texts in raw.get("regions", {}).items():
         if str(rid) not in originals:
-            raise ValueError(f"image {image_id} has no released region {rid}; its regions are "
+            raise AuditError(f"image {image_id} has no released region {rid}; its regions are "
                              f"{', '.join(sorted(originals, key=int))}")
         fixed = {k: (texts.get(k) or "").strip() or None for k in ("short", "detailed")}
         fixed = {k: v if v is not None and not _same(v, originals[str(rid)][k]) else None for k, v in fixed.items()}
@@ -144,7 +145,7 @@ def read(file: Path, fmt: str, manifest: Mapping) -> list[dict]:
     """Canonical records from a verdict file; ``fmt`` is auto, label-studio or csv."""
     file = Path(file)
     if not file.is_file():
-        raise FileNotFoundError(f"verdict file {file} does not exist")
+        raise AuditError(f"verdict file {file} does not exist")
     if fmt == "auto":
         fmt = "csv" if file.suffix.lower() == ".csv" else "label-studio"
     if fmt == "csv":
@@ -153,14 +154,14 @@ def read(file: Path, fmt: str, manifest: Mapping) -> list[dict]:
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{file} is not JSON ({exc}); pass --format csv for a CSV file") from exc
+            raise AuditError(f"{file} is not JSON ({exc}); pass --format csv for a CSV file") from exc
         raw, source = labelstudio.parse_export(data), "label_studio"
     else:
-        raise ValueError(f"unknown verdict format {fmt!r}; use auto, label-studio or csv")
+        raise AuditError(f"unknown verdict format {fmt!r}; use auto, label-studio or csv")
     items = {i["image_id"]: i for i in manifest["items"]}
     unknown = sorted({r["item_id"] for r in raw} - set(items))
     if unknown:
-        raise ValueError(f"{file} judges images that are not in the exported sample ({', '.join(unknown[:3])}"
+        raise AuditError(f"{file} judges images that are not in the exported sample ({', '.join(unknown[:3])}"
                          f"{', ...' if len(unknown) > 3 else ''}); "
                          "import against the manifest of that export (--manifest)")
     return [finish(r, items[r["item_id"]], source) for r in raw]
@@ -181,9 +182,9 @@ def load(root: Path, params: Mapping[str, Any]) -> dict[str, dict]:
         try:
             record = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{file} line {line} is not JSON ({exc}); fix it or import the verdicts again") from exc
+            raise AuditError(f"{file} line {line} is not JSON ({exc}); fix it or import the verdicts again") from exc
         if not isinstance(record, dict) or record.get("verdict") not in VERDICTS or not record.get("item_id"):
-            raise ValueError(f"{file} line {line} is not a verdict record (item_id, verdict in {', '.join(VERDICTS)})")
+            raise AuditError(f"{file} line {line} is not a verdict record (item_id, verdict in {', '.join(VERDICTS)})")
         records[record["item_id"]] = record
     return records
 
@@ -329,7 +330,7 @@ def import_file(root: Path, params: Mapping[str, Any], file: Path, fmt: str, man
     """Read ``file``, merge its verdicts into the canonical file, write reports/audit.json; the summary."""
     records = read(file, fmt, manifest)
     if not records:
-        raise ValueError(f"{file} holds no verdicts yet: review some images first")
+        raise AuditError(f"{file} holds no verdicts yet: review some images first")
     merge(root, params, records)
     summary = {**report(root, params), "imported": len(records)}
     write_report(root, summary)

@@ -13,6 +13,8 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
+from groundcap.errors import ParamsError
+
 HERE = Path(__file__).parent
 
 
@@ -29,7 +31,7 @@ class Prompt:
         try:
             return string.Template(self.text).substitute({k: str(v) for k, v in fields.items()})
         except KeyError as exc:
-            raise ValueError(f"prompt {self.name!r} needs field {exc.args[0]!r}") from None
+            raise ParamsError(f"prompt {self.name!r} needs field {exc.args[0]!r}") from None
 
 
 def load(name: str, prompts_dir: str | Path | None = None) -> Prompt:
@@ -39,7 +41,7 @@ def load(name: str, prompts_dir: str | Path | None = None) -> Prompt:
         path = folder / f"{name}.txt"
         if path.is_file():
             return Prompt(name, path.read_text(encoding="utf-8"))
-    raise FileNotFoundError(f"no prompt {name}.txt in {', '.join(str(f) for f in (*folders, HERE))}")
+    raise ParamsError(f"no prompt {name}.txt in {', '.join(str(f) for f in (*folders, HERE))}")
 
 
 def combined_hash(prompts: list[Prompt]) -> str:
@@ -53,5 +55,5 @@ def read_vocabulary(path: str) -> list[str]:
     labels = [line.strip() for line in text.splitlines()]
     labels = list(dict.fromkeys(label for label in labels if label and not label.startswith("#")))
     if not labels:
-        raise ValueError(f"vocabulary {path!r} has no labels")
+        raise ParamsError(f"vocabulary {path!r} has no labels")
     return labels

@@ -55,9 +55,9 @@ def publish(version: Version, repo: Repo = None, to: To = None, release: Release
 
 def _publish(version: str, repo: str | None, to: str | None, release: Path, dry_run: bool, private: bool) -> None:
     if (repo is None) == (to is None):
-        raise ValueError("give exactly one target: --repo ORG/NAME (a Hub dataset repo) or --to URL (a folder)")
+        raise PublishError("give exactly one target: --repo ORG/NAME (a Hub dataset repo) or --to URL (a folder)")
     if repo is not None and repo.count("/") != 1:
-        raise ValueError(f"--repo {repo!r} is not ORG/NAME")
+        raise PublishError(f"--repo {repo!r} is not ORG/NAME")
     plan = check_release(release, version)
     if dry_run:
         _dry_run(plan, repo, to)

@@ -14,14 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from groundcap import versions
+from groundcap.errors import PublishError, ReleaseError  # noqa: F401 - PublishError is re-exported
 
 CARD = "README.md"
 _CHUNK = 1 << 20
 _SHOWN_PROBLEMS = 10
-
-
-class PublishError(RuntimeError):
-    """A publish refused or failed; its message is safe to print (never holds a credential)."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +53,7 @@ def sha256_stream(fh) -> str:
 
 
 def check_release(release: Path, version: str) -> Plan:
-    """The plan for publishing ``release`` as ``version``; ValueError/FileNotFoundError when it must not be."""
+    """The plan for publishing ``release`` as ``version``; ReleaseError when it must not be."""
     # imported here: they pull in datasets and torch, which `groundcap --help` should not wait for
     from groundcap.builders.checksums import MANIFEST, verify_manifest
     from groundcap.dataset_card.card import validate_card
@@ -64,7 +61,7 @@ def check_release(release: Path, version: str) -> Plan:
     versions.parse(version)
     built = versions.release_version(str(release))
     if built != version:
-        raise ValueError(f"{release}/ was built as {built}, not {version}: "
+        raise ReleaseError(f"{release}/ was built as {built}, not {version}: "
                          "set release.version in params.yaml and rebuild")
     _refuse(f"{release}/ does not match its {MANIFEST}", verify_manifest(release))
     _refuse(f"{release}/{CARD} is not a valid dataset card", validate_card(release / CARD))
@@ -75,7 +72,7 @@ def _refuse(what: str, problems: list[str]) -> None:
     if problems:
         more = len(problems) - _SHOWN_PROBLEMS
         shown = "; ".join(problems[:_SHOWN_PROBLEMS]) + (f"; ... and {more} more" if more > 0 else "")
-        raise ValueError(f"{what} ({shown}): rebuild with `dvc repro`")
+        raise ReleaseError(f"{what} ({shown}): rebuild with `dvc repro`")
 
 
 def _files(release: Path, name: str) -> tuple[Entry, ...]:

@@ -55,10 +55,7 @@ def declared_groups(paths: Mapping[str, str], pattern: str | None) -> dict[str, 
     """
     if not pattern:
         return {}
-    try:
-        regex = re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"split.group_pattern {pattern!r} is not a regular expression: {exc}") from None
+    regex = re.compile(pattern)  # params_schema checked split.group_pattern at load
     out = {}
     for image, path in paths.items():
         if match := regex.search(path or ""):
@@ -91,24 +88,6 @@ def join_groups(near_duplicates: Mapping[str, str], declared: Mapping[str, str])
     return {image: min(named.get(find(image), ()), default=group) for image, group in near_duplicates.items()}
 
 
-def check_targets(section: Mapping) -> None:
-    """Refuse split targets that cannot be met, naming the key to fix."""
-    fractions, sizes = section.get("fractions"), section.get("sizes")
-    if (fractions is None) == (sizes is None):
-        raise ValueError("set exactly one of split.fractions and split.sizes (the other to null)")
-    if fractions is not None:
-        if unknown := set(fractions) - set(SPLITS):
-            raise ValueError(f"split.fractions names unknown splits {sorted(unknown)}; use {', '.join(SPLITS)}")
-        if sum(fractions.values()) <= 0 or any(v < 0 for v in fractions.values()):
-            raise ValueError("split.fractions must be non-negative and sum to more than 0")
-    else:
-        if unknown := set(sizes) - set(HELD_OUT):
-            raise ValueError(f"split.sizes may name {' and '.join(HELD_OUT)} only (train takes the rest), "
-                             f"not {sorted(unknown)}")
-        if any(not isinstance(v, int) or v < 0 for v in sizes.values()):
-            raise ValueError("split.sizes must be non-negative image counts")
-
-
 def assign(
     groups: Mapping[str, str],
     section: Mapping,
@@ -120,9 +99,9 @@ def assign(
 
     ``section`` is the params' ``split`` section (seed, fractions or sizes); ``pinned`` maps the
     images of the previous release to their split there; ``human`` holds the images people audited
-    and accepted.
+    and accepted. The targets (exactly one of fractions and sizes) are checked by
+    ``params_schema`` when params load.
     """
-    check_targets(section)
     seed, pinned = int(section["seed"]), pinned or {}
     members: dict[str, list[str]] = defaultdict(list)
     for image, group in groups.items():

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from groundcap import grounding, parts
 from groundcap.audit import verdicts
 from groundcap.builders import ReleaseWriter
+from groundcap.errors import AuditError
 from groundcap.stage import Context, Stage
 
 _INPUTS = ("ingest", "segment", "caption_regions", "qa", "split")
@@ -25,7 +26,7 @@ _INPUTS = ("ingest", "segment", "caption_regions", "qa", "split")
 def run(ctx: Context) -> None:
     result = verdicts.gate(ctx.root, ctx.params)
     if not result.ok:
-        raise RuntimeError(f"release refused by the audit gate: {result.message}")
+        raise AuditError(f"release refused by the audit gate: {result.message}")
     ctx.release.mkdir(parents=True, exist_ok=True)
     with ReleaseWriter(ctx.release, ctx.params) as writer:
         for split, record in tqdm(records(ctx), desc="build", unit="img", disable=not ctx.progress):
@@ -82,7 +83,7 @@ def _scene(image_id: str, machine: str, fixed: str | None, kept: set[int]) -> st
         return machine
     refs = {rid for rid, _ in grounding.references(fixed)}
     if not grounding.is_well_formed(fixed) or not refs <= kept:
-        raise ValueError(f"the audited scene caption of {image_id} has malformed references or points at "
+        raise AuditError(f"the audited scene caption of {image_id} has malformed references or points at "
                          f"regions not in the release ({sorted(refs - kept)}); fix it in the verdicts file")
     return fixed
 

@@ -17,21 +17,20 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from groundcap import grounding, parts, schema
+from groundcap.errors import StageInputError
 from groundcap.stage import Context, Stage
 from groundcap.ingest import decode_rgb
 from groundcap.qa import dedup
 
-_KEEP = ("one", "all")
-
 
 def run(ctx: Context) -> None:
-    section = _validated(ctx.params["dedup"])
+    section = ctx.params["dedup"]  # checked by params_schema at load
     source = ctx.work("ingest")
     indices = parts.list_parts(source)
     ids, hashes, pixels, sizes = _hash_images(ctx, source, indices)
     qa_ids, passed, score, signatures = _qa_columns(ctx, indices)
     if qa_ids != ids:
-        raise RuntimeError("work/qa is out of step with work/ingest; rerun from ingest")
+        raise StageInputError("work/qa is out of step with work/ingest; rerun from ingest")
     n = len(ids)
     ids = np.asarray(ids, dtype=str)
     rank = _ranks(np.lexsort((ids, -score, ~passed)))  # QA-passed first, then higher score, then smaller id
@@ -68,19 +67,6 @@ def run(ctx: Context) -> None:
     }
     ctx.reports.mkdir(parents=True, exist_ok=True)
     (ctx.reports / "dedup.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-
-
-def _validated(section: dict) -> dict:
-    for key in ("keep", "caption_keep"):
-        if section[key] not in _KEEP:
-            raise ValueError(f"dedup.{key} must be one of {', '.join(_KEEP)}, got {section[key]!r}")
-    distance = section["phash_max_distance"]
-    if isinstance(distance, bool) or not isinstance(distance, int) or not 0 <= distance <= 32:
-        raise ValueError(f"dedup.phash_max_distance must be an integer within 0..32 (bits of 64), got {distance!r}")
-    jaccard = section["caption_min_jaccard"]
-    if isinstance(jaccard, bool) or not isinstance(jaccard, (int, float)) or not 0 < jaccard <= 1:
-        raise ValueError(f"dedup.caption_min_jaccard must be a number in (0, 1], got {jaccard!r}")
-    return section
 
 
 def _hash_images(ctx: Context, source, indices: list[int]) -> tuple[list[str], np.ndarray, list[str], list[int]]:

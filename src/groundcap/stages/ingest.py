@@ -6,11 +6,12 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from groundcap import ingest, parts, schema
+from groundcap.errors import SourceError
 from groundcap.stage import Context, Stage
 from groundcap.sources import iter_source
 
 
-class NoImages(RuntimeError):
+class NoImages(SourceError):
     """Every file of the source was rejected."""
 
 

@@ -10,13 +10,13 @@ are left out with their reasons.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from groundcap import grounding, parts, schema
 from groundcap.ingest import decode_rgb
 from groundcap.qa import checks, claims, consistency, evidence
 from groundcap.qa.report import Summary
 from groundcap.stage import Context, MapStage
+from groundcap.stages import stage_names
 
 
 class QaStage(MapStage):
@@ -112,6 +112,6 @@ def _reason_kind(reason: str) -> str:
     return f"{stage} error" if sep and stage in _STAGE_MODULES else reason
 
 
-_STAGE_MODULES = {path.stem for path in Path(__file__).parent.glob("*.py")}  # not the pipeline: it imports this
+_STAGE_MODULES = stage_names()
 
 STAGE = QaStage()

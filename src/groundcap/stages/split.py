@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from groundcap import diff, parts, schema, splits
 from groundcap.audit import verdicts
+from groundcap.errors import StageInputError
 from groundcap.stage import Context, Stage
 
 
 def run(ctx: Context) -> None:
     section = ctx.params["split"]
-    splits.check_targets(section)
     indices = parts.list_parts(ctx.work("qa"))
     rows, paths = {}, {}
     for i in indices:
@@ -25,7 +25,7 @@ def run(ctx: Context) -> None:
                   parts.read_part(ctx.work("ingest"), i, ["image_id", "source_path"]))
         for qa, dd, image in zip(*tables, strict=True):
             if not qa["image_id"] == dd["image_id"] == image["image_id"]:
-                raise RuntimeError(f"part {i} of work/dedup or work/ingest is out of step with work/qa; rerun them")
+                raise StageInputError(f"part {i} of work/dedup or work/ingest is out of step with work/qa; rerun them")
             rows[qa["image_id"]] = {**qa, **dd}
             paths[qa["image_id"]] = image["source_path"]
     audited = verdicts.load(ctx.root, ctx.params)

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from groundcap import models
+from groundcap.errors import ParamsError
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def engine_key(kind: str, model: str, options: dict[str, Any] | None = None) -> 
 def engine(kind: str, model: str, options: dict[str, Any] | None = None) -> ChatEngine:
     """The engine ``kind`` serving ``model``, built once per process for the same options."""
     if kind not in ENGINES:
-        raise ValueError(f"unknown VLM engine {kind!r}; engines: {', '.join(ENGINES)}")
+        raise ParamsError(f"unknown VLM engine {kind!r}; engines: {', '.join(ENGINES)}")
 
     def build() -> ChatEngine:
         module_name, cls_name = ENGINES[kind].split(":")

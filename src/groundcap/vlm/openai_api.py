@@ -21,7 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 from email.message import Message
 from typing import Any
 
-from groundcap.vlm.chat import ChatEngine, ChatReply, ChatRequest, brief, openai_messages
+from groundcap.errors import ParamsError
+from groundcap.vlm.chat import (
+    ChatEngine,
+    ChatReply,
+    ChatRequest,
+    brief,
+    openai_messages,
+)
 
 _log = logging.getLogger(__name__)
 _RETRY_STATUS = {408, 429}  # and every 5xx
@@ -61,7 +68,7 @@ class OpenAIChat(ChatEngine):
     ) -> None:
         super().__init__(model)
         if urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
-            raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
+            raise ParamsError(f"base_url must be an http(s) URL, got {base_url!r}")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.api_key_env = api_key_env
         self.concurrency = max(1, concurrency)

@@ -9,7 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from groundcap.vlm.chat import ChatEngine, ChatReply, ChatRequest, brief, openai_messages
+from groundcap.errors import BackendUnavailable
+from groundcap.vlm.chat import (
+    ChatEngine,
+    ChatReply,
+    ChatRequest,
+    brief,
+    openai_messages,
+)
 
 
 def build_conversations(requests: Sequence[ChatRequest], max_image_side: int = 1024) -> list[list[dict[str, Any]]]:
@@ -35,6 +42,11 @@ def _reply(output: Any) -> ChatReply:
                "completion_tokens": getattr(best, "token_ids", None)}
     usage = {name: len(ids) for name, ids in counted.items() if ids is not None}
     return ChatReply(text=best.text, truncated=getattr(best, "finish_reason", None) == "length", usage=usage)
+
+
+
+class VllmMissing(BackendUnavailable, ImportError):
+    """vLLM is not installed here (it runs on GPU nodes)."""
 
 
 class VllmChat(ChatEngine):
@@ -94,7 +106,7 @@ class VllmChat(ChatEngine):
             try:
                 import vllm
             except ImportError as exc:
-                raise ImportError("the 'vllm' engine needs vLLM on a GPU node: pip install 'groundcap[gpu]'") from exc
+                raise VllmMissing("the 'vllm' engine needs vLLM on a GPU node: pip install 'groundcap[gpu]'") from exc
             self._llm = vllm.LLM(model=self.model, **self.llm_kwargs)
             self._sampling_params = vllm.SamplingParams
         return self._llm

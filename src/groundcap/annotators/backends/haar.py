@@ -9,6 +9,7 @@ import numpy as np
 
 from groundcap.annotators.base import Detection, Detector, Tag
 from groundcap.annotators.registry import register
+from groundcap.errors import BackendUnavailable, ParamsError
 
 # cascade file stem (haarcascade_<name>.xml) -> the label its detections get
 LABELS = {
@@ -67,13 +68,13 @@ class HaarDetector(Detector):
         super().__init__(**options)
         unknown = [n for n in self.cascades if n not in LABELS]
         if unknown:
-            raise ValueError(f"unknown Haar cascade(s) {unknown}; known: {', '.join(sorted(LABELS))}")
+            raise ParamsError(f"unknown Haar cascade(s) {unknown}; known: {', '.join(sorted(LABELS))}")
         self.classifiers = {}
         for name in self.cascades:
             path = cv2.data.haarcascades + f"haarcascade_{name}.xml"
             cascade = cv2.CascadeClassifier(path)
             if cascade.empty():
-                raise RuntimeError(f"OpenCV could not load {path} (opencv-python<5 ships the cascades)")
+                raise BackendUnavailable(f"OpenCV could not load {path} (opencv-python<5 ships the cascades)")
             self.classifiers[name] = cascade
 
     def detect(self, image: np.ndarray, tags: list[Tag]) -> list[Detection]:
