@@ -35,9 +35,9 @@ from timing import best, table  # bench/timing.py, beside this file
 
 from groundcap import params, parts, pipeline, runner, sample
 from groundcap.builders import ReleaseWriter
-from groundcap.stage import Context
+from groundcap.builders.columns import join_part
 from groundcap.pipeline import NAMES as ORDER
-from groundcap.stages import build as build_stage
+from groundcap.stage import Context
 
 _PEAK_RSS = Path(__file__).with_name("peak_rss.py")
 _ENV = {"DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}  # as `make` exports them
@@ -203,22 +203,21 @@ def release_sizes(release: Path) -> dict[str, int]:
 
 def builder_times(root: Path, run_params: dict, repeat: int, dest: Path) -> dict[str, float]:
     """Seconds of each part of ``build`` alone, best of ``repeat``: reading and joining work/ into
-    records, then each of ``ReleaseWriter``'s builders fed those records from memory."""
-    ctx = Context(root=root, params=run_params, progress=False)
-    records = list(build_stage.records(ctx))
-    out = {"read + join work/": best(lambda: list(build_stage.records(ctx)), repeat)}
+    batches (``builders.columns.join_part``), then each release folder's writer fed those batches
+    from memory (one process)."""
+    work = root / "work"
+    indices = parts.list_parts(work / "ingest")
+    batches = [join_part(work, i) for i in indices]
+    out = {"read + join work/": best(lambda: [join_part(work, i) for i in indices], repeat)}
 
-    def feed(i: int) -> None:
-        writer = ReleaseWriter(dest, run_params)
-        for k, other in enumerate(writer.builders):
-            if k != i:
-                other.abort()
-        for split, record in records:
-            writer.builders[i].add(split, record)
-        writer.builders[i].close()
+    def feed(kind: str) -> None:
+        writer = ReleaseWriter(dest, run_params, kinds=(kind,))
+        for batch in batches:
+            writer.add_table(batch)
+        writer.close()
 
-    for i, builder in enumerate(ReleaseWriter(dest, run_params).builders):
-        out[type(builder).__name__] = best(lambda i=i: feed(i), repeat)
+    for kind in ("data", "regions", "wds", "coco"):
+        out[f"{kind}/"] = best(lambda kind=kind: feed(kind), repeat)
     return out
 
 
@@ -277,9 +276,13 @@ def bench_build(tmp: Path, copies: int, photos: int | None, repeat: int) -> None
     build_once(root, run_params)  # once untimed: the imports it makes on first use (webdataset: torch) are no build
     print(f"build, {n} released images ({size:.1f} MB of image bytes), best of {repeat}; baseline tarfile writing "
           f"them once: {n / t_tar:.0f} img/s, {size / t_tar:.0f} MB/s ({t_tar:.2f} s)")
-    for name, patch in [("defaults", None), ("fsync a no-op", "os.fsync")]:
+    workers = run_params["engine"]["build_workers"]
+    variants = [("defaults", None, workers), ("fsync a no-op", "os.fsync", workers)]
+    variants += [(f"engine.build_workers {w}", None, w) for w in (1, 2, 4) if w != workers]
+    for name, patch, w in variants:
         with mock.patch(patch) if patch else contextlib.nullcontext():
-            t = best(lambda: build_once(root, run_params), repeat)
+            params_w = {**run_params, "engine": {**run_params["engine"], "build_workers": w}}
+            t = best(lambda: build_once(root, params_w), repeat)
         written = sum(release_sizes(root / "release").values()) / MB
         print(f"  build, {name}: {n / t:.0f} img/s, {size / t:.1f} MB/s of images ({t:.2f} s); wrote {written:.0f} MB, "
               f"{written / t:.0f} MB/s; build/tar = {t_tar / t:.2f}x per image (target >= 0.5x), "

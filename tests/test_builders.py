@@ -333,3 +333,61 @@ def test_size_category():
     assert [size_category(n) for n in (0, 999, 1000, 9_000, 2_000_000)] == [
         "n<1K", "n<1K", "1K<n<10K", "1K<n<10K", "1M<n<10M"
     ]  # fmt: skip
+
+
+def _work_from_records(work, records_by_split, part_size=2):
+    """work/ingest, segment, caption_regions, qa and split parts holding ``records_by_split`` (every
+    region passed, one image left unreleased), as the build stage reads them."""
+    from groundcap import parts, schema
+
+    rows = [(split, r) for split, records in records_by_split.items() for r in records]
+    rows.insert(1, (None, _record(9, 20, 20, "PNG", ["cat"])))  # no split: not released
+    for index, start in enumerate(range(0, len(rows), part_size)):
+        chunk = rows[start:start + part_size]
+        tables = {
+            "ingest": ([{"image_id": r["image_id"], "source_path": "x", "format": r["format"], "width": r["width"],
+                         "height": r["height"], "bytes": r["image"]["bytes"], "normalized": []} for _, r in chunk],
+                       schema.IMAGE),
+            "segment": ([{"image_id": r["image_id"], "regions": [{**g, "label_score": 1.0, "stability_score": 1.0,
+                                                                   "text": None} for g in r["regions"]]}
+                         for _, r in chunk], schema.REGIONS),
+            "caption_regions": ([{"image_id": r["image_id"], "captions": [
+                {"region_id": g["region_id"], "short": g["short_caption"], "detailed": g["detailed_caption"]}
+                for g in reversed(r["regions"])]} for _, r in chunk], schema.CAPTIONS),
+            "qa": ([{"image_id": r["image_id"], "score": r["qa_score"], "passed": True, "scene_caption": r["scene_caption"],
+                     "regions": [{"region_id": g["region_id"], "passed": True} for g in r["regions"]]}
+                    for _, r in chunk], schema.QA),
+            "split": ([{"image_id": r["image_id"], "split": split} for split, r in chunk], schema.SPLIT),
+        }
+        for stage, (table_rows, table_schema) in tables.items():
+            parts.write_part(table_rows, table_schema, work / stage, index)
+    return work
+
+
+def test_columns_constants_match_the_schema():
+    from groundcap import schema
+    from groundcap.builders import columns
+
+    assert (columns.RLE, columns.BBOX, columns.PANCAP_TEXT) == (schema.RLE, schema.BBOX, schema.PANCAP_TEXT)
+    assert columns.REGION_KEYS == tuple(schema.IMAGES_FEATURES["regions"].feature)
+
+
+def test_write_release_is_byte_identical_whatever_the_workers(tmp_path):
+    """The build stage's path (work/ joined column-wise, folders dealt out to processes): one worker,
+    two spawned workers and the record-by-record ReleaseWriter all write the same bytes."""
+    from groundcap.builders import write_release
+
+    work = _work_from_records(tmp_path / "work", RECORDS)
+    digests = {}
+    for name, workers in (("one", 1), ("two", 2)):
+        out = tmp_path / name
+        files = write_release(work, out, PARAMS, workers=workers)
+        assert not [p for p in out.rglob(".*")]  # no temporary file left
+        digests[name] = {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+    with ReleaseWriter(tmp_path / "records", PARAMS) as writer:
+        for split, records in RECORDS.items():
+            for record in records:
+                writer.add(split, copy.deepcopy(record))
+    digests["records"] = {p.relative_to(tmp_path / "records").as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                          for p in (tmp_path / "records").rglob("*") if p.is_file()}
+    assert len(digests["one"]) > 10 and digests["one"] == digests["two"] == digests["records"]

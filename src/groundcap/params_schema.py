@@ -266,6 +266,7 @@ SCHEMA: dict[str, Any] = {
         "workers": Int(1),
         "max_attempts": Int(1),
         "batch_images": Int(0),
+        "build_workers": Int(1),
         "ray": {
             "address": Str(nullable=True),
             "actors": Int(1),

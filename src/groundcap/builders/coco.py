@@ -14,6 +14,9 @@ import json
 import os
 from pathlib import Path
 
+import pyarrow as pa
+
+from groundcap.builders.columns import from_records
 from groundcap.builders.webdataset import EXTENSIONS
 from groundcap.parts import reset_dir
 
@@ -29,6 +32,7 @@ class _Split:
         self._images = open(self.images_path, "w", encoding="utf-8")
         self._annotations = open(self.annotations_path, "w", encoding="utf-8")
         self.n_images = self.n_annotations = 0
+        self.tmp: Path | None = None
 
     def add(self, record: dict, labels: set[str]) -> None:
         self.n_images += 1
@@ -64,7 +68,8 @@ class _Split:
             }
             self._annotations.write(_dumps(annotation) + "\n")
 
-    def write(self, path: Path, header: dict, category_ids: dict[str, int]) -> None:
+    def write(self, path: Path, header: dict, category_ids: dict[str, int]) -> tuple[Path, Path]:
+        """Assemble the JSON under a temporary name; ``(temporary, final)``."""
         self._images.close()
         self._annotations.close()
         tmp = path.with_name(f".{path.name}.tmp")
@@ -83,14 +88,20 @@ class _Split:
             out.write("]}\n")
             out.flush()
             os.fsync(out.fileno())
-        os.replace(tmp, path)
         self.abort()
+        self.tmp = tmp
+        return tmp, path
 
     def abort(self) -> None:
         self._images.close()
         self._annotations.close()
         self.images_path.unlink(missing_ok=True)
         self.annotations_path.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        self.abort()
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
 
 
 class CocoJson:
@@ -103,9 +114,19 @@ class CocoJson:
         self._labels: set[str] = set()
 
     def add(self, split: str, record: dict) -> None:
-        self._splits[split].add(record, self._labels)
+        self.add_table(split, from_records(split, [record]))
+
+    def add_table(self, split: str, batch: pa.Table) -> None:
+        spool = self._splits[split]
+        for record in batch.drop_columns(["image"]).to_pylist():  # metadata only: it becomes JSON
+            spool.add(record, self._labels)
 
     def close(self) -> list[Path]:
+        from groundcap.builders.files import SplitFiles
+
+        return SplitFiles.publish(self.finish())
+
+    def finish(self) -> list[tuple[Path, Path]]:
         labels = sorted(self._labels)
         header = {
             "info": self.info,
@@ -113,12 +134,9 @@ class CocoJson:
             "categories": [{"id": i, "name": label, "supercategory": ""} for i, label in enumerate(labels, 1)],
         }
         category_ids = {label: i for i, label in enumerate(labels, 1)}
-        paths = []
-        for split, spool in self._splits.items():
-            paths.append(self.directory / f"{split}.json")
-            spool.write(paths[-1], header, category_ids)
-        return paths
+        return [spool.write(self.directory / f"{split}.json", header, category_ids)
+                for split, spool in self._splits.items()]
 
     def abort(self) -> None:
         for spool in self._splits.values():
-            spool.abort()
+            spool.discard()

@@ -31,13 +31,17 @@ class SplitFiles:
         self.fh.close()
         self.fh = None
 
-    def publish(self, name: Callable[[int, int], str]) -> list[Path]:
-        """Rename shard ``i`` of ``n`` to ``name(i, n)``; returns the final paths."""
+    def finals(self, name: Callable[[int, int], str]) -> list[tuple[Path, Path]]:
+        """``(temporary, final)`` of every shard written, shard ``i`` of ``n`` named ``name(i, n)``."""
         n = len(self.tmp_paths)
-        finals = [self.directory / name(i, n) for i in range(n)]
-        for tmp, final in zip(self.tmp_paths, finals):
+        return [(tmp, self.directory / name(i, n)) for i, tmp in enumerate(self.tmp_paths)]
+
+    @staticmethod
+    def publish(pairs: list[tuple[Path, Path]]) -> list[Path]:
+        """Rename every temporary file to its final name; returns the final paths."""
+        for tmp, final in pairs:
             os.replace(tmp, final)
-        return finals
+        return [final for _, final in pairs]
 
     def discard(self) -> None:
         if self.fh is not None:

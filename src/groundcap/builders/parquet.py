@@ -1,8 +1,10 @@
 """Parquet shards of the release's two configs, written as a stream.
 
 ``default`` holds one row per image (``data/``), ``regions`` one row per region with its image
-(``regions/``). Rows are projected onto ``schema.release_configs`` explicitly, so a missing field fails
-here rather than becoming a silent null; ``build.pancap_text`` adds the scene caption rendered
+(``regions/``). Both are built column-wise from batches (``columns.default_table``, ``regions_table``:
+the regions config's image column is a ``take`` of the default's), never row by row; records given as
+dicts (``ReleaseWriter.add``) are made a batch first, projected onto the release's region fields, so a
+missing field fails there rather than becoming a silent null; ``build.pancap_text`` adds the scene caption rendered
 Pancap-style (``phrase [x1, y1, x2, y2]``, 0-1 coordinates) as a column. Files carry ``features.arrow_schema``, whose ``huggingface``
 metadata makes the ``image`` column decode as an Image, and hold the encoded image bytes
 (``Dataset.to_parquet`` would not embed them: DESIGN.md, "Known pitfalls"). A shard is written to a
@@ -16,15 +18,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from groundcap import grounding
+from groundcap.builders.columns import PANCAP_TEXT, REGION_KEYS, default_table, from_records, regions_table
 from groundcap.builders.files import SplitFiles
 from groundcap.parts import reset_dir
-from groundcap.schema import IMAGES_FEATURES, PANCAP_TEXT, release_configs
 
 CONFIG_DIRS = {"default": "data", "regions": "regions"}
-_REGION_KEYS = tuple(IMAGES_FEATURES["regions"].feature)
+_REGION_KEYS = REGION_KEYS
 
 
 def region_fields(region: dict) -> dict:
@@ -32,42 +34,21 @@ def region_fields(region: dict) -> dict:
     return {key: region[key] for key in _REGION_KEYS}
 
 
-def _image(record: dict) -> dict:
-    # path is dropped: only bytes travel, so no local path ever reaches a release file
-    return {"bytes": record["image"]["bytes"], "path": None}
-
-
 def image_row(record: dict, pancap_text: bool = False) -> dict:
-    """The ``default`` config row of an image record."""
-    row = {
-        "image_id": record["image_id"],
-        "image": _image(record),
-        "width": record["width"],
-        "height": record["height"],
-        "regions": [region_fields(r) for r in record["regions"]],
-        "scene_caption": record["scene_caption"],
-        "qa_score": record["qa_score"],
-    }
-    if pancap_text:
-        boxes = {r["region_id"]: r["bbox"] for r in record["regions"]}
-        row[PANCAP_TEXT] = grounding.render_boxes(record["scene_caption"], boxes, record["width"], record["height"])
-    return row
+    """The ``default`` config row of an image record (as a dict: for callers and tests, not the build)."""
+    from groundcap.schema import release_configs
+
+    schema = release_configs({"pancap_text": pancap_text})["default"].arrow_schema
+    return default_table(from_records("", [record]), schema).to_pylist()[0]
 
 
 def region_rows(record: dict) -> list[dict]:
     """The ``regions`` config rows of an image record: one per region, each with the image embedded."""
-    image = _image(record)
-    return [
-        {
-            "image_id": record["image_id"],
-            "image": image,
-            "width": record["width"],
-            "height": record["height"],
-            **region_fields(r),
-            "qa_score": record["qa_score"],
-        }
-        for r in record["regions"]
-    ]
+    from groundcap.schema import release_configs
+
+    configs = release_configs({"pancap_text": False})
+    default = default_table(from_records("", [record]), configs["default"].arrow_schema)
+    return regions_table(default, configs["regions"].arrow_schema).to_pylist()
 
 
 def _leaf_paths(schema: pa.Schema) -> list[str]:
@@ -88,7 +69,8 @@ class _Shards:
 
     A row group closes at ``row_group_rows`` rows or ``row_group_bytes`` of image bytes, whichever
     comes first: image rows are large, and readers (the Hub's viewer, ``datasets`` streaming) load a
-    whole row group at a time.
+    whole row group at a time. Rows arrive as Arrow tables; a row group is written as one
+    contiguous table (the same bytes whatever the tables it was cut from).
     """
 
     def __init__(self, directory: Path, split: str, schema: pa.Schema, build: dict):
@@ -103,17 +85,29 @@ class _Shards:
         # repeat it (past the limit Parquet falls back to plain copies).
         self.compression = {path: "none" if path == "image.bytes" else "zstd" for path in _leaf_paths(schema)}
         self.dictionary_bytes = 2 * self.row_group_bytes
-        self._rows: list[dict] = []
+        self._pending: list[pa.Table] = []
+        self._rows = 0
         self._bytes = 0
         self._writer: pq.ParquetWriter | None = None
 
-    def add(self, rows: list[dict]) -> None:
-        for row in rows:
-            self._rows.append(row)
-            self._bytes += len(row["image"]["bytes"])
-            if len(self._rows) >= self.row_group_rows or self._bytes >= self.row_group_bytes:
-                self._write(self._rows)
-                self._rows, self._bytes = [], 0
+    def add(self, table: pa.Table) -> None:
+        """Append rows (a table in ``schema``), writing every row group they complete."""
+        sizes = pc.fill_null(pc.binary_length(pc.struct_field(table["image"], "bytes")), 0)
+        start = 0
+        for i, size in enumerate(sizes.to_numpy().tolist() if len(table) else []):
+            self._rows += 1
+            self._bytes += size
+            if self._rows >= self.row_group_rows or self._bytes >= self.row_group_bytes:
+                self._pending.append(table.slice(start, i + 1 - start))
+                start = i + 1
+                self._flush()
+        if start < len(table):
+            self._pending.append(table.slice(start))
+
+    def _flush(self) -> None:
+        table = pa.concat_tables(self._pending).combine_chunks()
+        self._pending, self._rows, self._bytes = [], 0, 0
+        self._write(table)
 
     def _open(self) -> None:
         self._writer = pq.ParquetWriter(
@@ -121,10 +115,10 @@ class _Shards:
             dictionary_pagesize_limit=self.dictionary_bytes, write_page_index=True,
         )
 
-    def _write(self, rows: list[dict]) -> None:
+    def _write(self, table: pa.Table) -> None:
         if self._writer is None:
             self._open()
-        self._writer.write_table(pa.Table.from_pylist(rows, schema=self.schema), row_group_size=len(rows))
+        self._writer.write_table(table, row_group_size=len(table))
         if self.files.fh.tell() >= self.shard_bytes:
             self._close_file()
 
@@ -133,10 +127,10 @@ class _Shards:
         self._writer = None
         self.files.close_current()
 
-    def close(self) -> list[Path]:
-        if self._rows:
-            self._write(self._rows)
-            self._rows, self._bytes = [], 0
+    def finish(self) -> list[tuple[Path, Path]]:
+        """Write what is buffered and close the last file; ``(temporary, final)`` path pairs."""
+        if self._pending:
+            self._flush()
         if not self.files.tmp_paths:
             # An empty split still gets one shard: the schema and no row group (a zero-row row group
             # makes datasets' reader fail with "BatchSize must be greater than 0").
@@ -144,7 +138,10 @@ class _Shards:
         if self._writer is not None:
             self._close_file()
         split = self.files.split
-        return self.files.publish(lambda i, n: f"{split}-{i:05d}-of-{n:05d}.parquet")
+        return self.files.finals(lambda i, n: f"{split}-{i:05d}-of-{n:05d}.parquet")
+
+    def close(self) -> list[Path]:
+        return self.files.publish(self.finish())
 
     def abort(self) -> None:
         if self._writer is not None:
@@ -153,20 +150,38 @@ class _Shards:
 
 
 class ParquetShards:
-    """Streams image records into the ``default`` and ``regions`` Parquet shards of every split."""
+    """Streams batches (or image records) into the ``default`` and ``regions`` Parquet shards of every
+    split; ``configs`` picks which of the two this one writes (both by default)."""
 
-    def __init__(self, release_dir: Path, splits: list[str], build: dict):
+    def __init__(self, release_dir: Path, splits: list[str], build: dict,
+                 configs: tuple[str, ...] = tuple(CONFIG_DIRS), schemas: dict[str, pa.Schema] | None = None):
+        if schemas is None:
+            from groundcap.schema import release_configs  # imports datasets: a worker is given the schemas
+
+            schemas = {name: features.arrow_schema for name, features in release_configs(build).items()}
+        self.schemas = schemas
         self._shards = {}
-        self._pancap = bool(build.get("pancap_text"))
-        configs = release_configs(build)
-        for config, dirname in CONFIG_DIRS.items():
-            directory = reset_dir(Path(release_dir) / dirname)
+        self.configs = configs
+        for config in configs:
+            directory = reset_dir(Path(release_dir) / CONFIG_DIRS[config])
             for split in splits:
-                self._shards[config, split] = _Shards(directory, split, configs[config].arrow_schema, build)
+                self._shards[config, split] = _Shards(directory, split, schemas[config], build)
 
     def add(self, split: str, record: dict) -> None:
-        self._shards["default", split].add([image_row(record, self._pancap)])
-        self._shards["regions", split].add(region_rows(record))
+        self.add_table(split, from_records(split, [record]))
+
+    def add_table(self, split: str, batch: pa.Table) -> None:
+        schema = self.schemas["default"]
+        if "default" not in self.configs and PANCAP_TEXT in schema.names:  # the regions config lacks it
+            schema = schema.remove(schema.get_field_index(PANCAP_TEXT))
+        default = default_table(batch, schema)
+        if "default" in self.configs:
+            self._shards["default", split].add(default)
+        if "regions" in self.configs:
+            self._shards["regions", split].add(regions_table(default, self.schemas["regions"]))
+
+    def finish(self) -> list[tuple[Path, Path]]:
+        return [pair for shards in self._shards.values() for pair in shards.finish()]
 
     def close(self) -> list[Path]:
         return [path for shards in self._shards.values() for path in shards.close()]

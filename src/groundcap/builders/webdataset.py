@@ -1,26 +1,29 @@
 """WebDataset tars beside the Parquet configs, for streaming trainers.
 
 One sample per image: ``{key}.jpg|png`` (the original encoded bytes) and ``{key}.json`` (image_id,
-size, regions, scene caption, QA score), key = image_id. ``webdataset.TarWriter`` is used directly
-rather than ``ShardWriter``: ShardWriter opens its first tar before any sample arrives (an empty
-split would get an empty tar) and stamps ``time.time()`` as mtime unless told otherwise. Here mtime,
-owner and mode are fixed, so the same records give byte-identical tars. A split with no images gets
+size, regions, scene caption, QA score), key = image_id. Members are written the way
+``webdataset.TarWriter(encoder=False)`` writes them (a ``tarfile`` stream, members in sorted extension
+order, one ``TarInfo`` each), with ``tarfile`` itself: importing webdataset imports torch (1.3 s), which
+a build worker does not need. ``ShardWriter`` is not used: it opens its first tar before any sample
+arrives (an empty split would get an empty tar) and stamps ``time.time()`` as mtime unless told
+otherwise. Here mtime, owner and mode are fixed, so the same records give byte-identical tars. A split with no images gets
 no tar; shards roll past ``shard_bytes`` and are renamed to ``wds/{split}-{i:05d}.tar`` at close.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import tarfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import pyarrow as pa
+
+from groundcap.builders.columns import from_records
 from groundcap.builders.files import SplitFiles
 from groundcap.builders.parquet import region_fields
 from groundcap.parts import reset_dir
-
-if TYPE_CHECKING:
-    from webdataset import TarWriter
 
 MTIME = 0  # fixed member mtime (1970-01-01): tars must not depend on when they were built
 OWNER = "groundcap"
@@ -30,19 +33,56 @@ _KEY = re.compile(r"^[A-Za-z0-9_-]+$")  # webdataset splits a member name at its
 
 def sample(record: dict) -> dict:
     """The webdataset sample of an image record (bytes only, ready for ``TarWriter(encoder=False)``)."""
-    key = record["image_id"]
-    if not _KEY.match(key):
-        raise ValueError(f"image_id {key!r} is not a valid webdataset key (letters, digits, '_' and '-' only)")
-    meta = {
-        "image_id": key,
+    return _sample(record["image_id"], record["format"], record["image"]["bytes"], {
         "width": record["width"],
         "height": record["height"],
         "regions": [region_fields(r) for r in record["regions"]],
         "scene_caption": record["scene_caption"],
         "qa_score": record["qa_score"],
-    }
-    text = json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return {"__key__": key, EXTENSIONS[record["format"]]: record["image"]["bytes"], "json": text.encode("utf-8")}
+    })
+
+
+def _sample(key: str, fmt: str, data: bytes, meta: dict) -> dict:
+    if not _KEY.match(key):
+        raise ValueError(f"image_id {key!r} is not a valid webdataset key (letters, digits, '_' and '-' only)")
+    text = json.dumps({"image_id": key, **meta}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return {"__key__": key, EXTENSIONS[fmt]: data, "json": text.encode("utf-8")}
+
+
+_META = ("width", "height", "regions", "scene_caption", "qa_score")
+
+
+def samples(batch: pa.Table):
+    """The webdataset samples of a batch, in order (the metadata through Python: it becomes JSON)."""
+    meta = batch.select(list(_META)).to_pylist()
+    for key, fmt, data, m in zip(batch["image_id"].to_pylist(), batch["format"].to_pylist(),
+                                 batch["image"].combine_chunks().field("bytes").to_pylist(), meta):
+        yield _sample(key, fmt, data, m)
+
+
+class _TarStream:
+    """What ``webdataset.TarWriter(fh, user=OWNER, group=OWNER, mode=0o444, encoder=False,
+    mtime=MTIME)`` writes, byte for byte."""
+
+    def __init__(self, fh):
+        self.tar = tarfile.open(fileobj=fh, mode="w|")
+
+    def write(self, obj: dict) -> int:
+        total = 0
+        key = obj["__key__"]
+        for k in sorted(obj):
+            if k[0] == "_":
+                continue
+            value = obj[k]
+            info = tarfile.TarInfo(key + "." + k)
+            info.size = len(value)
+            info.mtime, info.mode, info.uname, info.gname = MTIME, 0o444, OWNER, OWNER
+            self.tar.addfile(info, io.BytesIO(value))
+            total += info.size
+        return total
+
+    def close(self) -> None:
+        self.tar.close()
 
 
 class _Tars:
@@ -51,18 +91,14 @@ class _Tars:
     def __init__(self, directory: Path, split: str, shard_bytes: int):
         self.files = SplitFiles(directory, split, ".tar")
         self.shard_bytes = shard_bytes
-        self._tar: TarWriter | None = None
+        self._tar: _TarStream | None = None
         self._size = 0
 
-    def add(self, record: dict) -> None:
+    def add(self, obj: dict) -> None:
         if self._tar is None:
-            # imported here: webdataset imports torch (~1.3 s), which card, publish and diff never need
-            from webdataset import TarWriter
-
-            fh = self.files.open_next()
-            self._tar = TarWriter(fh, user=OWNER, group=OWNER, mode=0o444, encoder=False, mtime=MTIME)
+            self._tar = _TarStream(self.files.open_next())
             self._size = 0
-        self._size += self._tar.write(sample(record))
+        self._size += self._tar.write(obj)
         if self._size >= self.shard_bytes:
             self._close_file()
 
@@ -71,11 +107,11 @@ class _Tars:
         self._tar = None
         self.files.close_current()
 
-    def close(self) -> list[Path]:
+    def finish(self) -> list[tuple[Path, Path]]:
         if self._tar is not None:
             self._close_file()
         split = self.files.split
-        return self.files.publish(lambda i, n: f"{split}-{i:05d}.tar")
+        return self.files.finals(lambda i, n: f"{split}-{i:05d}.tar")
 
     def abort(self) -> None:
         if self._tar is not None:
@@ -91,10 +127,17 @@ class WebDatasetShards:
         self._tars = {split: _Tars(directory, split, shard_bytes) for split in splits}
 
     def add(self, split: str, record: dict) -> None:
-        self._tars[split].add(record)
+        self.add_table(split, from_records(split, [record]))
+
+    def add_table(self, split: str, batch: pa.Table) -> None:
+        for obj in samples(batch):
+            self._tars[split].add(obj)
+
+    def finish(self) -> list[tuple[Path, Path]]:
+        return [pair for tars in self._tars.values() for pair in tars.finish()]
 
     def close(self) -> list[Path]:
-        return [path for tars in self._tars.values() for path in tars.close()]
+        return SplitFiles.publish(self.finish())
 
     def abort(self) -> None:
         for tars in self._tars.values():

@@ -1,0 +1,245 @@
+"""Release records as Arrow columns: the stage tables of a part joined by arrays, no row dicts.
+
+A *batch* is a table in ``BATCH`` (one row per released image, its kept regions already carrying their
+captions, and a ``split`` column); every release format is written from batches (``ParquetShards``,
+``WebDatasetShards``, ``CocoJson`` take ``add_table``). ``join_part`` builds one from part ``k`` of
+work/ingest, segment, caption_regions, qa and split: regions are flattened to one array per field,
+the kept ones (QA passed, image released) picked by ``take``, their captions found by a sorted
+``(image, region_id)`` key, and the list column rebuilt from offsets. Only images that people
+corrected (``audit.verdicts.human_test``) go through Python, one image at a time.
+
+``default_table`` and ``regions_table`` turn a batch into the two Parquet configs' tables: the regions
+config's ``image`` column is the default config's, taken by each region's image index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from groundcap import grounding
+from groundcap.errors import AuditError
+from groundcap.parts import part_path
+
+# groundcap.schema's, repeated so that a build worker does not import datasets (0.7 s) to write a
+# file (tests/test_builders.py checks they are equal)
+RLE = pa.struct([("size", pa.list_(pa.int32(), 2)), ("counts", pa.string())])
+BBOX = pa.list_(pa.float64(), 4)
+PANCAP_TEXT = "scene_caption_boxes"
+
+IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+REGION = pa.struct([
+    ("region_id", pa.int32()),
+    ("bbox", BBOX),  # float64 as the stages measured it: the JSON formats carry it as it is
+    ("area", pa.int64()),
+    ("segmentation", RLE),
+    ("label", pa.string()),
+    ("granularity", pa.string()),
+    ("parent_id", pa.int32()),
+    ("source", pa.string()),
+    ("short_caption", pa.string()),
+    ("detailed_caption", pa.string()),
+])
+BATCH = pa.schema([
+    ("split", pa.string()),
+    ("image_id", pa.string()),
+    ("image", IMAGE_STRUCT),
+    ("format", pa.string()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("regions", pa.list_(REGION)),
+    ("scene_caption", pa.string()),
+    ("qa_score", pa.float64()),
+])
+REGION_KEYS = tuple(REGION.field(i).name for i in range(REGION.num_fields))
+
+INPUTS = {  # stage -> the columns build reads
+    "ingest": ["image_id", "format", "width", "height", "bytes"],
+    "segment": ["image_id", "regions"],
+    "caption_regions": ["image_id", "captions"],
+    "qa": ["image_id", "score", "regions", "scene_caption"],
+    "split": ["image_id", "split"],
+}
+
+
+def _array(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _keys(lists: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """``(image index << 32 | region_id)`` of every element of a list<struct{region_id, ...}> array,
+    and the flattened elements."""
+    parent = pc.list_parent_indices(lists).to_numpy().astype(np.int64)
+    flat = lists.flatten()
+    rid = pc.fill_null(pc.struct_field(flat, "region_id"), 0).to_numpy().astype(np.int64)
+    return (parent << 32) | (rid & 0xFFFFFFFF), flat
+
+
+def join_part(work: Path, index: int, corrections: Mapping[str, dict] | None = None) -> pa.Table:
+    """The ``BATCH`` table of part ``index`` of ``work/`` (the released images, in part order)."""
+    work = Path(work)
+    t = {stage: pq.read_table(part_path(work / stage, index), columns=cols) for stage, cols in INPUTS.items()}
+    n = t["ingest"].num_rows
+    ids = _array(t["ingest"]["image_id"])
+    for stage, table in t.items():
+        if table.num_rows != n or not table["image_id"].equals(t["ingest"]["image_id"]):
+            raise ValueError(f"part {index} of work/{stage} does not hold the images of work/ingest's, in order")
+    split = _array(t["split"]["split"])
+    rel = np.flatnonzero(pc.is_valid(split).to_numpy(zero_copy_only=False))
+
+    seg_keys, seg = _keys(_array(t["segment"]["regions"]))
+    qa_keys, qa_flat = _keys(_array(t["qa"]["regions"]))
+    passed = pc.fill_null(pc.struct_field(qa_flat, "passed"), False).to_numpy(zero_copy_only=False)
+    released = np.zeros(n, dtype=bool)
+    released[rel] = True
+    keep = np.isin(seg_keys, qa_keys[passed]) & released[seg_keys >> 32]
+    sel = np.flatnonzero(keep)
+
+    cap_keys, cap = _keys(_array(t["caption_regions"]["captions"]))
+    order = np.argsort(cap_keys, kind="stable")
+    sorted_keys = cap_keys[order]
+    wanted = seg_keys[sel]
+    pos = np.searchsorted(sorted_keys, wanted, side="right") - 1  # the last caption of a region wins
+    found = (pos >= 0) & (sorted_keys[np.maximum(pos, 0)] == wanted)
+    if not found.all():
+        miss = int(np.flatnonzero(~found)[0])
+        raise KeyError(f"region {int(wanted[miss] & 0xFFFFFFFF)} of {ids[int(wanted[miss] >> 32)]} has no caption")
+    cap_take = pa.array(order[pos])
+
+    regions = seg.take(pa.array(sel))
+    short = pc.struct_field(cap, "short").take(cap_take)
+    detailed = pc.struct_field(cap, "detailed").take(cap_take)
+    scene = _array(t["qa"]["scene_caption"])
+    image_of = (wanted >> 32).astype(np.int64)  # image index of every kept region
+    if corrections:
+        short, detailed, scene = _correct(ids, image_of, regions, short, detailed, scene, corrections, rel,
+                                          qa_keys[passed])
+    fields = [pc.struct_field(regions, key) for key in REGION_KEYS[:-2]] + [short, detailed]
+    values = pa.StructArray.from_arrays(fields, fields=list(REGION))
+    counts = np.bincount(image_of, minlength=n)[rel]
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    take = pa.array(rel)
+    ingest = t["ingest"]
+    image = pa.StructArray.from_arrays([_array(ingest["bytes"]).take(take), pa.nulls(len(rel), pa.string())],
+                                       fields=list(IMAGE_STRUCT))
+    return pa.Table.from_arrays([
+        split.take(take),
+        ids.take(take),
+        image,
+        _array(ingest["format"]).take(take),
+        _array(ingest["width"]).take(take),
+        _array(ingest["height"]).take(take),
+        pa.ListArray.from_arrays(offsets, values, type=BATCH.field("regions").type),
+        scene.take(take),
+        _array(t["qa"]["score"]).take(take),
+    ], schema=BATCH)
+
+
+def _correct(ids, image_of, regions, short, detailed, scene, corrections, rel, passed_keys):
+    """People's captions in place of the machine's, for the released images they corrected."""
+    id_list = ids.to_pylist()
+    fixed_rows = [i for i in rel.tolist() if id_list[i] in corrections]
+    if not fixed_rows:
+        return short, detailed, scene
+    short, detailed, scene = short.to_pylist(), detailed.to_pylist(), scene.to_pylist()
+    rids = pc.struct_field(regions, "region_id").to_pylist()
+    for i in fixed_rows:
+        fixed = corrections[id_list[i]] or {}
+        mine = np.flatnonzero(image_of == i).tolist()
+        for k in mine:
+            got = _captions({"short": short[k], "detailed": detailed[k]}, (fixed.get("regions") or {}).get(rids[k]))
+            short[k], detailed[k] = got["short_caption"], got["detailed_caption"]
+        kept = {int(k & 0xFFFFFFFF) for k in passed_keys[(passed_keys >> 32) == i].tolist()}
+        kept = {k - (1 << 32) if k >= 1 << 31 else k for k in kept}  # back to signed int32
+        scene[i] = _scene(id_list[i], scene[i], fixed.get("scene_caption"), kept)
+    return pa.array(short, pa.string()), pa.array(detailed, pa.string()), pa.array(scene, pa.string())
+
+
+def _captions(machine: dict, fixed: dict | None) -> dict:
+    fixed = fixed or {}
+    return {"short_caption": fixed.get("short") or machine["short"],
+            "detailed_caption": fixed.get("detailed") or machine["detailed"]}
+
+
+def _scene(image_id: str, machine: str, fixed: str | None, kept: set[int]) -> str:
+    """The corrected scene caption when people gave one; it must point only at released regions."""
+    if not fixed:
+        return machine
+    refs = {rid for rid, _ in grounding.references(fixed)}
+    if not grounding.is_well_formed(fixed) or not refs <= kept:
+        raise AuditError(f"the audited scene caption of {image_id} has malformed references or points at "
+                         f"regions not in the release ({sorted(refs - kept)}); fix it in the verdicts file")
+    return fixed
+
+
+def from_records(split: str, records: list[dict]) -> pa.Table:
+    """A batch of image records (dicts as ``stages.build.records`` yields them); regions are projected
+    onto the release fields, so a missing one fails here rather than becoming a silent null."""
+    rows = [{
+        "split": split,
+        "image_id": r["image_id"],
+        "image": {"bytes": r["image"]["bytes"], "path": None},  # only bytes travel, never a local path
+        "format": r["format"],
+        "width": r["width"],
+        "height": r["height"],
+        "regions": [{key: region[key] for key in REGION_KEYS} for region in r["regions"]],
+        "scene_caption": r["scene_caption"],
+        "qa_score": r["qa_score"],
+    } for r in records]
+    return pa.Table.from_pylist(rows, schema=BATCH)
+
+
+def to_records(batch: pa.Table) -> list[tuple[str, dict]]:
+    """``(split, record)`` of every row of a batch (for callers that want dicts; not the build's path)."""
+    return [(row.pop("split"), row) for row in batch.to_pylist()]
+
+
+def default_table(batch: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The ``default`` config's rows of a batch, in ``schema`` (with the Pancap-style column when the
+    schema has it)."""
+    columns = {
+        "image_id": batch["image_id"],
+        "image": batch["image"],
+        "width": batch["width"],
+        "height": batch["height"],
+        "regions": _array(batch["regions"]).cast(schema.field("regions").type),
+        "scene_caption": batch["scene_caption"],
+        "qa_score": batch["qa_score"].cast(pa.float32()),
+    }
+    if PANCAP_TEXT in schema.names:
+        columns[PANCAP_TEXT] = pancap_text(batch)
+    return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema)
+
+
+def pancap_text(batch: pa.Table) -> pa.Array:
+    """The scene caption of every row with each grounded phrase followed by its 0-1 box."""
+    regions = _array(batch["regions"])
+    flat = regions.flatten()
+    offsets = regions.offsets.to_numpy()
+    offsets = offsets - offsets[0]
+    rids = pc.struct_field(flat, "region_id").to_numpy(zero_copy_only=False).tolist()
+    bboxes = np.asarray(pc.list_flatten(pc.struct_field(flat, "bbox")).to_numpy(zero_copy_only=False)).reshape(-1, 4)
+    bboxes = bboxes.tolist()
+    out = []
+    for i, (text, width, height) in enumerate(zip(batch["scene_caption"].to_pylist(), batch["width"].to_pylist(),
+                                                  batch["height"].to_pylist())):
+        a, b = offsets[i], offsets[i + 1]
+        out.append(grounding.render_boxes(text, dict(zip(rids[a:b], bboxes[a:b])), width, height))
+    return pa.array(out, pa.string())
+
+
+def regions_table(default: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The ``regions`` config's rows (one per region) from the ``default`` config's table: the image
+    columns are taken by each region's image index, the region fields are the flattened list."""
+    regions = _array(default["regions"])
+    parent = pc.list_parent_indices(regions)
+    flat = regions.flatten()
+    columns = {name: default[name].take(parent) for name in ("image_id", "image", "width", "height", "qa_score")}
+    for i in range(flat.type.num_fields):
+        columns[flat.type.field(i).name] = pc.struct_field(flat, i)
+    return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema)
