@@ -37,7 +37,7 @@ BAD = [
     ("engine: {kind: spark}", "engine.kind is 'spark'; allowed: local, ray"),
     ("engine: {workers: 0}", "engine.workers is 0; expected an integer >= 1"),
     ("engine: {max_attempts: 0}", "engine.max_attempts is 0; expected an integer >= 1"),
-    ("engine: {ray: {num_gpus: {segmnt: 1}}}", "engine.ray.num_gpus names 'segmnt'; allowed: ingest, tag, segment"),
+    ("engine: {ray: {num_gpus: {segmnt: 1}}}", "engine.ray.num_gpus names 'segmnt'; allowed: build, caption_regions, caption_scene"),
     ("dedup: {keep: best}", "dedup.keep is 'best'; allowed: one, all"),
     ("tag: {taggers: [palete]}", "tag.taggers names 'palete', not a registered tagger backend; tagger backends: "),
     ("segment: {prompted: grabcat}", "segment.prompted is 'grabcat'; not a registered prompted_segmenter backend"),
