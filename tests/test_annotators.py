@@ -11,7 +11,8 @@ import pytest
 from skimage import data
 
 from groundcap import grounding, masks
-from groundcap.annotators import colors, registry
+from groundcap import colors
+from groundcap.annotators import registry
 from groundcap.annotators.backends.geometry import colorfulness, relation
 from groundcap.annotators.base import Detection, Mask, RegionCaption
 from groundcap.annotators.entities import resolve_entities

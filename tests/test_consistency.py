@@ -10,7 +10,8 @@ import pytest
 import skimage.data
 
 from groundcap import params, parts, sample
-from groundcap.annotators import colors, registry
+from groundcap import colors
+from groundcap.annotators import registry
 from groundcap.annotators.backends import hsv_sketch
 from groundcap.annotators.backends.attributes import AttributeCaptioner
 from groundcap.engine import Context

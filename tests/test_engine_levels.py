@@ -13,7 +13,8 @@ import pytest
 from skimage import data
 
 from groundcap import grounding, masks, params
-from groundcap.annotators import colors, divide, registry, uniqueness
+from groundcap import colors
+from groundcap.annotators import divide, registry, uniqueness
 from groundcap.annotators.base import Detection, Mask, RegionCaption, Tag, Tagger, crop
 from groundcap.annotators.detections import merge
 from groundcap.annotators.entities import resolve_entities

@@ -7,7 +7,8 @@ import pytest
 from skimage import data
 
 from groundcap import grounding
-from groundcap.annotators import colors, registry
+from groundcap import colors
+from groundcap.annotators import registry
 from groundcap.annotators.base import RegionCaption
 from groundcap.annotators.entities import resolve_entities
 from groundcap.qa import claims, evidence

@@ -21,7 +21,8 @@ from skimage import data  # noqa: E402
 
 import tiny_hf  # noqa: E402
 from groundcap import masks  # noqa: E402
-from groundcap.annotators import hf, registry  # noqa: E402
+from groundcap import hf_models  # noqa: E402
+from groundcap.annotators import registry  # noqa: E402
 from groundcap.prompts import read_vocabulary  # noqa: E402
 from groundcap.annotators.detections import box_iou, nms_per_label  # noqa: E402
 from groundcap.annotators.backends.hf_sam import point_grid, stability_score  # noqa: E402
@@ -62,16 +63,16 @@ def inside(box, height: int, width: int) -> bool:
 # --- shared helpers ------------------------------------------------------------------------------
 
 def test_device_and_dtype_options():
-    assert hf.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert hf.resolve_device("cuda:1") == "cuda:1"
-    assert hf.resolve_dtype("auto", "cpu") == torch.float32
-    assert hf.resolve_dtype("auto", "cuda:0") == torch.float16
-    assert hf.resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+    assert hf_models.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert hf_models.resolve_device("cuda:1") == "cuda:1"
+    assert hf_models.resolve_dtype("auto", "cpu") == torch.float32
+    assert hf_models.resolve_dtype("auto", "cuda:0") == torch.float16
+    assert hf_models.resolve_dtype("bfloat16", "cpu") == torch.bfloat16
     with pytest.raises(ValueError, match="dtype"):
-        hf.resolve_dtype("int8", "cpu")
-    assert hf.xywh_to_xyxy((1, 2, 3, 4)) == (1.0, 2.0, 4.0, 6.0)
-    assert hf.xyxy_to_xywh(hf.xywh_to_xyxy((1.5, 2, 3, 4.25))) == (1.5, 2.0, 3.0, 4.25)
-    assert [list(b) for b in hf.batches(list(range(5)), 2)] == [[0, 1], [2, 3], [4]]
+        hf_models.resolve_dtype("int8", "cpu")
+    assert hf_models.xywh_to_xyxy((1, 2, 3, 4)) == (1.0, 2.0, 4.0, 6.0)
+    assert hf_models.xyxy_to_xywh(hf_models.xywh_to_xyxy((1.5, 2, 3, 4.25))) == (1.5, 2.0, 3.0, 4.25)
+    assert [list(b) for b in hf_models.batches(list(range(5)), 2)] == [[0, 1], [2, 3], [4]]
 
 
 def test_a_checkpoint_loads_once_per_process(tiny):
@@ -133,7 +134,7 @@ def test_clip_tag_crops_batched_equals_one_at_a_time(tiny, cat):
 # --- detectors -----------------------------------------------------------------------------------
 
 def test_box_nms_keeps_the_best_of_overlapping_boxes():
-    boxes = [hf.xyxy_to_xywh(b) for b in ([0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30], [0, 0, 10, 9])]
+    boxes = [hf_models.xyxy_to_xywh(b) for b in ([0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30], [0, 0, 10, 9])]
     dets = [Detection("x", s, tuple(b), "t") for b, s in zip(boxes, [0.5, 0.9, 0.3, 0.4])]
 
     def kept(iou):

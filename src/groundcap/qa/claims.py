@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from groundcap.annotators import colors
+from groundcap import colors
 from groundcap.prompts import read_vocabulary
 
 KINDS = ("label", "color", "position", "area", "count", "text")

@@ -27,8 +27,8 @@ from functools import cached_property
 import numpy as np
 
 from groundcap import grounding, masks
-from groundcap.annotators import colors
-from groundcap.annotators.wording import centroid, pct, position_name
+from groundcap import colors
+from groundcap.wording import centroid, pct, position_name
 from groundcap.qa import claims
 from groundcap.qa.claims import Claim
 

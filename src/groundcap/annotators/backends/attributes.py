@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 
 from groundcap import masks
-from groundcap.annotators import colors
+from groundcap import colors
 from groundcap.annotators.base import RegionCaption, RegionCaptioner
 from groundcap.annotators.registry import register
-from groundcap.annotators.wording import POSITION_PHRASES, article, centroid, join_words, pct, position_name
+from groundcap.wording import POSITION_PHRASES, article, centroid, join_words, pct, position_name
 
 def solidity(crop: np.ndarray) -> float:
     """Mask pixels / pixels of their convex hull (1.0 = convex)."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from groundcap import grounding, masks
-from groundcap.annotators import colors, divide
-from groundcap.annotators.wording import POSITION_PHRASES, article, centroid, join_words, pct, position_name
+from groundcap import colors
+from groundcap.annotators import divide
+from groundcap.wording import POSITION_PHRASES, article, centroid, join_words, pct, position_name
 from groundcap.annotators.base import RegionCaption, SceneCaption, SceneCaptioner
 from groundcap.annotators.registry import register
 

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from groundcap import prompts
-from groundcap.annotators import hf
+from groundcap import hf_models
 from groundcap.annotators.base import Detection, Detector, Tag
 from groundcap.annotators.detections import nms_per_label
 from groundcap.annotators.registry import register
@@ -32,12 +32,12 @@ class PromptedDetector(Detector):
 
     def __init__(self, **options) -> None:
         super().__init__(**options)
-        self.hf = hf.Loaded(self.model, *self.classes, self.device, self.dtype, tokenizer=True)
+        self.hf = hf_models.Loaded(self.model, *self.classes, self.device, self.dtype, tokenizer=True)
 
     def provenance(self) -> dict[str, str]:
         return {**super().provenance(), "prompt_hash": prompts.Prompt("template", self.template).hash}
 
-    @hf.inference
+    @hf_models.inference
     def detect(self, image: np.ndarray, tags: list[Tag]) -> list[Detection]:
         labels = list(dict.fromkeys(t.label for t in tags))
         height, width = image.shape[:2]
@@ -48,7 +48,7 @@ class PromptedDetector(Detector):
                 x0, x1 = min(max(x0, 0.0), width), min(max(x1, 0.0), width)
                 y0, y1 = min(max(y0, 0.0), height), min(max(y1, 0.0), height)
                 if x1 > x0 and y1 > y0:
-                    detections.append(Detection(label, score, hf.xyxy_to_xywh((x0, y0, x1, y1)), self.name))
+                    detections.append(Detection(label, score, hf_models.xyxy_to_xywh((x0, y0, x1, y1)), self.name))
         return nms_per_label(detections, NMS_IOU)[: self.max_detections]
 
     def query(self, label: str) -> str:

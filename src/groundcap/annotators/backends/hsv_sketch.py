@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 
 from groundcap import masks
-from groundcap.annotators import colors
+from groundcap import colors
 from groundcap.annotators.base import RegionCaption, RegionCaptioner
 from groundcap.annotators.registry import register
-from groundcap.annotators.wording import POSITION_PHRASES, article, join_words, pct, position_name
+from groundcap.wording import POSITION_PHRASES, article, join_words, pct, position_name
 
 # Histogram bins. Hue in degrees: the bin edges are where one colour word gives way to the next.
 HUE_EDGES = (0, 15, 40, 70, 165, 195, 255, 300, 345, 360)

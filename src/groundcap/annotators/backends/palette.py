@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from groundcap.annotators import colors
+from groundcap import colors
 from groundcap.annotators.base import Tag, Tagger
 from groundcap.annotators.registry import register
 

@@ -3,6 +3,9 @@
 Each pixel gets the name of its nearest prototype in Lab (CIE76 distance). Lab distance alone
 mislabels dark or washed-out pixels as the nearest hue, so pixels with little chroma, or too dark to
 show a hue, are named black / gray / white from their lightness alone.
+
+The captioners (``annotators.backends``) name colours with it and QA (``qa.claims``, ``qa.evidence``)
+checks colour words against it, so it sits below both.
 """
 
 from __future__ import annotations
