@@ -24,7 +24,8 @@ install: $(STAMP)
 demo: install  ## build release/ from the bundled sample with `dvc repro`
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
-test: install  ## run the test suite
+test: install  ## lint, then the whole test suite
+	$(PY) -m ruff check src tests bench
 	$(PY) -m pytest
 
 bench: install  ## benchmarks, each printed beside its baseline with the ratio

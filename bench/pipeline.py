@@ -31,13 +31,13 @@ from unittest import mock
 
 import numpy as np
 from PIL import Image
-from timing import best, table  # bench/timing.py, beside this file
 
 from groundcap import params, parts, sample, stages
 from groundcap.builders import ReleaseWriter
 from groundcap.engine import Context
 from groundcap.stages import ORDER
 from groundcap.stages import build as build_stage
+from timing import best, table  # bench/timing.py, beside this file
 
 _PEAK_RSS = Path(__file__).with_name("peak_rss.py")
 _ENV = {"DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}  # as `make` exports them
@@ -162,7 +162,7 @@ def counts(root: Path) -> dict[str, int]:
 
 def released_ids(root: Path) -> set[str]:
     split = _column(root / "work" / "split", ["image_id", "split"])
-    return {i for i, s in zip(split["image_id"], split["split"]) if s is not None}
+    return {i for i, s in zip(split["image_id"], split["split"], strict=True) if s is not None}
 
 
 # --- build vs tar ----------------------------------------------------------------------------------
@@ -189,7 +189,7 @@ def tar_once(root: Path, ids: set[str], dest: Path) -> None:
 
 def image_bytes(root: Path, ids: set[str]) -> int:
     table = _column(root / "work" / "ingest", ["image_id", "bytes"])
-    return sum(len(b) for i, b in zip(table["image_id"], table["bytes"]) if i in ids)
+    return sum(len(b) for i, b in zip(table["image_id"], table["bytes"], strict=True) if i in ids)
 
 
 BUILD_DIRS = ("data", "regions", "wds", "coco")  # what build writes (plots/ and the card are the card stage's)

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from groundcap import grounding, masks
-from groundcap import colors
+from groundcap import colors, grounding, masks
 from groundcap.annotators import registry
 from groundcap.annotators.backends.geometry import colorfulness, relation
 from groundcap.annotators.base import Detection, Mask, RegionCaption
@@ -185,7 +184,7 @@ def test_resolve_entities_gives_disjoint_prioritised_regions():
     decoded = [masks.decode(r["segmentation"]) for r in regions]
     for a, b in itertools.combinations(decoded, 2):
         assert not (a & b).any()
-    for r, d in zip(regions, decoded):
+    for r, d in zip(regions, decoded, strict=True):
         ys, xs = np.nonzero(d)
         assert r["area"] == d.sum()
         assert r["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]

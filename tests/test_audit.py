@@ -177,7 +177,7 @@ def test_tasks_match_the_label_studio_import_format(root, exported):
     controls, objects = _config_names(xml)
     labels = {e.get("value") for e in ET.fromstring(xml).iter("Label")}
     assert isinstance(tasks, list) and len(tasks) == len(exported["items"])
-    for task, item in zip(tasks, exported["items"]):
+    for task, item in zip(tasks, exported["items"], strict=True):
         assert task["data"]["image_id"] == item["image_id"]
         assert task["data"]["image"].startswith(labelstudio.DEFAULT_URL_PREFIX)
         (prediction,) = task["predictions"]

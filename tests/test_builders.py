@@ -140,7 +140,8 @@ def test_load_default_config(release, tmp_path):
                 assert region["bbox"] == pytest.approx(masks.bbox(rle))
             assert row["scene_caption"] == record["scene_caption"]
             boxes = {r["region_id"]: r["bbox"] for r in record["regions"]}
-            assert row[PANCAP_TEXT] == grounding.render_boxes(record["scene_caption"], boxes, row["width"], row["height"])
+            rendered = grounding.render_boxes(record["scene_caption"], boxes, row["width"], row["height"])
+            assert row[PANCAP_TEXT] == rendered
     assert ds["train"][0][PANCAP_TEXT] == "a dog [0.150, 0.267, 0.525, 0.767] and a cat [0.500, 0.267, 0.875, 0.767]"
 
 
@@ -221,7 +222,7 @@ def test_coco(release):
         names = {c["id"]: c["name"] for c in coco.dataset["categories"]}
         assert names == (categories or names)  # the same category ids in every split
         categories = names
-        for image_id, record in zip(sorted(coco.imgs), records):
+        for image_id, record in zip(sorted(coco.imgs), records, strict=True):
             anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
             for ann, region in zip(anns, record["regions"], strict=True):
                 assert np.array_equal(coco.annToMask(ann).astype(bool), masks.decode(region["segmentation"]))

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from groundcap import params, parts, sample
-from groundcap import colors
+from groundcap import colors, params, parts, sample
 from groundcap.annotators import registry
 from groundcap.annotators.backends import hsv_sketch
 from groundcap.annotators.backends.attributes import AttributeCaptioner

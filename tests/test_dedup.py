@@ -218,7 +218,7 @@ def _write_upstream(root, items: list[tuple[bytes, bool, float, str | None]], pa
     """work/ingest and work/qa for (bytes, passed, score, scene caption) items; returns the image ids."""
     ids = [ingest.image_id(data) for data, *_ in items]
     for index in range(0, len(items), part_size):
-        chunk = list(zip(ids, items))[index:index + part_size]
+        chunk = list(zip(ids, items, strict=True))[index:index + part_size]
         images, verdicts = [], []
         for image_id, (data, passed, score, caption) in chunk:
             w, h = Image.open(io.BytesIO(data)).size

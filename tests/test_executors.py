@@ -104,7 +104,8 @@ def test_an_image_whose_backend_raised_is_retried_on_the_next_run_up_to_the_limi
         return made
 
     from groundcap.ingest import decode_rgb
-    pixels = hashlib.sha256(decode_rgb(parts.read_part(local / "work" / "ingest", 0, ["bytes"])[0]["bytes"]).tobytes()).digest()
+    first = parts.read_part(local / "work" / "ingest", 0, ["bytes"])[0]["bytes"]
+    pixels = hashlib.sha256(decode_rgb(first).tobytes()).digest()
     failures_left = {"n": 1}
     monkeypatch.setattr(tag_stage, "backend", flaky)
     ctx = Context(root=tmp_path, params=_params(max_attempts=2), progress=False)

@@ -17,11 +17,11 @@ import polars as pl
 import pytest
 import skimage.data
 import webdataset as wds
-from conftest import awkward_files
 from datasets import load_dataset
 from PIL import Image
 from pycocotools.coco import COCO
 
+from conftest import awkward_files
 from groundcap import diff, masks, params, sample, schema
 from groundcap.builders import verify_manifest
 from groundcap.engine import Context
@@ -176,7 +176,8 @@ def test_dvc_repro_builds_then_is_up_to_date(tmp_path):
     repo.mkdir()
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(REPO / name, repo / name)
-    shutil.copytree(REPO / "src" / "groundcap", repo / "src" / "groundcap", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "src" / "groundcap", repo / "src" / "groundcap",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "profiles", repo / "profiles")
     shutil.copytree(REPO / "audits", repo / "audits")
     photos = repo / "photos"

@@ -13,16 +13,15 @@ import polars as pl
 import pytest
 import skimage.data
 import yaml
-from fake_openai import FakeOpenAI, completion, images, user_text
 from PIL import Image
 from typer.testing import CliRunner
 
+from fake_openai import FakeOpenAI, completion, images, user_text
 from groundcap import grounding, prompts
 from groundcap.annotators import divide, registry
 from groundcap.annotators.base import RegionCaption, Verdict, crop
 from groundcap.cli import app
 from groundcap.vlm import chat as vlm_chat
-
 from test_annotators import rect_mask, region
 
 H, W = 160, 240

@@ -59,7 +59,7 @@ def test_one_reply_per_request_in_order(chat):
     requests = mixed_requests()
     replies = chat.generate(requests)
     assert len(replies) == len(requests)
-    for req, reply in zip(requests, replies):
+    for req, reply in zip(requests, replies, strict=True):
         assert reply.ok and reply.error is None and isinstance(reply.text, str)
         assert reply.usage["prompt_tokens"] > 0 and 0 < reply.usage["completion_tokens"] <= req.max_tokens
         assert reply.usage["prompt_tokens"] == prompt_tokens(req)  # its own request's, padding not counted

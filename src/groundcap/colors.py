@@ -74,5 +74,5 @@ def color_shares(pixels_rgb: np.ndarray, max_samples: int = MAX_SAMPLES) -> list
     if len(pixels) == 0:
         return []
     names, counts = np.unique(name_pixels(to_lab(pixels)), return_counts=True)
-    shares = [(str(n), float(c) / len(pixels)) for n, c in zip(names, counts)]
+    shares = [(str(n), float(c) / len(pixels)) for n, c in zip(names, counts, strict=True)]
     return sorted(shares, key=lambda s: (-s[1], s[0]))

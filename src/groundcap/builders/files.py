@@ -35,7 +35,7 @@ class SplitFiles:
         """Rename shard ``i`` of ``n`` to ``name(i, n)``; returns the final paths."""
         n = len(self.tmp_paths)
         finals = [self.directory / name(i, n) for i in range(n)]
-        for tmp, final in zip(self.tmp_paths, finals):
+        for tmp, final in zip(self.tmp_paths, finals, strict=True):
             os.replace(tmp, final)
         return finals
 

@@ -3,8 +3,9 @@
 ``default`` holds one row per image (``data/``), ``regions`` one row per region with its image
 (``regions/``). Rows are projected onto ``schema.release_configs`` explicitly, so a missing field fails
 here rather than becoming a silent null; ``build.pancap_text`` adds the scene caption rendered
-Pancap-style (``phrase [x1, y1, x2, y2]``, 0-1 coordinates) as a column. Files carry ``features.arrow_schema``, whose ``huggingface``
-metadata makes the ``image`` column decode as an Image, and hold the encoded image bytes
+Pancap-style (``phrase [x1, y1, x2, y2]``, 0-1 coordinates) as a column. Files carry
+``features.arrow_schema``, whose ``huggingface`` metadata makes the ``image`` column decode as an Image,
+and hold the encoded image bytes
 (``Dataset.to_parquet`` would not embed them: DESIGN.md, "Known pitfalls"). A shard is written to a
 hidden temporary name and renamed to ``{split}-{i:05d}-of-{n:05d}.parquet`` once ``n`` is known, so
 the data_files globs never see a half-written shard. An empty split gets one shard with the schema
@@ -75,7 +76,8 @@ def _leaf_paths(schema: pa.Schema) -> list[str]:
 
     def walk(name: str, type_: pa.DataType) -> list[str]:
         if pa.types.is_struct(type_):
-            return [p for i in range(type_.num_fields) for p in walk(f"{name}.{type_.field(i).name}", type_.field(i).type)]
+            fields = [type_.field(i) for i in range(type_.num_fields)]
+            return [p for f in fields for p in walk(f"{name}.{f.name}", f.type)]
         if pa.types.is_list(type_) or pa.types.is_large_list(type_) or pa.types.is_fixed_size_list(type_):
             return walk(f"{name}.list.element", type_.value_type)
         return [name]

@@ -186,7 +186,7 @@ def text_similarity(a: str, b: str) -> float:
 
 def compatible(a: tuple[str | None, str | None], b: tuple[str | None, str | None]) -> bool:
     """Two (row, column) positions agree on every axis both name."""
-    return all(x is None or y is None or x == y for x, y in zip(a, b))
+    return all(x is None or y is None or x == y for x, y in zip(a, b, strict=True))
 
 
 def _compare(kind: str, a: list[Claim], b: list[Claim]) -> tuple[bool, str] | None:

@@ -54,7 +54,8 @@ def _verify(verifier, image, regions: list[dict], captions: list[RegionCaption])
     if verifier is None:
         return [None] * len(captions)
     written = [c for c in captions if c.short and c.detailed]
-    verdicts = dict(zip((c.region_id for c in written), verifier.verify(image, regions, written) if written else []))
+    verdicts = dict(zip((c.region_id for c in written), verifier.verify(image, regions, written) if written else [],
+                        strict=True))
     return [verdicts.get(c.region_id) or Verdict(c.region_id, False, c.facts.get("error") or "no caption")
             for c in captions]
 

@@ -55,7 +55,7 @@ def run(ctx: Context) -> None:
                 "group": str(ids[group_rep[i]]), "kept": reasons[i] is None, "reason": reasons[i]}
 
     out = parts.reset_dir(ctx.work("dedup"))
-    for index, start, stop in zip(indices, np.cumsum([0, *sizes[:-1]]), np.cumsum(sizes)):
+    for index, start, stop in zip(indices, np.cumsum([0, *sizes[:-1]]), np.cumsum(sizes), strict=True):
         parts.write_part([row(i) for i in range(start, stop)], schema.DEDUP, out, index)
 
     report = {

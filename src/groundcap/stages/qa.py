@@ -57,7 +57,7 @@ def setup(params: dict):
             region_verdicts.append({"region_id": rid, "score": v.score, "passed": v.passed, "reasons": v.reasons,
                                     "evidence": region_claims, "consistency": decision})
         failed_ids = {r["region_id"] for r in region_verdicts if not r["passed"]}
-        for region, verdict in zip(regions, region_verdicts):
+        for region, verdict in zip(regions, region_verdicts, strict=True):
             if region["parent_id"] is not None and region["parent_id"] in failed_ids:  # parts go with their entity
                 verdict["passed"] = False
                 verdict["reasons"] = [*verdict["reasons"], "parent region failed"]

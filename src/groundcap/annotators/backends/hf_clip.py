@@ -7,8 +7,7 @@ import string
 import numpy as np
 from PIL import Image
 
-from groundcap import prompts
-from groundcap import hf_models
+from groundcap import hf_models, prompts
 from groundcap.annotators.base import Tag, Tagger, crop
 from groundcap.annotators.registry import register
 
@@ -39,8 +38,8 @@ class ClipTagger(Tagger):
     def __init__(self, **options) -> None:
         super().__init__(**options)
         self.labels = prompts.read_vocabulary(self.vocabulary)
-        self.hf = hf_models.Loaded(self.model, "CLIPModel", "CLIPProcessor", "CLIPImageProcessorPil", self.device, self.dtype,
-                            tokenizer=True)
+        self.hf = hf_models.Loaded(self.model, "CLIPModel", "CLIPProcessor", "CLIPImageProcessorPil", self.device,
+                                   self.dtype, tokenizer=True)
         self.text_embeddings = self._embed_text()
 
     def provenance(self) -> dict[str, str]:

@@ -10,8 +10,7 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image
 
-from groundcap import prompts
-from groundcap import hf_models
+from groundcap import hf_models, prompts
 from groundcap.annotators.base import Detection, Detector, Tag
 from groundcap.annotators.detections import nms_per_label
 from groundcap.annotators.registry import register
@@ -118,7 +117,8 @@ class GroundingDino(PromptedDetector):
             outputs, batch["input_ids"], threshold=self.box_threshold, text_threshold=self.text_threshold,
             target_sizes=[(image.height, image.width)],
         )
-        for text, score, box in zip(result["text_labels"], result["scores"].tolist(), result["boxes"].float().tolist()):
+        for text, score, box in zip(result["text_labels"], result["scores"].tolist(), result["boxes"].float().tolist(),
+                                    strict=True):
             if phrase := self._phrase(text):
                 yield by_phrase.get(phrase, phrase), score, box
 
@@ -144,5 +144,5 @@ class Owlv2(PromptedDetector):
             outputs, threshold=self.box_threshold, target_sizes=[(image.height, image.width)]
         )
         for index, score, box in zip(result["labels"].tolist(), result["scores"].tolist(),
-                                     result["boxes"].float().tolist()):
+                                     result["boxes"].float().tolist(), strict=True):
             yield labels[index], score, box

@@ -15,8 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from groundcap import masks
-from groundcap import hf_models
+from groundcap import hf_models, masks
 from groundcap.annotators.base import Backend, Detection, Mask, MaskGenerator, PromptedSegmenter
 from groundcap.annotators.registry import register
 
@@ -91,7 +90,8 @@ class SamSegmenter(SamBackend, PromptedSegmenter):
             return []
         full = image.shape[:2]
         work = self._work_size(*full)
-        inputs, embeddings = self._encode(image, input_boxes=[[list(hf_models.xywh_to_xyxy(d.bbox)) for d in detections]])
+        boxes = [[list(hf_models.xywh_to_xyxy(d.bbox)) for d in detections]]
+        inputs, embeddings = self._encode(image, input_boxes=boxes)
         out: list[Mask | None] = []
         for start in range(0, len(detections), self.box_batch):
             chunk = slice(start, start + self.box_batch)

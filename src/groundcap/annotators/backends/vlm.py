@@ -20,11 +20,17 @@ import numpy as np
 from groundcap import grounding, masks, prompts
 from groundcap.annotators import divide
 from groundcap.annotators.base import (
-    RegionCaption, RegionCaptioner, SceneCaption, SceneCaptioner, Verdict, Verifier, crop,
+    RegionCaption,
+    RegionCaptioner,
+    SceneCaption,
+    SceneCaptioner,
+    Verdict,
+    Verifier,
+    crop,
 )
 from groundcap.annotators.registry import register
-from groundcap.vlm import structured
 from groundcap.vlm import chat as vlm_chat
+from groundcap.vlm import structured
 from groundcap.vlm.chat import ChatRequest
 
 VLM_OPTIONS: dict[str, Any] = {
@@ -88,7 +94,8 @@ def highlight(image: np.ndarray, region: dict, style: str) -> np.ndarray:
     return out
 
 
-@register("region_captioner", "vlm", device="gpu", description="VLM: crop -> short caption, outlined region -> detailed caption")
+@register("region_captioner", "vlm", device="gpu",
+          description="VLM: crop -> short caption, outlined region -> detailed caption")
 class VlmCaptioner(VlmBackend, RegionCaptioner):
     defaults = {**VLM_OPTIONS, "crop_pad": 0.1, "highlight": "contour"}
     prompt_names = ("region_short", "region_detailed", "region_refine")
@@ -112,8 +119,8 @@ class VlmCaptioner(VlmBackend, RegionCaptioner):
             text_field("short"),
         )
         refined = dict(zip((r["region_id"] for r in todo), self._detail(
-            image, todo, [a.value or by_id[r["region_id"]].short for a, r in zip(answers, todo)],
-            [None] * len(todo))))
+            image, todo, [a.value or by_id[r["region_id"]].short for a, r in zip(answers, todo, strict=True)],
+            [None] * len(todo)), strict=True))
         return [refined.get(c.region_id, c) for c in captions]
 
     def _detail(self, image, regions, shorts, errors) -> list[RegionCaption]:
@@ -123,7 +130,7 @@ class VlmCaptioner(VlmBackend, RegionCaptioner):
                           highlight(image, regions[i], self.highlight)) for i in asked],
             text_field("detailed"),
         )
-        detailed = dict(zip(asked, answers))
+        detailed = dict(zip(asked, answers, strict=True))
         out = []
         for i, region in enumerate(regions):
             answer = detailed.get(i)
@@ -134,7 +141,8 @@ class VlmCaptioner(VlmBackend, RegionCaptioner):
         return out
 
 
-@register("verifier", "vlm_verifier", device="gpu", description="A second VLM accepts or rejects each detailed caption, with its reason")
+@register("verifier", "vlm_verifier", device="gpu",
+          description="A second VLM accepts or rejects each detailed caption, with its reason")
 class VlmVerifier(VlmBackend, Verifier):
     defaults = {**VLM_OPTIONS, "model": "Qwen/Qwen2.5-VL-7B-Instruct", "highlight": "contour"}
     prompt_names = ("verify_region",)
@@ -147,7 +155,7 @@ class VlmVerifier(VlmBackend, Verifier):
             _verdict,
         )
         return [Verdict(c.region_id, *(a.value if a.value else (False, f"verifier gave no verdict: {a.error}")))
-                for c, a in zip(captions, answers)]
+                for c, a in zip(captions, answers, strict=True)]
 
 
 def _verdict(obj: Any) -> tuple[bool, str]:
@@ -158,7 +166,9 @@ def _verdict(obj: Any) -> tuple[bool, str]:
     return verdict == "accept", obj["reason"].strip()
 
 
-@register("scene_captioner", "vlm", device="gpu", description="VLM grounded scene caption over the five Pancap dimensions, divided and fused when regions are many")
+@register("scene_captioner", "vlm", device="gpu",
+          description="VLM grounded scene caption over the five Pancap dimensions, divided and fused when regions "
+                      "are many")
 class VlmComposer(VlmBackend, SceneCaptioner):
     defaults = {**VLM_OPTIONS, "max_regions": 40, "divide_above": 0, "max_tokens": 1024}
     prompt_names = ("scene", "scene_fuse")
@@ -171,12 +181,12 @@ class VlmComposer(VlmBackend, SceneCaptioner):
         # no captioned region: still one request for the whole photo (regions "(none)"), never a fuse of nothing
         parts = divide.split(named, w, h, limit) or [divide.Part("whole image", (0, 0, w, h), [])]
         answers = self.ask([self._part_request(image, p, short) for p in parts], _grounded(set(short)))
-        failed = [f"{p.name}: {a.error}" for p, a in zip(parts, answers) if a.value is None]
+        failed = [f"{p.name}: {a.error}" for p, a in zip(parts, answers, strict=True) if a.value is None]
         if failed:
             raise RuntimeError(f"scene caption rejected ({'; '.join(failed)})")
         if len(parts) == 1:
             return SceneCaption(answers[0].value)
-        pieces = "\n".join(f"[{p.name}] {a.value}" for p, a in zip(parts, answers))
+        pieces = "\n".join(f"[{p.name}] {a.value}" for p, a in zip(parts, answers, strict=True))
         fused = self.ask([self.request(self.prompts["scene_fuse"].render(parts=pieces), image)],
                          _grounded(set(short)))[0]
         if fused.value is None:
