@@ -26,6 +26,7 @@ demo: install  ## build release/ from the bundled sample with `dvc repro`
 
 test: install  ## lint, then the whole test suite
 	$(PY) -m ruff check src tests bench
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 bench: install  ## benchmarks, each printed beside its baseline with the ratio
