@@ -17,6 +17,14 @@ from groundcap.engine import Context
 from groundcap.stages import run_all
 
 
+def pytest_collection_modifyitems(items):
+    """Every test that needs ``sample_project`` (directly or through another fixture) is ``slow``: the
+    first one pays for the whole pipeline, and ``pytest -m "not slow"`` must not."""
+    for item in items:
+        if "sample_project" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def sample_project(tmp_path_factory) -> Path:
     """The bundled sample through every stage with the default params, once per test run.

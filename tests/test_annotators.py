@@ -83,6 +83,7 @@ def rendered_text(word: str) -> np.ndarray:
     return np.asarray(img)
 
 
+@pytest.mark.slow  # RapidOCR's ONNX models load and run: over 5 s
 def test_rapidocr_reads_rendered_text():
     image = rendered_text("GROUNDCAP 42")
     ocr = registry.create("detector", "rapidocr", {"min_score": 0.6})

@@ -113,6 +113,8 @@ def _screenshot(page: Path, png: Path, profile: Path) -> np.ndarray:
     return np.asarray(Image.open(png).convert("RGB")).astype(np.int32)
 
 
+@pytest.mark.slow
+@pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None and not os.environ.get("GROUNDCAP_REQUIRE_BROWSER"),
                     reason="chromium is not installed (apt-get install chromium)")
 def test_gallery_renders_in_headless_chromium_with_visible_overlays(root, exported, tmp_path):

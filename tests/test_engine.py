@@ -78,6 +78,7 @@ def test_list_file_source_resolves_relative_paths_and_records_unreadable_entries
         list(iter_source(str(tmp_path / "nothing-here")))
 
 
+@pytest.mark.slow
 def test_benchmarks_run(tmp_path):
     """`make bench` must not rot: its quick mode runs every figure (the pipeline on 2 photos at 1x and
     2x, each stage a process) and its own checks (RLE IoU against the dense result, planted pairs)."""

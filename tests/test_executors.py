@@ -21,6 +21,8 @@ from groundcap.engine import Context
 from groundcap.stages import run_all, runner
 
 MAP_STAGES = ("tag", "segment", "caption_regions", "caption_scene", "crosscheck", "qa")
+# every test here runs the sample through the pipeline at least once (the module fixture ``local``)
+pytestmark = pytest.mark.slow
 
 
 def _params(**engine) -> dict:
@@ -41,6 +43,7 @@ def local(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.ray
 def test_ray_writes_what_the_local_executor_writes(local, tmp_path):
     ray = pytest.importorskip("ray")
     root = tmp_path / "ray"

@@ -28,6 +28,7 @@ from groundcap.annotators.detections import box_iou, nms_per_label
 from groundcap.prompts import read_vocabulary
 
 VOCABULARY = ["cat", "dog", "person", "traffic light", "sky", "grass", "road", "wall", "tree", "car", "t-shirt"]
+pytestmark = pytest.mark.models
 
 
 @pytest.fixture(scope="session")

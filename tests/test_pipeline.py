@@ -121,6 +121,7 @@ def test_same_input_gives_byte_identical_release(release, tmp_path):
         assert (release / rel).read_bytes() == (again / rel).read_bytes(), rel
 
 
+@pytest.mark.slow
 def test_cli_run_on_photos_mixed_with_broken_files(awkward_dir, tmp_path):
     for name in ("astronaut", "coffee", "rocket"):  # ordinary photos beside the awkward files
         Image.fromarray(getattr(skimage.data, name)()).save(awkward_dir / f"{name}.jpg", quality=92)
@@ -169,6 +170,7 @@ def test_cli_help_on_every_command():
         assert result.exit_code == 0 and "--help" in result.output, command
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("git") is None, reason="dvc needs git")
 def test_dvc_repro_builds_then_is_up_to_date(tmp_path):
     """The real DVC pipeline in a scratch git repo, on three sample photos to keep it quick."""

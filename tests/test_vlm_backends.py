@@ -405,6 +405,7 @@ def pipeline_script(body: dict, n: int) -> dict:
     return reply(caption=f"A photo with <r{first[0]}>{first[2]}</r{first[0]}> in it.")
 
 
+@pytest.mark.slow
 def test_groundcap_run_with_vlm_backends_against_the_fake_server(tmp_path):
     source = tmp_path / "photos"
     source.mkdir()
