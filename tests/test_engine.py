@@ -25,6 +25,7 @@ class FailsOnDark(base.Detector):
         return [base.Detection("thing", 0.9, (2.0, 2.0, 20.0, 20.0), self.name)]
 
 
+@pytest.mark.slow  # nine stages on three photos, MiniLM loaded for crosscheck: over 5 s
 def test_a_backend_error_on_one_image_is_recorded_and_the_rest_released(tmp_path):
     src = tmp_path / "src"
     src.mkdir()

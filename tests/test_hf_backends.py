@@ -173,6 +173,7 @@ def test_grounding_dino_chunks_fit_its_text_encoder(tiny):
     assert detector._prompt(["Traffic Light", "st. bernard"]) == "traffic light. st bernard."
 
 
+@pytest.mark.slow
 def test_grounding_dino_maps_phrases_back_to_tags(tiny, cat):
     # text_threshold 0 makes every prompt token part of every box's phrase
     detector = create("detector", "grounding_dino", tiny["grounding_dino"], box_threshold=0.0, text_threshold=0.0)
@@ -201,6 +202,7 @@ def test_point_grid_centres_cells():
     assert grid.shape == (49, 2) and (grid > 0).all() and (grid[:, 0] < 451).all() and (grid[:, 1] < 300).all()
 
 
+@pytest.mark.slow
 def test_sam_gives_one_mask_per_detection_in_order(tiny, cat):
     detections = [
         Detection("cat", 0.9, (100.0, 20.0, 250.0, 260.0), "test"),
@@ -228,6 +230,7 @@ def test_sam_gives_one_mask_per_detection_in_order(tiny, cat):
     assert sam.segment(cat, []) == []
 
 
+@pytest.mark.slow
 def test_sam_everything_keeps_masks_that_pass_the_thresholds(tiny, cat):
     options = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "min_area_frac": 0.01,
                "stability_offset": 0.0, "nms_iou": 0.7}
