@@ -6,7 +6,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -24,8 +24,13 @@ install: $(STAMP)
 demo: install  ## build release/ from the bundled sample with `dvc repro`
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
-test: install  ## run the test suite
+test: install  ## lint, then the whole test suite
+	$(PY) -m ruff check src tests bench
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
+
+test-fast: install  ## the inner loop: every test not marked slow (pytest markers in pyproject.toml)
+	$(PY) -m pytest -m "not slow"
 
 bench: install  ## benchmarks, each printed beside its baseline with the ratio
 	$(PY) -m pip install -q -c constraints.txt --no-deps imagededup==0.3.3.post2 && $(PY) -m pip install -q -c constraints.txt PyWavelets scikit-learn

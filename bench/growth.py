@@ -26,12 +26,12 @@ from unittest import mock
 
 import numpy as np
 import pyarrow.parquet as pq
-from pipeline import MB, released_project
-from timing import best
 
 from groundcap.builders import ReleaseWriter
 from groundcap.stage import Context
 from groundcap.stages import build as build_stage
+from pipeline import MB, released_project
+from timing import best
 
 GEAR = np.random.default_rng(0).integers(0, np.iinfo(np.uint64).max, 256, dtype=np.uint64, endpoint=True)
 TARGET, MIN_CHUNK, MAX_CHUNK = 64 * 1024, 8 * 1024, 128 * 1024

@@ -31,13 +31,13 @@ from unittest import mock
 
 import numpy as np
 from PIL import Image
-from timing import best, table  # bench/timing.py, beside this file
 
 from groundcap import params, parts, pipeline, runner, sample
 from groundcap.builders import ReleaseWriter
 from groundcap.builders.columns import join_part
 from groundcap.pipeline import NAMES as ORDER
 from groundcap.stage import Context
+from timing import best, table  # bench/timing.py, beside this file
 
 _PEAK_RSS = Path(__file__).with_name("peak_rss.py")
 _ENV = {"DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}  # as `make` exports them
@@ -162,7 +162,7 @@ def counts(root: Path) -> dict[str, int]:
 
 def released_ids(root: Path) -> set[str]:
     split = _column(root / "work" / "split", ["image_id", "split"])
-    return {i for i, s in zip(split["image_id"], split["split"]) if s is not None}
+    return {i for i, s in zip(split["image_id"], split["split"], strict=True) if s is not None}
 
 
 # --- build vs tar ----------------------------------------------------------------------------------
@@ -189,7 +189,7 @@ def tar_once(root: Path, ids: set[str], dest: Path) -> None:
 
 def image_bytes(root: Path, ids: set[str]) -> int:
     table = _column(root / "work" / "ingest", ["image_id", "bytes"])
-    return sum(len(b) for i, b in zip(table["image_id"], table["bytes"]) if i in ids)
+    return sum(len(b) for i, b in zip(table["image_id"], table["bytes"], strict=True) if i in ids)
 
 
 BUILD_DIRS = ("data", "regions", "wds", "coco")  # what build writes (plots/ and the card are the card stage's)
@@ -282,7 +282,7 @@ def bench_build(tmp: Path, copies: int, photos: int | None, repeat: int) -> None
     for name, patch, w in variants:
         with mock.patch(patch) if patch else contextlib.nullcontext():
             params_w = {**run_params, "engine": {**run_params["engine"], "build_workers": w}}
-            t = best(lambda: build_once(root, params_w), repeat)
+            t = best(lambda p=params_w: build_once(root, p), repeat)
         written = sum(release_sizes(root / "release").values()) / MB
         print(f"  build, {name}: {n / t:.0f} img/s, {size / t:.1f} MB/s of images ({t:.2f} s); wrote {written:.0f} MB, "
               f"{written / t:.0f} MB/s; build/tar = {t_tar / t:.2f}x per image (target >= 0.5x), "

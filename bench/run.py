@@ -24,8 +24,9 @@ Prints one line per figure with the ratio. Figures so far:
 
 Every figure can be picked with ``--only`` or left out with ``--skip`` (``--list`` names them). The
 pipeline costs about 2 s per image on 2 cores, so ``make bench`` (132 images through every stage,
-then the other figures) takes about 15 minutes on 2 cores; ``--copies 4`` is a third of that, and ``--quick`` runs every figure small (the
-pipeline on 2 photos at 1x and 2x) so that a test can check the benchmarks still work.
+then the other figures) takes about 15 minutes on 2 cores; ``--copies 4`` is a third of that, and
+``--quick`` runs every figure small (the pipeline on 2 photos at 1x and 2x) so that a test can check the
+benchmarks still work.
 """
 
 from __future__ import annotations
@@ -44,12 +45,12 @@ import warnings
 from pathlib import Path
 from unittest import mock
 
-import growth  # bench/growth.py, beside this file
 import numpy as np
-import pipeline  # bench/pipeline.py
 import skimage.data
 from PIL import Image
 
+import growth  # bench/growth.py, beside this file
+import pipeline  # bench/pipeline.py
 from groundcap import ingest, masks, params
 from groundcap.annotators.base import Mask
 from groundcap.annotators.entities import resolve_entities
@@ -98,7 +99,8 @@ def dense_iou(dense: np.ndarray, chunk: int = 32) -> np.ndarray:
     return inter / np.maximum(area[:, None] + area[None, :] - inter, 1)
 
 
-def dense_resolve(dense: np.ndarray, scores: list[float], nms_iou: float, min_area: float, min_keep: float) -> list[dict]:
+def dense_resolve(dense: np.ndarray, scores: list[float], nms_iou: float, min_area: float,
+                  min_keep: float) -> list[dict]:
     """``resolve_entities`` for generated masks, on dense arrays: the baseline it replaces."""
     ious = dense_iou(dense)
     kept: list[int] = []
@@ -121,7 +123,7 @@ def dense_resolve(dense: np.ndarray, scores: list[float], nms_iou: float, min_ar
 def bench_postprocess(n: int, h: int, w: int, repeat: int) -> None:
     dense = sam_like(n, h, w, seed=n)
     scores = [float(s) for s in np.random.default_rng(1).random(n)]
-    cands = [Mask(masks.encode(m), "", s, "bench") for m, s in zip(dense, scores)]
+    cands = [Mask(masks.encode(m), "", s, "bench") for m, s in zip(dense, scores, strict=True)]
     min_area = 0.0005 * h * w
 
     def rle_path():

@@ -13,8 +13,16 @@ import skimage.data
 from PIL import Image
 
 from groundcap import params
-from groundcap.stage import Context
 from groundcap.runner import run_all
+from groundcap.stage import Context
+
+
+def pytest_collection_modifyitems(items):
+    """Every test that needs ``sample_project`` (directly or through another fixture) is ``slow``: the
+    first one pays for the whole pipeline, and ``pytest -m "not slow"`` must not."""
+    for item in items:
+        if "sample_project" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +53,8 @@ def _png_header_only(width: int, height: int) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
 
 
 # name -> (bytes, expected: "ok" or a fragment of the rejection reason)
@@ -58,7 +67,7 @@ def awkward_files() -> dict[str, tuple[bytes, str]]:
     rotated = _jpeg(coffee, exif=exif.tobytes())
     cmyk = io.BytesIO()
     Image.fromarray(skimage.data.astronaut()).convert("CMYK").save(cmyk, format="JPEG")
-    gray16 = Image.fromarray((skimage.data.camera().astype(np.uint16) * 257))
+    gray16 = Image.fromarray(skimage.data.camera().astype(np.uint16) * 257)
     palette = Image.fromarray(skimage.data.rocket()).convert("P", palette=Image.Palette.ADAPTIVE)
     palette.info["transparency"] = 0
     frames = [Image.fromarray(np.full((64, 80, 3), v, np.uint8)) for v in (30, 120, 220)]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from skimage import data
 
-from groundcap import grounding, masks
-from groundcap.annotators import colors, registry
+from groundcap import colors, grounding, masks
+from groundcap.annotators import registry
 from groundcap.annotators.backends.geometry import colorfulness, relation
 from groundcap.annotators.base import Detection, Mask, RegionCaption
 from groundcap.annotators.entities import resolve_entities
@@ -83,6 +83,7 @@ def rendered_text(word: str) -> np.ndarray:
     return np.asarray(img)
 
 
+@pytest.mark.slow  # RapidOCR's ONNX models load and run: over 5 s
 def test_rapidocr_reads_rendered_text():
     image = rendered_text("GROUNDCAP 42")
     ocr = registry.create("detector", "rapidocr", {"min_score": 0.6})
@@ -184,7 +185,7 @@ def test_resolve_entities_gives_disjoint_prioritised_regions():
     decoded = [masks.decode(r["segmentation"]) for r in regions]
     for a, b in itertools.combinations(decoded, 2):
         assert not (a & b).any()
-    for r, d in zip(regions, decoded):
+    for r, d in zip(regions, decoded, strict=True):
         ys, xs = np.nonzero(d)
         assert r["area"] == d.sum()
         assert r["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]

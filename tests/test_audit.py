@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 from groundcap import audit, masks, params
 from groundcap.audit import gallery, labelstudio, rle_brush, sample, verdicts
 from groundcap.audit.cli import audit_app
-from groundcap.stage import Context
 from groundcap.runner import run_all
+from groundcap.stage import Context
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -113,6 +113,8 @@ def _screenshot(page: Path, png: Path, profile: Path) -> np.ndarray:
     return np.asarray(Image.open(png).convert("RGB")).astype(np.int32)
 
 
+@pytest.mark.slow
+@pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None and not os.environ.get("GROUNDCAP_REQUIRE_BROWSER"),
                     reason="chromium is not installed (apt-get install chromium)")
 def test_gallery_renders_in_headless_chromium_with_visible_overlays(root, exported, tmp_path):
@@ -177,7 +179,7 @@ def test_tasks_match_the_label_studio_import_format(root, exported):
     controls, objects = _config_names(xml)
     labels = {e.get("value") for e in ET.fromstring(xml).iter("Label")}
     assert isinstance(tasks, list) and len(tasks) == len(exported["items"])
-    for task, item in zip(tasks, exported["items"]):
+    for task, item in zip(tasks, exported["items"], strict=True):
         assert task["data"]["image_id"] == item["image_id"]
         assert task["data"]["image"].startswith(labelstudio.DEFAULT_URL_PREFIX)
         (prediction,) = task["predictions"]

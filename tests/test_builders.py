@@ -94,7 +94,8 @@ def build(release_dir, params=PARAMS, records_by_split=RECORDS):
                 writer.add(split, copy.deepcopy(record))
     changelog = versions.changelog(release_dir, params["release"])
     versions.write_changelog(release_dir, changelog)
-    write_card(release_dir, params, stages=[(s.name, s.help) for s in pipeline.STAGES], provenance=PROVENANCE, qa_summary=QA, changelog=changelog,
+    write_card(release_dir, params, stages=[(s.name, s.help) for s in pipeline.STAGES], provenance=PROVENANCE,
+               qa_summary=QA, changelog=changelog,
                plots=write_plots(release_dir, SPLITS))
     write_manifest(release_dir)
     return release_dir
@@ -140,7 +141,8 @@ def test_load_default_config(release, tmp_path):
                 assert region["bbox"] == pytest.approx(masks.bbox(rle))
             assert row["scene_caption"] == record["scene_caption"]
             boxes = {r["region_id"]: r["bbox"] for r in record["regions"]}
-            assert row[PANCAP_TEXT] == grounding.render_boxes(record["scene_caption"], boxes, row["width"], row["height"])
+            rendered = grounding.render_boxes(record["scene_caption"], boxes, row["width"], row["height"])
+            assert row[PANCAP_TEXT] == rendered
     assert ds["train"][0][PANCAP_TEXT] == "a dog [0.150, 0.267, 0.525, 0.767] and a cat [0.500, 0.267, 0.875, 0.767]"
 
 
@@ -221,7 +223,7 @@ def test_coco(release):
         names = {c["id"]: c["name"] for c in coco.dataset["categories"]}
         assert names == (categories or names)  # the same category ids in every split
         categories = names
-        for image_id, record in zip(sorted(coco.imgs), records):
+        for image_id, record in zip(sorted(coco.imgs), records, strict=True):
             anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
             for ann, region in zip(anns, record["regions"], strict=True):
                 assert np.array_equal(coco.annToMask(ann).astype(bool), masks.decode(region["segmentation"]))
@@ -354,7 +356,8 @@ def _work_from_records(work, records_by_split, part_size=2):
             "caption_regions": ([{"image_id": r["image_id"], "captions": [
                 {"region_id": g["region_id"], "short": g["short_caption"], "detailed": g["detailed_caption"]}
                 for g in reversed(r["regions"])]} for _, r in chunk], schema.CAPTIONS),
-            "qa": ([{"image_id": r["image_id"], "score": r["qa_score"], "passed": True, "scene_caption": r["scene_caption"],
+            "qa": ([{"image_id": r["image_id"], "score": r["qa_score"], "passed": True,
+                     "scene_caption": r["scene_caption"],
                      "regions": [{"region_id": g["region_id"], "passed": True} for g in r["regions"]]}
                     for _, r in chunk], schema.QA),
             "split": ([{"image_id": r["image_id"], "split": split} for split, r in chunk], schema.SPLIT),

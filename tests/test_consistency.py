@@ -9,19 +9,20 @@ import numpy as np
 import pytest
 import skimage.data
 
-from groundcap import params, parts, sample
-from groundcap.annotators import colors, registry
+from groundcap import colors, params, parts, sample
+from groundcap.annotators import registry
 from groundcap.annotators.backends import hsv_sketch
 from groundcap.annotators.backends.attributes import AttributeCaptioner
-from groundcap.stage import Context
 from groundcap.qa import consistency
 from groundcap.runner import run_all
+from groundcap.stage import Context
 from test_annotators import rect_mask, region
 
 MODEL_A = AttributeCaptioner.model
 MODEL_B = hsv_sketch.HsvSketchCaptioner.model
 
 
+# the tests using it are marked models and slow: loading MiniLM takes over 5 s
 @pytest.fixture(scope="module")
 def minilm() -> consistency.Embedder:
     return consistency.embedder("minilm")
@@ -68,6 +69,8 @@ def test_hsv_sketch_captions_regions_of_real_photos():
 
 # --- similarity and decisions --------------------------------------------------------------------
 
+@pytest.mark.slow
+@pytest.mark.models
 def test_minilm_scores_agreeing_captions_above_contradicting_ones(minilm):
     a = "a small red cat at the top left of the image"
     others = ["a little red cat in the upper left corner", "a large blue car at the bottom right"]
@@ -87,6 +90,8 @@ def _decide(minilm, a: str, b: str, min_similarity=0.5, min_claim_agreement=0.5)
 A = "a red cat. A small red cat at the top left of the image, covering 3% of it. Mostly red (80%)."
 
 
+@pytest.mark.slow
+@pytest.mark.models
 def test_agreeing_captions_pass(minilm):
     b = "a red cat. A small red cat at the top left, its box spanning 5% of the image. It is mostly red."
     agreement, decision = _decide(minilm, A, b)
@@ -96,6 +101,8 @@ def test_agreeing_captions_pass(minilm):
     assert decision["score"] == pytest.approx((agreement["similarity"] + 1.0) / 2, abs=1e-4)
 
 
+@pytest.mark.slow
+@pytest.mark.models
 def test_a_planted_other_colour_fails_and_says_so(minilm):
     b = "a blue cat. A small blue cat at the top left, its box spanning 5% of the image. It is mostly blue."
     agreement, decision = _decide(minilm, A, b, min_claim_agreement=1.0)
@@ -104,12 +111,16 @@ def test_a_planted_other_colour_fails_and_says_so(minilm):
     assert "blue" in decision["reason"] and "red" in decision["reason"]
 
 
+@pytest.mark.slow
+@pytest.mark.models
 def test_a_planted_other_side_fails_and_says_so(minilm):
     b = "a red cat. A small red cat at the bottom right, its box spanning 5% of the image. It is mostly red."
     agreement, decision = _decide(minilm, A, b, min_claim_agreement=1.0)
     assert not decision["passed"] and "bottom right" in decision["reason"]
 
 
+@pytest.mark.slow
+@pytest.mark.models
 def test_unrelated_captions_fail_on_similarity(minilm):
     _, decision = _decide(minilm, A, "A scanned page of printed text with two columns.", min_similarity=0.5)
     assert not decision["passed"] and decision["reason"].startswith("similarity 0.")
@@ -152,6 +163,8 @@ def _captions(upstream) -> dict[str, dict[int, dict]]:
     return {row["image_id"]: {c["region_id"]: c for c in row["captions"]} for row in rows}
 
 
+@pytest.mark.slow
+@pytest.mark.models
 def test_crosscheck_captions_every_region_again_and_compares(upstream, minilm):
     rows = _crosscheck(upstream)
     firsts = _captions(upstream)
@@ -173,6 +186,8 @@ def test_crosscheck_captions_every_region_again_and_compares(upstream, minilm):
     assert rows == _crosscheck(upstream)  # deterministic
 
 
+@pytest.mark.slow
+@pytest.mark.models
 def test_crosscheck_judge_mode_runs_the_verifier_on_the_first_captions(upstream, minilm):
     rows = _crosscheck(upstream, judge="pixel_claims")
     firsts = _captions(upstream)  # caption_regions ran pixel_claims too: the judge must say the same
@@ -184,6 +199,7 @@ def test_crosscheck_judge_mode_runs_the_verifier_on_the_first_captions(upstream,
             assert r["agreement"]["judge_reason"] == caption["verdict_reason"]
 
 
+@pytest.mark.slow
 def test_crosscheck_off_writes_empty_rows(upstream):
     rows = _crosscheck(upstream, captioner=None)
     assert len(rows) == 3

@@ -12,8 +12,8 @@ import skimage.data
 from PIL import Image, ImageEnhance
 
 from groundcap import ingest, params, params_schema, parts, schema
-from groundcap.stage import Context
 from groundcap.qa import dedup
+from groundcap.stage import Context
 from groundcap.stages import dedup as dedup_stage
 
 MAX_DISTANCE = 8
@@ -218,7 +218,7 @@ def _write_upstream(root, items: list[tuple[bytes, bool, float, str | None]], pa
     """work/ingest and work/qa for (bytes, passed, score, scene caption) items; returns the image ids."""
     ids = [ingest.image_id(data) for data, *_ in items]
     for index in range(0, len(items), part_size):
-        chunk = list(zip(ids, items))[index:index + part_size]
+        chunk = list(zip(ids, items, strict=True))[index:index + part_size]
         images, verdicts = [], []
         for image_id, (data, passed, score, caption) in chunk:
             w, h = Image.open(io.BytesIO(data)).size

@@ -10,9 +10,9 @@ from PIL import Image
 
 from groundcap import params
 from groundcap.annotators import base, registry
-from groundcap.stage import Context
-from groundcap.sources import SourceError, iter_source
 from groundcap.runner import run_all
+from groundcap.sources import SourceError, iter_source
+from groundcap.stage import Context
 
 
 @registry.register("detector", "test-fails-on-dark", description="raises on dark images (test only)")
@@ -25,6 +25,7 @@ class FailsOnDark(base.Detector):
         return [base.Detection("thing", 0.9, (2.0, 2.0, 20.0, 20.0), self.name)]
 
 
+@pytest.mark.slow  # nine stages on three photos, MiniLM loaded for crosscheck: over 5 s
 def test_a_backend_error_on_one_image_is_recorded_and_the_rest_released(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -78,6 +79,7 @@ def test_list_file_source_resolves_relative_paths_and_records_unreadable_entries
         list(iter_source(str(tmp_path / "nothing-here")))
 
 
+@pytest.mark.slow
 def test_benchmarks_run(tmp_path):
     """`make bench` must not rot: its quick mode runs every figure (the pipeline on 2 photos at 1x and
     2x, each stage a process) and its own checks (RLE IoU against the dense result, planted pairs)."""

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from skimage import data
 
-from groundcap import grounding, masks, params
-from groundcap.annotators import colors, divide, registry, uniqueness
+from groundcap import colors, grounding, masks, params
+from groundcap.annotators import divide, registry, uniqueness
 from groundcap.annotators.base import Detection, Mask, RegionCaption, Tag, Tagger, crop
 from groundcap.annotators.detections import merge
 from groundcap.annotators.entities import resolve_entities
@@ -25,13 +25,15 @@ def det(label, box, score, source):
 
 
 def test_detections_merge_across_detectors_by_iou_and_label_never_by_score():
-    gdino = [det("dog", (10, 10, 100, 100), 0.35, "grounding_dino"), det("cat", (200, 10, 50, 50), 0.9, "grounding_dino")]
+    gdino = [det("dog", (10, 10, 100, 100), 0.35, "grounding_dino"),
+             det("cat", (200, 10, 50, 50), 0.9, "grounding_dino")]
     owl = [det("Dog", (12, 11, 98, 100), 0.95, "owlv2"),  # same dog: merged, gdino's box and score kept
            det("cat", (10, 10, 100, 100), 0.8, "owlv2"),  # same box, other label: kept apart
            det("dog", (400, 10, 50, 50), 0.1, "owlv2")]   # only owlv2 found it: kept, however low its score
     out = merge([gdino, owl], iou=0.6)
     assert [(d.label, d.source, d.score) for d in out] == [
-        ("cat", "grounding_dino", 0.9), ("dog", "grounding_dino+owlv2", 0.35), ("cat", "owlv2", 0.8), ("dog", "owlv2", 0.1)]
+        ("cat", "grounding_dino", 0.9), ("dog", "grounding_dino+owlv2", 0.35),
+        ("cat", "owlv2", 0.8), ("dog", "owlv2", 0.1)]
     assert out[1].bbox == (10.0, 10.0, 100.0, 100.0)
 
 

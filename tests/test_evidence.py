@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from skimage import data
 
-from groundcap import grounding
-from groundcap.annotators import colors, registry
+from groundcap import colors, grounding
+from groundcap.annotators import registry
 from groundcap.annotators.base import RegionCaption
 from groundcap.annotators.entities import resolve_entities
 from groundcap.qa import claims, evidence
@@ -90,7 +90,7 @@ def test_embedded_captions_are_never_contradicted():
         masks_ = registry.create("mask_generator", "felzenszwalb").generate(image)
         regions = resolve_entities([], masks_, h, w, min_area_frac=0.005, nms_iou=0.7, max_regions=8)
         captions = registry.create("region_captioner", "attributes").caption(image, regions)
-        for c, r in zip(captions, regions):
+        for c, r in zip(captions, regions, strict=True):
             verdicts = evidence.check_region(f"{c.short}. {c.detailed}", image, r, regions)
             assert kinds(verdicts, "contradicted") == [], verdicts
             assert {"color", "position", "area"} <= set(kinds(verdicts, "supported"))

@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from groundcap import params, parts
-from groundcap.stage import Context
-from groundcap import pipeline
+from groundcap import params, parts, pipeline
 from groundcap.runner import run_all, run_stage
+from groundcap.stage import Context
 
 MAP_STAGES = ("tag", "segment", "caption_regions", "caption_scene", "crosscheck", "qa")
+# every test here runs the sample through the pipeline at least once (the module fixture ``local``)
+pytestmark = pytest.mark.slow
 
 
 def _params(**engine) -> dict:
@@ -42,6 +43,7 @@ def local(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.ray
 def test_ray_writes_what_the_local_executor_writes(local, tmp_path):
     ray = pytest.importorskip("ray")
     root = tmp_path / "ray"
@@ -105,7 +107,8 @@ def test_an_image_whose_backend_raised_is_retried_on_the_next_run_up_to_the_limi
         return made
 
     from groundcap.ingest import decode_rgb
-    pixels = hashlib.sha256(decode_rgb(parts.read_part(local / "work" / "ingest", 0, ["bytes"])[0]["bytes"]).tobytes()).digest()
+    first = parts.read_part(local / "work" / "ingest", 0, ["bytes"])[0]["bytes"]
+    pixels = hashlib.sha256(decode_rgb(first).tobytes()).digest()
     failures_left = {"n": 2}  # its part's batch fails, then the image alone (the worker isolates it): recorded
     monkeypatch.setattr(tag_stage, "build", flaky)
     ctx = Context(root=tmp_path, params=_params(max_attempts=2), progress=False)

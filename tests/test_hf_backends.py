@@ -16,18 +16,19 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-import torch  # noqa: E402
-from skimage import data  # noqa: E402
+import torch
+from skimage import data
 
-import tiny_hf  # noqa: E402
-from groundcap import masks  # noqa: E402
-from groundcap.annotators import hf, registry  # noqa: E402
-from groundcap.prompts import read_vocabulary  # noqa: E402
-from groundcap.annotators.detections import box_iou, nms_per_label  # noqa: E402
-from groundcap.annotators.backends.hf_sam import point_grid, stability_score  # noqa: E402
-from groundcap.annotators.base import Detection, Tag  # noqa: E402
+import tiny_hf
+from groundcap import hf_models, masks
+from groundcap.annotators import registry
+from groundcap.annotators.backends.hf_sam import point_grid, stability_score
+from groundcap.annotators.base import Detection, Tag
+from groundcap.annotators.detections import box_iou, nms_per_label
+from groundcap.prompts import read_vocabulary
 
 VOCABULARY = ["cat", "dog", "person", "traffic light", "sky", "grass", "road", "wall", "tree", "car", "t-shirt"]
+pytestmark = pytest.mark.models
 
 
 @pytest.fixture(scope="session")
@@ -62,16 +63,16 @@ def inside(box, height: int, width: int) -> bool:
 # --- shared helpers ------------------------------------------------------------------------------
 
 def test_device_and_dtype_options():
-    assert hf.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert hf.resolve_device("cuda:1") == "cuda:1"
-    assert hf.resolve_dtype("auto", "cpu") == torch.float32
-    assert hf.resolve_dtype("auto", "cuda:0") == torch.float16
-    assert hf.resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+    assert hf_models.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert hf_models.resolve_device("cuda:1") == "cuda:1"
+    assert hf_models.resolve_dtype("auto", "cpu") == torch.float32
+    assert hf_models.resolve_dtype("auto", "cuda:0") == torch.float16
+    assert hf_models.resolve_dtype("bfloat16", "cpu") == torch.bfloat16
     with pytest.raises(ValueError, match="dtype"):
-        hf.resolve_dtype("int8", "cpu")
-    assert hf.xywh_to_xyxy((1, 2, 3, 4)) == (1.0, 2.0, 4.0, 6.0)
-    assert hf.xyxy_to_xywh(hf.xywh_to_xyxy((1.5, 2, 3, 4.25))) == (1.5, 2.0, 3.0, 4.25)
-    assert [list(b) for b in hf.batches(list(range(5)), 2)] == [[0, 1], [2, 3], [4]]
+        hf_models.resolve_dtype("int8", "cpu")
+    assert hf_models.xywh_to_xyxy((1, 2, 3, 4)) == (1.0, 2.0, 4.0, 6.0)
+    assert hf_models.xyxy_to_xywh(hf_models.xywh_to_xyxy((1.5, 2, 3, 4.25))) == (1.5, 2.0, 3.0, 4.25)
+    assert [list(b) for b in hf_models.batches(list(range(5)), 2)] == [[0, 1], [2, 3], [4]]
 
 
 def test_a_checkpoint_loads_once_per_process(tiny):
@@ -123,7 +124,7 @@ def test_clip_tag_crops_batched_equals_one_at_a_time(tiny, cat):
     boxes = [(0, 0, 451, 300), (10, 20, 100, 80), (200, 100, 3, 150), (440, 290, 11, 10), (50, 50, 1, 1)]
     batched = clip.tag_crops(cat, boxes)
     assert len(batched) == len(boxes)
-    for box, tags in zip(boxes, batched):
+    for box, tags in zip(boxes, batched, strict=True):
         (alone,) = clip.tag_crops(cat, [box])
         assert [t.label for t in tags] == [t.label for t in alone]
         np.testing.assert_allclose([t.score for t in tags], [t.score for t in alone], rtol=1e-4, atol=1e-6)
@@ -133,8 +134,8 @@ def test_clip_tag_crops_batched_equals_one_at_a_time(tiny, cat):
 # --- detectors -----------------------------------------------------------------------------------
 
 def test_box_nms_keeps_the_best_of_overlapping_boxes():
-    boxes = [hf.xyxy_to_xywh(b) for b in ([0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30], [0, 0, 10, 9])]
-    dets = [Detection("x", s, tuple(b), "t") for b, s in zip(boxes, [0.5, 0.9, 0.3, 0.4])]
+    boxes = [hf_models.xyxy_to_xywh(b) for b in ([0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30], [0, 0, 10, 9])]
+    dets = [Detection("x", s, tuple(b), "t") for b, s in zip(boxes, [0.5, 0.9, 0.3, 0.4], strict=True)]
 
     def kept(iou):
         return [dets.index(d) for d in nms_per_label(dets, iou)]
@@ -172,6 +173,7 @@ def test_grounding_dino_chunks_fit_its_text_encoder(tiny):
     assert detector._prompt(["Traffic Light", "st. bernard"]) == "traffic light. st bernard."
 
 
+@pytest.mark.slow
 def test_grounding_dino_maps_phrases_back_to_tags(tiny, cat):
     # text_threshold 0 makes every prompt token part of every box's phrase
     detector = create("detector", "grounding_dino", tiny["grounding_dino"], box_threshold=0.0, text_threshold=0.0)
@@ -200,6 +202,7 @@ def test_point_grid_centres_cells():
     assert grid.shape == (49, 2) and (grid > 0).all() and (grid[:, 0] < 451).all() and (grid[:, 1] < 300).all()
 
 
+@pytest.mark.slow
 def test_sam_gives_one_mask_per_detection_in_order(tiny, cat):
     detections = [
         Detection("cat", 0.9, (100.0, 20.0, 250.0, 260.0), "test"),
@@ -209,7 +212,7 @@ def test_sam_gives_one_mask_per_detection_in_order(tiny, cat):
     sam = create("prompted_segmenter", "sam", tiny["sam"], box_batch=64)
     out = sam.segment(cat, detections)
     assert len(out) == len(detections) and any(m is not None for m in out)
-    for det, mask in zip(detections, out):
+    for det, mask in zip(detections, out, strict=True):
         if mask is None:
             continue
         assert (mask.label, mask.score, mask.text, mask.source, mask.granularity) == (det.label, det.score, det.text,
@@ -219,7 +222,7 @@ def test_sam_gives_one_mask_per_detection_in_order(tiny, cat):
         assert 0.0 <= mask.stability_score <= 1.0 and isinstance(mask.predicted_iou, float)
     one_by_one = create("prompted_segmenter", "sam", tiny["sam"], box_batch=1).segment(cat, detections)
     at_work_side = create("prompted_segmenter", "sam", tiny["sam"], box_batch=2, work_side=64).segment(cat, detections)
-    for a, b, c in zip(out, one_by_one, at_work_side):
+    for a, b, c in zip(out, one_by_one, at_work_side, strict=True):
         assert (a is None) == (b is None) == (c is None)
         if a is not None:
             assert masks.iou([a.rle], [b.rle])[0, 0] > 0.999 and masks.iou([a.rle], [c.rle])[0, 0] > 0.999
@@ -227,6 +230,7 @@ def test_sam_gives_one_mask_per_detection_in_order(tiny, cat):
     assert sam.segment(cat, []) == []
 
 
+@pytest.mark.slow
 def test_sam_everything_keeps_masks_that_pass_the_thresholds(tiny, cat):
     options = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "min_area_frac": 0.01,
                "stability_offset": 0.0, "nms_iou": 0.7}
@@ -246,7 +250,7 @@ def test_sam_everything_keeps_masks_that_pass_the_thresholds(tiny, cat):
     assert len(again) == len(out)
     match = masks.iou([m.rle for m in out], [m.rle for m in again]).argmax(1)
     assert sorted(match) == list(range(len(out)))
-    for mask, j in zip(out, match):
+    for mask, j in zip(out, match, strict=True):
         assert masks.iou([mask.rle], [again[j].rle])[0, 0] > 0.999 and mask.granularity == again[j].granularity
     strict = create("mask_generator", "sam_everything", tiny["sam"], **{**options, "pred_iou_thresh": 2.0})
     assert strict.generate(cat) == []

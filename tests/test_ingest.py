@@ -5,11 +5,10 @@ import polars as pl
 import pytest
 from PIL import Image
 
+from conftest import awkward_files
 from groundcap import ingest, params
 from groundcap.stage import Context
 from groundcap.stages import ingest as ingest_stage
-
-from conftest import awkward_files
 
 LIMITS = ingest.Limits.from_params(params.defaults()["ingest"])
 
@@ -74,7 +73,7 @@ def test_stage_records_every_rejection_and_keeps_every_good_file(awkward_dir, tm
     expected = awkward_files()
     good = {n for n, (_, e) in expected.items() if e == "ok"}
     assert set(images["source_path"]) == good
-    reasons = dict(zip(rejects["path"], rejects["reason"]))
+    reasons = dict(zip(rejects["path"], rejects["reason"], strict=True))
     assert set(reasons) == set(expected) - good
     for name, reason in reasons.items():
         assert expected[name][1] in reason, (name, reason)

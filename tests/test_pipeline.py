@@ -17,15 +17,15 @@ import polars as pl
 import pytest
 import skimage.data
 import webdataset as wds
-from conftest import awkward_files
 from datasets import load_dataset
 from PIL import Image
 from pycocotools.coco import COCO
 
+from conftest import awkward_files
 from groundcap import diff, masks, params, sample, schema
 from groundcap.builders import verify_manifest
-from groundcap.stage import Context
 from groundcap.runner import run_all
+from groundcap.stage import Context
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "validation", "test")
@@ -121,6 +121,7 @@ def test_same_input_gives_byte_identical_release(release, tmp_path):
         assert (release / rel).read_bytes() == (again / rel).read_bytes(), rel
 
 
+@pytest.mark.slow
 def test_cli_run_on_photos_mixed_with_broken_files(awkward_dir, tmp_path):
     for name in ("astronaut", "coffee", "rocket"):  # ordinary photos beside the awkward files
         Image.fromarray(getattr(skimage.data, name)()).save(awkward_dir / f"{name}.jpg", quality=92)
@@ -169,6 +170,7 @@ def test_cli_help_on_every_command():
         assert result.exit_code == 0 and "--help" in result.output, command
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("git") is None, reason="dvc needs git")
 def test_dvc_repro_builds_then_is_up_to_date(tmp_path):
     """The real DVC pipeline in a scratch git repo, on three sample photos to keep it quick."""
@@ -176,7 +178,8 @@ def test_dvc_repro_builds_then_is_up_to_date(tmp_path):
     repo.mkdir()
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(REPO / name, repo / name)
-    shutil.copytree(REPO / "src" / "groundcap", repo / "src" / "groundcap", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "src" / "groundcap", repo / "src" / "groundcap",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "profiles", repo / "profiles")
     shutil.copytree(REPO / "audits", repo / "audits")
     photos = repo / "photos"

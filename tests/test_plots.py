@@ -14,13 +14,7 @@ from PIL import Image
 
 from groundcap import grounding, masks
 from groundcap.builders import ReleaseWriter
-from groundcap.dataset_card.plots import (
-    DPI,
-    FIGSIZE,
-    PLOT_FILES,
-    histograms,
-    write_plots,
-)
+from groundcap.dataset_card.plots import DPI, FIGSIZE, PLOT_FILES, histograms, write_plots
 from groundcap.params import load as load_params
 from groundcap.splits import ALL_SPLITS
 
@@ -143,7 +137,8 @@ def test_histograms_match_direct_computation(release):
     assert train["regions_per_image"][64] == 1 and sum(train["regions_per_image"]) == 4  # 70 regions: overflow
     assert train["regions_per_image"][:4] == [1, 0, 1, 1]
     assert [i for i, n in enumerate(train["qa_score"]) if n] == [0, 1, 14, 19]  # 0.0, 0.05, 0.7, 1.0
-    assert [i for i, n in enumerate(hist["splits"]["validation"]["qa_score"]) if n] == [6, 19]  # 0.33, 0.95 (the last bin is [0.95, 1.0])
+    validation = hist["splits"]["validation"]["qa_score"]
+    assert [i for i, n in enumerate(validation) if n] == [6, 19]  # 0.33, 0.95 (the last bin is [0.95, 1.0])
     scene = train["words"]["scene_caption"]
     assert scene[0] == 3 and scene[-1] == 1  # markup stripped: "<r1> big dog </r1>" is 2 words, not 4
     assert train["words"]["detailed_caption"][-1] == 3  # 201..203 words: overflow

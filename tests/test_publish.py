@@ -19,10 +19,10 @@ from pathlib import Path
 import fsspec
 import pytest
 from datasets import load_dataset
-from fakehub import GITATTRIBUTES, FakeHub, HubError, Request
 from huggingface_hub import DatasetCard
 from typer.testing import CliRunner
 
+from fakehub import GITATTRIBUTES, FakeHub, HubError, Request
 from groundcap.builders.checksums import MANIFEST, verify_manifest, write_manifest
 from groundcap.cli import app
 from groundcap.versions import CHANGELOG
@@ -157,7 +157,7 @@ def hub_runs(releases: Releases, tmp_path_factory) -> dict[str, Outcome]:
             return Outcome(hub, SCENARIOS[name](hub, tmp_path_factory.mktemp(name), releases))
 
     with ThreadPoolExecutor(len(SCENARIOS)) as pool:
-        return dict(zip(SCENARIOS, pool.map(play, SCENARIOS)))
+        return dict(zip(SCENARIOS, pool.map(play, SCENARIOS), strict=True))
 
 
 def _commit_requests(run: Run) -> list[Request]:

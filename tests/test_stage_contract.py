@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from groundcap import code_deps, dvc_yaml, models, params, parts, pipeline, resume, runner
+from groundcap import code_deps, dvc_yaml, models, params, pipeline, resume, runner
 from groundcap.stage import Context, MapStage, Stage
 
 REPO = Path(__file__).resolve().parents[1]

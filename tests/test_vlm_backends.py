@@ -13,15 +13,14 @@ import polars as pl
 import pytest
 import skimage.data
 import yaml
-from fake_openai import FakeOpenAI, completion, images, user_text
 from PIL import Image
 from typer.testing import CliRunner
 
+from fake_openai import FakeOpenAI, completion, images, user_text
 from groundcap import grounding, models, prompts
 from groundcap.annotators import divide, registry
 from groundcap.annotators.base import RegionCaption, Verdict, crop
 from groundcap.cli import app
-
 from test_annotators import rect_mask, region
 
 H, W = 160, 240
@@ -406,6 +405,7 @@ def pipeline_script(body: dict, n: int) -> dict:
     return reply(caption=f"A photo with <r{first[0]}>{first[2]}</r{first[0]}> in it.")
 
 
+@pytest.mark.slow
 def test_groundcap_run_with_vlm_backends_against_the_fake_server(tmp_path):
     source = tmp_path / "photos"
     source.mkdir()
@@ -469,7 +469,8 @@ def test_a_batch_of_images_costs_one_engine_call_per_step(monkeypatch):
 
     calls: list[int] = []
     real = OpenAIChat.generate
-    monkeypatch.setattr(OpenAIChat, "generate", lambda self, requests: calls.append(len(requests)) or real(self, requests))
+    monkeypatch.setattr(OpenAIChat, "generate",
+                        lambda self, requests: calls.append(len(requests)) or real(self, requests))
     items = [(scene_image(), two_regions()) for _ in range(3)]
     with FakeOpenAI(batch_script) as server:
         captioner = registry.create("region_captioner", "vlm", options(server))
@@ -480,11 +481,12 @@ def test_a_batch_of_images_costs_one_engine_call_per_step(monkeypatch):
         assert calls == [2, 2] * 3
         calls.clear()
         verifier = registry.create("verifier", "vlm_verifier", options(server))
-        verdicts = verifier.verify_batch([(image, regions, captions) for (image, regions), captions in zip(items, batched)])
+        triples = [(image, regions, captions) for (image, regions), captions in zip(items, batched, strict=True)]
+        verdicts = verifier.verify_batch(triples)
         assert calls == [6] and verdicts == [[Verdict(1, True, "it matches"), Verdict(2, True, "it matches")]] * 3
         calls.clear()
         composer = registry.create("scene_captioner", "vlm", options(server))
-        scenes = composer.compose_batch([(image, regions, captions) for (image, regions), captions in zip(items, batched)])
+        scenes = composer.compose_batch(triples)
         assert calls == [3] and [s.text for s in scenes] == ["<r1>a cup</r1> stands by <r2>a table</r2>."] * 3
 
 
@@ -498,6 +500,7 @@ def test_a_scene_the_composer_rejects_costs_only_its_image():
     captions = [RegionCaption(1, "a cup", "A cup."), RegionCaption(2, "a table", "A table.")]
     with FakeOpenAI(script) as server:
         composer = registry.create("scene_captioner", "vlm", options(server, max_attempts=1))
-        good, bad = composer.compose_batch([(scene_image(), one, captions[:1]), (scene_image(), two_regions(), captions)])
+        good, bad = composer.compose_batch([(scene_image(), one, captions[:1]),
+                                            (scene_image(), two_regions(), captions)])
     assert good.text == "<r1>a cup</r1> alone."
     assert isinstance(bad, RuntimeError) and "scene caption rejected" in str(bad)

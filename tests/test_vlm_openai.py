@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 import pytest
-from fake_openai import FakeOpenAI, completion, error, images, user_text
 
+from fake_openai import FakeOpenAI, completion, error, images, user_text
 from groundcap.vlm.chat import ChatRequest, engine
 from groundcap.vlm.openai_api import OpenAIChat
 

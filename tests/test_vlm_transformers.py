@@ -55,16 +55,18 @@ def mixed_requests() -> list[ChatRequest]:
     ]
 
 
+@pytest.mark.models
 def test_one_reply_per_request_in_order(chat):
     requests = mixed_requests()
     replies = chat.generate(requests)
     assert len(replies) == len(requests)
-    for req, reply in zip(requests, replies):
+    for req, reply in zip(requests, replies, strict=True):
         assert reply.ok and reply.error is None and isinstance(reply.text, str)
         assert reply.usage["prompt_tokens"] > 0 and 0 < reply.usage["completion_tokens"] <= req.max_tokens
         assert reply.usage["prompt_tokens"] == prompt_tokens(req)  # its own request's, padding not counted
 
 
+@pytest.mark.models
 def test_batched_greedy_equals_one_at_a_time(chat):
     requests = mixed_requests()
     batched = chat.generate(requests)
@@ -74,11 +76,13 @@ def test_batched_greedy_equals_one_at_a_time(chat):
     assert [r.truncated for r in batched] == [r.truncated for r in alone]
 
 
+@pytest.mark.models
 def test_truncated_at_max_tokens(chat):
     reply = chat.generate([ChatRequest("Say a lot.", (image(32, 32, 5),), max_tokens=2)])[0]
     assert reply.truncated and reply.usage["completion_tokens"] == 2
 
 
+@pytest.mark.models
 def test_eos_ends_reply_untruncated(tiny_vlm, tmp_path):
     """A copy whose generation config allows only EOS: the reply is empty and complete."""
     from transformers import GenerationConfig
@@ -92,11 +96,13 @@ def test_eos_ends_reply_untruncated(tiny_vlm, tmp_path):
     assert reply.text == "" and not reply.truncated and reply.usage["completion_tokens"] == 1
 
 
+@pytest.mark.models
 def test_sampling_repeats_with_seed(chat):
     requests = [ChatRequest("Describe.", (image(40, 40, 6),), max_tokens=6, temperature=1.0)] * 2
     assert [r.text for r in chat.generate(requests)] == [r.text for r in chat.generate(requests)]
 
 
+@pytest.mark.models
 def test_bad_request_fails_alone(chat):
     good = ChatRequest("Describe the image.", (image(40, 60, 0),), max_tokens=4)
     bad = ChatRequest("Describe the image.", (np.zeros((8, 8), np.uint8),), max_tokens=4)
@@ -105,6 +111,7 @@ def test_bad_request_fails_alone(chat):
     assert not replies[1].ok and "HxWx3" in replies[1].error
 
 
+@pytest.mark.models
 def test_engine_is_cached_per_options(chat, tiny_vlm):
     assert engine("transformers", str(tiny_vlm), dict(OPTIONS)) is chat
     assert engine("transformers", str(tiny_vlm), {**OPTIONS, "batch_size": 3}) is not chat

@@ -43,9 +43,7 @@ def build_tokenizer():
 def build_tiny_vlm(folder: str | Path) -> Path:
     """Save a ~45k-parameter LLaVA and its processor into ``folder``; return the folder."""
     import torch
-    from transformers import (
-        CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor,
-    )
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
     from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
 
     folder = Path(folder)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,7 +14,7 @@ from groundcap.errors import GroundcapError, StorageError
 
 Root = Annotated[Path, typer.Option("--root", help="Project folder holding work/, reports/ and release/.")]
 ParamsFile = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--params", help="YAML overriding the defaults (default: ROOT/params.yaml if present)."),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
@@ -66,7 +66,7 @@ def guard(fn):
         fail(clear)
 
 
-def project_params(root: Path, params_file: Optional[Path]) -> dict:
+def project_params(root: Path, params_file: Path | None) -> dict:
     """The defaults overridden by ``params_file``, or by ROOT/params.yaml when none is given."""
     if params_file is None and (root / "params.yaml").is_file():
         params_file = root / "params.yaml"

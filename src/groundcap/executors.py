@@ -27,7 +27,8 @@ from groundcap.worker import PartWorker
 KINDS = ("local", "ray")
 
 
-def run(ctx: Context, stage: type[MapStage], todo: Mapping[int, str], images: int, keep: frozenset = frozenset()) -> None:
+def run(ctx: Context, stage: type[MapStage], todo: Mapping[int, str], images: int,
+        keep: frozenset = frozenset()) -> None:
     """Compute the parts ``todo`` (index -> fingerprint) of ``stage``; ``images`` is their total, for
     progress; ``keep``: models the next stage reuses, not freed when this one ends."""
     engine = ctx.params["engine"]  # engine.kind and the counts are checked when params load (params_schema)

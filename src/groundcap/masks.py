@@ -71,7 +71,8 @@ def run_lengths(rle: Rle) -> np.ndarray:
     each count after the second is stored as a delta from the count two before.
     """
     counts = rle["counts"]
-    c = np.frombuffer(counts.encode("ascii") if isinstance(counts, str) else counts, dtype=np.uint8).astype(np.int64) - 48
+    raw = counts.encode("ascii") if isinstance(counts, str) else counts
+    c = np.frombuffer(raw, dtype=np.uint8).astype(np.int64) - 48
     if c.size == 0:
         return np.zeros(0, dtype=np.int64)
     last = (c & 0x20) == 0

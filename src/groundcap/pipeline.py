@@ -5,8 +5,19 @@ from __future__ import annotations
 
 from groundcap.errors import UnknownName
 from groundcap.stage import Stage
-from groundcap.stages import (build, caption_regions, caption_scene, card, crosscheck, dedup, ingest, qa, segment,
-                              split, tag)
+from groundcap.stages import (
+    build,
+    caption_regions,
+    caption_scene,
+    card,
+    crosscheck,
+    dedup,
+    ingest,
+    qa,
+    segment,
+    split,
+    tag,
+)
 
 STAGES: tuple[Stage, ...] = tuple(module.STAGE for module in (
     ingest, tag, segment, caption_regions, caption_scene, crosscheck, qa, dedup, split, build, card))

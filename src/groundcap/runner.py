@@ -70,7 +70,7 @@ def run_all(ctx: Context, names: tuple[str, ...] | None = None) -> list[Report]:
     """Run the stages ``names`` (default: all) in pipeline order; a stage keeps the models the next one reuses."""
     chosen = list(pipeline.STAGES) if names is None else [pipeline.get(name) for name in names]
     reports = []
-    for stage, following in zip(chosen, [*chosen[1:], None]):
+    for stage, following in zip(chosen, [*chosen[1:], None], strict=True):
         keep = following.reuses(subset(ctx.params, (*following.params, "engine"))) \
             if isinstance(following, MapStage) else frozenset()
         reports.append(run_stage(ctx, stage, keep))

@@ -241,5 +241,7 @@ PANCAP_TEXT = "scene_caption_boxes"  # the scene caption with Pancap-style inlin
 
 def release_configs(build: dict) -> dict[str, Features]:
     """The release's configs and their features under the ``build`` params section."""
-    images = Features({**IMAGES_FEATURES, PANCAP_TEXT: Value("string")}) if build.get("pancap_text") else IMAGES_FEATURES
+    images = IMAGES_FEATURES
+    if build.get("pancap_text"):
+        images = Features({**IMAGES_FEATURES, PANCAP_TEXT: Value("string")})
     return {"default": images, "regions": REGIONS_FEATURES}

@@ -58,7 +58,8 @@ def read_changelog(release: str) -> list[dict]:
         with fsspec.open(url, "r", encoding="utf-8") as fh:
             entries = json.load(fh)
     except FileNotFoundError:
-        raise ReleaseError(f"{url} not found: {release} is not a groundcap release (built by `groundcap card`)")
+        raise ReleaseError(
+            f"{url} not found: {release} is not a groundcap release (built by `groundcap card`)") from None
     if not isinstance(entries, list) or not entries or "version" not in entries[-1]:
         raise ReleaseError(f"{url} is not a groundcap changelog (a non-empty list of entries with a version)")
     return entries

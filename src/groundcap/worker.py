@@ -50,7 +50,8 @@ class PartWorker:
         for records in zip(*tables, strict=True):
             ids = {r["image_id"] for r in records}
             if len(ids) != 1:
-                raise StageInputError(f"part {index} of {stage.inputs} is out of step ({sorted(ids)}); rerun from ingest")
+                raise StageInputError(f"part {index} of {stage.inputs} is out of step ({sorted(ids)}); "
+                                      "rerun from ingest")
             image_id = records[0]["image_id"]
             upstream = next((r["error"] for r in records if r.get("error")), None)
             attempts = (pending or {}).get(image_id, 0)

@@ -60,7 +60,7 @@ class SceneCaption:
     text: str  # grounded phrases as <rN>phrase</rN>, N a region_id of the image
 
 
-class Backend(ABC):
+class Backend(ABC):  # noqa: B024 - no abstract method of its own: each kind below declares its own
     """Options checked against ``defaults``, and the metadata a backend carries into provenance.
 
     Each option becomes an attribute, coerced to its default's type (so YAML's ``512`` and ``512.0``

@@ -44,7 +44,7 @@ def split(regions: list[dict], width: int, height: int, limit: int, max_depth: i
         else:
             boxes = ((x, y, w // 2, h), (x + w // 2, y, w - w // 2, h))
         out = []
-        for sub, name in zip(boxes, _HALVES[vertical]):
+        for sub, name in zip(boxes, _HALVES[vertical], strict=True):
             out += go(sub, (*names, name), [r for r in members if _inside(r, sub)], depth + 1)
         return out
 

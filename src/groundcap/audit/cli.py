@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -19,12 +19,12 @@ audit_app = new_app(
 def export_command(
     root: Root = Path("."),
     params_file: ParamsFile = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Folder to write (default: ROOT/audit).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder to write (default: ROOT/audit).")] = None,
     sample_size: Annotated[
-        Optional[int], typer.Option("--sample-size", min=1, help="Images to sample (default: audit.sample_size).")
+        int | None, typer.Option("--sample-size", min=1, help="Images to sample (default: audit.sample_size).")
     ] = None,
     image_url_prefix: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--image-url-prefix", help="Prefix of the image URLs in tasks.json (default: Label Studio "
                                                 "local-files storage serving ROOT/audit/images/)."),
     ] = None,
@@ -50,7 +50,7 @@ def import_command(
     params_file: ParamsFile = None,
     fmt: Annotated[str, typer.Option("--format", help="auto | label-studio | csv (auto: .csv is csv).")] = "auto",
     manifest: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--manifest", help="manifest.json of the export (default: ROOT/audit/manifest.json)."),
     ] = None,
 ) -> None:

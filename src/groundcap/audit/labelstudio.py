@@ -22,7 +22,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 
 from groundcap import masks
-from groundcap.audit import gallery, rle_brush
+from groundcap.audit.gallery import color as region_color
+from groundcap.audit.rle_brush import encode as rle_encode
 from groundcap.errors import AuditError
 
 DEFAULT_URL_PREFIX = "/data/local-files/?d=audit/images/"
@@ -44,7 +45,7 @@ def config(region_ids: Iterable[int]) -> str:
     ET.SubElement(view, "Image", name=IMAGE, value="$image", zoom="true")
     brush = ET.SubElement(view, "BrushLabels", name=REGION, toName=IMAGE)
     for rid in sorted(set(region_ids)):
-        ET.SubElement(brush, "Label", value=label(rid), background=gallery.color(rid))
+        ET.SubElement(brush, "Label", value=label(rid), background=region_color(rid))
     ET.SubElement(view, "Header", value="Scene caption (<rN>phrase</rN> points at region rN; keep the tags)")
     ET.SubElement(view, "TextArea", name=SCENE, toName=IMAGE, editable="true", maxSubmissions="1", rows="5")
     selected = ET.SubElement(view, "View", visibleWhen="region-selected")
@@ -79,7 +80,7 @@ def task(item: Mapping, stratum: str, url_prefix: str) -> dict:
     result = []
     for region in item["regions"]:
         rid = label(region["region_id"])
-        brush = {"format": "rle", "rle": rle_brush.encode(masks.decode(region["segmentation"]))}
+        brush = {"format": "rle", "rle": rle_encode(masks.decode(region["segmentation"]))}
         result.append({"id": rid, "from_name": REGION, "type": "brushlabels", **common,
                        "value": {**brush, "brushlabels": [rid]}})
         # per-region text areas repeat the region's geometry, as Label Studio's own results do

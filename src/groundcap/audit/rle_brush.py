@@ -38,7 +38,7 @@ def encode(mask: np.ndarray) -> list[int]:
     field = np.searchsorted(np.array([2**s for s in _SIZES]), run_lengths)  # smallest field that holds length-1
 
     header = [(flat.size * 4, 32), (8 - 1, 5), *((s - 1, 4) for s in _SIZES)]
-    head_values, head_widths = zip(*header)
+    head_values, head_widths = zip(*header, strict=True)
     n = run_lengths.size
     rec_values = np.stack([np.ones(n, np.int64), field, run_lengths - 1, run_values], axis=1).ravel()
     rec_widths = np.stack([np.ones(n, np.int64), np.full(n, 2), np.array(_SIZES)[field], np.full(n, 8)], axis=1).ravel()

@@ -45,10 +45,10 @@ from statistics import NormalDist
 from typing import Any
 
 from groundcap import grounding
-from groundcap.audit import labelstudio, sample
+from groundcap.audit.labelstudio import VERDICTS, parse_export
+from groundcap.audit.sample import candidates
 from groundcap.errors import AuditError
 
-VERDICTS = labelstudio.VERDICTS
 CSV_HEADER = ("item_id", "verdict", "corrected_caption")
 REPORT = "audit.json"
 
@@ -155,7 +155,7 @@ def read(file: Path, fmt: str, manifest: Mapping) -> list[dict]:
             data = json.loads(file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise AuditError(f"{file} is not JSON ({exc}); pass --format csv for a CSV file") from exc
-        raw, source = labelstudio.parse_export(data), "label_studio"
+        raw, source = parse_export(data), "label_studio"
     else:
         raise AuditError(f"unknown verdict format {fmt!r}; use auto, label-studio or csv")
     items = {i["image_id"]: i for i in manifest["items"]}
@@ -260,7 +260,7 @@ def report(root: Path, params: Mapping[str, Any]) -> dict:
     records = load(root, params)
     population: Counter[str] = Counter()
     strata = {}
-    for c in sample.candidates(root):
+    for c in candidates(root):
         population[c.stratum] += 1
         if c.image_id in records:
             strata[c.image_id] = c.stratum

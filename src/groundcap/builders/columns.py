@@ -227,9 +227,9 @@ def pancap_text(batch: pa.Table) -> pa.Array:
     bboxes = bboxes.tolist()
     out = []
     for i, (text, width, height) in enumerate(zip(batch["scene_caption"].to_pylist(), batch["width"].to_pylist(),
-                                                  batch["height"].to_pylist())):
+                                                  batch["height"].to_pylist(), strict=True)):
         a, b = offsets[i], offsets[i + 1]
-        out.append(grounding.render_boxes(text, dict(zip(rids[a:b], bboxes[a:b])), width, height))
+        out.append(grounding.render_boxes(text, dict(zip(rids[a:b], bboxes[a:b], strict=True)), width, height))
     return pa.array(out, pa.string())
 
 

@@ -5,7 +5,8 @@
 the regions config's image column is a ``take`` of the default's), never row by row; records given as
 dicts (``ReleaseWriter.add``) are made a batch first, projected onto the release's region fields, so a
 missing field fails there rather than becoming a silent null; ``build.pancap_text`` adds the scene caption rendered
-Pancap-style (``phrase [x1, y1, x2, y2]``, 0-1 coordinates) as a column. Files carry ``features.arrow_schema``, whose ``huggingface``
+Pancap-style (``phrase [x1, y1, x2, y2]``, 0-1 coordinates) as a column. Files carry
+``features.arrow_schema``, whose ``huggingface``
 metadata makes the ``image`` column decode as an Image, and hold the encoded image bytes
 (``Dataset.to_parquet`` would not embed them: DESIGN.md, "Known pitfalls"). A shard is written to a
 hidden temporary name and renamed to ``{split}-{i:05d}-of-{n:05d}.parquet`` once ``n`` is known, so
@@ -56,7 +57,8 @@ def _leaf_paths(schema: pa.Schema) -> list[str]:
 
     def walk(name: str, type_: pa.DataType) -> list[str]:
         if pa.types.is_struct(type_):
-            return [p for i in range(type_.num_fields) for p in walk(f"{name}.{type_.field(i).name}", type_.field(i).type)]
+            fields = [type_.field(i) for i in range(type_.num_fields)]
+            return [p for f in fields for p in walk(f"{name}.{f.name}", f.type)]
         if pa.types.is_list(type_) or pa.types.is_large_list(type_) or pa.types.is_fixed_size_list(type_):
             return walk(f"{name}.list.element", type_.value_type)
         return [name]

@@ -6,8 +6,8 @@ size, regions, scene caption, QA score), key = image_id. Members are written the
 order, one ``TarInfo`` each), with ``tarfile`` itself: importing webdataset imports torch (1.3 s), which
 a build worker does not need. ``ShardWriter`` is not used: it opens its first tar before any sample
 arrives (an empty split would get an empty tar) and stamps ``time.time()`` as mtime unless told
-otherwise. Here mtime, owner and mode are fixed, so the same records give byte-identical tars. A split with no images gets
-no tar; shards roll past ``shard_bytes`` and are renamed to ``wds/{split}-{i:05d}.tar`` at close.
+otherwise. Here mtime, owner and mode are fixed, so the same records give byte-identical tars. A split
+with no images gets no tar; shards roll past ``shard_bytes`` and are renamed to ``wds/{split}-{i:05d}.tar`` at close.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def samples(batch: pa.Table):
     """The webdataset samples of a batch, in order (the metadata through Python: it becomes JSON)."""
     meta = batch.select(list(_META)).to_pylist()
     for key, fmt, data, m in zip(batch["image_id"].to_pylist(), batch["format"].to_pylist(),
-                                 batch["image"].combine_chunks().field("bytes").to_pylist(), meta):
+                                 batch["image"].combine_chunks().field("bytes").to_pylist(), meta, strict=True):
         yield _sample(key, fmt, data, m)
 
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from groundcap.annotators import colors
+from groundcap import colors
 from groundcap.prompts import read_vocabulary
 
 KINDS = ("label", "color", "position", "area", "count", "text")
@@ -186,7 +186,7 @@ def text_similarity(a: str, b: str) -> float:
 
 def compatible(a: tuple[str | None, str | None], b: tuple[str | None, str | None]) -> bool:
     """Two (row, column) positions agree on every axis both name."""
-    return all(x is None or y is None or x == y for x, y in zip(a, b))
+    return all(x is None or y is None or x == y for x, y in zip(a, b, strict=True))
 
 
 def _compare(kind: str, a: list[Claim], b: list[Claim]) -> tuple[bool, str] | None:

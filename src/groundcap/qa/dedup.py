@@ -138,9 +138,9 @@ def plan(n: int, max_distance: int) -> list[tuple[int, int]]:
     while True:
         widths = [64 // m + (c < 64 % m) for c in range(m)]
         radii = [(max_distance + 1) // m + (c < (max_distance + 1) % m) - 1 for c in range(m)]
-        probes = sum(_ball(w, s) for w, s in zip(widths, radii))
+        probes = sum(_ball(w, s) for w, s in zip(widths, radii, strict=True))
         if m == 64 or probes <= _PROBE_BUDGET:
-            return list(zip(widths, radii))
+            return list(zip(widths, radii, strict=True))
         m += 1
 
 

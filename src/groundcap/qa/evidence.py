@@ -26,11 +26,10 @@ from functools import cached_property
 
 import numpy as np
 
-from groundcap import grounding, masks
-from groundcap.annotators import colors
-from groundcap.annotators.wording import centroid, pct, position_name
+from groundcap import colors, grounding, masks
 from groundcap.qa import claims
 from groundcap.qa.claims import Claim
+from groundcap.wording import centroid, pct, position_name
 
 _THIRDS = {"top": 0, "middle": 1, "bottom": 2, "left": 0, "center": 1, "right": 2}
 
@@ -89,7 +88,7 @@ def _position(claim: Claim, r: _Region) -> tuple[str, str]:
     said = f"its centre is in the {cell} of the image"
     if claims.compatible(claim.value, at):
         return "supported", said
-    missed = [side for side, here, (start, length, size) in zip(claim.value, at, box)
+    missed = [side for side, here, (start, length, size) in zip(claim.value, at, box, strict=True)
               if side is not None and side != here and not _in_third(start, length, size, _THIRDS[side])]
     if not missed:
         return "supported", f"{said}, but most of its box is in the named third"

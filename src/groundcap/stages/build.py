@@ -20,6 +20,7 @@ from groundcap.builders.columns import INPUTS, join_part, to_records
 from groundcap.errors import AuditError
 from groundcap.stage import Context, Stage
 
+
 def run(ctx: Context) -> None:
     result = verdicts.gate(ctx.root, ctx.params)
     if not result.ok:

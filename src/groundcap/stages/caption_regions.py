@@ -44,11 +44,13 @@ class CaptionRegionsStage(MapStage):
         firsts = captioner.caption_batch([(images[i], regions[i]) for i in todo])
         captions, clashes = {}, {}
         for i, first in zip(todo, firsts, strict=True):
-            unique, clashes[i] = make_unique(captioner, images[i], regions[i], _in_step(captioner.name, first, regions[i]),
+            first = _in_step(captioner.name, first, regions[i])
+            unique, clashes[i] = make_unique(captioner, images[i], regions[i], first,
                                              rounds=self.section["unique_rounds"],
                                              max_similarity=self.section["unique_max_similarity"])
             captions[i] = _in_step(captioner.name, unique, regions[i])
-        verdicts = dict(zip(todo, _verify(self.verifier, [(images[i], regions[i], captions[i]) for i in todo])))
+        verdicts = dict(zip(todo, _verify(self.verifier, [(images[i], regions[i], captions[i]) for i in todo]),
+                            strict=True))
         return [{"image_id": image_row["image_id"],
                  "captions": [_row(c, v, c.region_id not in clashes[i])
                               for c, v in zip(captions[i], verdicts[i], strict=True)] if i in verdicts else [],
@@ -63,10 +65,11 @@ def _verify(verifier, items: list[tuple]) -> list[list[Verdict | None]]:
         return [[None] * len(captions) for _, _, captions in items]
     written = [[c for c in captions if c.short and c.detailed] for _, _, captions in items]
     asked = [i for i, w in enumerate(written) if w]
-    answers = dict(zip(asked, verifier.verify_batch([(items[i][0], items[i][1], written[i]) for i in asked])))
+    answers = dict(zip(asked, verifier.verify_batch([(items[i][0], items[i][1], written[i]) for i in asked]),
+                       strict=True))
     out = []
     for i, (_, _, captions) in enumerate(items):
-        verdicts = dict(zip((c.region_id for c in written[i]), answers.get(i, [])))
+        verdicts = dict(zip((c.region_id for c in written[i]), answers.get(i, []), strict=True))
         out.append([verdicts.get(c.region_id) or Verdict(c.region_id, False, c.facts.get("error") or "no caption")
                     for c in captions])
     return out

@@ -16,7 +16,7 @@ class CardStage(Stage):
     help = "Write the dataset card release/README.md from the records, then checksums.json."
     inputs = ("tag", "segment", "caption_regions", "caption_scene")  # the backends they ran with, for the card
     params = ("source", "part_size", "profile", "ingest", "tag", "segment", "caption_regions", "caption_scene",
-              "crosscheck", "qa", "dedup", "split", "build", "audit", "release")  # it states every setting and their hash
+              "crosscheck", "qa", "dedup", "split", "build", "audit", "release")  # it states every setting, hashed
     deps = ("release/data", "release/regions", "release/wds", "release/coco", "reports/qa.json", "reports/dedup.json",
             "audits")
     outs = ("release/README.md", "release/changelog.json", "release/plots", "release/checksums.json")

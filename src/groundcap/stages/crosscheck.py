@@ -62,11 +62,11 @@ class CrosscheckStage(MapStage):
                          for c in batch[i][2]["captions"] if c["short"] and c["detailed"]}
             compared[i] = [b for b in seconds[i] if b.region_id in firsts[i]]  # no first caption: nothing to compare
         judged = [i for i in todo if compared[i]] if self.judge is not None else []
-        verdicts = dict(zip(judged, self.judge.verify_batch(
-            [(images[i], regions[i], [firsts[i][b.region_id] for b in compared[i]]) for i in judged]) if judged else []))
+        judging = [(images[i], regions[i], [firsts[i][b.region_id] for b in compared[i]]) for i in judged]
+        verdicts = dict(zip(judged, self.judge.verify_batch(judging) if judged else [], strict=True))
         scened = [i for i in todo if self.composer is not None and batch[i][3]["scene_caption"]]
         scenes = dict(zip(scened, self.composer.compose_batch([(images[i], regions[i], seconds[i]) for i in scened])
-                          if scened else []))
+                          if scened else [], strict=True))
         for i in todo:
             if isinstance(scenes.get(i), Exception):
                 rows[i] = scenes[i]

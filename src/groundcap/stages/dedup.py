@@ -18,9 +18,9 @@ from tqdm.auto import tqdm
 
 from groundcap import grounding, parts, schema
 from groundcap.errors import StageInputError
-from groundcap.stage import Context, Stage
 from groundcap.ingest import decode_rgb
 from groundcap.qa import dedup
+from groundcap.stage import Context, Stage
 
 
 def run(ctx: Context) -> None:
@@ -54,7 +54,7 @@ def run(ctx: Context) -> None:
                 "group": str(ids[group_rep[i]]), "kept": reasons[i] is None, "reason": reasons[i]}
 
     out = parts.reset_dir(ctx.work("dedup"))
-    for index, start, stop in zip(indices, np.cumsum([0, *sizes[:-1]]), np.cumsum(sizes)):
+    for index, start, stop in zip(indices, np.cumsum([0, *sizes[:-1]]), np.cumsum(sizes), strict=True):
         parts.write_part([row(i) for i in range(start, stop)], schema.DEDUP, out, index)
 
     report = {

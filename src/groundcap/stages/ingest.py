@@ -7,8 +7,8 @@ from tqdm.auto import tqdm
 
 from groundcap import ingest, parts, schema
 from groundcap.errors import SourceError
-from groundcap.stage import Context, Stage
 from groundcap.sources import iter_source
+from groundcap.stage import Context, Stage
 
 
 class NoImages(SourceError):

@@ -10,7 +10,6 @@ are left out with their reasons.
 
 from __future__ import annotations
 
-
 from groundcap import grounding, parts, schema
 from groundcap.ingest import decode_rgb
 from groundcap.qa import checks, claims, consistency, evidence
@@ -70,7 +69,7 @@ def _judge(section: dict):
             region_verdicts.append({"region_id": rid, "score": v.score, "passed": v.passed, "reasons": v.reasons,
                                     "evidence": region_claims, "consistency": decision})
         failed_ids = {r["region_id"] for r in region_verdicts if not r["passed"]}
-        for region, verdict in zip(regions, region_verdicts):
+        for region, verdict in zip(regions, region_verdicts, strict=True):
             if region["parent_id"] is not None and region["parent_id"] in failed_ids:  # parts go with their entity
                 verdict["passed"] = False
                 verdict["reasons"] = [*verdict["reasons"], "parent region failed"]

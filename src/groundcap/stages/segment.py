@@ -47,7 +47,8 @@ class SegmentStage(MapStage):
                                    **{k: section[k] for k in ENTITY_OPTIONS})
         unnamed = [r for r in regions if (r["label"] or "") in self.generic]
         if self.crop_tagger and unnamed:
-            for region, tags in zip(unnamed, self.crop_tagger.tag_crops(image, [tuple(r["bbox"]) for r in unnamed])):
+            crop_tags = self.crop_tagger.tag_crops(image, [tuple(r["bbox"]) for r in unnamed])
+            for region, tags in zip(unnamed, crop_tags, strict=True):
                 best = max(tags, key=lambda t: t.score, default=None)
                 if best is not None and best.score >= section["crop_tag_min_score"]:
                     region["label"], region["label_score"] = best.label, best.score

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from groundcap.annotators import hf
+from groundcap import hf_models
 from groundcap.vlm.chat import ChatEngine, ChatReply, ChatRequest, to_image
 
 
@@ -43,8 +43,8 @@ class TransformersChat(ChatEngine):
             return
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        device = hf.resolve_device(self.device)
-        dtype = hf.resolve_dtype(self.dtype, device, gpu_default="bfloat16")  # VLMs are trained in bf16
+        device = hf_models.resolve_device(self.device)
+        dtype = hf_models.resolve_dtype(self.dtype, device, gpu_default="bfloat16")  # VLMs are trained in bf16
         processor = AutoProcessor.from_pretrained(self.model, trust_remote_code=self.trust_remote_code)
         processor.tokenizer.padding_side = "left"  # decoder-only: new tokens must follow every prompt
         model = AutoModelForImageTextToText.from_pretrained(
@@ -62,7 +62,7 @@ class TransformersChat(ChatEngine):
         self._load()
         replies: dict[int, ChatReply] = {}
         for batch in self._batches(requests):
-            replies.update(zip(batch, self._run([requests[i] for i in batch])))
+            replies.update(zip(batch, self._run([requests[i] for i in batch]), strict=True))
         return [replies[i] for i in range(len(requests))]
 
     def _batches(self, requests: list[ChatRequest]) -> list[list[int]]:
@@ -95,7 +95,7 @@ class TransformersChat(ChatEngine):
         out = self._model.generate(**inputs, max_new_tokens=max_tokens, **sampling)
         new = out[:, inputs["input_ids"].shape[1]:].tolist()
         prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
-        return [self._reply(tokens, n, max_tokens) for tokens, n in zip(new, prompt_tokens)]
+        return [self._reply(tokens, n, max_tokens) for tokens, n in zip(new, prompt_tokens, strict=True)]
 
     def _reply(self, tokens: list[int], prompt_tokens: int, max_tokens: int) -> ChatReply:
         stop = next((i for i, t in enumerate(tokens) if t in self._ends), None)

@@ -22,13 +22,7 @@ from email.message import Message
 from typing import Any
 
 from groundcap.errors import ParamsError
-from groundcap.vlm.chat import (
-    ChatEngine,
-    ChatReply,
-    ChatRequest,
-    brief,
-    openai_messages,
-)
+from groundcap.vlm.chat import ChatEngine, ChatReply, ChatRequest, brief, openai_messages
 
 _log = logging.getLogger(__name__)
 _RETRY_STATUS = {408, 429}  # and every 5xx

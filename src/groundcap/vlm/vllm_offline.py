@@ -10,13 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from groundcap.errors import BackendUnavailable
-from groundcap.vlm.chat import (
-    ChatEngine,
-    ChatReply,
-    ChatRequest,
-    brief,
-    openai_messages,
-)
+from groundcap.vlm.chat import ChatEngine, ChatReply, ChatRequest, brief, openai_messages
 
 
 def build_conversations(requests: Sequence[ChatRequest], max_image_side: int = 1024) -> list[list[dict[str, Any]]]:

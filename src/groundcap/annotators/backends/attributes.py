@@ -11,11 +11,11 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
-from groundcap import masks
-from groundcap.annotators import colors
+from groundcap import colors, masks
 from groundcap.annotators.base import RegionCaption, RegionCaptioner
 from groundcap.annotators.registry import register
-from groundcap.annotators.wording import POSITION_PHRASES, article, centroid, join_words, pct, position_name
+from groundcap.wording import POSITION_PHRASES, article, centroid, join_words, pct, position_name
+
 
 def solidity(crop: np.ndarray) -> float:
     """Mask pixels / pixels of their convex hull (1.0 = convex)."""
@@ -41,7 +41,8 @@ def gradient_map(image: np.ndarray, side: int) -> np.ndarray:
     return np.hypot(gx, gy)
 
 
-@register("region_captioner", "attributes", needs=("cv2", "skimage"), description="Measured attributes: colour, size, position, shape, texture, OCR text")
+@register("region_captioner", "attributes", needs=("cv2", "skimage"),
+          description="Measured attributes: colour, size, position, shape, texture, OCR text")
 class AttributeCaptioner(RegionCaptioner):
     """Short and detailed captions from measurements, with the thresholds below (all options).
 
@@ -104,7 +105,8 @@ class AttributeCaptioner(RegionCaptioner):
             "position": position_name(cx, cy, w, h),
             "centroid": [round(cx / w, 4), round(cy / h, 4)],
             "aspect_ratio": aspect_ratio,
-            "aspect": "wide" if aspect_ratio >= self.wide_min else "tall" if aspect_ratio <= 1 / self.wide_min else "square-ish",
+            "aspect": ("wide" if aspect_ratio >= self.wide_min
+                       else "tall" if aspect_ratio <= 1 / self.wide_min else "square-ish"),
             "solidity": sol,
             "shape": "compact" if sol >= self.compact_min else "irregular",
             "gradient": gradient,

@@ -28,7 +28,8 @@ def touches_border(labels: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(edge, minlength=n) > 0
 
 
-@register("mask_generator", "felzenszwalb", needs=("skimage",), description="Felzenszwalb graph segmentation (scikit-image)")
+@register("mask_generator", "felzenszwalb", needs=("skimage",),
+          description="Felzenszwalb graph segmentation (scikit-image)")
 class FelzenszwalbGenerator(MaskGenerator):
     """One mask per Felzenszwalb segment, computed with the longest side at most ``work_side``.
 

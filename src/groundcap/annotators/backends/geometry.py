@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from groundcap import grounding, masks
-from groundcap.annotators import colors, divide
-from groundcap.annotators.wording import POSITION_PHRASES, article, centroid, join_words, pct, position_name
+from groundcap import colors, grounding, masks
+from groundcap.annotators import divide
 from groundcap.annotators.base import RegionCaption, SceneCaption, SceneCaptioner
 from groundcap.annotators.registry import register
+from groundcap.wording import POSITION_PHRASES, article, centroid, join_words, pct, position_name
 
 # Hasler & Suesstrunk (2003) colourfulness M: the paper's category levels, lowest first
 COLORFULNESS = ((0, "muted"), (15, "slightly colorful"), (33, "moderately colorful"), (45, "averagely colorful"),
@@ -99,10 +99,12 @@ def _definite(phrase: str) -> str:
     return phrase if phrase.startswith("the ") else "the " + phrase
 
 
-@register("scene_captioner", "geometry", needs=("skimage",), description="Scene caption from measured global state and region geometry")
+@register("scene_captioner", "geometry", needs=("skimage",),
+          description="Scene caption from measured global state and region geometry")
 class GeometryComposer(SceneCaptioner):
-    """Mentions up to ``max_regions`` regions (per part, see ``compose``): labelled ones (a detector named them: label not in
-    ``generic_labels``) by label score, then the rest by area; ties by region_id. Each mentioned
+    """Mentions up to ``max_regions`` regions (per part, see ``compose``): labelled ones (a detector
+    named them: label not in ``generic_labels``) by label score, then the rest by area; ties by
+    region_id. Each mentioned
     region after the first gets one relation to the nearest region mentioned before it (box gap, then
     centroid distance)."""
 

@@ -46,7 +46,8 @@ def keep_best(dets: list[Detection], max_overlap: float) -> list[Detection]:
     return kept
 
 
-@register("detector", "haar", needs=("cv2",), description="OpenCV's bundled Haar cascades (faces, cat faces, bodies, plates)")
+@register("detector", "haar", needs=("cv2",),
+          description="OpenCV's bundled Haar cascades (faces, cat faces, bodies, plates)")
 class HaarDetector(Detector):
     """Haar cascades on a histogram-equalized grayscale copy at most ``work_side`` pixels long.
 
@@ -91,9 +92,11 @@ class HaarDetector(Detector):
                 gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
                 minSize=(side, side), outputRejectLevels=True,
             )
-            for (x, y, bw, bh), weight in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(weights).reshape(-1)):
+            boxes, weights = np.asarray(boxes).reshape(-1, 4), np.asarray(weights).reshape(-1)
+            for (x, y, bw, bh), weight in zip(boxes, weights, strict=True):
                 box = (x / scale, y / scale, bw / scale, bh / scale)
-                box = (max(0.0, box[0]), max(0.0, box[1]), min(box[2], w - max(0.0, box[0])), min(box[3], h - max(0.0, box[1])))
+                x0, y0 = max(0.0, box[0]), max(0.0, box[1])
+                box = (x0, y0, min(box[2], w - x0), min(box[3], h - y0))
                 score = 1.0 / (1.0 + math.exp(-float(weight)))
                 dets.append(Detection(LABELS[name], score, tuple(float(v) for v in box), "haar"))
         return keep_best(dets, self.max_overlap)

@@ -7,8 +7,7 @@ import string
 import numpy as np
 from PIL import Image
 
-from groundcap import prompts
-from groundcap.annotators import hf
+from groundcap import hf_models, prompts
 from groundcap.annotators.base import Tag, Tagger, crop
 from groundcap.annotators.registry import register
 
@@ -40,8 +39,8 @@ class ClipTagger(Tagger):
     def __init__(self, **options) -> None:
         super().__init__(**options)
         self.labels = prompts.read_vocabulary(self.vocabulary)
-        self.hf = hf.Loaded(self.model, "CLIPModel", "CLIPProcessor", "CLIPImageProcessorPil", self.device, self.dtype,
-                            tokenizer=True)
+        self.hf = hf_models.Loaded(self.model, "CLIPModel", "CLIPProcessor", "CLIPImageProcessorPil", self.device,
+                                   self.dtype, tokenizer=True)
         self.text_embeddings = self._embed_text()
 
     def provenance(self) -> dict[str, str]:
@@ -62,22 +61,22 @@ class ClipTagger(Tagger):
     def tag_crops(self, image: np.ndarray, boxes: list[tuple[float, float, float, float]]) -> list[list[Tag]]:
         return self._tag([crop(image, box, CROP_PAD) for box in boxes])
 
-    @hf.inference
+    @hf_models.inference
     def _embed_text(self):
         import torch
 
         texts = [string.Template(self.template).substitute(label=label) for label in self.labels]
         parts = []
-        for chunk in hf.batches(texts, self.batch_size):
+        for chunk in hf_models.batches(texts, self.batch_size):
             batch = self.hf.processor(text=list(chunk), padding=True, truncation=True, return_tensors="pt")
             parts.append(self.hf.model.get_text_features(**self.hf.inputs(batch)).pooler_output.float())
         return _unit(torch.cat(parts))
 
-    @hf.inference
+    @hf_models.inference
     def _tag(self, images: list[np.ndarray]) -> list[list[Tag]]:
         scale = self.hf.model.logit_scale.exp().float()
         tags: list[list[Tag]] = []
-        for chunk in hf.batches(images, self.batch_size):
+        for chunk in hf_models.batches(images, self.batch_size):
             batch = self.hf.processor(images=[Image.fromarray(im) for im in chunk], return_tensors="pt")
             features = _unit(self.hf.model.get_image_features(**self.hf.inputs(batch)).pooler_output.float())
             probs = (scale * features @ self.text_embeddings.T).softmax(dim=-1).cpu().numpy()
@@ -95,4 +94,5 @@ def _unit(features):
 
 def _prompt_hash(template: str, labels: list[str]) -> str:
     """One hash of the template and the vocabulary (a user's vocabulary file is read, not named)."""
-    return prompts.combined_hash([prompts.Prompt("template", template), prompts.Prompt("vocabulary", "\n".join(labels))])
+    return prompts.combined_hash([prompts.Prompt("template", template),
+                                  prompts.Prompt("vocabulary", "\n".join(labels))])

@@ -10,8 +10,7 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image
 
-from groundcap import prompts
-from groundcap.annotators import hf
+from groundcap import hf_models, prompts
 from groundcap.annotators.base import Detection, Detector, Tag
 from groundcap.annotators.detections import nms_per_label
 from groundcap.annotators.registry import register
@@ -32,12 +31,12 @@ class PromptedDetector(Detector):
 
     def __init__(self, **options) -> None:
         super().__init__(**options)
-        self.hf = hf.Loaded(self.model, *self.classes, self.device, self.dtype, tokenizer=True)
+        self.hf = hf_models.Loaded(self.model, *self.classes, self.device, self.dtype, tokenizer=True)
 
     def provenance(self) -> dict[str, str]:
         return {**super().provenance(), "prompt_hash": prompts.Prompt("template", self.template).hash}
 
-    @hf.inference
+    @hf_models.inference
     def detect(self, image: np.ndarray, tags: list[Tag]) -> list[Detection]:
         labels = list(dict.fromkeys(t.label for t in tags))
         height, width = image.shape[:2]
@@ -48,7 +47,7 @@ class PromptedDetector(Detector):
                 x0, x1 = min(max(x0, 0.0), width), min(max(x1, 0.0), width)
                 y0, y1 = min(max(y0, 0.0), height), min(max(y1, 0.0), height)
                 if x1 > x0 and y1 > y0:
-                    detections.append(Detection(label, score, hf.xyxy_to_xywh((x0, y0, x1, y1)), self.name))
+                    detections.append(Detection(label, score, hf_models.xyxy_to_xywh((x0, y0, x1, y1)), self.name))
         return nms_per_label(detections, NMS_IOU)[: self.max_detections]
 
     def query(self, label: str) -> str:
@@ -118,7 +117,8 @@ class GroundingDino(PromptedDetector):
             outputs, batch["input_ids"], threshold=self.box_threshold, text_threshold=self.text_threshold,
             target_sizes=[(image.height, image.width)],
         )
-        for text, score, box in zip(result["text_labels"], result["scores"].tolist(), result["boxes"].float().tolist()):
+        for text, score, box in zip(result["text_labels"], result["scores"].tolist(), result["boxes"].float().tolist(),
+                                    strict=True):
             if phrase := self._phrase(text):
                 yield by_phrase.get(phrase, phrase), score, box
 
@@ -144,5 +144,5 @@ class Owlv2(PromptedDetector):
             outputs, threshold=self.box_threshold, target_sizes=[(image.height, image.width)]
         )
         for index, score, box in zip(result["labels"].tolist(), result["scores"].tolist(),
-                                     result["boxes"].float().tolist()):
+                                     result["boxes"].float().tolist(), strict=True):
             yield labels[index], score, box

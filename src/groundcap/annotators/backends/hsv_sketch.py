@@ -12,11 +12,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from groundcap import masks
-from groundcap.annotators import colors
+from groundcap import colors, masks
 from groundcap.annotators.base import RegionCaption, RegionCaptioner
 from groundcap.annotators.registry import register
-from groundcap.annotators.wording import POSITION_PHRASES, article, join_words, pct, position_name
+from groundcap.wording import POSITION_PHRASES, article, join_words, pct, position_name
 
 # Histogram bins. Hue in degrees: the bin edges are where one colour word gives way to the next.
 HUE_EDGES = (0, 15, 40, 70, 165, 195, 255, 300, 345, 360)
@@ -61,7 +60,7 @@ def hsv_shares(pixels_rgb: np.ndarray) -> list[tuple[str, float]]:
     counts, _ = np.histogramdd(hsv, bins=(HUE_EDGES, SAT_EDGES, VAL_EDGES))
     names = np.unique(CELL_NAMES)
     totals = [float(counts[CELL_NAMES == n].sum()) / len(pixels) for n in names]
-    return sorted(((str(n), t) for n, t in zip(names, totals) if t > 0), key=lambda s: (-s[1], s[0]))
+    return sorted(((str(n), t) for n, t in zip(names, totals, strict=True) if t > 0), key=lambda s: (-s[1], s[0]))
 
 
 @register("region_captioner", "hsv_sketch", needs=("cv2",),

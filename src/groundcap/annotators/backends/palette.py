@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from groundcap.annotators import colors
+from groundcap import colors
 from groundcap.annotators.base import Tag, Tagger
 from groundcap.annotators.registry import register
 
@@ -20,4 +20,5 @@ class PaletteTagger(Tagger):
 
     def tag(self, image: np.ndarray) -> list[Tag]:
         shares = colors.color_shares(image.reshape(-1, 3))
-        return [Tag(name, round(share, 4), self.name) for name, share in shares if share >= self.min_share][: self.max_tags]
+        tags = [Tag(name, round(share, 4), self.name) for name, share in shares if share >= self.min_share]
+        return tags[: self.max_tags]

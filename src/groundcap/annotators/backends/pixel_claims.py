@@ -17,7 +17,9 @@ from groundcap.annotators.registry import register
 from groundcap.qa import claims, evidence
 
 
-@register("verifier", "pixel_claims", needs=("skimage",), description="Checks a caption's colour, position, area, count and quoted-text claims against the mask's pixels")
+@register("verifier", "pixel_claims", needs=("skimage",),
+          description="Checks a caption's colour, position, area, count and quoted-text claims against the "
+                      "mask's pixels")
 class PixelClaimsVerifier(Verifier):
     version = "2"  # 2: judged by qa.evidence (counts, quoted text, the box rule for positions)
     model = "measured claims (CIE Lab colour shares, mask centroid and box, mask area, region labels, OCR text)"
@@ -28,9 +30,11 @@ class PixelClaimsVerifier(Verifier):
         by_id = {r["region_id"]: r for r in regions}
         out = []
         for c in captions:
-            verdicts = evidence.check_region(claims.caption_text(c.short, c.detailed), image, by_id[c.region_id], regions, options)
+            text = claims.caption_text(c.short, c.detailed)
+            verdicts = evidence.check_region(text, image, by_id[c.region_id], regions, options)
             problems = [evidence.explain(v) for v in verdicts if v["verdict"] == "contradicted"]
             checked = sum(v["verdict"] != "unverifiable" for v in verdicts)
-            reason = "; ".join(dict.fromkeys(problems)) or (f"checked {checked} claims" if checked else "no measurable claims")
+            reason = ("; ".join(dict.fromkeys(problems))
+                      or (f"checked {checked} claims" if checked else "no measurable claims"))
             out.append(Verdict(c.region_id, not problems, reason))
         return out

@@ -9,7 +9,8 @@ from groundcap.annotators.base import Detection, Detector, Tag
 from groundcap.annotators.registry import register
 
 
-@register("detector", "rapidocr", needs=("rapidocr_onnxruntime",), description="RapidOCR text lines (PP-OCR ONNX models)")
+@register("detector", "rapidocr", needs=("rapidocr_onnxruntime",),
+          description="RapidOCR text lines (PP-OCR ONNX models)")
 class RapidOcrDetector(Detector):
     """Each text line RapidOCR reads with score >= ``min_score`` becomes a "text" detection; lines
     without a letter or digit (a lone symbol such as "★" read off a logo) are dropped.
@@ -47,5 +48,6 @@ class RapidOcrDetector(Detector):
             x0, y0 = max(0.0, pts[:, 0].min()), max(0.0, pts[:, 1].min())
             x1, y1 = min(float(w), pts[:, 0].max()), min(float(h), pts[:, 1].max())
             if x1 > x0 and y1 > y0:
-                dets.append(Detection("text", float(score), (float(x0), float(y0), float(x1 - x0), float(y1 - y0)), "rapidocr", text))
+                box = (float(x0), float(y0), float(x1 - x0), float(y1 - y0))
+                dets.append(Detection("text", float(score), box, "rapidocr", text))
         return sorted(dets, key=lambda d: (d.bbox[1], d.bbox[0], -d.score))

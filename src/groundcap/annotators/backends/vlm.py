@@ -20,11 +20,17 @@ import numpy as np
 from groundcap import grounding, masks, prompts
 from groundcap.annotators import divide
 from groundcap.annotators.base import (
-    RegionCaption, RegionCaptioner, SceneCaption, SceneCaptioner, Verdict, Verifier, crop,
+    RegionCaption,
+    RegionCaptioner,
+    SceneCaption,
+    SceneCaptioner,
+    Verdict,
+    Verifier,
+    crop,
 )
 from groundcap.annotators.registry import register
-from groundcap.vlm import structured
 from groundcap.vlm import chat as vlm_chat
+from groundcap.vlm import structured
 from groundcap.vlm.chat import ChatRequest
 
 VLM_OPTIONS: dict[str, Any] = {
@@ -100,7 +106,8 @@ def highlight(image: np.ndarray, region: dict, style: str) -> np.ndarray:
     return out
 
 
-@register("region_captioner", "vlm", device="gpu", description="VLM: crop -> short caption, outlined region -> detailed caption")
+@register("region_captioner", "vlm", device="gpu",
+          description="VLM: crop -> short caption, outlined region -> detailed caption")
 class VlmCaptioner(VlmBackend, RegionCaptioner):
     defaults = {**VLM_OPTIONS, "crop_pad": 0.1, "highlight": "contour"}
     prompt_names = ("region_short", "region_detailed", "region_refine")
@@ -130,8 +137,9 @@ class VlmCaptioner(VlmBackend, RegionCaptioner):
             text_field("short"),
         )
         refined = dict(zip((r["region_id"] for r in todo), self._detail(
-            [(image, r) for r in todo], [a.value or by_id[r["region_id"]].short for a, r in zip(answers, todo)],
-            [None] * len(todo))))
+            [(image, r) for r in todo],
+            [a.value or by_id[r["region_id"]].short for a, r in zip(answers, todo, strict=True)],
+            [None] * len(todo)), strict=True))
         return [refined.get(c.region_id, c) for c in captions]
 
     def _detail(self, flat: list[tuple[np.ndarray, dict]], shorts, errors) -> list[RegionCaption]:
@@ -142,7 +150,7 @@ class VlmCaptioner(VlmBackend, RegionCaptioner):
                           highlight(*flat[i], self.highlight)) for i in asked],
             text_field("detailed"),
         )
-        detailed = dict(zip(asked, answers))
+        detailed = dict(zip(asked, answers, strict=True))
         out = []
         for i, (_, region) in enumerate(flat):
             answer = detailed.get(i)
@@ -153,7 +161,8 @@ class VlmCaptioner(VlmBackend, RegionCaptioner):
         return out
 
 
-@register("verifier", "vlm_verifier", device="gpu", description="A second VLM accepts or rejects each detailed caption, with its reason")
+@register("verifier", "vlm_verifier", device="gpu",
+          description="A second VLM accepts or rejects each detailed caption, with its reason")
 class VlmVerifier(VlmBackend, Verifier):
     defaults = {**VLM_OPTIONS, "model": "Qwen/Qwen2.5-VL-7B-Instruct", "highlight": "contour"}
     prompt_names = ("verify_region",)
@@ -173,7 +182,7 @@ class VlmVerifier(VlmBackend, Verifier):
             _verdict,
         ))
         return [[Verdict(c.region_id, *(a.value if a.value else (False, f"verifier gave no verdict: {a.error}")))
-                 for c, a in zip(captions, answers)] for _, _, captions in items]
+                 for c, a in zip(captions, answers, strict=True)] for _, _, captions in items]
 
 
 def _verdict(obj: Any) -> tuple[bool, str]:
@@ -184,7 +193,9 @@ def _verdict(obj: Any) -> tuple[bool, str]:
     return verdict == "accept", obj["reason"].strip()
 
 
-@register("scene_captioner", "vlm", device="gpu", description="VLM grounded scene caption over the five Pancap dimensions, divided and fused when regions are many")
+@register("scene_captioner", "vlm", device="gpu",
+          description="VLM grounded scene caption over the five Pancap dimensions, divided and fused when regions "
+                      "are many")
 class VlmComposer(VlmBackend, SceneCaptioner):
     defaults = {**VLM_OPTIONS, "max_regions": 40, "divide_above": 0, "max_tokens": 1024}
     prompt_names = ("scene", "scene_fuse")
@@ -205,7 +216,8 @@ class VlmComposer(VlmBackend, SceneCaptioner):
             named = [r for r in regions if r["region_id"] in short]
             limit = self.divide_above if self.divide_above > 0 else len(named)
             # no captioned region: still one request for the whole photo (regions "(none)"), never a fuse of nothing
-            plans.append((image, short, divide.split(named, w, h, limit) or [divide.Part("whole image", (0, 0, w, h), [])]))
+            parts = divide.split(named, w, h, limit) or [divide.Part("whole image", (0, 0, w, h), [])]
+            plans.append((image, short, parts))
         flat = [(image, short, part) for image, short, parts in plans for part in parts]
         answers = iter(self.ask([self._part_request(image, part, short) for image, short, part in flat],
                                 [_grounded(set(short)) for _, short, _ in flat]))
@@ -213,13 +225,13 @@ class VlmComposer(VlmBackend, SceneCaptioner):
         fuses = {}  # item index -> fuse request, validator
         for k, (image, short, parts) in enumerate(plans):
             got = [next(answers) for _ in parts]
-            failed = [f"{p.name}: {a.error}" for p, a in zip(parts, got) if a.value is None]
+            failed = [f"{p.name}: {a.error}" for p, a in zip(parts, got, strict=True) if a.value is None]
             if failed:
                 out.append(RuntimeError(f"scene caption rejected ({'; '.join(failed)})"))
             elif len(parts) == 1:
                 out.append(SceneCaption(got[0].value))
             else:
-                pieces = "\n".join(f"[{p.name}] {a.value}" for p, a in zip(parts, got))
+                pieces = "\n".join(f"[{p.name}] {a.value}" for p, a in zip(parts, got, strict=True))
                 fuses[k] = (self.request(self.prompts["scene_fuse"].render(parts=pieces), image), _grounded(set(short)),
                             len(parts))
                 out.append(None)

@@ -3,6 +3,9 @@
 Each pixel gets the name of its nearest prototype in Lab (CIE76 distance). Lab distance alone
 mislabels dark or washed-out pixels as the nearest hue, so pixels with little chroma, or too dark to
 show a hue, are named black / gray / white from their lightness alone.
+
+The captioners (``annotators.backends``) name colours with it and QA (``qa.claims``, ``qa.evidence``)
+checks colour words against it, so it sits below both.
 """
 
 from __future__ import annotations
@@ -71,5 +74,5 @@ def color_shares(pixels_rgb: np.ndarray, max_samples: int = MAX_SAMPLES) -> list
     if len(pixels) == 0:
         return []
     names, counts = np.unique(name_pixels(to_lab(pixels)), return_counts=True)
-    shares = [(str(n), float(c) / len(pixels)) for n, c in zip(names, counts)]
+    shares = [(str(n), float(c) / len(pixels)) for n, c in zip(names, counts, strict=True)]
     return sorted(shares, key=lambda s: (-s[1], s[0]))

@@ -1,7 +1,8 @@
-"""Plain-English pieces the embedded captioners share: where a point lies, and how lists are said.
+"""Plain-English pieces the embedded captioners and QA share: where a point lies, and how lists are said.
 
 Kept apart from any one backend so the region captioner and the scene composer can change
-independently and always name positions the same way.
+independently and always name positions the same way; outside ``annotators`` so that ``qa.evidence``
+judges positions by the same grid without importing the captioners.
 """
 
 from __future__ import annotations

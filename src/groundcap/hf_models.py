@@ -1,5 +1,8 @@
 """What the transformers backends share: device and dtype options, one load per process, inference.
 
+Used by the annotator backends (``annotators.backends.hf_*``) and the VLM engine
+(``vlm.hf_generate``), so it belongs to neither package.
+
 torch and transformers are imported inside the functions: backend modules import this one at
 module level, and the CPU install must list them without those libraries (``registry``).
 
