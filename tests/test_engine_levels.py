@@ -268,7 +268,9 @@ def test_captions_the_captioner_could_not_write_are_rejected_without_asking_the_
             return [Verdict(c.region_id, True, "fine") for c in captions]
 
     captions = [RegionCaption(0, "a cup", "A cup."), RegionCaption(1, "", "", {"error": "malformed after 3 attempts"})]
-    verdicts = _verify(Recording(), None, [], captions)
-    assert Recording.seen == [0]
+    unwritten = [RegionCaption(2, "", "", {"error": "no reply"})]
+    verdicts, nothing_asked = _verify(Recording(), [(None, [], captions), (None, [], unwritten)])
+    assert Recording.seen == [0]  # one image asked about its written caption; the other not at all
     assert [(v.accepted, v.reason) for v in verdicts] == [(True, "fine"), (False, "malformed after 3 attempts")]
-    assert _verify(None, None, [], captions) == [None, None]
+    assert [(v.accepted, v.reason) for v in nothing_asked] == [(False, "no reply")]
+    assert _verify(None, [(None, [], captions)]) == [[None, None]]

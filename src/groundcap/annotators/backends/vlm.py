@@ -176,13 +176,17 @@ class VlmVerifier(VlmBackend, Verifier):
         for image, regions, captions in items:
             by_id = {r["region_id"]: r for r in regions}
             flat += [(image, by_id[c.region_id], c) for c in captions]
-        answers = iter(self.ask(
+        answers = self.ask(
             [self.request(self.prompts["verify_region"].render(detailed=c.detailed),
                           highlight(image, region, self.highlight)) for image, region, c in flat],
             _verdict,
-        ))
-        return [[Verdict(c.region_id, *(a.value if a.value else (False, f"verifier gave no verdict: {a.error}")))
-                 for c, a in zip(captions, answers, strict=True)] for _, _, captions in items]
+        )
+        out, start = [], 0
+        for _, _, captions in items:
+            mine, start = answers[start:start + len(captions)], start + len(captions)
+            out.append([Verdict(c.region_id, *(a.value if a.value else (False, f"verifier gave no verdict: {a.error}")))
+                        for c, a in zip(captions, mine, strict=True)])
+        return out
 
 
 def _verdict(obj: Any) -> tuple[bool, str]:
