@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import io
 import sys
 import types
@@ -127,3 +128,50 @@ def test_chat_failing_for_everything_gives_an_error_per_request(fake_vllm, monke
     monkeypatch.setattr(FakeLLM, "chat", broken)
     replies = VllmChat("m").generate([ChatRequest(prompt=p) for p in "abc"])
     assert [r.error for r in replies] == ["vLLM failed: RuntimeError: CUDA error: device-side assert"] * 3
+
+
+class EngineDeadError(Exception):
+    """As vLLM's own (vllm.v1.engine.exceptions): what LLM.chat raises once the engine core process is gone."""
+
+
+def test_a_dead_engine_is_not_split_into_per_request_errors(fake_vllm, monkeypatch):
+    def dead(self, messages, **kw):
+        raise EngineDeadError("EngineCore encountered an issue")
+
+    monkeypatch.setattr(FakeLLM, "chat", dead)
+    with pytest.raises(EngineDeadError):
+        VllmChat("m").generate([ChatRequest(prompt=p) for p in "abc"])
+
+
+@pytest.mark.slow
+def test_a_dead_engine_stops_the_stage_and_keeps_the_finished_parts(fake_vllm, monkeypatch, tmp_path):
+    """The first part is captioned, then the engine dies: the stage stops with one clear error (not an error
+    row per image), part 0 and its marker stay, and the re-run computes only what is missing."""
+    from groundcap import params, parts, pipeline, runner
+    from groundcap.errors import EngineDead
+    from groundcap.stage import Context
+
+    p = params.defaults() | {"source": "sample:", "part_size": 4}
+    p["caption_regions"] |= {"captioner": "vlm", "verifier": None, "unique_rounds": 0,
+                             "vlm": {"engine": "vllm", "model": "m", "max_attempts": 1}}
+    ctx = Context(tmp_path, p, progress=False)
+    runner.run_all(ctx, ("ingest", "tag", "segment"))
+    calls = {"n": 0}
+
+    def dies_on_the_second_part(self, messages, **kw):
+        calls["n"] += 1
+        if calls["n"] > 2:  # part 0 took two calls (short, then detailed captions)
+            raise EngineDeadError("EngineCore encountered an issue")
+        return [output(json.dumps({"short": "a thing", "detailed": "A thing."})) for _ in messages]
+
+    monkeypatch.setattr(FakeLLM, "chat", dies_on_the_second_part)
+    with pytest.raises(EngineDead, match="caption_regions: the model engine died"):
+        runner.run_stage(ctx, pipeline.get("caption_regions"))
+    out = tmp_path / "work" / "caption_regions"
+    assert parts.list_parts(out) == [0]
+    assert all(r["error"] is None and r["captions"] for r in parts.read_part(out, 0) if r["captions"])
+    monkeypatch.setattr(FakeLLM, "chat", lambda self, messages, **kw: [
+        output(json.dumps({"short": "a thing", "detailed": "A thing."})) for _ in messages])
+    before = parts.marker_path(out, 0).stat().st_mtime_ns
+    report = runner.run_stage(ctx, pipeline.get("caption_regions"))
+    assert (report.parts, report.computed) == (3, 2) and parts.marker_path(out, 0).stat().st_mtime_ns == before

@@ -50,3 +50,16 @@ class PublishError(GroundcapError, RuntimeError):
 
 class StorageError(GroundcapError, OSError):
     """The output is full, over quota, read-only or not writable."""
+
+
+class EngineDead(GroundcapError, RuntimeError):
+    """A model engine died (CUDA out of memory, a crashed engine process): no later image would escape it,
+    so the stage stops instead of recording the error on every image; finished parts stay, and the
+    next run resumes from them."""
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Whether an engine's exception means the engine is gone: vLLM's ``EngineDeadError`` (its module
+    moved between releases, so matched by name) or torch's CUDA ``OutOfMemoryError``."""
+    return isinstance(exc, EngineDead) or any(
+        cls.__name__ in ("EngineDeadError", "OutOfMemoryError") for cls in type(exc).__mro__)

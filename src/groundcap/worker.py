@@ -6,8 +6,9 @@ images to compute are handed to the stage in batches (``engine.batch_images``; 0
 and part ``k`` of the output is written atomically, its completion marker last (``parts``,
 ``resume``). An exception on one image becomes that image's ``error`` field instead of ending the
 run; later stages carry that error forward and QA fails the image with it as the reason: one bad
-sample never costs the others. A ``FatalError`` (the engine died, the GPU is gone) is the
-exception: it stops the stage, the parts already written stay, and the next run resumes.
+sample never costs the others. A dead engine (``errors.is_fatal``: vLLM's engine core gone, CUDA out
+of memory) is the exception: it stops the stage as ``errors.EngineDead``, the parts already written
+stay, and the next run resumes.
 """
 
 from __future__ import annotations
@@ -16,12 +17,8 @@ import traceback
 from pathlib import Path
 
 from groundcap import parts, resume
-from groundcap.errors import StageInputError
+from groundcap.errors import EngineDead, StageInputError, is_fatal
 from groundcap.stage import MapStage, Records, Row
-
-
-class FatalError(RuntimeError):
-    """An error no other image would escape (a dead engine): stop the stage instead of recording it per image."""
 
 
 def _message(stage: str, exc: BaseException) -> str:
@@ -82,12 +79,19 @@ class PartWorker:
         """The stage's rows for ``batch``; when the batch raises, its images one at a time."""
         try:
             results = self.stage.process_batch(batch)
-        except FatalError:
-            raise
         except Exception as exc:  # recorded per image, see module docstring
+            if is_fatal(exc):
+                raise self._dead(exc) from exc
             if len(batch) == 1:
                 return [exc]
             return [result for records in batch for result in self._compute([records])]
         if len(results) != len(batch):
             raise RuntimeError(f"{self.stage.name} returned {len(results)} rows for {len(batch)} images")
+        if dead := next((r for r in results if isinstance(r, Exception) and is_fatal(r)), None):
+            raise self._dead(dead) from dead
         return results
+
+    def _dead(self, exc: Exception) -> EngineDead:
+        return EngineDead(f"{self.stage.name}: the model engine died ({type(exc).__name__}: {exc}); the finished "
+                          "parts are kept: free the GPU (or lower gpu_memory_utilization or engine.batch_images) "
+                          "and run again to resume")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from groundcap.errors import BackendUnavailable
+from groundcap.errors import BackendUnavailable, is_fatal
 from groundcap.vlm.chat import ChatEngine, ChatReply, ChatRequest, brief, openai_messages
 
 
@@ -135,7 +135,9 @@ class VllmChat(ChatEngine):
             if len(outputs) != len(requests):
                 raise RuntimeError(f"{len(outputs)} outputs for {len(requests)} prompts")
             return parse_outputs(outputs)
-        except Exception as exc:  # never sink the stage: the error is recorded per request
+        except Exception as exc:  # never sink the stage for one request: the error is recorded per request
+            if is_fatal(exc):  # ... unless the engine itself is gone: every later request would fail too
+                raise
             if len(requests) == 1:
                 return [ChatReply(error=f"vLLM failed: {type(exc).__name__}: {brief(str(exc))}")]
             half = len(requests) // 2
