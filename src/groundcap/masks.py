@@ -2,7 +2,7 @@
 
 Every mask in groundcap lives as a COCO RLE dict ``{"size": [h, w], "counts": str}``. Post-processing
 (IoU, union, difference, NMS) happens in RLE space, which is orders of magnitude cheaper than dense
-arrays on large images (DESIGN.md, "Annotators").
+arrays on large images (docs/ARCHITECTURE.md, "Annotators and backends").
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The interfaces of the annotation steps, and the small records they exchange.
 
-One interface per step (DESIGN.md, "Annotators"). Backends implement one of them, register under a
-name (``registry.register``) and are chosen by that name in ``params.yaml``. Images are HxWx3 uint8
-RGB numpy arrays at full resolution; boxes are ``[x, y, w, h]`` in pixels of that image.
+One interface per step (docs/ARCHITECTURE.md, "Annotators and backends"). Backends implement one of
+them, register under a name (``registry.register``) and are chosen by that name in ``params.yaml``.
+Images are HxWx3 uint8 RGB numpy arrays at full resolution; boxes are ``[x, y, w, h]`` in pixels of that image.
 """
 
 from __future__ import annotations

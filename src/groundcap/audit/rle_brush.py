@@ -1,4 +1,5 @@
-"""Label Studio's brush RLE: what its BrushLabels results carry, and not COCO RLE (DESIGN.md, pitfalls).
+"""Label Studio's brush RLE: what its BrushLabels results carry, and not COCO RLE
+(docs/ARCHITECTURE.md, "QA, dedup, splits, audits, release", known pitfalls).
 
 The format is thi.ng's ``rle-pack`` over the mask flattened row-major to RGBA (every pixel four equal
 bytes, 0 or 255): a bit stream of a 32-bit value count, the word size less one (5 bits, here 8), four

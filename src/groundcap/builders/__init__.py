@@ -6,7 +6,7 @@ a batch out to all of them. ``write_release`` is the build stage's writer: it jo
 (``columns.join_part``) and writes each release folder in one process, or spreads the folders over
 ``engine.build_workers`` spawned processes (``release.py``); every file goes to a temporary name first and
 all are renamed once every writer has finished. The
-folder it fills is the Hub repo (DESIGN.md, "Splits and release"); the card and the manifest come
+folder it fills is the Hub repo (docs/ARCHITECTURE.md, "Records"); the card and the manifest come
 after it (``dataset_card.write_card``, then ``write_manifest``).
 """
 

@@ -8,10 +8,10 @@ missing field fails there rather than becoming a silent null; ``build.pancap_tex
 Pancap-style (``phrase [x1, y1, x2, y2]``, 0-1 coordinates) as a column. Files carry
 ``features.arrow_schema``, whose ``huggingface``
 metadata makes the ``image`` column decode as an Image, and hold the encoded image bytes
-(``Dataset.to_parquet`` would not embed them: DESIGN.md, "Known pitfalls"). A shard is written to a
-hidden temporary name and renamed to ``{split}-{i:05d}-of-{n:05d}.parquet`` once ``n`` is known, so
-the data_files globs never see a half-written shard. An empty split gets one shard with the schema
-and no row group (see ``_Shards.close``).
+(``Dataset.to_parquet`` would not embed them: docs/ARCHITECTURE.md, "QA, dedup, splits, audits,
+release", known pitfalls). A shard is written to a hidden temporary name and renamed to
+``{split}-{i:05d}-of-{n:05d}.parquet`` once ``n`` is known, so the data_files globs never see a
+half-written shard. An empty split gets one shard with the schema and no row group (see ``_Shards.close``).
 """
 
 from __future__ import annotations
