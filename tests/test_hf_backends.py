@@ -131,6 +131,17 @@ def test_clip_tag_crops_batched_equals_one_at_a_time(tiny, cat):
     assert clip.tag_crops(cat, []) == []
 
 
+def test_clip_tags_a_batch_of_images_in_one_pass_as_it_tags_each(tiny, cat):
+    """tag_batch (what the tag stage calls with a part's images) gives each image's tags; scores agree to
+    float precision (a batched matmul may round the last bits differently: not byte-identical)."""
+    clip = create("tagger", "clip", tiny["clip"], vocabulary=tiny["vocabulary"], top_k=3, min_score=0.0)
+    images = [cat, cat[::-1].copy(), cat[:100, :200].copy()]
+    for tags, image in zip(clip.tag_batch(images), images, strict=True):
+        alone = clip.tag(image)
+        assert [t.label for t in tags] == [t.label for t in alone]
+        np.testing.assert_allclose([t.score for t in tags], [t.score for t in alone], rtol=1e-4, atol=1e-6)
+
+
 # --- detectors -----------------------------------------------------------------------------------
 
 def test_box_nms_keeps_the_best_of_overlapping_boxes():
