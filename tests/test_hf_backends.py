@@ -66,7 +66,9 @@ def test_device_and_dtype_options():
     assert hf_models.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     assert hf_models.resolve_device("cuda:1") == "cuda:1"
     assert hf_models.resolve_dtype("auto", "cpu") == torch.float32
-    assert hf_models.resolve_dtype("auto", "cuda:0") == torch.float16
+    assert hf_models.resolve_dtype("auto", "cuda:0", "float32") == torch.float32  # Grounding DINO's choice
+    from groundcap.annotators.backends.hf_detect import GroundingDino, Owlv2
+    assert GroundingDino.gpu_dtype == "float32" and Owlv2.gpu_dtype == "bfloat16"
     assert hf_models.resolve_dtype("bfloat16", "cpu") == torch.bfloat16
     with pytest.raises(ValueError, match="dtype"):
         hf_models.resolve_dtype("int8", "cpu")

@@ -15,7 +15,7 @@ from groundcap.cli import app
 from groundcap.errors import GroundcapError, ParamsError
 
 REPO = Path(__file__).parents[1]
-PROFILES = sorted((REPO / "profiles").glob("*.yaml"))
+PROFILES = sorted(params.PROFILES.glob("*.yaml"))
 
 BAD = [
     ("part_size: [1]", "part_size is [1] (a list); expected an integer >= 1"),
@@ -143,4 +143,21 @@ def test_a_bad_profile_value_is_refused(tmp_path):
         params.load(f)
     f.write_text("profile: 5\n")
     with pytest.raises(ParamsError, match="profile is 5"):
+        params.load(f)
+
+
+def test_a_packaged_profile_resolves_by_name_from_a_params_file_anywhere(tmp_path):
+    """`groundcap run --params elsewhere/p.yaml` with `profile: gpu`: the profile shipped in the package,
+    unless the params file's folder has a profiles/gpu.yaml of its own; a path still works."""
+    f = tmp_path / "p.yaml"
+    f.write_text("profile: gpu\n")
+    assert params.load(f)["segment"]["prompted"] == "sam"
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "gpu.yaml").write_text("segment: {prompted: grabcut}\n")
+    assert params.load(f)["segment"]["prompted"] == "grabcut"
+    (tmp_path / "mine.yaml").write_text("segment: {max_regions: 7}\n")
+    f.write_text("profile: [gpu, mine.yaml]\n")
+    assert params.load(f)["segment"]["max_regions"] == 7
+    f.write_text("profile: nothing_like_it\n")
+    with pytest.raises(ParamsError, match="not found"):
         params.load(f)

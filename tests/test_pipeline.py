@@ -180,7 +180,6 @@ def test_dvc_repro_builds_then_is_up_to_date(tmp_path):
         shutil.copy(REPO / name, repo / name)
     shutil.copytree(REPO / "src" / "groundcap", repo / "src" / "groundcap",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(REPO / "profiles", repo / "profiles")
     shutil.copytree(REPO / "audits", repo / "audits")
     photos = repo / "photos"
     photos.mkdir()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from groundcap.vlm.chat import ChatEngine, ChatReply, ChatRequest
@@ -137,3 +138,20 @@ def test_ask_samples_hotter_only_after_a_bad_reply():
 def test_ask_on_nothing_sends_nothing():
     engine = Scripted({})
     assert ask(engine, [], caption) == [] and engine.batches == []
+
+
+@pytest.mark.parametrize("shape", [(1, 300), (300, 1), (5, 5), (20, 4000), (2, 2)])
+def test_thin_or_tiny_crops_are_padded_to_what_every_vlm_processor_accepts(shape):
+    """Qwen2.5-VL's processor raises for an aspect ratio over 200 or a side under 28 pixels: every image a
+    VLM is sent is padded (its own edge pixels, centred) into bounds; the original pixels stay in the middle."""
+    from groundcap.vlm.chat import MAX_ASPECT, MIN_SIDE, to_image
+
+    array = np.random.default_rng(0).integers(0, 255, (*shape, 3), dtype=np.uint8)
+    img = to_image(array)
+    w, h = img.size
+    assert min(w, h) >= MIN_SIDE and max(w, h) / min(w, h) <= MAX_ASPECT
+    out = np.asarray(img)
+    top, left = (h - shape[0]) // 2, (w - shape[1]) // 2
+    assert (out[top:top + shape[0], left:left + shape[1]] == array).all()
+    big = np.zeros((400, 600, 3), np.uint8)
+    assert to_image(big).size == (600, 400) and to_image(big, 300).size == (300, 200)  # in bounds: untouched

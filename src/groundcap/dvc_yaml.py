@@ -1,7 +1,7 @@
 """``dvc.yaml``, generated from the stages' declarations (``groundcap dvc-yaml``; a test keeps the
 committed file equal to it).
 
-Each stage's deps are its input folders, the other paths it declares, the profiles folder and
+Each stage's deps are its input folders, the other paths it declares, the profiles folders and
 exactly the package files its output depends on (``code_deps``), so editing the card reruns only
 ``card``; its params are the keys it declares (plus ``profile``, since a profile changes them).
 """
@@ -26,6 +26,10 @@ HEADER = """\
 """
 
 
+# a profile is read by every stage: the packaged ones, and a project's own profiles/ (which DVC needs to exist)
+PROFILE_DIRS = ("src/groundcap/profiles",)
+
+
 def _code(stage: Stage) -> list[str]:
     src = Path("src") / code_deps.PACKAGE.name
     return [(src / path.relative_to(code_deps.PACKAGE)).as_posix() for path in code_deps.stage_files(stage)]
@@ -33,7 +37,7 @@ def _code(stage: Stage) -> list[str]:
 
 def _stage(stage: Stage) -> dict:
     entry: dict = {"cmd": f"groundcap {stage.name}",
-                   "deps": [*(f"work/{name}" for name in stage.inputs), *stage.deps, "profiles", *_code(stage)],
+                   "deps": [*(f"work/{name}" for name in stage.inputs), *stage.deps, *PROFILE_DIRS, *_code(stage)],
                    "params": [*stage.params, *(() if "profile" in stage.params else ("profile",))]}
     outs: list = [{f"work/{stage.name}": {"persist": True}}] if isinstance(stage, MapStage) else []
     entry["outs"] = [*outs, *stage.outs]

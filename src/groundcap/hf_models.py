@@ -32,12 +32,19 @@ def resolve_device(option: str) -> str:
     return option
 
 
-def resolve_dtype(option: str, device: str, gpu_default: str = "float16"):
-    """``"auto"``: ``gpu_default`` on a GPU, float32 on the CPU (where half precision is slow or missing)."""
+def resolve_dtype(option: str, device: str, gpu_default: str = "bfloat16"):
+    """``"auto"``: ``gpu_default`` on a GPU, float32 on the CPU (where half precision is slow or missing).
+
+    bfloat16 rather than float16 by default: float16's narrow range overflows in SAM's and OWLv2's
+    attention; a GPU without bfloat16 (before Ampere) gets float16 instead."""
     import torch
 
     if option == "auto":
-        return getattr(torch, gpu_default) if device.startswith("cuda") else torch.float32
+        if not device.startswith("cuda"):
+            return torch.float32
+        if gpu_default == "bfloat16" and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return getattr(torch, gpu_default)
     if option not in DTYPES:
         raise ParamsError(f"dtype {option!r} is not one of auto, {', '.join(DTYPES)}")
     return getattr(torch, option)
@@ -52,11 +59,12 @@ class Loaded:
     """
 
     def __init__(self, model_id: str, model_cls: str, processor_cls: str, image_processor_cls: str,
-                 device: str = "auto", dtype: str = "auto", tokenizer: bool = False) -> None:
+                 device: str = "auto", dtype: str = "auto", tokenizer: bool = False,
+                 gpu_dtype: str = "bfloat16") -> None:
         import transformers
 
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
+        self.dtype = resolve_dtype(dtype, self.device, gpu_dtype)
         model_type = getattr(transformers, model_cls)
         self.model = cached(
             (model_cls, model_id, self.device, self.dtype),

@@ -62,10 +62,19 @@ def _read(path: Path) -> dict[str, Any]:
     return user
 
 
+PROFILES = Path(__file__).parent / "profiles"  # shipped with the package: gpu, sa_pancap
+
+
 def profile_path(name: str, base: Path) -> Path:
-    """A profile given by name (``gpu`` -> ``<base>/profiles/gpu.yaml``) or as a path to a YAML file."""
+    """A profile given as a path to a YAML file (relative to ``base``, the params file's folder), or by
+    name: ``<base>/profiles/<name>.yaml`` when the project has one, else the packaged profile."""
     path = Path(name)
-    return path if path.suffix in (".yaml", ".yml") else base / "profiles" / f"{name}.yaml"
+    if path.suffix in (".yaml", ".yml"):
+        return path if path.is_absolute() else base / path
+    own = base / "profiles" / f"{name}.yaml"
+    if own.is_file() or not (PROFILES / f"{name}.yaml").is_file():
+        return own
+    return PROFILES / f"{name}.yaml"
 
 
 def load(path: str | Path | None = None) -> dict[str, Any]:

@@ -65,13 +65,24 @@ class ChatEngine(ABC):
         return f"{self.model} ({self.kind})"
 
 
+# What every VLM processor accepts: Qwen2.5-VL's refuses an aspect ratio over 200 and sides under its
+# 28-pixel patch grid; a region's crop can be 1 x N pixels (a line, a pole), and a thin photo passes ingest.
+MIN_SIDE, MAX_ASPECT = 28, 100
+
+
 def to_image(array: np.ndarray, max_side: int = 0) -> Image.Image:
-    """A PIL image of ``array``, downscaled so its longer side is at most ``max_side`` (0: keep)."""
+    """A PIL image of ``array``, downscaled so its longer side is at most ``max_side`` (0: keep), then padded
+    (edge pixels repeated, centred) to at least ``MIN_SIDE`` a side and at most ``MAX_ASPECT`` long to short."""
     img = Image.fromarray(np.ascontiguousarray(array))
     if max_side and max(img.size) > max_side:
         scale = max_side / max(img.size)
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BICUBIC)
-    return img
+    w, h = img.size
+    need_w, need_h = max(w, MIN_SIDE, -(-h // MAX_ASPECT)), max(h, MIN_SIDE, -(-w // MAX_ASPECT))
+    if (need_w, need_h) == (w, h):
+        return img
+    pad = ((need_h - h) // 2, need_h - h - (need_h - h) // 2), ((need_w - w) // 2, need_w - w - (need_w - w) // 2)
+    return Image.fromarray(np.pad(np.asarray(img), (*pad, (0, 0)), mode="edge"))
 
 
 def data_url(array: np.ndarray, fmt: str = "jpeg", max_side: int = 0) -> str:

@@ -27,11 +27,13 @@ class PromptedDetector(Detector):
     """
 
     classes: ClassVar[tuple[str, str, str]]  # model, processor and PIL image processor, in transformers
+    gpu_dtype: ClassVar[str] = "bfloat16"  # what dtype "auto" means on a GPU
     shared: ClassVar[dict] = {"device": "auto", "dtype": "auto", "max_detections": 100}
 
     def __init__(self, **options) -> None:
         super().__init__(**options)
-        self.hf = hf_models.Loaded(self.model, *self.classes, self.device, self.dtype, tokenizer=True)
+        self.hf = hf_models.Loaded(self.model, *self.classes, self.device, self.dtype, tokenizer=True,
+                                   gpu_dtype=self.gpu_dtype)
 
     def provenance(self) -> dict[str, str]:
         return {**super().provenance(), "prompt_hash": prompts.Prompt("template", self.template).hash}
@@ -83,6 +85,9 @@ class GroundingDino(PromptedDetector):
     above ``text_threshold``, mapped back to the tag it came from; a phrase that is no tag (it spans
     two labels, or part of one) keeps its own text, and a box with no phrase is dropped.
     """
+    # float32 unless asked: in half precision its deformable attention fed grid_sample a float32 grid
+    # against float16 values and crashed, on transformers releases before the fix (transformers PR #48438)
+    gpu_dtype = "float32"
 
     classes = ("GroundingDinoForObjectDetection", "GroundingDinoProcessor", "GroundingDinoImageProcessorPil")
     defaults = {
