@@ -4,6 +4,7 @@ they declare, and every model is freed when its stage ends."""
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 
@@ -212,3 +213,40 @@ def test_one_image_at_a_time_writes_what_whole_part_batches_write(sample_project
         ours, theirs = tmp_path / "work" / stage, sample_project / "work" / stage
         assert sorted(p.name for p in ours.iterdir()) == sorted(p.name for p in theirs.iterdir())
         assert all((ours / p.name).read_bytes() == p.read_bytes() for p in theirs.iterdir()), stage
+
+
+def test_gpu_stages_declare_a_gpu_per_worker_and_the_actor_pool_fits_the_cluster():
+    from groundcap.errors import BackendUnavailable
+    from groundcap.executors import actor_pool
+
+    embedded = params.defaults()
+    profile = params.load(params.PROFILES / "gpu.yaml")
+    resources = {s.name: s.resources(profile) for s in pipeline.STAGES if isinstance(s, MapStage)}
+    assert {n: r.gpus for n, r in resources.items()} == {"tag": 1, "segment": 1, "caption_regions": 1,
+                                                        "caption_scene": 1, "crosscheck": 1, "qa": 0}
+    assert all(r.gpus == 0 for s in pipeline.STAGES if isinstance(s, MapStage) for r in [s.resources(embedded)])
+    served = copy.deepcopy(profile)  # a VLM served by an endpoint needs no GPU here
+    for section in ("caption_regions", "caption_scene"):
+        for name in ("vlm", "vlm_verifier"):
+            if name in served[section]:
+                served[section][name]["engine"] = "openai"
+    assert pipeline.get("caption_scene").resources(served).gpus == 0
+    profile["engine"]["ray"]["num_gpus"] = {"tag": 0.5}
+    assert pipeline.get("tag").resources(profile).gpus == 0.5
+    assert actor_pool("tag", actors=2, parts=10, gpus_per_actor=1, cluster_gpus=1) == 1  # not 2: one would never start
+    assert actor_pool("tag", actors=4, parts=10, gpus_per_actor=0.5, cluster_gpus=1) == 2
+    assert actor_pool("qa", actors=4, parts=3, gpus_per_actor=0, cluster_gpus=0) == 3
+    with pytest.raises(BackendUnavailable, match="Ray cluster has 0 GPUs"):
+        actor_pool("segment", actors=2, parts=10, gpus_per_actor=1, cluster_gpus=0)
+
+
+def test_under_require_gpu_a_gpu_stage_without_cuda_stops_before_loading_anything(tmp_path, monkeypatch):
+    from groundcap import worker
+    from groundcap.errors import BackendUnavailable
+
+    monkeypatch.setattr(worker, "cuda_available", lambda: False)
+    p = params.load(params.PROFILES / "gpu.yaml")
+    assert p["engine"]["require_gpu"] is True
+    with pytest.raises(BackendUnavailable, match="no CUDA device"):
+        worker.PartWorker(tmp_path, p, type(pipeline.get("tag")))
+    worker.PartWorker(tmp_path, p, type(pipeline.get("qa")))  # a CPU stage runs

@@ -21,6 +21,7 @@ from multiprocessing import get_context
 
 from tqdm.auto import tqdm
 
+from groundcap.errors import BackendUnavailable
 from groundcap.stage import Context, MapStage
 from groundcap.worker import PartWorker
 
@@ -77,6 +78,20 @@ class _RayParts:
         return {"index": batch["index"], "images": images}
 
 
+def actor_pool(stage: str, actors: int, parts: int, gpus_per_actor: float, cluster_gpus: float) -> int:
+    """How many actors to start: ``engine.ray.actors``, no more than there are parts, and no more than the
+    cluster's GPUs can hold (an actor Ray cannot place would wait forever, and with it the stage)."""
+    size = min(actors, parts)
+    if gpus_per_actor:
+        if cluster_gpus < gpus_per_actor:
+            raise BackendUnavailable(
+                f"stage {stage} runs GPU backends ({gpus_per_actor:g} GPU per actor) but the Ray cluster has "
+                f"{cluster_gpus:g} GPUs: join a cluster with GPUs (engine.ray.address), or set "
+                f"engine.ray.num_gpus.{stage}: 0 to run it on CPUs")
+        size = min(size, int(cluster_gpus // gpus_per_actor))
+    return size
+
+
 def _on_ray(ctx: Context, stage: type[MapStage], todo: Mapping[int, str], bar) -> None:
     import ray  # the `ray` extra
 
@@ -86,11 +101,13 @@ def _on_ray(ctx: Context, stage: type[MapStage], todo: Mapping[int, str], bar) -
                  **({} if options["address"] else {"num_cpus": options.get("local_cpus")}))
     items = [{"index": i, "fingerprint": f} for i, f in todo.items()]
     resources = stage().resources(ctx.params)
+    actors = actor_pool(stage.name, int(options["actors"]), len(items), resources.gpus,
+                        ray.cluster_resources().get("GPU", 0.0))
     results = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         _RayParts,
         fn_constructor_kwargs={"root": str(ctx.root), "params": ctx.params, "stage": stage},
         batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=min(int(options["actors"]), len(items))),
+        compute=ray.data.ActorPoolStrategy(size=actors),
         num_gpus=resources.gpus,
         num_cpus=resources.cpus,
     )

@@ -267,6 +267,7 @@ SCHEMA: dict[str, Any] = {
         "max_attempts": Int(1),
         "batch_images": Int(0),
         "build_workers": Int(1),
+        "require_gpu": Bool(),
         "ray": {
             "address": Str(nullable=True),
             "actors": Int(1),

@@ -17,7 +17,8 @@ import traceback
 from pathlib import Path
 
 from groundcap import parts, resume
-from groundcap.errors import EngineDead, StageInputError, is_fatal
+from groundcap.annotators.registry import cuda_available
+from groundcap.errors import BackendUnavailable, EngineDead, StageInputError, is_fatal
 from groundcap.stage import MapStage, Records, Row
 
 
@@ -31,6 +32,11 @@ class PartWorker:
     def __init__(self, root: str | Path, params: dict, stage: type[MapStage]):
         self.root, self.params = Path(root), params
         self.stage = stage()
+        if params["engine"]["require_gpu"] and self.stage.resources(params).gpus and not cuda_available():
+            raise BackendUnavailable(
+                f"{self.stage.name} runs GPU backends and engine.require_gpu is set, but no CUDA device is "
+                "visible here (a Ray actor without num_gpus sees none): run it on a GPU node, or set "
+                "engine.require_gpu: false to run on the CPU (about 100x slower)")
         self.stage.setup(params)
         self.max_attempts = int(params["engine"]["max_attempts"])
         self.batch_images = int(params["engine"]["batch_images"])

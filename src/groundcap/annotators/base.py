@@ -87,6 +87,11 @@ class Backend(ABC):  # noqa: B024 - no abstract method of its own: each kind bel
         return {"backend": self.name, "version": self.version, "model": self.model}
 
     @classmethod
+    def uses_gpu(cls, options: dict[str, Any]) -> bool:
+        """Whether these options run a model on this machine's GPU (for a GPU backend; a served one does not)."""
+        return True
+
+    @classmethod
     def fingerprint(cls, options: dict[str, Any]) -> dict[str, str]:
         """What, besides its options and code, decides this backend's output (prompts it would read),
         known without building it: building may load a model, and fingerprints are taken before."""

@@ -68,6 +68,10 @@ class VlmBackend:
                 "prompt_hash": prompts.combined_hash([prompts.load(n, folder) for n in cls.prompt_names])}
 
     @classmethod
+    def uses_gpu(cls, options: dict[str, Any]) -> bool:
+        return {**cls.defaults, **options}["engine"] != "openai"  # type: ignore[attr-defined]  # served elsewhere
+
+    @classmethod
     def engine_key(cls, options: dict[str, Any]) -> tuple[str, str]:
         """The ``groundcap.models`` key of the engine these options load (without loading it)."""
         merged = {**cls.defaults, **options}  # type: ignore[attr-defined]
