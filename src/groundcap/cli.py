@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from groundcap import diff, dvc_yaml, pipeline, runner
+from groundcap import diff, dvc_yaml, pipeline, preflight, runner
 from groundcap import params as params_mod
 from groundcap.audit.cli import audit_app
 from groundcap.cli_common import ParamsFile, Quiet, Root, guard, new_app, project_params
@@ -24,8 +24,12 @@ app = new_app(
 
 def _stage_command(stage):
     def command(root: Root = Path("."), params_file: ParamsFile = None, quiet: Quiet = False) -> None:
-        guard(lambda: runner.run_stage(Context(root=root, params=project_params(root, params_file),
-                                               progress=not quiet), stage))
+        def run_one() -> None:
+            params = project_params(root, params_file)
+            preflight.require(params, [stage])
+            runner.run_stage(Context(root=root, params=params, progress=not quiet), stage)
+
+        guard(run_one)
 
     command.__doc__ = stage.help
     return command
@@ -49,6 +53,7 @@ def run(
     def run_stages() -> list[runner.Report]:
         params = params_mod.load(params_file)
         params["source"] = source
+        preflight.require(params, list(pipeline.STAGES))
         return runner.run_all(Context(root=workdir, params=params, progress=not quiet))
 
     reports = guard(run_stages)
@@ -112,3 +117,38 @@ def diff_releases(
         sys.stdout.write("\n")
     else:
         typer.echo("\n".join(result.lines()))
+
+
+Profile = Annotated[str | None, typer.Option("--profile", help="A profile on top of the params (gpu, sa_pancap, "
+                                                                 "or a YAML path).")]
+
+
+@app.command("doctor")
+def doctor(root: Root = Path("."), params_file: ParamsFile = None, profile: Profile = None) -> None:
+    """Check, before a run, that every backend the params name is installed, its models are on this machine,
+    CUDA is there when required and the VLM engines fit the GPU; exit 1 when a check fails."""
+    findings = guard(lambda: preflight.check(project_params(root, params_file, profile), list(pipeline.STAGES)))
+    for f in findings:
+        typer.echo(f"{'ok  ' if f.ok else 'FAIL'} {f.stage:<16} {f.what:<45} {f.detail}")
+    if not findings:
+        typer.echo("nothing to check: no stage loads a model (the embedded backends ship with their packages)")
+    if any(not f.ok for f in findings):
+        raise typer.Exit(1)
+
+
+models_app = new_app("The models the params' backends load from the Hugging Face Hub.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("fetch")
+def fetch_models(root: Root = Path("."), params_file: ParamsFile = None, profile: Profile = None) -> None:
+    """Download every model the params (and profile) name into the Hugging Face cache (HF_HOME), so a run
+    on nodes without the Hub starts with everything in place."""
+    from huggingface_hub import snapshot_download
+
+    for model in guard(lambda: preflight.hub_models(list(pipeline.STAGES), project_params(root, params_file, profile))):
+        if preflight.model_state(model)[0]:
+            typer.echo(f"{model}: already here")
+            continue
+        typer.echo(f"{model}: downloading")
+        guard(lambda m=model: snapshot_download(m))

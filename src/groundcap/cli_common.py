@@ -66,8 +66,8 @@ def guard(fn):
         fail(clear)
 
 
-def project_params(root: Path, params_file: Path | None) -> dict:
-    """The defaults overridden by ``params_file``, or by ROOT/params.yaml when none is given."""
+def project_params(root: Path, params_file: Path | None, profile: str | None = None) -> dict:
+    """The defaults overridden by ``params_file``, or by ROOT/params.yaml when none is given, then by ``profile``."""
     if params_file is None and (root / "params.yaml").is_file():
         params_file = root / "params.yaml"
-    return params_mod.load(params_file)
+    return params_mod.load(params_file, profile)

@@ -77,27 +77,34 @@ def profile_path(name: str, base: Path) -> Path:
     return PROFILES / f"{name}.yaml"
 
 
-def load(path: str | Path | None = None) -> dict[str, Any]:
-    """Defaults, overridden by ``path`` when given, then by the profiles it names (``profile: gpu``).
+def load(path: str | Path | None = None, profile: str | None = None) -> dict[str, Any]:
+    """Defaults, overridden by ``path`` when given, then by the profiles it names (``profile: gpu``), then
+    by ``profile`` (a command's ``--profile``).
 
     A profile overrides the sections it names on top of the params file, so ``dvc exp run -S
     profile=gpu`` switches a project to the production backends without editing params.yaml. A list
     applies several in order (``profile: [gpu, sa_pancap]``: the GPU engine, SA-Pancap's split shape).
     """
     params = defaults()
+    base = Path.cwd()
     if path is not None:
         path = Path(path)
         params = _merge(params, _read(path), ())
+        base = path.parent
+    if profile is not None:
+        named = params.get("profile") or []
+        params["profile"] = [*([named] if isinstance(named, str) else named), profile]
+    if path is not None or profile is not None:
         names = params.get("profile") or []
         names = [names] if isinstance(names, str) else names
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ParamsError(f"params: profile is {params['profile']!r}; expected a profile name, a list of names, "
                               "or null")
         for name in names:
-            profile = _read(profile_path(name, path.parent))
-            if "profile" in profile:
+            layer = _read(profile_path(name, base))
+            if "profile" in layer:
                 raise ParamsError(f"profile {name!r} may not name another profile")
-            params = _merge(params, profile, ())
+            params = _merge(params, layer, ())
     params_schema.check(params)
     return params
 

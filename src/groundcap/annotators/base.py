@@ -73,6 +73,7 @@ class Backend(ABC):  # noqa: B024 - no abstract method of its own: each kind bel
     model: ClassVar[str] = ""  # model id, or a plain description of the algorithm
     defaults: ClassVar[dict[str, Any]] = {}
     data_files: ClassVar[tuple[str, ...]] = ()  # package files it reads (code_deps: their change reruns its stage)
+    loads_hub_model: ClassVar[bool] = False  # its ``model`` option is a Hugging Face repo id it downloads
 
     def __init__(self, **options: Any) -> None:
         unknown = sorted(set(options) - set(self.defaults))
@@ -85,6 +86,17 @@ class Backend(ABC):  # noqa: B024 - no abstract method of its own: each kind bel
 
     def provenance(self) -> dict[str, str]:
         return {"backend": self.name, "version": self.version, "model": self.model}
+
+    @classmethod
+    def hub_models(cls, options: dict[str, Any]) -> list[str]:
+        """The Hugging Face model ids these options load: ``groundcap doctor`` checks each is in the local
+        cache (or a local folder), ``groundcap models fetch`` downloads them."""
+        return [str({**cls.defaults, **options}["model"])] if cls.loads_hub_model else []
+
+    @classmethod
+    def requires(cls, options: dict[str, Any]) -> tuple[str, ...]:
+        """Modules these options need besides the registered ``needs`` (a VLM's engine: vllm, transformers)."""
+        return ()
 
     @classmethod
     def uses_gpu(cls, options: dict[str, Any]) -> bool:

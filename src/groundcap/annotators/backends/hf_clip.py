@@ -35,6 +35,7 @@ class ClipTagger(Tagger):
         "batch_size": 32,
     }
     data_files = ("prompts/vocabulary.txt",)
+    loads_hub_model = True
 
     def __init__(self, **options) -> None:
         super().__init__(**options)

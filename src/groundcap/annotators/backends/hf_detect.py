@@ -28,6 +28,7 @@ class PromptedDetector(Detector):
 
     classes: ClassVar[tuple[str, str, str]]  # model, processor and PIL image processor, in transformers
     gpu_dtype: ClassVar[str] = "bfloat16"  # what dtype "auto" means on a GPU
+    loads_hub_model = True
     shared: ClassVar[dict] = {"device": "auto", "dtype": "auto", "max_detections": 100}
 
     def __init__(self, **options) -> None:

@@ -41,6 +41,7 @@ def point_grid(per_side: int, height: int, width: int) -> np.ndarray:
 class SamBackend(Backend):
     """What the SAM backends share: the model, one image embedding per call, mask logits at a size."""
 
+    loads_hub_model = True
     classes: ClassVar[tuple[str, str, str]] = ("SamModel", "SamProcessor", "SamImageProcessorPil")
     shared: ClassVar[dict[str, Any]] = {"device": "auto", "dtype": "auto", "work_side": 0, "stability_offset": 1.0}
 

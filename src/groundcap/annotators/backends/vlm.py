@@ -68,6 +68,16 @@ class VlmBackend:
                 "prompt_hash": prompts.combined_hash([prompts.load(n, folder) for n in cls.prompt_names])}
 
     @classmethod
+    def hub_models(cls, options: dict[str, Any]) -> list[str]:
+        merged = {**cls.defaults, **options}  # type: ignore[attr-defined]
+        return [] if merged["engine"] == "openai" else [str(merged["model"])]  # a served model is the server's
+
+    @classmethod
+    def requires(cls, options: dict[str, Any]) -> tuple[str, ...]:
+        engine = {**cls.defaults, **options}["engine"]  # type: ignore[attr-defined]
+        return {"vllm": ("vllm",), "transformers": ("torch", "transformers")}.get(engine, ())
+
+    @classmethod
     def uses_gpu(cls, options: dict[str, Any]) -> bool:
         return {**cls.defaults, **options}["engine"] != "openai"  # type: ignore[attr-defined]  # served elsewhere
 
