@@ -250,3 +250,16 @@ def test_under_require_gpu_a_gpu_stage_without_cuda_stops_before_loading_anythin
     with pytest.raises(BackendUnavailable, match="no CUDA device"):
         worker.PartWorker(tmp_path, p, type(pipeline.get("tag")))
     worker.PartWorker(tmp_path, p, type(pipeline.get("qa")))  # a CPU stage runs
+
+
+def test_the_gpu_profile_keeps_the_captioners_vllm_engine_for_the_scene_stage():
+    """Same model, same engine options: the scene stage reuses the region captioner's engine (the verifier's
+    is freed), so the GPU never holds a second copy of the 8B captioner."""
+    from groundcap.annotators import registry
+
+    p = params.load(params.PROFILES / "gpu.yaml")
+    regions, scene = pipeline.get("caption_regions"), pipeline.get("caption_scene")
+    captioner = [registry.info(b.step, b.name).cls.engine_key(b.options)
+                 for b in regions.backends(p) if b.step == "region_captioner"]
+    assert scene.reuses(params.subset(p, (*scene.params, "engine"))) == frozenset(captioner)
+    assert not pipeline.get("crosscheck").reuses(p) & frozenset(captioner)  # another model there

@@ -185,3 +185,38 @@ def test_factory_builds_the_engine_once():
     assert built.describe() == "m (openai)"
     with pytest.raises(ValueError, match="http"):
         OpenAIChat(base_url="localhost:8000/v1")
+
+
+# --- Gemini's OpenAI-compatible endpoint ----------------------------------------------------------
+
+def test_a_per_minute_quota_waits_as_long_as_the_body_says():
+    """Gemini answers 429 with the wait in a RetryInfo detail of a list-wrapped error body, not a header."""
+    quota = (429, [{"error": {"code": 429, "message": "Resource has been exhausted (e.g. check quota).",
+                              "status": "RESOURCE_EXHAUSTED",
+                              "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                                           "retryDelay": "37s"}]}}], {})
+    sleeps: list[float] = []
+    with FakeOpenAI([quota, completion("done")]) as server:
+        [reply] = make(server, sleeps).generate([ask("x")])
+    assert reply.text == "done" and sleeps == [37.0]
+    with FakeOpenAI([(*quota[:2], {"Retry-After": "300"}), completion("done")]) as server:
+        sleeps.clear()
+        make(server, sleeps).generate([ask("x")])
+    assert sleeps == [120.0]  # minutes of quota are waited out, up to max_backoff_s (2 minutes by default)
+
+
+def test_a_thinking_model_that_spends_its_budget_gives_no_content_and_a_reason_not_retries():
+    with FakeOpenAI(lambda body, n: completion(None, finish_reason="length")) as server:
+        [reply] = make(server, max_retries=3).generate([ask("x")])
+    assert len(server.requests) == 1  # the same budget would be spent the same way
+    assert "max_tokens budget ran out" in reply.error and "reasoning_effort" in reply.error
+
+
+def test_reasoning_effort_seed_and_response_format_are_options():
+    with FakeOpenAI(lambda body, n: completion("{}")) as server:
+        make(server, reasoning_effort="none").generate([ask("x", json_mode=True)])
+        make(server, seed=None, json_response=False).generate([ask("y", json_mode=True)])
+    first, second = (r.body for r in server.requests)
+    assert first["reasoning_effort"] == "none" and first["seed"] == 0
+    assert first["response_format"] == {"type": "json_object"}
+    assert "seed" not in second and "response_format" not in second and "reasoning_effort" not in second

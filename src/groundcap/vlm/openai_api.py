@@ -5,6 +5,14 @@ dependency. A thread pool keeps at most ``concurrency`` requests in flight; tran
 (429, 5xx, dropped connections, time-outs, garbled bodies) are retried with exponential backoff,
 while errors a retry would only repeat (400, 401, 404) fail their request at once. The API key is
 read from the environment per request and never stored, logged or echoed in an error.
+
+Gemini's OpenAI-compatible endpoint: its thinking models spend ``max_tokens`` on reasoning first, and
+a reply whose budget ran out before any answer has no content; that is a recorded error saying so
+(a retry with the same budget would repeat it), and ``reasoning_effort`` (``"none"`` where the model
+allows) turns the thinking down. Its per-minute quotas answer 429 with the wait in the error body
+(``RetryInfo.retryDelay``) rather than a Retry-After header: both are honoured, up to
+``max_backoff_s``. ``seed`` and the JSON ``response_format`` are sent by default; set ``seed: null`` or
+``json_response: false`` for an endpoint that refuses them.
 """
 
 from __future__ import annotations
@@ -54,10 +62,12 @@ class OpenAIChat(ChatEngine):
         timeout_s: float = 120.0,
         max_retries: int = 4,
         backoff_s: float = 1.0,
-        max_backoff_s: float = 30.0,
+        max_backoff_s: float = 120.0,
         image_format: str = "jpeg",
         max_image_side: int = 1024,
         seed: int | None = 0,
+        json_response: bool = True,
+        reasoning_effort: str | None = None,
         extra_body: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(model)
@@ -73,6 +83,8 @@ class OpenAIChat(ChatEngine):
         self.image_format = image_format
         self.max_image_side = max_image_side
         self.seed = seed
+        self.json_response = json_response
+        self.reasoning_effort = reasoning_effort
         self.extra_body = dict(extra_body or {})
         self._sleep = time.sleep  # tests swap in a recorder so retries do not really wait
 
@@ -90,8 +102,9 @@ class OpenAIChat(ChatEngine):
             "max_tokens": req.max_tokens,
             "temperature": req.temperature,
             "seed": self.seed,
+            "reasoning_effort": self.reasoning_effort,
         }
-        if req.json_mode:
+        if req.json_mode and self.json_response:
             body["response_format"] = {"type": "json_object"}
         body.update(self.extra_body)
         return {key: value for key, value in body.items() if value is not None}
@@ -128,9 +141,10 @@ class OpenAIChat(ChatEngine):
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 payload = response.read()
         except urllib.error.HTTPError as exc:
-            detail = _server_message(exc)
+            detail, hinted = _server_message(exc)
             if exc.code in _RETRY_STATUS or exc.code >= 500:
-                raise _Retry(f"HTTP {exc.code}", detail, _retry_after(exc.headers)) from None
+                wait = _retry_after(exc.headers)
+                raise _Retry(f"HTTP {exc.code}", detail, hinted if wait is None else wait) from None
             if exc.code in (401, 403):
                 detail += f" (API key from ${self.api_key_env}{'' if key else ', which is unset'})"
             raise _Fail(f"HTTP {exc.code}: {detail}") from None
@@ -157,25 +171,35 @@ def _parse_completion(payload: bytes) -> ChatReply:
     except (ValueError, LookupError, TypeError, AttributeError):
         raise _Retry("malformed reply", brief(payload.decode(errors="replace"), 200)) from None
     if not isinstance(text, str):
+        if finish == "length":  # the budget went to thinking: the same request would spend it the same way
+            raise _Fail("no content: the max_tokens budget ran out before any answer (a thinking model's "
+                        "reasoning counts against it); raise max_tokens or set reasoning_effort")
         raise _Retry("reply without message content", f"finish_reason {finish!r}")
     counts = {k: v for k, v in usage.items() if isinstance(v, int) and not isinstance(v, bool)}
     return ChatReply(text=text, truncated=finish == "length", usage=counts)
 
 
-def _server_message(exc: urllib.error.HTTPError) -> str:
-    """The error message of an OpenAI-style error body (Gemini wraps it in a list), shortened."""
+def _server_message(exc: urllib.error.HTTPError) -> tuple[str, float | None]:
+    """The error message of an OpenAI-style error body (Gemini wraps it in a list), shortened, and the wait
+    a Google ``RetryInfo`` detail asks for (``"retryDelay": "37s"``), if any."""
     try:
         raw = exc.read()
     except (OSError, http.client.HTTPException):
-        return exc.reason or ""
+        return exc.reason or "", None
+    message, wait = None, None
     try:
         data = json.loads(raw)
         data = data[0] if isinstance(data, list) else data
         error = data.get("error", data)
         message = error.get("message") if isinstance(error, dict) else error
+        for detail in (error.get("details") or []) if isinstance(error, dict) else []:
+            delay = detail.get("retryDelay") if isinstance(detail, dict) else None
+            if isinstance(delay, str) and delay.endswith("s"):
+                wait = float(delay[:-1])
     except (ValueError, LookupError, AttributeError):
-        message = None
-    return brief(message if isinstance(message, str) and message else raw.decode(errors="replace") or str(exc.reason))
+        pass
+    text = message if isinstance(message, str) and message else raw.decode(errors="replace") or str(exc.reason)
+    return brief(text), wait
 
 
 def _retry_after(headers: Message | None) -> float | None:

@@ -35,7 +35,7 @@ from groundcap.vlm.chat import ChatRequest
 
 VLM_OPTIONS: dict[str, Any] = {
     "engine": "vllm",  # vllm | openai | transformers
-    "model": "OpenGVLab/InternVL2_5-8B-MPO",
+    "model": "OpenGVLab/InternVL3-8B-hf",
     "engine_options": {},  # passed to the engine (base_url, tensor_parallel_size, ...)
     "prompts_dir": "",  # a folder whose prompt files override the packaged ones
     "max_attempts": 3,
