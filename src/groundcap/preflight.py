@@ -70,7 +70,8 @@ def check(params: dict, stages: list[Stage]) -> list[Finding]:
         models: dict[str, None] = {}
         for b in stage.backends(own):
             info = registry.info(b.step, b.name)
-            missing = [*info.missing(), *(m for m in info.cls.requires(b.options) if importlib.util.find_spec(m) is None)]
+            missing = [*info.missing(),
+                       *(m for m in info.cls.requires(b.options) if importlib.util.find_spec(m) is None)]
             out.append(Finding(stage.name, f"{b.step} {b.name}", not missing,
                                f"needs {', '.join(missing)}: pip install 'groundcap[gpu]'" if missing else "installed"))
             models.update(dict.fromkeys(info.cls.hub_models(b.options)))
