@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import growth
@@ -23,3 +24,14 @@ def test_content_defined_chunks_survive_an_insertion():
     seen = {digest for digest, _ in first}
     new = sum(size for digest, size in growth.chunks(edited) if digest not in seen)
     assert new < 3 * growth.MAX_CHUNK
+
+
+@pytest.mark.slow
+@pytest.mark.models
+def test_the_gpu_device_check_runs_every_step_at_tiny_scale():
+    """bench/gpu.py is the script a GPU machine runs (real sizes); here the same code, tiny models, CPU."""
+    import gpu
+
+    results = gpu.run("tiny", n=1, vlm_tokens=4, regions=2)
+    steps = [k for k in results if isinstance(results[k], dict)]
+    assert len(steps) == 6 and all(results[k]["s_per_image"] > 0 and results[k]["images"] == 1 for k in steps)

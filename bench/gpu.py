@@ -1,0 +1,244 @@
+"""The GPU profile's steps on a GPU, timed: seconds per image and peak GPU memory per step.
+
+    python bench/gpu.py --scale real --out gpu.json   # on one H100/H200, no network (about 6-8 minutes)
+    python bench/gpu.py --scale tiny                  # the same code on this CPU with tiny models (a test runs it)
+
+There are no weights here and none can be downloaded on the device machine, so each model is built at
+its real size from a config written here, with random weights (SAM ViT-H, Grounding DINO base with its
+Swin-B backbone, OWLv2 base, CLIP ViT-L/14, and a VLM shaped like Qwen2.5-VL-7B run through
+groundcap's ``transformers`` engine), saved with ``save_pretrained`` and loaded back by groundcap's own
+backends, as a run would. Random weights make the outputs meaningless but the compute real: the
+vision models' cost does not depend on their weights; the VLM is told to write a fixed number of tokens
+(``--vlm-tokens``), since a random model's replies never stop by themselves. vLLM does not travel to
+the device machine (its wheel is too large), so the VLM figure is the transformers fallback's, an
+upper bound on what vLLM's batching costs. Tokenizers are tiny (no vocabulary file can be fetched),
+so the text towers' embedding tables are smaller than the real ones; their compute per token is not.
+
+Needs torch, transformers, numpy, Pillow, OpenCV, scikit-image and pycocotools (carried as a wheel to
+the device machine), and groundcap on ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import skimage.data
+import torch
+import transformers as tf
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # tiny_hf / tiny_vlm: the local tokenizers and tiny checkpoints
+
+import tiny_hf  # noqa: E402
+import tiny_vlm  # noqa: E402
+from groundcap import models  # noqa: E402
+from groundcap.annotators import registry  # noqa: E402
+from groundcap.annotators.base import Detection, Tag  # noqa: E402
+
+PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle_left", "hubble_deep_field", "immunohistochemistry",
+          "page", "camera", "retina", "horse", "cat")
+TAGS = ["person", "cat", "cup", "rocket", "motorcycle", "galaxy", "cell", "text", "camera", "eye", "horse", "dog"]
+
+
+def photos(n: int) -> list[np.ndarray]:
+    """The first ``n`` scikit-image sample photos as HxWx3 uint8 (grey ones stacked to RGB)."""
+    out = []
+    for name in (PHOTOS * (n // len(PHOTOS) + 1))[:n]:
+        image = np.asarray(getattr(skimage.data, name)())
+        out.append(np.ascontiguousarray(np.stack([image] * 3, -1) if image.ndim == 2 else image[..., :3]))
+    return out
+
+
+# --- real-size checkpoints (random weights) --------------------------------------------------------
+
+def _on(device: str):
+    """Build weights straight on ``device`` (a 7B model initialised on the CPU would take minutes)."""
+    return torch.device(device)
+
+
+def real_clip(folder: Path, device: str) -> str:
+    tok = tiny_hf.clip_tokenizer(77)
+    text = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+            "vocab_size": len(tok), "max_position_embeddings": 77, "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    vision = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
+              "image_size": 224, "patch_size": 14}
+    with _on(device):
+        model = tf.CLIPModel(tf.CLIPConfig(text_config=text, vision_config=vision, projection_dim=768))
+    return tiny_hf.save(folder, model, tf.CLIPImageProcessorPil(), tok)
+
+
+def real_owlv2(folder: Path, device: str) -> str:
+    tok = tiny_hf.clip_tokenizer(16)
+    text = {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 8,
+            "vocab_size": len(tok), "max_position_embeddings": 16, "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    vision = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+              "image_size": 960, "patch_size": 16}
+    with _on(device):
+        model = tf.Owlv2ForObjectDetection(tf.Owlv2Config(text_config=text, vision_config=vision, projection_dim=512))
+    return tiny_hf.save(folder, model, tf.Owlv2ImageProcessorPil(), tok)
+
+
+def real_grounding_dino(folder: Path, device: str) -> str:
+    tok = tiny_hf.bert_tokenizer(TAGS)
+    swin = tf.SwinConfig(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32], window_size=12,
+                         image_size=384, out_indices=[2, 3, 4])
+    bert = {"model_type": "bert", "vocab_size": len(tok), "hidden_size": 768, "num_hidden_layers": 12,
+            "num_attention_heads": 12, "intermediate_size": 3072, "max_position_embeddings": 512}
+    config = tf.GroundingDinoConfig(backbone_config=swin, text_config=bert, d_model=256, encoder_layers=6,
+                                    decoder_layers=6, num_queries=900, max_text_len=256)
+    with _on(device):
+        model = tf.GroundingDinoForObjectDetection(config)
+    return tiny_hf.save(folder, model, tf.GroundingDinoImageProcessorPil(), tok)
+
+
+def real_sam(folder: Path, device: str) -> str:
+    vision = tf.SamVisionConfig(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16,
+                                global_attn_indexes=[7, 15, 23, 31], output_channels=256, image_size=1024,
+                                patch_size=16, window_size=14, num_pos_feats=128)
+    with _on(device):
+        model = tf.SamModel(tf.SamConfig(vision_config=vision))
+    return tiny_hf.save(folder, model, tf.SamImageProcessorPil())
+
+
+def real_vlm(folder: Path, device: str) -> str:
+    """A LLaVA-architecture VLM as large as Qwen2.5-VL-7B's language model (28 layers, 3584 wide, GQA 28/4)
+    with a CLIP ViT-L/14-336 vision tower: the compute of a 7B VLM, through a processor built here."""
+    tok = tiny_vlm.build_tokenizer()
+    ids = {t: tok.convert_tokens_to_ids(t) for t in tiny_vlm.SPECIALS}
+    vision = tf.CLIPVisionConfig(image_size=336, patch_size=14, hidden_size=1024, intermediate_size=4096,
+                                 num_hidden_layers=24, num_attention_heads=16)
+    text = tf.LlamaConfig(vocab_size=len(tok), hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                          num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=8192,
+                          pad_token_id=ids["<pad>"], bos_token_id=ids["<s>"], eos_token_id=ids["</s>"])
+    config = tf.LlavaConfig(vision_config=vision, text_config=text, image_token_index=ids["<image>"],
+                            image_seq_length=(336 // 14) ** 2, vision_feature_layer=-2)
+    with _on(device):
+        model = tf.LlavaForConditionalGeneration(config).to(torch.bfloat16)
+    model.save_pretrained(folder)
+    from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
+
+    processor = tf.LlavaProcessor(image_processor=LlavaImageProcessorPil(size={"shortest_edge": 336},
+                                                                         crop_size={"height": 336, "width": 336}),
+                                  tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
+                                  num_additional_image_tokens=1, chat_template=tiny_vlm.CHAT_TEMPLATE)
+    processor.save_pretrained(folder)
+    return str(folder)
+
+
+def checkpoints(scale: str, root: Path, device: str) -> dict[str, str]:
+    if scale == "tiny":
+        return {"clip": tiny_hf.build_clip(root / "clip"), "owlv2": tiny_hf.build_owlv2(root / "owlv2"),
+                "grounding_dino": tiny_hf.build_grounding_dino(root / "gdino", TAGS),
+                "sam": tiny_hf.build_sam(root / "sam"), "vlm": str(tiny_vlm.build_tiny_vlm(root / "vlm"))}
+    built = {}
+    for name, build in (("clip", real_clip), ("owlv2", real_owlv2), ("grounding_dino", real_grounding_dino),
+                        ("sam", real_sam), ("vlm", real_vlm)):
+        start = time.perf_counter()
+        built[name] = build(root / name, device)
+        print(f"built {name} in {time.perf_counter() - start:.0f} s", flush=True)
+        torch.cuda.empty_cache() if device.startswith("cuda") else None
+    return built
+
+
+# --- the steps ------------------------------------------------------------------------------------
+
+def _timed(device: str, step, images: list, warmup: int = 1) -> dict:
+    """Seconds per image over ``images`` after ``warmup`` images, and the peak GPU memory of the step."""
+    for image in images[:warmup]:
+        step(image)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for image in images:
+        step(image)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    out = {"s_per_image": round((time.perf_counter() - start) / len(images), 4), "images": len(images)}
+    if device.startswith("cuda"):
+        out["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return out
+
+
+def run(scale: str, n: int, vlm_tokens: int, regions: int) -> dict:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    images = photos(n)
+    tags = [Tag(t, 1.0, "bench") for t in TAGS]
+    results: dict = {"scale": scale, "device": torch.cuda.get_device_name() if device == "cuda" else platform.machine(),
+                     "torch": torch.__version__, "transformers": tf.__version__}
+    with tempfile.TemporaryDirectory() as tmp:
+        made = checkpoints(scale, Path(tmp), device)
+        steps = {
+            "tagger clip": (registry.create("tagger", "clip", {"model": made["clip"]}), lambda b, im: b.tag(im)),
+            "detector grounding_dino": (
+                registry.create("detector", "grounding_dino", {"model": made["grounding_dino"]}),
+                lambda b, im: b.detect(im, tags)),
+            "detector owlv2": (registry.create("detector", "owlv2", {"model": made["owlv2"]}),
+                               lambda b, im: b.detect(im, tags)),
+            "prompted_segmenter sam (8 boxes)": (
+                registry.create("prompted_segmenter", "sam", {"model": made["sam"]}),
+                lambda b, im: b.segment(im, [Detection("thing", 1.0, _box(im, k), "bench") for k in range(8)])),
+            "mask_generator sam_everything": (
+                registry.create("mask_generator", "sam_everything",
+                                {"model": made["sam"], "points_per_side": 32 if scale == "real" else 4}),
+                lambda b, im: b.generate(im)),
+        }
+        for name, (backend, step) in steps.items():
+            results[name] = _timed(device, lambda im, b=backend, s=step: s(b, im), images)
+            print(f"{name}: {results[name]}", flush=True)
+            del backend
+            models.release()
+        captioner = registry.create("region_captioner", "vlm", {
+            "engine": "transformers", "model": made["vlm"], "max_tokens": vlm_tokens, "max_attempts": 1,
+            "engine_options": {"batch_size": 16}})
+        region_sets = [[_region(im, k) for k in range(regions)] for im in images]
+        start = time.perf_counter()
+        captioner.caption_batch(list(zip(images, region_sets, strict=True)))
+        seconds = time.perf_counter() - start
+        results[f"region_captioner vlm, transformers engine ({regions} regions, 2 requests each)"] = {
+            "s_per_image": round(seconds / len(images), 3), "images": len(images),
+            **({"peak_gpu_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)} if device == "cuda" else {})}
+        models.release()
+    return results
+
+
+def _box(image: np.ndarray, k: int) -> tuple[float, float, float, float]:
+    h, w = image.shape[:2]
+    return (w * (k % 4) / 4, h * (k // 4) / 2, w / 4, h / 2)
+
+
+def _region(image: np.ndarray, k: int) -> dict:
+    from groundcap import masks
+
+    x, y, w, h = _box(image, k % 8)
+    mask = np.zeros(image.shape[:2], bool)
+    mask[int(y):int(y + h), int(x):int(x + w)] = True
+    return {"region_id": k, "bbox": [x, y, w, h], "segmentation": masks.encode(mask), "label": "thing",
+            "area": int(mask.sum())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", choices=("real", "tiny"), default="real")
+    parser.add_argument("--images", type=int, default=12, help="sample photos per step (repeated past 12)")
+    parser.add_argument("--regions", type=int, default=16, help="regions captioned per image by the VLM")
+    parser.add_argument("--vlm-tokens", type=int, default=48, help="tokens the VLM writes per request")
+    parser.add_argument("--out", type=Path, help="also write the figures as JSON")
+    args = parser.parse_args()
+    results = run(args.scale, args.images, args.vlm_tokens, args.regions)
+    print(json.dumps(results, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
