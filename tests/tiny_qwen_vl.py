@@ -8,9 +8,10 @@ a head_dim of 16.
 
 The tokenizer's eos is ``<|endoftext|>``; the turn ends with ``<|im_end|>``, as in InternVL's checkpoints,
 so vLLM stops at the turn end only when it is told to (``VllmChat``'s ``stop_token_ids``).
-``always_end_turn=True`` builds a model whose every step answers ``<|im_end|>``: all token embeddings are
-one vector, every layer's output projection is zero (so the last hidden state is that vector), and only
-``<|im_end|>``'s output row matches it.
+``always_end_turn=True`` builds a model whose every step prefers ``<|im_end|>``, then ``}``, then the rest
+alike: all token embeddings are one vector, every layer's output projection is zero (so the last hidden
+state is that vector, whatever the prompt), and only those two output rows have weights (logits 128 and
+64). Unconstrained it ends the turn at once; held to a JSON object it writes ``{}`` and ends the turn.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def build_tiny_qwen_vl(folder: str | Path, always_end_turn: bool = False) -> Pat
                 layer.mlp.down_proj.weight.zero_()
             model.lm_head.weight.zero_()
             model.lm_head.weight[ids["<|im_end|>"]] = 1.0
+            model.lm_head.weight[tokenizer.convert_tokens_to_ids("}")] = 0.5
     model.generation_config.eos_token_id = eos
     model.generation_config.pad_token_id = eos
     model.save_pretrained(folder)

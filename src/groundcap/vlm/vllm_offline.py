@@ -56,6 +56,19 @@ def json_object_kwargs(vllm: Any) -> dict[str, Any]:
     return {}
 
 
+def compact_json_config(vllm: Any) -> dict[str, Any]:
+    """``vllm.LLM`` arguments that keep constrained JSON compact, where this vLLM has them: its JSON grammars
+    otherwise allow any run of whitespace between tokens, and a weak model (a random one always) fills
+    ``max_tokens`` with ``{\\t\\n\\t\\n...``, a reply no repair can use. vLLM reads this per engine
+    (``structured_outputs_config.disable_any_whitespace``), not per request, and only with a named
+    backend: xgrammar, what its ``auto`` picks for JSON."""
+    engine_args = getattr(vllm, "EngineArgs", None)
+    fields = getattr(engine_args, "__dataclass_fields__", {})
+    if "structured_outputs_config" not in fields:
+        return {}
+    return {"structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True}}
+
+
 def max_pixels(max_image_side: int, patch_grid: int = 28) -> int:
     """The pixel budget of one image sent at most ``max_image_side`` on its longer side: that side rounded up
     to the vision encoder's grid (Qwen2-VL's 14-pixel patches merged 2x2: 28), squared. vLLM reserves memory
@@ -191,7 +204,10 @@ class VllmChat(ChatEngine):
                 import vllm
             except ImportError as exc:
                 raise VllmMissing("the 'vllm' engine needs vLLM on a GPU node: pip install 'groundcap[gpu]'") from exc
-            llm = vllm.LLM(**self.llm_arguments())
+            arguments = self.llm_arguments()
+            if self.structured_outputs:
+                arguments = {**compact_json_config(vllm), **arguments}  # llm_options may say otherwise
+            llm = vllm.LLM(**arguments)
             get_tokenizer = getattr(llm, "get_tokenizer", None)
             self._stop_token_ids = stop_token_ids(get_tokenizer()) if self.stop_tokens and get_tokenizer else []
             self._json_kwargs = json_object_kwargs(vllm) if self.structured_outputs else {}
