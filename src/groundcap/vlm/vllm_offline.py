@@ -43,16 +43,16 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
     return sorted(ids)
 
 
-def json_object_kwargs(vllm: Any) -> dict[str, Any]:
-    """The ``SamplingParams`` arguments that constrain a reply to a JSON object in this vLLM: the structured
-    outputs of vLLM >= 0.10.2 (``structured_outputs=StructuredOutputsParams(json_object=True)``), the
-    guided decoding before (``guided_decoding=GuidedDecodingParams(json_object=True)``); none where it has
-    neither (the reply is then parsed and repaired as any other: ``vlm.structured``)."""
+def json_object_kwargs(vllm: Any, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``SamplingParams`` arguments that constrain a reply to a JSON object (to ``schema`` when given) in
+    this vLLM: the structured outputs of vLLM >= 0.10.2 (``structured_outputs=StructuredOutputsParams(
+    json_object=True)``), the guided decoding before (``guided_decoding=GuidedDecodingParams(...)``); none
+    where it has neither (the reply is then parsed and repaired as any other: ``vlm.structured``)."""
     for field, cls_name in (("structured_outputs", "StructuredOutputsParams"),
                             ("guided_decoding", "GuidedDecodingParams")):
         cls = getattr(vllm, cls_name, None) or getattr(getattr(vllm, "sampling_params", None), cls_name, None)
         if cls is not None:
-            return {field: cls(json_object=True)}
+            return {field: cls(json=schema) if schema else cls(json_object=True)}
     return {}
 
 
@@ -144,7 +144,8 @@ class VllmChat(ChatEngine):
         """``limit_mm_per_prompt`` asks for no video and ``mm_processor_kwargs`` (``None``: ``max_pixels`` from
         ``max_image_side``; ``{}``: the processor's own) caps the image processor, so vLLM's memory profiling
         budgets for the images actually sent. ``stop_tokens``: stop at the model's turn end
-        (``stop_token_ids``); ``structured_outputs``: constrain ``json_mode`` replies to a JSON object.
+        (``stop_token_ids``); ``structured_outputs``: constrain ``json_mode`` replies to a JSON object, to its
+        ``json_schema`` where a request has one.
         ``llm_options`` go to ``vllm.LLM`` as they are, over the arguments above (``enforce_eager``,
         ``dtype``, ``max_model_len``, ...)."""
         super().__init__(model)
@@ -169,23 +170,32 @@ class VllmChat(ChatEngine):
         self._llm: Any = None
         self._sampling_params: Any = None  # vllm.SamplingParams, bound when the model loads
         self._stop_token_ids: list[int] = []  # from the model's tokenizer, when it loads
-        self._json_kwargs: dict[str, Any] = {}  # this vLLM's JSON-object constraint, when it loads
+        self._vllm: Any = None  # the vllm module, once loaded: builds the JSON constraints
 
     def generate(self, requests: list[ChatRequest]) -> list[ChatReply]:
         if not requests:
             return []
         llm = self._load()
-        groups: dict[tuple[tuple[tuple[str, Any], ...], bool], list[int]] = {}
+        groups: dict[tuple[tuple[tuple[str, Any], ...], str | None], list[int]] = {}
         for i, req in enumerate(requests):
-            key = tuple(sorted(sampling_kwargs(req, self.seed).items())), req.json_mode and self.structured_outputs
-            groups.setdefault(key, []).append(i)
+            groups.setdefault((tuple(sorted(sampling_kwargs(req, self.seed).items())), self._constraint(req)),
+                              []).append(i)
         replies: dict[int, ChatReply] = {}
-        for (key, json_mode), indices in groups.items():
+        for (key, constraint), indices in groups.items():
             extra: dict[str, Any] = {"stop_token_ids": self._stop_token_ids} if self._stop_token_ids else {}
-            params = self._sampling_params(**dict(key), **extra, **(self._json_kwargs if json_mode else {}))
+            if constraint is not None:
+                extra |= json_object_kwargs(self._vllm, json.loads(constraint) or None)
+            params = self._sampling_params(**dict(key), **extra)
             batch = self._chat(llm, [requests[i] for i in indices], params)
             replies.update(zip(indices, batch, strict=True))
         return [replies[i] for i in range(len(requests))]
+
+    def _constraint(self, request: ChatRequest) -> str | None:
+        """The request's JSON constraint as a group key: its schema as JSON, ``"{}"`` for any object, ``None``
+        for free text (or when ``structured_outputs`` is off)."""
+        if not self.structured_outputs or not (request.json_mode or request.json_schema):
+            return None
+        return json.dumps(request.json_schema or {}, sort_keys=True)
 
     def llm_arguments(self) -> dict[str, Any]:
         """Everything ``vllm.LLM`` is built with (``mm_processor_kwargs`` derived unless given)."""
@@ -210,7 +220,7 @@ class VllmChat(ChatEngine):
             llm = vllm.LLM(**arguments)
             get_tokenizer = getattr(llm, "get_tokenizer", None)
             self._stop_token_ids = stop_token_ids(get_tokenizer()) if self.stop_tokens and get_tokenizer else []
-            self._json_kwargs = json_object_kwargs(vllm) if self.structured_outputs else {}
+            self._vllm = vllm
             self._sampling_params = vllm.SamplingParams
             self._llm = llm
         return self._llm
