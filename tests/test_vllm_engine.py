@@ -27,6 +27,7 @@ else:
 
 from groundcap import models
 from groundcap.annotators import registry
+from groundcap.annotators.backends.vlm import text_schema
 from groundcap.annotators.base import RegionCaption
 from groundcap.errors import EngineDead, is_fatal
 from groundcap.vlm import chat as vlm_chat
@@ -193,6 +194,29 @@ def test_the_scene_composer_answers_or_says_why(chat, chat_calls, tiny_qwen):
     assert len(scenes) == 3 and len(chat_calls[0][0]) == 3
     for scene in scenes:
         assert not isinstance(scene, Exception) or "scene caption rejected" in str(scene)
+
+
+def test_internvl_in_the_hf_format_serves_image_chats(tmp_path_factory):
+    """InternVL's chat format on the real engine (its own engine, closed after): ``<IMG_CONTEXT>`` expands to
+    the image's tokens, the turn-end stop ids come from its tokenizer (its eos is not the turn end), no
+    ``max_pixels`` is passed to its tiling processor, and JSON requests come back compact JSON objects."""
+    from tiny_internvl import build_tiny_internvl
+
+    model = str(build_tiny_internvl(tmp_path_factory.mktemp("tiny-internvl")))
+    chat = VllmChat(model, **ENGINE_OPTIONS)
+    try:
+        assert "mm_processor_kwargs" not in chat.llm_arguments()
+        text_only, with_image, as_json = chat.generate([
+            ChatRequest("describe", max_tokens=4), ChatRequest("describe", (photo(),), max_tokens=4),
+            ChatRequest("describe", (photo(),), max_tokens=16, json_schema=text_schema("short"))])
+        tokenizer = chat._load().get_tokenizer()
+        assert set(tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|im_start|>", "<|endoftext|>"])) == set(
+            chat._stop_token_ids)
+        assert with_image.usage["prompt_tokens"] >= text_only.usage["prompt_tokens"] + 4 + 2  # <img> 4 x ctx </img>
+        assert as_json.text.startswith('{"short":"')
+    finally:
+        chat.close()
+    assert chat._llm is None
 
 
 def test_a_whole_run_on_three_sample_photos_writes_a_release(tmp_path, tiny_qwen, engine_start):

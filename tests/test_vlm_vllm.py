@@ -111,8 +111,8 @@ def test_patch_grid_from_a_local_config(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"vision_config": {"patch_size": 16, "spatial_merge_size": 2}}))
     assert patch_grid(str(tmp_path)) == 32
     assert patch_grid(str(tmp_path / "missing")) == 28
-    (tmp_path / "config.json").write_text(json.dumps({"vision_config": {"patch_size": 14}}))  # InternVL: no merge
-    assert patch_grid(str(tmp_path)) == 28
+    (tmp_path / "config.json").write_text(json.dumps({"vision_config": {"patch_size": [14, 14]}}))  # InternVL
+    assert patch_grid(str(tmp_path)) is None  # no spatial merge: its processor tiles, no max_pixels to pass
 
 
 class FakeLLM:

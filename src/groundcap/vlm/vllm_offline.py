@@ -77,10 +77,11 @@ def max_pixels(max_image_side: int, patch_grid: int = 28) -> int:
     return side * side
 
 
-def patch_grid(model: str) -> int:
+def patch_grid(model: str) -> int | None:
     """The pixels per vision-token side of ``model`` (patch size x spatial merge: 28 for Qwen2/2.5-VL), from
-    its ``config.json`` in a local folder or the Hugging Face cache (never downloaded); 28 when neither
-    names both."""
+    its ``config.json`` in a local folder or the Hugging Face cache (never downloaded). ``None`` when the
+    config names no spatial merge (InternVL: its processor takes no ``max_pixels``, it tiles); 28 when there
+    is no config to read here."""
     path = Path(model) / "config.json"
     if not path.is_file():
         try:
@@ -89,13 +90,15 @@ def patch_grid(model: str) -> int:
             cached = try_to_load_from_cache(model, "config.json")
         except Exception:  # noqa: BLE001 - not a repo id, no cache: the default grid
             cached = None
-        path = Path(cached) if isinstance(cached, str) else path
+        if not isinstance(cached, str):
+            return 28
+        path = Path(cached)
     try:
         vision = json.loads(path.read_text()).get("vision_config") or {}
     except (OSError, ValueError, AttributeError):
-        vision = {}
+        return 28
     patch, merge = vision.get("patch_size"), vision.get("spatial_merge_size")
-    return patch * merge if isinstance(patch, int) and isinstance(merge, int) else 28
+    return patch * merge if isinstance(patch, int) and isinstance(merge, int) else None
 
 
 def parse_outputs(outputs: Sequence[Any]) -> list[ChatReply]:
@@ -202,7 +205,8 @@ class VllmChat(ChatEngine):
         kwargs = dict(self.llm_kwargs)
         mm = self.mm_processor_kwargs
         if mm is None:
-            mm = {"max_pixels": max_pixels(self.max_image_side, patch_grid(self.model))}
+            grid = patch_grid(self.model)
+            mm = {"max_pixels": max_pixels(self.max_image_side, grid)} if grid else {}
         if mm:
             kwargs["mm_processor_kwargs"] = mm
         return {"model": self.model, **kwargs, **self.llm_options}
