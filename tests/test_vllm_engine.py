@@ -9,6 +9,10 @@ how often, what vLLM was built with, JSON-constrained replies, stops at the turn
 errors recorded with their reasons. One engine serves the whole session (``engine_options`` below are
 the same for every backend, so they share it through ``groundcap.models``); the whole-run test and
 the close test start their own, since the runner frees models between stages.
+
+vLLM runs its engine core in a child process: forked on CPU by default, spawned where CUDA is up (or
+``VLLM_WORKER_MULTIPROC_METHOD=spawn``); both work under ``python -m pytest``, whose ``__main__`` is
+guarded, so the session fixture needs no ``if __name__ == "__main__"`` of its own.
 """
 
 from __future__ import annotations
@@ -297,6 +301,19 @@ def test_closed_then_a_new_engine_stops_at_the_turn_end_and_dies_for_real(tmp_pa
     assert is_fatal(dead.value), repr(dead.value)
     chat.close()
     assert chat._llm is None and before  # the engine processes were there, and close did not raise
+
+
+def test_torchvision_imports_beside_cpu_torch():
+    """PyPI's torchvision (a CUDA build) imports in .venv-vllm: the ``.pth`` defined the operator schemas its
+    C extension could not (or a CPU build's own extension did)."""
+    import sys
+
+    import torch
+    import torchvision
+
+    assert torch.version.cuda is None and torchvision.__version__
+    assert hasattr(torch.ops.torchvision, "nms")
+    assert "_groundcap_torchvision_ops" in sys.modules or torchvision.extension._has_ops()
 
 
 def test_engine_dead_stops_a_stage_with_one_error():
