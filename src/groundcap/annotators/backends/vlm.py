@@ -87,11 +87,25 @@ class VlmBackend:
         merged = {**cls.defaults, **options}  # type: ignore[attr-defined]
         return vlm_chat.engine_key(merged["engine"], merged["model"], merged["engine_options"])
 
-    def request(self, prompt: str, *images: np.ndarray) -> ChatRequest:
-        return ChatRequest(prompt, images, max_tokens=self.max_tokens, temperature=self.temperature, json_mode=True)
+    def request(self, prompt: str, *images: np.ndarray, schema: dict[str, Any] | None = None) -> ChatRequest:
+        """A JSON request; ``schema`` (the shape the prompt asks for) lets engines that decode under
+        constraints (vLLM) hold the reply to it."""
+        return ChatRequest(prompt, images, max_tokens=self.max_tokens, temperature=self.temperature, json_mode=True,
+                           json_schema=schema)
 
     def ask(self, requests: list[ChatRequest], validate) -> list[structured.Answer]:
         return structured.ask(self.chat, requests, validate, max_attempts=self.max_attempts)
+
+
+def text_schema(key: str) -> dict[str, Any]:
+    """The JSON schema of ``{"<key>": "<text>"}``, the reply ``text_field(key)`` accepts."""
+    return {"type": "object", "properties": {key: {"type": "string", "minLength": 1}}, "required": [key]}
+
+
+VERDICT_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["verdict", "reason"],
+    "properties": {"verdict": {"enum": ["accept", "reject"]}, "reason": {"type": "string"}},
+}
 
 
 def text_field(key: str):
@@ -134,7 +148,8 @@ class VlmCaptioner(VlmBackend, RegionCaptioner):
         flat = [(image, region) for image, regions in items for region in regions]
         shorts = self.ask(
             [self.request(self.prompts["region_short"].render(label=r.get("label") or ""),
-                          crop(image, tuple(r["bbox"]), self.crop_pad)) for image, r in flat],
+                          crop(image, tuple(r["bbox"]), self.crop_pad), schema=text_schema("short"))
+             for image, r in flat],
             text_field("short"),
         )
         captions = iter(self._detail(flat, [a.value for a in shorts], [a.error for a in shorts]))
@@ -147,7 +162,7 @@ class VlmCaptioner(VlmBackend, RegionCaptioner):
             [self.request(self.prompts["region_refine"].render(
                 short=by_id[r["region_id"]].short,
                 others="; ".join(json.dumps(by_id[o].short) for o in clashes[r["region_id"]])),
-                highlight(image, r, self.highlight)) for r in todo],
+                highlight(image, r, self.highlight), schema=text_schema("short")) for r in todo],
             text_field("short"),
         )
         refined = dict(zip((r["region_id"] for r in todo), self._detail(
@@ -161,7 +176,7 @@ class VlmCaptioner(VlmBackend, RegionCaptioner):
         asked = [i for i, s in enumerate(shorts) if s]
         answers = self.ask(
             [self.request(self.prompts["region_detailed"].render(short=shorts[i]),
-                          highlight(*flat[i], self.highlight)) for i in asked],
+                          highlight(*flat[i], self.highlight), schema=text_schema("detailed")) for i in asked],
             text_field("detailed"),
         )
         detailed = dict(zip(asked, answers, strict=True))
@@ -192,7 +207,8 @@ class VlmVerifier(VlmBackend, Verifier):
             flat += [(image, by_id[c.region_id], c) for c in captions]
         answers = self.ask(
             [self.request(self.prompts["verify_region"].render(detailed=c.detailed),
-                          highlight(image, region, self.highlight)) for image, region, c in flat],
+                          highlight(image, region, self.highlight), schema=VERDICT_SCHEMA)
+             for image, region, c in flat],
             _verdict,
         )
         out, start = [], 0
@@ -250,7 +266,8 @@ class VlmComposer(VlmBackend, SceneCaptioner):
                 out.append(SceneCaption(got[0].value))
             else:
                 pieces = "\n".join(f"[{p.name}] {a.value}" for p, a in zip(parts, got, strict=True))
-                fuses[k] = (self.request(self.prompts["scene_fuse"].render(parts=pieces), image), _grounded(set(short)),
+                fuses[k] = (self.request(self.prompts["scene_fuse"].render(parts=pieces), image,
+                                         schema=text_schema("caption")), _grounded(set(short)),
                             len(parts))
                 out.append(None)
         fused = self.ask([request for request, _, _ in fuses.values()], [check for _, check, _ in fuses.values()])
@@ -270,7 +287,7 @@ class VlmComposer(VlmBackend, SceneCaptioner):
             lines.append(f"- r{r['region_id']} {box}: {short[r['region_id']]}")
         view = "the whole photo" if part.name == "whole image" else f"the {part.name} of a larger photo"
         prompt = self.prompts["scene"].render(view=view, regions="\n".join(lines) or "(none)")
-        return self.request(prompt, image[y:y + h, x:x + w])
+        return self.request(prompt, image[y:y + h, x:x + w], schema=text_schema("caption"))
 
 
 def _grounded(allowed: set[int]):
