@@ -263,3 +263,12 @@ def test_the_gpu_profile_keeps_the_captioners_vllm_engine_for_the_scene_stage():
                  for b in regions.backends(p) if b.step == "region_captioner"]
     assert scene.reuses(params.subset(p, (*scene.params, "engine"))) == frozenset(captioner)
     assert not pipeline.get("crosscheck").reuses(p) & frozenset(captioner)  # another model there
+
+
+def test_a_release_nobody_passed_stops_with_the_reasons_not_an_empty_card(project):
+    from groundcap.errors import ReleaseError
+
+    with pytest.raises(ReleaseError, match=r"no image is released \(12 x failed QA\): see reports/qa.json"):
+        runner.run_all(Context(project, _sample_params(qa__min_regions=1000), progress=False),
+                       ("ingest", *MAP_STAGES, "dedup", "split", "build"))
+    assert not (project / "release").exists()

@@ -11,13 +11,14 @@ release folders are written by ``builders.write_release``, in ``engine.build_wor
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 
 from groundcap import parts
 from groundcap.audit import verdicts
 from groundcap.builders import write_release
 from groundcap.builders.columns import INPUTS, join_part, to_records
-from groundcap.errors import AuditError
+from groundcap.errors import AuditError, ReleaseError
 from groundcap.stage import Context, Stage
 
 
@@ -25,6 +26,13 @@ def run(ctx: Context) -> None:
     result = verdicts.gate(ctx.root, ctx.params)
     if not result.ok:
         raise AuditError(f"release refused by the audit gate: {result.message}")
+    left_out = Counter()
+    for index in parts.list_parts(ctx.work("split")):
+        left_out.update(r["reason"] for r in parts.read_part(ctx.work("split"), index, ["split", "reason"]))
+    if None not in left_out:  # no image has a split: a card could declare no config, a loader would find nothing
+        reasons = "; ".join(f"{n} x {reason}" for reason, n in left_out.most_common(5))
+        raise ReleaseError(f"no image is released ({reasons}): see reports/qa.json for why QA failed them, and "
+                           "loosen the qa thresholds (or set a check's action to flag) if they are too strict")
     ctx.release.mkdir(parents=True, exist_ok=True)
     write_release(ctx.work("ingest").parent, ctx.release, ctx.params, verdicts.human_test(ctx.root, ctx.params),
                   workers=ctx.params["engine"]["build_workers"], progress=ctx.progress)
