@@ -58,31 +58,24 @@ def photos(n: int) -> list[np.ndarray]:
 
 # --- real-size checkpoints (random weights) --------------------------------------------------------
 
-def _on(device: str):
-    """Build weights straight on ``device`` (a 7B model initialised on the CPU would take minutes)."""
-    return torch.device(device)
-
-
 def real_clip(folder: Path, device: str) -> str:
     tok = tiny_hf.clip_tokenizer(77)
-    text = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
-            "vocab_size": len(tok), "max_position_embeddings": 77, "bos_token_id": tok.bos_token_id,
-            "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    text = {**tiny_hf.clip_text(tok, 77), "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+            "num_attention_heads": 12}
     vision = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
               "image_size": 224, "patch_size": 14}
-    with _on(device):
+    with torch.device(device):  # weights built straight there: a 7B model initialised on the CPU takes minutes
         model = tf.CLIPModel(tf.CLIPConfig(text_config=text, vision_config=vision, projection_dim=768))
     return tiny_hf.save(folder, model, tf.CLIPImageProcessorPil(), tok)
 
 
 def real_owlv2(folder: Path, device: str) -> str:
     tok = tiny_hf.clip_tokenizer(16)
-    text = {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 8,
-            "vocab_size": len(tok), "max_position_embeddings": 16, "bos_token_id": tok.bos_token_id,
-            "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    text = {**tiny_hf.clip_text(tok, 16), "hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
+            "num_attention_heads": 8}
     vision = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
               "image_size": 960, "patch_size": 16}
-    with _on(device):
+    with torch.device(device):
         model = tf.Owlv2ForObjectDetection(tf.Owlv2Config(text_config=text, vision_config=vision, projection_dim=512))
     return tiny_hf.save(folder, model, tf.Owlv2ImageProcessorPil(), tok)
 
@@ -95,7 +88,7 @@ def real_grounding_dino(folder: Path, device: str) -> str:
             "num_attention_heads": 12, "intermediate_size": 3072, "max_position_embeddings": 512}
     config = tf.GroundingDinoConfig(backbone_config=swin, text_config=bert, d_model=256, encoder_layers=6,
                                     decoder_layers=6, num_queries=900, max_text_len=256)
-    with _on(device):
+    with torch.device(device):
         model = tf.GroundingDinoForObjectDetection(config)
     return tiny_hf.save(folder, model, tf.GroundingDinoImageProcessorPil(), tok)
 
@@ -104,7 +97,7 @@ def real_sam(folder: Path, device: str) -> str:
     vision = tf.SamVisionConfig(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16,
                                 global_attn_indexes=[7, 15, 23, 31], output_channels=256, image_size=1024,
                                 patch_size=16, window_size=14, num_pos_feats=128)
-    with _on(device):
+    with torch.device(device):
         model = tf.SamModel(tf.SamConfig(vision_config=vision))
     return tiny_hf.save(folder, model, tf.SamImageProcessorPil())
 
@@ -121,7 +114,7 @@ def real_vlm(folder: Path, device: str) -> str:
                           pad_token_id=ids["<pad>"], bos_token_id=ids["<s>"], eos_token_id=ids["</s>"])
     config = tf.LlavaConfig(vision_config=vision, text_config=text, image_token_index=ids["<image>"],
                             image_seq_length=(336 // 14) ** 2, vision_feature_layer=-2)
-    with _on(device):
+    with torch.device(device):
         model = tf.LlavaForConditionalGeneration(config).to(torch.bfloat16)
     model.save_pretrained(folder)
     from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil

@@ -29,7 +29,7 @@ def clip_tokenizer(max_length: int) -> tf.CLIPTokenizer:
     return tf.CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[], model_max_length=max_length)
 
 
-def _clip_text(tokenizer: tf.CLIPTokenizer, max_length: int) -> dict:
+def clip_text(tokenizer: tf.CLIPTokenizer, max_length: int) -> dict:
     ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
            "pad_token_id": tokenizer.pad_token_id}
     return {"vocab_size": len(tokenizer), "max_position_embeddings": max_length, **ids}
@@ -64,7 +64,7 @@ def _two_tower(text_config: dict, vision_config: dict) -> dict:
 def build_clip(folder: Path) -> str:
     torch.manual_seed(0)
     tokenizer = clip_tokenizer(64)
-    config = tf.CLIPConfig(**_two_tower(_clip_text(tokenizer, 64), {"image_size": 32, "patch_size": 8}))
+    config = tf.CLIPConfig(**_two_tower(clip_text(tokenizer, 64), {"image_size": 32, "patch_size": 8}))
     processor = tf.CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     return save(folder, tf.CLIPModel(config).eval(), processor, tokenizer)
 
@@ -72,7 +72,7 @@ def build_clip(folder: Path) -> str:
 def build_owlv2(folder: Path) -> str:
     torch.manual_seed(0)
     tokenizer = clip_tokenizer(32)
-    config = tf.Owlv2Config(**_two_tower(_clip_text(tokenizer, 32), {"image_size": 32, "patch_size": 8}))
+    config = tf.Owlv2Config(**_two_tower(clip_text(tokenizer, 32), {"image_size": 32, "patch_size": 8}))
     processor = tf.Owlv2ImageProcessorPil(size={"height": 32, "width": 32})
     return save(folder, tf.Owlv2ForObjectDetection(config).eval(), processor, tokenizer)
 

@@ -43,15 +43,11 @@ CHAT_TEMPLATE = (
 
 
 def build_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + sorted(alphabet))}
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>",
+    from tiny_vlm import byte_level_bpe
+
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=byte_level_bpe(SPECIALS), eos_token="<|endoftext|>",
                                         pad_token="<|endoftext|>")
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIALS[1:]})
     tokenizer.chat_template = CHAT_TEMPLATE

@@ -24,16 +24,23 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer():
-    """Byte-level BPE over the 256 byte symbols, special tokens first (ids 0-3)."""
+def byte_level_bpe(specials: list[str]):
+    """A ``tokenizers`` byte-level BPE over the 256 byte symbols with no merges, ``specials`` first: it
+    encodes any text, one token a byte (the tiny VLMs' tokenizers are built on it)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + sorted(alphabet))}
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend = Tokenizer(models.BPE(vocab={tok: i for i, tok in enumerate(specials + sorted(alphabet))}, merges=[]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
+    return backend
+
+
+def build_tokenizer():
+    """LLaVA's: the byte-level BPE with its special tokens first (ids 0-3)."""
+    from transformers import PreTrainedTokenizerFast
+
+    backend = byte_level_bpe(SPECIALS)
     return PreTrainedTokenizerFast(
         tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
         extra_special_tokens={"image_token": "<image>"},
