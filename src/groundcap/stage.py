@@ -15,7 +15,7 @@ lifecycle: ``setup`` once per worker (it loads the models), ``process_batch`` ov
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,7 +32,6 @@ class Context:
     root: Path
     params: dict[str, Any]
     progress: bool = True
-    notes: list[str] = field(default_factory=list)
     stages: tuple[Stage, ...] = ()
 
     def work(self, stage: str) -> Path:
@@ -48,8 +47,7 @@ class Context:
 
     def restricted(self, stage: Stage) -> Context:
         """The same run with only the params ``stage`` declares (and ``engine``)."""
-        return Context(self.root, subset(self.params, (*stage.params, "engine")), self.progress, self.notes,
-                       self.stages)
+        return Context(self.root, subset(self.params, (*stage.params, "engine")), self.progress, self.stages)
 
 
 @dataclass(frozen=True)
