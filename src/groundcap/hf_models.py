@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from groundcap.errors import ParamsError
@@ -120,3 +121,18 @@ def xyxy_to_xywh(box) -> tuple[float, float, float, float]:
 def xywh_to_xyxy(box) -> tuple[float, float, float, float]:
     x, y, w, h = (float(v) for v in box)
     return (x, y, x + w, y + h)
+
+
+def local_config(model: str) -> Path | None:
+    """``config.json`` of ``model`` on this machine (a local folder, or a Hub repo in the Hugging Face
+    cache), never downloaded; None when it is not here."""
+    path = Path(model) / "config.json"
+    if path.is_file():
+        return path
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model, "config.json")
+    except Exception:  # noqa: BLE001 - not a repo id, no cache
+        return None
+    return Path(cached) if isinstance(cached, str) else None

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from groundcap.annotators import registry
 from groundcap.errors import BackendUnavailable
+from groundcap.hf_models import local_config
 from groundcap.params import subset
 from groundcap.stage import MapStage, Stage
 
@@ -49,9 +50,7 @@ def model_state(model: str) -> tuple[bool, str]:
     """Whether ``model`` can be loaded here without a download, and how."""
     if Path(model).is_dir():
         return True, f"local folder {model}"
-    from huggingface_hub import try_to_load_from_cache
-
-    if isinstance(try_to_load_from_cache(model, "config.json"), str):
+    if local_config(model) is not None:
         return True, "in the Hugging Face cache"
     if os.environ.get("HF_HUB_OFFLINE"):
         return False, "not in the Hugging Face cache and HF_HUB_OFFLINE is set: run `groundcap models fetch` " \

@@ -112,9 +112,8 @@ class MapStage(Stage):
         ray = params["engine"]["ray"]
         gpus = (ray.get("num_gpus") or {}).get(self.name)
         if gpus is None:
-            gpus = 1.0 if any(registry.info(b.step, b.name).device == "gpu"
-                              and registry.info(b.step, b.name).cls.uses_gpu(b.options)
-                              for b in self.backends(params)) else 0.0
+            infos = [(registry.info(b.step, b.name), b.options) for b in self.backends(params)]
+            gpus = 1.0 if any(info.device == "gpu" and info.cls.uses_gpu(options) for info, options in infos) else 0.0
         return Resources(cpus=float(ray["num_cpus"]), gpus=float(gpus))
 
     def setup(self, params: dict[str, Any]) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+from groundcap import hf_models
 from groundcap.errors import BackendUnavailable, is_fatal
 from groundcap.vlm.chat import ChatEngine, ChatReply, ChatRequest, brief, openai_messages
 
@@ -82,17 +82,9 @@ def patch_grid(model: str) -> int | None:
     its ``config.json`` in a local folder or the Hugging Face cache (never downloaded). ``None`` when the
     config names no spatial merge (InternVL: its processor takes no ``max_pixels``, it tiles); 28 when there
     is no config to read here."""
-    path = Path(model) / "config.json"
-    if not path.is_file():
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(model, "config.json")
-        except Exception:  # noqa: BLE001 - not a repo id, no cache: the default grid
-            cached = None
-        if not isinstance(cached, str):
-            return 28
-        path = Path(cached)
+    path = hf_models.local_config(model)
+    if path is None:
+        return 28
     try:
         vision = json.loads(path.read_text()).get("vision_config") or {}
     except (OSError, ValueError, AttributeError):
