@@ -225,7 +225,7 @@ def test_token_is_never_printed(hub_runs):
     for run in runs:
         assert TOKEN not in run.stdout + run.stderr, run.args
     echoed = hub_runs["server_error"].runs[0]
-    assert echoed.returncode == 2 and "500" in echoed.stderr and "Bearer ***" in echoed.stderr
+    assert echoed.returncode == 2 and "500" in echoed.stderr and "Authorization: ***" in echoed.stderr
     debug = hub_runs["server_error_debug"].runs[0]
     assert debug.returncode == 1 and "PublishError" in debug.stderr and "Traceback" in debug.stderr
     assert "During handling" not in debug.stderr and "direct cause" not in debug.stderr

@@ -10,18 +10,12 @@ whose message holds no credential and which chains nothing (the original may car
 from __future__ import annotations
 
 import glob
-import re
 
+from groundcap.credentials import redact
 from groundcap.publish.plan import Plan, PublishError
 
 DATASET = "dataset"
-_BEARER = re.compile(r"Bearer\s+\S+", re.IGNORECASE)
 _CONFLICT = 409
-
-
-def redact(text: str, token: str) -> str:
-    """``text`` with the token, and any bearer credential, replaced by ``***``."""
-    return _BEARER.sub("Bearer ***", text.replace(token, "***"))
 
 
 def token() -> str:

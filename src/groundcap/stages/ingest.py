@@ -23,9 +23,10 @@ def run(ctx: Context) -> None:
     seen: dict[str, str] = {}
     batch: list[dict] = []
     index = 0
-    for name, read in tqdm(iter_source(ctx.params["source"]), desc="ingest", unit="file", disable=not ctx.progress):
+    for item in tqdm(iter_source(ctx.params["source"]), desc="ingest", unit="file", disable=not ctx.progress):
+        name = item.name
         try:
-            record = ingest.validate(_read(read, limits.max_bytes), limits)
+            record = ingest.validate(_read(item.read, limits.max_bytes), limits)
         except ingest.Rejected as why:
             rejects.append({"path": name, "stage": "ingest", "reason": str(why)})
             continue

@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from email.message import Message
 from typing import Any
 
+from groundcap.credentials import redact
 from groundcap.errors import ParamsError
 from groundcap.vlm.chat import ChatEngine, ChatReply, ChatRequest, brief, openai_messages
 
@@ -157,8 +158,7 @@ class OpenAIChat(ChatEngine):
 
     def _redact(self, text: str) -> str:
         """``text`` with the API key blanked, should a server or proxy have echoed it."""
-        key = os.environ.get(self.api_key_env)
-        return text.replace(key, "***") if key else text
+        return redact(text, os.environ.get(self.api_key_env))
 
 
 def _parse_completion(payload: bytes) -> ChatReply:

@@ -1,24 +1,15 @@
-"""Where images come from: a folder (recursive), a text file of paths/URLs, or the bundled sample.
-
-A source yields ``(name, read)`` pairs in a stable order; ``name`` is what reports show (relative to
-the folder, or the line of the list file) and ``read(limit)`` returns at most ``limit`` bytes, so a
-huge file is refused without being read whole.
-"""
+"""File sources: a folder (recursive), a text file of paths/URLs, or the bundled sample."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
 
 from groundcap import sample
 from groundcap.errors import SourceError
-
-Reader = Callable[[int], bytes]
-
-
-__all__ = ["SourceError", "iter_source"]
+from groundcap.sources.entry import Reader, SourceFile
 
 
 def _reader(url: str) -> Reader:
@@ -29,11 +20,11 @@ def _reader(url: str) -> Reader:
     return read
 
 
-def iter_source(source: str) -> Iterator[tuple[str, Reader]]:
+def iter_files(source: str) -> Iterator[SourceFile]:
     """Files of ``source`` in a deterministic order."""
     if source == sample.PREFIX:
         for path in sample.paths():
-            yield f"{sample.PREFIX}{path.name}", _reader(str(path))
+            yield SourceFile(f"{sample.PREFIX}{path.name}", _reader(str(path)))
         return
     if "://" in source and not source.startswith("file://"):
         raise SourceError(f"{source!r}: a remote source must be a text file listing image URLs, one per line")
@@ -41,7 +32,7 @@ def iter_source(source: str) -> Iterator[tuple[str, Reader]]:
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path)))
         for p in files:
-            yield p.relative_to(path).as_posix(), _reader(str(p))
+            yield SourceFile(p.relative_to(path).as_posix(), _reader(str(p)))
     elif path.is_file():
         yield from _iter_list(path)
     else:
@@ -52,7 +43,7 @@ def _hidden(rel: Path) -> bool:
     return any(part.startswith(".") for part in rel.parts)
 
 
-def _iter_list(path: Path) -> Iterator[tuple[str, Reader]]:
+def _iter_list(path: Path) -> Iterator[SourceFile]:
     """A text file with one path or URL per line; blank lines and '#' comments are skipped."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -63,4 +54,4 @@ def _iter_list(path: Path) -> Iterator[tuple[str, Reader]]:
         if not entry or entry.startswith("#"):
             continue
         url = entry if "://" in entry else str((path.parent / entry) if not Path(entry).is_absolute() else entry)
-        yield entry, _reader(url)
+        yield SourceFile(entry, _reader(url))
