@@ -153,6 +153,15 @@ class StrList(Check):
             _say(problems, path, value, f"expected {want}{self._null()}")
 
 
+class Protocols(Check):
+    """fsspec protocol names, lower case (``file`` for local paths)."""
+
+    def check(self, value, path, problems, params):
+        if not isinstance(value, list) or not all(isinstance(v, str) and re.fullmatch(r"[a-z][a-z0-9+.-]*", v)
+                                                  for v in value):
+            _say(problems, path, value, "expected a list of lower-case protocol names, e.g. [file, http, https, s3]")
+
+
 class Regex(Check):
     nullable = True
 
@@ -281,6 +290,14 @@ SCHEMA: dict[str, Any] = {
         "max_pixels": Int(1),
         "max_bytes": Int(1),
         "animated": Enum("first_frame", "reject"),
+        "source_policy": {
+            "protocols": Protocols(),
+            "follow_links": Bool(),
+            "file_timeout_s": Num(0, open_low=True),
+            "connect_timeout_s": Num(0, open_low=True),
+            "read_timeout_s": Num(0, open_low=True),
+            "workers": Int(1, 64),
+        },
     },
     "tag": {
         "taggers": Backend("tagger", many=True),

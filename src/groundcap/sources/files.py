@@ -1,49 +1,100 @@
-"""File sources: a folder (recursive), a text file of paths/URLs, or the bundled sample."""
+"""File sources: a folder (recursive), a text file of paths/URLs, or the bundled sample.
+
+Every entry found becomes a :class:`SourceFile`; what the source policy will not read (a FIFO, a device,
+a dangling link, a link out of the folder, a refused protocol) is one too, with ``refused`` set, so it
+gets its row in ``reports/rejects.parquet`` instead of being skipped or opened.
+"""
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import fsspec
 
 from groundcap import sample
+from groundcap.credentials import redact
 from groundcap.errors import SourceError
+from groundcap.sources import http, local
 from groundcap.sources.entry import Reader, SourceFile
+from groundcap.sources.policy import KEY, LOCAL, SourcePolicy, protocol_of
 
 
-def _reader(url: str) -> Reader:
-    def read(limit: int) -> bytes:
-        with fsspec.open(url, "rb") as fh:
-            return fh.read(limit)
-
-    return read
-
-
-def iter_files(source: str) -> Iterator[SourceFile]:
+def iter_files(source: str, policy: SourcePolicy) -> Iterator[SourceFile]:
     """Files of ``source`` in a deterministic order."""
     if source == sample.PREFIX:
         for path in sample.paths():
-            yield SourceFile(f"{sample.PREFIX}{path.name}", _reader(str(path)))
+            yield SourceFile(f"{sample.PREFIX}{path.name}", local.reader(str(path)))
         return
     if "://" in source and not source.startswith("file://"):
         raise SourceError(f"{source!r}: a remote source must be a text file listing image URLs, one per line")
     path = Path(source.removeprefix("file://"))
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path)))
-        for p in files:
-            yield SourceFile(p.relative_to(path).as_posix(), _reader(str(p)))
+        yield from _iter_folder(path, policy)
     elif path.is_file():
-        yield from _iter_list(path)
+        yield from _iter_list(path, policy)
     else:
         raise SourceError(f"source {source!r} is neither a folder, a list file, nor '{sample.PREFIX}'")
 
 
-def _hidden(rel: Path) -> bool:
-    return any(part.startswith(".") for part in rel.parts)
+def _iter_folder(root: Path, policy: SourcePolicy) -> Iterator[SourceFile]:
+    """Every non-hidden entry under ``root``, sorted by relative path; links are resolved once, here."""
+    found = sorted(_walk(root, policy.follow_links), key=lambda entry: entry[0].parts)
+    for rel, path, refused in found:
+        if refused:
+            yield SourceFile(rel.as_posix(), refused=refused)
+        else:
+            yield SourceFile(rel.as_posix(), local.reader(path, follow=False))
 
 
-def _iter_list(path: Path) -> Iterator[SourceFile]:
+def _walk(root: Path, follow_links: bool) -> Iterator[tuple[PurePosixPath, str, str | None]]:
+    """``(relative path, real path to read, refusal)`` for each entry; folders linked to are entered only
+    when ``follow_links`` (once each, so a link loop ends)."""
+    root_real = os.path.realpath(root)
+    entered = {root_real}
+    stack: list[tuple[str, PurePosixPath]] = [(str(root), PurePosixPath())]
+    while stack:
+        folder, rel = stack.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = list(listing)
+        except OSError as exc:
+            yield rel, folder, f"cannot list this folder: {exc.strerror or type(exc).__name__}"
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            name = rel / entry.name
+            if entry.is_dir(follow_symlinks=False):
+                stack.append((entry.path, name))
+            elif not entry.is_symlink():
+                yield name, entry.path, local.not_regular(entry.stat(follow_symlinks=False).st_mode)
+            else:
+                target = os.path.realpath(entry.path)
+                try:
+                    mode = os.stat(target).st_mode
+                except OSError:
+                    yield name, target, "a dangling link: its target does not exist"
+                    continue
+                if not stat.S_ISDIR(mode) and not stat.S_ISREG(mode):
+                    yield name, target, local.not_regular(mode, link=True)
+                elif not follow_links and os.path.commonpath([root_real, target]) != root_real:
+                    yield name, target, f"a link out of the source folder; not followed ({KEY}.follow_links: false)"
+                elif stat.S_ISDIR(mode):
+                    if not follow_links:
+                        yield name, target, f"a link to a folder; not followed ({KEY}.follow_links: false)"
+                    elif target in entered:
+                        yield name, target, "a link to a folder already listed (a loop); not followed"
+                    else:
+                        entered.add(target)
+                        stack.append((target, name))
+                else:
+                    yield name, target, None
+
+
+def _iter_list(path: Path, policy: SourcePolicy) -> Iterator[SourceFile]:
     """A text file with one path or URL per line; blank lines and '#' comments are skipped."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -53,5 +104,29 @@ def _iter_list(path: Path) -> Iterator[SourceFile]:
         entry = line.strip()
         if not entry or entry.startswith("#"):
             continue
-        url = entry if "://" in entry else str((path.parent / entry) if not Path(entry).is_absolute() else entry)
-        yield SourceFile(entry, _reader(url))
+        name = redact(entry)  # a signed URL or user:password@ must not reach the tables or the release
+        refused = policy.refusal(entry)
+        if refused:
+            yield SourceFile(name, refused=refused)
+            continue
+        protocol = protocol_of(entry)
+        if protocol == LOCAL:
+            local_path = entry.removeprefix("file://")
+            local_path = str(path.parent / local_path) if not Path(local_path).is_absolute() else local_path
+            refused = local.refusal(local_path)
+            yield SourceFile(name, refused=refused) if refused else SourceFile(name, local.reader(local_path))
+        elif protocol in ("http", "https"):
+            yield SourceFile(name, http.reader(entry, policy))
+        else:
+            yield SourceFile(name, _fsspec_reader(entry))
+
+
+def _fsspec_reader(url: str) -> Reader:
+    """A protocol the policy names (s3, gs, hf, ...): fsspec with its own credentials, bounded by
+    ``file_timeout_s``."""
+
+    def read(limit: int) -> bytes:
+        with fsspec.open(url, "rb") as fh:
+            return fh.read(limit)
+
+    return read

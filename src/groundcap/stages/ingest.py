@@ -6,8 +6,9 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from groundcap import ingest, parts, schema
+from groundcap.credentials import redact
 from groundcap.errors import SourceError
-from groundcap.sources import iter_source
+from groundcap.sources import Refused, SourcePolicy, fetch, iter_source
 from groundcap.stage import Context, Stage
 
 
@@ -17,22 +18,27 @@ class NoImages(SourceError):
 
 def run(ctx: Context) -> None:
     limits = ingest.Limits.from_params(ctx.params["ingest"])
+    policy = SourcePolicy.from_params(ctx.params["ingest"])
     part_size = int(ctx.params["part_size"])
     out = parts.reset_dir(ctx.work("ingest"))
     rejects: list[dict] = []
     seen: dict[str, str] = {}
     batch: list[dict] = []
     index = 0
-    for item in tqdm(iter_source(ctx.params["source"]), desc="ingest", unit="file", disable=not ctx.progress):
+    # one byte over max_bytes tells an over-size file without reading it whole
+    files = fetch(iter_source(ctx.params["source"], policy), policy, limits.max_bytes + 1)
+    for item, data in tqdm(files, desc="ingest", unit="file", disable=not ctx.progress):
         name = item.name
         try:
-            record = ingest.validate(_read(item.read, limits.max_bytes), limits)
+            if isinstance(data, Exception):
+                raise ingest.Rejected(_why(data))
+            record = ingest.validate(data, limits)
         except ingest.Rejected as why:
-            rejects.append({"path": name, "stage": "ingest", "reason": str(why)})
+            rejects.append(_reject(name, str(why)))
             continue
         image_id = ingest.image_id(record["bytes"])
         if image_id in seen:
-            rejects.append({"path": name, "stage": "ingest", "reason": f"exact duplicate of {seen[image_id]}"})
+            rejects.append(_reject(name, f"exact duplicate of {seen[image_id]}"))
             continue
         seen[image_id] = name
         batch.append({"image_id": image_id, "source_path": name, **record})
@@ -58,12 +64,14 @@ class IngestStage(Stage):
     run = staticmethod(run)
 
 
-def _read(read, max_bytes: int) -> bytes:
-    """Read at most max_bytes + 1 bytes (one more tells an over-size file); I/O errors are rejections."""
-    try:
-        return read(max_bytes + 1)
-    except Exception as exc:
-        raise ingest.Rejected(f"cannot read: {type(exc).__name__}: {exc}") from None
+def _why(exc: Exception) -> str:
+    """A refused or failed read as a reject reason."""
+    return str(exc) if isinstance(exc, Refused) else f"cannot read: {type(exc).__name__}: {exc}"
+
+
+def _reject(name: str, reason: str) -> dict:
+    """A rejects row; servers echo request headers into errors, so no credential may pass into it."""
+    return {"path": redact(name), "stage": "ingest", "reason": redact(reason)}
 
 
 STAGE = IngestStage()

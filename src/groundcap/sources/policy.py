@@ -1,0 +1,98 @@
+"""What a source nobody vetted may make ingest do (``ingest.source_policy``; README, "Source policy").
+
+Which protocols list entries may use (cloud and Hub protocols fetch with this machine's credentials, so
+they are refused unless named), whether a folder's links may lead out of it, how long one file and one
+request may take, and how many files are read at once. Every source kind reads through :func:`fetch`:
+at most ``workers`` reads run at a time, each on its own daemon thread bounded by ``file_timeout_s``
+(a read that hangs anyway is abandoned, never waited for), and results come back in the order the
+source listed them, so ids, parts and rejects are those of a sequential read.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from groundcap.sources.entry import Refused, SourceFile
+
+LOCAL = "file"
+KEY = "ingest.source_policy"
+
+
+@dataclass(frozen=True)
+class SourcePolicy:
+    protocols: tuple[str, ...] = (LOCAL, "http", "https")
+    follow_links: bool = False
+    file_timeout_s: float = 120.0
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 30.0
+    workers: int = 8
+
+    @classmethod
+    def from_params(cls, ingest: dict) -> SourcePolicy:
+        """From the ``ingest`` params section (its ``source_policy`` subsection)."""
+        p = ingest["source_policy"]
+        return cls(tuple(p["protocols"]), bool(p["follow_links"]), float(p["file_timeout_s"]),
+                   float(p["connect_timeout_s"]), float(p["read_timeout_s"]), int(p["workers"]))
+
+    def refusal(self, entry: str) -> str | None:
+        """Why a list entry's protocol is refused, or None when the policy allows it."""
+        protocol = protocol_of(entry)
+        if protocol in self.protocols:
+            return None
+        return (f"protocol {protocol!r} is not allowed ({KEY}.protocols: {', '.join(self.protocols)}); "
+                f"name it there to fetch such entries with this machine's credentials")
+
+
+def protocol_of(entry: str) -> str:
+    """``file`` for a local path, else the outermost fsspec protocol (``simplecache::s3://..`` is ``simplecache``)."""
+    head = entry.split("::", 1)[0]
+    if "://" in head:
+        return head.split("://", 1)[0].lower()
+    return head.lower() if "::" in entry else LOCAL
+
+
+class _Read:
+    """One file's read, started at once on a daemon thread (a hung one never blocks the interpreter's exit)."""
+
+    def __init__(self, item: SourceFile, limit: int, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.deadline = time.monotonic() + timeout_s
+        self.done = threading.Event()
+        self.value: bytes | Exception = Refused("not read")
+        threading.Thread(target=self._run, args=(item, limit), name="groundcap-fetch", daemon=True).start()
+
+    def _run(self, item: SourceFile, limit: int) -> None:
+        try:
+            self.value = item.read(limit)
+        except Exception as exc:  # every failure is this file's rejection, recorded with its reason
+            self.value = exc
+        finally:
+            self.done.set()
+
+    def result(self) -> bytes | Exception:
+        if self.done.wait(max(0.0, self.deadline - time.monotonic())):
+            return self.value
+        return Refused(f"no complete read within {KEY}.file_timeout_s={self.timeout_s:g} s; abandoned")
+
+
+Fetched = tuple[SourceFile, bytes | Exception]
+
+
+def fetch(items: Iterable[SourceFile], policy: SourcePolicy, limit: int) -> Iterator[Fetched]:
+    """``(item, bytes or the exception that refused it)`` for each item, in the items' order; at most
+    ``policy.workers`` reads in flight, each returning at most ``limit`` bytes."""
+    window: deque[tuple[SourceFile, _Read | None]] = deque()
+    for item in items:
+        window.append((item, None if item.refused else _Read(item, limit, policy.file_timeout_s)))
+        if len(window) >= policy.workers:
+            yield _result(*window.popleft())
+    while window:
+        yield _result(*window.popleft())
+
+
+def _result(item: SourceFile, read: _Read | None) -> Fetched:
+    return item, (read.result() if read else Refused(item.refused or "refused"))
