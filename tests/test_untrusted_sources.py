@@ -89,6 +89,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
+        if self.path.startswith("/redirect?to="):
+            self.send_response(302)
+            self.send_header("Location", self.path.split("=", 1)[1])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if self.path.lstrip("/") in self.files:
             body = self.files[self.path.lstrip("/")]
             self.send_response(200)
@@ -241,6 +247,16 @@ def test_no_credential_an_endpoint_echoes_reaches_the_rejects(tmp_path, monkeypa
     assert userinfo.startswith("HTTP 401") and "Authorization: ***" in userinfo
     hub = rejects["hf://datasets/org/private/c.png"]
     assert "401" in hub and "authorization: ***" in hub.lower()
+
+
+@pytest.mark.timeout(30)
+def test_a_redirect_to_another_host_does_not_carry_the_credentials(tmp_path):
+    with _server() as first, _server() as second:
+        other = second.replace("127.0.0.1", "localhost")  # another host name for the same loopback
+        url = f"http://someone:{TOKEN}@{first.removeprefix('http://')}/redirect?to={other}/a.png"
+        (_, data), = fetch(iter_source_list(tmp_path, [url]), SourcePolicy(), 1000)
+    assert str(data).startswith("HTTP 401") and "localhost" in str(data)  # the echo of the second host
+    assert "Authorization" not in str(data)
 
 
 # --- finding 8 ----------------------------------------------------------------------------------------

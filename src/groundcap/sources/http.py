@@ -132,11 +132,21 @@ class _Handler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
         return self.do_open(_TimedHTTPS, req, context=self._context, **self.times)
 
 
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects (http(s) only), never carrying the entry's credentials to another host."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urllib.parse.urlsplit(newurl).hostname != urllib.parse.urlsplit(req.full_url).hostname:
+            new.remove_header("Authorization")
+        return new
+
+
 def _opener(policy: SourcePolicy) -> urllib.request.OpenerDirector:
     """Proxies from the environment, redirects among http(s) only (no ftp, file or data handler)."""
     opener = urllib.request.OpenerDirector()
     for handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(), _Handler(policy),
-                    urllib.request.HTTPDefaultErrorHandler(), urllib.request.HTTPRedirectHandler(),
+                    urllib.request.HTTPDefaultErrorHandler(), _Redirects(),
                     urllib.request.HTTPErrorProcessor()):
         opener.add_handler(handler)
     return opener
