@@ -40,7 +40,8 @@ def get(url: str, policy: SourcePolicy, limit: int) -> bytes:
     if parts.username is not None:  # user:password@host is sent as basic auth, never as part of the host
         pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
         headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
-        netloc = host if parts.port is None else f"{host}:{parts.port}"
+        netloc = f"[{host}]" if ":" in host else host
+        netloc = netloc if parts.port is None else f"{netloc}:{parts.port}"
         url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
     deadline = time.monotonic() + policy.file_timeout_s
     try:

@@ -62,7 +62,7 @@ class _Read:
         self.timeout_s = timeout_s
         self.deadline = time.monotonic() + timeout_s
         self.done = threading.Event()
-        self.value: bytes | Exception = Refused("not read")
+        self.value: bytes | Exception = b""  # set by the thread before ``done``
         threading.Thread(target=self._run, args=(item, limit), name="groundcap-fetch", daemon=True).start()
 
     def _run(self, item: SourceFile, limit: int) -> None:
@@ -95,4 +95,4 @@ def fetch(items: Iterable[SourceFile], policy: SourcePolicy, limit: int) -> Iter
 
 
 def _result(item: SourceFile, read: _Read | None) -> Fetched:
-    return item, (read.result() if read else Refused(item.refused or "refused"))
+    return item, (read.result() if read else Refused(item.refused))
