@@ -306,3 +306,17 @@ def test_a_download_over_max_bytes_is_refused_from_its_announced_size(tmp_path):
 def iter_source_list(tmp_path: Path, entries: list[str]):
     (tmp_path / "list.txt").write_text("\n".join(entries) + "\n")
     return iter_source(str(tmp_path / "list.txt"))
+
+
+def test_the_policy_is_checked_at_load_and_left_out_of_the_params_hash():
+    p = _params("sample:")
+    bad = copy.deepcopy(p)
+    bad["ingest"]["source_policy"].update(protocols=["S3"], workers=0, file_timeout_s=0)
+    with pytest.raises(params.ParamsError) as err:
+        params.params_schema.check(bad)
+    for key in ("protocols", "workers", "file_timeout_s"):
+        assert f"ingest.source_policy.{key}" in str(err.value)
+    opened = copy.deepcopy(p)
+    opened["ingest"]["source_policy"].update(protocols=["file", "s3"], follow_links=True)
+    assert params.digest(params.content(opened)) == params.digest(params.content(p))
+    assert params.content(p)["ingest"]["max_bytes"] == p["ingest"]["max_bytes"]
