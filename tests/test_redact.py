@@ -196,3 +196,36 @@ def test_the_open_vocabulary_path_blurs_what_a_tiny_grounding_dino_finds(tmp_pat
     original, blurred = decode_rgb(row["bytes"]), decode_rgb(row["redact"]["bytes"])
     inside = _inside(original.shape, [r["bbox"] for r in found])
     assert np.array_equal(blurred[~inside], original[~inside]) and not np.array_equal(blurred, original)
+
+
+def test_the_demo_release_blurs_the_astronaut_in_every_format_and_its_card_counts_it(sample_project):
+    import json
+    import tarfile
+
+    release = sample_project / "release"
+    rows = {r["image_id"]: r for f in sorted((release / "data").glob("*.parquet"))
+            for r in pq.read_table(f, columns=["image_id", "image", "redactions"]).to_pylist()}
+    ingest = _rows(sample_project, "ingest")
+    (astronaut,) = [i for i, r in ingest.items() if r["source_path"].endswith("astronaut.png")]
+    row = rows[astronaut]
+    assert [(r["label"], r["detector"]) for r in row["redactions"]] == [("face", "haar")]
+    original, released = decode_rgb(ingest[astronaut]["bytes"]), decode_rgb(row["image"]["bytes"])
+    inside = _inside(original.shape, [r["bbox"] for r in row["redactions"]])
+    assert np.array_equal(released[~inside], original[~inside])
+    assert np.any(released != original, axis=-1)[inside].mean() > 0.9
+    for image_id, r in rows.items():  # nothing found: the ingested bytes, untouched
+        assert bool(r["redactions"]) == (r["image"]["bytes"] != ingest[image_id]["bytes"])
+
+    coco = {image["image_id_str"]: image for path in (release / "coco").glob("*.json")
+            for image in json.loads(path.read_text())["images"]}
+    assert coco[astronaut]["redactions"][0]["label"] == "face" and coco[astronaut]["file_name"].endswith(".png")
+    members = {m.name: tar.extractfile(m).read() for path in (release / "wds").glob("*.tar")
+               for tar in [tarfile.open(path)] for m in tar.getmembers()}
+    assert members[f"{astronaut}.png"] == row["image"]["bytes"]
+    assert json.loads(members[f"{astronaut}.json"])["redactions"][0]["detector"] == "haar"
+
+    faces = sum(r["label"] == "face" for row in rows.values() for r in row["redactions"])
+    blurred = sum(bool(row["redactions"]) for row in rows.values())
+    card = (release / "README.md").read_text()
+    assert (f"{faces} faces and 0 licence plates blurred in {blurred} of {len(rows)} images; "
+            "detector: `haar` (opencv haarcascades)") in card
