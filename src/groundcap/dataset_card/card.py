@@ -156,7 +156,7 @@ _THRESHOLD_KEY = re.compile(r"min_|max_|iou|threshold|similarity|rounds|divide_a
 def _thresholds_section(params: dict) -> str:
     """Every QA, dedup, split and audit setting, and the numeric limits the annotation stages ran with."""
     rows = []
-    for section in ("tag", "segment", "caption_regions", "caption_scene"):
+    for section in ("tag", "segment", "caption_regions", "caption_scene", "redact"):
         rows += [[f"{section} / {k}", v] for k, v in _flatten(params.get(section, {})) if _THRESHOLD_KEY.search(k)]
     for section in _THRESHOLD_SECTIONS:
         rows += [[f"{section} / {k}", v] for k, v in _flatten(params.get(section, {}))]
