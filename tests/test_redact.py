@@ -12,8 +12,10 @@ import pytest
 from PIL import Image
 
 from groundcap import params, params_schema, parts, privacy, sample, schema
-from groundcap.builders import write_release
+from groundcap.builders import SPLITS, write_release
 from groundcap.builders.columns import join_part
+from groundcap.dataset_card.card import _privacy_section
+from groundcap.dataset_card.stats import redaction_stats
 from groundcap.errors import ParamsError, ReleaseError
 from groundcap.ingest import decode_rgb
 from groundcap.runner import run_all
@@ -106,6 +108,11 @@ def test_haar_blurs_the_astronauts_face_and_nothing_else(tmp_path):
     assert released[cat["image_id"]]["image"]["bytes"] == cat["bytes"]  # nothing found: the ingested bytes
     assert released[cat["image_id"]]["redactions"] == []
 
+    stats = redaction_stats(tmp_path / "release", SPLITS)
+    assert stats == {"images": 1, "boxes": {"face": 1}, "detectors": ["haar"]}
+    text = _privacy_section(stats, 2, p, {"redact": astronaut["redact"]["provenance"]})
+    assert "1 face and 0 licence plates blurred in 1 of 2 images; detector: `haar` (opencv haarcascades)" in text
+
 
 def test_the_blur_is_deterministic_and_stays_inside_its_box():
     image = np.asarray(Image.open(sample.data_dir() / "astronaut.png").convert("RGB"))
@@ -130,6 +137,9 @@ def test_release_redact_none_releases_the_ingested_bytes(tmp_path):
     assert row["redact"]["bytes"] is None and row["redact"]["redactions"] == [] and row["redact"]["provenance"] == []
     released = _released(root, tmp_path, p)
     assert released[row["image_id"]]["image"]["bytes"] == row["bytes"]
+    stats = redaction_stats(tmp_path / "release", SPLITS)
+    assert stats == {"images": 0, "boxes": {}, "detectors": []}
+    assert _privacy_section(stats, 1, p, {"redact": []}).startswith("No redaction (`release.redact: none`)")
 
 
 def test_an_image_whose_privacy_pass_failed_is_never_released(tmp_path):
