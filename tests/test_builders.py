@@ -72,6 +72,7 @@ def _record(seed: int, width: int, height: int, fmt: str, labels: list[str]) -> 
         "regions": regions,
         "scene_caption": caption or "an empty scene",
         "qa_score": 0.5 + seed / 10,
+        "redactions": [],
     }
 
 
@@ -338,7 +339,7 @@ def test_size_category():
 
 
 def _work_from_records(work, records_by_split, part_size=2):
-    """work/ingest, segment, caption_regions, qa and split parts holding ``records_by_split`` (every
+    """work/ingest, segment, caption_regions, qa, split and redact parts holding ``records_by_split`` (every
     region passed, one image left unreleased), as the build stage reads them."""
     from groundcap import parts, schema
 
@@ -361,6 +362,7 @@ def _work_from_records(work, records_by_split, part_size=2):
                      "regions": [{"region_id": g["region_id"], "passed": True} for g in r["regions"]]}
                     for _, r in chunk], schema.QA),
             "split": ([{"image_id": r["image_id"], "split": split} for split, r in chunk], schema.SPLIT),
+            "redact": ([{"image_id": r["image_id"], "redactions": r["redactions"]} for _, r in chunk], schema.REDACT),
         }
         for stage, (table_rows, table_schema) in tables.items():
             parts.write_part(table_rows, table_schema, work / stage, index)
@@ -373,6 +375,7 @@ def test_columns_constants_match_the_schema():
 
     assert (columns.RLE, columns.BBOX, columns.PANCAP_TEXT) == (schema.RLE, schema.BBOX, schema.PANCAP_TEXT)
     assert columns.REGION_KEYS == tuple(schema.IMAGES_FEATURES["regions"].feature)
+    assert columns.REDACTION == schema.REDACTION
 
 
 def test_write_release_is_byte_identical_whatever_the_workers(tmp_path):

@@ -20,7 +20,7 @@ from groundcap import params, parts, pipeline
 from groundcap.runner import run_all, run_stage
 from groundcap.stage import Context
 
-MAP_STAGES = ("tag", "segment", "caption_regions", "caption_scene", "crosscheck", "qa")
+MAP_STAGES = ("tag", "segment", "caption_regions", "caption_scene", "crosscheck", "qa", "redact")
 # every test here runs the sample through the pipeline at least once (the module fixture ``local``)
 pytestmark = pytest.mark.slow
 

@@ -62,6 +62,7 @@ def _record(seed: int, n_regions: int, scene: str, score: float, detailed_words:
         "regions": regions,
         "scene_caption": scene,
         "qa_score": score,
+        "redactions": [],
     }
 
 

@@ -84,10 +84,11 @@ def test_qa_params_rerun_qa_and_nothing_before_it(project):
     p = _sample_params(qa__min_regions=2)
     reports = {r.stage: r for r in runner.run_all(Context(project, p, progress=False),
                                                   ("ingest", *MAP_STAGES))}
-    assert {s: reports[s].computed for s in MAP_STAGES[:-1]} == dict.fromkeys(MAP_STAGES[:-1], 0)
+    others = [s for s in MAP_STAGES if s != "qa"]  # the stages before it, and redact, which reads only ingest
+    assert {s: reports[s].computed for s in others} == dict.fromkeys(others, 0)
     assert reports["qa"].computed == reports["qa"].parts > 0
     after = _marks(project)
-    assert {s: after[s] for s in MAP_STAGES[:-1]} == {s: before[s] for s in MAP_STAGES[:-1]}
+    assert {s: after[s] for s in others} == {s: before[s] for s in others}
 
 
 @pytest.fixture
@@ -126,7 +127,7 @@ def test_editing_a_prompt_or_a_backend_reruns_the_stages_that_run_it(package_cop
     changed = {s for s in before if before[s] != after[s]}
     assert changed == {"caption_regions", "crosscheck"}  # the stages with a region_captioner step
     _touch(package_copy / "annotators" / "backends" / "haar.py")  # a detector
-    assert {s for s in after if after[s] != _digests(p)[s]} == {"tag"}
+    assert {s for s in after if after[s] != _digests(p)[s]} == {"tag", "redact"}  # both run detectors
     _touch(package_copy / "qa" / "evidence.py")
     assert "qa" in {s for s, d in _digests(p).items() if d != after[s]}
 
@@ -223,7 +224,7 @@ def test_gpu_stages_declare_a_gpu_per_worker_and_the_actor_pool_fits_the_cluster
     profile = params.load(params.PROFILES / "gpu.yaml")
     resources = {s.name: s.resources(profile) for s in pipeline.STAGES if isinstance(s, MapStage)}
     assert {n: r.gpus for n, r in resources.items()} == {"tag": 1, "segment": 1, "caption_regions": 1,
-                                                        "caption_scene": 1, "crosscheck": 1, "qa": 0}
+                                                        "caption_scene": 1, "crosscheck": 1, "qa": 0, "redact": 1}
     assert all(r.gpus == 0 for s in pipeline.STAGES if isinstance(s, MapStage) for r in [s.resources(embedded)])
     served = copy.deepcopy(profile)  # a VLM served by an endpoint needs no GPU here
     for section in ("caption_regions", "caption_scene"):

@@ -83,7 +83,7 @@ def _normalize(img: Image.Image, data: bytes, limits: Limits) -> dict:
     if notes or fmt not in KEEP_FORMATS:
         if fmt not in KEEP_FORMATS:
             notes.append(f"reencoded_from_{fmt}")
-        data = _png(rgb)
+        data = encode_png(rgb)
         fmt = "PNG"
     return {"format": fmt, "width": rgb.width, "height": rgb.height, "bytes": data, "normalized": notes}
 
@@ -115,7 +115,8 @@ def _to_rgb(img: Image.Image) -> tuple[Image.Image, str | None]:
     return img.convert("RGB"), f"{mode}_to_rgb"
 
 
-def _png(img: Image.Image) -> bytes:
+def encode_png(img: Image.Image) -> bytes:
+    """Lossless PNG, the one encoding groundcap writes images in (ingest's normalized copies, redact's blurred ones)."""
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=6)
     return buf.getvalue()

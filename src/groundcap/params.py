@@ -21,7 +21,7 @@ from groundcap import params_schema
 from groundcap.errors import ParamsError
 
 # Sections that may gain keys: option maps of backends, named after them (a new backend brings its own).
-_OPEN_SECTIONS = {("tag",), ("segment",), ("caption_regions",), ("caption_scene",), ("crosscheck",),
+_OPEN_SECTIONS = {("tag",), ("segment",), ("caption_regions",), ("caption_scene",), ("crosscheck",), ("redact",),
                   ("engine", "ray", "num_gpus")}
 # Values a user states whole: an override replaces the default instead of merging into it.
 _REPLACED = {("split", "fractions")}

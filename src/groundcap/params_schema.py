@@ -264,6 +264,7 @@ BACKEND_SECTIONS: dict[str, dict[str, str]] = {
     "caption_regions": {"captioner": "region_captioner", "verifier": "verifier"},
     "caption_scene": {"composer": "scene_captioner"},
     "crosscheck": {"captioner": "region_captioner", "scene_composer": "scene_captioner", "judge": "verifier"},
+    "redact": {"detectors": "detector"},
 }
 
 SCHEMA: dict[str, Any] = {
@@ -373,6 +374,11 @@ SCHEMA: dict[str, Any] = {
         "sizes": Mapping_(Int(0), keys=_held_out, nullable=True, hint="of split to image count"),
         "group_pattern": Regex(),
     },
+    "redact": {
+        "detectors": Backend("detector", many=True),
+        "pad_frac": Num(0, 1),
+        "cells": Int(1),
+    },
     "build": {
         "shard_bytes": Int(1),
         "wds_shard_bytes": Int(1),
@@ -385,6 +391,7 @@ SCHEMA: dict[str, Any] = {
         "pretty_name": Str(nullable=True),
         "version": Version(),
         "previous": Str(nullable=True),
+        "redact": Enum("faces_and_plates", "none"),
         "license": Str(),
         "license_name": Str(nullable=True),
         "license_link": Str(nullable=True),
@@ -498,10 +505,19 @@ def _split_targets(params: Mapping, problems: Problems) -> None:
             problems.append(f"params: split.fractions sum to {total:g}; they must sum to 1")
 
 
+def _redact_detectors(params: Mapping, problems: Problems) -> None:
+    release, section = params.get("release"), params.get("redact")
+    if isinstance(release, dict) and isinstance(section, dict) and release.get("redact") not in (None, "none") \
+            and section.get("detectors") == []:
+        problems.append(f"params: release.redact is {release['redact']!r} but redact.detectors is empty; name a "
+                        "detector (e.g. [haar]) or set release.redact: none")
+
+
 def check(params: Mapping[str, Any]) -> None:
     """Raise one :class:`ParamsError` listing every problem in ``params`` (merged defaults and overrides)."""
     problems: Problems = []
     _walk(SCHEMA, params, "", problems, params)
     _split_targets(params, problems)
+    _redact_detectors(params, problems)
     if problems:
         raise ParamsError("\n".join(problems))

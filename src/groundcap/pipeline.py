@@ -14,13 +14,14 @@ from groundcap.stages import (
     dedup,
     ingest,
     qa,
+    redact,
     segment,
     split,
     tag,
 )
 
 STAGES: tuple[Stage, ...] = tuple(module.STAGE for module in (
-    ingest, tag, segment, caption_regions, caption_scene, crosscheck, qa, dedup, split, build, card))
+    ingest, tag, segment, caption_regions, caption_scene, crosscheck, qa, dedup, split, redact, build, card))
 NAMES = tuple(stage.name for stage in STAGES)
 
 

@@ -195,6 +195,19 @@ SPLIT = pa.schema(
     ]
 )
 
+# one box the privacy pass blurred: [x, y, w, h] in whole pixels, padding included; detector: the backend
+REDACTION = pa.struct([("label", pa.string()), ("score", pa.float64()), ("bbox", BBOX), ("detector", pa.string())])
+REDACT = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("bytes", pa.binary()),  # the image with its boxes blurred (PNG); null: released as ingested
+        ("format", pa.string()),  # PNG where bytes is set, else null
+        ("redactions", pa.list_(REDACTION)),
+        ("provenance", pa.list_(PROVENANCE)),
+        ("error", pa.string()),  # set when detection failed: build refuses to release the image
+    ]
+)
+
 # --- the release (Hugging Face datasets features) ---------------------------------------------------
 
 SEGMENTATION_FEATURE = {"size": List(Value("int32"), length=2), "counts": Value("string")}
@@ -213,6 +226,9 @@ _REGION_FIELDS = {
     "detailed_caption": Value("string"),
 }
 
+REDACTION_FEATURE = {"label": Value("string"), "score": Value("float32"), "bbox": BBOX_FEATURE,
+                     "detector": Value("string")}
+
 IMAGES_FEATURES = Features(
     {
         "image_id": Value("string"),
@@ -222,6 +238,7 @@ IMAGES_FEATURES = Features(
         "regions": List(_REGION_FIELDS),
         "scene_caption": Value("string"),
         "qa_score": Value("float32"),
+        "redactions": List(REDACTION_FEATURE),  # what the privacy pass blurred in `image` (stage redact)
     }
 )
 

@@ -5,7 +5,8 @@ the same file. Category ids come from the sorted labels of *all* splits, so a la
 in every split's file; since labels are only known at the end, images and annotations are spooled to
 hidden JSON-lines files (metadata only, never image bytes) and the JSON is assembled at close, which
 keeps memory bounded on million-image releases. Each file is written under a temporary name and
-renamed. Every image entry carries its grounded ``scene_caption`` and ``qa_score``.
+renamed. Every image entry carries its grounded ``scene_caption``, ``qa_score`` and ``redactions`` (the
+boxes the privacy pass blurred).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class _Split:
             "image_id_str": record["image_id"],
             "scene_caption": record["scene_caption"],
             "qa_score": record["qa_score"],
+            "redactions": record["redactions"],
         }
         self._images.write(_dumps(image) + "\n")
         for region in record["regions"]:

@@ -3,7 +3,9 @@
 A *batch* is a table in ``BATCH`` (one row per released image, its kept regions already carrying their
 captions, and a ``split`` column); every release format is written from batches (``ParquetShards``,
 ``WebDatasetShards``, ``CocoJson`` take ``add_table``). ``join_part`` builds one from part ``k`` of
-work/ingest, segment, caption_regions, qa and split: regions are flattened to one array per field,
+work/ingest, segment, caption_regions, qa, split and redact (the image bytes are redact's blurred copy
+where it made one, else ingest's; an image whose privacy pass failed is never released unblurred):
+regions are flattened to one array per field,
 the kept ones (QA passed, image released) picked by ``take``, their captions found by a sorted
 ``(image, region_id)`` key, and the list column rebuilt from offsets. Only images that people
 corrected (``audit.verdicts.human_test``) go through Python, one image at a time.
@@ -23,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from groundcap import grounding
-from groundcap.errors import AuditError
+from groundcap.errors import AuditError, ReleaseError
 from groundcap.parts import part_path
 
 # groundcap.schema's, repeated so that a build worker does not import datasets (0.7 s) to write a
@@ -33,6 +35,7 @@ BBOX = pa.list_(pa.float64(), 4)
 PANCAP_TEXT = "scene_caption_boxes"
 
 IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+REDACTION = pa.struct([("label", pa.string()), ("score", pa.float64()), ("bbox", BBOX), ("detector", pa.string())])
 REGION = pa.struct([
     ("region_id", pa.int32()),
     ("bbox", BBOX),  # float64 as the stages measured it: the JSON formats carry it as it is
@@ -55,6 +58,7 @@ BATCH = pa.schema([
     ("regions", pa.list_(REGION)),
     ("scene_caption", pa.string()),
     ("qa_score", pa.float64()),
+    ("redactions", pa.list_(REDACTION)),
 ])
 REGION_KEYS = tuple(REGION.field(i).name for i in range(REGION.num_fields))
 
@@ -64,6 +68,7 @@ INPUTS = {  # stage -> the columns build reads
     "caption_regions": ["image_id", "captions"],
     "qa": ["image_id", "score", "regions", "scene_caption"],
     "split": ["image_id", "split"],
+    "redact": ["image_id", "bytes", "format", "redactions", "error"],
 }
 
 
@@ -124,20 +129,36 @@ def join_part(work: Path, index: int, corrections: Mapping[str, dict] | None = N
     counts = np.bincount(image_of, minlength=n)[rel]
     offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
     take = pa.array(rel)
-    ingest = t["ingest"]
-    image = pa.StructArray.from_arrays([_array(ingest["bytes"]).take(take), pa.nulls(len(rel), pa.string())],
-                                       fields=list(IMAGE_STRUCT))
+    data, fmt = _released_bytes(t["ingest"], t["redact"], ids, take)
+    image = pa.StructArray.from_arrays([data, pa.nulls(len(rel), pa.string())], fields=list(IMAGE_STRUCT))
     return pa.Table.from_arrays([
         split.take(take),
         ids.take(take),
         image,
-        _array(ingest["format"]).take(take),
-        _array(ingest["width"]).take(take),
-        _array(ingest["height"]).take(take),
+        fmt,
+        _array(t["ingest"]["width"]).take(take),
+        _array(t["ingest"]["height"]).take(take),
         pa.ListArray.from_arrays(offsets, values, type=BATCH.field("regions").type),
         scene.take(take),
         _array(t["qa"]["score"]).take(take),
+        _array(t["redact"]["redactions"]).take(take),
     ], schema=BATCH)
+
+
+def _released_bytes(ingest: pa.Table, redact: pa.Table, ids: pa.Array, take: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """The image bytes and format of the released rows ``take``: redact's blurred PNG where it made one,
+    else ingest's; a ReleaseError when the privacy pass failed on one of them."""
+    errors = _array(redact["error"]).take(take)
+    if errors.null_count < len(errors):
+        failed = [(i, e) for i, e in zip(ids.take(take).to_pylist(), errors.to_pylist(), strict=True) if e is not None]
+        image_id, error = failed[0]
+        raise ReleaseError(f"{len(failed)} released image(s) failed the privacy pass, e.g. {image_id}: {error}; an "
+                           "image is never released unblurred: rerun `groundcap redact` (it retries them), or fix or "
+                           "remove the file and rerun from ingest")
+    blurred = _array(redact["bytes"]).take(take)
+    swap = pc.is_valid(blurred)
+    return (pc.if_else(swap, blurred, _array(ingest["bytes"]).take(take)),
+            pc.if_else(swap, _array(redact["format"]).take(take), _array(ingest["format"]).take(take)))
 
 
 def _correct(ids, image_of, regions, short, detailed, scene, corrections, rel, passed_keys):
@@ -190,6 +211,7 @@ def from_records(split: str, records: list[dict]) -> pa.Table:
         "regions": [{key: region[key] for key in REGION_KEYS} for region in r["regions"]],
         "scene_caption": r["scene_caption"],
         "qa_score": r["qa_score"],
+        "redactions": r["redactions"],
     } for r in records]
     return pa.Table.from_pylist(rows, schema=BATCH)
 
@@ -210,6 +232,7 @@ def default_table(batch: pa.Table, schema: pa.Schema) -> pa.Table:
         "regions": _array(batch["regions"]).cast(schema.field("regions").type),
         "scene_caption": batch["scene_caption"],
         "qa_score": batch["qa_score"].cast(pa.float32()),
+        "redactions": _array(batch["redactions"]).cast(schema.field("redactions").type),
     }
     if PANCAP_TEXT in schema.names:
         columns[PANCAP_TEXT] = pancap_text(batch)

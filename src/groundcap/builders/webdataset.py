@@ -1,13 +1,14 @@
 """WebDataset tars beside the Parquet configs, for streaming trainers.
 
-One sample per image: ``{key}.jpg|png`` (the original encoded bytes) and ``{key}.json`` (image_id,
-size, regions, scene caption, QA score), key = image_id. Members are written the way
-``webdataset.TarWriter(encoder=False)`` writes them (a ``tarfile`` stream, members in sorted extension
-order, one ``TarInfo`` each), with ``tarfile`` itself: importing webdataset imports torch (1.3 s), which
-a build worker does not need. ``ShardWriter`` is not used: it opens its first tar before any sample
-arrives (an empty split would get an empty tar) and stamps ``time.time()`` as mtime unless told
-otherwise. Here mtime, owner and mode are fixed, so the same records give byte-identical tars. A split
-with no images gets no tar; shards roll past ``shard_bytes`` and are renamed to ``wds/{split}-{i:05d}.tar`` at close.
+One sample per image: ``{key}.jpg|png`` (the encoded bytes: ingest's, or the privacy pass's blurred
+PNG) and ``{key}.json`` (image_id, size, regions, scene caption, QA score, what was blurred), key =
+image_id. Members are written the way ``webdataset.TarWriter(encoder=False)`` writes them (a
+``tarfile`` stream, members in sorted extension order, one ``TarInfo`` each), with ``tarfile`` itself:
+importing webdataset imports torch (1.3 s), which a build worker does not need. ``ShardWriter`` is not
+used: it opens its first tar before any sample arrives (an empty split would get an empty tar) and
+stamps ``time.time()`` as mtime unless told otherwise. Here mtime, owner and mode are fixed, so the
+same records give byte-identical tars. A split with no images gets no tar; shards roll past
+``shard_bytes`` and are renamed to ``wds/{split}-{i:05d}.tar`` at close.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def sample(record: dict) -> dict:
         "regions": [region_fields(r) for r in record["regions"]],
         "scene_caption": record["scene_caption"],
         "qa_score": record["qa_score"],
+        "redactions": record["redactions"],
     })
 
 
@@ -49,7 +51,7 @@ def _sample(key: str, fmt: str, data: bytes, meta: dict) -> dict:
     return {"__key__": key, EXTENSIONS[fmt]: data, "json": text.encode("utf-8")}
 
 
-_META = ("width", "height", "regions", "scene_caption", "qa_score")
+_META = ("width", "height", "regions", "scene_caption", "qa_score", "redactions")
 
 
 def samples(batch: pa.Table):

@@ -24,7 +24,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from groundcap.builders import SPLITS
 from groundcap.builders.parquet import CONFIG_DIRS
-from groundcap.dataset_card.stats import parquet_sizes, shard_files, split_stats
+from groundcap.dataset_card.stats import parquet_sizes, redaction_stats, shard_files, split_stats
 from groundcap.params import content, digest
 from groundcap.schema import PANCAP_TEXT, release_configs
 from groundcap.versions import tag
@@ -156,7 +156,7 @@ _THRESHOLD_KEY = re.compile(r"min_|max_|iou|threshold|similarity|rounds|divide_a
 def _thresholds_section(params: dict) -> str:
     """Every QA, dedup, split and audit setting, and the numeric limits the annotation stages ran with."""
     rows = []
-    for section in ("tag", "segment", "caption_regions", "caption_scene"):
+    for section in ("tag", "segment", "caption_regions", "caption_scene", "redact"):
         rows += [[f"{section} / {k}", v] for k, v in _flatten(params.get(section, {})) if _THRESHOLD_KEY.search(k)]
     for section in _THRESHOLD_SECTIONS:
         rows += [[f"{section} / {k}", v] for k, v in _flatten(params.get(section, {}))]
@@ -314,6 +314,33 @@ def _qa_section(qa_summary: dict, params: dict) -> str:
     return "\n".join(lines)
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _privacy_section(redactions: dict, total: int, params: dict, provenance: dict) -> str:
+    """Whether the images were redacted (``release.redact``), what was blurred and which detector found it."""
+    mode = params["release"].get("redact", "none")
+    if mode == "none":
+        return ("No redaction (`release.redact: none`): the images are released as ingested; faces and licence "
+                "plates in them are not blurred.")
+    stamps = [s for s in provenance.get("redact") or [] if isinstance(s, dict)]
+    detectors = ", ".join(f"`{_cell(s.get('backend'))}` ({_cell(s.get('model'))})" for s in stamps) \
+        or ", ".join(f"`{_cell(d)}`" for d in redactions["detectors"]) or "none recorded"
+    boxes = dict(redactions["boxes"])
+    faces, plates = boxes.pop("face", 0), boxes.pop("license plate", 0)
+    other = "".join(f", {n} x {_cell(label)}" for label, n in boxes.items())
+    return (
+        f"Faces and licence plates are blurred in the released image bytes (`release.redact: {mode}`), as SA-1B "
+        f"did: {_count(faces, 'face', 'faces')} and {_count(plates, 'licence plate', 'licence plates')}{other} "
+        f"blurred in {redactions['images']} of {_count(total, 'image', 'images')}; detector: {detectors}.\n\n"
+        "Masks, captions and QA were computed on the original pixels. A blurred image is stored as PNG "
+        "(lossless), so its pixels outside the blurred boxes are the source's; its `redactions` (in `default`, "
+        "the WebDataset JSON and the COCO image entry) list each box (`[x, y, w, h]`, padding included), label, "
+        "score and detector. Detection is automatic: a face or plate the detector missed is not blurred."
+    )
+
+
 def _sources_section(params: dict) -> str:
     release = params["release"]
     parts = [f"Annotations license: `{release['license']}`."]
@@ -410,6 +437,10 @@ Thresholds and settings:
 ## Quality assurance
 
 {_qa_section(qa_summary, params)}
+
+## Privacy
+
+{_privacy_section(redaction_stats(release_dir, splits), total, params, provenance)}
 
 ## Changelog
 

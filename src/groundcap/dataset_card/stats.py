@@ -75,3 +75,21 @@ def split_stats(release_dir: Path, split: str) -> dict:
         "references_per_scene_caption": _mean(refs, images),
         "top_labels": sorted(labels.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_LABELS],
     }
+
+
+def redaction_stats(release_dir: Path, splits) -> dict:
+    """What the privacy pass blurred in the released images (their ``redactions`` column): images with a
+    blurred box, boxes per label, and the detectors that found them."""
+    images = 0
+    labels: Counter[str] = Counter()
+    detectors: set[str] = set()
+    for split in splits:
+        for file in shard_files(release_dir, "data", split):
+            column = pl.read_parquet(file, columns=["redactions"])["redactions"]
+            images += int((column.list.len() > 0).sum())
+            flat = column.explode().drop_nulls()
+            if len(flat):
+                boxes = flat.struct.unnest()
+                labels.update(boxes["label"].to_list())
+                detectors.update(boxes["detector"].to_list())
+    return {"images": images, "boxes": dict(sorted(labels.items())), "detectors": sorted(detectors)}

@@ -14,9 +14,10 @@ from groundcap.stage import Context, Stage
 class CardStage(Stage):
     name = "card"
     help = "Write the dataset card release/README.md from the records, then checksums.json."
-    inputs = ("tag", "segment", "caption_regions", "caption_scene")  # the backends they ran with, for the card
+    inputs = ("tag", "segment", "caption_regions", "caption_scene", "redact")  # the backends they ran with
+    # it states every setting, hashed
     params = ("source", "part_size", "profile", "ingest", "tag", "segment", "caption_regions", "caption_scene",
-              "crosscheck", "qa", "dedup", "split", "build", "audit", "release")  # it states every setting, hashed
+              "crosscheck", "qa", "dedup", "split", "redact", "build", "audit", "release")
     deps = ("release/data", "release/regions", "release/wds", "release/coco", "reports/qa.json", "reports/dedup.json",
             "audits")
     outs = ("release/README.md", "release/changelog.json", "release/plots", "release/checksums.json")

@@ -1,0 +1,67 @@
+"""Stage ``redact``: the privacy pass before release, as SA-1B did: faces and licence plates blurred in
+the image bytes the release holds.
+
+Only the released bytes change: every other stage decodes ingest's original pixels, so masks, captions
+and QA describe the image as it was. The detectors (``redact.detectors``) are prompted with the labels
+of ``release.redact`` (``privacy.TARGETS``; Haar's cascades name their own) and every box they return is
+grown by ``redact.pad_frac`` and blurred (``privacy.blurred_png``). A row holds the blurred PNG, or null
+bytes where nothing was found (or ``release.redact: none``): build then takes ingest's bytes as they
+are. An image whose detection failed keeps its error, and build refuses to release it unblurred.
+"""
+
+from __future__ import annotations
+
+from groundcap import privacy, schema
+from groundcap.annotators.base import Tag
+from groundcap.ingest import decode_rgb
+from groundcap.stage import MapStage, Records, Row
+from groundcap.stages.common import build, provenance, spec
+
+
+class RedactStage(MapStage):
+    name = "redact"
+    help = ("Privacy pass: blur faces and licence plates in the image bytes the release holds (release.redact); "
+            "masks and captions keep the original pixels.")
+    inputs = ("ingest",)
+    params = ("redact", "release.redact")
+    steps = ("detector",)
+    schema = schema.REDACT
+
+    def backends(self, params):
+        if params["release"]["redact"] == "none":
+            return []
+        section = params["redact"]
+        return [spec("detector", name, section) for name in section["detectors"]]
+
+    def setup(self, params):
+        self.section = params["redact"]
+        self.detectors = [build(s) for s in self.backends(params)]
+        self.stamps = [provenance(d, self.section) for d in self.detectors]
+        self.prompts = [Tag(label, 1.0, self.name) for label in privacy.TARGETS[params["release"]["redact"]]]
+
+    def process_batch(self, batch: list[Records]) -> list[Row]:
+        rows = [image_row for image_row, in batch]
+        if not self.detectors:
+            return [self._row(r["image_id"], None, []) for r in rows]
+        images = [decode_rgb(r["bytes"]) for r in rows]
+        per_detector = [d.detect_batch(images, [self.prompts] * len(images)) for d in self.detectors]
+        out = []
+        for i, (row, image) in enumerate(zip(rows, images, strict=True)):
+            height, width = image.shape[:2]
+            redactions = []
+            for found in per_detector:
+                for det in found[i]:
+                    if box := privacy.pixel_box(det.bbox, self.section["pad_frac"], width, height):
+                        redactions.append({"label": det.label, "score": float(det.score),
+                                           "bbox": [float(v) for v in box], "detector": det.source})
+            boxes = [tuple(int(v) for v in r["bbox"]) for r in redactions]
+            data = privacy.blurred_png(image, boxes, self.section["cells"]) if boxes else None
+            out.append(self._row(row["image_id"], data, redactions))
+        return out
+
+    def _row(self, image_id: str, data: bytes | None, redactions: list[dict]) -> Row:
+        return {"image_id": image_id, "bytes": data, "format": "PNG" if data is not None else None,
+                "redactions": redactions, "provenance": self.stamps, "error": None}
+
+
+STAGE = RedactStage()

@@ -1,0 +1,241 @@
+"""The privacy pass (stage ``redact``): faces and plates blurred in the released bytes, and only there."""
+
+from __future__ import annotations
+
+import copy
+import io
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from groundcap import params, params_schema, parts, privacy, sample, schema
+from groundcap.builders import SPLITS, write_release
+from groundcap.builders.columns import join_part
+from groundcap.dataset_card.card import _privacy_section
+from groundcap.dataset_card.stats import redaction_stats
+from groundcap.errors import ParamsError, ReleaseError
+from groundcap.ingest import decode_rgb
+from groundcap.runner import run_all
+from groundcap.stage import Context
+
+ASTRONAUT_FACE = (177, 67, 93, 93)  # where Haar's frontal-face cascade finds Eileen Collins' face (x, y, w, h)
+
+
+def _params(**release) -> dict:
+    p = params.load()
+    p["release"].update(release)
+    return p
+
+
+def _project(tmp_path, p: dict, names=("astronaut.png", "chelsea.png")):
+    """work/ingest and work/redact of a folder holding ``names`` from the bundled sample."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in names:
+        shutil.copy(sample.data_dir() / name, source / name)
+    root = tmp_path / "project"
+    run_all(Context(root=root, params={**p, "source": str(source)}, progress=False), ("ingest", "redact"))
+    return root
+
+
+def _rows(root, stage: str) -> dict[str, dict]:
+    work = root / "work" / stage
+    return {r["image_id"]: r for i in parts.list_parts(work) for r in parts.read_part(work, i)}
+
+
+def _inside(shape, boxes) -> np.ndarray:
+    mask = np.zeros(shape[:2], dtype=bool)
+    for x, y, w, h in boxes:
+        mask[int(y):int(y + h), int(x):int(x + w)] = True
+    return mask
+
+
+def _by_source(root) -> dict[str, dict]:
+    images = _rows(root, "ingest")
+    redact = _rows(root, "redact")
+    return {images[i]["source_path"].rsplit("/", 1)[-1]: {**images[i], "redact": redact[i]} for i in images}
+
+
+def _released(root, tmp_path, p: dict) -> dict[str, dict]:
+    """Write the release of ``root`` (every image in train, no region) and read its default config back."""
+    work = root / "work"
+    for index in parts.list_parts(work / "ingest"):
+        ids = [r["image_id"] for r in parts.read_part(work / "ingest", index, ["image_id"])]
+        tables = {"segment": ({"regions": []}, schema.REGIONS),
+                  "caption_regions": ({"captions": []}, schema.CAPTIONS),
+                  "qa": ({"score": 1.0, "passed": True, "scene_caption": "a scene", "regions": []}, schema.QA),
+                  "split": ({"split": "train"}, schema.SPLIT)}
+        for stage, (row, table_schema) in tables.items():
+            parts.write_part([{**row, "image_id": i} for i in ids], table_schema, work / stage, index)
+    release = tmp_path / "release"
+    write_release(work, release, p)
+    rows = pq.read_table(sorted((release / "data").glob("train-*.parquet"))).to_pylist()
+    return {r["image_id"]: r for r in rows}
+
+
+def test_haar_blurs_the_astronauts_face_and_nothing_else(tmp_path):
+    p = _params()
+    assert p["release"]["redact"] == "faces_and_plates"  # privacy by default, the sample's demo included
+    root = _project(tmp_path, p)
+    rows = _by_source(root)
+    astronaut, cat = rows["astronaut.png"], rows["chelsea.png"]
+
+    (face,) = astronaut["redact"]["redactions"]
+    assert (face["label"], face["detector"]) == ("face", "haar")
+    x, y, w, h = face["bbox"]  # the cascade's box grown by pad_frac on every side
+    fx, fy, fw, fh = ASTRONAUT_FACE
+    assert x <= fx and y <= fy and x + w >= fx + fw and y + h >= fy + fh and w <= fw * 1.4
+    assert astronaut["redact"]["format"] == "PNG" and astronaut["redact"]["provenance"][0]["backend"] == "haar"
+    assert cat["redact"]["bytes"] is None and cat["redact"]["redactions"] == []  # no face: released as ingested
+
+    released = _released(root, tmp_path, p)
+    original = decode_rgb(astronaut["bytes"])
+    blurred_row = released[astronaut["image_id"]]
+    blurred = decode_rgb(blurred_row["image"]["bytes"])
+    inside = _inside(original.shape, [face["bbox"]])
+    assert blurred.shape == original.shape
+    assert np.array_equal(blurred[~inside], original[~inside])  # outside the box: the very same pixels
+    changed = np.any(blurred != original, axis=-1)[inside]
+    assert changed.mean() > 0.9  # inside: nearly every pixel differs
+    face_crop = blurred[int(y):int(y + h), int(x):int(x + w)].astype(float)
+    assert np.abs(np.diff(face_crop, axis=1)).mean() < 2  # smooth: no detail left (the original's is ~10x more)
+    assert np.abs(np.diff(original[int(y):int(y + h), int(x):int(x + w)].astype(float), axis=1)).mean() > 8
+    assert [(r["label"], r["bbox"], r["detector"]) for r in blurred_row["redactions"]] == [
+        ("face", face["bbox"], "haar")]
+    assert released[cat["image_id"]]["image"]["bytes"] == cat["bytes"]  # nothing found: the ingested bytes
+    assert released[cat["image_id"]]["redactions"] == []
+
+    stats = redaction_stats(tmp_path / "release", SPLITS)
+    assert stats == {"images": 1, "boxes": {"face": 1}, "detectors": ["haar"]}
+    text = _privacy_section(stats, 2, p, {"redact": astronaut["redact"]["provenance"]})
+    assert "1 face and 0 licence plates blurred in 1 of 2 images; detector: `haar` (opencv haarcascades)" in text
+
+
+def test_the_blur_is_deterministic_and_stays_inside_its_box():
+    image = np.asarray(Image.open(sample.data_dir() / "astronaut.png").convert("RGB"))
+    boxes = [(170, 60, 107, 107), (500, 500, 30, 30), (0, 0, 3, 2)]  # one clipped at the corner, one tiny
+    first = privacy.blurred_png(image, boxes, 6)
+    assert first == privacy.blurred_png(image, boxes, 6)
+    out = np.asarray(Image.open(io.BytesIO(first)))
+    inside = _inside(image.shape, boxes)
+    assert np.array_equal(out[~inside], image[~inside])
+    assert np.asarray(Image.open(sample.data_dir() / "astronaut.png").convert("RGB")).tobytes() == image.tobytes()
+    flat = np.full((40, 40, 3), 77, np.uint8)
+    privacy.blur(flat, (5, 5, 30, 30), 6)
+    assert (flat == 77).all()  # a uniform patch stays itself: the blur averages, it adds nothing
+    assert privacy.pixel_box([10.5, 10.5, 20, 10], 0.5, 30, 100) == (0, 5, 30, 21)
+    assert privacy.pixel_box([40, 10, 5, 5], 0.1, 30, 100) is None  # outside the image: nothing to blur
+
+
+def test_release_redact_none_releases_the_ingested_bytes(tmp_path):
+    p = _params(redact="none")
+    root = _project(tmp_path, p, ("astronaut.png",))
+    (row,) = _by_source(root).values()
+    assert row["redact"]["bytes"] is None and row["redact"]["redactions"] == [] and row["redact"]["provenance"] == []
+    released = _released(root, tmp_path, p)
+    assert released[row["image_id"]]["image"]["bytes"] == row["bytes"]
+    stats = redaction_stats(tmp_path / "release", SPLITS)
+    assert stats == {"images": 0, "boxes": {}, "detectors": []}
+    assert _privacy_section(stats, 1, p, {"redact": []}).startswith("No redaction (`release.redact: none`)")
+
+
+def test_an_image_whose_privacy_pass_failed_is_never_released(tmp_path):
+    p = _params()
+    root = _project(tmp_path, p, ("astronaut.png",))
+    work = root / "work" / "redact"
+    (row,) = parts.read_part(work, 0)
+    parts.write_part([{**row, "bytes": None, "format": None, "redactions": [], "error": "redact: detector crashed"}],
+                     schema.REDACT, work, 0)
+    with pytest.raises(ReleaseError, match="failed the privacy pass.*detector crashed"):
+        _released(root, tmp_path, p)
+    assert not (tmp_path / "release" / "data").exists() or not list((tmp_path / "release" / "data").glob("*.parquet"))
+    with pytest.raises(ReleaseError):
+        join_part(root / "work", 0)
+
+
+def test_redact_params_are_checked():
+    p = params.defaults()
+    bad = copy.deepcopy(p)
+    bad["release"]["redact"] = "faces"
+    with pytest.raises(ParamsError, match="release.redact is 'faces'; allowed: faces_and_plates, none"):
+        params_schema.check(bad)
+    empty = copy.deepcopy(p)
+    empty["redact"]["detectors"] = []
+    with pytest.raises(ParamsError, match="redact.detectors is empty"):
+        params_schema.check(empty)
+    empty["release"]["redact"] = "none"
+    params_schema.check(empty)  # nothing to detect when nothing is redacted
+    typo = copy.deepcopy(p)
+    typo["redact"]["haar"]["min_neigbors"] = 3
+    with pytest.raises(ParamsError, match="redact.haar.min_neigbors is not an option of the haar backend"):
+        params_schema.check(typo)
+
+
+def test_the_gpu_profile_redacts_with_its_open_vocabulary_detector():
+    from groundcap import pipeline
+
+    p = params.load(params.PROFILES / "gpu.yaml")
+    assert p["release"]["redact"] == "faces_and_plates"
+    (backend,) = pipeline.get("redact").backends(p)
+    assert (backend.step, backend.name) == ("detector", "grounding_dino")
+    assert backend.options["model"] == p["tag"]["grounding_dino"]["model"]  # the one tag already loads
+
+
+@pytest.mark.models
+@pytest.mark.slow
+def test_the_open_vocabulary_path_blurs_what_a_tiny_grounding_dino_finds(tmp_path):
+    """The GPU profile's code path, with a random-weight Grounding DINO: its boxes are noise, but each is
+    blurred, recorded with its detector, and nothing outside them changes."""
+    import tiny_hf
+
+    model = tiny_hf.build_grounding_dino(tmp_path / "gdino", list(privacy.TARGETS["faces_and_plates"]))
+    p = _params()
+    p["redact"] = {**p["redact"], "detectors": ["grounding_dino"],
+                   "grounding_dino": {"model": model, "device": "cpu", "box_threshold": 0.0, "text_threshold": 0.0,
+                                      "max_detections": 5}}
+    root = _project(tmp_path, p, ("chelsea.png",))  # not square: the tiny model's last feature map is then 1 x 2
+    (row,) = _by_source(root).values()
+    found = row["redact"]["redactions"]
+    assert row["redact"]["error"] is None
+    assert found and all(r["detector"] == "grounding_dino" for r in found)
+    assert {r["label"] for r in found} <= {"face", "license plate", "face license plate"}
+    assert row["redact"]["provenance"][0]["backend"] == "grounding_dino"
+    original, blurred = decode_rgb(row["bytes"]), decode_rgb(row["redact"]["bytes"])
+    inside = _inside(original.shape, [r["bbox"] for r in found])
+    assert np.array_equal(blurred[~inside], original[~inside]) and not np.array_equal(blurred, original)
+
+
+def test_the_demo_release_blurs_the_astronaut_in_every_format_and_its_card_counts_it(sample_project):
+    import json
+    import tarfile
+
+    release = sample_project / "release"
+    rows = {r["image_id"]: r for f in sorted((release / "data").glob("*.parquet"))
+            for r in pq.read_table(f, columns=["image_id", "image", "redactions"]).to_pylist()}
+    ingest = _rows(sample_project, "ingest")
+    (astronaut,) = [i for i, r in ingest.items() if r["source_path"].endswith("astronaut.png")]
+    row = rows[astronaut]
+    assert [(r["label"], r["detector"]) for r in row["redactions"]] == [("face", "haar")]
+    original, released = decode_rgb(ingest[astronaut]["bytes"]), decode_rgb(row["image"]["bytes"])
+    inside = _inside(original.shape, [r["bbox"] for r in row["redactions"]])
+    assert np.array_equal(released[~inside], original[~inside])
+    assert np.any(released != original, axis=-1)[inside].mean() > 0.9
+    for image_id, r in rows.items():  # nothing found: the ingested bytes, untouched
+        assert bool(r["redactions"]) == (r["image"]["bytes"] != ingest[image_id]["bytes"])
+
+    coco = {image["image_id_str"]: image for path in (release / "coco").glob("*.json")
+            for image in json.loads(path.read_text())["images"]}
+    assert coco[astronaut]["redactions"][0]["label"] == "face" and coco[astronaut]["file_name"].endswith(".png")
+    members = {m.name: tar.extractfile(m).read() for path in (release / "wds").glob("*.tar")
+               for tar in [tarfile.open(path)] for m in tar.getmembers()}
+    assert members[f"{astronaut}.png"] == row["image"]["bytes"]
+    assert json.loads(members[f"{astronaut}.json"])["redactions"][0]["detector"] == "haar"
+
+    faces = sum(r["label"] == "face" for row in rows.values() for r in row["redactions"])
+    blurred = sum(bool(row["redactions"]) for row in rows.values())
+    card = (release / "README.md").read_text()
+    assert (f"{faces} faces and 0 licence plates blurred in {blurred} of {len(rows)} images; "
+            "detector: `haar` (opencv haarcascades)") in card
