@@ -80,7 +80,8 @@ class Fact:
     object: int | None = None
 
     def text(self, subject: str = "", obj: str = "") -> str:
-        return self.template.format(s=subject or f"entity {self.subject}", o=obj or f"entity {self.object}")
+        return (self.template.replace("{s}", subject or f"entity {self.subject}")
+                .replace("{o}", obj or f"entity {self.object}"))
 
 
 @dataclass
@@ -115,10 +116,13 @@ def _value(claim: claims.Claim) -> tuple:
     return (claim.kind, claim.value)
 
 
+_SAYS = {"color": "{s} is {v}", "position": "{s} is {v}", "text": "{s} reads {v}", "count": "{s} shows {v}"}
+
+
 def attribute_facts(text: str, subject: int) -> list[Fact]:
     """The attribute claims of ``text`` about entity ``subject`` (labels are the tag, not attributes)."""
-    return [Fact("attribute", "{s}: " + c.text, _value(c), subject) for c in claims.parse(text)
-            if c.kind in ATTRIBUTE_KINDS]
+    return [Fact("attribute", _SAYS[c.kind].replace("{v}", c.text), _value(c),
+                 subject) for c in claims.parse(text) if c.kind in ATTRIBUTE_KINDS]
 
 
 def global_facts(sentence: str) -> list[Fact]:
@@ -157,7 +161,8 @@ def region(caption: str) -> Content:
     facts = [Fact("attribute", "{s} is " + ("an " if label[0] in "aeiou" else "a ") + label, ("label", label), 0)
              for label in sorted(labels)]
     facts += attribute_facts(text, 0)
-    return Content(text, {0: Entity(0, tag, text, None)} if text else {}, list(dict.fromkeys(facts)), is_region=True)
+    unique = list({f.value: f for f in reversed(facts)}.values())[::-1]  # first wording of each value
+    return Content(text, {0: Entity(0, tag, text, None)} if text else {}, unique, is_region=True)
 
 
 def parse(text: str, boxes: dict[int, Box] | None = None) -> Content:

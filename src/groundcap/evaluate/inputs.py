@@ -95,10 +95,11 @@ def from_inline_boxes(text: str, width: int, height: int) -> tuple[str, dict[int
     """A Pancap-style caption (``phrase [x1, y1, x2, y2]``, 0-1) as ``<rN>phrase</rN>`` text and pixel boxes.
 
     The phrase is the noun phrase right before the box: words back to punctuation, a preposition, verb
-    or conjunction, or through the article that opens it.
+    or conjunction, or through the article that opens it. Mentions with the very same box are one entity.
     """
-    out, boxes, last = [], {}, 0
-    for n, m in enumerate(_INLINE.finditer(text)):
+    out, boxes, last, ids = [], {}, 0, {}
+    for m in _INLINE.finditer(text):
+        n = ids.setdefault(m.groups(), len(ids))
         before = text[last:m.start()]
         words = list(re.finditer(r"[^\s,;:.!?()]+", before))
         start = len(before)

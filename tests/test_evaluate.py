@@ -1,0 +1,233 @@
+"""groundcap eval: the metrics' properties on a hand-made split, the readers, the LLM judge over loopback HTTP."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from fake_openai import FakeOpenAI, completion, user_text
+
+from groundcap import grounding
+from groundcap.evaluate import content, dlc, inputs, report
+from groundcap.evaluate.inputs import Prediction, Reference, Region
+from groundcap.evaluate.judges import Question, rule_verdict
+from groundcap.evaluate.matching import iou
+
+SCENE = ("A bright, quite colorful landscape image with 3 regions; its main colors are green (40%) and red (20%). "
+         "It shows <r1>a brown dog</r1> on the left, <r2>a red car</r2> on the right and <r3>a green tree</r3> at the "
+         "top. <r1>The brown dog</r1> is to the left of <r2>the red car</r2>. <r3>The green tree</r3> is above "
+         "<r1>the brown dog</r1>. The scene feels calm and sunny.")
+REGIONS = (Region(1, (10.0, 150.0, 100.0, 100.0), "dog", "a brown dog on the left. A brown dog lying on the left of "
+                  "the image."),
+           Region(2, (250.0, 100.0, 120.0, 80.0), "car", "a red car on the right. A red car parked on the right of the "
+                  "image."),
+           Region(3, (150.0, 0.0, 100.0, 140.0), "tree", "a green tree at the top. A tall green tree at the top of the "
+                  "image."))
+SIGN = Reference("img2", 200, 200, 'It shows <r5>a white sign reading "STOP"</r5> at the top and <r6>a blue sky</r6> '
+                 "at the top. <r5>The white sign</r5> is below <r6>the blue sky</r6>.",
+                 (Region(5, (50.0, 60.0, 60.0, 40.0), "sign", 'a white sign reading "STOP". A white sign at the top '
+                         'of the image. It reads "STOP".'),
+                  Region(6, (0.0, 0.0, 200.0, 70.0), "sky", "a blue sky at the top. A clear blue sky at the top of the "
+                         "image.")))
+REFS = [Reference("img1", 400, 300, SCENE, REGIONS), SIGN]
+
+
+def perfect() -> dict[str, Prediction]:
+    return {r.image_id: Prediction(r.image_id, r.scene_caption, {g.region_id: g.bbox for g in r.regions},
+                                   {g.region_id: g.caption for g in r.regions}) for r in REFS}
+
+
+def swap_colors(text: str) -> str:
+    swap = {"brown": "red", "red": "green", "green": "brown", "white": "blue", "blue": "white"}  # among the regions
+    return re.sub(r"\b(" + "|".join(swap) + r")\b", lambda m: swap[m.group(1)], text)
+
+
+# --- rules, fast --------------------------------------------------------------------------------------
+
+
+def test_content_reads_entities_attributes_relations_and_global_state():
+    c = content.parse(SCENE, {1: (0, 0, 1, 1)})
+    assert {k: e.tag for k, e in c.entities.items()} == {1: "dog", 2: "car", 3: "tree"}
+    assert c.entities[1].box == (0.0, 0.0, 1.0, 1.0) and c.entities[2].box is None
+    attrs = {(f.subject, f.value) for f in c.of("attribute")}
+    assert {(1, ("color", "brown")), (1, ("position", (None, "left"))), (3, ("position", ("top", None)))} <= attrs
+    assert all(f.subject != 1 or f.value != ("color", "red") for f in c.of("attribute"))  # "and <r3>" ends r2's clause
+    assert {(f.subject, f.value[1], f.object) for f in c.of("relation")} == {(1, "left of", 2), (3, "above", 1)}
+    glob = {f.value for f in c.of("global")}
+    assert {("count", (3, "region")), ("color", "green"), ("state", "brightness", "bright"),
+            ("sentence", "The scene feels calm and sunny.")} <= glob
+
+
+def test_relations_are_checked_with_their_converse_and_opposite():
+    ref = content.parse("<r1>A cat</r1> is to the left of <r2>a dog</r2>.")
+    same = content.parse("<r7>The dog</r7> is to the right of <r8>the cat</r8>.")
+    opposite = content.parse("<r7>The dog</r7> is to the left of <r8>the cat</r8>.")
+    fact = ref.of("relation")[0]
+    assert rule_verdict(Question(fact, same, 8, 7)) == rule_verdict(Question(fact, same, 8, 7))
+    assert rule_verdict(Question(fact, same, 8, 7)).score == 1.0
+    assert rule_verdict(Question(fact, opposite, 8, 7)).score == 0.0  # cat right of dog: contradicted, not stated
+
+
+def test_attribute_verdicts_stated_missing_contradicted():
+    target = content.region("a red car on the right")
+    red, blue, left = (content.region(t).facts[1] for t in ("a red car", "a blue car", "a car on the left"))
+    assert rule_verdict(Question(red, target, 0)).score == 1.0
+    assert rule_verdict(Question(blue, target, 0)).score == 0.0
+    assert rule_verdict(Question(left, target, 0)).score == 0.0
+    assert rule_verdict(Question(red, content.region("a car"), 0)).score == 0.5  # not said either way
+
+
+def test_inline_boxes_become_references_with_pixel_boxes():
+    boxes = {g.region_id: g.bbox for g in REGIONS}
+    inline = grounding.render_boxes(SCENE, boxes, 400, 300)
+    text, got = inputs.from_inline_boxes(inline, 400, 300)
+    assert [p for _, p in grounding.references(text)][:3] == ["a brown dog", "a red car", "a green tree"]
+    assert len(got) == 3 and iou(got[0], boxes[1]) > 0.99  # the dog's three mentions are one entity
+    assert grounding.references(text)[3] == (0, "The brown dog")
+    text, got = inputs.from_inline_boxes("A blue motorcycle ([[0.50, 0.70, 0.83, 1.00]]) parked by a painted door "
+                                         "of a big house [0.01, 0.40, 1.00, 0.98].", 100, 100)
+    assert grounding.references(text) == [(0, "A blue motorcycle"), (1, "a big house")]
+    assert got[0] == pytest.approx((50.0, 70.0, 33.0, 30.0))
+
+
+def test_dlc_questions_take_negatives_from_other_regions():
+    pos, neg = dlc.questions(REFS[0])[1]
+    assert {f.value for f in pos} >= {("label", "dog"), ("color", "brown"), ("position", (None, "left"))}
+    values = {f.value for f in neg}
+    assert {("label", "car"), ("label", "tree"), ("color", "red"), ("color", "green"),
+            ("position", (None, "right"))} <= values
+    assert ("color", "brown") not in values and ("position", ("top", None)) not in values  # top is compatible with left
+
+
+def test_predictions_files_are_read_and_checked(tmp_path):
+    rows = [{"image_id": "img1", "scene_caption": "<r0>a dog</r0> on the left", "regions": [{"region_id": 0,
+             "bbox": [1, 2, 3, 4]}], "region_captions": [{"region_id": 1, "caption": "a dog"}]},
+            {"image_id": "img2", "scene_caption": "a sign [0.1, 0.2, 0.5, 0.6]"}]
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    got = inputs.read_predictions(jsonl, REFS)
+    assert got["img1"].boxes == {0: (1.0, 2.0, 3.0, 4.0)} and got["img1"].region_captions == {1: "a dog"}
+    assert got["img2"].scene_caption == "<r0>a sign</r0>" and got["img2"].boxes[0] == pytest.approx((20, 40, 80, 80))
+    parquet = tmp_path / "p.parquet"
+    pq.write_table(pa.Table.from_pylist(rows[:1]), parquet)
+    assert inputs.read_predictions(parquet, REFS)["img1"].scene_caption == rows[0]["scene_caption"]
+    jsonl.write_text(json.dumps(rows[0]) + "\n" + json.dumps(rows[0]) + "\n", encoding="utf-8")
+    with pytest.raises(inputs.EvalInputError, match="a second row for image img1"):
+        inputs.read_predictions(jsonl, REFS)
+    jsonl.write_text(json.dumps({"image_id": "img1", "scene_caption": "<r1>x"}) + "\n", encoding="utf-8")
+    with pytest.raises(inputs.EvalInputError, match="unmatched <rN> tags"):
+        inputs.read_predictions(jsonl, REFS)
+    with pytest.raises(inputs.EvalInputError, match="must be .parquet or .jsonl"):
+        (tmp_path / "p.csv").write_text("image_id\n", encoding="utf-8")
+        inputs.read_predictions(tmp_path / "p.csv", REFS)
+
+
+def test_read_reference_names_the_splits_it_has(tmp_path):
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.table({"image_id": ["a"]}), tmp_path / "data" / "test-00000-of-00001.parquet")
+    with pytest.raises(inputs.EvalInputError, match="no split 'human_test'.*holds: test"):
+        inputs.read_reference(str(tmp_path), "human_test")
+
+
+# --- the metrics' properties (MiniLM) ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def judge():
+    from groundcap.evaluate.judges import make
+
+    return make("rules_minilm")
+
+
+def scores(judge, predictions):
+    return report.evaluate(judge, REFS, predictions)
+
+
+def scene_f1(result):
+    return {d: result["scene"][d]["f1"] for d in ("tags", "locations", "attributes", "relations", "global")}
+
+
+@pytest.mark.slow
+@pytest.mark.models
+def test_a_perfect_prediction_scores_one_everywhere(judge):
+    result = scores(judge, perfect())
+    assert scene_f1(result) == dict.fromkeys(scene_f1(result), 1.0)
+    assert result["scene"]["overall"] == result["scene"]["overall_max"] == 4.1
+    region = result["region"]
+    assert (region["positive"], region["negative"], region["dlc"], region["recognized"]) == (1.0, 1.0, 1.0, 1.0)
+    assert region["uniqueness"] == region["reference_uniqueness"] == 1.0
+    assert result["predicted"] == result["images"] == 2 and result["judge_errors"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.models
+def test_an_empty_prediction_scores_zero(judge):
+    empty = {r.image_id: Prediction(r.image_id, "", {}, {g.region_id: "" for g in r.regions}) for r in REFS}
+    result = scores(judge, empty)
+    assert scene_f1(result) == dict.fromkeys(scene_f1(result), 0.0) and result["scene"]["overall"] == 0.0
+    assert (result["region"]["positive"], result["region"]["negative"], result["region"]["uniqueness"]) == (0, 0, 0)
+    missing = scores(judge, {"img1": perfect()["img1"]})  # an image left out counts as empty
+    assert missing["predicted"] == 1 and 0 < missing["scene"]["tags"]["f1"] < 1
+
+
+@pytest.mark.slow
+@pytest.mark.models
+def test_shuffled_boxes_lower_only_locations(judge):
+    base = scene_f1(scores(judge, perfect()))
+    shuffled = perfect()
+    for pred in shuffled.values():
+        keys = sorted(pred.boxes)
+        pred.boxes = dict(zip(keys, [pred.boxes[k] for k in keys[1:] + keys[:1]], strict=True))
+    got = scene_f1(scores(judge, shuffled))
+    assert got["locations"] < base["locations"]
+    assert {d: v for d, v in got.items() if d != "locations"} == {d: v for d, v in base.items() if d != "locations"}
+
+
+@pytest.mark.slow
+@pytest.mark.models
+def test_swapped_colour_words_lower_attributes(judge):
+    base = scores(judge, perfect())
+    swapped = {k: replace(p, scene_caption=swap_colors(p.scene_caption),
+                          region_captions={r: swap_colors(c) for r, c in p.region_captions.items()})
+               for k, p in perfect().items()}
+    got = scores(judge, swapped)
+    assert scene_f1(got)["attributes"] < scene_f1(base)["attributes"]
+    assert scene_f1(got)["tags"] == scene_f1(base)["tags"] == 1.0
+    assert scene_f1(got)["relations"] == 1.0
+    assert got["region"]["positive"] < base["region"]["positive"]
+    assert got["region"]["negative"] < base["region"]["negative"]  # the dog is now red: the car's colour
+
+
+@pytest.mark.slow
+@pytest.mark.models
+def test_a_caption_that_fits_every_region_lowers_uniqueness(judge):
+    generic = perfect()
+    for pred in generic.values():
+        pred.region_captions = dict.fromkeys(pred.region_captions, "something in the image")
+    result = scores(judge, generic)["region"]
+    assert result["uniqueness"] < result["reference_uniqueness"] == 1.0
+    assert result["uniqueness"] <= 2 / 5  # one shared caption fits at most one region per image best
+
+
+@pytest.mark.slow
+@pytest.mark.models
+def test_pancap_inline_form_scores_like_the_grounded_one(judge):
+    inline = {r.image_id: Prediction(r.image_id, *inputs.from_inline_boxes(
+        grounding.render_boxes(r.scene_caption, {g.region_id: g.bbox for g in r.regions}, r.width, r.height),
+        r.width, r.height)) for r in REFS}
+    got = scene_f1(scores(judge, inline))
+    assert got["tags"] == got["locations"] == got["attributes"] == 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.models
+def test_report_table_shows_every_dimension_side_by_side(judge, tmp_path):
+    runs = {"a.jsonl": scores(judge, perfect()), "b.jsonl": scores(judge, {})}
+    text = report.table({"split": "test", "judge": judge.provenance(), "runs": runs})
+    for row in (*report.SCENE_ROWS, *report.REGION_ROWS):
+        assert row in text
+    assert "| a.jsonl | b.jsonl |" in text and "4.100" in text
