@@ -9,8 +9,8 @@ from dataclasses import replace
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from fake_openai import FakeOpenAI, completion, user_text
 
+from fake_openai import FakeOpenAI, completion, user_text
 from groundcap import grounding
 from groundcap.evaluate import content, dlc, inputs, report
 from groundcap.evaluate.inputs import Prediction, Reference, Region
@@ -231,3 +231,59 @@ def test_report_table_shows_every_dimension_side_by_side(judge, tmp_path):
     for row in (*report.SCENE_ROWS, *report.REGION_ROWS):
         assert row in text
     assert "| a.jsonl | b.jsonl |" in text and "4.100" in text
+
+
+# --- the LLM judge through the loopback chat server ------------------------------------------------------
+
+
+def fake_judge(body: dict, n: int) -> dict:
+    """A scripted judge model: every marked entity "is shown" and "near" the next; a statement about a region is
+    stated when its words are in the caption, one about entities unless the paragraph is empty; a paragraph
+    saying "nothing" gets no JSON; the pick is the candidate equal to the caption."""
+    text = user_text(body)
+    if text.startswith("You extract"):
+        caption = text.split('Caption:\n"', 1)[1].split('"\n\nList', 1)[0]
+        entities = sorted({int(k) for k in re.findall(r"\[entity (\d+)\]", caption)})
+        return completion(json.dumps({"attributes": [{"entity": k, "fact": "is shown"} for k in entities],
+                                      "relations": [{"subject": a, "object": b, "fact": "is near"}
+                                                    for a, b in zip(entities, entities[1:], strict=False)],
+                                      "global": ["the image is a photo"]}))
+    if text.startswith("You check"):
+        paragraph = text.split('Paragraph:\n"', 1)[1].split('"\n\nStatements', 1)[0]
+        if "nothing" in paragraph:
+            return completion("I cannot answer that.")  # never JSON: the judge's error, counted
+        statements = re.findall(r"^(\d+)\. (.*)$", text.split("Statements:\n", 1)[1].split("\n\nFor each", 1)[0],
+                                re.M)
+        answers = [{"id": int(i), "contradicted": False,
+                    "stated": paragraph != "(empty)" and (not s.startswith("the region") or re.sub(
+                        r"^the region (?:is (?:an? )?|reads )", "", s).lower() in paragraph.lower())}
+                   for i, s in statements]
+        return completion(json.dumps({"answers": answers}))
+    candidates = re.findall(r"^(\d+)\. (.*)$", text, re.M)
+    caption = text.split('describe?\n"', 1)[1].split('"\n\nAnswer', 1)[0]
+    return completion(json.dumps({"region": next((int(i) for i, c in candidates if c == caption), None)}))
+
+
+def test_llm_judge_scores_through_the_chat_layer_and_hashes_its_prompts(monkeypatch):
+    from groundcap import models
+    from groundcap.evaluate.judges import make
+
+    with FakeOpenAI(fake_judge) as server:
+        options = {"base_url": server.url, "api_key_env": "GROUNDCAP_TEST_KEY", "backoff_s": 0.0}
+        judge = make("llm", "openai", "fake-judge", options)
+        monkeypatch.setattr(judge, "similarity", lambda a, b: __import__("numpy").eye(len(a), len(b)))  # no MiniLM
+        result = report.evaluate(judge, REFS, perfect())
+        assert scene_f1(result) == dict.fromkeys(scene_f1(result), 1.0)
+        assert result["region"]["dlc"] == 1.0 and result["region"]["uniqueness"] == 1.0
+        assert result["judge_errors"] == 0
+        prov = judge.provenance()
+        assert set(prov["prompts"]) == {"eval_extract", "eval_check", "eval_pick"} and len(prov["prompt_hash"]) == 16
+        assert "fake-judge (openai)" in prov["judge"]
+        sent = [user_text(r.body) for r in server.requests]
+        assert any("[entity 1]" in t for t in sent) and any("the region is a dog" in t for t in sent)
+
+        broken = perfect()
+        broken["img2"].scene_caption = "<r5>nothing</r5> at all."
+        result = report.evaluate(judge, REFS, broken)
+        assert result["judge_errors"] > 0 and result["judge_error_examples"]
+    models.release()
