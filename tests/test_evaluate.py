@@ -287,3 +287,36 @@ def test_llm_judge_scores_through_the_chat_layer_and_hashes_its_prompts(monkeypa
         result = report.evaluate(judge, REFS, broken)
         assert result["judge_errors"] > 0 and result["judge_error_examples"]
     models.release()
+
+
+# --- acceptance: the demo release scored against its own test split, from the command line -----------------
+
+
+def test_eval_command_on_the_demo_release(sample_project, tmp_path):
+    from typer.testing import CliRunner
+
+    from groundcap.cli import app
+
+    release = sample_project / "release"
+    own = tmp_path / "own.parquet"
+    pq.write_table(pq.read_table(next((release / "data").glob("test-*.parquet"))), own)
+    generic = tmp_path / "generic.jsonl"
+    rows = pq.read_table(own, columns=["image_id", "regions"]).to_pylist()
+    generic.write_text("".join(json.dumps({"image_id": r["image_id"], "scene_caption": "A photo.", "region_captions": [
+        {"region_id": g["region_id"], "caption": "a region"} for g in r["regions"]]}) + "\n" for r in rows),
+        encoding="utf-8")
+    out = tmp_path / "reports" / "eval.json"
+    result = CliRunner().invoke(app, ["eval", "--release", str(release), "--split", "test", "--predictions", str(own),
+                                      "--predictions", str(generic), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    for row in (*report.SCENE_ROWS, *report.REGION_ROWS):
+        assert f"| scene {row}" in result.output or f"| region {row}" in result.output
+    saved = json.loads(out.read_text(encoding="utf-8"))
+    mine, theirs = saved["runs"]["own.parquet"], saved["runs"]["generic.jsonl"]
+    assert mine["scene"]["overall"] == mine["scene"]["overall_max"] and mine["region"]["dlc"] == 1.0
+    assert theirs["scene"]["overall"] < mine["scene"]["overall"] and theirs["region"]["dlc"] < 1.0
+    assert saved["judge"]["judge"] == "rules_minilm" and saved["split"] == "test"
+
+    missing = CliRunner().invoke(app, ["eval", "--release", str(release), "--predictions", str(own),
+                                       "--output", str(out)])
+    assert missing.exit_code == 2 and "split 'human_test'" in missing.output  # the demo has no verdicts

@@ -78,6 +78,11 @@ def read_reference(release: str, split: str) -> list[Reference]:
                                 for r in row["regions"] or [])
                 items.append(Reference(row["image_id"], int(row["width"]), int(row["height"]),
                                        row["scene_caption"] or "", regions))
+    if not items:
+        raise EvalInputError(f"split {split!r} of {release} holds no images"
+                             + (": people-checked images go there once audit verdicts are imported "
+                                "(`groundcap audit import`) and the release is built again; or pass --split test"
+                                if split == "human_test" else "; pass --split with another split"))
     return sorted(items, key=lambda r: r.image_id)
 
 

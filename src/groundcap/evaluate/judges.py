@@ -62,14 +62,20 @@ class Judge(ABC):
 
     def __init__(self) -> None:
         self._embedder = embedder("minilm")
+        self._vectors: dict[str, np.ndarray] = {}
+
+    def embed(self, texts: Sequence[str]) -> None:
+        """Encode the texts not seen yet, in one batch (a call per text costs a forward pass each)."""
+        new = [t for t in dict.fromkeys(texts) if t not in self._vectors]
+        if new:
+            self._vectors |= dict(zip(new, self._embedder.encode(new).astype(np.float64), strict=True))
 
     def similarity(self, a: Sequence[str], b: Sequence[str]) -> np.ndarray:
-        """Cosine of every text of ``a`` with every text of ``b`` (MiniLM, one batch)."""
+        """Cosine of every text of ``a`` with every text of ``b`` (MiniLM)."""
         if not a or not b:
             return np.zeros((len(a), len(b)))
-        texts = list(dict.fromkeys([*a, *b]))
-        vectors = dict(zip(texts, self._embedder.encode(texts).astype(np.float64), strict=True))
-        return np.array([[float(vectors[x] @ vectors[y]) for y in b] for x in a])
+        self.embed([*a, *b])
+        return np.array([[float(self._vectors[x] @ self._vectors[y]) for y in b] for x in a])
 
     def provenance(self) -> dict:
         return {"judge": self.name, "embedder": self._embedder.provenance(), "prompts": {}}
@@ -139,6 +145,7 @@ class RulesMiniLMJudge(Judge):
         sentences = sorted({s for i in open_ for s in questions[i].target.global_sentences})
         if open_ and sentences:
             facts = sorted({questions[i].fact.value[1] for i in open_})
+            self.embed([*facts, *sentences])
             sim = self.similarity(facts, sentences)
             best = {f: sim[k] for k, f in enumerate(facts)}
             column = {s: k for k, s in enumerate(sentences)}
@@ -152,6 +159,7 @@ class RulesMiniLMJudge(Judge):
     def fit(self, items):
         """Fit = MiniLM cosine plus the share of comparable claims that agree (0.5 when none compare)."""
         out: list[int | None] = []
+        self.embed([t for caption, candidates in items if caption.strip() for t in (caption, *candidates)])
         for caption, candidates in items:
             if not caption.strip() or not candidates:
                 out.append(None)

@@ -65,6 +65,8 @@ def _match(judge: Judge, ref: Content, pred: Content) -> Match:
 def score(judge: Judge, pairs: list[tuple[str, Content, Content]]) -> list[ImageScore]:
     """Scores of (image_id, reference content, predicted content) pairs; the judge's questions of all
     images go out in one call."""
+    judge.embed([t for _, ref, pred in pairs for c in (ref, pred) for e in c.entities.values()
+                 for t in (e.tag, e.phrase)])
     matches = [_match(judge, ref, pred) for _, ref, pred in pairs]
     asked: list[tuple[int, str, str, list[Question | None]]] = []  # (image, dimension, side, questions)
     for n, ((_, ref, pred), m) in enumerate(zip(pairs, matches, strict=True)):
