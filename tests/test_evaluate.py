@@ -320,3 +320,41 @@ def test_eval_command_on_the_demo_release(sample_project, tmp_path):
     missing = CliRunner().invoke(app, ["eval", "--release", str(release), "--predictions", str(own),
                                        "--output", str(out)])
     assert missing.exit_code == 2 and "split 'human_test'" in missing.output  # the demo has no verdicts
+
+
+# --- the engine's own accuracy in the card (a project with verdicts) ------------------------------------------
+
+
+def test_card_reports_the_engines_accuracy_on_human_test(sample_project, tmp_path):
+    import csv
+    import shutil
+
+    from groundcap import audit, params
+    from groundcap.audit import verdicts
+    from groundcap.evaluate import engine
+    from groundcap.runner import run_all
+    from groundcap.stage import Context
+
+    project = tmp_path / "project"
+    shutil.copytree(sample_project / "work", project / "work")
+    shutil.copytree(sample_project / "reports", project / "reports")
+    p = params.load(None)
+    p["audit"] |= {"verdicts": str(tmp_path / "verdicts.jsonl"), "max_error_rate": 1.0}
+    exported = audit.export(project, p)
+    first, second = exported["items"][0], exported["items"][1]
+    rid = next(iter(first["regions"]))
+    with (tmp_path / "v.csv").open("w", newline="") as fh:  # people recoloured one region, accepted another image
+        csv.writer(fh).writerows([verdicts.CSV_HEADER, (f"{first['image_id']}#r{rid}", "edited", "a purple region"),
+                                  (second["image_id"], "accept", "")])
+    verdicts.import_file(project, p, tmp_path / "v.csv", "csv", exported)
+    run_all(Context(root=project, params=p, progress=False), ("split", "build", "card"))
+
+    result = engine.accuracy(project / "work", project / "release")
+    assert result["images"] == result["predicted"] == 2
+    assert result["scene"]["overall"] == result["scene"]["overall_max"]  # nobody corrected a scene caption
+    assert result["region"]["positive"] < 1.0  # the machine said another colour where people say purple
+    card = (project / "release" / "README.md").read_text(encoding="utf-8")
+    assert "Engine accuracy on human_test" in card and "2 images people checked" in card
+    for row in ("scene tags F1", "scene attributes F1", "scene overall", "region positive", "region uniqueness"):
+        assert f"| {row}" in card
+    assert "Engine accuracy" not in (sample_project / "release" / "README.md").read_text(encoding="utf-8")
