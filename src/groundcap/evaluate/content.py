@@ -110,6 +110,11 @@ def claims_plain(text: str) -> str:
     return " ".join(grounding.plain(text).split())
 
 
+def _placed(claim: claims.Claim) -> bool:
+    """A colour word no list places says nothing the rules can compare."""
+    return claim.kind != "color" or claim.value[0] is not None
+
+
 def _value(claim: claims.Claim) -> tuple:
     if claim.kind == "color":
         return ("color", claim.value[0])
@@ -122,13 +127,14 @@ _SAYS = {"color": "{s} is {v}", "position": "{s} is {v}", "text": "{s} reads {v}
 def attribute_facts(text: str, subject: int) -> list[Fact]:
     """The attribute claims of ``text`` about entity ``subject`` (labels are the tag, not attributes)."""
     return [Fact("attribute", _SAYS[c.kind].replace("{v}", c.text), _value(c),
-                 subject) for c in claims.parse(text) if c.kind in ATTRIBUTE_KINDS]
+                 subject) for c in claims.parse(text) if c.kind in ATTRIBUTE_KINDS and _placed(c)]
 
 
 def global_facts(sentence: str) -> list[Fact]:
     """What a sentence that names no entity says about the whole image; the sentence itself when no
     rule reads anything in it (a judge may still find it said elsewhere)."""
-    facts = [Fact("global", c.text, _value(c)) for c in claims.parse(sentence) if c.kind in ("color", "count")]
+    facts = [Fact("global", c.text, _value(c)) for c in claims.parse(sentence)
+             if c.kind in ("color", "count") and _placed(c)]
     facts += [Fact("global", m.group(0), ("state", *_STATE_WORD[m.group(1).lower()]))
               for m in _STATE.finditer(sentence)]
     return facts or [Fact("global", sentence, ("sentence", sentence))]
