@@ -358,3 +358,23 @@ def test_card_reports_the_engines_accuracy_on_human_test(sample_project, tmp_pat
     for row in ("scene tags F1", "scene attributes F1", "scene overall", "region positive", "region uniqueness"):
         assert f"| {row}" in card
     assert "Engine accuracy" not in (sample_project / "release" / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+@pytest.mark.models
+def test_the_llm_judge_agreement_with_the_rules_is_reported(monkeypatch):
+    from groundcap import models
+    from groundcap.evaluate.judges import RulesMiniLMJudge, make
+
+    with FakeOpenAI(fake_judge) as server:
+        judge = make("llm", "openai", "fake-judge", {"base_url": server.url, "api_key_env": "GROUNDCAP_TEST_KEY"})
+        rules = RulesMiniLMJudge()
+        monkeypatch.setattr(judge, "similarity", lambda a, b: __import__("numpy").eye(len(a), len(b)))
+        swapped = {k: replace(p, region_captions={r: swap_colors(c) for r, c in p.region_captions.items()})
+                   for k, p in perfect().items()}
+        result = report.evaluate(judge, REFS, swapped, rules)["judge_agreement"]
+    models.release()
+    assert result["judges"] == ["rules_minilm", "llm"] and result["questions"] > 20 and result["unanswered"] == 0
+    # the script states a region's words when they appear; the rules also see the swapped colour contradict
+    assert 0.0 < result["agreement"] < 1.0
+    assert {"attribute:label", "attribute:color", "relation:relation", "global:sentence"} <= set(result["by_kind"])

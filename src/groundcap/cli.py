@@ -78,6 +78,8 @@ def evaluate(
         "--judge-option", help="llm judge engine option KEY=VALUE (VALUE read as JSON when it parses), "
         "e.g. base_url=...")] = None,
     output: Annotated[Path, typer.Option("--output", help="Where the JSON report goes.")] = Path("reports/eval.json"),
+    judge_agreement: Annotated[bool, typer.Option(
+        "--judge-agreement", help="Also report how often the judge answers as rules_minilm does.")] = False,
 ) -> None:
     """Score captioning models on a release split: PancapScore-style scene F1s (tags, locations, attributes,
     relations, global state, overall) and DLC-Bench-style region scores with uniqueness; print a Markdown table."""
@@ -96,8 +98,12 @@ def evaluate(
                 out[key] = value
         return out
 
-    result = guard(lambda: evaluate_mod.run(release, split, predictions,
-                                            judges.make(judge, judge_engine, judge_model, options()), output))
+    def run_eval() -> dict:
+        chosen = judges.make(judge, judge_engine, judge_model, options())
+        rules = judges.RulesMiniLMJudge() if judge_agreement and judge != "rules_minilm" else None
+        return evaluate_mod.run(release, split, predictions, chosen, output, rules)
+
+    result = guard(run_eval)
     typer.echo(report.table(result))
     typer.echo(f"report written to {output}")
 

@@ -63,19 +63,32 @@ def questions(image: Reference) -> dict[int, tuple[list[Fact], list[Fact]]]:
     return out
 
 
-def score(judge: Judge, images: list[Reference], captions: dict[str, dict[int, str]]) -> list[RegionScore]:
-    """Scores of every reference region; ``captions[image_id][region_id]`` is the predicted caption
-    (missing: empty)."""
-    plan: list[tuple[str, int, bool, Content, list[Fact], list[Fact]]] = []
+Plan = list[tuple[str, int, bool, Content, list[Fact], list[Fact]]]  # image, region, captioned, caption, +, -
+
+
+def plan(images: list[Reference], captions: dict[str, dict[int, str]]) -> Plan:
+    """Every reference region with its predicted caption (missing: empty) and its questions."""
+    out: Plan = []
     for image in images:
         predicted = captions.get(image.image_id, {})
         for rid, (pos, neg) in questions(image).items():
             text = predicted.get(rid, "")
-            plan.append((image.image_id, rid, bool(text.strip()), content.region(text), pos, neg))
-    flat = [Question(f, target, 0) for *_, target, pos, neg in plan for f in (*pos, *neg)]
+            out.append((image.image_id, rid, bool(text.strip()), content.region(text), pos, neg))
+    return out
+
+
+def flat_questions(rows: Plan) -> list[Question]:
+    return [Question(f, target, 0) for *_, target, pos, neg in rows for f in (*pos, *neg)]
+
+
+def score(judge: Judge, images: list[Reference], captions: dict[str, dict[int, str]]) -> list[RegionScore]:
+    """Scores of every reference region; ``captions[image_id][region_id]`` is the predicted caption
+    (missing: empty)."""
+    rows = plan(images, captions)
+    flat = flat_questions(rows)
     verdicts = iter(judge.check(flat))
     out = []
-    for image_id, rid, captioned, _, pos, neg in plan:
+    for image_id, rid, captioned, _, pos, neg in rows:
         pv = [next(verdicts) for _ in pos]
         nv = [next(verdicts) for _ in neg]
         labels = [v for f, v in zip(pos, pv, strict=True) if f.value[0] == "label"]

@@ -62,18 +62,27 @@ def _match(judge: Judge, ref: Content, pred: Content) -> Match:
                  judge.similarity([e.phrase for e in r], [e.phrase for e in p]))
 
 
-def score(judge: Judge, pairs: list[tuple[str, Content, Content]]) -> list[ImageScore]:
-    """Scores of (image_id, reference content, predicted content) pairs; the judge's questions of all
-    images go out in one call."""
+Asked = list[tuple[int, str, str, list[Question | None]]]  # (image, dimension, side, its questions)
+
+
+def ask(judge: Judge, pairs: list[tuple[str, Content, Content]]) -> tuple[list[Match], Asked]:
+    """The entity matching of each pair and the questions it leads to, both directions."""
     judge.embed([t for _, ref, pred in pairs for c in (ref, pred) for e in c.entities.values()
                  for t in (e.tag, e.phrase)])
     matches = [_match(judge, ref, pred) for _, ref, pred in pairs]
-    asked: list[tuple[int, str, str, list[Question | None]]] = []  # (image, dimension, side, questions)
+    asked: Asked = []
     for n, ((_, ref, pred), m) in enumerate(zip(pairs, matches, strict=True)):
         back = {v: k for k, v in m.pairs.items()}
         for dim, kind in _FACT_KIND.items():
             asked.append((n, dim, "recall", _questions(ref, pred, m.pairs, kind)))
             asked.append((n, dim, "precision", _questions(pred, ref, back, kind)))
+    return matches, asked
+
+
+def score(judge: Judge, pairs: list[tuple[str, Content, Content]]) -> list[ImageScore]:
+    """Scores of (image_id, reference content, predicted content) pairs; the judge's questions of all
+    images go out in one call."""
+    matches, asked = ask(judge, pairs)
     flat = [q for *_, qs in asked for q in qs if q is not None]
     verdicts = iter(judge.check(flat))
     results = [ImageScore(image_id) for image_id, _, _ in pairs]

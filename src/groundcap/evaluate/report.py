@@ -12,16 +12,18 @@ import json
 import os
 from pathlib import Path
 
-from groundcap.evaluate import dlc, pancap
+from groundcap.evaluate import agreement, dlc, pancap
 from groundcap.evaluate.inputs import Prediction, Reference
-from groundcap.evaluate.judges import Judge
+from groundcap.evaluate.judges import Judge, RulesMiniLMJudge
 
 SCENE_ROWS = (*pancap.DIMENSIONS, "overall")
 REGION_ROWS = ("positive", "negative", "dlc", "recognized", "uniqueness", "reference_uniqueness")
 
 
-def evaluate(judge: Judge, references: list[Reference], predictions: dict[str, Prediction]) -> dict:
-    """The scores of one predictions set on ``references``."""
+def evaluate(judge: Judge, references: list[Reference], predictions: dict[str, Prediction],
+             rules: RulesMiniLMJudge | None = None) -> dict:
+    """The scores of one predictions set on ``references``; with ``rules``, also how often ``judge``
+    answers the fixed question set as the rule judge does (``agreement``, reported, not gated)."""
     known = {r.image_id for r in references}
     result: dict = {"images": len(references), "predicted": len(known & set(predictions)),
                     "unknown_images": sorted(set(predictions) - known)[:20]}
@@ -43,6 +45,8 @@ def evaluate(judge: Judge, references: list[Reference], predictions: dict[str, P
         ceiling, _ = dlc.uniqueness(judge, references, own)
         result["region"] |= {"uniqueness": None if share is None else round(share, 4), "uniqueness_regions": n,
                              "reference_uniqueness": None if ceiling is None else round(ceiling, 4)}
+    if rules is not None:
+        result["judge_agreement"] = agreement.measure(rules, judge, agreement.questions(references, predictions, rules))
     errors = getattr(judge, "errors", [])
     result["judge_errors"] = len(errors)
     if errors:
@@ -80,5 +84,8 @@ def table(report: dict) -> str:
     if any("region" in r for r in runs):
         for row in REGION_ROWS:
             lines.append(f"| region {row} | " + " | ".join(_cell(r.get("region", {}).get(row)) for r in runs) + " |")
+    if any("judge_agreement" in r for r in runs):
+        lines.append("| judge agreement with rules_minilm | " + " | ".join(
+            _cell((r.get("judge_agreement") or {}).get("agreement")) for r in runs) + " |")
     lines.append("| images predicted | " + " | ".join(f"{r['predicted']}/{r['images']}" for r in runs) + " |")
     return "\n".join(lines)
