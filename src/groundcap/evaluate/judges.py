@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from groundcap.evaluate.content import CONVERSE, OPPOSITE, Box, Content, Fact, parse
+from groundcap.evaluate.inputs import EvalInputError
 from groundcap.qa import claims
 from groundcap.qa.consistency import embedder
 
@@ -179,8 +180,6 @@ JUDGES = ("rules_minilm", "llm")
 def make(name: str, engine: str | None = None, model: str | None = None, options: dict | None = None,
          prompts_dir: str | None = None) -> Judge:
     """The judge ``name``; ``llm`` needs a VLM ``engine`` and ``model`` (``groundcap.vlm.chat.ENGINES``)."""
-    from groundcap.evaluate.inputs import EvalInputError
-
     if name == "rules_minilm":
         return RulesMiniLMJudge()
     if name == "llm":
