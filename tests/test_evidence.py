@@ -25,8 +25,8 @@ def test_parse_reads_every_kind_in_order():
     text = ('Two small gray cats at the top left of the image, covering 12% of it. Mostly red (63%). '
             'A sign reads "Red Sale" next to 3 wine glasses.')
     assert [(c.kind, c.value) for c in claims.parse(text)] == [
-        ("count", (2, "cat")), ("color", ("gray", None)), ("label", "cat"), ("position", ("top", "left")),
-        ("area", 0.12), ("color", ("red", 0.63)), ("label", "sign"), ("text", "Red Sale"),
+        ("count", (2, "cat")), ("color", ("gray", None, None)), ("label", "cat"), ("position", ("top", "left")),
+        ("area", 0.12), ("color", ("red", 0.63, None)), ("label", "sign"), ("text", "Red Sale"),
         ("count", (3, "wine glass")), ("label", "wine glass")]
     assert claims.parse(text) == claims.parse(text)
 
@@ -35,7 +35,7 @@ def test_parse_leaves_out_what_is_not_clearly_a_claim():
     text = ('A label reading "blue 5 dogs" sits to the left of the cup, at the top of the table; '
             'one of the two-thirds is not green and none covering 15%: white (40%).')
     assert [(c.kind, c.value) for c in claims.parse(text)] == [
-        ("text", "blue 5 dogs"), ("label", "cup"), ("label", "table"), ("color", ("white", 0.4))]
+        ("text", "blue 5 dogs"), ("label", "cup"), ("label", "table"), ("color", ("white", 0.4, None))]
 
 
 @pytest.mark.parametrize("phrase, where", [

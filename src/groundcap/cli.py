@@ -62,6 +62,52 @@ def run(
     typer.echo(f"release written to {workdir / 'release'}")
 
 
+@app.command("eval")
+def evaluate(
+    release: Annotated[str, typer.Option("--release", help="Release folder or fsspec URL holding data/*.parquet.")],
+    predictions: Annotated[list[Path], typer.Option(
+        "--predictions", help="Parquet or JSONL keyed by image_id: scene_caption (<rN> with regions[].bbox, or inline "
+        "[x1, y1, x2, y2] boxes) and/or region captions keyed by the reference region_id (region_captions "
+        "[{region_id, caption}]). Repeat to compare.")],
+    split: Annotated[str, typer.Option("--split", help="The split to score against.")] = "human_test",
+    judge: Annotated[str, typer.Option("--judge", help="rules_minilm (CPU, default) or llm.")] = "rules_minilm",
+    judge_engine: Annotated[str | None, typer.Option(
+        "--judge-engine", help="llm judge: vllm, openai or transformers.")] = None,
+    judge_model: Annotated[str | None, typer.Option("--judge-model", help="llm judge: the model id.")] = None,
+    judge_option: Annotated[list[str] | None, typer.Option(
+        "--judge-option", help="llm judge engine option KEY=VALUE (VALUE read as JSON when it parses), "
+        "e.g. base_url=...")] = None,
+    output: Annotated[Path, typer.Option("--output", help="Where the JSON report goes.")] = Path("reports/eval.json"),
+    judge_agreement: Annotated[bool, typer.Option(
+        "--judge-agreement", help="Also report how often the judge answers as rules_minilm does.")] = False,
+) -> None:
+    """Score captioning models on a release split: PancapScore-style scene F1s (tags, locations, attributes,
+    relations, global state, overall) and DLC-Bench-style region scores with uniqueness; print a Markdown table."""
+    from groundcap import evaluate as evaluate_mod
+    from groundcap.evaluate import judges, report
+
+    def options() -> dict:
+        out = {}
+        for item in judge_option or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise params_mod.ParamsError(f"--judge-option {item!r} must be KEY=VALUE")
+            try:
+                out[key] = json.loads(value)
+            except json.JSONDecodeError:
+                out[key] = value
+        return out
+
+    def run_eval() -> dict:
+        chosen = judges.make(judge, judge_engine, judge_model, options())
+        rules = judges.RulesMiniLMJudge() if judge_agreement and judge != "rules_minilm" else None
+        return evaluate_mod.run(release, split, predictions, chosen, output, rules)
+
+    result = guard(run_eval)
+    typer.echo(report.table(result))
+    typer.echo(f"report written to {output}")
+
+
 @app.command("dvc-yaml")
 def write_dvc_yaml(
     root: Root = Path("."),

@@ -76,3 +76,67 @@ def color_shares(pixels_rgb: np.ndarray, max_samples: int = MAX_SAMPLES) -> list
     names, counts = np.unique(name_pixels(to_lab(pixels)), return_counts=True)
     shares = [(str(n), float(c) / len(pixels)) for n, c in zip(names, counts, strict=True)]
     return sorted(shares, key=lambda s: (-s[1], s[0]))
+
+
+# --- shade words: what a VLM writes beyond the basic names ---------------------------------------------
+#
+# From two maintained lists of colour names with sRGB values, both shipped with matplotlib: the xkcd colour
+# survey's 949 names (``matplotlib.colors.XKCD_COLORS``) and CSS Color Module Level 4's named colours
+# (``CSS4_COLORS``). Only words a caption uses as a colour are taken: the xkcd names of two or more words
+# that end in a colour word ("navy blue", "burnt orange", "light grey"), the "-ish" forms ("reddish"), and
+# the single words below, which rarely name a thing in a caption ("olive", "salmon", "gold", "slate", "rust",
+# "golden" are left out: a caption of olive oil, a slate roof or a golden retriever states no colour).
+SHADE_WORDS = frozenset((
+    "crimson scarlet vermillion carmine maroon burgundy claret cerise magenta fuchsia mauve puce lilac lavender "
+    "violet indigo periwinkle navy cobalt cerulean azure ultramarine teal turquoise aqua aquamarine viridian "
+    "chartreuse khaki ochre ocher amber tan taupe sepia umber russet auburn ecru ivory").split())
+
+
+SIZE_WORDS = frozenset({"medium", "big", "large", "small", "tiny"})  # "a medium brown region" is a size and a colour
+
+
+def _shade_table() -> dict[str, tuple[int, int, int]]:
+    from matplotlib import colors as mpl_colors  # the lists live there; only loaded when a caption is parsed
+
+    def rgb(hex_value: str) -> tuple[int, int, int]:
+        return tuple(int(hex_value[i:i + 2], 16) for i in (1, 3, 5))
+
+    xkcd = {k.removeprefix("xkcd:"): v for k, v in mpl_colors.XKCD_COLORS.items()}
+    enders = {*NAMES, "grey", *SHADE_WORDS}
+    table = {}
+    for name, value in sorted(xkcd.items()):
+        words = name.split()
+        if "/" in name or "'" in name or name in NAMES or name == "grey" or words[0] in SIZE_WORDS:
+            continue
+        if (len(words) > 1 and words[-1] in enders) or (len(words) == 1 and name.endswith("ish")):
+            table[name] = rgb(value)
+    for name in SHADE_WORDS:
+        table[name] = rgb(xkcd.get(name) or mpl_colors.CSS4_COLORS[name])
+    return table
+
+
+_SHADES: dict[str, tuple[tuple[int, int, int], np.ndarray, str]] = {}
+
+
+def shades() -> dict[str, tuple[tuple[int, int, int], np.ndarray, str]]:
+    """``shade word -> (sRGB, Lab, basic name)``: the basic name is the colour word a compound ends in
+    ("navy blue" -> blue, "dark grey" -> gray), else what ``name_pixels`` calls the shade's Lab."""
+    if not _SHADES:
+        table = _shade_table()
+        lab = to_lab(np.array(list(table.values()), dtype=np.uint8))
+        nearest = name_pixels(lab)
+        for i, (name, value) in enumerate(table.items()):
+            last = name.split()[-1].replace("grey", "gray")
+            _SHADES[name] = (value, lab[i], last if last in NAMES else str(nearest[i]))
+    return _SHADES
+
+
+def shade_share(pixels_rgb: np.ndarray, shade: str, tolerance: float, max_samples: int = MAX_SAMPLES) -> float:
+    """Fraction of the pixels within CIEDE2000 ``tolerance`` of ``shade``'s Lab colour."""
+    from skimage.color import deltaE_ciede2000
+
+    pixels = sample(pixels_rgb, max_samples)
+    if len(pixels) == 0:
+        return 0.0
+    target = shades()[shade][1]
+    return float((deltaE_ciede2000(to_lab(pixels), target[None, :]) <= tolerance).mean())

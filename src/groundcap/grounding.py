@@ -23,6 +23,11 @@ def references(text: str) -> list[tuple[int, str]]:
     return [(int(m.group(1)), m.group(2)) for m in _REF.finditer(text)]
 
 
+def mentions(text: str) -> list[tuple[int, int, int, str]]:
+    """(start, end, region_id, phrase) for every reference, in order: where each sits in ``text``."""
+    return [(m.start(), m.end(), int(m.group(1)), m.group(2)) for m in _REF.finditer(text)]
+
+
 def is_well_formed(text: str) -> bool:
     """True when every ``<rN>``/``</rN>`` tag belongs to a matched, non-nested pair."""
     leftover = _REF.sub(lambda m: m.group(2), text)

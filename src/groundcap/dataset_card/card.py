@@ -296,6 +296,7 @@ def _qa_section(qa_summary: dict, params: dict) -> str:
         return "No QA summary was recorded."
     summary = dict(qa_summary)
     audit = summary.pop("audit", None) or {}
+    accuracy = summary.pop("engine_accuracy", None)
     qa = params.get("qa", {})
     lines = [
         "Every region's captions were checked against its pixels (colour, position, area, count and quoted-text "
@@ -310,6 +311,7 @@ def _qa_section(qa_summary: dict, params: dict) -> str:
     ]
     if audit.get("audited"):
         lines += ["", _table(["item", "value"], _flatten(_public({k: v for k, v in audit.items() if k != "message"})))]
+    lines += _accuracy_lines(accuracy)
     lines += ["", _table(["item", "value"], _flatten(_public(summary)))]
     return "\n".join(lines)
 
@@ -339,6 +341,22 @@ def _privacy_section(redactions: dict, total: int, params: dict, provenance: dic
         "the WebDataset JSON and the COCO image entry) list each box (`[x, y, w, h]`, padding included), label, "
         "score and detector. Detection is automatic: a face or plate the detector missed is not blurred."
     )
+
+
+def _accuracy_lines(accuracy: dict | None) -> list[str]:
+    """The machine captions scored against people's corrections on human_test (``groundcap eval``'s metrics)."""
+    if not accuracy:
+        return []
+    scene, region = accuracy.get("scene") or {}, accuracy.get("region") or {}
+    rows = [[f"scene {dim} F1", (scene.get(dim) or {}).get("f1")]
+            for dim in ("tags", "locations", "attributes", "relations", "global")]
+    rows.append(["scene overall (PancapScore weights)", f"{scene.get('overall')} of {scene.get('overall_max')}"])
+    rows += [[f"region {k}", region.get(k)]
+             for k in ("positive", "negative", "dlc", "recognized", "uniqueness", "reference_uniqueness")]
+    return ["", f"**Engine accuracy on human_test** ({accuracy['images']} images people checked; the machine's "
+            f"captions scored against the people's, judge `{accuracy['judge']}`, metrics as in `groundcap eval`: "
+            "PancapScore-style scene F1s, DLC-Bench-style region scores in [-1, 1]):", "",
+            _table(["metric", "value"], rows)]
 
 
 def _sources_section(params: dict) -> str:

@@ -9,6 +9,7 @@ words inside quotes, "not red") is not read as one, since a misread claim can fa
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,9 @@ TEXT_SIMILARITY = 0.8  # agreement(): two quoted texts this similar (``text_simi
 class Claim:
     """One claim: ``text`` is the caption's words, ``value`` what they assert, by kind:
 
-    label: singular vocabulary noun; color: (name in ``colors.NAMES``, stated share 0-1 or None);
+    label: singular vocabulary noun; color: (name in ``colors.NAMES``, stated share 0-1 or None, the shade
+    word when the caption names a shade, ``colors.shades``: "navy blue", "crimson"), with name None for a
+    colour word no list places ("wine-colored"), which only an unverifiable verdict can follow;
     position: (row: top|middle|bottom or None, column: left|center|right or None); area: share of
     the image 0-1; count: (n, singular noun; "region" means regions of any label); text: the quote.
     """
@@ -81,7 +84,35 @@ def _alternation(words) -> str:
 # --- the phrases ---------------------------------------------------------------------------------
 
 _QUOTE = re.compile(r'"([^"]*)"|\u201c([^\u201d]*)\u201d')
-_COLOR = re.compile(r"\b(" + _alternation((*colors.NAMES, "grey")) + r")\b(?:\s*\((\d+(?:\.\d+)?)%\))?", re.I)
+_SHARE = r"(?:\s*\((\d+(?:\.\d+)?)%\))?"
+_UNPLACED = re.compile(r"\b([a-z]+)[- ](?:colou?red|toned|hued|tinted)\b", re.I)
+
+
+@functools.cache
+def _color_words() -> re.Pattern:
+    """Basic names and shade words (longest first: "navy blue" before "blue"); built on first use, since
+    the shade lists load with matplotlib."""
+    words = sorted((*colors.NAMES, "grey", *colors.shades()), key=lambda w: (-len(w), w))
+    either = "|".join(r"[- ]".join(map(re.escape, w.split())) for w in words)  # "reddish-brown" is "reddish brown"
+    return re.compile(r"\b(" + either + r")\b" + _SHARE, re.I)
+
+
+def _colors(text: str) -> list[tuple[re.Match, tuple]]:
+    """(match, claim value) of every colour word in ``text``, and of "X-colored" words no list places."""
+    out = []
+    for m in _color_words().finditer(text):
+        word = " ".join(m.group(1).lower().replace("-", " ").split())
+        share = None if m.group(2) is None else float(m.group(2)) / 100
+        if word in colors.shades():
+            out.append((m, (colors.shades()[word][2], share, word)))
+        else:
+            out.append((m, (word.replace("grey", "gray"), share, None)))
+    taken = [m.span() for m, _ in out]
+    for m in _UNPLACED.finditer(text):
+        if not any(s <= m.start() < e for s, e in taken):
+            out.append((m, (None, None, None)))
+    return out
+
 _NEGATED = re.compile(r"\b(?:no|not|without|non)[\s-]+$", re.I)
 _POSITION = re.compile(
     r"\b(?:at|on|in|along|near) the (?:very |far )?"
@@ -150,16 +181,16 @@ def parse(text: str) -> list[Claim]:
     positions = [m for m in _POSITION.finditer(rest) if _is_position(m, rest)]
     for m in positions:
         add("position", m, where(m.group(1)))
-    for m in _COLOR.finditer(rest):
+    found_colors = _colors(rest)
+    for m, value in found_colors:
         if not _NEGATED.search(rest, 0, m.start()):
-            name = m.group(1).lower().replace("grey", "gray")
-            add("color", m, (name, None if m.group(2) is None else float(m.group(2)) / 100))
+            add("color", m, value)
     for m in _AREA.finditer(rest):
         add("area", m, float(m.group(1)) / 100)
     for m in _COUNT.finditer(rest):
         n = m.group(1).lower()
         add("count", m, (int(n) if n.isdigit() else _NUMBERS[n], singular(m.group(3))))
-    nouns = _blank(rest, [m.span() for m in (*positions, *_COLOR.finditer(rest))])
+    nouns = _blank(rest, [m.span() for m in (*positions, *(m for m, _ in found_colors))])
     for m in _LABEL.finditer(nouns):
         add("label", m, singular(m.group(1)))
     found.sort(key=lambda f: (f[0], f[1]))
@@ -195,7 +226,9 @@ def _compare(kind: str, a: list[Claim], b: list[Claim]) -> tuple[bool, str] | No
         sa, sb = {c.value for c in a}, {c.value for c in b}
         return bool(sa & sb), f"{', '.join(sorted(sa))!r} vs {', '.join(sorted(sb))!r}"
     if kind == "color":  # a model naming fewer colours does not disagree: one's main colour is enough
-        na, nb = [c.value[0] for c in a], [c.value[0] for c in b]
+        na, nb = [c.value[0] for c in a if c.value[0]], [c.value[0] for c in b if c.value[0]]
+        if not na or not nb:
+            return None
         return (na[0] in nb or nb[0] in na), f"{', '.join(dict.fromkeys(na))!r} vs {', '.join(dict.fromkeys(nb))!r}"
     if kind == "position":
         return compatible(a[0].value, b[0].value), f"{a[0].text!r} vs {b[0].text!r}"

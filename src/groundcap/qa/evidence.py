@@ -8,7 +8,10 @@ labels are where captions get their nouns.
 Rules, in the caption's own terms:
 
 - colour: the word's share of the mask's pixels (``colors.color_shares``) is at least
-  ``min_color_share``; a stated "(63%)" must be within ``share_tolerance`` instead.
+  ``min_color_share``; a stated "(63%)" must be within ``share_tolerance`` instead. A shade word
+  ("navy blue", "crimson", ``colors.shades``) is held to its own Lab colour: the pixels within
+  CIEDE2000 ``shade_tolerance`` of it must cover ``min_color_share``, so "navy" on a light-blue region
+  is contradicted although both are blue. A colour word no list places ("wine-colored") is unverifiable.
 - position: every side named is where the mask centroid's 3x3 cell is (the cell the embedded
   captioners name), or where at least half the box lies along that axis (the named third), so a
   large region said to be "on the left" by a model looking at its extent is not contradicted.
@@ -39,6 +42,7 @@ class Options:
     min_color_share: float = 0.05
     share_tolerance: float = 0.02
     min_text_similarity: float = 0.8
+    shade_tolerance: float = 20.0  # CIEDE2000 distance within which a pixel has the named shade
 
     @classmethod
     def from_params(cls, section: dict) -> Options:
@@ -66,7 +70,15 @@ class _Region:
 def _color(claim: Claim, r: _Region) -> tuple[str, str]:
     if r.image is None:
         return "unverifiable", "no image to measure colours in"
-    name, stated = claim.value
+    name, stated, shade = claim.value
+    if name is None:
+        return "unverifiable", f"{claim.text!r} names a colour no colour list places"
+    if shade is not None and stated is None:
+        ys, xs, _, _ = r.pixels
+        share = colors.shade_share(r.image[ys, xs], shade, r.options.shade_tolerance)
+        ok = share >= r.options.min_color_share
+        return ("supported" if ok else "contradicted"), (f"{pct(share)} of the region is within "
+                                                         f"{r.options.shade_tolerance:g} (CIEDE2000) of {shade}")
     share = r.shares.get(name, 0.0)
     ok = share >= r.options.min_color_share if stated is None else abs(stated - share) <= r.options.share_tolerance
     return ("supported" if ok else "contradicted"), f"{name} covers {pct(share)} of the region"
