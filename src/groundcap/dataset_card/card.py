@@ -13,7 +13,6 @@ QA reasons, source names) goes in through :func:`~groundcap.dataset_card.escape.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from datasets.info import DatasetInfo
 from datasets.splits import SplitDict, SplitInfo
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from groundcap import atomic
 from groundcap.builders import SPLITS
 from groundcap.builders.parquet import CONFIG_DIRS
 from groundcap.dataset_card.escape import Markdown, literal
@@ -460,12 +460,9 @@ def write_card(release_dir: str | Path, params: dict, *, stages: list[tuple[str,
                qa_summary: dict, changelog: list[dict], plots: list[str], splits=SPLITS) -> Path:
     """Write ``release_dir/README.md`` and validate it; raises ValueError listing any problem."""
     release_dir = Path(release_dir)
-    path = release_dir / "README.md"
-    tmp = path.with_name(".README.md.tmp")
     text = render(release_dir, params, stages=stages, provenance=provenance, qa_summary=qa_summary, changelog=changelog,
                   plots=plots, splits=splits)
-    tmp.write_text(text, "utf-8")
-    os.replace(tmp, path)
+    path = atomic.write_text(release_dir / "README.md", text)
     if problems := validate_card(path):
         raise ValueError(f"{path.name} is not a valid dataset card:\n" + "\n".join(problems))
     return path
