@@ -87,7 +87,7 @@ RECORDS = {
 }
 
 
-def build(release_dir, params=PARAMS, records_by_split=RECORDS):
+def build(release_dir, params=PARAMS, records_by_split=RECORDS, qa_summary=QA):
     """What the build and card stages do, on the synthetic records."""
     with ReleaseWriter(release_dir, params) as writer:
         for split, records in records_by_split.items():
@@ -96,7 +96,7 @@ def build(release_dir, params=PARAMS, records_by_split=RECORDS):
     changelog = versions.changelog(release_dir, params["release"])
     versions.write_changelog(release_dir, changelog)
     write_card(release_dir, params, stages=[(s.name, s.help) for s in pipeline.STAGES], provenance=PROVENANCE,
-               qa_summary=QA, changelog=changelog,
+               qa_summary=qa_summary, changelog=changelog,
                plots=write_plots(release_dir, SPLITS))
     write_manifest(release_dir)
     return release_dir

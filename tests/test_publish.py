@@ -86,9 +86,9 @@ class Run:
 
 
 def _cli(hub: FakeHub, tmp: Path, version: str, release: Path, *extra: str, token: str | None = TOKEN,
-         **env: str) -> Run:
-    """``groundcap publish --repo REPO ...`` in a subprocess pointed at the fake Hub."""
-    args = ("--repo", REPO, "--version", version, "--release", str(release), *extra)
+         target: tuple[str, ...] = ("--repo", REPO), **env: str) -> Run:
+    """``groundcap publish --repo REPO ...`` (or another ``target``) in a subprocess pointed at the fake Hub."""
+    args = (*target, "--version", version, "--release", str(release), *extra)
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "GROUNDCAP_"))}
     environ |= dict(HF_ENDPOINT=hub.endpoint, HF_HUB_OFFLINE="0", HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp / "hf"),
                     HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1", **env)
@@ -106,10 +106,10 @@ def _lifecycle(hub, tmp, r: Releases) -> list[Run]:
             for version, release, *extra in ((V1, r.v1, "--private"), (V1, r.v1), (V2, r.v2))]
 
 
-def _server_error(debug: str):
+def _server_error(debug: str, target: tuple[str, ...] = ("--repo", REPO)):
     def scenario(hub, tmp, r: Releases) -> list[Run]:
         hub.fail_status = 500  # every answer echoes the request's Authorization header
-        return [_cli(hub, tmp, V1, r.v1, GROUNDCAP_DEBUG=debug)]
+        return [_cli(hub, tmp, V1, r.v1, target=target, GROUNDCAP_DEBUG=debug)]
 
     return scenario
 
@@ -135,6 +135,8 @@ SCENARIOS = {
     "resume": _resume,
     "server_error": _server_error(""),
     "server_error_debug": _server_error("1"),
+    "folder_server_error": _server_error("", ("--to", f"hf://datasets/{REPO}")),  # the fsspec route to the Hub
+    "folder_server_error_debug": _server_error("1", ("--to", f"hf://datasets/{REPO}")),
     "tag_race": _tag_race,
     "no_token": lambda hub, tmp, r: [_cli(hub, tmp, V1, r.v1, token=None)],
     "wrong_version": lambda hub, tmp, r: [_cli(hub, tmp, V2, r.v1)],
@@ -174,7 +176,8 @@ def test_publish_sends_only_dataset_requests_each_authorised(hub_runs):
         elif r.path == "/api/validate-yaml":
             assert r.json["repoType"] == "dataset"
         else:
-            assert r.path.startswith((f"/api/datasets/{REPO}/", f"/datasets/{REPO}.git/info/lfs/")), r.path
+            assert r.path == f"/api/datasets/{REPO}" or r.path.startswith(  # its info (hf:// reads it), or below
+                (f"/api/datasets/{REPO}/", f"/datasets/{REPO}.git/info/lfs/")), r.path
         if r.method == "PUT":
             assert "authorization" not in r.headers and r.query["signature"]
         else:
@@ -221,14 +224,17 @@ def test_next_version_gets_its_own_commit_and_tag_and_drops_stale_files(hub_runs
 def test_token_is_never_printed(hub_runs):
     """Success, refusal, a server echoing the Authorization header in a 500, with GROUNDCAP_DEBUG too."""
     runs = [run for outcome in hub_runs.values() for run in outcome.runs]
-    assert len(runs) == 12
+    assert len(runs) == 14
     for run in runs:
         assert TOKEN not in run.stdout + run.stderr, run.args
-    echoed = hub_runs["server_error"].runs[0]
-    assert echoed.returncode == 2 and "500" in echoed.stderr and "Authorization: ***" in echoed.stderr
-    debug = hub_runs["server_error_debug"].runs[0]
-    assert debug.returncode == 1 and "PublishError" in debug.stderr and "Traceback" in debug.stderr
-    assert "During handling" not in debug.stderr and "direct cause" not in debug.stderr
+    for route in ("server_error", "folder_server_error"):
+        echoed = hub_runs[route].runs[0]
+        assert echoed.returncode == 2 and "500" in echoed.stderr and "Authorization: ***" in echoed.stderr, route
+        assert "Traceback" not in echoed.stderr and len(echoed.stderr.strip().splitlines()) <= 3, echoed.stderr
+        assert echoed.requests and all(r.headers["authorization"] == f"Bearer {TOKEN}" for r in echoed.requests)
+        debug = hub_runs[f"{route}_debug"].runs[0]
+        assert debug.returncode == 1 and "PublishError" in debug.stderr and "Traceback" in debug.stderr, route
+        assert "During handling" not in debug.stderr and "direct cause" not in debug.stderr
 
 
 def test_no_token_is_a_clear_error(hub_runs):

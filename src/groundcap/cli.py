@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from groundcap import diff, dvc_yaml, pipeline, preflight, runner
+from groundcap import diff, dvc_yaml, pipeline, preflight, runner, writer_lock
 from groundcap import params as params_mod
 from groundcap.audit.cli import audit_app
 from groundcap.cli_common import ParamsFile, Quiet, Root, guard, new_app, project_params
@@ -25,9 +25,10 @@ app = new_app(
 def _stage_command(stage):
     def command(root: Root = Path("."), params_file: ParamsFile = None, quiet: Quiet = False) -> None:
         def run_one() -> None:
-            params = project_params(root, params_file)
-            preflight.require(params, [stage])
-            runner.run_stage(Context(root=root, params=params, progress=not quiet), stage)
+            with writer_lock.hold(root, f"groundcap {stage.name}"):
+                params = project_params(root, params_file)
+                preflight.require(params, [stage])
+                runner.run_stage(Context(root=root, params=params, progress=not quiet), stage)
 
         guard(run_one)
 
@@ -51,10 +52,11 @@ def run(
 ) -> None:
     """Run every stage in process (no DVC) and write the release to WORKDIR/release."""
     def run_stages() -> list[runner.Report]:
-        params = params_mod.load(params_file)
-        params["source"] = source
-        preflight.require(params, list(pipeline.STAGES))
-        return runner.run_all(Context(root=workdir, params=params, progress=not quiet))
+        with writer_lock.hold(workdir, "groundcap run"):
+            params = params_mod.load(params_file)
+            params["source"] = source
+            preflight.require(params, list(pipeline.STAGES))
+            return runner.run_all(Context(root=workdir, params=params, progress=not quiet))
 
     reports = guard(run_stages)
     if not quiet:

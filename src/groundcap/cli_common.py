@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from groundcap import params as params_mod
+from groundcap.credentials import redact
 from groundcap.errors import GroundcapError, StorageError
 
 Root = Annotated[Path, typer.Option("--root", help="Project folder holding work/, reports/ and release/.")]
@@ -31,7 +32,7 @@ def new_app(help: str) -> typer.Typer:
 def fail(exc: BaseException) -> None:
     if os.environ.get("GROUNDCAP_DEBUG"):
         raise exc
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    typer.secho(redact(f"error: {exc}"), fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
 
 

@@ -52,6 +52,10 @@ class StorageError(GroundcapError, OSError):
     """The output is full, over quota, read-only or not writable."""
 
 
+class WorkdirBusy(GroundcapError, RuntimeError):
+    """Another groundcap process is writing the same work folder (it holds the folder's lock)."""
+
+
 class EngineDead(GroundcapError, RuntimeError):
     """A model engine died (CUDA out of memory, a crashed engine process): no later image would escape it,
     so the stage stops instead of recording the error on every image; finished parts stay, and the

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 from collections.abc import Iterable
@@ -20,6 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from groundcap import atomic
 from groundcap.errors import StageInputError
 
 _PART = re.compile(r"^part-(\d{5})\.parquet$")
@@ -42,20 +42,13 @@ def list_parts(directory: Path) -> list[int]:
                   if (m := _PART.match(p.name)) and marker_path(directory, int(m.group(1))).is_file())
 
 
-def _replace(tmp: Path, path: Path) -> None:
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def write_table(table: pa.Table, path: Path) -> str:
     """Write a Parquet file atomically (temporary name, fsync, rename); its SHA-256."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd", write_statistics=False)
-    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-    _replace(tmp, path)
+    with atomic.replacing(path, durable=True) as tmp:
+        pq.write_table(table, tmp, compression="zstd", write_statistics=False)
+        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
     return digest
 
 
@@ -63,10 +56,8 @@ def write_part(rows: list[dict], schema: pa.Schema, directory: Path, index: int,
     """Write part ``index``, then its completion marker (its SHA-256 plus ``marker``)."""
     path = part_path(directory, index)
     digest = write_table(pa.Table.from_pylist(rows, schema=schema), path)
-    done = marker_path(directory, index)
-    tmp = done.with_name(f".{done.name}.tmp")
-    tmp.write_text(json.dumps({"sha256": digest, **(marker or {})}, sort_keys=True), encoding="utf-8")
-    _replace(tmp, done)
+    atomic.write_text(marker_path(directory, index), json.dumps({"sha256": digest, **(marker or {})}, sort_keys=True),
+                      durable=True)
     return path
 
 

@@ -19,7 +19,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from groundcap import code_deps, parts
+from groundcap import atomic, code_deps, parts
 from groundcap.annotators import registry
 from groundcap.errors import StageInputError
 from groundcap.params import subset
@@ -63,6 +63,6 @@ def finished(directory: Path, index: int, fingerprint: str, max_attempts: int) -
 def clean(directory: Path, keep: set[int]) -> None:
     """Remove temporary files a killed run left, and parts (with markers) whose input parts are gone."""
     for path in Path(directory).iterdir():
-        stale = path.name.startswith(".") and path.name.endswith(".tmp")
+        stale = atomic.is_temporary(path)
         if stale or (path.name.startswith("part-") and int(path.name[5:10]) not in keep):
             path.unlink()

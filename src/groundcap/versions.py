@@ -9,13 +9,12 @@ so a later release needs a higher version.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import fsspec
 
-from groundcap import diff
+from groundcap import atomic, diff
 from groundcap.errors import ReleaseError
 
 CHANGELOG = "changelog.json"
@@ -90,8 +89,4 @@ def changelog(release_dir: str, release: dict) -> list[dict]:
 
 
 def write_changelog(release_dir: str | Path, entries: list[dict]) -> Path:
-    path = Path(release_dir) / CHANGELOG
-    tmp = path.with_name(f".{CHANGELOG}.tmp")
-    tmp.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic.write_text(Path(release_dir) / CHANGELOG, json.dumps(entries, indent=1, sort_keys=True) + "\n")

@@ -36,7 +36,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
-from groundcap import grounding
+from groundcap import atomic, grounding
 from groundcap.audit.labelstudio import VERDICTS, parse_export
 from groundcap.audit.sample import candidates
 from groundcap.errors import AuditError
@@ -194,11 +193,8 @@ def merge(root: Path, params: Mapping[str, Any], records: Iterable[dict]) -> Pat
     merged = load(root, params) | {r["item_id"]: r for r in records}
     file = path(root, params)
     file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.name}.tmp")
-    tmp.write_text("".join(json.dumps(merged[k], sort_keys=True, ensure_ascii=False) + "\n" for k in sorted(merged)),
-                   encoding="utf-8")
-    os.replace(tmp, file)
-    return file
+    return atomic.write_text(file, "".join(json.dumps(merged[k], sort_keys=True, ensure_ascii=False) + "\n"
+                                           for k in sorted(merged)))
 
 
 # --- error rates ------------------------------------------------------------------------------------

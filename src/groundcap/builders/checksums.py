@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
+
+from groundcap import atomic
 
 MANIFEST = "checksums.json"
 
@@ -42,11 +43,7 @@ def write_manifest(release_dir: str | Path) -> Path:
         {"path": rel, "size": (release_dir / rel).stat().st_size, "sha256": _sha256(release_dir / rel)}
         for rel in _files(release_dir)
     ]
-    path = release_dir / MANIFEST
-    tmp = path.with_name(f".{MANIFEST}.tmp")
-    tmp.write_text(json.dumps(entries, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic.write_text(release_dir / MANIFEST, json.dumps(entries, indent=1) + "\n")
 
 
 def verify_manifest(release_dir: str | Path) -> list[str]:

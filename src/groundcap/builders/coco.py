@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from groundcap import atomic
 from groundcap.builders.columns import from_records
 from groundcap.builders.webdataset import EXTENSIONS
 from groundcap.parts import reset_dir
@@ -28,8 +29,8 @@ def _dumps(value) -> str:
 
 class _Split:
     def __init__(self, directory: Path, split: str):
-        self.images_path = directory / f".{split}.images.jsonl.tmp"
-        self.annotations_path = directory / f".{split}.annotations.jsonl.tmp"
+        self.images_path = atomic.temporary(directory / f"{split}.images.jsonl")
+        self.annotations_path = atomic.temporary(directory / f"{split}.annotations.jsonl")
         self._images = open(self.images_path, "w", encoding="utf-8")
         self._annotations = open(self.annotations_path, "w", encoding="utf-8")
         self.n_images = self.n_annotations = 0
@@ -74,7 +75,7 @@ class _Split:
         """Assemble the JSON under a temporary name; ``(temporary, final)``."""
         self._images.close()
         self._annotations.close()
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = atomic.temporary(path)
         with open(tmp, "w", encoding="utf-8") as out:
             out.write(_dumps(header)[:-1])  # the header's closing brace comes after the two lists
             out.write(',"images":[')

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from groundcap import atomic
+
 
 class SplitFiles:
     def __init__(self, directory: Path, split: str, suffix: str):
@@ -19,7 +21,7 @@ class SplitFiles:
         self.fh: BinaryIO | None = None
 
     def open_next(self) -> BinaryIO:
-        path = self.directory / f".{self.split}-{len(self.tmp_paths):05d}{self.suffix}.tmp"
+        path = atomic.temporary(self.directory / f"{self.split}-{len(self.tmp_paths):05d}{self.suffix}")
         self.tmp_paths.append(path)
         self.fh = open(path, "wb")
         return self.fh

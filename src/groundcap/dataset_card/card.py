@@ -6,13 +6,13 @@ footers, and ``datasets`` checks them on load. The body states how the data was 
 ``provenance`` with their model ids, versions and prompt hashes, the thresholds, the params hash),
 per-split statistics and plots read from the released Parquet, the QA and audit summary, the
 changelog, the layout and usage, limitations, sources and citation. Nothing in it depends on the
-time or on where the folder lives, so the same release gives the same card.
+time or on where the folder lives, so the same release gives the same card. Text from data (labels,
+QA reasons, source names) goes in through :func:`~groundcap.dataset_card.escape.literal`: never markup.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -22,8 +22,10 @@ from datasets.info import DatasetInfo
 from datasets.splits import SplitDict, SplitInfo
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from groundcap import atomic
 from groundcap.builders import SPLITS
 from groundcap.builders.parquet import CONFIG_DIRS
+from groundcap.dataset_card.escape import Markdown, literal
 from groundcap.dataset_card.stats import parquet_sizes, redaction_stats, shard_files, split_stats
 from groundcap.params import content, digest
 from groundcap.schema import PANCAP_TEXT, release_configs
@@ -89,7 +91,7 @@ def _dataset_info(declared: dict, features: dict[str, Features]) -> list[dict]:
 # --- markdown helpers -------------------------------------------------------------------------------
 
 
-def _cell(value) -> str:
+def _text(value) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
@@ -98,7 +100,13 @@ def _cell(value) -> str:
         value = ", ".join(str(v) for v in value)
     elif isinstance(value, (dict, list)):
         value = json.dumps(value, sort_keys=True, ensure_ascii=False)
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    return str(value)
+
+
+def _cell(value) -> str:
+    if isinstance(value, Markdown):
+        return value
+    return _text(value).replace("|", "\\|").replace("\n", " ")
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -116,14 +124,23 @@ def _public(value):
     return value
 
 
-def _flatten(mapping: dict, prefix: str = "") -> list[list]:
+def _data_rows(summary: dict) -> list[list]:
+    """``[name, value]`` rows of a summary whose keys and texts come from data (QA reasons quote captions)."""
+    def shown(value):  # texts escaped; numbers, and the empty {} of a summary without reasons, as they are
+        return literal(_text(value)) if isinstance(value, str) or value and isinstance(value, (list, dict)) else value
+
+    return [[Markdown(name), shown(value)] for name, value in _flatten(_public(summary), name=literal)]
+
+
+def _flatten(mapping: dict, prefix: str = "", name=str) -> list[list]:
+    """``[key / subkey / ..., value]`` rows; ``name`` turns each key into text."""
     rows = []
     for key, value in mapping.items():
-        name = f"{prefix}{key}"
+        full = f"{prefix}{name(key)}"
         if isinstance(value, dict) and value:
-            rows += _flatten(value, f"{name} / ")
+            rows += _flatten(value, f"{full} / ", name)
         else:
-            rows.append([name, value])
+            rows.append([full, value])
     return rows
 
 
@@ -202,7 +219,8 @@ def _stats_section(stats: dict) -> str:
     )  # fmt: skip
     labels = _table(
         ["split", "top labels (regions)"],
-        [[split, ", ".join(f"{label} ({n})" for label, n in s["top_labels"]) or None] for split, s in stats.items()],
+        [[split, Markdown(", ".join(f"{literal(label)} ({n})" for label, n in s["top_labels"])) or None]
+         for split, s in stats.items()],
     )
     return f"{summary}\n\nMost frequent region labels:\n\n{labels}"
 
@@ -310,9 +328,9 @@ def _qa_section(qa_summary: dict, params: dict) -> str:
            "is not estimated and it has no human_test split."),
     ]
     if audit.get("audited"):
-        lines += ["", _table(["item", "value"], _flatten(_public({k: v for k, v in audit.items() if k != "message"})))]
+        lines += ["", _table(["item", "value"], _data_rows({k: v for k, v in audit.items() if k != "message"}))]
     lines += _accuracy_lines(accuracy)
-    lines += ["", _table(["item", "value"], _flatten(_public(summary)))]
+    lines += ["", _table(["item", "value"], _data_rows(summary))]
     return "\n".join(lines)
 
 
@@ -369,7 +387,7 @@ def _sources_section(params: dict) -> str:
     if isinstance(sources, str):
         parts.append(sources.strip())
     elif sources:
-        parts.append("\n".join(f"- {_cell(s)}" for s in sources))
+        parts.append("\n".join(f"- {literal(s)}" for s in sources))  # names, maybe gathered from the data
     else:
         parts.append(
             "The sources of the images are not documented in this release (`release.sources`); check the "
@@ -491,12 +509,9 @@ def write_card(release_dir: str | Path, params: dict, *, stages: list[tuple[str,
                qa_summary: dict, changelog: list[dict], plots: list[str], splits=SPLITS) -> Path:
     """Write ``release_dir/README.md`` and validate it; raises ValueError listing any problem."""
     release_dir = Path(release_dir)
-    path = release_dir / "README.md"
-    tmp = path.with_name(".README.md.tmp")
     text = render(release_dir, params, stages=stages, provenance=provenance, qa_summary=qa_summary, changelog=changelog,
                   plots=plots, splits=splits)
-    tmp.write_text(text, "utf-8")
-    os.replace(tmp, path)
+    path = atomic.write_text(release_dir / "README.md", text)
     if problems := validate_card(path):
         raise ValueError(f"{path.name} is not a valid dataset card:\n" + "\n".join(problems))
     return path

@@ -10,7 +10,6 @@ time or version metadata, the same PNG bytes.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import polars as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from groundcap import grounding
+from groundcap import atomic, grounding
 from groundcap.dataset_card.stats import _word_counts, shard_files
 
 PLOTS_DIR = "plots"
@@ -217,19 +216,14 @@ def _qa_figure(hist: dict) -> Figure:
 def _save(fig: Figure, path: Path) -> None:
     """Render to a hidden temporary name beside ``path``, then rename: never a half-written PNG."""
     FigureCanvasAgg(fig)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as out:
-            # no Software/version chunk, and PNG carries no date unless asked: the same bytes every run
-            fig.savefig(out, format="png", dpi=DPI, metadata={"Software": None})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic.replacing(path) as tmp, open(tmp, "wb") as out:
+        # no Software/version chunk, and PNG carries no date unless asked: the same bytes every run
+        fig.savefig(out, format="png", dpi=DPI, metadata={"Software": None})
 
 
 def _clear(folder: Path) -> None:
     for file in folder.iterdir():
-        if file.is_file() and (file.suffix == ".png" or (file.name.startswith(".") and file.name.endswith(".tmp"))):
+        if file.is_file() and (file.suffix == ".png" or atomic.is_temporary(file)):
             file.unlink()
 
 

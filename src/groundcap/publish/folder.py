@@ -4,6 +4,10 @@ A release lands in ``URL/v{version}/``, holding the same files as the Hub repo w
 written last: a version folder with a manifest is a finished publish and is never written again; one
 without is an interrupted publish, cleared and written anew. Every file is read back (size and sha256)
 before the next is written, so the manifest only appears once everything before it is known good.
+
+Any failure of the filesystem (``hf://`` raises the Hub's HTTP errors, which echo request headers;
+``s3://`` signed URLs) becomes a :class:`PublishError` whose message is redacted and which chains
+nothing, as the Hub target's calls do.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import posixpath
 
 from groundcap.builders.checksums import MANIFEST
-from groundcap.publish.plan import Entry, Plan, PublishError, sha256_stream
+from groundcap.publish.plan import Entry, Plan, PublishError, failure, sha256_stream
 
 
 def location(url: str, tag: str) -> str:
@@ -22,6 +26,26 @@ def location(url: str, tag: str) -> str:
 
 def publish_folder(plan: Plan, url: str) -> str:
     """Write the release to ``URL/v{version}/`` and read it back; where it is (see :func:`location`)."""
+    try:
+        return _publish(plan, url)
+    except PublishError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever it is, its text may hold a token or a signed URL
+        message = failure(f"publishing to {url}", exc, *_secrets(url))
+    # raised outside the except block: no __context__ holding the original exception
+    raise PublishError(message) from None
+
+
+def _secrets(url: str) -> tuple[str, ...]:
+    """The credential an ``hf://`` filesystem sends, which may come from the token file rather than HF_TOKEN."""
+    if not url.startswith("hf://"):
+        return ()
+    from huggingface_hub import get_token
+
+    return (get_token() or "",)
+
+
+def _publish(plan: Plan, url: str) -> str:
     fs, root = _filesystem(url)
     target = posixpath.join(root, plan.tag)
     if fs.exists(posixpath.join(target, MANIFEST)):

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import glob
 
-from groundcap.credentials import redact
-from groundcap.publish.plan import Plan, PublishError
+from groundcap.publish.plan import Plan, PublishError, failure
 
 DATASET = "dataset"
 _CONFLICT = 409
@@ -44,9 +43,10 @@ class _Hub:
             return getattr(self._api, method)(repo_id=self.repo_id, repo_type=DATASET, **kwargs)
         except Exception as exc:  # noqa: BLE001 - whatever it is, its text may hold the token
             conflict = getattr(getattr(exc, "response", None), "status_code", None) == _CONFLICT
-            message = on_conflict if on_conflict and conflict else f"{method} on {self.repo_id} failed: {exc}"
+            message = on_conflict if on_conflict and conflict else failure(f"{method} on {self.repo_id}", exc,
+                                                                           self._secret)
         # raised outside the except block: no __context__ holding the original exception
-        raise PublishError(redact(message, self._secret)) from None
+        raise PublishError(message) from None
 
 
 def publish_hub(plan: Plan, repo_id: str, private: bool) -> str:
