@@ -107,12 +107,12 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def _public(value):
+def public(value):
     """Drop keys that look like credentials, at any depth: provenance must never leak one."""
     if isinstance(value, dict):
-        return {k: _public(v) for k, v in value.items() if not _SECRET.search(str(k))}
+        return {k: public(v) for k, v in value.items() if not _SECRET.search(str(k))}
     if isinstance(value, list):
-        return [_public(v) for v in value]
+        return [public(v) for v in value]
     return value
 
 
@@ -135,7 +135,7 @@ def _stages_section(stages: list[tuple[str, str]]) -> str:
 
 
 def _provenance_section(provenance: dict, params: dict) -> str:
-    provenance = _public(provenance)
+    provenance = public(provenance)
     facts = [f"- params hash (all sections but `engine`): `{digest(content(params))}`"]
     facts += [f"- {key}: {_cell(value)}" for key, value in provenance.items() if not isinstance(value, (dict, list))]
     rows, columns = [], ["stage"]
@@ -160,7 +160,7 @@ def _thresholds_section(params: dict) -> str:
         rows += [[f"{section} / {k}", v] for k, v in _flatten(params.get(section, {})) if _THRESHOLD_KEY.search(k)]
     for section in _THRESHOLD_SECTIONS:
         rows += [[f"{section} / {k}", v] for k, v in _flatten(params.get(section, {}))]
-    return _table(["setting", "value"], _public(rows))
+    return _table(["setting", "value"], public(rows))
 
 
 def _changelog_section(changelog: list[dict]) -> str:
@@ -227,6 +227,7 @@ def _layout_section(release_dir: Path, splits) -> str:
         "shared by all splits; each image carries its `scene_caption`.\n"
         "- `plots/*.png`: the plots above.\n"
         "- `changelog.json`: the changelog above, machine-readable.\n"
+        "- `croissant.json`: Croissant 1.0 metadata with the Responsible-AI fields, from the records of this card.\n"
         "- `checksums.json`: path, size and SHA-256 of every other file.\n\n"
         + _table(["split", "data shards", "regions shards", "wds tars", "coco"], rows)
     )
@@ -267,7 +268,8 @@ coco = COCO("coco/{split}.json")
 ```"""
 
 
-def _limitations_section(params: dict) -> str:
+def limitations(params: dict) -> list[str]:
+    """What a user must know about the annotations under ``params`` (the card's list and Croissant's)."""
     segment, tag = params.get("segment", {}), params.get("tag", {})
     items = ["All annotations are machine-generated: masks, labels and captions can be wrong."]
     if "work_side" in segment:
@@ -287,7 +289,7 @@ def _limitations_section(params: dict) -> str:
     if params.get("caption_scene", {}).get("composer") == "geometry":
         items.append("Scene captions state relations computed from region geometry, not scene understanding.")
     items.append("QA decisions are automatic, with the thresholds in `params.yaml`; see the QA summary.")
-    return "\n".join(f"- {item}" for item in items)
+    return items
 
 
 def _qa_section(qa_summary: dict, params: dict) -> str:
@@ -309,12 +311,13 @@ def _qa_section(qa_summary: dict, params: dict) -> str:
            "is not estimated and it has no human_test split."),
     ]
     if audit.get("audited"):
-        lines += ["", _table(["item", "value"], _flatten(_public({k: v for k, v in audit.items() if k != "message"})))]
-    lines += ["", _table(["item", "value"], _flatten(_public(summary)))]
+        lines += ["", _table(["item", "value"], _flatten(public({k: v for k, v in audit.items() if k != "message"})))]
+    lines += ["", _table(["item", "value"], _flatten(public(summary)))]
     return "\n".join(lines)
 
 
-def _sources_section(params: dict) -> str:
+def sources_text(params: dict) -> str:
+    """The licence and where the images come from (the card's section and Croissant's data collection)."""
     release = params["release"]
     parts = [f"Annotations license: `{release['license']}`."]
     if release.get("license_name") or release.get("license_link"):
@@ -333,15 +336,14 @@ def _sources_section(params: dict) -> str:
     return "\n\n".join(parts)
 
 
-def _citation(release: dict) -> str:
+def citation(release: dict) -> str:
+    """The release's BibTeX entry (the card's citation and Croissant's ``citeAs``)."""
     key = re.sub(r"\W+", "_", release["name"])
-    return f"""```bibtex
-@misc{{{key},
+    return f"""@misc{{{key},
   title        = {{{release['pretty_name']}}},
   note         = {{Version {release['version']}, built with groundcap}},
   howpublished = {{{release.get('repo_id') or release['name']}}}
-}}
-```"""
+}}"""
 
 
 def render(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str]], provenance: dict,
@@ -375,6 +377,7 @@ def render(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str
             f"\n\nWithout examples in this release, so not declared (`load_dataset` cannot load an empty split): "
             f"{', '.join(empty)}. Their zero-row Parquet shards are in the folder and carry the schema."
         )
+    limits = "\n".join(f"- {item}" for item in limitations(params))
     body = f"""
 # {release['pretty_name']}
 
@@ -425,15 +428,17 @@ Thresholds and settings:
 
 ## Limitations
 
-{_limitations_section(params)}
+{limits}
 
 ## License and sources
 
-{_sources_section(params)}
+{sources_text(params)}
 
 ## Citation
 
-{_citation(release)}
+```bibtex
+{citation(release)}
+```
 """
     return f"---\n{data.to_yaml()}\n---\n{body}"
 
