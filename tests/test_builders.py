@@ -117,8 +117,9 @@ def test_layout(release):
     assert "data/train-00000-of-00002.parquet" in names and "data/train-00001-of-00002.parquet" in names
     assert "data/test-00000-of-00001.parquet" in names  # empty split: one zero-row shard
     assert "regions/test-00000-of-00001.parquet" in names
-    assert not any(n.startswith("wds/test") for n in names)  # empty split: no tar
-    assert [n for n in names if n.startswith("wds/train")] == [f"wds/train-{i:05d}.tar" for i in range(3)]
+    assert not any(n.startswith("wds/test") for n in names)  # empty split: no tar, no index
+    assert [n for n in names if n.startswith("wds/train")] == [
+        *(f"wds/train-{i:05d}.tar" for i in range(3)), "wds/train.index.json"]
     assert {"README.md", "croissant.json", "checksums.json", "coco/train.json", "coco/validation.json",
             "coco/test.json"} <= set(names)
     assert not any(n.rsplit("/", 1)[-1].startswith(".") for n in names)  # no temporary file left
