@@ -27,7 +27,8 @@ def release(tmp_path_factory):
 
 
 def _parquet_rows(release, directory: str, split: str) -> list[dict]:
-    return [row for f in sorted((release / directory).glob(f"{split}-*.parquet")) for row in pq.read_table(f).to_pylist()]
+    shards = sorted((release / directory).glob(f"{split}-*.parquet"))
+    return [row for shard in shards for row in pq.read_table(shard).to_pylist()]
 
 
 def _pixels(image) -> np.ndarray:
