@@ -72,6 +72,19 @@ def test_export_the_demo_release(release, tmp_path):
     assert full.shape == expected.shape and np.array_equal(full.astype(bool), expected)
 
 
+def test_the_readme_snippet(release, tmp_path):
+    """README's FiftyOne snippets, as written: the export command, then the Python block."""
+    from test_readme_snippets import PLACEHOLDER, run, snippets
+
+    command = next(s for s in snippets("bash") if "groundcap export fiftyone" in s).split()
+    args = [str(release) if a == PLACEHOLDER else a for a in command[1:]] + ["--media-dir", str(tmp_path), "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    printed = run(next(s for s in snippets("python") if "fiftyone" in s), release)
+    detections = sum(len(row["regions"]) for _, row in _rows(release).values())
+    assert printed.split()[-1] == str(detections)
+
+
 def test_one_split_and_an_existing_name(release, tmp_path):
     split = next(iter(export.shards(release)))
     dataset = export.export(release, "groundcap-one-split", split=split, media_dir=tmp_path)

@@ -38,6 +38,7 @@ from groundcap.audit.cli import audit_app
 pytestmark = [pytest.mark.eco, pytest.mark.slow]
 
 USER, PASSWORD, TOKEN = "reviewer@example.org", "throwaway-Passw0rd", "groundcap-test-token-0123456789"
+ACCOUNT = ["--username", USER, "--password", PASSWORD, "--user-token", TOKEN, "--enable-legacy-api-token"]
 START_TIMEOUT = 300  # a first start migrates a fresh SQLite database: about a minute on two cores
 
 
@@ -58,7 +59,7 @@ def server(tmp_path_factory):
     log = open(data / "server.log", "wb")
     proc = subprocess.Popen(
         [exe, "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port), "--data-dir", str(data),
-         "--username", USER, "--password", PASSWORD, "--user-token", TOKEN, "--enable-legacy-api-token"],
+         *ACCOUNT],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     session = requests.Session()
@@ -86,6 +87,16 @@ def server(tmp_path_factory):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+def test_the_readme_starts_label_studio_with_these_flags():
+    """README's Label Studio snippet uses the flags the server fixture starts it with."""
+    from test_readme_snippets import snippets
+
+    shown = next(s for s in snippets("bash") if "label-studio start" in s)
+    flags = {word for word in shown.split() if word.startswith("--")}
+    assert flags == {word for word in ACCOUNT if word.startswith("--")}
+    assert "groundcap audit import export.json" in shown and "groundcap audit export" in shown
 
 
 def _ok(response: requests.Response) -> dict | list:
