@@ -105,3 +105,15 @@ def test_the_demo_release_has_a_valid_croissant(sample_project):
     doc = json.loads((release / "croissant.json").read_text())
     assert any("felzenszwalb" in line for line in doc["rai:machineAnnotationTools"])
     assert "scikit-image" in doc["rai:dataCollection"]
+
+
+def test_a_hub_release_names_its_url_and_creator(tmp_path):
+    import copy
+
+    params = copy.deepcopy(PARAMS)
+    params["release"]["repo_id"] = "acme/grounded-captions"
+    release = build(tmp_path / "release", params)
+    _dataset(release)
+    doc = json.loads((release / "croissant.json").read_text())
+    assert doc["url"] == "https://huggingface.co/datasets/acme/grounded-captions"
+    assert doc["creator"] == {"@type": "sc:Organization", "name": "acme"}

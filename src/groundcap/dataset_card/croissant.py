@@ -179,7 +179,6 @@ def render(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str
         "keywords": TAGS,
         "inLanguage": "en",
         "citeAs": citation(release),
-        "creator": {"@type": "sc:Organization", "name": (release.get("repo_id") or "").split("/")[0] or "groundcap"},
         "isLiveDataset": False,
         "rai:dataCollection": sources_text(params),
         "rai:dataCollectionType": "Existing images, annotated automatically.",
@@ -214,8 +213,9 @@ def render(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str
         "distribution": _distribution(),
         "recordSet": [_record_set(config, features) for config, features in release_configs(params["build"]).items()],
     }
-    if release.get("repo_id"):
+    if release.get("repo_id"):  # the Hub organization or user that publishes it
         document["url"] = f"https://huggingface.co/datasets/{release['repo_id']}"
+        document["creator"] = {"@type": "sc:Organization", "name": release["repo_id"].split("/")[0]}
     return document
 
 
