@@ -16,7 +16,7 @@ export_app = new_app("Load a built release into another tool: `fiftyone` (needs 
 def fiftyone_command(
     release: Annotated[Path, typer.Argument(help="The release folder (data/*.parquet).")],
     split: Annotated[str | None, typer.Option("--split", help="Only this split (default: every split).")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="FiftyOne dataset (default: the folder's name).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="FiftyOne dataset (default: NAME-VERSION).")] = None,
     media_dir: Annotated[
         Path | None, typer.Option("--media-dir", help="Where the images are written (default: FiftyOne's dataset dir).")
     ] = None,
@@ -27,7 +27,7 @@ def fiftyone_command(
     from groundcap.export import fiftyone as export
 
     def run():
-        return export.export(release, name or release.resolve().name, split=split, media_dir=media_dir,
+        return export.export(release, name, split=split, media_dir=media_dir,
                              overwrite=overwrite, progress=not quiet)
 
     dataset = guard(run)

@@ -11,6 +11,7 @@ here (it starts its own MongoDB), from the optional extra ``groundcap[fiftyone]`
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +40,15 @@ def shards(release: Path, split: str | None = None) -> dict[str, list[Path]]:
     return {s: found[s] for s in sorted(found, key=lambda s: (ALL_SPLITS + (s,)).index(s))}
 
 
+def default_name(release: Path) -> str:
+    """``{name}-{version}`` as the release's croissant.json states them, else the folder's name."""
+    path = Path(release) / "croissant.json"
+    if path.is_file():
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return f"{doc['name']}-{doc['version']}"
+    return Path(release).resolve().name
+
+
 def rows(paths: list[Path], batch_size: int = 64) -> Iterator[dict]:
     """The rows of ``paths``, a batch at a time (a release may not fit in memory)."""
     for path in paths:
@@ -65,9 +75,10 @@ def sample(fo, row: dict, split: str, media_dir: Path):
     return fo.Sample(filepath=str(path), tags=[split], regions=fo.Detections(detections=detections), **fields)
 
 
-def export(release: str | Path, name: str, *, split: str | None = None, media_dir: str | Path | None = None,
-           overwrite: bool = False, progress: bool = False):
-    """Load ``release`` (its ``default`` config) into a persistent FiftyOne dataset ``name``; the dataset."""
+def export(release: str | Path, name: str | None = None, *, split: str | None = None,
+           media_dir: str | Path | None = None, overwrite: bool = False, progress: bool = False):
+    """Load ``release`` (its ``default`` config) into a persistent FiftyOne dataset ``name`` (default:
+    ``default_name``); the dataset."""
     try:
         import fiftyone as fo
     except ImportError as exc:
@@ -75,6 +86,7 @@ def export(release: str | Path, name: str, *, split: str | None = None, media_di
 
     release = Path(release)
     by_split = shards(release, split)
+    name = name or default_name(release)
     if fo.dataset_exists(name):
         if not overwrite:
             raise ReleaseError(f"a FiftyOne dataset named {name!r} exists: pass --overwrite or another --name")
