@@ -118,22 +118,3 @@ def test_a_hub_release_names_its_url_and_creator(tmp_path):
     assert doc["url"] == "https://huggingface.co/datasets/acme/grounded-captions"
     assert doc["creator"] == {"@type": "sc:Organization", "name": "acme"}
 
-
-def test_the_fiftyone_export_is_named_after_the_release(release, tmp_path):
-    from groundcap.export.fiftyone import default_name  # fiftyone itself is only imported to export
-
-    assert default_name(release) == f"{PARAMS['release']['name']}-{PARAMS['release']['version']}"
-    assert default_name(tmp_path) == tmp_path.name
-
-
-def test_the_fiftyone_export_without_fiftyone_says_how_to_install_it(release):
-    import importlib.util
-
-    from typer.testing import CliRunner
-
-    from groundcap.cli import app
-
-    if importlib.util.find_spec("fiftyone") is not None:
-        pytest.skip("fiftyone is installed here (.venv-eco): tests/test_fiftyone.py exports for real")
-    result = CliRunner().invoke(app, ["export", "fiftyone", str(release)])
-    assert result.exit_code == 2 and "pip install 'groundcap[fiftyone]'" in result.output
