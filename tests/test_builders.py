@@ -14,6 +14,7 @@ from PIL import Image
 from groundcap import grounding, masks, pipeline, versions
 from groundcap.builders import SPLITS, ReleaseWriter, verify_manifest, write_manifest
 from groundcap.dataset_card import size_category, validate_card, write_card
+from groundcap.dataset_card.croissant import write_croissant
 from groundcap.dataset_card.plots import write_plots
 from groundcap.params import load as load_params
 from groundcap.schema import PANCAP_TEXT, REGIONS_FEATURES, release_configs
@@ -95,9 +96,10 @@ def build(release_dir, params=PARAMS, records_by_split=RECORDS, qa_summary=QA):
                 writer.add(split, copy.deepcopy(record))
     changelog = versions.changelog(release_dir, params["release"])
     versions.write_changelog(release_dir, changelog)
-    write_card(release_dir, params, stages=[(s.name, s.help) for s in pipeline.STAGES], provenance=PROVENANCE,
-               qa_summary=qa_summary, changelog=changelog,
+    stages = [(s.name, s.help) for s in pipeline.STAGES]
+    write_card(release_dir, params, stages=stages, provenance=PROVENANCE, qa_summary=qa_summary, changelog=changelog,
                plots=write_plots(release_dir, SPLITS))
+    write_croissant(release_dir, params, stages=stages, provenance=PROVENANCE, qa_summary=QA)
     write_manifest(release_dir)
     return release_dir
 
@@ -116,9 +118,11 @@ def test_layout(release):
     assert "data/train-00000-of-00002.parquet" in names and "data/train-00001-of-00002.parquet" in names
     assert "data/test-00000-of-00001.parquet" in names  # empty split: one zero-row shard
     assert "regions/test-00000-of-00001.parquet" in names
-    assert not any(n.startswith("wds/test") for n in names)  # empty split: no tar
-    assert [n for n in names if n.startswith("wds/train")] == [f"wds/train-{i:05d}.tar" for i in range(3)]
-    assert {"README.md", "checksums.json", "coco/train.json", "coco/validation.json", "coco/test.json"} <= set(names)
+    assert not any(n.startswith("wds/test") for n in names)  # empty split: no tar, no index
+    assert [n for n in names if n.startswith("wds/train")] == [
+        *(f"wds/train-{i:05d}.tar" for i in range(3)), "wds/train.index.json"]
+    assert {"README.md", "croissant.json", "checksums.json", "coco/train.json", "coco/validation.json",
+            "coco/test.json"} <= set(names)
     assert not any(n.rsplit("/", 1)[-1].startswith(".") for n in names)  # no temporary file left
 
 

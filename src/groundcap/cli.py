@@ -13,6 +13,7 @@ from groundcap import diff, dvc_yaml, pipeline, preflight, runner, writer_lock
 from groundcap import params as params_mod
 from groundcap.audit.cli import audit_app
 from groundcap.cli_common import ParamsFile, Quiet, Root, guard, new_app, project_params
+from groundcap.export.cli import export_app
 from groundcap.publish import publish
 from groundcap.stage import Context
 
@@ -40,6 +41,7 @@ for _stage in pipeline.STAGES:
     app.command(_stage.name)(_stage_command(_stage))
 
 app.add_typer(audit_app, name="audit")
+app.add_typer(export_app, name="export")
 app.command("publish")(publish)
 
 

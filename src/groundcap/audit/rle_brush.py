@@ -7,7 +7,8 @@ run-length field sizes less one (4 bits each, here 3, 4, 8, 16), then one record
 ("repeat"), 2 bits choosing the field size, the run length less one in that many bits, the value in 8
 bits. Runs longer than 2**16 are split. This mirrors ``label_studio_sdk.converter.brush.mask2rle``
 byte for byte (its trailing padding included) without its per-bit string building or the SDK's
-heavy imports, so a 4-megapixel mask encodes in milliseconds.
+heavy imports, so a 4-megapixel mask encodes in milliseconds. ``decode`` reads a mask back from what
+a reviewer exported.
 """
 
 from __future__ import annotations
@@ -60,3 +61,37 @@ def _pack(fields: np.ndarray, widths: np.ndarray) -> list[int]:
     bits = (fields[owner] >> (widths[owner] - 1 - offset)) & 1
     bits = np.concatenate((bits, np.zeros(8 - total % 8, dtype=bits.dtype)))
     return np.packbits(bits.astype(np.uint8)).tolist()
+
+
+def decode(rle: list[int], height: int, width: int) -> np.ndarray:
+    """The HxW boolean mask of a brush RLE (what a reviewer painted): its alpha channel above half.
+
+    The inverse of ``encode`` and the reader of what Label Studio's editor writes (literal runs
+    included), as ``label_studio_sdk.converter.brush.decode_rle`` reads it.
+    """
+    data = np.asarray(rle, dtype=np.uint8)
+    bits = (np.unpackbits(data) + ord("0")).tobytes().decode("ascii")
+    pos = 0
+
+    def read(n: int) -> int:
+        nonlocal pos
+        if pos + n > len(bits):
+            raise ValueError("the brush RLE ends before its declared pixel count")
+        pos += n
+        return int(bits[pos - n:pos], 2)
+
+    count, word = read(32), read(5) + 1
+    if count != height * width * 4:
+        raise ValueError(f"the brush RLE holds {count // 4} pixels, the image {height}x{width}={height * width}")
+    sizes = [read(4) + 1 for _ in range(4)]
+    out = np.zeros(count, dtype=np.uint8)
+    i = 0
+    while i < count:
+        repeat = read(1)
+        j = min(count, i + 1 + read(sizes[read(2)]))
+        if repeat:
+            out[i:j] = read(word)
+        else:
+            out[i:j] = [read(word) for _ in range(j - i)]
+        i = j
+    return out.reshape(height, width, 4)[:, :, 3] > 127

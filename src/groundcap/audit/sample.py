@@ -146,9 +146,10 @@ def draw(root: Path, size: int, seed: int) -> Sample:
 
 
 def manifest(drawn: Sample, rows: Mapping[str, dict], seed: int, size: int) -> dict:
-    """What an export sampled and from what: the strata, and per item the machine text under review."""
+    """What an export sampled and from what: the strata, and per item the machine text and masks under review."""
     items = [{**asdict(c), "scene_caption": rows[c.image_id]["scene_caption"],
-              "regions": {str(r["region_id"]): {"short": r["short"], "detailed": r["detailed"]}
+              "regions": {str(r["region_id"]): {"short": r["short"], "detailed": r["detailed"],
+                                                "segmentation": r["segmentation"]}
                           for r in rows[c.image_id]["regions"]}} for c in drawn.items]
     return {"seed": seed, "sample_size": size, "population": drawn.population, "allocation": drawn.allocation,
             "items": items}

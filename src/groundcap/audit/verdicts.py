@@ -19,8 +19,9 @@ rejected or edited: the machine output was wrong, whether or not a person could 
 The canonical form is JSON Lines at ``audit.verdicts`` (relative to the project root): one record per
 image, sorted by item_id, keys sorted: item_id, verdict, stratum (from the export manifest),
 scene_caption (the correction or null), regions ({region_id: {short, detailed}}, corrections or
-null), source (label_studio | csv) and annotator when known. An import replaces the records of the
-images it holds and keeps the others.
+null, plus ``segmentation``, COCO RLE, when a reviewer repainted the mask in Label Studio), source
+(label_studio | csv) and annotator when known. An import replaces the records of the images it holds
+and keeps the others.
 
 Error rates (``summarize``): per stratum, the share of audited images that are errors with a Wilson
 score interval; overall both the pooled rate (all audited images alike) and the population-weighted
@@ -43,7 +44,9 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
-from groundcap import atomic, grounding
+import numpy as np
+
+from groundcap import atomic, grounding, masks
 from groundcap.audit.labelstudio import VERDICTS, parse_export
 from groundcap.audit.sample import candidates
 from groundcap.errors import AuditError
@@ -110,6 +113,19 @@ def _same(a: str | None, b: str | None) -> bool:
     return " ".join((a or "").split()) == " ".join((b or "").split())
 
 
+def _edited_mask(image_id: str, rid, mask: dict | None, original: Mapping) -> dict | None:
+    """The reviewer's mask (COCO RLE) when it differs from the released one, else None."""
+    if mask is None or original.get("segmentation") is None:  # no brush result, or an export from before masks
+        return None
+    theirs, ours = masks.decode(mask), masks.decode(original["segmentation"])
+    if theirs.shape != ours.shape:
+        raise AuditError(f"image {image_id}, region {rid}: the exported mask is {theirs.shape[1]}x{theirs.shape[0]}, "
+                         f"the image {ours.shape[1]}x{ours.shape[0]}; export the tasks of this sample again")
+    if not theirs.any():
+        raise AuditError(f"image {image_id}, region {rid}: the mask was erased; choose reject instead")
+    return None if np.array_equal(theirs, ours) else mask
+
+
 def finish(raw: Mapping, item: Mapping, source: str) -> dict:
     """The canonical record for a raw one, checked against its manifest ``item`` (the machine text)."""
     image_id, originals = raw["item_id"], item["regions"]
@@ -128,6 +144,8 @@ def finish(raw: Mapping, item: Mapping, source: str) -> dict:
                              f"{', '.join(sorted(originals, key=int))}")
         fixed = {k: (texts.get(k) or "").strip() or None for k in ("short", "detailed")}
         fixed = {k: v if v is not None and not _same(v, originals[str(rid)][k]) else None for k, v in fixed.items()}
+        if (mask := _edited_mask(image_id, rid, texts.get("segmentation"), originals[str(rid)])) is not None:
+            fixed["segmentation"] = mask
         if any(fixed.values()):
             regions[str(rid)] = fixed
     verdict = raw["verdict"]
@@ -313,7 +331,8 @@ def human_test(root: Path, params: Mapping[str, Any]) -> dict[str, dict]:
     """Images people accepted or corrected -> the corrections to apply before release.
 
     Each value: ``scene_caption`` (corrected text or None) and ``regions`` ({region_id (int):
-    {short, detailed}}, a None field keeps the machine caption).
+    {short, detailed[, segmentation]}}, a None field keeps the machine caption; a segmentation replaces
+    the mask, its box and area).
     """
     return {
         image_id: {"scene_caption": r["scene_caption"],

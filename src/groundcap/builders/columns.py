@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from groundcap import grounding
+from groundcap import grounding, masks
 from groundcap.errors import AuditError, ReleaseError
 from groundcap.parts import part_path
 
@@ -122,8 +122,8 @@ def join_part(work: Path, index: int, corrections: Mapping[str, dict] | None = N
     scene = _array(t["qa"]["scene_caption"])
     image_of = (wanted >> 32).astype(np.int64)  # image index of every kept region
     if corrections:
-        short, detailed, scene = _correct(ids, image_of, regions, short, detailed, scene, corrections, rel,
-                                          qa_keys[passed])
+        regions, short, detailed, scene = _correct(ids, image_of, regions, short, detailed, scene, corrections,
+                                                   rel, qa_keys[passed])
     fields = [pc.struct_field(regions, key) for key in REGION_KEYS[:-2]] + [short, detailed]
     values = pa.StructArray.from_arrays(fields, fields=list(REGION))
     counts = np.bincount(image_of, minlength=n)[rel]
@@ -162,23 +162,32 @@ def _released_bytes(ingest: pa.Table, redact: pa.Table, ids: pa.Array, take: pa.
 
 
 def _correct(ids, image_of, regions, short, detailed, scene, corrections, rel, passed_keys):
-    """People's captions in place of the machine's, for the released images they corrected."""
+    """People's captions and repainted masks in place of the machine's, for the released images they corrected."""
     id_list = ids.to_pylist()
     fixed_rows = [i for i in rel.tolist() if id_list[i] in corrections]
     if not fixed_rows:
-        return short, detailed, scene
+        return regions, short, detailed, scene
     short, detailed, scene = short.to_pylist(), detailed.to_pylist(), scene.to_pylist()
     rids = pc.struct_field(regions, "region_id").to_pylist()
+    repainted = {}  # kept region index -> the reviewer's mask
     for i in fixed_rows:
         fixed = corrections[id_list[i]] or {}
         mine = np.flatnonzero(image_of == i).tolist()
         for k in mine:
-            got = _captions({"short": short[k], "detailed": detailed[k]}, (fixed.get("regions") or {}).get(rids[k]))
+            fix = (fixed.get("regions") or {}).get(rids[k])
+            got = _captions({"short": short[k], "detailed": detailed[k]}, fix)
             short[k], detailed[k] = got["short_caption"], got["detailed_caption"]
+            if fix and fix.get("segmentation"):
+                repainted[k] = fix["segmentation"]
         kept = {int(k & 0xFFFFFFFF) for k in passed_keys[(passed_keys >> 32) == i].tolist()}
         kept = {k - (1 << 32) if k >= 1 << 31 else k for k in kept}  # back to signed int32
         scene[i] = _scene(id_list[i], scene[i], fixed.get("scene_caption"), kept)
-    return pa.array(short, pa.string()), pa.array(detailed, pa.string()), pa.array(scene, pa.string())
+    if repainted:  # the mask, and the box and area that follow from it
+        rows = regions.to_pylist()
+        for k, rle in repainted.items():
+            rows[k].update(segmentation=rle, bbox=masks.bbox(rle), area=masks.area(rle))
+        regions = pa.array(rows, type=regions.type)
+    return regions, pa.array(short, pa.string()), pa.array(detailed, pa.string()), pa.array(scene, pa.string())
 
 
 def _captions(machine: dict, fixed: dict | None) -> dict:

@@ -9,12 +9,18 @@ used: it opens its first tar before any sample arrives (an empty split would get
 stamps ``time.time()`` as mtime unless told otherwise. Here mtime, owner and mode are fixed, so the
 same records give byte-identical tars. A split with no images gets no tar; shards roll past
 ``shard_bytes`` and are renamed to ``wds/{split}-{i:05d}.tar`` at close.
+
+Each split with tars also gets ``wds/{split}.index.json``, the shard index that ``wids.ShardListDataset``
+(webdataset's random-access reader) takes: ``wids-shard-index-v1`` with each tar's URL relative to the
+index, its sample count and size, as ``widsindex create`` writes it (less the MD5, which
+``checksums.json`` supersedes).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import tarfile
 from pathlib import Path
@@ -95,12 +101,16 @@ class _Tars:
         self.shard_bytes = shard_bytes
         self._tar: _TarStream | None = None
         self._size = 0
+        self.samples: list[int] = []  # per tar
+        self._index: Path | None = None
 
     def add(self, obj: dict) -> None:
         if self._tar is None:
             self._tar = _TarStream(self.files.open_next())
             self._size = 0
+            self.samples.append(0)
         self._size += self._tar.write(obj)
+        self.samples[-1] += 1
         if self._size >= self.shard_bytes:
             self._close_file()
 
@@ -113,12 +123,33 @@ class _Tars:
         if self._tar is not None:
             self._close_file()
         split = self.files.split
-        return self.files.finals(lambda i, n: f"{split}-{i:05d}.tar")
+        pairs = self.files.finals(lambda i, n: f"{split}-{i:05d}.tar")
+        if pairs:
+            pairs.append((self._write_index(pairs), self.files.directory / index_name(split)))
+        return pairs
+
+    def _write_index(self, pairs: list[tuple[Path, Path]]) -> Path:
+        shards = [{"url": final.name, "nsamples": n, "filesize": tmp.stat().st_size}
+                  for (tmp, final), n in zip(pairs, self.samples, strict=True)]
+        index = {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": self.files.split, "shardlist": shards}
+        self._index = self.files.directory / f".{index_name(self.files.split)}.tmp"
+        with open(self._index, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(index, indent=1) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return self._index
 
     def abort(self) -> None:
         if self._tar is not None:
             self._tar.close()
         self.files.discard()
+        if self._index is not None:
+            self._index.unlink(missing_ok=True)
+
+
+def index_name(split: str) -> str:
+    """The file name of a split's wids shard index, beside its tars."""
+    return f"{split}.index.json"
 
 
 class WebDatasetShards:

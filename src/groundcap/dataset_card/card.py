@@ -115,12 +115,12 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def _public(value):
+def public(value):
     """Drop keys that look like credentials, at any depth: provenance must never leak one."""
     if isinstance(value, dict):
-        return {k: _public(v) for k, v in value.items() if not _SECRET.search(str(k))}
+        return {k: public(v) for k, v in value.items() if not _SECRET.search(str(k))}
     if isinstance(value, list):
-        return [_public(v) for v in value]
+        return [public(v) for v in value]
     return value
 
 
@@ -129,7 +129,7 @@ def _data_rows(summary: dict) -> list[list]:
     def shown(value):  # texts escaped; numbers, and the empty {} of a summary without reasons, as they are
         return literal(_text(value)) if isinstance(value, str) or value and isinstance(value, (list, dict)) else value
 
-    return [[Markdown(name), shown(value)] for name, value in _flatten(_public(summary), name=literal)]
+    return [[Markdown(name), shown(value)] for name, value in _flatten(public(summary), name=literal)]
 
 
 def _flatten(mapping: dict, prefix: str = "", name=str) -> list[list]:
@@ -152,7 +152,7 @@ def _stages_section(stages: list[tuple[str, str]]) -> str:
 
 
 def _provenance_section(provenance: dict, params: dict) -> str:
-    provenance = _public(provenance)
+    provenance = public(provenance)
     facts = [f"- params hash (all sections but `engine`): `{digest(content(params))}`"]
     facts += [f"- {key}: {_cell(value)}" for key, value in provenance.items() if not isinstance(value, (dict, list))]
     rows, columns = [], ["stage"]
@@ -177,7 +177,7 @@ def _thresholds_section(params: dict) -> str:
         rows += [[f"{section} / {k}", v] for k, v in _flatten(params.get(section, {})) if _THRESHOLD_KEY.search(k)]
     for section in _THRESHOLD_SECTIONS:
         rows += [[f"{section} / {k}", v] for k, v in _flatten(params.get(section, {}))]
-    return _table(["setting", "value"], _public(rows))
+    return _table(["setting", "value"], public(rows))
 
 
 def _changelog_section(changelog: list[dict]) -> str:
@@ -241,10 +241,12 @@ def _layout_section(release_dir: Path, splits) -> str:
         "- `regions/{split}-NNNNN-of-NNNNN.parquet`: config `regions`, one row per region, with its image.\n"
         "- `wds/{split}-NNNNN.tar`: WebDataset shards, one sample per image: `{image_id}.jpg|png` (original "
         "bytes) and `{image_id}.json` (size, regions, scene caption, QA score). A split without images has no tar.\n"
+        "- `wds/{split}.index.json`: the split's shard index (tars and sample counts) for `wids.ShardListDataset`.\n"
         "- `coco/{split}.json`: COCO-style instances (RLE masks), one annotation per region; category ids are "
         "shared by all splits; each image carries its `scene_caption`.\n"
         "- `plots/*.png`: the plots above.\n"
         "- `changelog.json`: the changelog above, machine-readable.\n"
+        "- `croissant.json`: Croissant 1.0 metadata with the Responsible-AI fields, from the records of this card.\n"
         "- `checksums.json`: path, size and SHA-256 of every other file.\n\n"
         + _table(["split", "data shards", "regions shards", "wds tars", "coco"], rows)
     )
@@ -285,7 +287,8 @@ coco = COCO("coco/{split}.json")
 ```"""
 
 
-def _limitations_section(params: dict) -> str:
+def limitations(params: dict) -> list[str]:
+    """What a user must know about the annotations under ``params`` (the card's list and Croissant's)."""
     segment, tag = params.get("segment", {}), params.get("tag", {})
     items = ["All annotations are machine-generated: masks, labels and captions can be wrong."]
     if "work_side" in segment:
@@ -305,7 +308,7 @@ def _limitations_section(params: dict) -> str:
     if params.get("caption_scene", {}).get("composer") == "geometry":
         items.append("Scene captions state relations computed from region geometry, not scene understanding.")
     items.append("QA decisions are automatic, with the thresholds in `params.yaml`; see the QA summary.")
-    return "\n".join(f"- {item}" for item in items)
+    return items
 
 
 def _qa_section(qa_summary: dict, params: dict) -> str:
@@ -377,7 +380,8 @@ def _accuracy_lines(accuracy: dict | None) -> list[str]:
             _table(["metric", "value"], rows)]
 
 
-def _sources_section(params: dict) -> str:
+def sources_text(params: dict) -> str:
+    """The licence and where the images come from (the card's section and Croissant's data collection)."""
     release = params["release"]
     parts = [f"Annotations license: `{release['license']}`."]
     if release.get("license_name") or release.get("license_link"):
@@ -396,15 +400,14 @@ def _sources_section(params: dict) -> str:
     return "\n\n".join(parts)
 
 
-def _citation(release: dict) -> str:
+def citation(release: dict) -> str:
+    """The release's BibTeX entry (the card's citation and Croissant's ``citeAs``)."""
     key = re.sub(r"\W+", "_", release["name"])
-    return f"""```bibtex
-@misc{{{key},
+    return f"""@misc{{{key},
   title        = {{{release['pretty_name']}}},
   note         = {{Version {release['version']}, built with groundcap}},
   howpublished = {{{release.get('repo_id') or release['name']}}}
-}}
-```"""
+}}"""
 
 
 def render(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str]], provenance: dict,
@@ -438,6 +441,7 @@ def render(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str
             f"\n\nWithout examples in this release, so not declared (`load_dataset` cannot load an empty split): "
             f"{', '.join(empty)}. Their zero-row Parquet shards are in the folder and carry the schema."
         )
+    limits = "\n".join(f"- {item}" for item in limitations(params))
     body = f"""
 # {release['pretty_name']}
 
@@ -492,15 +496,17 @@ Thresholds and settings:
 
 ## Limitations
 
-{_limitations_section(params)}
+{limits}
 
 ## License and sources
 
-{_sources_section(params)}
+{sources_text(params)}
 
 ## Citation
 
-{_citation(release)}
+```bibtex
+{citation(release)}
+```
 """
     return f"---\n{data.to_yaml()}\n---\n{body}"
 

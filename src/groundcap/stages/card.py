@@ -1,4 +1,5 @@
-"""Stage ``card``: the changelog, the plots and the dataset card from the records, then the checksum manifest."""
+"""Stage ``card``: the changelog, the plots, the dataset card and croissant.json from the records, then the
+checksum manifest."""
 
 from __future__ import annotations
 
@@ -13,17 +14,19 @@ from groundcap.stage import Context, Stage
 
 class CardStage(Stage):
     name = "card"
-    help = "Write the dataset card release/README.md from the records, then checksums.json."
+    help = "Write the dataset card release/README.md and croissant.json from the records, then checksums.json."
     inputs = ("tag", "segment", "caption_regions", "caption_scene", "redact")  # the backends they ran with
     # it states every setting, hashed
     params = ("source", "part_size", "profile", "ingest", "tag", "segment", "caption_regions", "caption_scene",
               "crosscheck", "qa", "dedup", "split", "redact", "build", "audit", "release")
     deps = ("release/data", "release/regions", "release/wds", "release/coco", "reports/qa.json", "reports/dedup.json",
             "audits")
-    outs = ("release/README.md", "release/changelog.json", "release/plots", "release/checksums.json")
+    outs = ("release/README.md", "release/croissant.json", "release/changelog.json", "release/plots",
+            "release/checksums.json")
 
     def run(self, ctx: Context) -> None:
         from groundcap.dataset_card import write_card  # matplotlib and datasets: only when a card is written
+        from groundcap.dataset_card.croissant import write_croissant
         from groundcap.dataset_card.plots import write_plots
         from groundcap.evaluate import engine  # MiniLM: only when a release has a human_test split
 
@@ -37,9 +40,10 @@ class CardStage(Stage):
         qa_summary["engine_accuracy"] = engine.accuracy(ctx.root / "work", ctx.release)
         changelog = versions.changelog(ctx.release, params["release"])
         versions.write_changelog(ctx.release, changelog)
-        write_card(ctx.release, params, stages=[(s.name, s.help) for s in ctx.stages],
-                   provenance=self.provenance(ctx), qa_summary=qa_summary, changelog=changelog,
-                   plots=write_plots(ctx.release, SPLITS))
+        stages, provenance = [(s.name, s.help) for s in ctx.stages], self.provenance(ctx)
+        write_card(ctx.release, params, stages=stages, provenance=provenance, qa_summary=qa_summary,
+                   changelog=changelog, plots=write_plots(ctx.release, SPLITS))
+        write_croissant(ctx.release, params, stages=stages, provenance=provenance, qa_summary=qa_summary)
         write_manifest(ctx.release)
 
     def provenance(self, ctx: Context) -> dict[str, list[dict]]:

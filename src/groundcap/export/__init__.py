@@ -1,0 +1,1 @@
+"""Exports of a built release into other tools' own formats (``groundcap export ...``)."""

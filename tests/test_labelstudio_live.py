@@ -1,0 +1,179 @@
+"""The audit through a running Label Studio: our tasks imported by the real server, annotations submitted
+through its API, its own JSON export fed to ``groundcap audit import``.
+
+Label Studio (a Django server) clashes with the main venv's pins, so this runs in ``.venv-eco``
+(``make test-eco``, which ``make test`` runs); elsewhere the module is skipped, saying so. With
+``GROUNDCAP_REQUIRE_ECO`` set a missing ``label-studio`` fails instead. The server runs on loopback
+with a throwaway user and API token, its database in a temporary folder, for this module only.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+if os.environ.get("GROUNDCAP_REQUIRE_ECO"):
+    import label_studio  # noqa: F401 - fail loudly: this venv is meant to have it
+else:
+    pytest.importorskip("label_studio", reason="Label Studio runs in .venv-eco (make test-eco); no label-studio here")
+
+import requests
+from typer.testing import CliRunner
+
+from groundcap import audit, masks, params
+from groundcap.audit import rle_brush, verdicts
+from groundcap.audit.cli import audit_app
+
+pytestmark = [pytest.mark.eco, pytest.mark.slow]
+
+USER, PASSWORD, TOKEN = "reviewer@example.org", "throwaway-Passw0rd", "groundcap-test-token-0123456789"
+ACCOUNT = ["--username", USER, "--password", PASSWORD, "--user-token", TOKEN, "--enable-legacy-api-token"]
+START_TIMEOUT = 300  # a first start migrates a fresh SQLite database: about a minute on two cores
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``label-studio start`` on loopback; yields (base URL, session with the token)."""
+    data = tmp_path_factory.mktemp("label-studio")
+    port = _free_port()
+    exe = shutil.which("label-studio", path=str(Path(sys.executable).parent))
+    env = {**os.environ, "LABEL_STUDIO_BASE_DATA_DIR": str(data), "DJANGO_DB": "sqlite",
+           "LATEST_VERSION_CHECK": "false"}  # no call to pypi.org
+    log = open(data / "server.log", "wb")
+    proc = subprocess.Popen(
+        [exe, "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port), "--data-dir", str(data),
+         *ACCOUNT],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    session = requests.Session()
+    session.headers["Authorization"] = f"Token {TOKEN}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"label-studio exited ({proc.returncode}):\n{(data / 'server.log').read_text()[-3000:]}")
+            try:
+                if session.get(f"{base}/api/version", timeout=5).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"label-studio did not answer in {START_TIMEOUT} s:\n"
+                            f"{(data / 'server.log').read_text()[-3000:]}")
+            time.sleep(1)
+        yield base, session
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def test_the_readme_starts_label_studio_with_these_flags():
+    """README's Label Studio snippet uses the flags the server fixture starts it with."""
+    from test_readme_snippets import snippets
+
+    shown = next(s for s in snippets("bash") if "label-studio start" in s)
+    flags = {word for word in shown.split() if word.startswith("--")}
+    assert flags == {word for word in ACCOUNT if word.startswith("--")}
+    assert "groundcap audit import export.json" in shown and "groundcap audit export" in shown
+
+
+def _ok(response: requests.Response) -> dict | list:
+    assert response.ok, f"{response.request.method} {response.url}: {response.status_code} {response.text[:500]}"
+    return response.json()
+
+
+def _annotation(task: dict, verdict: str, *, short: tuple[int, str] | None = None,
+                mask: tuple[int, np.ndarray] | None = None) -> dict:
+    """What the editor submits when a reviewer keeps the prediction, maybe edits one short caption or
+    repaints one mask, and chooses ``verdict``."""
+    result = copy.deepcopy(task["predictions"][0]["result"])
+    for r in result:
+        if short and r["id"] == f"r{short[0]}" and r["from_name"] == "short":
+            r["value"]["text"] = [short[1]]
+        if mask and r["id"] == f"r{mask[0]}":  # the brush and its per-region text areas carry the same RLE
+            r["value"]["rle"] = rle_brush.encode(mask[1])
+    result.append({"id": "verdict", "from_name": "verdict", "to_name": "image", "type": "choices",
+                   "value": {"choices": [verdict]}})
+    return {"result": result}
+
+
+def test_tasks_round_trip_through_a_running_label_studio(server, sample_project, tmp_path):
+    base, session = server
+    root = sample_project
+    out = tmp_path / "audit"
+    manifest = audit.export(root, params.load(None), out)
+    tasks = json.loads((out / "tasks.json").read_text())
+    items = {item["image_id"]: item for item in manifest["items"]}
+    with_regions = [t for t in tasks if items[t["data"]["image_id"]]["regions"]]
+    assert len(with_regions) >= 4
+
+    project = _ok(session.post(f"{base}/api/projects", json={
+        "title": "groundcap audit", "label_config": (out / "labeling_config.xml").read_text()}))
+    imported = _ok(session.post(f"{base}/api/projects/{project['id']}/import", json=tasks))
+    assert (imported["task_count"], imported["prediction_count"]) == (len(tasks), len(tasks))
+    listed = _ok(session.get(f"{base}/api/tasks", params={"project": project["id"], "page_size": 1000}))
+    server_tasks = {t["data"]["image_id"]: t for t in listed["tasks"]}
+    assert set(server_tasks) == set(items)
+
+    accepted, rejected, captioned, repainted = (t["data"]["image_id"] for t in with_regions[:4])
+    caption_rid = int(next(iter(items[captioned]["regions"])))
+    mask_rid = int(next(iter(items[repainted]["regions"])))
+    original = masks.decode(items[repainted]["regions"][str(mask_rid)]["segmentation"]).astype(bool)
+    new_mask = original.copy()
+    ys, xs = np.nonzero(original)
+    new_mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True  # the reviewer fills the region's box
+    if np.array_equal(new_mask, original):
+        new_mask[0, 0] = not new_mask[0, 0]
+    by_id = {t["data"]["image_id"]: t for t in tasks}
+    submissions = {
+        accepted: _annotation(by_id[accepted], "accept"),
+        rejected: _annotation(by_id[rejected], "reject"),
+        captioned: _annotation(by_id[captioned], "edited", short=(caption_rid, "a caption a person wrote")),
+        repainted: _annotation(by_id[repainted], "edited", mask=(mask_rid, new_mask)),
+    }
+    for image_id, annotation in submissions.items():
+        _ok(session.post(f"{base}/api/tasks/{server_tasks[image_id]['id']}/annotations", json=annotation))
+
+    export = session.get(f"{base}/api/projects/{project['id']}/export", params={"exportType": "JSON"})
+    exported = _ok(export)
+    assert sum(bool(t["annotations"]) for t in exported) == 4
+    file = tmp_path / "label-studio-export.json"
+    file.write_bytes(export.content)
+
+    (tmp_path / "params.yaml").write_text(f"audit:\n  verdicts: {tmp_path / 'verdicts.jsonl'}\n")
+    result = CliRunner().invoke(audit_app, ["import", str(file), "--root", str(root), "--params",
+                                            str(tmp_path / "params.yaml"), "--manifest", str(out / "manifest.json")])
+    assert result.exit_code == 0, result.output
+    assert "imported 4 verdicts" in result.output
+
+    records = verdicts.load(root, {"audit": {"verdicts": str(tmp_path / "verdicts.jsonl")}})
+    assert {i: records[i]["verdict"] for i in submissions} == {
+        accepted: "accept", rejected: "reject", captioned: "edited", repainted: "edited"}
+    assert records[accepted]["regions"] == {} and records[rejected]["regions"] == {}
+    assert records[captioned]["regions"] == {str(caption_rid): {"short": "a caption a person wrote", "detailed": None}}
+    fixed = records[repainted]["regions"][str(mask_rid)]
+    assert (fixed["short"], fixed["detailed"]) == (None, None)
+    assert np.array_equal(masks.decode(fixed["segmentation"]).astype(bool), new_mask)
+    assert all(records[i]["source"] == "label_studio" and records[i]["annotator"] for i in submissions)
