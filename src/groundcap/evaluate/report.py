@@ -9,9 +9,9 @@ and shown side by side.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from groundcap import atomic
 from groundcap.evaluate import agreement, dlc, pancap
 from groundcap.evaluate.inputs import Prediction, Reference
 from groundcap.evaluate.judges import Judge, RulesMiniLMJudge
@@ -56,10 +56,7 @@ def evaluate(judge: Judge, references: list[Reference], predictions: dict[str, P
 
 def write(path: Path, report: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic.write_text(path, json.dumps(report, indent=1, sort_keys=True) + "\n")
 
 
 def _cell(value) -> str:
