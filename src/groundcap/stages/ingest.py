@@ -27,6 +27,7 @@ def run(ctx: Context) -> None:
         name = item.name
         try:
             record = ingest.validate(_read(item.read, limits.max_bytes), limits)
+            record["given"] = ingest.check_given(_given(item), record) if item.given else None
         except ingest.Rejected as why:
             rejects.append({"path": name, "stage": "ingest", "reason": str(why)})
             continue
@@ -35,7 +36,7 @@ def run(ctx: Context) -> None:
             rejects.append({"path": name, "stage": "ingest", "reason": f"exact duplicate of {seen[image_id]}"})
             continue
         seen[image_id] = name
-        batch.append({"image_id": image_id, "source_path": name, **record})
+        batch.append({"image_id": image_id, "source_path": name, "license": item.license, **record})
         if len(batch) == part_size:
             parts.write_part(batch, schema.IMAGE, out, index)
             batch, index = [], index + 1
@@ -64,6 +65,14 @@ def _read(read, max_bytes: int) -> bytes:
         return read(max_bytes + 1)
     except Exception as exc:
         raise ingest.Rejected(f"cannot read: {type(exc).__name__}: {exc}") from None
+
+
+def _given(item) -> list[dict]:
+    """The source's masks for ``item``; annotations that cannot be read are the image's rejection."""
+    try:
+        return item.given()
+    except Exception as exc:
+        raise ingest.Rejected(f"bad given annotations: {type(exc).__name__}: {exc}") from None
 
 
 STAGE = IngestStage()
