@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections import Counter
 
 from groundcap import parts, sample, versions
 from groundcap.audit import verdicts
@@ -14,7 +15,8 @@ from groundcap.stage import Context, Stage
 class CardStage(Stage):
     name = "card"
     help = "Write the dataset card release/README.md from the records, then checksums.json."
-    inputs = ("tag", "segment", "caption_regions", "caption_scene")  # the backends they ran with, for the card
+    annotators = ("tag", "segment", "caption_regions", "caption_scene")  # the backends they ran with, for the card
+    inputs = (*annotators, "ingest", "split")  # and the licence of each released image
     params = ("source", "part_size", "profile", "ingest", "tag", "segment", "caption_regions", "caption_scene",
               "crosscheck", "qa", "dedup", "split", "build", "audit", "release")  # it states every setting, hashed
     deps = ("release/data", "release/regions", "release/wds", "release/coco", "reports/qa.json", "reports/dedup.json",
@@ -36,17 +38,27 @@ class CardStage(Stage):
         versions.write_changelog(ctx.release, changelog)
         write_card(ctx.release, params, stages=[(s.name, s.help) for s in ctx.stages],
                    provenance=self.provenance(ctx), qa_summary=qa_summary, changelog=changelog,
-                   plots=write_plots(ctx.release, SPLITS))
+                   plots=write_plots(ctx.release, SPLITS), licenses=self.licenses(ctx))
         write_manifest(ctx.release)
 
     def provenance(self, ctx: Context) -> dict[str, list[dict]]:
         """The backends each annotation stage ran with (identical on every row of a stage)."""
         out = {}
-        for stage in self.inputs:
+        for stage in self.annotators:
             rows = parts.read_part(ctx.work(stage), parts.list_parts(ctx.work(stage))[0], ["provenance"])
             stamp = rows[0]["provenance"] if rows else []
             out[stage] = stamp if isinstance(stamp, list) else [stamp]
         return out
+
+    def licenses(self, ctx: Context) -> dict[str | None, int]:
+        """Released images per licence the source stated (None: not stated), part by part."""
+        counts: Counter[str | None] = Counter()
+        for index in parts.list_parts(ctx.work("split")):
+            released = {r["image_id"] for r in parts.read_part(ctx.work("split"), index, ["image_id", "split"])
+                        if r["split"]}
+            counts.update(r["license"] for r in parts.read_part(ctx.work("ingest"), index, ["image_id", "license"])
+                          if r["image_id"] in released)
+        return dict(counts)
 
 
 STAGE = CardStage()
