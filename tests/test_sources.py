@@ -186,8 +186,8 @@ def test_given_masks_win_and_segmenters_only_add_outside_them():
     free = np.zeros(fx.SIZE, bool)
     free[: H // 3, W // 2:] = True  # and one outside them
     options = dict(min_area_frac=0.005, nms_iou=0.7, max_regions=24)
-    regions = resolve_entities([], [Mask(masks.encode(wide), "", 0.5, "felz"), Mask(masks.encode(free), "", 0.5, "felz")],
-                               H, W, given=[_given(block), _given(left)], **options)
+    generated = [Mask(masks.encode(wide), "", 0.5, "felz"), Mask(masks.encode(free), "", 0.5, "felz")]
+    regions = resolve_entities([], generated, H, W, given=[_given(block), _given(left)], **options)
     assert [r["source"] for r in regions[:2]] == ["given:coco", "given:coco"]
     assert [r["segmentation"] for r in regions[:2]] == [fx.rle(left), fx.rle(block)]  # by area, unchanged
     taken = left | block
