@@ -63,19 +63,19 @@ def write_webdataset(root: Path) -> str:
     return f"wds:{root}/train-{{00000..00001}}.tar"
 
 
-def write_hf_folder(root: Path) -> str:
+def write_hf_folder(root: Path, image_column: str = "picture") -> str:
     """A `datasets` Parquet folder with an image column and a licence column; returns the source."""
     from datasets import Dataset, Features, Value
     from datasets import Image as ImageFeature
 
     images = photos()[:3]
-    features = Features({"picture": ImageFeature(), "licence": Value("string"), "caption": Value("string")})
-    ds = Dataset.from_dict({"picture": [{"bytes": jpeg(a), "path": None} for a in images],
+    features = Features({image_column: ImageFeature(), "licence": Value("string"), "caption": Value("string")})
+    ds = Dataset.from_dict({image_column: [{"bytes": jpeg(a), "path": None} for a in images],
                             "licence": ["cc-by-4.0", "cc-by-4.0", "cc0-1.0"],
                             "caption": ["a cat", "a cup", "a person"]}, features=features)
     (root / "data").mkdir(parents=True, exist_ok=True)
     ds.to_parquet(str(root / "data" / "train-00000-of-00001.parquet"))
-    return f"hf:{root}?image=picture&license=licence"
+    return f"hf:{root}?image={image_column}&license=licence"
 
 
 def write_sa1b(root: Path) -> tuple[str, dict[str, list[dict]]]:
@@ -96,6 +96,20 @@ def write_sa1b(root: Path) -> tuple[str, dict[str, list[dict]]]:
         given[f"sa_{n}.jpg"] = rles
     (root / "sa_9.jpg").write_bytes(jpeg(photos()[3]))  # no sa_9.json: rejected with that reason
     return f"sa1b:{root}", given
+
+
+def write_sa1b_tars(folder: Path, out: Path, json_first: bool = False) -> str:
+    """The SA-1B folder as two plain tar shards (``./sa_N.jpg`` then ``./sa_N.json``, or the JSON first)."""
+    import tarfile
+
+    out.mkdir(parents=True, exist_ok=True)
+    for n, stems in enumerate([["sa_1", "sa_2"], ["sa_3", "sa_9"]]):
+        with tarfile.open(out / f"sa_{n:06d}.tar", "w") as tar:
+            for stem in stems:
+                for ext in ([".json", ".jpg"] if json_first else [".jpg", ".json"]):
+                    if (folder / f"{stem}{ext}").exists():
+                        tar.add(folder / f"{stem}{ext}", arcname=f"./{stem}{ext}")
+    return f"sa1b:{out}/sa_{{000000..000001}}.tar"
 
 
 def write_coco(root: Path) -> tuple[str, dict[str, list[dict]]]:

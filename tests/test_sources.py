@@ -7,7 +7,6 @@ import gzip
 import io
 import json
 import shutil
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -99,13 +98,7 @@ def test_sa1b_folder_gives_masks_and_rejects_an_image_without_its_json(tmp_path)
 @pytest.mark.parametrize("json_first", [False, True])
 def test_sa1b_tar_set_pairs_members_in_either_order(tmp_path, json_first):
     _, given = fx.write_sa1b(tmp_path / "sa")
-    for n, names in enumerate([["sa_1", "sa_2"], ["sa_3", "sa_9"]]):
-        with tarfile.open(tmp_path / f"sa_{n:06d}.tar", "w") as tar:
-            for stem in names:
-                for ext in ([".json", ".jpg"] if json_first else [".jpg", ".json"]):
-                    if (tmp_path / "sa" / f"{stem}{ext}").exists():
-                        tar.add(tmp_path / "sa" / f"{stem}{ext}", arcname=f"./{stem}{ext}")
-    items = list(iter_source(f"sa1b:{tmp_path}/sa_{{000000..000001}}.tar"))
+    items = list(iter_source(fx.write_sa1b_tars(tmp_path / "sa", tmp_path / "tars", json_first)))
     assert [f.name for f in items] == ["sa_000000.tar/sa_1.jpg", "sa_000000.tar/sa_2.jpg", "sa_000001.tar/sa_3.jpg",
                                        "sa_000001.tar/sa_9.jpg"]
     assert [m["segmentation"] for m in items[2].given()] == given["sa_3.jpg"]
@@ -207,3 +200,81 @@ def test_nested_given_masks_become_parts_of_their_entity():
     assert [(r["label"], r["granularity"], r["parent_id"]) for r in regions] == [("cat", "object", None),
                                                                                 ("ear", "part", 0)]
     assert regions[1]["segmentation"] == fx.rle(inner)
+
+
+# --- the README's source table: every example runs ------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+HUB_KIND = "Hugging Face dataset (Hub)"
+
+
+def _readme_examples() -> dict[str, str]:
+    table = (REPO / "README.md").read_text().split("<!-- sources-table -->")[1].split("<!-- /sources-table -->")[0]
+    rows = [line.split("|")[1:3] for line in table.strip().splitlines()[2:]]
+    return {kind.strip(): example.strip().strip("`") for kind, example in rows}
+
+
+def _photos(root: Path) -> None:
+    (root / "photos").mkdir()
+    (root / "photos/cat.jpg").write_bytes(fx.jpeg(fx.photos()[0]))
+    (root / "photos.txt").write_text("# one path per line\nphotos/cat.jpg\n")
+
+
+BUILDERS = {  # the files each README example reads, made under the working folder
+    "folder": _photos,
+    "list file": _photos,
+    "bundled sample": lambda root: None,
+    "WebDataset": lambda root: fx.write_webdataset(root / "shards"),
+    "Hugging Face dataset (local)": lambda root: fx.write_hf_folder(root / "my_dataset"),
+    "SA-1B folder": lambda root: fx.write_sa1b(root / "sa1b"),
+    "SA-1B tars": lambda root: (fx.write_sa1b(root / "sa1b"), fx.write_sa1b_tars(root / "sa1b", root / "sa1b_tars")),
+    "COCO": lambda root: fx.write_coco(root / "coco"),
+}
+ANNOTATED = {"SA-1B folder", "SA-1B tars", "COCO"}
+
+
+def test_readme_source_table_has_a_test_per_row():
+    assert set(_readme_examples()) == {*BUILDERS, HUB_KIND}
+
+
+@pytest.mark.parametrize("kind", sorted(BUILDERS))
+def test_readme_source_examples(kind, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    BUILDERS[kind](tmp_path)
+    items = list(iter_source(_readme_examples()[kind]))
+    images = [Image.open(io.BytesIO(f.read(10**9))) for f in items if not f.name.endswith(("broken.png", ".json"))]
+    assert images and all(min(img.size) >= 32 for img in images)
+    if kind in ANNOTATED:
+        given = [f.given() for f in items if f.given and not f.name.endswith("sa_9.jpg")]  # sa_9 has no JSON
+        assert given and all(m["segmentation"]["size"] == [H, W] for found in given for m in found)
+
+
+@pytest.mark.slow
+def test_readme_hub_example_streams_from_the_loopback_hub(tmp_path):
+    """The Hub example against the fake Hub (tests/fakehub.py), in a subprocess pointed at it."""
+    import os
+    import subprocess
+    import sys
+
+    from fakehub import GITATTRIBUTES, FakeHub, Repo
+
+    example = _readme_examples()[HUB_KIND]
+    fx.write_hf_folder(tmp_path / "ds", image_column="image")
+    files = {".gitattributes": GITATTRIBUTES} | {p.relative_to(tmp_path / "ds").as_posix(): p.read_bytes()
+                                                 for p in (tmp_path / "ds").rglob("*") if p.is_file()}
+    code = ("import sys\nfrom groundcap.sources import iter_source\n"
+            "for f in iter_source(sys.argv[1]): print(f.name, f.license, len(f.read(10**9)))")
+    with FakeHub("hf_test_token") as hub:
+        hub.repos["ORG/NAME"] = Repo(visibility="public")
+        hub.repos["ORG/NAME"].commit(files, "the dataset")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
+        env |= dict(HF_ENDPOINT=hub.endpoint, HF_HUB_OFFLINE="0", HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf"),
+                    HF_HUB_DISABLE_TELEMETRY="1", HF_TOKEN="hf_test_token", HF_HUB_DISABLE_PROGRESS_BARS="1")
+        proc = subprocess.run([sys.executable, "-c", code, example], env=env, capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        downloads = [r for r in hub.requests if r.method == "GET" and "/resolve/" in r.path]
+    lines = [line.split() for line in proc.stdout.splitlines()]
+    assert [name for name, *_ in lines] == [f"hf://datasets/ORG/NAME/train/{i}" for i in range(3)]
+    assert all(int(size) > 1000 for *_, size in lines)
+    assert downloads and all(r.path.endswith(".parquet") for r in downloads)  # only the data, nothing else
