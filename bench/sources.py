@@ -60,8 +60,10 @@ def write_wds(root: Path, n: int) -> str:
 
 
 def write_hf(root: Path, n: int) -> str:
-    from datasets import Dataset, Features, Value
+    from datasets import Dataset, Features, Value, disable_progress_bars
     from datasets import Image as ImageFeature
+
+    disable_progress_bars()
 
     (root / "data").mkdir(parents=True)
     features = Features({"image": ImageFeature(), "license": Value("string")})
@@ -100,7 +102,7 @@ def write_coco(root: Path, n: int) -> str:
         doc["annotations"] += [{"id": k * MASKS + i, "image_id": k, "category_id": 1, "segmentation": r, "iscrowd": 0}
                                for i, r in enumerate(rles)]
     (root / "instances.json").write_text(json.dumps(doc))
-    return f"coco:{root}/instances.json"
+    return f"coco:{root}/instances.json?images={root}/images"
 
 
 KINDS = {"wds": write_wds, "hf": write_hf, "sa1b": write_sa1b, "coco": write_coco}
