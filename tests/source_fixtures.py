@@ -64,7 +64,8 @@ def write_webdataset(root: Path) -> str:
 
 
 def write_hf_folder(root: Path, image_column: str = "picture") -> str:
-    """A `datasets` Parquet folder with an image column and a licence column; returns the source."""
+    """A `datasets` Parquet folder with an image column, a licence column and a card stating the dataset's
+    licence (cc-by-sa-4.0); returns the source."""
     from datasets import Dataset, Features, Value
     from datasets import Image as ImageFeature
 
@@ -75,6 +76,7 @@ def write_hf_folder(root: Path, image_column: str = "picture") -> str:
                             "caption": ["a cat", "a cup", "a person"]}, features=features)
     (root / "data").mkdir(parents=True, exist_ok=True)
     ds.to_parquet(str(root / "data" / "train-00000-of-00001.parquet"))
+    (root / "README.md").write_text("---\nlicense: cc-by-sa-4.0\n---\n# test images\n")  # the dataset's licence
     return f"hf:{root}?image={image_column}&license=licence"
 
 

@@ -72,6 +72,7 @@ def test_hf_folder_streams_rows_with_their_licence_column(tmp_path):
     items = list(iter_source(source))
     assert [f.name for f in items] == [f"{tmp_path}/hf/train/{i}" for i in range(3)]
     assert [f.license for f in items] == ["cc-by-4.0", "cc-by-4.0", "cc0-1.0"]
+    assert {f.license for f in iter_source(source.replace("&license=licence", ""))} == {"cc-by-sa-4.0"}  # the card's
     assert Image.open(io.BytesIO(items[2].read(10**9))).size == (W, H)
 
 
@@ -277,4 +278,5 @@ def test_readme_hub_example_streams_from_the_loopback_hub(tmp_path):
     lines = [line.split() for line in proc.stdout.splitlines()]
     assert [name for name, *_ in lines] == [f"hf://datasets/ORG/NAME/train/{i}" for i in range(3)]
     assert all(int(size) > 1000 for *_, size in lines)
-    assert downloads and all(r.path.endswith(".parquet") for r in downloads)  # only the data, nothing else
+    assert {licence for _, licence, _ in lines} == {"cc-by-sa-4.0"}  # no licence column named: the card's
+    assert {r.path.rsplit("/", 1)[1] for r in downloads} == {"README.md", "train-00000-of-00001.parquet"}

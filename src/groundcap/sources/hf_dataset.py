@@ -4,13 +4,15 @@
 
 Rows come from ``load_dataset(..., streaming=True)``: nothing is downloaded first, rows arrive a
 shard at a time. The image column is read undecoded (its bytes, or its path/URL). The licence of an
-image is its ``license`` column when one is named, else the dataset's own licence when it states one.
+image is its ``license`` column when one is named, else the dataset's own licence when it states one
+(``DatasetInfo.license``, or the ``license`` of its card's YAML).
 The source path of a row is ``<dataset>/<split>/<row number>``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import fsspec
 
@@ -51,6 +53,27 @@ def _image_reader(value) -> Reader:
     return _missing
 
 
+def _card_license(repo: str, hub: bool, revision: str | None) -> str | None:
+    """The licence the dataset card's YAML states (``license``, or ``license_name`` for "other"), if any."""
+    from huggingface_hub import DatasetCard, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    if not hub and not (Path(repo) / "README.md").is_file():
+        return None
+    try:
+        path = hf_hub_download(repo, "README.md", repo_type="dataset", revision=revision) if hub else \
+            Path(repo) / "README.md"
+        card = DatasetCard.load(path, repo_type="dataset")
+    except (OSError, EntryNotFoundError, ValueError):  # no card, or none readable: no licence stated
+        return None
+    licence = card.data.get("license")
+    if licence == "other" and card.data.get("license_name"):
+        licence = card.data.get("license_name")
+    if isinstance(licence, list):
+        licence = ", ".join(str(x) for x in licence)
+    return str(licence) if licence else None
+
+
 def iter_hf_dataset(source: str, target: str) -> Iterator[SourceFile]:
     from datasets import Image, load_dataset  # heavy: only for this kind
 
@@ -73,7 +96,7 @@ def iter_hf_dataset(source: str, target: str) -> Iterator[SourceFile]:
                           f"columns: {', '.join(features)}")
     if isinstance(features.get(column), Image):
         ds = ds.cast_column(column, Image(decode=False))
-    dataset_license = getattr(ds.info, "license", None) or None
+    dataset_license = ds.info.license or _card_license(repo, hub, options["revision"])
     name = f"hf://datasets/{repo}" if hub else repo.rstrip("/")
     for index, row in enumerate(ds):
         licence = row.get(options["license"]) if options["license"] else None
