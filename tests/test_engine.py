@@ -69,8 +69,8 @@ def test_list_file_source_resolves_relative_paths_and_records_unreadable_entries
     listing = tmp_path / "list.txt"
     listing.write_text("# my images\na.png\n\nmissing.png\n")
     entries = list(iter_source(str(listing)))
-    assert [name for name, _ in entries] == ["a.png", "missing.png"]
-    assert entries[0][1](10**9) == (tmp_path / "a.png").read_bytes()
+    assert [f.name for f in entries] == ["a.png", "missing.png"]
+    assert entries[0].read(10**9) == (tmp_path / "a.png").read_bytes()
     p = params.defaults() | {"source": str(listing)}
     run_all(Context(root=tmp_path / "run", params=p, progress=False), ["ingest"])
     rejects = pl.read_parquet(tmp_path / "run/reports/rejects.parquet")
