@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import shutil
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,18 @@ def test_sa1b_tar_set_pairs_members_in_either_order(tmp_path, json_first):
     assert [m["segmentation"] for m in items[2].given()] == given["sa_3.jpg"]
     with pytest.raises(ValueError, match="no sa_9.json"):
         items[3].given()
+
+
+def test_sa1b_tar_with_a_member_twice_rejects_the_second(tmp_path):
+    fx.write_sa1b(tmp_path / "sa")
+    with tarfile.open(tmp_path / "dup.tar", "w") as tar:
+        for name in ("sa_1.jpg", "sa_1.jpg", "sa_1.json"):
+            tar.add(tmp_path / "sa" / name, arcname=name)
+    items = list(iter_source(f"sa1b:{tmp_path}/dup.tar"))
+    assert [f.name for f in items] == ["dup.tar/sa_1.jpg", "dup.tar/sa_1.jpg"]
+    with pytest.raises(OSError, match="duplicate member"):
+        items[0].read(10)
+    assert len(items[1].given()) == 2
 
 
 def test_sa1b_json_without_its_keys_is_a_clear_rejection(tmp_path):

@@ -101,10 +101,11 @@ def _iter_shard(shard: str) -> Iterator[SourceFile]:
         if other is None:
             pending[stem] = item
             continue
-        image, ann = (item, other) if ext.lower() == ".jpg" else (other, item)
-        if posixpath.splitext(image.path)[1].lower() != ".jpg":  # two members of one name and extension
-            yield failed(item.name, "duplicate member")
+        if posixpath.splitext(other.path)[1].lower() == ext.lower():  # the same member twice in one tar
+            pending[stem] = other
+            yield failed(item.name, "duplicate member in the tar")
             continue
+        image, ann = (item, other) if ext.lower() == ".jpg" else (other, item)
         yield SourceFile(image.name, image.reader(), given=_loader(ann.reader()))
     for stem, item in pending.items():
         if item.path.lower().endswith(".jpg"):
