@@ -45,6 +45,15 @@ GITATTRIBUTES = "".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in LF
 _REPO = r"(?P<repo>[\w.-]+/[\w.-]+)"
 
 
+@dataclass
+class Raw:
+    """A download: a file's bytes (or a range of them) with the headers the Hub sends."""
+
+    body: bytes
+    headers: dict[str, str]
+    status: int = 200
+
+
 class HubError(Exception):
     """An error answer: its status, ``{"error": message, **extra}`` as body, ``code`` as X-Error-Code."""
 
@@ -132,11 +141,12 @@ class FakeHub:
     # --- routing -----------------------------------------------------------------------------------------
 
     def handle(self, request: Request, body: bytes) -> tuple[int, object, str | None]:
-        """(status, JSON body, X-Error-Code) answering one request."""
+        """(status, JSON body or Raw download, X-Error-Code) answering one request."""
         with self._lock:
             self.requests.append(request)
             try:
-                return 200, self._route(request, body), None
+                answer = self._route(request, body)
+                return (answer.status if isinstance(answer, Raw) else 200), answer, None
             except HubError as exc:
                 return exc.status, {"error": str(exc), **exc.extra}, exc.code
 
@@ -201,17 +211,52 @@ class FakeHub:
         return {"id": repo, "sha": r.resolve(unquote(revision)), "private": r.visibility == "private",
                 "siblings": [{"rfilename": path} for path in sorted(self._files(repo, revision))]}
 
-    def tree(self, request: Request, body: bytes, repo: str, revision: str) -> list[dict]:
+    def tree(self, request: Request, body: bytes, repo: str, revision: str, path: str | None = None) -> list[dict]:
         files = self._files(repo, revision)
         recursive = (request.query.get("recursive") or ["false"])[0].lower() in ("true", "1")
-        paths = sorted(files) if recursive else sorted(p for p in files if "/" not in p)
-        folders = sorted({p.rsplit("/", 1)[0] for p in files if "/" in p}) if recursive else []
-        return [{"type": "directory", "path": d, "oid": _git_oid(d.encode())} for d in folders] + [
-            {"type": "file", "path": p, "size": len(files[p]), "oid": _git_oid(files[p]),
-             **({"lfs": {"oid": hashlib.sha256(files[p]).hexdigest(), "size": len(files[p]), "pointerSize": 134}}
-                if _lfs(p, len(files[p])) else {})}
-            for p in paths
-        ]
+        prefix = f"{path.strip('/')}/" if path and path.strip("/") else ""
+        if prefix and not any(p.startswith(prefix) for p in files):
+            raise HubError(404, f"{path} does not exist on {revision}", "EntryNotFound")
+        below = {p[len(prefix):]: p for p in files if p.startswith(prefix)}
+        paths = sorted(below) if recursive else sorted(p for p in below if "/" not in p)
+        all_folders = {"/".join(p.split("/")[:i]) for p in below for i in range(1, p.count("/") + 1)}
+        folders = sorted(all_folders if recursive else {d for d in all_folders if "/" not in d})
+        return [{"type": "directory", "path": prefix + d, "oid": _git_oid(d.encode())} for d in folders] + [
+            _entry(below[p], files[below[p]]) for p in paths]
+
+    def paths_info(self, request: Request, body: bytes, repo: str, revision: str) -> list[dict]:
+        files = self._files(repo, revision)
+        asked = request.json["paths"] if isinstance(request.json, dict) else parse_qs(body.decode()).get("paths", [])
+        out = []
+        for path in asked:
+            path = path.strip("/")
+            if path in files:
+                out.append(_entry(path, files[path]))
+            elif any(p.startswith(f"{path}/") for p in files):
+                out.append({"type": "directory", "path": path, "oid": _git_oid(path.encode())})
+        return out
+
+    def resolve(self, request: Request, body: bytes, repo: str, revision: str, path: str) -> Raw:
+        """A file's bytes, or the ``Range: bytes=a-b`` of them (206), with the headers downloads read."""
+        files = self._files(repo, revision)
+        if path not in files:
+            raise HubError(404, f"Entry not found: {path}", "EntryNotFound")
+        data = files[path]
+        etag = hashlib.sha256(data).hexdigest() if _lfs(path, len(data)) else _git_oid(data)
+        headers = {"X-Repo-Commit": self._repo(repo).resolve(unquote(revision)), "ETag": f'"{etag}"',
+                   "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
+        if _lfs(path, len(data)):
+            headers |= {"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(len(data))}
+        match = re.fullmatch(r"bytes=(\d*)-(\d*)", request.headers.get("range", ""))
+        if not match or not data:
+            return Raw(data, headers)
+        start, end = match.groups()
+        first = int(start) if start else max(0, len(data) - int(end))
+        last = min(len(data) - 1, int(end)) if start and end else len(data) - 1
+        return Raw(data[first:last + 1], headers | {"Content-Range": f"bytes {first}-{last}/{len(data)}"}, 206)
+
+    def info_main(self, request: Request, body: bytes, repo: str) -> dict:
+        return self.info(request, body, repo, "main")
 
     def preupload(self, request: Request, body: bytes, repo: str, revision: str) -> dict:
         files = self._files(repo, revision)
@@ -272,7 +317,11 @@ class FakeHub:
         ("POST", r"/api/validate-yaml", validate_yaml),
         ("GET", rf"/api/datasets/{_REPO}/refs", refs),
         ("GET", rf"/api/datasets/{_REPO}/revision/(?P<revision>[^/]+)", info),
-        ("GET", rf"/api/datasets/{_REPO}/tree/(?P<revision>[^/]+)", tree),
+        ("GET", rf"/api/datasets/{_REPO}/tree/(?P<revision>[^/]+)(?:/(?P<path>.*))?", tree),
+        ("GET", rf"/api/datasets/{_REPO}", info_main),
+        ("POST", rf"/api/datasets/{_REPO}/paths-info/(?P<revision>[^/]+)", paths_info),
+        ("GET", rf"/datasets/{_REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)", resolve),
+        ("HEAD", rf"/datasets/{_REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)", resolve),
         ("POST", rf"/api/datasets/{_REPO}/preupload/(?P<revision>[^/]+)", preupload),
         ("POST", rf"/api/datasets/{_REPO}/commit/(?P<revision>[^/]+)", commit),
         ("POST", rf"/api/datasets/{_REPO}/tag/(?P<revision>[^/]+)", tag),
@@ -280,6 +329,13 @@ class FakeHub:
         ("PUT", rf"/datasets/{_REPO}\.git/info/lfs/objects/upload/(?P<oid>[0-9a-f]{{64}})", lfs_upload),
         ("POST", rf"/datasets/{_REPO}\.git/info/lfs/objects/verify", lfs_verify),
     )
+
+
+def _entry(path: str, data: bytes) -> dict:
+    """A file as the tree and paths-info endpoints describe it."""
+    lfs = {"lfs": {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}}
+    return {"type": "file", "path": path, "size": len(data), "oid": _git_oid(data),
+            **(lfs if _lfs(path, len(data)) else {})}
 
 
 def _apply(files: dict[str, bytes], key: str, value: dict, lfs: dict[str, bytes]) -> None:
@@ -323,16 +379,19 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
         def _send(self, status: int, payload: object, code: str | None) -> None:
-            data = json.dumps(payload).encode()
+            raw = payload if isinstance(payload, Raw) else Raw(json.dumps(payload).encode(),
+                                                                {"Content-Type": "application/json"})
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
+            for name, value in raw.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(raw.body)))
             if code:
                 self.send_header("X-Error-Code", code)
             self.end_headers()
-            self.wfile.write(data)
+            if self.command != "HEAD":
+                self.wfile.write(raw.body)
 
-        do_GET = do_POST = do_PUT = _serve
+        do_GET = do_POST = do_PUT = do_HEAD = _serve
 
         def log_message(self, *args) -> None:  # quiet: the requests are recorded instead
             pass

@@ -57,6 +57,18 @@ def validate(data: bytes, limits: Limits) -> dict:
         return _normalize(img, data, limits)
 
 
+def check_given(given: list[dict], record: dict) -> list[dict]:
+    """``given`` masks of an accepted image, or :class:`Rejected` when they cannot line up with its pixels:
+    a mask of another size, or an image ingest turned upright (the masks were drawn on the stored pixels)."""
+    if given and "exif_transpose" in record["normalized"]:
+        raise Rejected("given masks on an EXIF-rotated image: they would not line up with the upright pixels")
+    for mask in given:
+        if list(mask["segmentation"]["size"]) != [record["height"], record["width"]]:
+            raise Rejected(f"given mask of size {mask['segmentation']['size']} (h, w) for a "
+                           f"{record['width']}x{record['height']} image")
+    return given
+
+
 def _normalize(img: Image.Image, data: bytes, limits: Limits) -> dict:
     width, height = img.size
     if width * height > limits.max_pixels:

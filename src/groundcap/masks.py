@@ -34,6 +34,27 @@ def encode(mask: np.ndarray) -> Rle:
     return _from_coco(_coco.encode(arr)[0])
 
 
+def from_segmentation(segmentation, height: int, width: int) -> Rle:
+    """A COCO annotation's ``segmentation`` as compressed RLE: polygons (a list of ``[x0, y0, x1, y1, ...]``)
+    are rasterized and merged, an uncompressed RLE (``counts`` a list) is compressed, a compressed one
+    is kept as it is (byte for byte). Raises ValueError for anything else, or for a size not ``height`` x
+    ``width``."""
+    if isinstance(segmentation, list):
+        polygons = [p for p in segmentation if isinstance(p, list)]
+        if not polygons or len(polygons) != len(segmentation) or any(len(p) < 6 or len(p) % 2 for p in polygons):
+            raise ValueError("polygon segmentation must be a list of [x0, y0, x1, y1, ...] with at least 3 points")
+        return _from_coco(_coco.merge(_coco.frPyObjects(polygons, height, width)))
+    if not isinstance(segmentation, dict) or "counts" not in segmentation or "size" not in segmentation:
+        raise ValueError("segmentation is neither polygons nor an RLE {size, counts}")
+    if [int(v) for v in segmentation["size"]] != [height, width]:
+        raise ValueError(f"RLE of size {list(segmentation['size'])} for a {height}x{width} image")
+    if isinstance(segmentation["counts"], list):
+        return _from_coco(_coco.frPyObjects(segmentation, height, width))
+    if not isinstance(segmentation["counts"], str):
+        raise ValueError("RLE counts must be a string (compressed) or a list of run lengths")
+    return {"size": [height, width], "counts": segmentation["counts"]}
+
+
 def decode(rle: Rle) -> np.ndarray:
     """Decode to an HxW bool array."""
     return _coco.decode(_to_coco(rle)).astype(bool)

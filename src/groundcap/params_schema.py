@@ -319,6 +319,7 @@ SCHEMA: dict[str, Any] = {
         "crop_tagger": Backend("tagger", nullable=True),
         "crop_tag_min_score": Fraction(),
         "generic_labels": StrList(),
+        "given": Enum("use", "merge", "ignore"),
     },
     "caption_regions": {
         "captioner": Backend("region_captioner"),

@@ -23,6 +23,16 @@ PROVENANCE = pa.struct(
 RLE = pa.struct([("size", pa.list_(pa.int32(), 2)), ("counts", pa.string())])
 BBOX = pa.list_(pa.float64(), 4)
 
+GIVEN = pa.struct(  # a mask the source came with (sources.SourceFile.given), resolved in the segment stage
+    [
+        ("segmentation", RLE),
+        ("label", pa.string()),  # category name (COCO), or "" (SA-1B: class-agnostic)
+        ("source", pa.string()),  # the source kind it came from: sa1b | coco
+        ("predicted_iou", pa.float64()),
+        ("stability_score", pa.float64()),
+    ]
+)
+
 IMAGE = pa.schema(
     [
         ("image_id", pa.string()),  # first 16 hex chars of the SHA-256 of `bytes`
@@ -32,6 +42,8 @@ IMAGE = pa.schema(
         ("height", pa.int32()),
         ("bytes", pa.binary()),
         ("normalized", pa.list_(pa.string())),  # what ingest changed (exif_transpose, to_rgb, ...)
+        ("license", pa.string()),  # the image's licence where the source states one (COCO, Hub datasets), else null
+        ("given", pa.list_(GIVEN)),  # masks the source came with (SA-1B, COCO); null: the source has none
     ]
 )
 

@@ -41,12 +41,29 @@ def _quality_ok(m: Mask, min_predicted_iou: float, min_stability: float) -> bool
     )
 
 
+def nest_given(given: list[Mask], min_containment: float) -> list[Mask]:
+    """Given masks with those lying (at least ``min_containment``) inside a larger given mask marked as
+    parts: a source's nested annotations (SA-1B's whole, part and subpart masks) become part links."""
+    if len(given) < 2:
+        return list(given)
+    areas = [masks.area(m.rle) for m in given]
+    overlap = masks.intersection_areas([m.rle for m in given], [m.rle for m in given])
+    out = []
+    for i, m in enumerate(given):
+        inside = any(j != i and areas[j] > areas[i] and overlap[i, j] >= min_containment * areas[i]
+                     for j in range(len(given)))
+        out.append(Mask(m.rle, m.label, m.score, m.source, "part", m.text, m.predicted_iou, m.stability_score)
+                   if inside and areas[i] else m)
+    return out
+
+
 def resolve_entities(
     prompted: list[Mask],
     generated: list[Mask],
     height: int,
     width: int,
     *,
+    given: list[Mask] = (),
     min_area_frac: float,
     nms_iou: float,
     max_regions: int,
@@ -58,29 +75,32 @@ def resolve_entities(
 ) -> list[dict]:
     """Region records (schema.REGION), region_id = acceptance order: entities, then their parts.
 
-    Entities never overlap. NMS within each source list; then prompted masks by score (desc) and
-    generated object/stuff masks by area (desc), ties by index, each minus everything accepted before
-    it. A remainder is dropped when it is under ``min_area_frac`` of the image or under
-    ``min_keep_frac`` of its own mask (mostly covered by a better candidate, e.g. a generated segment
-    under a detection). Masks whose predicted IoU or stability is below the minimum go first.
+    Entities never overlap. NMS within each source list; then the masks the source came with
+    (``given``, by area, desc), prompted masks by score (desc) and generated object/stuff masks by
+    area (desc), ties by index, each minus everything accepted before it: given masks win, the
+    segmenters only add what lies outside them. A remainder is dropped when it is under
+    ``min_area_frac`` of the image or under ``min_keep_frac`` of its own mask (mostly covered by a
+    better candidate, e.g. a generated segment under a detection). Masks whose predicted IoU or
+    stability is below the minimum go first.
 
-    Part-level masks (granularity "part", up to ``max_parts``; 0 keeps none) are linked to the entity
-    that holds at least ``part_min_containment`` of them (``parent_id``), clipped to it, and resolved
-    the same way among the parts of that entity: parts never overlap each other, only their parent.
+    Part-level masks (granularity "part", given ones first; up to ``max_parts``; 0 keeps none) are
+    linked to the entity that holds at least ``part_min_containment`` of them (``parent_id``), clipped
+    to it, and resolved the same way among the parts of that entity: parts never overlap each other,
+    only their parent.
     """
-    for m in (*prompted, *generated):
+    for m in (*given, *prompted, *generated):
         if list(m.rle["size"]) != [height, width]:
             raise ValueError(f"{m.source} mask of size {m.rle['size']} in a {height}x{width} image")
+    given = [m for m in given if _quality_ok(m, min_predicted_iou, min_stability)]
     prompted = [m for m in prompted if _quality_ok(m, min_predicted_iou, min_stability)]
     generated = [m for m in generated if _quality_ok(m, min_predicted_iou, min_stability)]
-    wholes = [m for m in generated if m.granularity != "part"]
-    parts = [m for m in generated if m.granularity == "part"]
+    parts = [m for m in (*given, *generated) if m.granularity == "part"]
 
+    queue = _by_area([m for m in given if m.granularity != "part"], nms_iou)
     areas_p = [masks.area(m.rle) for m in prompted]
-    areas_g = [masks.area(m.rle) for m in wholes]
     kept_p = sorted(_nms_order(prompted, nms_iou), key=lambda i: (-prompted[i].score, i))
-    kept_g = sorted(_nms_order(wholes, nms_iou), key=lambda i: (-areas_g[i], i))
-    queue = [(prompted[i], areas_p[i]) for i in kept_p] + [(wholes[i], areas_g[i]) for i in kept_g]
+    queue += [(prompted[i], areas_p[i]) for i in kept_p]
+    queue += _by_area([m for m in generated if m.granularity != "part"], nms_iou)
 
     min_area = min_area_frac * height * width
     regions: list[dict] = []
@@ -88,6 +108,12 @@ def resolve_entities(
     if max_parts > 0 and parts and regions:
         _link_parts(parts, regions, nms_iou, min_area, min_keep_frac, max_parts, part_min_containment)
     return regions
+
+
+def _by_area(wholes: list[Mask], nms_iou: float) -> list[tuple[Mask, int]]:
+    """(mask, area) of the masks NMS keeps, largest first, ties by index."""
+    areas = [masks.area(m.rle) for m in wholes]
+    return [(wholes[i], areas[i]) for i in sorted(_nms_order(wholes, nms_iou), key=lambda i: (-areas[i], i))]
 
 
 def _accept(queue, taken, regions, min_area, min_keep_frac, limit, parent) -> int:

@@ -222,7 +222,17 @@ def _stats_section(stats: dict) -> str:
         [[split, Markdown(", ".join(f"{literal(label)} ({n})" for label, n in s["top_labels"])) or None]
          for split, s in stats.items()],
     )
-    return f"{summary}\n\nMost frequent region labels:\n\n{labels}"
+    return f"{summary}\n\nMost frequent region labels:\n\n{labels}{_region_sources(stats)}"
+
+
+def _region_sources(stats: dict) -> str:
+    """Where the regions came from, when some came with the source (``given:<kind>``) rather than a segmenter."""
+    if not any(source.startswith("given") for s in stats.values() for source in s["region_sources"]):
+        return ""
+    names = sorted({source for s in stats.values() for source in s["region_sources"]})
+    rows = [[split, *(s["region_sources"].get(n, 0) for n in names)] for split, s in stats.items()]
+    return ("\n\nWhere the regions came from (`source`): `given:<kind>` regions are the masks the source "
+            "came with (`segment.given`), the others a segmenter's:\n\n" + _table(["split", *names], rows))
 
 
 def _layout_section(release_dir: Path, splits) -> str:
@@ -380,10 +390,22 @@ def _accuracy_lines(accuracy: dict | None) -> list[str]:
             _table(["metric", "value"], rows)]
 
 
-def sources_text(params: dict) -> str:
-    """The licence and where the images come from (the card's section and Croissant's data collection)."""
+def _licenses_table(licenses: dict) -> str:
+    """Released images per licence their source states; empty when no source stated any."""
+    if not any(name is not None for name in licenses):
+        return ""
+    rows = sorted(licenses.items(), key=lambda kv: (-kv[1], kv[0] or ""))
+    return "Image licences, as the source states them per image:\n\n" + _table(
+        ["licence", "images"], [[literal(name) if name else "(not stated)", n] for name, n in rows])
+
+
+def sources_text(params: dict, licenses: dict | None = None) -> str:
+    """The licence and where the images come from (the card's section and Croissant's data collection);
+    ``licenses``: released images per licence their source stated."""
     release = params["release"]
     parts = [f"Annotations license: `{release['license']}`."]
+    if table := _licenses_table(licenses or {}):
+        parts.append(table)
     if release.get("license_name") or release.get("license_link"):
         named = [f"{key.split('_')[1]}: {release[key]}" for key in ("license_name", "license_link") if release.get(key)]
         parts.append("License " + "; ".join(named) + ".")
@@ -411,9 +433,12 @@ def citation(release: dict) -> str:
 
 
 def render(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str]], provenance: dict,
-           qa_summary: dict, changelog: list[dict], plots: list[str], splits=SPLITS) -> str:
-    """The card's full text (YAML front matter and body); ``stages``: (name, what it does) in order."""
+           qa_summary: dict, changelog: list[dict], plots: list[str], splits=SPLITS,
+           licenses: dict | None = None) -> str:
+    """The card's full text (YAML front matter and body); ``stages``: (name, what it does) in order;
+    ``licenses``: released images per licence their source stated (None: not stated)."""
     release_dir = Path(release_dir)
+    licenses = licenses or {}
     release = params["release"]
     features = release_configs(params["build"])
     stats = {split: split_stats(release_dir, split) for split in splits}
@@ -500,7 +525,7 @@ Thresholds and settings:
 
 ## License and sources
 
-{sources_text(params)}
+{sources_text(params, licenses)}
 
 ## Citation
 
@@ -512,11 +537,12 @@ Thresholds and settings:
 
 
 def write_card(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str]], provenance: dict,
-               qa_summary: dict, changelog: list[dict], plots: list[str], splits=SPLITS) -> Path:
+               qa_summary: dict, changelog: list[dict], plots: list[str], splits=SPLITS,
+               licenses: dict | None = None) -> Path:
     """Write ``release_dir/README.md`` and validate it; raises ValueError listing any problem."""
     release_dir = Path(release_dir)
     text = render(release_dir, params, stages=stages, provenance=provenance, qa_summary=qa_summary, changelog=changelog,
-                  plots=plots, splits=splits)
+                  plots=plots, splits=splits, licenses=licenses)
     path = atomic.write_text(release_dir / "README.md", text)
     if problems := validate_card(path):
         raise ValueError(f"{path.name} is not a valid dataset card:\n" + "\n".join(problems))

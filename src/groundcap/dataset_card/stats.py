@@ -41,7 +41,7 @@ def _mean(total: float, n: int) -> float | None:
 
 
 def split_stats(release_dir: Path, split: str) -> dict:
-    """Images, regions, regions per image, caption lengths (words) and top labels of one split.
+    """Images, regions, regions per image, caption lengths (words), top labels and region sources of one split.
 
     Shard by shard, so memory is bounded by one shard's metadata however large the split.
     """
@@ -49,6 +49,7 @@ def split_stats(release_dir: Path, split: str) -> dict:
     sizes: list[int] = []  # regions per image: one int per image is small even at millions
     words = dict.fromkeys(["short_caption", "detailed_caption", "scene_caption"], 0)
     labels: Counter[str] = Counter()
+    sources: Counter[str] = Counter()
     for file in shard_files(release_dir, "data", split):
         table = pl.read_parquet(file, columns=["regions", "scene_caption"])
         scene = table["scene_caption"].to_list()
@@ -62,6 +63,7 @@ def split_stats(release_dir: Path, split: str) -> dict:
         for field in ("short_caption", "detailed_caption"):
             words[field] += int(_word_counts(flat[field]).sum())
         labels.update(flat["label"].to_list())
+        sources.update(flat["source"].to_list())
     per_region = {"short_caption": regions, "detailed_caption": regions, "scene_caption": images}
     return {
         "images": images,
@@ -74,6 +76,7 @@ def split_stats(release_dir: Path, split: str) -> dict:
         "words": {field: _mean(total, per_region[field]) for field, total in words.items()},
         "references_per_scene_caption": _mean(refs, images),
         "top_labels": sorted(labels.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_LABELS],
+        "region_sources": dict(sorted(sources.items())),  # regions per `source` (segmenter, or given:<kind>)
     }
 
 

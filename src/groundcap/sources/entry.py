@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 Reader = Callable[[int], bytes]
+GivenLoader = Callable[[], list[dict[str, Any]]]
 
 
 class Refused(Exception):
@@ -20,10 +22,18 @@ def _never_read(limit: int) -> bytes:
 @dataclass(frozen=True)
 class SourceFile:
     """One candidate image. ``name`` is what reports and provenance show (relative to a folder, the line
-    of a list file, credentials masked); ``read(limit)`` returns at most ``limit`` bytes, so a huge file is
-    refused without being read whole. ``refused`` says why the entry is rejected without ever being opened
-    (not a regular file, a link out of its folder, a protocol the source policy does not allow)."""
+    of a list file with credentials masked, ``shard.tar/member`` of a tar); ``read(limit)`` returns at most
+    ``limit`` bytes, so a huge file is refused without being read whole. ``refused`` says why the entry is
+    rejected without ever being opened (not a regular file, a link out of its folder, a protocol the
+    source policy does not allow).
+
+    Annotated sources (SA-1B, COCO) also give ``given``: a loader of the image's masks, each
+    ``{"segmentation": COCO RLE, "label": str, "source": str, "predicted_iou": float | None,
+    "stability_score": float | None}``, called only once the image is accepted; ``license`` is the
+    image's licence where the source states one."""
 
     name: str
     read: Reader = _never_read
     refused: str | None = None
+    license: str | None = None
+    given: GivenLoader | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections import Counter
 
 from groundcap import parts, sample, versions
 from groundcap.audit import verdicts
@@ -15,7 +16,8 @@ from groundcap.stage import Context, Stage
 class CardStage(Stage):
     name = "card"
     help = "Write the dataset card release/README.md and croissant.json from the records, then checksums.json."
-    inputs = ("tag", "segment", "caption_regions", "caption_scene", "redact")  # the backends they ran with
+    annotators = ("tag", "segment", "caption_regions", "caption_scene", "redact")  # the backends they ran with
+    inputs = (*annotators, "ingest", "split")  # and the licence of each released image
     # it states every setting, hashed
     params = ("source", "part_size", "profile", "ingest", "tag", "segment", "caption_regions", "caption_scene",
               "crosscheck", "qa", "dedup", "split", "redact", "build", "audit", "release")
@@ -42,18 +44,28 @@ class CardStage(Stage):
         versions.write_changelog(ctx.release, changelog)
         stages, provenance = [(s.name, s.help) for s in ctx.stages], self.provenance(ctx)
         write_card(ctx.release, params, stages=stages, provenance=provenance, qa_summary=qa_summary,
-                   changelog=changelog, plots=write_plots(ctx.release, SPLITS))
+                   changelog=changelog, plots=write_plots(ctx.release, SPLITS), licenses=self.licenses(ctx))
         write_croissant(ctx.release, params, stages=stages, provenance=provenance, qa_summary=qa_summary)
         write_manifest(ctx.release)
 
     def provenance(self, ctx: Context) -> dict[str, list[dict]]:
         """The backends each annotation stage ran with (identical on every row of a stage)."""
         out = {}
-        for stage in self.inputs:
+        for stage in self.annotators:
             rows = parts.read_part(ctx.work(stage), parts.list_parts(ctx.work(stage))[0], ["provenance"])
             stamp = rows[0]["provenance"] if rows else []
             out[stage] = stamp if isinstance(stamp, list) else [stamp]
         return out
+
+    def licenses(self, ctx: Context) -> dict[str | None, int]:
+        """Released images per licence the source stated (None: not stated), part by part."""
+        counts: Counter[str | None] = Counter()
+        for index in parts.list_parts(ctx.work("split")):
+            released = {r["image_id"] for r in parts.read_part(ctx.work("split"), index, ["image_id", "split"])
+                        if r["split"]}
+            counts.update(r["license"] for r in parts.read_part(ctx.work("ingest"), index, ["image_id", "license"])
+                          if r["image_id"] in released)
+        return dict(counts)
 
 
 STAGE = CardStage()

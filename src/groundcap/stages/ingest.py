@@ -33,6 +33,7 @@ def run(ctx: Context) -> None:
             if isinstance(data, Exception):
                 raise ingest.Rejected(_why(data))
             record = ingest.validate(data, limits)
+            record["given"] = ingest.check_given(_given(item), record) if item.given else None
         except ingest.Rejected as why:
             rejects.append(_reject(name, str(why)))
             continue
@@ -41,7 +42,7 @@ def run(ctx: Context) -> None:
             rejects.append(_reject(name, f"exact duplicate of {seen[image_id]}"))
             continue
         seen[image_id] = name
-        batch.append({"image_id": image_id, "source_path": name, **record})
+        batch.append({"image_id": image_id, "source_path": name, "license": item.license, **record})
         if len(batch) == part_size:
             parts.write_part(batch, schema.IMAGE, out, index)
             batch, index = [], index + 1
@@ -72,6 +73,14 @@ def _why(exc: Exception) -> str:
 def _reject(name: str, reason: str) -> dict:
     """A rejects row; servers echo request headers into errors, so no credential may pass into it."""
     return {"path": redact(name), "stage": "ingest", "reason": redact(reason)}
+
+
+def _given(item) -> list[dict]:
+    """The source's masks for ``item``; annotations that cannot be read are the image's rejection."""
+    try:
+        return item.given()
+    except Exception as exc:
+        raise ingest.Rejected(f"bad given annotations: {type(exc).__name__}: {exc}") from None
 
 
 STAGE = IngestStage()

@@ -1,12 +1,17 @@
 """Stage ``segment``: box-prompted masks for the detections plus "everything" masks, resolved into
 non-overlapping entity regions and their parts (``annotators.entities``); then regions no detector
-named get a name from a crop tagger (PancapEngine's per-crop tags), when one is set."""
+named get a name from a crop tagger (PancapEngine's per-crop tags), when one is set.
+
+Masks the source came with (SA-1B, COCO: ``given`` in the ingest parts) go first under
+``segment.given``: ``use`` takes them instead of the segmenters, ``merge`` lets the segmenters add
+what lies outside them, ``ignore`` segments as if there were none. An image whose source had no
+annotations is segmented as always."""
 
 from __future__ import annotations
 
 from groundcap import schema
-from groundcap.annotators.base import Detection
-from groundcap.annotators.entities import resolve_entities
+from groundcap.annotators.base import Detection, Mask
+from groundcap.annotators.entities import nest_given, resolve_entities
 from groundcap.ingest import decode_rgb
 from groundcap.stage import MapStage, Row
 from groundcap.stages.common import build, provenance, spec
@@ -41,9 +46,14 @@ class SegmentStage(MapStage):
     def process(self, image_row: Row, tag_row: Row) -> Row:
         section = self.section
         image = decode_rgb(image_row["bytes"])
-        detections = [Detection(**{**d, "bbox": tuple(d["bbox"])}) for d in tag_row["detections"]]
-        prompted_masks = [m for m in self.prompted.segment(image, detections) if m is not None] if detections else []
-        regions = resolve_entities(prompted_masks, self.generator.generate(image), image.shape[0], image.shape[1],
+        given = given_masks(image_row.get("given"), section)
+        prompted_masks, generated = [], []
+        if given is None or section["given"] == "merge":
+            detections = [Detection(**{**d, "bbox": tuple(d["bbox"])}) for d in tag_row["detections"]]
+            if detections:
+                prompted_masks = [m for m in self.prompted.segment(image, detections) if m is not None]
+            generated = self.generator.generate(image)
+        regions = resolve_entities(prompted_masks, generated, image.shape[0], image.shape[1], given=given or [],
                                    **{k: section[k] for k in ENTITY_OPTIONS})
         unnamed = [r for r in regions if (r["label"] or "") in self.generic]
         if self.crop_tagger and unnamed:
@@ -53,6 +63,17 @@ class SegmentStage(MapStage):
                 if best is not None and best.score >= section["crop_tag_min_score"]:
                     region["label"], region["label_score"] = best.label, best.score
         return {"image_id": image_row["image_id"], "regions": regions, "provenance": self.stamps, "error": None}
+
+
+def given_masks(rows: list[dict] | None, section: dict) -> list[Mask] | None:
+    """The masks the source gave this image (``segment.given``: use | merge), nested ones marked as
+    parts; None when there are none to use (the source has no annotations, or ``given: ignore``).
+    Their regions' ``source`` is ``given:<source kind>`` (given:coco, given:sa1b)."""
+    if rows is None or section["given"] == "ignore":
+        return None
+    found = [Mask(g["segmentation"], g["label"] or "", 1.0, f"given:{g['source']}",
+                  predicted_iou=g["predicted_iou"], stability_score=g["stability_score"]) for g in rows]
+    return nest_given(found, section["part_min_containment"])
 
 
 STAGE = SegmentStage()

@@ -1,0 +1,75 @@
+"""Plain tar shards (WebDataset, SA-1B), local paths or fsspec URLs, walked header by header.
+
+A shard is opened as a seekable file and its headers are read in order; a member's bytes are read
+only when ingest asks for them (one ranged read at its offset, capped by the byte limit), so a shard
+is never unpacked or held in memory, and reads can happen in any order or at once. Compressed tars
+cannot be read at an offset: they are refused with a message saying so.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import fsspec
+from braceexpand import braceexpand
+
+from groundcap.sources.entry import Reader, SourceFile
+
+
+def expand(pattern: str) -> list[str]:
+    """Shard URLs of a brace pattern (``train-{00000..00099}.tar``), in its order."""
+    return list(braceexpand(pattern))
+
+
+@dataclass(frozen=True)
+class Member:
+    """One regular file inside a shard: where its bytes start and how many there are."""
+
+    shard: str
+    path: str  # inside the shard, without a leading "./"
+    offset: int
+    size: int
+
+    @property
+    def name(self) -> str:
+        """What reports and provenance show: ``<shard file name>/<member path>``."""
+        return f"{posixpath.basename(self.shard)}/{self.path}"
+
+    def reader(self) -> Reader:
+        def read(limit: int) -> bytes:
+            with fsspec.open(self.shard, "rb") as fh:
+                fh.seek(self.offset)
+                return fh.read(min(limit, self.size))
+
+        return read
+
+
+def failed(name: str, message: str) -> SourceFile:
+    """An item whose read fails with ``message``: ingest records it as a rejection, like any bad file."""
+
+    def read(limit: int) -> bytes:
+        raise OSError(message)
+
+    return SourceFile(name, read)
+
+
+def members(shard: str) -> Iterator[Member | SourceFile]:
+    """The regular files of ``shard`` in tar order; a shard that cannot be opened or read to its end
+    yields a failed item naming the shard and why (the members before the fault still count)."""
+    try:
+        with fsspec.open(shard, "rb") as fh:
+            try:
+                tar = tarfile.open(fileobj=fh, mode="r:")
+            except tarfile.ReadError as exc:
+                yield failed(shard, f"not a plain (uncompressed) tar: {exc}; decompress compressed shards first")
+                return
+            while (info := tar.next()) is not None:
+                tar.members.clear()  # tarfile keeps every header it read; memory stays flat without them
+                if info.isreg():
+                    path = info.name.removeprefix("./")
+                    yield Member(shard, path, info.offset_data, info.size)
+    except (OSError, tarfile.TarError) as exc:
+        yield failed(shard, f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,32 @@
+"""WebDataset shards: ``wds:<tar or brace pattern>``, each member with an image extension is one image.
+
+The source path of an image is ``<shard file name>/<member path>``, the member path being the
+sample's key plus the field's extension (``train-00000.tar/000017.jpg``). Other members (captions,
+class ids, JSON) are not images and are passed over.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterator
+
+from groundcap.errors import SourceError
+from groundcap.sources.entry import SourceFile
+from groundcap.sources.tars import Member, expand, members
+
+IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm", "pnm"})
+
+
+def is_image(path: str) -> bool:
+    return posixpath.splitext(path)[1].lstrip(".").lower() in IMAGE_EXTENSIONS
+
+
+def iter_webdataset(source: str, target: str) -> Iterator[SourceFile]:
+    if not target:
+        raise SourceError(f"source {source!r} names no shard: wds:shards/train-{{00000..00009}}.tar")
+    for shard in expand(target):
+        for item in members(shard):
+            if isinstance(item, SourceFile):
+                yield item
+            elif isinstance(item, Member) and is_image(item.path):
+                yield SourceFile(item.name, item.reader())

@@ -1,0 +1,95 @@
+"""Each source kind through `groundcap run` to a release that `datasets.load_dataset` reads: one run per
+kind. Given masks come back byte for byte where `segment.given` keeps them (`use` on COCO, `merge` on
+SA-1B, whose extra regions all lie outside them); licences reach the card."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from datasets import load_dataset
+from typer.testing import CliRunner
+
+import source_fixtures as fx
+from groundcap import masks
+from groundcap.cli import app
+
+pytestmark = pytest.mark.slow
+
+
+def _run(tmp_path: Path, source: str, given: str = "merge") -> Path:
+    params = tmp_path / "params.yaml"
+    params.write_text(f"segment: {{given: {given}}}\n")
+    work = tmp_path / "work"
+    result = CliRunner().invoke(app, ["run", "--source", source, "--workdir", str(work), "--params", str(params), "-q"])
+    assert result.exit_code == 0, result.output
+    return work
+
+
+def _released(work: Path, tmp_path: Path) -> list[dict]:
+    ds = load_dataset(str(work / "release"), "default", cache_dir=str(tmp_path / "hf"))
+    rows = [row for split in ds for row in ds[split]]
+    assert rows
+    return rows
+
+
+def _image_ids(root: Path, names: list[str]) -> dict[str, str]:
+    """image_id -> file name: ingest keeps upright RGB JPEGs byte for byte, so the id is their hash."""
+    return {hashlib.sha256((root / n).read_bytes()).hexdigest()[:16]: n for n in names}
+
+
+def test_webdataset_release(tmp_path):
+    work = _run(tmp_path, fx.write_webdataset(tmp_path / "wds"))
+    rows = _released(work, tmp_path)
+    ingested = pl.read_parquet(work / "work/ingest/*.parquet")
+    assert ingested["source_path"].to_list()[0] == "train-00000.tar/000000.jpg"
+    assert {row["image_id"] for row in rows} <= set(ingested["image_id"])
+    rejects = pl.read_parquet(work / "reports/rejects.parquet")
+    assert rejects["path"].to_list() == ["train-00001.tar/broken.png"]
+    assert all(not r["source"].startswith("given") for row in rows for r in row["regions"])
+
+
+def test_hf_folder_release_counts_licences_in_the_card(tmp_path):
+    work = _run(tmp_path, fx.write_hf_folder(tmp_path / "hf"))
+    rows = _released(work, tmp_path)
+    card = (work / "release/README.md").read_text()
+    licences = pl.read_parquet(work / "work/ingest/*.parquet").select("image_id", "license").rows()
+    expected = {}
+    for image_id, licence in licences:
+        if image_id in {row["image_id"] for row in rows}:
+            expected[licence] = expected.get(licence, 0) + 1
+    for licence, n in expected.items():
+        assert f"| {licence} | {n} |" in card
+
+
+def test_coco_release_uses_given_masks_byte_for_byte(tmp_path):
+    source, given = fx.write_coco(tmp_path / "coco")
+    work = _run(tmp_path, source, given="use")
+    ids = _image_ids(tmp_path / "coco/images", list(given))
+    rows = _released(work, tmp_path)
+    for row in rows:
+        assert [(r["label"], r["source"]) for r in row["regions"]] == [("cat", "given:coco"), ("box", "given:coco")]
+        assert [r["segmentation"] for r in row["regions"]] == given[ids[row["image_id"]]]
+    card = (work / "release/README.md").read_text()
+    assert "| Attribution License |" in card and "given:coco" in card
+
+
+def test_sa1b_release_merges_segmenter_regions_outside_the_given_masks(tmp_path):
+    source, given = fx.write_sa1b(tmp_path / "sa")
+    work = _run(tmp_path, source, given="merge")
+    ids = _image_ids(tmp_path / "sa", list(given))
+    rows = _released(work, tmp_path)
+    added = 0
+    for row in rows:
+        mine = [r for r in row["regions"] if r["source"] == "given:sa1b"]
+        assert [r["segmentation"] for r in mine] == given[ids[row["image_id"]]]
+        taken = np.logical_or.reduce([masks.decode(r["segmentation"]) for r in mine])
+        others = [r for r in row["regions"] if r["source"] != "given:sa1b"]
+        assert all(not (masks.decode(r["segmentation"]) & taken).any() for r in others)
+        added += len(others)
+    assert added > 0
+    rejects = pl.read_parquet(work / "reports/rejects.parquet")
+    assert "no sa_9.json" in dict(rejects.select("path", "reason").rows())["sa_9.jpg"]
