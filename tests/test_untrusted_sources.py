@@ -226,6 +226,7 @@ def test_no_credential_an_endpoint_echoes_reaches_the_rejects(tmp_path, monkeypa
     with _server() as echo:
         monkeypatch.setenv("HF_TOKEN", TOKEN)
         monkeypatch.setattr(constants, "ENDPOINT", echo)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # make test exports HF_HUB_OFFLINE=1
         HfFileSystem.clear_instance_cache()
         host = echo.removeprefix("http://")
         entries = [f"http://someone:{TOKEN}@{host}/a.png", f"{echo}/b.png?token={TOKEN}",

@@ -54,10 +54,10 @@ def run(
 ) -> None:
     """Run every stage in process (no DVC) and write the release to WORKDIR/release."""
     def run_stages() -> list[runner.Report]:
+        params = params_mod.load(params_file)  # refused params create no work folder
+        params["source"] = source
+        preflight.require(params, list(pipeline.STAGES))
         with writer_lock.hold(workdir, "groundcap run"):
-            params = params_mod.load(params_file)
-            params["source"] = source
-            preflight.require(params, list(pipeline.STAGES))
             return runner.run_all(Context(root=workdir, params=params, progress=not quiet))
 
     reports = guard(run_stages)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from groundcap import atomic
 from groundcap.builders.columns import from_records
 from groundcap.builders.files import SplitFiles
 from groundcap.builders.parquet import region_fields
@@ -132,7 +133,7 @@ class _Tars:
         shards = [{"url": final.name, "nsamples": n, "filesize": tmp.stat().st_size}
                   for (tmp, final), n in zip(pairs, self.samples, strict=True)]
         index = {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": self.files.split, "shardlist": shards}
-        self._index = self.files.directory / f".{index_name(self.files.split)}.tmp"
+        self._index = atomic.temporary(self.files.directory / index_name(self.files.split))
         with open(self._index, "w", encoding="utf-8") as fh:
             fh.write(json.dumps(index, indent=1) + "\n")
             fh.flush()

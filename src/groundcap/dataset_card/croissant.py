@@ -12,11 +12,11 @@ covers it and them); nothing in it depends on the time or the folder, so a rebui
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from datasets import Features, Image, List, Value
 
+from groundcap import atomic
 from groundcap.builders import SPLITS
 from groundcap.builders.parquet import CONFIG_DIRS
 from groundcap.dataset_card.card import TAGS, citation, limitations, public, sources_text
@@ -222,9 +222,5 @@ def render(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str
 def write_croissant(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str]], provenance: dict,
                     qa_summary: dict, splits=SPLITS) -> Path:
     """Write ``release_dir/croissant.json`` (atomically); the path."""
-    path = Path(release_dir) / FILENAME
-    tmp = path.with_name(f".{FILENAME}.tmp")
     document = render(release_dir, params, stages=stages, provenance=provenance, qa_summary=qa_summary, splits=splits)
-    tmp.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic.write_text(Path(release_dir) / FILENAME, json.dumps(document, indent=1, ensure_ascii=False) + "\n")
