@@ -331,7 +331,8 @@ def _qa_section(qa_summary: dict, params: dict) -> str:
     qa = params.get("qa", {})
     lines = [
         "Every region's captions were checked against its pixels (colour, position, area, count and quoted-text "
-        f"claims; contradicted claims: `{qa.get('evidence', {}).get('action', 'fail')}`) and against a second, "
+        "claims, and the scene caption's relations between regions; materials are recorded, unverifiable; "
+        f"contradicted claims: `{qa.get('evidence', {}).get('action', 'fail')}`) and against a second, "
         f"independent model (`crosscheck.captioner`: `{params.get('crosscheck', {}).get('captioner')}`; "
         f"disagreement: `{qa.get('consistency', {}).get('action', 'fail')}`). Near-duplicate images and captions "
         "were clustered, and every cluster lies in one split.",
