@@ -155,3 +155,7 @@ def test_the_report_counts_claims_parsed_and_each_verdict_per_kind_and_the_card_
     section = card._qa_section(summary.to_dict(), {"qa": {}, "crosscheck": {}})
     assert "evidence / relation / contradicted | 1" in section
     assert "evidence / material / unverifiable | 2" in section
+
+
+def test_a_material_word_inside_a_label_or_a_shade_names_no_material():
+    assert values("a wine glass on a brick red table by a brick wall", "material") == ["brick"]

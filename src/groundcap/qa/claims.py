@@ -43,15 +43,13 @@ class Claim:
 
 # --- nouns: the vocabulary, its plurals, singular forms --------------------------------------------
 
-_IRREGULAR = {"person": "people", "man": "men", "woman": "women", "child": "children", "mouse": "mice",
-              "goose": "geese", "sheep": "sheep", "deer": "deer", "fish": "fish", "potato": "potatoes",
-              "tomato": "tomatoes"}  # fmt: skip
+
 
 
 def _plural(noun: str) -> str:
     head, _, last = noun.rpartition(" ")
-    if last in _IRREGULAR:
-        last = _IRREGULAR[last]
+    if last in vocabulary.IRREGULAR:
+        last = vocabulary.IRREGULAR[last]
     elif last.endswith(("s", "x", "z", "ch", "sh")):
         last += "es"
     elif last.endswith("y") and last[-2:-1] not in "aeiou":
@@ -143,16 +141,14 @@ _RELATION = re.compile(r"^(?:(?:" + _alternation(vocabulary.RELATION_LEAD) + r")
                        r"(?:directly |just |partly |right )?(" + _alternation(_REL_WORDS) + r")(?:\s+(?:the|a|an))?$",
                        re.I)
 _LABEL = re.compile(r"\b(" + _alternation(set(_SINGULAR) - {"region", "regions", "can"}) + r")\b", re.I)
-_AXES = {"top": ("top", None), "upper": ("top", None), "bottom": ("bottom", None), "lower": ("bottom", None),
-         "left": (None, "left"), "right": (None, "right"),
-         "center": ("middle", "center"), "centre": ("middle", "center"), "middle": ("middle", "center")}
+
 
 
 def where(phrase: str) -> tuple[str | None, str | None]:
     """(row, column) a position word names: "upper left" -> ("top", "left"), "top" -> ("top", None)."""
     row, col = None, None
     for word in re.split(r"[ -]", phrase.lower()):
-        r, c = _AXES[word]
+        r, c = vocabulary.AXES[word]
         row, col = r or row, c or col
     return row, col
 
@@ -253,11 +249,13 @@ def parse(text: str) -> list[Claim]:
         if (value := _count(m)) is not None:
             add("count", m, value)
     nouns = _blank(rest, [m.span() for m in (*positions, *(m for m, _ in found_colors))])
-    for m in _MATERIAL.finditer(nouns):
-        if not _NEGATED.search(nouns, 0, m.start()):
-            add("material", m, vocabulary.MATERIALS[m.group(1).lower()])
-    for m in _LABEL.finditer(nouns):
+    labels = list(_LABEL.finditer(nouns))
+    for m in labels:
         add("label", m, singular(m.group(1)))
+    things = _blank(nouns, [m.span() for m in labels if " " in m.group(1)])  # "a wine glass" names no material
+    for m in _MATERIAL.finditer(things):
+        if not _NEGATED.search(things, 0, m.start()):
+            add("material", m, vocabulary.MATERIALS[m.group(1).lower()])
     found += [(start, KINDS.index("relation"), claim) for start, claim in _relations(text)]
     found.sort(key=lambda f: (f[0], f[1]))
     return list(dict.fromkeys(claim for _, _, claim in found))

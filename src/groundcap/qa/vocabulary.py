@@ -1,11 +1,21 @@
-"""The words ``qa.claims`` reads as claims beyond nouns and colours: numbers, vague quantities,
-materials and relations between two regions; kept apart so the parsing rules stay short to read.
+"""The closed word lists ``qa.claims`` reads captions by (beyond the label vocabulary and the colour
+names): irregular plurals, position words, numbers and vague quantities, materials and relations
+between two regions; kept apart so the parsing rules stay short to read.
 
 Each list is closed and conservative: a word that often means something else in captions ("one",
-"some", "gold", "in") is left out, since a misread claim can fail a true caption.
+"some", "gold" as a material) is left out, since a misread claim can fail a true caption.
 """
 
 from __future__ import annotations
+
+# plurals the rules of ``claims.singular`` would get wrong
+IRREGULAR = {"person": "people", "man": "men", "woman": "women", "child": "children", "mouse": "mice",
+             "goose": "geese", "sheep": "sheep", "deer": "deer", "fish": "fish", "potato": "potatoes",
+             "tomato": "tomatoes"}  # fmt: skip
+# position words: (row, column) each names
+AXES = {"top": ("top", None), "upper": ("top", None), "bottom": ("bottom", None), "lower": ("bottom", None),
+        "left": (None, "left"), "right": (None, "right"),
+        "center": ("middle", "center"), "centre": ("middle", "center"), "middle": ("middle", "center")}
 
 # counts: "one" is left out ("one of the dogs", "one dog is ..." rarely count dogs)
 NUMBERS = {w: i for i, w in enumerate(
