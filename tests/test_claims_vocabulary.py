@@ -70,7 +70,8 @@ def test_counts_are_read_from_number_words_and_vague_quantities_name_no_number(t
 
 
 def test_what_is_not_a_count_in_words():
-    assert values("a pair of scissors", "count") == []  # one thing named as a pair (the label is plural)
+    assert values("a pair of scissors and a pair of glasses", "count") == []  # one thing each (plural labels)
+    assert values("a pair of dresses", "count") == [(2, "dress")]
     assert values("one dog and many of the cats", "count") == []  # "one" rarely counts; "many of" is no quantity
 
 

@@ -44,8 +44,6 @@ class Claim:
 # --- nouns: the vocabulary, its plurals, singular forms --------------------------------------------
 
 
-
-
 def _plural(noun: str) -> str:
     head, _, last = noun.rpartition(" ")
     if last in vocabulary.IRREGULAR:
@@ -181,9 +179,9 @@ def _quantity(phrase: str) -> int | None:
 
 def _count(m: re.Match) -> tuple[int | None, str] | None:
     """The value of a count match; None for "a pair of" a noun that names one thing as a pair
-    ("a pair of scissors": the vocabulary keeps such labels plural)."""
+    ("a pair of scissors": a plural the vocabulary keeps as its label)."""
     n, noun = _quantity(m.group(1)), singular(m.group(3))
-    if " ".join(m.group(1).lower().split()) == vocabulary.PAIR and noun.endswith("s"):
+    if " ".join(m.group(1).lower().split()) == vocabulary.PAIR and " ".join(m.group(3).lower().split()) == noun:
         return None
     return n, noun
 
