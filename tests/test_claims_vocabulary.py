@@ -154,8 +154,8 @@ def test_the_report_counts_claims_parsed_and_each_verdict_per_kind_and_the_card_
     assert report["material"] == {"parsed": 2, "supported": 0, "contradicted": 0, "unverifiable": 2}
     assert report["position"] == {"parsed": 1, "supported": 1, "contradicted": 0, "unverifiable": 0}
     section = card._qa_section(summary.to_dict(), {"qa": {}, "crosscheck": {}})
-    assert "evidence / relation / contradicted | 1" in section
-    assert "evidence / material / unverifiable | 2" in section
+    assert "| claim kind | parsed | supported | contradicted | unverifiable |" in section
+    assert "| relation | 5 | 3 | 1 | 1 |" in section and "| material | 2 | 0 | 0 | 2 |" in section
 
 
 def test_a_material_word_inside_a_label_or_a_shade_names_no_material():

@@ -328,6 +328,7 @@ def _qa_section(qa_summary: dict, params: dict) -> str:
     summary = dict(qa_summary)
     audit = summary.pop("audit", None) or {}
     accuracy = summary.pop("engine_accuracy", None)
+    evidence = summary.pop("evidence", None) or {}
     qa = params.get("qa", {})
     lines = [
         "Every region's captions were checked against its pixels (colour, position, area, count and quoted-text "
@@ -344,6 +345,11 @@ def _qa_section(qa_summary: dict, params: dict) -> str:
     if audit.get("audited"):
         lines += ["", _table(["item", "value"], _data_rows({k: v for k, v in audit.items() if k != "message"}))]
     lines += _accuracy_lines(accuracy)
+    if evidence:
+        columns = ("parsed", "supported", "contradicted", "unverifiable")
+        lines += ["", "Claims read from the captions, by kind, and the pixel evidence's verdicts on them:", "",
+                  _table(["claim kind", *columns], [[literal(kind), *(counts.get(c, 0) for c in columns)]
+                                                    for kind, counts in sorted(evidence.items())])]
     lines += ["", _table(["item", "value"], _data_rows(summary))]
     return "\n".join(lines)
 

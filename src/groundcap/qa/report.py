@@ -3,8 +3,8 @@
 Counted from the QA table's rows: images and regions passed / failed, failure and flag reasons,
 per claim kind the claims parsed and judged and how many were supported, contradicted or unverifiable
 (``evidence``; every judged claim gets exactly one verdict, labels are never judged), cross-model
-consistency, and score histograms. The plot tables
-are small CSVs under ``reports/plots/`` that ``dvc plots show`` renders (definitions in dvc.yaml).
+consistency, and score histograms. The plot tables are small CSVs under ``reports/plots/`` that
+``dvc plots show`` renders (definitions in dvc.yaml).
 """
 
 from __future__ import annotations
