@@ -56,7 +56,9 @@ def test_summary_counts_reasons_flags_claims_and_writes_plot_tables(tmp_path):
     assert report["image_failure_reasons"] == {"segment error": 1}
     assert report["region_failure_reasons"] == {"models disagree on the caption": 1}
     assert report["flags"] == {"scene caption contradicted by pixels": 1}
-    assert report["evidence"] == {"color": {"contradicted": 2}, "position": {"supported": 1}}
+    assert report["evidence"] == {
+        "color": {"parsed": 2, "supported": 0, "contradicted": 2, "unverifiable": 0},
+        "position": {"parsed": 1, "supported": 1, "contradicted": 0, "unverifiable": 0}}
     assert report["consistency"] == {"regions_checked": 2, "regions_agreeing": 1, "mean_similarity": 0.505}
 
     def table(name):

@@ -328,10 +328,12 @@ def _qa_section(qa_summary: dict, params: dict) -> str:
     summary = dict(qa_summary)
     audit = summary.pop("audit", None) or {}
     accuracy = summary.pop("engine_accuracy", None)
+    evidence = summary.pop("evidence", None) or {}
     qa = params.get("qa", {})
     lines = [
         "Every region's captions were checked against its pixels (colour, position, area, count and quoted-text "
-        f"claims; contradicted claims: `{qa.get('evidence', {}).get('action', 'fail')}`) and against a second, "
+        "claims, and the scene caption's relations between regions; materials are recorded, unverifiable; "
+        f"contradicted claims: `{qa.get('evidence', {}).get('action', 'fail')}`) and against a second, "
         f"independent model (`crosscheck.captioner`: `{params.get('crosscheck', {}).get('captioner')}`; "
         f"disagreement: `{qa.get('consistency', {}).get('action', 'fail')}`). Near-duplicate images and captions "
         "were clustered, and every cluster lies in one split.",
@@ -343,6 +345,11 @@ def _qa_section(qa_summary: dict, params: dict) -> str:
     if audit.get("audited"):
         lines += ["", _table(["item", "value"], _data_rows({k: v for k, v in audit.items() if k != "message"}))]
     lines += _accuracy_lines(accuracy)
+    if evidence:
+        columns = ("parsed", "supported", "contradicted", "unverifiable")
+        lines += ["", "Claims read from the captions, by kind, and the pixel evidence's verdicts on them:", "",
+                  _table(["claim kind", *columns], [[literal(kind), *(counts.get(c, 0) for c in columns)]
+                                                    for kind, counts in sorted(evidence.items())])]
     lines += ["", _table(["item", "value"], _data_rows(summary))]
     return "\n".join(lines)
 

@@ -20,23 +20,6 @@ from groundcap.qa import claims
 
 Box = tuple[float, float, float, float]  # x, y, w, h in pixels
 
-# relation phrases, canonical name first; converse: what the relation reads as from the object's side
-RELATIONS = {
-    "left of": ("to the left of", "on the left of", "left of"),
-    "right of": ("to the right of", "on the right of", "right of"),
-    "above": ("on top of", "above", "over"),
-    "below": ("below", "under", "underneath", "beneath"),
-    "within": ("within", "inside", "in"),
-    "around": ("around", "surrounding", "containing", "contains", "surrounds"),
-    "in front of": ("in front of",),
-    "behind": ("behind",),
-    "next to": ("next to", "beside", "near", "alongside", "by"),
-    "on": ("resting on", "lying on", "sitting on", "standing on", "on"),
-}
-CONVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above", "within": "around",
-            "around": "within", "in front of": "behind", "behind": "in front of", "next to": "next to"}
-OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above", "on": "below",
-            "within": "around", "around": "within", "in front of": "behind", "behind": "in front of"}
 # global image state: axis -> words, longest first where one holds another
 STATE = {
     "brightness": ("moderately bright", "bright", "dark", "dim"),
@@ -48,15 +31,10 @@ STATE = {
 }
 _STATE_WORD = {w: (axis, w.removesuffix("s") if axis == "setting" else w) for axis, ws in STATE.items() for w in ws}
 _STATE = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _STATE_WORD), key=lambda w: (-len(w), w))) + r")\b", re.I)
-_REL_WORDS = {p: name for name, phrases in RELATIONS.items() for p in phrases}
-_RELATION = re.compile(
-    r"^(?:(?:is|are|was|were|lies|lie|sits|sit|stands|stand|rests|located|positioned|placed|seen|appears?|which|that)"
-    r"\s+)*(?:directly |just |partly |right )?("
-    + "|".join(sorted(map(re.escape, _REL_WORDS), key=lambda w: (-len(w), w))) + r")(?:\s+(?:the|a|an))?$", re.I)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _CLAUSE = re.compile(r"[,;:]|\band\b|\bwhile\b|\bwhere\b")
 _HEAD_CUT = re.compile(r"\s(?:of|with|reading|on|in|at|near|next|behind|holding|wearing|that|which|from|under|above)\s")
-ATTRIBUTE_KINDS = ("color", "position", "text", "count")
+ATTRIBUTE_KINDS = ("color", "material", "position", "text", "count")
 GENERIC_TAGS = frozenset({"region", "area", "part", "object", "thing"})
 
 
@@ -111,8 +89,8 @@ def claims_plain(text: str) -> str:
 
 
 def _placed(claim: claims.Claim) -> bool:
-    """A colour word no list places says nothing the rules can compare."""
-    return claim.kind != "color" or claim.value[0] is not None
+    """A colour word no list places, or a vague quantity ("several"), says nothing the rules can compare."""
+    return claim.value[0] is not None if claim.kind in ("color", "count") else True
 
 
 def _value(claim: claims.Claim) -> tuple:
@@ -121,7 +99,8 @@ def _value(claim: claims.Claim) -> tuple:
     return (claim.kind, claim.value)
 
 
-_SAYS = {"color": "{s} is {v}", "position": "{s} is {v}", "text": "{s} reads {v}", "count": "{s} shows {v}"}
+_SAYS = {"color": "{s} is {v}", "material": "{s} is {v}", "position": "{s} is {v}", "text": "{s} reads {v}",
+         "count": "{s} shows {v}"}
 
 
 def attribute_facts(text: str, subject: int) -> list[Fact]:
@@ -150,12 +129,6 @@ def sentences(text: str) -> list[str]:
         start = m.end()
     out.append(text[start:])
     return [s.strip() for s in out if s.strip()]
-
-
-def relation_of(between: str) -> str | None:
-    """The canonical relation when the words between two mentions are only a relation phrase."""
-    m = _RELATION.match(" ".join(between.split()).lower())
-    return _REL_WORDS[m.group(1)] if m else None
 
 
 def region(caption: str) -> Content:
@@ -195,7 +168,7 @@ def parse(text: str, boxes: dict[int, Box] | None = None) -> Content:
             for fact in attribute_facts(claims_plain(phrase), key):
                 add(fact)
             after = sentence[end:found[i + 1][0]] if i + 1 < len(found) else sentence[end:]
-            relation = relation_of(after) if i + 1 < len(found) else None
+            relation = claims.relation_of(after) if i + 1 < len(found) else None
             if relation is not None:
                 other = found[i + 1][2]
                 if other != key:

@@ -46,7 +46,7 @@ def _differs(fact: Fact, own: list[Fact]) -> bool:
         return bool(mine) and not any(claims.compatible(value, v) for v in mine)
     if what == "text":
         return not any(claims.text_similarity(value, v) >= claims.TEXT_SIMILARITY for v in mine)
-    return what in ("label", "color") and value not in mine
+    return what in ("label", "color", "material") and value not in mine
 
 
 def questions(image: Reference) -> dict[int, tuple[list[Fact], list[Fact]]]:

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from groundcap.evaluate.content import CONVERSE, OPPOSITE, Box, Content, Fact, parse
+from groundcap.evaluate.content import Box, Content, Fact, parse
 from groundcap.evaluate.inputs import EvalInputError
 from groundcap.qa import claims
 from groundcap.qa.consistency import embedder
+from groundcap.qa.vocabulary import CONVERSE, OPPOSITE
 
 SENTENCE_MATCH = 0.8  # MiniLM cosine at which a sentence no rule reads counts as said by the other caption
 FIT_TIE = 1e-6  # fit scores this close are a tie: the caption singles out no region

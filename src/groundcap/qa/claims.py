@@ -14,10 +14,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from groundcap import colors
+from groundcap import colors, grounding
 from groundcap.prompts import read_vocabulary
+from groundcap.qa import vocabulary
 
-KINDS = ("label", "color", "position", "area", "count", "text")
+KINDS = ("label", "color", "material", "position", "area", "count", "text", "relation")
 TEXT_SIMILARITY = 0.8  # agreement(): two quoted texts this similar (``text_similarity``) say the same
 
 
@@ -29,7 +30,10 @@ class Claim:
     word when the caption names a shade, ``colors.shades``: "navy blue", "crimson"), with name None for a
     colour word no list places ("wine-colored"), which only an unverifiable verdict can follow;
     position: (row: top|middle|bottom or None, column: left|center|right or None); area: share of
-    the image 0-1; count: (n, singular noun; "region" means regions of any label); text: the quote.
+    the image 0-1; count: (n, singular noun; "region" means regions of any label), n None for a vague
+    quantity ("several dogs"); text: the quote; material: the material a word names ("wooden" -> "wood",
+    ``vocabulary.MATERIALS``); relation: (subject region id, canonical relation, object region id), read
+    between two ``<rN>`` references of a grounded caption ("<r1>a cup</r1> on top of <r2>a table</r2>").
     """
 
     kind: str
@@ -39,15 +43,11 @@ class Claim:
 
 # --- nouns: the vocabulary, its plurals, singular forms --------------------------------------------
 
-_IRREGULAR = {"person": "people", "man": "men", "woman": "women", "child": "children", "mouse": "mice",
-              "goose": "geese", "sheep": "sheep", "deer": "deer", "fish": "fish", "potato": "potatoes",
-              "tomato": "tomatoes"}  # fmt: skip
-
 
 def _plural(noun: str) -> str:
     head, _, last = noun.rpartition(" ")
-    if last in _IRREGULAR:
-        last = _IRREGULAR[last]
+    if last in vocabulary.IRREGULAR:
+        last = vocabulary.IRREGULAR[last]
     elif last.endswith(("s", "x", "z", "ch", "sh")):
         last += "es"
     elif last.endswith("y") and last[-2:-1] not in "aeiou":
@@ -79,6 +79,11 @@ def singular(word: str) -> str:
 
 def _alternation(words) -> str:
     return "|".join(re.escape(w) for w in sorted(words, key=lambda w: (-len(w), w)))  # longest first
+
+
+def _pattern(phrase: str) -> str:
+    """A phrase with any run of spaces between its words: "a  pair of"."""
+    return r"\s+".join(map(re.escape, phrase.split()))
 
 
 # --- the phrases ---------------------------------------------------------------------------------
@@ -120,22 +125,28 @@ _POSITION = re.compile(
     r"(?: (?:side|edge|corner|half|part|area))?"
     r"( of (?:the|this) (?:image|picture|photo|photograph|frame|scene))?", re.I)
 _AREA = re.compile(r"\bcover(?:s|ing) (\d+(?:\.\d+)?)% of\b", re.I)
-_NUMBERS = {w: i for i, w in enumerate("two three four five six seven eight nine ten eleven twelve".split(), 2)}
 _STOP = r"(?:of|the|a|an|and|or|with|in|on|at|to|by|for|from|is|are|than)\b"
 _NOUN = _alternation(_SINGULAR)
-_COUNT = re.compile(r"(?<![\w(.,%-])(\d+|" + "|".join(_NUMBERS) + r")\s+((?:(?!" + _STOP + r")[a-z-]+\s+){0,2}?)("
-                    + _NOUN + r")\b", re.I)  # "one" is left out: "one dog" rarely counts dogs
+_NUMBER = r"(?:\d+|" + _alternation(vocabulary.NUMBERS) + r")"
+_MULTIPLE = _alternation(vocabulary.MULTIPLES)
+_QUANTITY = (rf"{_NUMBER}(?:\s+(?:{_MULTIPLE}))?|a\s+(?:{_MULTIPLE})|{_pattern(vocabulary.PAIR)}|"
+             + "|".join(map(_pattern, sorted(vocabulary.VAGUE, key=lambda w: (-len(w), w)))))
+_COUNT = re.compile(r"(?<![\w(.,%-])(" + _QUANTITY + r")\s+((?:(?!" + _STOP + r")[a-z-]+\s+){0,2}?)("
+                    + _NOUN + r")\b", re.I)
+_MATERIAL = re.compile(r"\b(" + _alternation(vocabulary.MATERIALS) + r")\b", re.I)
+_REL_WORDS = {p: name for name, phrases in vocabulary.RELATIONS.items() for p in phrases}
+_RELATION = re.compile(r"^(?:(?:" + _alternation(vocabulary.RELATION_LEAD) + r")\s+)*"
+                       r"(?:directly |just |partly |right )?(" + _alternation(_REL_WORDS) + r")(?:\s+(?:the|a|an))?$",
+                       re.I)
 _LABEL = re.compile(r"\b(" + _alternation(set(_SINGULAR) - {"region", "regions", "can"}) + r")\b", re.I)
-_AXES = {"top": ("top", None), "upper": ("top", None), "bottom": ("bottom", None), "lower": ("bottom", None),
-         "left": (None, "left"), "right": (None, "right"),
-         "center": ("middle", "center"), "centre": ("middle", "center"), "middle": ("middle", "center")}
+
 
 
 def where(phrase: str) -> tuple[str | None, str | None]:
     """(row, column) a position word names: "upper left" -> ("top", "left"), "top" -> ("top", None)."""
     row, col = None, None
     for word in re.split(r"[ -]", phrase.lower()):
-        r, c = _AXES[word]
+        r, c = vocabulary.AXES[word]
         row, col = r or row, c or col
     return row, col
 
@@ -153,6 +164,50 @@ def leading_position(text: str) -> Claim | None:
     return Claim("position", m.group(0), where(m.group(1))) if m and _is_position(m, text) else None
 
 
+def _quantity(phrase: str) -> int | None:
+    """The number a count phrase names: "three" 3, "2 dozen" 24, "a pair of" 2; None for "several"."""
+    words = phrase.lower().split()
+    if " ".join(words) == vocabulary.PAIR:
+        return 2
+    if words[-1] in vocabulary.MULTIPLES:
+        first = 1 if words[0] == "a" else _quantity(words[0])
+        return None if first is None else first * vocabulary.MULTIPLES[words[-1]]
+    if words[0].isdigit():
+        return int(words[0])
+    return vocabulary.NUMBERS.get(" ".join(words))
+
+
+def _count(m: re.Match) -> tuple[int | None, str] | None:
+    """The value of a count match; None for "a pair of" a noun that names one thing as a pair
+    ("a pair of scissors": a plural the vocabulary keeps as its label)."""
+    n, noun = _quantity(m.group(1)), singular(m.group(3))
+    if " ".join(m.group(1).lower().split()) == vocabulary.PAIR and " ".join(m.group(3).lower().split()) == noun:
+        return None
+    return n, noun
+
+
+def relation_of(between: str) -> str | None:
+    """The canonical relation when the words between two mentions are only a relation phrase."""
+    m = _RELATION.match(" ".join(between.split()).lower())
+    return _REL_WORDS[m.group(1)] if m else None
+
+
+def _relations(text: str) -> list[tuple[int, Claim]]:
+    found = grounding.mentions(text)
+    out = []
+    for (start, end, a, _), (next_start, next_end, b, _) in zip(found, found[1:], strict=False):
+        if a != b and (relation := relation_of(text[end:next_start])) is not None:
+            said = " ".join(grounding.plain(text[start:next_end]).split())
+            out.append((start, Claim("relation", said, (a, relation, b))))
+    return out
+
+
+def relations(text: str) -> list[Claim]:
+    """The relations of a grounded caption: two consecutive ``<rN>`` references of different regions
+    joined only by a relation phrase ("<r1>the dog</r1> is to the left of <r2>the sofa</r2>")."""
+    return [claim for _, claim in _relations(text)]
+
+
 def _blank(text: str, spans) -> str:
     """``text`` with the spans spaced out, so later patterns skip them and offsets stay put."""
     chars = list(text)
@@ -167,7 +222,8 @@ def caption_text(short: str, detailed: str) -> str:
 
 
 def parse(text: str) -> list[Claim]:
-    """The claims of ``text`` in the order they appear (ties: ``KINDS`` order), each once."""
+    """The claims of ``text`` in the order they appear (ties: ``KINDS`` order), each once; relations
+    only when ``text`` is grounded (``relations``), the other kinds from its words."""
     found: list[tuple[int, int, Claim]] = []
 
     def add(kind: str, m: re.Match, value: Any) -> None:
@@ -188,11 +244,17 @@ def parse(text: str) -> list[Claim]:
     for m in _AREA.finditer(rest):
         add("area", m, float(m.group(1)) / 100)
     for m in _COUNT.finditer(rest):
-        n = m.group(1).lower()
-        add("count", m, (int(n) if n.isdigit() else _NUMBERS[n], singular(m.group(3))))
+        if (value := _count(m)) is not None:
+            add("count", m, value)
     nouns = _blank(rest, [m.span() for m in (*positions, *(m for m, _ in found_colors))])
-    for m in _LABEL.finditer(nouns):
+    labels = list(_LABEL.finditer(nouns))
+    for m in labels:
         add("label", m, singular(m.group(1)))
+    things = _blank(nouns, [m.span() for m in labels if " " in m.group(1)])  # "a wine glass" names no material
+    for m in _MATERIAL.finditer(things):
+        if not _NEGATED.search(things, 0, m.start()):
+            add("material", m, vocabulary.MATERIALS[m.group(1).lower()])
+    found += [(start, KINDS.index("relation"), claim) for start, claim in _relations(text)]
     found.sort(key=lambda f: (f[0], f[1]))
     return list(dict.fromkeys(claim for _, _, claim in found))
 
@@ -230,9 +292,27 @@ def _compare(kind: str, a: list[Claim], b: list[Claim]) -> tuple[bool, str] | No
         if not na or not nb:
             return None
         return (na[0] in nb or nb[0] in na), f"{', '.join(dict.fromkeys(na))!r} vs {', '.join(dict.fromkeys(nb))!r}"
+    if kind == "material":  # one region said to be of two different materials: the models disagree
+        ma, mb = list(dict.fromkeys(c.value for c in a)), list(dict.fromkeys(c.value for c in b))
+        return bool(set(ma) & set(mb)), f"{', '.join(ma)!r} vs {', '.join(mb)!r}"
     if kind == "position":
         return compatible(a[0].value, b[0].value), f"{a[0].text!r} vs {b[0].text!r}"
-    if kind == "count":
+    if kind == "relation":  # about the same two regions, relations that cannot both hold ("above", "below")
+        said: dict[tuple, Claim] = {}
+        for c in b:
+            subject, relation, obj = c.value
+            said.setdefault(c.value, c)
+            if relation in vocabulary.CONVERSE:
+                said.setdefault((obj, vocabulary.CONVERSE[relation], subject), c)
+        pairs = {frozenset((s, o)) for s, _, o in said}
+        mine = [c for c in a if frozenset((c.value[0], c.value[2])) in pairs]
+        if not mine:
+            return None
+        clash = [(c, said[key]) for c in mine
+                 if (key := (c.value[0], vocabulary.OPPOSITE.get(c.value[1]), c.value[2])) in said]
+        return not clash, "; ".join(f"{x.text!r} vs {y.text!r}" for x, y in clash)
+    if kind == "count":  # a vague quantity ("several") compares with nothing
+        a, b = [c for c in a if c.value[0] is not None], [c for c in b if c.value[0] is not None]
         ca, cb = {c.value[1]: c for c in reversed(a)}, {c.value[1]: c for c in reversed(b)}  # first per noun
         shared = sorted(set(ca) & set(cb))
         if not shared:

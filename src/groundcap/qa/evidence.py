@@ -18,8 +18,15 @@ Rules, in the caption's own terms:
 - area: "covering N% of" is within ``share_tolerance`` of the mask's share of the image.
 - count: "three cats" against the regions whose label singularises to "cat" ("regions" against all
   of them). Regions labelled that way but a different number: contradicted; none so labelled:
-  unverifiable, since regions rarely label everything in an image.
+  unverifiable, since regions rarely label everything in an image. A vague quantity ("several
+  cats") names no number: unverifiable.
 - text: a quote against the region's OCR text, ``claims.text_similarity`` >= ``min_text_similarity``.
+- material: pixels cannot tell wood from plastic painted like it: always unverifiable, never guessed.
+- relation (scene captions): "left of" / "right of" / "above" (and "on top of", "over") / "below"
+  (and "under") hold when the subject's mask centroid is on that side of the object's, or its box
+  reaches further that way (the composers' geometry implies the first); otherwise contradicted.
+  Relations the masks cannot settle (behind, in front of, on, next to, within, holding, ...) are
+  unverifiable.
 """
 
 from __future__ import annotations
@@ -116,6 +123,8 @@ def _area(claim: Claim, r: _Region) -> tuple[str, str]:
 
 def _count(claim: Claim, r: _Region) -> tuple[str, str]:
     n, noun = claim.value
+    if n is None:
+        return "unverifiable", f"{claim.text!r} names no number"
     if noun == "region":
         found = len(r.regions)
         return ("supported" if found == n else "contradicted"), f"the image has {found} region{'s' * (found != 1)}"
@@ -135,7 +144,44 @@ def _text(claim: Claim, r: _Region) -> tuple[str, str]:
     return ("supported" if ok else "contradicted"), f"its OCR text is {ocr!r} (similarity {similarity:.2f})"
 
 
-_JUDGES = {"color": _color, "position": _position, "area": _area, "count": _count, "text": _text}
+def _material(claim: Claim, r: _Region) -> tuple[str, str]:
+    return "unverifiable", f"pixels cannot tell what a region is made of ({claim.value})"
+
+
+# a side of the image: (axis of the centroid and box, +1 when the subject lies towards larger coordinates)
+_SIDES = {"left of": (0, -1), "right of": (0, 1), "above": (1, -1), "below": (1, 1)}
+
+
+def _extent(region: dict) -> tuple[tuple[float, float], tuple[float, float], tuple[float, float]] | None:
+    """Mask centroid (x, y) and the box's spans along x and y; None for an empty mask."""
+    ys, xs = np.nonzero(masks.decode(region["segmentation"]))
+    if not len(ys):
+        return None
+    x, y, w, h = region["bbox"]
+    return centroid(ys, xs), (x, x + w), (y, y + h)
+
+
+def _relation(claim: Claim, r: _Region) -> tuple[str, str]:
+    subject, relation, obj = claim.value
+    if relation not in _SIDES:
+        return "unverifiable", f"masks cannot tell whether one region is {relation} another"
+    by_id = {x["region_id"]: x for x in r.regions}
+    a, b = _extent(by_id[subject]), _extent(by_id[obj])
+    if a is None or b is None:
+        return "unverifiable", "a region's mask is empty"
+    axis, sign = _SIDES[relation]
+    edge = 1 if sign > 0 else 0  # the box edge on the named side
+    side = relation.removesuffix(" of")
+    said = f"r{subject}'s centre is at {a[0][axis]:.0f} and r{obj}'s at {b[0][axis]:.0f} along {'xy'[axis]}"
+    if sign * (a[0][axis] - b[0][axis]) > 0:
+        return "supported", said
+    if sign * (a[1 + axis][edge] - b[1 + axis][edge]) > 0:
+        return "supported", f"{said}, but r{subject}'s box reaches further {side}"
+    return "contradicted", f"{said} and r{subject}'s box does not reach further {side}"
+
+
+_JUDGES = {"color": _color, "material": _material, "position": _position, "area": _area, "count": _count,
+           "text": _text, "relation": _relation}
 _PIXEL_KINDS = ("color", "position", "area")
 
 
@@ -162,7 +208,8 @@ def check_scene(text: str, image: np.ndarray | None, regions: list[dict], option
     """Verdicts on a grounded scene caption: the claims of each ``<rN>phrase</rN>``, with a position
     right after its closing tag (how the composers place it), against region N (claims say "rN: ...";
     unknown N is skipped: QA reports dangling references itself), then counts anywhere in the text
-    against all regions. Colours and positions outside phrases are not about one region: not judged."""
+    against all regions, then relations between two references ("r1, r2: ..."). Colours and positions
+    outside phrases are not about one region: not judged."""
     by_id = {r["region_id"]: r for r in regions}
     out, offset = [], 0
     for rid, phrase in grounding.references(text):
@@ -175,6 +222,10 @@ def check_scene(text: str, image: np.ndarray | None, regions: list[dict], option
         out += _judge(found, _Region(image, by_id[rid], regions, options), prefix=f"r{rid}: ")
     counts = [c for c in claims.parse(grounding.plain(text)) if c.kind == "count"]
     out += _judge(counts, _Region(image, {}, regions, options))
+    for relation in claims.relations(text):
+        subject, _, obj = relation.value
+        if subject in by_id and obj in by_id:
+            out += _judge([relation], _Region(image, {}, regions, options), prefix=f"r{subject}, r{obj}: ")
     return list({(v["kind"], v["claim"]): v for v in out}.values())  # a region mentioned twice: once
 
 

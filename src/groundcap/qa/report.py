@@ -1,8 +1,10 @@
 """The QA summary (``reports/qa.json``, DVC metrics) and the tables behind its DVC plots.
 
 Counted from the QA table's rows: images and regions passed / failed, failure and flag reasons,
-per-claim evidence verdicts by kind, cross-model consistency, and score histograms. The plot tables
-are small CSVs under ``reports/plots/`` that ``dvc plots show`` renders (definitions in dvc.yaml).
+per claim kind the claims parsed and judged and how many were supported, contradicted or unverifiable
+(``evidence``; every judged claim gets exactly one verdict, labels are never judged), cross-model
+consistency, and score histograms. The plot tables are small CSVs under ``reports/plots/`` that
+``dvc plots show`` renders (definitions in dvc.yaml).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 BINS = 10  # score histograms: [0, 0.1), ..., [0.9, 1.0]
+VERDICTS = ("supported", "contradicted", "unverifiable")
 
 
 class Summary:
@@ -62,7 +65,8 @@ class Summary:
             "image_failure_reasons": dict(sorted(self.image_reasons.items())),
             "region_failure_reasons": dict(sorted(self.region_reasons.items())),
             "flags": dict(sorted(self.flags.items())),
-            "evidence": {k: dict(sorted(v.items())) for k, v in sorted(self.evidence.items())},
+            "evidence": {kind: {"parsed": sum(v.values()), **{verdict: v[verdict] for verdict in VERDICTS}}
+                         for kind, v in sorted(self.evidence.items())},
             "consistency": {
                 "regions_checked": checked,
                 "regions_agreeing": self.consistency["passed"],

@@ -21,7 +21,8 @@ from groundcap.qa import claims, evidence
           description="Checks a caption's colour, position, area, count and quoted-text claims against the "
                       "mask's pixels")
 class PixelClaimsVerifier(Verifier):
-    version = "2"  # 2: judged by qa.evidence (counts, quoted text, the box rule for positions)
+    version = "3"  # 2: judged by qa.evidence (counts, quoted text, the box rule for positions); 3: shade words,
+    # counts in words ("a dozen", "a pair of", up to twenty), vague quantities and materials unverifiable
     model = "measured claims (CIE Lab colour shares, mask centroid and box, mask area, region labels, OCR text)"
     defaults = {f.name: f.default for f in fields(evidence.Options)}
 
