@@ -134,6 +134,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = None
         try:
             status, payload, headers = fake._answer(self.path, body, {k.lower(): v for k, v in self.headers.items()})
+        finally:  # out of flight before the reply leaves: a client may send its next request on reading it
+            fake._done()
+        try:
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -144,8 +147,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except OSError:  # the client gave up waiting (time-out tests): nobody to answer
             pass
-        finally:
-            fake._done()
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
         pass
