@@ -58,26 +58,31 @@ def photos(n: int) -> list[np.ndarray]:
 
 # --- real-size checkpoints (random weights) --------------------------------------------------------
 
-def real_clip(folder: Path, device: str) -> str:
-    tok = tiny_hf.clip_tokenizer(77)
-    text = {**tiny_hf.clip_text(tok, 77), "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-            "num_attention_heads": 12}
-    vision = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
-              "image_size": 224, "patch_size": 14}
+def _dual_encoder(folder: Path, device: str, classes: tuple, text_len: int, text: dict, vision: dict,
+                  projection_dim: int) -> str:
+    """A CLIP-style text+vision model (``classes``: model, config, image processor) with random weights."""
+    model_cls, config_cls, processor_cls = classes
+    tok = tiny_hf.clip_tokenizer(text_len)
+    text = {**tiny_hf.clip_text(tok, text_len), **text}
     with torch.device(device):  # weights built straight there: a 7B model initialised on the CPU takes minutes
-        model = tf.CLIPModel(tf.CLIPConfig(text_config=text, vision_config=vision, projection_dim=768))
-    return tiny_hf.save(folder, model, tf.CLIPImageProcessorPil(), tok)
+        model = model_cls(config_cls(text_config=text, vision_config=vision, projection_dim=projection_dim))
+    return tiny_hf.save(folder, model, processor_cls(), tok)
+
+
+def real_clip(folder: Path, device: str) -> str:
+    return _dual_encoder(
+        folder, device, (tf.CLIPModel, tf.CLIPConfig, tf.CLIPImageProcessorPil), 77,
+        {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12},
+        {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
+         "image_size": 224, "patch_size": 14}, 768)
 
 
 def real_owlv2(folder: Path, device: str) -> str:
-    tok = tiny_hf.clip_tokenizer(16)
-    text = {**tiny_hf.clip_text(tok, 16), "hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
-            "num_attention_heads": 8}
-    vision = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
-              "image_size": 960, "patch_size": 16}
-    with torch.device(device):
-        model = tf.Owlv2ForObjectDetection(tf.Owlv2Config(text_config=text, vision_config=vision, projection_dim=512))
-    return tiny_hf.save(folder, model, tf.Owlv2ImageProcessorPil(), tok)
+    return _dual_encoder(
+        folder, device, (tf.Owlv2ForObjectDetection, tf.Owlv2Config, tf.Owlv2ImageProcessorPil), 16,
+        {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 8},
+        {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+         "image_size": 960, "patch_size": 16}, 512)
 
 
 def real_grounding_dino(folder: Path, device: str) -> str:
