@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from groundcap.builders import ReleaseWriter
-from groundcap.stage import Context
+from groundcap.pipeline.stage import Context
 from groundcap.stages import build as build_stage
 from pipeline import MB, released_project
 from timing import best

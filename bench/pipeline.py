@@ -1,7 +1,7 @@
 """Whole-pipeline benchmarks for ``bench/run.py``: per-stage peak RSS and time at 1x and Nx the images, and the
 ``build`` stage's throughput beside a plain ``tarfile`` of the same image bytes.
 
-The data set is the 12 bundled sample photos (``groundcap.sample``), each written ``copies`` times as a
+The data set is the 12 bundled sample photos (``groundcap.sources.sample``), each written ``copies`` times as a
 different picture: the 8 flips/rotations of the square's symmetry group, then the same shifted cyclically by
 half the image (``np.roll``). Small edits would not do: dedup clusters near-duplicates (``dedup.keep: one``)
 and only one image per cluster would reach ``split`` and ``build``, so "10x the images" would be 10x for
@@ -32,11 +32,14 @@ from unittest import mock
 import numpy as np
 from PIL import Image
 
-from groundcap import params, parts, pipeline, runner, sample
+from groundcap import params
 from groundcap.builders import ReleaseWriter
 from groundcap.builders.columns import join_part
-from groundcap.pipeline import NAMES as ORDER
-from groundcap.stage import Context
+from groundcap.pipeline import order, runner
+from groundcap.pipeline.order import NAMES as ORDER
+from groundcap.pipeline.stage import Context
+from groundcap.sources import sample
+from groundcap.storage import parts
 from timing import best, table  # bench/timing.py, beside this file
 
 _PEAK_RSS = Path(__file__).with_name("peak_rss.py")
@@ -168,7 +171,7 @@ def released_ids(root: Path) -> set[str]:
 # --- build vs tar ----------------------------------------------------------------------------------
 
 def build_once(root: Path, run_params: dict) -> None:
-    runner.run_stage(Context(root=root, params=run_params, progress=False), pipeline.get("build"))
+    runner.run_stage(Context(root=root, params=run_params, progress=False), order.get("build"))
 
 
 def tar_once(root: Path, ids: set[str], dest: Path) -> None:

@@ -13,7 +13,8 @@ import importlib.util
 import time
 from pathlib import Path
 
-from groundcap import ingest, sample
+from groundcap import ingest
+from groundcap.sources import sample
 from timing import best  # bench/timing.py, beside this file
 
 REGIONS_PER_PHOTO = 2

@@ -13,8 +13,8 @@ import skimage.data
 from PIL import Image
 
 from groundcap import params
-from groundcap.runner import run_all
-from groundcap.stage import Context
+from groundcap.pipeline.runner import run_all
+from groundcap.pipeline.stage import Context
 
 
 def pytest_collection_modifyitems(items):

@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 from groundcap import audit, masks, params
 from groundcap.audit import gallery, labelstudio, rle_brush, sample, verdicts
 from groundcap.audit.cli import audit_app
-from groundcap.runner import run_all
-from groundcap.stage import Context
+from groundcap.pipeline.runner import run_all
+from groundcap.pipeline.stage import Context
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -438,7 +438,7 @@ def test_audited_images_form_human_test_with_corrections_and_the_gate_refuses_bu
     import yaml
     from datasets import load_dataset
 
-    from groundcap.cli import app
+    from groundcap.cli.app import app
 
     project = tmp_path / "project"
     shutil.copytree(root / "work", project / "work")

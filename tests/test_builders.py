@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from groundcap import grounding, masks, pipeline, versions
+from groundcap import grounding, masks
 from groundcap.builders import SPLITS, ReleaseWriter, verify_manifest, write_manifest
 from groundcap.dataset_card import size_category, validate_card, write_card
 from groundcap.dataset_card.croissant import write_croissant
 from groundcap.dataset_card.plots import write_plots
 from groundcap.params import load as load_params
+from groundcap.pipeline import order
+from groundcap.releases import versions
 from groundcap.schema import PANCAP_TEXT, REGIONS_FEATURES, release_configs
 
 PARAMS = load_params()
@@ -96,7 +98,7 @@ def build(release_dir, params=PARAMS, records_by_split=RECORDS, qa_summary=QA):
                 writer.add(split, copy.deepcopy(record))
     changelog = versions.changelog(release_dir, params["release"])
     versions.write_changelog(release_dir, changelog)
-    stages = [(s.name, s.help) for s in pipeline.STAGES]
+    stages = [(s.name, s.help) for s in order.STAGES]
     write_card(release_dir, params, stages=stages, provenance=PROVENANCE, qa_summary=qa_summary, changelog=changelog,
                plots=write_plots(release_dir, SPLITS))
     write_croissant(release_dir, params, stages=stages, provenance=PROVENANCE, qa_summary=QA)
@@ -297,7 +299,7 @@ def test_card(release, tmp_path):
 
 
 def test_a_new_version_diffs_against_the_previous_and_carries_its_changelog(release, tmp_path):
-    from groundcap import diff
+    from groundcap.releases import diff
 
     params = copy.deepcopy(PARAMS)
     params["release"].update(version="0.2.0", previous=str(release))
@@ -345,7 +347,8 @@ def test_size_category():
 def _work_from_records(work, records_by_split, part_size=2):
     """work/ingest, segment, caption_regions, qa, split and redact parts holding ``records_by_split`` (every
     region passed, one image left unreleased), as the build stage reads them."""
-    from groundcap import parts, schema
+    from groundcap import schema
+    from groundcap.storage import parts
 
     rows = [(split, r) for split, records in records_by_split.items() for r in records]
     rows.insert(1, (None, _record(9, 20, 20, "PNG", ["cat"])))  # no split: not released

@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 import skimage.data
 
-from groundcap import colors, params, parts, sample
+from groundcap import colors, params
 from groundcap.annotators import registry
 from groundcap.annotators.backends import hsv_sketch
 from groundcap.annotators.backends.attributes import AttributeCaptioner
+from groundcap.pipeline.runner import run_all
+from groundcap.pipeline.stage import Context
 from groundcap.qa import consistency
-from groundcap.runner import run_all
-from groundcap.stage import Context
+from groundcap.sources import sample
+from groundcap.storage import parts
 from test_annotators import rect_mask, region
 
 MODEL_A = AttributeCaptioner.model

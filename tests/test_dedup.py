@@ -11,10 +11,12 @@ import pytest
 import skimage.data
 from PIL import Image, ImageEnhance
 
-from groundcap import ingest, params, params_schema, parts, schema
+from groundcap import ingest, params, schema
+from groundcap.params import validation
+from groundcap.pipeline.stage import Context
 from groundcap.qa import dedup
-from groundcap.stage import Context
 from groundcap.stages import dedup as dedup_stage
+from groundcap.storage import parts
 
 MAX_DISTANCE = 8
 
@@ -307,4 +309,4 @@ def test_bad_params_are_refused_at_load(bad, message):
     p = params.defaults()
     p["dedup"].update(bad)
     with pytest.raises(params.ParamsError, match=message):
-        params_schema.check(p)
+        validation.check(p)

@@ -10,9 +10,9 @@ from PIL import Image
 
 from groundcap import params
 from groundcap.annotators import base, registry
-from groundcap.runner import run_all
+from groundcap.pipeline.runner import run_all
+from groundcap.pipeline.stage import Context
 from groundcap.sources import SourceError, iter_source
-from groundcap.stage import Context
 
 
 @registry.register("detector", "test-fails-on-dark", description="raises on dark images (test only)")

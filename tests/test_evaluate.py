@@ -295,7 +295,7 @@ def test_llm_judge_scores_through_the_chat_layer_and_hashes_its_prompts(monkeypa
 def test_eval_command_on_the_demo_release(sample_project, tmp_path):
     from typer.testing import CliRunner
 
-    from groundcap.cli import app
+    from groundcap.cli.app import app
 
     release = sample_project / "release"
     own = tmp_path / "own.parquet"
@@ -332,8 +332,8 @@ def test_card_reports_the_engines_accuracy_on_human_test(sample_project, tmp_pat
     from groundcap import audit, params
     from groundcap.audit import verdicts
     from groundcap.evaluate import engine
-    from groundcap.runner import run_all
-    from groundcap.stage import Context
+    from groundcap.pipeline.runner import run_all
+    from groundcap.pipeline.stage import Context
 
     project = tmp_path / "project"
     shutil.copytree(sample_project / "work", project / "work")

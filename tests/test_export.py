@@ -8,7 +8,7 @@ import importlib.util
 import pytest
 from typer.testing import CliRunner
 
-from groundcap.cli import app
+from groundcap.cli.app import app
 from test_builders import PARAMS, build
 
 

@@ -25,7 +25,7 @@ else:
 from pycocotools import mask as mask_utils
 from typer.testing import CliRunner
 
-from groundcap.cli import app
+from groundcap.cli.app import app
 from groundcap.export import fiftyone as export
 
 pytestmark = [pytest.mark.eco, pytest.mark.slow]

@@ -20,11 +20,12 @@ import torch
 from skimage import data
 
 import tiny_hf
-from groundcap import hf_models, masks
+from groundcap import masks
 from groundcap.annotators import registry
 from groundcap.annotators.backends.hf_sam import point_grid, stability_score
 from groundcap.annotators.base import Detection, Tag
 from groundcap.annotators.detections import box_iou, nms_per_label
+from groundcap.models import hub
 from groundcap.prompts import read_vocabulary
 
 VOCABULARY = ["cat", "dog", "person", "traffic light", "sky", "grass", "road", "wall", "tree", "car", "t-shirt"]
@@ -63,18 +64,18 @@ def inside(box, height: int, width: int) -> bool:
 # --- shared helpers ------------------------------------------------------------------------------
 
 def test_device_and_dtype_options():
-    assert hf_models.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert hf_models.resolve_device("cuda:1") == "cuda:1"
-    assert hf_models.resolve_dtype("auto", "cpu") == torch.float32
-    assert hf_models.resolve_dtype("auto", "cuda:0", "float32") == torch.float32  # Grounding DINO's choice
+    assert hub.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert hub.resolve_device("cuda:1") == "cuda:1"
+    assert hub.resolve_dtype("auto", "cpu") == torch.float32
+    assert hub.resolve_dtype("auto", "cuda:0", "float32") == torch.float32  # Grounding DINO's choice
     from groundcap.annotators.backends.hf_detect import GroundingDino, Owlv2
     assert GroundingDino.gpu_dtype == "float32" and Owlv2.gpu_dtype == "bfloat16"
-    assert hf_models.resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+    assert hub.resolve_dtype("bfloat16", "cpu") == torch.bfloat16
     with pytest.raises(ValueError, match="dtype"):
-        hf_models.resolve_dtype("int8", "cpu")
-    assert hf_models.xywh_to_xyxy((1, 2, 3, 4)) == (1.0, 2.0, 4.0, 6.0)
-    assert hf_models.xyxy_to_xywh(hf_models.xywh_to_xyxy((1.5, 2, 3, 4.25))) == (1.5, 2.0, 3.0, 4.25)
-    assert [list(b) for b in hf_models.batches(list(range(5)), 2)] == [[0, 1], [2, 3], [4]]
+        hub.resolve_dtype("int8", "cpu")
+    assert hub.xywh_to_xyxy((1, 2, 3, 4)) == (1.0, 2.0, 4.0, 6.0)
+    assert hub.xyxy_to_xywh(hub.xywh_to_xyxy((1.5, 2, 3, 4.25))) == (1.5, 2.0, 3.0, 4.25)
+    assert [list(b) for b in hub.batches(list(range(5)), 2)] == [[0, 1], [2, 3], [4]]
 
 
 def test_a_checkpoint_loads_once_per_process(tiny):
@@ -147,7 +148,7 @@ def test_clip_tags_a_batch_of_images_in_one_pass_as_it_tags_each(tiny, cat):
 # --- detectors -----------------------------------------------------------------------------------
 
 def test_box_nms_keeps_the_best_of_overlapping_boxes():
-    boxes = [hf_models.xyxy_to_xywh(b) for b in ([0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30], [0, 0, 10, 9])]
+    boxes = [hub.xyxy_to_xywh(b) for b in ([0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30], [0, 0, 10, 9])]
     dets = [Detection("x", s, tuple(b), "t") for b, s in zip(boxes, [0.5, 0.9, 0.3, 0.4], strict=True)]
 
     def kept(iou):

@@ -7,7 +7,7 @@ from PIL import Image
 
 from conftest import awkward_files
 from groundcap import ingest, params
-from groundcap.stage import Context
+from groundcap.pipeline.stage import Context
 from groundcap.stages import ingest as ingest_stage
 
 LIMITS = ingest.Limits.from_params(params.defaults()["ingest"])

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from groundcap import ingest, params
-from groundcap.stage import Context
+from groundcap.pipeline.stage import Context
 from groundcap.stages import ingest as ingest_stage
 
 SEED = 15

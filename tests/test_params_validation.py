@@ -10,9 +10,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from groundcap import params, params_schema
-from groundcap.cli import app
+from groundcap import params
+from groundcap.cli.app import app
 from groundcap.errors import GroundcapError, ParamsError
+from groundcap.params import validation
 
 REPO = Path(__file__).parents[1]
 PROFILES = sorted(params.PROFILES.glob("*.yaml"))
@@ -106,8 +107,8 @@ def test_a_stage_command_refuses_bad_project_params(tmp_path):
 
 
 def test_defaults_and_params_yaml_validate_clean():
-    params_schema.check(params.defaults())
-    params_schema.check(params.load(REPO / "params.yaml"))
+    validation.check(params.defaults())
+    validation.check(params.load(REPO / "params.yaml"))
 
 
 @pytest.mark.parametrize("stack", [list(p) for n in range(1, len(PROFILES) + 1)

@@ -22,10 +22,12 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from conftest import awkward_files
-from groundcap import diff, masks, params, sample, schema
+from groundcap import masks, params, schema
 from groundcap.builders import verify_manifest
-from groundcap.runner import run_all
-from groundcap.stage import Context
+from groundcap.pipeline.runner import run_all
+from groundcap.pipeline.stage import Context
+from groundcap.releases import diff
+from groundcap.sources import sample
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "validation", "test")
@@ -161,8 +163,8 @@ def test_cli_reports_a_bad_source_without_a_traceback(tmp_path):
 def test_cli_help_on_every_command():
     from typer.testing import CliRunner
 
-    from groundcap.cli import app
-    from groundcap.pipeline import NAMES
+    from groundcap.cli.app import app
+    from groundcap.pipeline.order import NAMES
 
     runner = CliRunner()
     for command in (*NAMES, "run", "dvc-yaml", "backends", "diff", "publish"):

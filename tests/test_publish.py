@@ -24,8 +24,8 @@ from typer.testing import CliRunner
 
 from fakehub import GITATTRIBUTES, FakeHub, HubError, Request
 from groundcap.builders.checksums import MANIFEST, verify_manifest, write_manifest
-from groundcap.cli import app
-from groundcap.versions import CHANGELOG
+from groundcap.cli.app import app
+from groundcap.releases.versions import CHANGELOG
 
 TOKEN = "hf_groundcapTESTsecret7f3a9c"  # recognisable: it must show up nowhere in any output
 REPO = "acme/grounded-captions"

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from groundcap import params, params_schema
+from groundcap import params
+from groundcap.params import validation
 from groundcap.qa import checks
 from groundcap.qa.report import Summary
 
@@ -27,7 +28,7 @@ def test_an_unknown_action_is_refused_at_load():
     p = params.defaults()
     p["qa"]["consistency"]["action"] = "drop"
     with pytest.raises(params.ParamsError, match="qa.consistency.action is 'drop'; allowed: fail, flag"):
-        params_schema.check(p)
+        validation.check(p)
 
 
 def _region(rid, passed, score, reasons=(), evidence=(), similarity=None):

@@ -11,15 +11,18 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from groundcap import params, params_schema, parts, privacy, sample, schema
+from groundcap import params, privacy, schema
 from groundcap.builders import SPLITS, write_release
 from groundcap.builders.columns import join_part
 from groundcap.dataset_card.card import _privacy_section
 from groundcap.dataset_card.stats import redaction_stats
 from groundcap.errors import ParamsError, ReleaseError
 from groundcap.ingest import decode_rgb
-from groundcap.runner import run_all
-from groundcap.stage import Context
+from groundcap.params import validation
+from groundcap.pipeline.runner import run_all
+from groundcap.pipeline.stage import Context
+from groundcap.sources import sample
+from groundcap.storage import parts
 
 ASTRONAUT_FACE = (177, 67, 93, 93)  # where Haar's frontal-face cascade finds Eileen Collins' face (x, y, w, h)
 
@@ -161,25 +164,25 @@ def test_redact_params_are_checked():
     bad = copy.deepcopy(p)
     bad["release"]["redact"] = "faces"
     with pytest.raises(ParamsError, match="release.redact is 'faces'; allowed: faces_and_plates, none"):
-        params_schema.check(bad)
+        validation.check(bad)
     empty = copy.deepcopy(p)
     empty["redact"]["detectors"] = []
     with pytest.raises(ParamsError, match="redact.detectors is empty"):
-        params_schema.check(empty)
+        validation.check(empty)
     empty["release"]["redact"] = "none"
-    params_schema.check(empty)  # nothing to detect when nothing is redacted
+    validation.check(empty)  # nothing to detect when nothing is redacted
     typo = copy.deepcopy(p)
     typo["redact"]["haar"]["min_neigbors"] = 3
     with pytest.raises(ParamsError, match="redact.haar.min_neigbors is not an option of the haar backend"):
-        params_schema.check(typo)
+        validation.check(typo)
 
 
 def test_the_gpu_profile_redacts_with_its_open_vocabulary_detector():
-    from groundcap import pipeline
+    from groundcap.pipeline import order
 
     p = params.load(params.PROFILES / "gpu.yaml")
     assert p["release"]["redact"] == "faces_and_plates"
-    (backend,) = pipeline.get("redact").backends(p)
+    (backend,) = order.get("redact").backends(p)
     assert (backend.step, backend.name) == ("detector", "grounding_dino")
     assert backend.options["model"] == p["tag"]["grounding_dino"]["model"]  # the one tag already loads
 

@@ -20,8 +20,8 @@ from groundcap import ingest, masks, params
 from groundcap.annotators.base import Mask
 from groundcap.annotators.entities import nest_given, resolve_entities
 from groundcap.errors import SourceError
+from groundcap.pipeline.stage import Context
 from groundcap.sources import iter_source
-from groundcap.stage import Context
 from groundcap.stages import ingest as ingest_stage
 
 H, W = fx.SIZE

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import source_fixtures as fx
 from groundcap import masks
-from groundcap.cli import app
+from groundcap.cli.app import app
 from groundcap.dataset_card.escape import literal
 
 pytestmark = pytest.mark.slow

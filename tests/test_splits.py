@@ -2,7 +2,8 @@ from collections import Counter
 
 import pytest
 
-from groundcap import params, params_schema, splits
+from groundcap import params, splits
+from groundcap.params import validation
 
 FRACTIONS = {"seed": 7, "fractions": {"train": 0.8, "validation": 0.1, "test": 0.1}, "sizes": None}
 
@@ -123,4 +124,4 @@ def test_bad_targets_are_refused_at_load(section, message):
     p = params.defaults()
     p["split"].update(section)
     with pytest.raises(params.ParamsError, match=message):
-        params_schema.check(p)
+        validation.check(p)

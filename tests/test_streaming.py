@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from groundcap.cli import app
+from groundcap.cli.app import app
 from test_builders import RECORDS, build
 
 COUNTS = {split: len(records) for split, records in RECORDS.items() if records}

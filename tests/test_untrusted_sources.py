@@ -21,8 +21,8 @@ import pytest
 from PIL import Image
 
 from groundcap import params
+from groundcap.pipeline.stage import Context
 from groundcap.sources import SourcePolicy, fetch, iter_source
-from groundcap.stage import Context
 from groundcap.stages import ingest as ingest_stage
 
 TOKEN = "hf_" + "Q7x" * 10  # shaped like a Hub token; must never reach a table
@@ -39,7 +39,7 @@ def _params(source: Path | str, **policy) -> dict:
     p = copy.deepcopy(params.defaults())
     p["source"] = str(source)
     p["ingest"]["source_policy"].update(policy)
-    params.params_schema.check(p)
+    params.validation.check(p)
     return p
 
 
@@ -314,7 +314,7 @@ def test_the_policy_is_checked_at_load_and_left_out_of_the_params_hash():
     bad = copy.deepcopy(p)
     bad["ingest"]["source_policy"].update(protocols=["S3"], workers=0, file_timeout_s=0)
     with pytest.raises(params.ParamsError) as err:
-        params.params_schema.check(bad)
+        params.validation.check(bad)
     for key in ("protocols", "workers", "file_timeout_s"):
         assert f"ingest.source_policy.{key}" in str(err.value)
     opened = copy.deepcopy(p)

@@ -228,8 +228,11 @@ def test_a_whole_run_on_three_sample_photos_writes_a_release(tmp_path, tiny_qwen
     scene composer) on the tiny model and the rest on the defaults: it finishes and writes a release;
     every region caption row has a caption or a rejection with its reason, every scene row a caption or
     an error."""
-    from groundcap import params, parts, runner, sample
-    from groundcap.stage import Context
+    from groundcap import params
+    from groundcap.pipeline import runner
+    from groundcap.pipeline.stage import Context
+    from groundcap.sources import sample
+    from groundcap.storage import parts
 
     photos = tmp_path / "photos"
     photos.mkdir()

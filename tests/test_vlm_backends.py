@@ -20,7 +20,7 @@ from fake_openai import FakeOpenAI, completion, images, user_text
 from groundcap import grounding, models, prompts
 from groundcap.annotators import divide, registry
 from groundcap.annotators.base import RegionCaption, Verdict, crop
-from groundcap.cli import app
+from groundcap.cli.app import app
 from test_annotators import rect_mask, region
 
 H, W = 160, 240

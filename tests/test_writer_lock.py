@@ -1,5 +1,5 @@
-"""One writer per work folder (``groundcap.writer_lock``) and temporary names that belong to one writer
-(``groundcap.atomic``): two runs on one folder used to corrupt each other, and two writers of one plot
+"""One writer per work folder (``groundcap.storage.writer_lock``) and temporary names that belong to one writer
+(``groundcap.storage.atomic``): two runs on one folder used to corrupt each other, and two writers of one plot
 shared ``.regions_per_image.png.tmp``, so one of them failed."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from groundcap import atomic, writer_lock
 from groundcap.errors import WorkdirBusy
+from groundcap.storage import atomic, writer_lock
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -70,7 +70,7 @@ def test_a_second_run_on_a_folder_exits_at_once_naming_the_holder(tmp_path):
         first.communicate()
     assert json.loads((workdir / writer_lock.LOCK).read_text())["pid"] == first.pid
     # the next writer finds its holder dead and takes the lock over, with a warning
-    proc = subprocess.run([sys.executable, "-c", "from pathlib import Path; from groundcap import writer_lock;"
+    proc = subprocess.run([sys.executable, "-c", "from pathlib import Path; from groundcap.storage import writer_lock;"
                            f"writer_lock.release(Path({str(workdir)!r}), writer_lock.acquire(Path({str(workdir)!r}),"
                            " 'groundcap run'))"], env=_env(), capture_output=True, text=True, timeout=60, check=True)
     assert f"took over the lock of {workdir} from pid {first.pid}" in proc.stderr
@@ -120,7 +120,7 @@ def test_a_lock_from_another_host_or_unreadable_is_never_taken(tmp_path):
 
 def test_processes_racing_for_one_stale_lock_get_it_once(tmp_path):
     _lock(tmp_path, pid=_dead_pid())
-    script = ("import sys, time; from pathlib import Path; from groundcap import writer_lock\n"
+    script = ("import sys, time; from pathlib import Path; from groundcap.storage import writer_lock\n"
               "try:\n    writer_lock.acquire(Path(sys.argv[1]), 'groundcap run')\nexcept Exception as e:\n"
               "    print('busy', type(e).__name__); sys.exit()\nprint('held'); sys.stdout.flush(); time.sleep(3)\n")
     procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], env=_env(), text=True,

@@ -1,3 +1,3 @@
-from groundcap.cli import app
+from groundcap.cli.app import app
 
 app(prog_name="groundcap")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from groundcap.cli_common import ParamsFile, Root, guard, new_app, project_params
+from groundcap.cli.common import ParamsFile, Root, guard, new_app, project_params
 
 audit_app = new_app(
     "Human-sampled audits: `export` a stratified sample (HTML gallery + Label Studio tasks), "

@@ -29,9 +29,10 @@ from urllib.parse import urlsplit
 
 import pyarrow.parquet as pq
 
-from groundcap import grounding, parts
-from groundcap import sample as bundled
+from groundcap import grounding
 from groundcap.errors import AuditError, StageInputError
+from groundcap.sources import sample as bundled
+from groundcap.storage import parts
 
 DEFAULT_DIR = "audit"  # where `groundcap audit export` writes, under the project root
 MANIFEST = "manifest.json"

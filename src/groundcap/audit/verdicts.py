@@ -46,10 +46,11 @@ from typing import Any
 
 import numpy as np
 
-from groundcap import atomic, grounding, masks
+from groundcap import grounding, masks
 from groundcap.audit.labelstudio import VERDICTS, parse_export
 from groundcap.audit.sample import candidates
 from groundcap.errors import AuditError
+from groundcap.storage import atomic
 
 CSV_HEADER = ("item_id", "verdict", "corrected_caption")
 REPORT = "audit.json"

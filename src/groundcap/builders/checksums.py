@@ -11,7 +11,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from groundcap import atomic
+from groundcap.storage import atomic
 
 MANIFEST = "checksums.json"
 

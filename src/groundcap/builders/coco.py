@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from groundcap import atomic
 from groundcap.builders.columns import from_records
 from groundcap.builders.webdataset import EXTENSIONS
-from groundcap.parts import reset_dir
+from groundcap.storage import atomic
+from groundcap.storage.parts import reset_dir
 
 
 def _dumps(value) -> str:

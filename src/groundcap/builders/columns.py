@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from groundcap import grounding, masks
 from groundcap.errors import AuditError, ReleaseError
-from groundcap.parts import part_path
+from groundcap.storage.parts import part_path
 
 # groundcap.schema's, repeated so that a build worker does not import datasets (0.7 s) to write a
 # file (tests/test_builders.py checks they are equal)

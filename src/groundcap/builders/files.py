@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from groundcap import atomic
+from groundcap.storage import atomic
 
 
 class SplitFiles:

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from groundcap.builders.columns import PANCAP_TEXT, REGION_KEYS, default_table, from_records, regions_table
 from groundcap.builders.files import SplitFiles
-from groundcap.parts import reset_dir
+from groundcap.storage.parts import reset_dir
 
 CONFIG_DIRS = {"default": "data", "regions": "regions"}
 _REGION_KEYS = REGION_KEYS

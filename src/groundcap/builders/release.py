@@ -23,9 +23,9 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-from groundcap import parts
 from groundcap.builders.columns import join_part
 from groundcap.builders.files import SplitFiles
+from groundcap.storage import parts
 
 
 def groups(workers: int) -> list[tuple[str, ...]]:

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from groundcap import atomic
 from groundcap.builders.columns import from_records
 from groundcap.builders.files import SplitFiles
 from groundcap.builders.parquet import region_fields
-from groundcap.parts import reset_dir
+from groundcap.storage import atomic
+from groundcap.storage.parts import reset_dir
 
 MTIME = 0  # fixed member mtime (1970-01-01): tars must not depend on when they were built
 OWNER = "groundcap"

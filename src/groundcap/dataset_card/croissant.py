@@ -16,13 +16,13 @@ from pathlib import Path
 
 from datasets import Features, Image, List, Value
 
-from groundcap import atomic
 from groundcap.builders import SPLITS
 from groundcap.builders.parquet import CONFIG_DIRS
 from groundcap.dataset_card.card import TAGS, citation, limitations, public, sources_text
 from groundcap.dataset_card.stats import split_stats
 from groundcap.params import content, digest
 from groundcap.schema import release_configs
+from groundcap.storage import atomic
 
 FILENAME = "croissant.json"
 CONFORMS_TO = "http://mlcommons.org/croissant/1.0"

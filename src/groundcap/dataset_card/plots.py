@@ -19,8 +19,9 @@ import polars as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from groundcap import atomic, grounding
+from groundcap import grounding
 from groundcap.dataset_card.stats import _word_counts, shard_files
+from groundcap.storage import atomic
 
 PLOTS_DIR = "plots"
 PLOT_FILES = ("regions_per_image.png", "caption_words.png", "qa_scores.png")

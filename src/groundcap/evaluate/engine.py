@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from groundcap import parts
 from groundcap.evaluate import report
 from groundcap.evaluate.inputs import EvalInputError, Prediction, Reference, read_reference
 from groundcap.evaluate.judges import Judge, RulesMiniLMJudge
 from groundcap.qa.claims import caption_text
 from groundcap.splits import HUMAN_TEST
+from groundcap.storage import parts
 
 
 def _rows(directory: Path, columns: list[str], wanted: set[str]) -> dict[str, dict]:

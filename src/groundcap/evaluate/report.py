@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from groundcap import atomic
 from groundcap.evaluate import agreement, dlc, pancap
 from groundcap.evaluate.inputs import Prediction, Reference
 from groundcap.evaluate.judges import Judge, RulesMiniLMJudge
+from groundcap.storage import atomic
 
 SCENE_ROWS = (*pancap.DIMENSIONS, "overall")
 REGION_ROWS = ("positive", "negative", "dlc", "recognized", "uniqueness", "reference_uniqueness")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from groundcap.cli_common import Quiet, guard, new_app
+from groundcap.cli.common import Quiet, guard, new_app
 
 export_app = new_app("Load a built release into another tool: `fiftyone` (needs the extra groundcap[fiftyone]).")
 

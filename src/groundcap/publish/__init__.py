@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from groundcap.cli_common import Root, guard
+from groundcap.cli.common import Root, guard
 from groundcap.publish.plan import Plan, PublishError, check_release, describe, loaded_rows, usage
 
 __all__ = ["PublishError", "publish"]

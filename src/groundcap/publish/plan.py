@@ -13,9 +13,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from groundcap import versions
 from groundcap.credentials import redact
 from groundcap.errors import PublishError, ReleaseError  # noqa: F401 - PublishError is re-exported
+from groundcap.releases import versions
 
 CARD = "README.md"
 _CHUNK = 1 << 20

@@ -14,10 +14,9 @@ from pathlib import Path, PurePosixPath
 
 import fsspec
 
-from groundcap import sample
 from groundcap.credentials import redact
 from groundcap.errors import SourceError
-from groundcap.sources import http, local
+from groundcap.sources import http, local, sample
 from groundcap.sources.entry import Reader, SourceFile
 from groundcap.sources.policy import KEY, LOCAL, SourcePolicy, protocol_of
 

@@ -1,5 +1,5 @@
-"""One module per pipeline stage, each declaring its ``Stage`` (``groundcap.stage``) as ``STAGE``;
-``groundcap.pipeline`` puts them in order."""
+"""One module per pipeline stage, each declaring its ``Stage`` (``groundcap.pipeline.stage``) as ``STAGE``;
+``groundcap.pipeline.order`` puts them in order."""
 
 from __future__ import annotations
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 
-from groundcap import parts
 from groundcap.audit import verdicts
 from groundcap.builders import write_release
 from groundcap.builders.columns import INPUTS, join_part, to_records
 from groundcap.errors import AuditError, ReleaseError
-from groundcap.stage import Context, Stage
+from groundcap.pipeline.stage import Context, Stage
+from groundcap.storage import parts
 
 
 def run(ctx: Context) -> None:

@@ -12,7 +12,7 @@ from groundcap import schema
 from groundcap.annotators.base import RegionCaption, Verdict
 from groundcap.annotators.uniqueness import make_unique
 from groundcap.ingest import decode_rgb
-from groundcap.stage import MapStage, Records, Row
+from groundcap.pipeline.stage import MapStage, Records, Row
 from groundcap.stages.common import build, provenance, spec
 
 

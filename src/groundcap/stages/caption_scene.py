@@ -11,7 +11,7 @@ import json
 from groundcap import schema
 from groundcap.annotators.base import RegionCaption
 from groundcap.ingest import decode_rgb
-from groundcap.stage import MapStage, Records, Row
+from groundcap.pipeline.stage import MapStage, Records, Row
 from groundcap.stages.common import build, provenance, spec
 
 

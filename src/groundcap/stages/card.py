@@ -7,10 +7,12 @@ import copy
 import json
 from collections import Counter
 
-from groundcap import parts, sample, versions
 from groundcap.audit import verdicts
 from groundcap.builders import SPLITS, write_manifest
-from groundcap.stage import Context, Stage
+from groundcap.pipeline.stage import Context, Stage
+from groundcap.releases import versions
+from groundcap.sources import sample
+from groundcap.storage import parts
 
 
 class CardStage(Stage):

@@ -6,7 +6,7 @@ from typing import Any
 
 from groundcap import params as params_mod
 from groundcap.annotators import base, registry
-from groundcap.stage import BackendSpec
+from groundcap.pipeline.stage import BackendSpec
 
 
 def spec(step: str, name: str, section: dict[str, Any], shared: dict[str, Any] | None = None) -> BackendSpec:

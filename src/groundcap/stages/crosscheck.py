@@ -12,8 +12,8 @@ from __future__ import annotations
 from groundcap import grounding, schema
 from groundcap.annotators.base import RegionCaption
 from groundcap.ingest import decode_rgb
+from groundcap.pipeline.stage import MapStage, Records, Row
 from groundcap.qa import claims, consistency
-from groundcap.stage import MapStage, Records, Row
 from groundcap.stages.common import build, provenance, spec
 
 

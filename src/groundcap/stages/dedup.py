@@ -16,11 +16,12 @@ import numpy as np
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from groundcap import grounding, parts, schema
+from groundcap import grounding, schema
 from groundcap.errors import StageInputError
 from groundcap.ingest import decode_rgb
+from groundcap.pipeline.stage import Context, Stage
 from groundcap.qa import dedup
-from groundcap.stage import Context, Stage
+from groundcap.storage import parts
 
 
 def run(ctx: Context) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from groundcap import ingest, parts, schema
+from groundcap import ingest, schema
 from groundcap.credentials import redact
 from groundcap.errors import SourceError
+from groundcap.pipeline.stage import Context, Stage
 from groundcap.sources import Refused, SourcePolicy, fetch, iter_source
-from groundcap.stage import Context, Stage
+from groundcap.storage import parts
 
 
 class NoImages(SourceError):

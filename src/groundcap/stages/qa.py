@@ -10,12 +10,13 @@ are left out with their reasons.
 
 from __future__ import annotations
 
-from groundcap import grounding, parts, schema
+from groundcap import grounding, schema
 from groundcap.ingest import decode_rgb
+from groundcap.pipeline.stage import Context, MapStage
 from groundcap.qa import checks, claims, consistency, evidence
 from groundcap.qa.report import Summary
-from groundcap.stage import Context, MapStage
 from groundcap.stages import stage_names
+from groundcap.storage import parts
 
 
 class QaStage(MapStage):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from groundcap import privacy, schema
 from groundcap.annotators.base import Tag
 from groundcap.ingest import decode_rgb
-from groundcap.stage import MapStage, Records, Row
+from groundcap.pipeline.stage import MapStage, Records, Row
 from groundcap.stages.common import build, provenance, spec
 
 

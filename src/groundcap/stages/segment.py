@@ -13,7 +13,7 @@ from groundcap import schema
 from groundcap.annotators.base import Detection, Mask
 from groundcap.annotators.entities import nest_given, resolve_entities
 from groundcap.ingest import decode_rgb
-from groundcap.stage import MapStage, Row
+from groundcap.pipeline.stage import MapStage, Row
 from groundcap.stages.common import build, provenance, spec
 
 ENTITY_OPTIONS = ("min_area_frac", "nms_iou", "max_regions", "min_predicted_iou", "min_stability", "max_parts",

@@ -9,10 +9,12 @@ released gets its reason.
 
 from __future__ import annotations
 
-from groundcap import diff, parts, schema, splits
+from groundcap import schema, splits
 from groundcap.audit import verdicts
 from groundcap.errors import StageInputError
-from groundcap.stage import Context, Stage
+from groundcap.pipeline.stage import Context, Stage
+from groundcap.releases import diff
+from groundcap.storage import parts
 
 
 def run(ctx: Context) -> None:

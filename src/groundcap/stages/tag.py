@@ -13,7 +13,7 @@ from groundcap import schema
 from groundcap.annotators.base import Tag
 from groundcap.annotators.detections import merge
 from groundcap.ingest import decode_rgb
-from groundcap.stage import MapStage, Records, Row
+from groundcap.pipeline.stage import MapStage, Records, Row
 from groundcap.stages.common import build, provenance, spec
 
 

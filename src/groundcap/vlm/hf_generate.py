@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from groundcap import hf_models
+from groundcap.models import hub
 from groundcap.vlm.chat import ChatEngine, ChatReply, ChatRequest, to_image
 
 
@@ -43,8 +43,8 @@ class TransformersChat(ChatEngine):
             return
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        device = hf_models.resolve_device(self.device)
-        dtype = hf_models.resolve_dtype(self.dtype, device, gpu_default="bfloat16")  # VLMs are trained in bf16
+        device = hub.resolve_device(self.device)
+        dtype = hub.resolve_dtype(self.dtype, device, gpu_default="bfloat16")  # VLMs are trained in bf16
         processor = AutoProcessor.from_pretrained(self.model, trust_remote_code=self.trust_remote_code)
         processor.tokenizer.padding_side = "left"  # decoder-only: new tokens must follow every prompt
         model = AutoModelForImageTextToText.from_pretrained(

@@ -12,8 +12,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from groundcap import hf_models
 from groundcap.errors import BackendUnavailable, is_fatal
+from groundcap.models import hub
 from groundcap.vlm.chat import ChatEngine, ChatReply, ChatRequest, brief, openai_messages
 
 
@@ -82,7 +82,7 @@ def patch_grid(model: str) -> int | None:
     its ``config.json`` in a local folder or the Hugging Face cache (never downloaded). ``None`` when the
     config names no spatial merge (InternVL: its processor takes no ``max_pixels``, it tiles); 28 when there
     is no config to read here."""
-    path = hf_models.local_config(model)
+    path = hub.local_config(model)
     if path is None:
         return 28
     try:

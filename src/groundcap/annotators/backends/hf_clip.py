@@ -7,9 +7,10 @@ import string
 import numpy as np
 from PIL import Image
 
-from groundcap import hf_models, prompts
+from groundcap import prompts
 from groundcap.annotators.base import Tag, Tagger, crop
 from groundcap.annotators.registry import register
+from groundcap.models import hub
 
 CROP_PAD = 0.1  # a box crop keeps this much context each side: CLIP names tight crops worse
 
@@ -40,7 +41,7 @@ class ClipTagger(Tagger):
     def __init__(self, **options) -> None:
         super().__init__(**options)
         self.labels = prompts.read_vocabulary(self.vocabulary)
-        self.hf = hf_models.Loaded(self.model, "CLIPModel", "CLIPProcessor", "CLIPImageProcessorPil", self.device,
+        self.hf = hub.Loaded(self.model, "CLIPModel", "CLIPProcessor", "CLIPImageProcessorPil", self.device,
                                    self.dtype, tokenizer=True)
         self.text_embeddings = self._embed_text()
 
@@ -62,22 +63,22 @@ class ClipTagger(Tagger):
     def tag_crops(self, image: np.ndarray, boxes: list[tuple[float, float, float, float]]) -> list[list[Tag]]:
         return self._tag([crop(image, box, CROP_PAD) for box in boxes])
 
-    @hf_models.inference
+    @hub.inference
     def _embed_text(self):
         import torch
 
         texts = [string.Template(self.template).substitute(label=label) for label in self.labels]
         parts = []
-        for chunk in hf_models.batches(texts, self.batch_size):
+        for chunk in hub.batches(texts, self.batch_size):
             batch = self.hf.processor(text=list(chunk), padding=True, truncation=True, return_tensors="pt")
             parts.append(self.hf.model.get_text_features(**self.hf.inputs(batch)).pooler_output.float())
         return _unit(torch.cat(parts))
 
-    @hf_models.inference
+    @hub.inference
     def _tag(self, images: list[np.ndarray]) -> list[list[Tag]]:
         scale = self.hf.model.logit_scale.exp().float()
         tags: list[list[Tag]] = []
-        for chunk in hf_models.batches(images, self.batch_size):
+        for chunk in hub.batches(images, self.batch_size):
             batch = self.hf.processor(images=[Image.fromarray(im) for im in chunk], return_tensors="pt")
             features = _unit(self.hf.model.get_image_features(**self.hf.inputs(batch)).pooler_output.float())
             probs = (scale * features @ self.text_embeddings.T).softmax(dim=-1).cpu().numpy()

@@ -10,10 +10,11 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image
 
-from groundcap import hf_models, prompts
+from groundcap import prompts
 from groundcap.annotators.base import Detection, Detector, Tag
 from groundcap.annotators.detections import nms_per_label
 from groundcap.annotators.registry import register
+from groundcap.models import hub
 
 NMS_IOU = 0.5  # same-label boxes overlapping this much are one object: the higher score stays
 
@@ -33,13 +34,13 @@ class PromptedDetector(Detector):
 
     def __init__(self, **options) -> None:
         super().__init__(**options)
-        self.hf = hf_models.Loaded(self.model, *self.classes, self.device, self.dtype, tokenizer=True,
+        self.hf = hub.Loaded(self.model, *self.classes, self.device, self.dtype, tokenizer=True,
                                    gpu_dtype=self.gpu_dtype)
 
     def provenance(self) -> dict[str, str]:
         return {**super().provenance(), "prompt_hash": prompts.Prompt("template", self.template).hash}
 
-    @hf_models.inference
+    @hub.inference
     def detect(self, image: np.ndarray, tags: list[Tag]) -> list[Detection]:
         labels = list(dict.fromkeys(t.label for t in tags))
         height, width = image.shape[:2]
@@ -50,7 +51,7 @@ class PromptedDetector(Detector):
                 x0, x1 = min(max(x0, 0.0), width), min(max(x1, 0.0), width)
                 y0, y1 = min(max(y0, 0.0), height), min(max(y1, 0.0), height)
                 if x1 > x0 and y1 > y0:
-                    detections.append(Detection(label, score, hf_models.xyxy_to_xywh((x0, y0, x1, y1)), self.name))
+                    detections.append(Detection(label, score, hub.xyxy_to_xywh((x0, y0, x1, y1)), self.name))
         return nms_per_label(detections, NMS_IOU)[: self.max_detections]
 
     def query(self, label: str) -> str:

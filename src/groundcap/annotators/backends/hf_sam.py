@@ -15,9 +15,10 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from groundcap import hf_models, masks
+from groundcap import masks
 from groundcap.annotators.base import Backend, Detection, Mask, MaskGenerator, PromptedSegmenter
 from groundcap.annotators.registry import register
+from groundcap.models import hub
 
 
 def stability_score(logits, offset: float):
@@ -47,7 +48,7 @@ class SamBackend(Backend):
 
     def __init__(self, **options) -> None:
         super().__init__(**options)
-        self.hf = hf_models.Loaded(self.model, *self.classes, self.device, self.dtype)
+        self.hf = hub.Loaded(self.model, *self.classes, self.device, self.dtype)
 
     def _encode(self, image: np.ndarray, **prompts) -> tuple[dict, Any]:
         """The processor's output (prompts scaled to the model's input) and the image embedding."""
@@ -85,13 +86,13 @@ class SamSegmenter(SamBackend, PromptedSegmenter):
 
     defaults = {**SamBackend.shared, "model": "facebook/sam-vit-huge", "box_batch": 64}
 
-    @hf_models.inference
+    @hub.inference
     def segment(self, image: np.ndarray, detections: list[Detection]) -> list[Mask | None]:
         if not detections:
             return []
         full = image.shape[:2]
         work = self._work_size(*full)
-        boxes = [[list(hf_models.xywh_to_xyxy(d.bbox)) for d in detections]]
+        boxes = [[list(hub.xywh_to_xyxy(d.bbox)) for d in detections]]
         inputs, embeddings = self._encode(image, input_boxes=boxes)
         out: list[Mask | None] = []
         for start in range(0, len(detections), self.box_batch):
@@ -147,7 +148,7 @@ class SamEverything(SamBackend, MaskGenerator):
         "min_area_frac": 0.0005,
     }
 
-    @hf_models.inference
+    @hub.inference
     def generate(self, image: np.ndarray) -> list[Mask]:
         full = image.shape[:2]
         work = self._work_size(*full)

@@ -30,8 +30,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from groundcap import atomic
 from groundcap.errors import WorkdirBusy
+from groundcap.storage import atomic
 
 LOCK = ".groundcap.lock"
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")

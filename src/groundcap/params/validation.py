@@ -177,7 +177,7 @@ class Regex(Check):
 
 class Version(Check):
     def check(self, value, path, problems, params):
-        from groundcap import versions
+        from groundcap.releases import versions
 
         try:
             versions.parse(value if isinstance(value, str) else None)

@@ -4,7 +4,7 @@ card's list of stages, ``groundcap run``) is derived from this tuple and the sta
 from __future__ import annotations
 
 from groundcap.errors import UnknownName
-from groundcap.stage import Stage
+from groundcap.pipeline.stage import Stage
 from groundcap.stages import (
     build,
     caption_regions,

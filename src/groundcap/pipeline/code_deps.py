@@ -20,7 +20,7 @@ PACKAGE = Path(groundcap.__file__).parent  # the files hashed; tests point it at
 # Modules that cannot change what a stage writes, not followed: the params checks only accept or refuse
 # params, and they import the modules whose values they check (versions, splits, QA), which would tie
 # every stage to those.
-NOT_FOLLOWED = {"groundcap.params_schema"}
+NOT_FOLLOWED = {"groundcap.params.validation"}
 
 
 def module_path(module: str) -> Path | None:
@@ -84,11 +84,11 @@ def step_files(steps: tuple[str, ...]) -> list[Path]:
 
 def stage_files(stage) -> list[Path]:
     """Every groundcap file whose change can change what ``stage`` writes."""
-    from groundcap.stage import MapStage
+    from groundcap.pipeline.stage import MapStage
 
     roots = [type(stage).__module__]
     if isinstance(stage, MapStage):
-        roots.append("groundcap.worker")  # decides what a part holds: batches, error rows, retries
+        roots.append("groundcap.pipeline.worker")  # decides what a part holds: batches, error rows, retries
     return sorted(set(closure(roots)) | set(step_files(stage.steps)))
 
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from groundcap import params_schema
 from groundcap.errors import ParamsError
+from groundcap.params import validation
 
 # Sections that may gain keys: option maps of backends, named after them (a new backend brings its own).
 _OPEN_SECTIONS = {("tag",), ("segment",), ("caption_regions",), ("caption_scene",), ("crosscheck",), ("redact",),
@@ -62,7 +62,7 @@ def _read(path: Path) -> dict[str, Any]:
     return user
 
 
-PROFILES = Path(__file__).parent / "profiles"  # shipped with the package: gpu, sa_pancap
+PROFILES = Path(__file__).parent.parent / "profiles"  # shipped with the package: gpu, sa_pancap
 
 
 def profile_path(name: str, base: Path) -> Path:
@@ -105,7 +105,7 @@ def load(path: str | Path | None = None, profile: str | None = None) -> dict[str
             if "profile" in layer:
                 raise ParamsError(f"profile {name!r} may not name another profile")
             params = _merge(params, layer, ())
-    params_schema.check(params)
+    validation.check(params)
     return params
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from groundcap.annotators import registry
 from groundcap.errors import BackendUnavailable
-from groundcap.hf_models import local_config
+from groundcap.models.hub import local_config
 from groundcap.params import subset
-from groundcap.stage import MapStage, Stage
+from groundcap.pipeline.stage import MapStage, Stage
 
 # vLLM's own default when an engine's options do not say
 _VLLM_MEMORY = 0.9

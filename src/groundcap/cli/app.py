@@ -9,13 +9,15 @@ from typing import Annotated
 
 import typer
 
-from groundcap import diff, dvc_yaml, pipeline, preflight, runner, writer_lock
 from groundcap import params as params_mod
 from groundcap.audit.cli import audit_app
-from groundcap.cli_common import ParamsFile, Quiet, Root, guard, new_app, project_params
+from groundcap.cli.common import ParamsFile, Quiet, Root, guard, new_app, project_params
 from groundcap.export.cli import export_app
+from groundcap.pipeline import dvc_yaml, order, preflight, runner
+from groundcap.pipeline.stage import Context
 from groundcap.publish import publish
-from groundcap.stage import Context
+from groundcap.releases import diff
+from groundcap.storage import writer_lock
 
 app = new_app(
     "Build, check and release datasets of dense grounded captions. "
@@ -37,7 +39,7 @@ def _stage_command(stage):
     return command
 
 
-for _stage in pipeline.STAGES:
+for _stage in order.STAGES:
     app.command(_stage.name)(_stage_command(_stage))
 
 app.add_typer(audit_app, name="audit")
@@ -56,7 +58,7 @@ def run(
     def run_stages() -> list[runner.Report]:
         params = params_mod.load(params_file)  # refused params create no work folder
         params["source"] = source
-        preflight.require(params, list(pipeline.STAGES))
+        preflight.require(params, list(order.STAGES))
         with writer_lock.hold(workdir, "groundcap run"):
             return runner.run_all(Context(root=workdir, params=params, progress=not quiet))
 
@@ -177,7 +179,7 @@ Profile = Annotated[str | None, typer.Option("--profile", help="A profile on top
 def doctor(root: Root = Path("."), params_file: ParamsFile = None, profile: Profile = None) -> None:
     """Check, before a run, that every backend the params name is installed, its models are on this machine,
     CUDA is there when required and the VLM engines fit the GPU; exit 1 when a check fails."""
-    findings = guard(lambda: preflight.check(project_params(root, params_file, profile), list(pipeline.STAGES)))
+    findings = guard(lambda: preflight.check(project_params(root, params_file, profile), list(order.STAGES)))
     for f in findings:
         typer.echo(f"{'ok  ' if f.ok else 'FAIL'} {f.stage:<16} {f.what:<45} {f.detail}")
     if not findings:
@@ -196,7 +198,7 @@ def fetch_models(root: Root = Path("."), params_file: ParamsFile = None, profile
     on nodes without the Hub starts with everything in place."""
     from huggingface_hub import snapshot_download
 
-    for model in guard(lambda: preflight.hub_models(list(pipeline.STAGES), project_params(root, params_file, profile))):
+    for model in guard(lambda: preflight.hub_models(list(order.STAGES), project_params(root, params_file, profile))):
         if preflight.model_state(model)[0]:
             typer.echo(f"{model}: already here")
             continue

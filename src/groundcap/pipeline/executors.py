@@ -22,8 +22,8 @@ from multiprocessing import get_context
 from tqdm.auto import tqdm
 
 from groundcap.errors import BackendUnavailable
-from groundcap.stage import Context, MapStage
-from groundcap.worker import PartWorker
+from groundcap.pipeline.stage import Context, MapStage
+from groundcap.pipeline.worker import PartWorker
 
 KINDS = ("local", "ray")
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import fsspec
 
-from groundcap import atomic, diff
 from groundcap.errors import ReleaseError
+from groundcap.releases import diff
+from groundcap.storage import atomic
 
 CHANGELOG = "changelog.json"
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$")

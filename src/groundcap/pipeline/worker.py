@@ -16,10 +16,11 @@ from __future__ import annotations
 import traceback
 from pathlib import Path
 
-from groundcap import parts, resume
 from groundcap.annotators.registry import cuda_available
 from groundcap.errors import BackendUnavailable, EngineDead, StageInputError, is_fatal
-from groundcap.stage import MapStage, Records, Row
+from groundcap.pipeline import resume
+from groundcap.pipeline.stage import MapStage, Records, Row
+from groundcap.storage import parts
 
 
 def _message(stage: str, exc: BaseException) -> str:

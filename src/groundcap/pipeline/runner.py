@@ -12,9 +12,11 @@ from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 
-from groundcap import executors, models, parts, pipeline, resume
+from groundcap import models
 from groundcap.params import subset
-from groundcap.stage import Context, MapStage, Stage
+from groundcap.pipeline import executors, order, resume
+from groundcap.pipeline.stage import Context, MapStage, Stage
+from groundcap.storage import parts
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ def map_stage(ctx: Context, stage: MapStage, keep: frozenset = frozenset()) -> t
 def run_stage(ctx: Context, stage: Stage, keep: frozenset = frozenset()) -> Report:
     """Run one stage with the params it declares; free every model but ``keep`` after it."""
     ctx = ctx.restricted(stage)
-    ctx.stages = ctx.stages or pipeline.STAGES
+    ctx.stages = ctx.stages or order.STAGES
     start = time.perf_counter()
     try:
         if isinstance(stage, MapStage):
@@ -68,7 +70,7 @@ def run_stage(ctx: Context, stage: Stage, keep: frozenset = frozenset()) -> Repo
 
 def run_all(ctx: Context, names: tuple[str, ...] | None = None) -> list[Report]:
     """Run the stages ``names`` (default: all) in pipeline order; a stage keeps the models the next one reuses."""
-    chosen = list(pipeline.STAGES) if names is None else [pipeline.get(name) for name in names]
+    chosen = list(order.STAGES) if names is None else [order.get(name) for name in names]
     reports = []
     for stage, following in zip(chosen, [*chosen[1:], None], strict=True):
         keep = following.reuses(subset(ctx.params, (*following.params, "engine"))) \

@@ -19,11 +19,12 @@ import hashlib
 import json
 from pathlib import Path
 
-from groundcap import atomic, code_deps, parts
 from groundcap.annotators import registry
 from groundcap.errors import StageInputError
 from groundcap.params import subset
-from groundcap.stage import MapStage
+from groundcap.pipeline import code_deps
+from groundcap.pipeline.stage import MapStage
+from groundcap.storage import atomic, parts
 
 
 def stage_digest(stage: MapStage, params: dict) -> str:

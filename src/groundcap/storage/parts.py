@@ -3,7 +3,7 @@
 A stage's output is ``<dir>/part-NNNNN.parquet``; part ``k`` of every stage holds the same images in
 the same order, so a stage joins its inputs part by part without loading the dataset. Writes go to a
 temporary name and are renamed, then a completion marker ``part-NNNNN.done`` (the part's SHA-256 and
-what the writer adds: ``groundcap.resume``) is written the same way, last: a part counts as finished
+what the writer adds: ``groundcap.pipeline.resume``) is written the same way, last: a part counts as finished
 only once its marker exists, so a run killed at any moment leaves either a finished part or none.
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from groundcap import atomic
 from groundcap.errors import StageInputError
+from groundcap.storage import atomic
 
 _PART = re.compile(r"^part-(\d{5})\.parquet$")
 

@@ -3,9 +3,9 @@
 A stage declares what it reads (``inputs``: the ``work/<stage>`` folders; ``params``: the params keys;
 ``deps``: other files), what it writes (``outs``, ``metrics``, ``plots``) and where its code lives
 (its module, plus the backend modules of the ``steps`` it runs). Those declarations are the single
-source of the pipeline's shape: ``groundcap.pipeline`` orders the stages, ``dvc.yaml`` is generated
+source of the pipeline's shape: ``groundcap.pipeline.order`` orders the stages, ``dvc.yaml`` is generated
 from them (``groundcap dvc-yaml``), and a map stage's fingerprint covers exactly them
-(``groundcap.resume``). A stage sees only the params it declares, so a stage that reads an
+(``groundcap.pipeline.resume``). A stage sees only the params it declares, so a stage that reads an
 undeclared key fails at once instead of drifting out of step with its DVC stage.
 
 Global stages (ingest, dedup, split, build, card) implement ``run``. Map stages follow NeMo Curator's

@@ -1,0 +1,1 @@
+"""The `groundcap` command (`app`) and what its sub-commands share (`common`)."""

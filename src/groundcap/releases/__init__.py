@@ -1,0 +1,1 @@
+"""Release versions and what changed between two releases."""

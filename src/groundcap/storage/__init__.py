@@ -1,0 +1,1 @@
+"""Files that must survive a kill: atomic writes, Parquet parts with markers, the work-folder lock."""
