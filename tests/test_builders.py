@@ -98,7 +98,7 @@ def build(release_dir, params=PARAMS, records_by_split=RECORDS, qa_summary=QA):
                 writer.add(split, copy.deepcopy(record))
     changelog = versions.changelog(release_dir, params["release"])
     versions.write_changelog(release_dir, changelog)
-    stages = [(s.name, s.help) for s in order.STAGES]
+    stages = list(order.ORDER)
     write_card(release_dir, params, stages=stages, provenance=PROVENANCE, qa_summary=qa_summary, changelog=changelog,
                plots=write_plots(release_dir, SPLITS))
     write_croissant(release_dir, params, stages=stages, provenance=PROVENANCE, qa_summary=QA)

@@ -63,7 +63,7 @@ def test_worker_processes_write_what_one_process_writes(local, tmp_path):
     shutil.copytree(local / "work" / "ingest", tmp_path / "work" / "ingest")
     ctx = Context(root=tmp_path, params=_params(workers=2), progress=False)
     for stage in ("tag", "segment"):
-        run_stage(ctx, order.get(stage))
+        run_stage(ctx, order.stage(stage))
         assert _files(tmp_path, f"work/{stage}") == _files(local, f"work/{stage}"), stage
 
 
@@ -74,14 +74,14 @@ def test_finished_parts_are_skipped_and_stale_ones_redone(local, tmp_path):
     before = {i: parts.part_path(tag, i).stat().st_mtime_ns for i in parts.list_parts(tag)}
     parts.marker_path(tag, 1).unlink()  # killed between the part and its marker: part 1 is not finished
     (tag / ".part-00002.parquet.tmp").write_bytes(b"half")  # a killed write's leftover
-    run_stage(ctx, order.get("tag"))
+    run_stage(ctx, order.stage("tag"))
     after = {i: parts.part_path(tag, i).stat().st_mtime_ns for i in parts.list_parts(tag)}
     assert after[0] == before[0] and after[2] == before[2] and after[1] != before[1]
     assert not (tag / ".part-00002.parquet.tmp").exists()
     assert _files(tmp_path, "work/tag") == _files(local, "work/tag")
     changed = _params()
     changed["tag"]["merge_iou"] = 0.5  # other params: every part is redone
-    run_stage(Context(root=tmp_path, params=changed, progress=False), order.get("tag"))
+    run_stage(Context(root=tmp_path, params=changed, progress=False), order.stage("tag"))
     assert all(parts.read_marker(tag, i)["fingerprint"] != parts.read_marker(local / "work" / "tag", i)["fingerprint"]
                for i in after)
 
@@ -115,18 +115,18 @@ def test_an_image_whose_backend_raised_is_retried_on_the_next_run_up_to_the_limi
     monkeypatch.setattr(tag_stage, "build", flaky)
     ctx = Context(root=tmp_path, params=_params(max_attempts=2), progress=False)
     out = tmp_path / "work" / "tag"
-    run_stage(ctx, order.get("tag"))
+    run_stage(ctx, order.stage("tag"))
     row = next(r for r in parts.read_part(out, 0) if r["image_id"] == victim)
     assert row["error"] == "tag: OSError: GPU fell over"
     assert parts.read_marker(out, 0)["errors"] == {victim: 1}
     calls["n"] = 0
-    run_stage(ctx, order.get("tag"))  # the next run retries that image only, and it works this time
+    run_stage(ctx, order.stage("tag"))  # the next run retries that image only, and it works this time
     assert calls["n"] == 1
     assert _files(tmp_path, "work/tag") == _files(local, "work/tag")
     failures_left["n"] = 10  # now it always fails: tried up to max_attempts, then left with its error
     parts.marker_path(out, 0).unlink()
     for attempts in (1, 2, 2):
-        run_stage(ctx, order.get("tag"))
+        run_stage(ctx, order.stage("tag"))
         assert parts.read_marker(out, 0)["errors"] == {victim: attempts}
 
 

@@ -33,7 +33,7 @@ from typer.testing import CliRunner
 
 from groundcap import audit, masks, params
 from groundcap.audit import rle_brush, verdicts
-from groundcap.audit.cli import audit_app
+from groundcap.cli.audit import audit_app
 
 pytestmark = [pytest.mark.eco, pytest.mark.slow]
 

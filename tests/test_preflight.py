@@ -18,22 +18,22 @@ def offline(monkeypatch):
 
 
 def test_the_embedded_default_passes(tmp_path):
-    findings = preflight.check(params.defaults(), list(order.STAGES))
+    findings = preflight.check(params.defaults(), list(order.stages()))
     assert findings and all(f.ok for f in findings)
-    assert preflight.hub_models(list(order.STAGES), params.defaults()) == []
+    assert preflight.hub_models(list(order.stages()), params.defaults()) == []
 
 
 def test_the_gpu_profile_names_every_missing_model_and_package():
     p = params.load(params.PROFILES / "gpu.yaml")
-    failed = {(f.stage, f.what): f.detail for f in preflight.check(p, list(order.STAGES)) if not f.ok}
+    failed = {(f.stage, f.what): f.detail for f in preflight.check(p, list(order.stages())) if not f.ok}
     assert "groundcap models fetch" in failed[("tag", "IDEA-Research/grounding-dino-base")]
     assert ("segment", "facebook/sam-vit-huge") in failed
     assert "needs vllm" in failed[("caption_regions", "region_captioner vlm")]  # vLLM is not installed here
     assert "no CUDA device" in failed[("caption_regions", "CUDA")]
-    assert preflight.hub_models(list(order.STAGES), p)[:2] == ["openai/clip-vit-large-patch14",
+    assert preflight.hub_models(list(order.stages()), p)[:2] == ["openai/clip-vit-large-patch14",
                                                                    "IDEA-Research/grounding-dino-base"]
     with pytest.raises(BackendUnavailable, match="preflight failed"):
-        preflight.require(p, [order.get("segment")])
+        preflight.require(p, [order.stage("segment")])
 
 
 def test_a_local_model_folder_passes_and_engines_that_cannot_share_the_gpu_fail(tmp_path):
@@ -43,13 +43,13 @@ def test_a_local_model_folder_passes_and_engines_that_cannot_share_the_gpu_fail(
     for name in ("vlm", "vlm_verifier"):
         p["caption_regions"][name]["model"] = str(tmp_path / "vlm")
         p["caption_regions"][name]["engine"] = "transformers"
-    findings = {f.what: f for f in preflight.check(p, [order.get("caption_regions")])}
+    findings = {f.what: f for f in preflight.check(p, [order.stage("caption_regions")])}
     assert findings[str(tmp_path / "vlm")].ok and "local folder" in findings[str(tmp_path / "vlm")].detail
     assert "GPU memory" not in findings  # no vLLM engine here
     for name, share in (("vlm", 0.6), ("vlm_verifier", 0.5)):
         p["caption_regions"][name] |= {"engine": "vllm", "model": f"m/{name}",
                                         "engine_options": {"gpu_memory_utilization": share}}
-    memory = next(f for f in preflight.check(p, [order.get("caption_regions")]) if f.what == "GPU memory")
+    memory = next(f for f in preflight.check(p, [order.stage("caption_regions")]) if f.what == "GPU memory")
     assert not memory.ok and "1.10" in memory.detail
 
 

@@ -182,7 +182,7 @@ def test_the_gpu_profile_redacts_with_its_open_vocabulary_detector():
 
     p = params.load(params.PROFILES / "gpu.yaml")
     assert p["release"]["redact"] == "faces_and_plates"
-    (backend,) = order.get("redact").backends(p)
+    (backend,) = order.stage("redact").backends(p)
     assert (backend.step, backend.name) == ("detector", "grounding_dino")
     assert backend.options["model"] == p["tag"]["grounding_dino"]["model"]  # the one tag already loads
 

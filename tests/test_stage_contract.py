@@ -15,7 +15,7 @@ from groundcap.pipeline import code_deps, dvc_yaml, order, resume, runner
 from groundcap.pipeline.stage import Context, MapStage, Stage
 
 REPO = Path(__file__).resolve().parents[1]
-MAP_STAGES = [s.name for s in order.STAGES if isinstance(s, MapStage)]
+MAP_STAGES = [s.name for s in order.stages() if isinstance(s, MapStage)]
 
 
 def test_committed_dvc_yaml_is_the_generated_one():
@@ -36,7 +36,7 @@ def test_a_stage_sees_only_the_params_it_declares(tmp_path):
     with pytest.raises(KeyError, match="release"):
         runner.run_stage(Context(tmp_path, params.defaults()), Sneaky())
     seen = set()
-    for stage in order.STAGES:  # and every declared input is written by a stage before it
+    for stage in order.stages():  # and every declared input is written by a stage before it
         assert set(stage.inputs) <= seen, stage.name
         seen.add(stage.name)
 
@@ -102,7 +102,7 @@ def package_copy(tmp_path, monkeypatch) -> Path:
 
 
 def _digests(p: dict) -> dict[str, str]:
-    return {s.name: resume.stage_digest(s, p) for s in order.STAGES if isinstance(s, MapStage)}
+    return {s.name: resume.stage_digest(s, p) for s in order.stages() if isinstance(s, MapStage)}
 
 
 def _touch(path: Path) -> None:
@@ -116,7 +116,7 @@ def test_editing_the_card_or_a_builder_changes_no_map_stage_fingerprint(package_
     _touch(package_copy / "builders" / "parquet.py")
     _touch(package_copy / "audit" / "gallery.py")
     assert _digests(p) == before
-    card_files = code_deps.stage_files(order.get("card"))
+    card_files = code_deps.stage_files(order.stage("card"))
     assert package_copy / "dataset_card" / "card.py" in card_files
 
 
@@ -191,9 +191,9 @@ def test_the_scene_captioner_reuses_the_region_captioners_engine():
     vlm = {"engine": "openai", "model": "m", "engine_options": {"base_url": "http://127.0.0.1:9"}}
     p["caption_regions"] |= {"captioner": "vlm", "verifier": None, "vlm": vlm}
     p["caption_scene"] |= {"composer": "vlm", "vlm": vlm}
-    scene = order.get("caption_scene")
+    scene = order.stage("caption_scene")
     keys = scene.reuses(params.subset(p, (*scene.params, "engine")))
-    stage = order.get("caption_regions")
+    stage = order.stage("caption_regions")
     worker_stage = type(stage)()
     worker_stage.setup(params.subset(p, (*stage.params, "engine")))
     worker_stage.captioner.chat  # noqa: B018 -- builds (caches) the engine, as a first request would
@@ -223,18 +223,18 @@ def test_gpu_stages_declare_a_gpu_per_worker_and_the_actor_pool_fits_the_cluster
 
     embedded = params.defaults()
     profile = params.load(params.PROFILES / "gpu.yaml")
-    resources = {s.name: s.resources(profile) for s in order.STAGES if isinstance(s, MapStage)}
+    resources = {s.name: s.resources(profile) for s in order.stages() if isinstance(s, MapStage)}
     assert {n: r.gpus for n, r in resources.items()} == {"tag": 1, "segment": 1, "caption_regions": 1,
                                                         "caption_scene": 1, "crosscheck": 1, "qa": 0, "redact": 1}
-    assert all(r.gpus == 0 for s in order.STAGES if isinstance(s, MapStage) for r in [s.resources(embedded)])
+    assert all(r.gpus == 0 for s in order.stages() if isinstance(s, MapStage) for r in [s.resources(embedded)])
     served = copy.deepcopy(profile)  # a VLM served by an endpoint needs no GPU here
     for section in ("caption_regions", "caption_scene"):
         for name in ("vlm", "vlm_verifier"):
             if name in served[section]:
                 served[section][name]["engine"] = "openai"
-    assert order.get("caption_scene").resources(served).gpus == 0
+    assert order.stage("caption_scene").resources(served).gpus == 0
     profile["engine"]["ray"]["num_gpus"] = {"tag": 0.5}
-    assert order.get("tag").resources(profile).gpus == 0.5
+    assert order.stage("tag").resources(profile).gpus == 0.5
     assert actor_pool("tag", actors=2, parts=10, gpus_per_actor=1, cluster_gpus=1) == 1  # not 2: one would never start
     assert actor_pool("tag", actors=4, parts=10, gpus_per_actor=0.5, cluster_gpus=1) == 2
     assert actor_pool("qa", actors=4, parts=3, gpus_per_actor=0, cluster_gpus=0) == 3
@@ -250,8 +250,8 @@ def test_under_require_gpu_a_gpu_stage_without_cuda_stops_before_loading_anythin
     p = params.load(params.PROFILES / "gpu.yaml")
     assert p["engine"]["require_gpu"] is True
     with pytest.raises(BackendUnavailable, match="no CUDA device"):
-        worker.PartWorker(tmp_path, p, type(order.get("tag")))
-    worker.PartWorker(tmp_path, p, type(order.get("qa")))  # a CPU stage runs
+        worker.PartWorker(tmp_path, p, type(order.stage("tag")))
+    worker.PartWorker(tmp_path, p, type(order.stage("qa")))  # a CPU stage runs
 
 
 def test_the_gpu_profile_keeps_the_captioners_vllm_engine_for_the_scene_stage():
@@ -260,11 +260,11 @@ def test_the_gpu_profile_keeps_the_captioners_vllm_engine_for_the_scene_stage():
     from groundcap.annotators import registry
 
     p = params.load(params.PROFILES / "gpu.yaml")
-    regions, scene = order.get("caption_regions"), order.get("caption_scene")
+    regions, scene = order.stage("caption_regions"), order.stage("caption_scene")
     captioner = [registry.info(b.step, b.name).cls.engine_key(b.options)
                  for b in regions.backends(p) if b.step == "region_captioner"]
     assert scene.reuses(params.subset(p, (*scene.params, "engine"))) == frozenset(captioner)
-    assert not order.get("crosscheck").reuses(p) & frozenset(captioner)  # another model there
+    assert not order.stage("crosscheck").reuses(p) & frozenset(captioner)  # another model there
 
 
 def test_a_release_nobody_passed_stops_with_the_reasons_not_an_empty_card(project):

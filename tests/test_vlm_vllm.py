@@ -280,12 +280,12 @@ def test_a_dead_engine_stops_the_stage_and_keeps_the_finished_parts(fake_vllm, m
 
     monkeypatch.setattr(FakeLLM, "chat", dies_on_the_second_part)
     with pytest.raises(EngineDead, match="caption_regions: the model engine died"):
-        runner.run_stage(ctx, order.get("caption_regions"))
+        runner.run_stage(ctx, order.stage("caption_regions"))
     out = tmp_path / "work" / "caption_regions"
     assert parts.list_parts(out) == [0]
     assert all(r["error"] is None and r["captions"] for r in parts.read_part(out, 0) if r["captions"])
     monkeypatch.setattr(FakeLLM, "chat", lambda self, messages, **kw: [
         output(json.dumps({"short": "a thing", "detailed": "A thing."})) for _ in messages])
     before = parts.marker_path(out, 0).stat().st_mtime_ns
-    report = runner.run_stage(ctx, order.get("caption_regions"))
+    report = runner.run_stage(ctx, order.stage("caption_regions"))
     assert (report.parts, report.computed) == (3, 2) and parts.marker_path(out, 0).stat().st_mtime_ns == before

@@ -1,4 +1,9 @@
-"""The ``groundcap`` command: one sub-command per pipeline stage, ``run`` for all of them, ``backends``."""
+"""The ``groundcap`` command: one sub-command per pipeline stage, ``run`` for all of them, ``backends``.
+
+Printing help imports only this package and ``pipeline.order``: each command imports what it runs when it
+runs (tests/test_cli_startup.py pins what ``groundcap --help`` loads), so every DVC stage and every
+``--help`` starts at once instead of loading datasets, scipy and the stages first.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +14,11 @@ from typing import Annotated
 
 import typer
 
-from groundcap import params as params_mod
-from groundcap.audit.cli import audit_app
+from groundcap.cli.audit import audit_app
 from groundcap.cli.common import ParamsFile, Quiet, Root, guard, new_app, project_params
-from groundcap.export.cli import export_app
-from groundcap.pipeline import dvc_yaml, order, preflight, runner
-from groundcap.pipeline.stage import Context
-from groundcap.publish import publish
-from groundcap.releases import diff
-from groundcap.storage import writer_lock
+from groundcap.cli.export import export_app
+from groundcap.cli.publish import publish
+from groundcap.pipeline import order
 
 app = new_app(
     "Build, check and release datasets of dense grounded captions. "
@@ -25,22 +26,27 @@ app = new_app(
 )
 
 
-def _stage_command(stage):
+def _stage_command(name: str):
     def command(root: Root = Path("."), params_file: ParamsFile = None, quiet: Quiet = False) -> None:
+        from groundcap.pipeline import preflight, runner
+        from groundcap.pipeline.stage import Context
+        from groundcap.storage import writer_lock
+
         def run_one() -> None:
-            with writer_lock.hold(root, f"groundcap {stage.name}"):
+            with writer_lock.hold(root, f"groundcap {name}"):
                 params = project_params(root, params_file)
+                stage = order.stage(name)
                 preflight.require(params, [stage])
                 runner.run_stage(Context(root=root, params=params, progress=not quiet), stage)
 
         guard(run_one)
 
-    command.__doc__ = stage.help
+    command.__doc__ = order.HELP[name]
     return command
 
 
-for _stage in order.STAGES:
-    app.command(_stage.name)(_stage_command(_stage))
+for _name in order.NAMES:
+    app.command(_name)(_stage_command(_name))
 
 app.add_typer(audit_app, name="audit")
 app.add_typer(export_app, name="export")
@@ -55,10 +61,15 @@ def run(
     quiet: Quiet = False,
 ) -> None:
     """Run every stage in process (no DVC) and write the release to WORKDIR/release."""
+    from groundcap import params as params_mod
+    from groundcap.pipeline import preflight, runner
+    from groundcap.pipeline.stage import Context
+    from groundcap.storage import writer_lock
+
     def run_stages() -> list[runner.Report]:
         params = params_mod.load(params_file)  # refused params create no work folder
         params["source"] = source
-        preflight.require(params, list(order.STAGES))
+        preflight.require(params, list(order.stages()))
         with writer_lock.hold(workdir, "groundcap run"):
             return runner.run_all(Context(root=workdir, params=params, progress=not quiet))
 
@@ -90,6 +101,7 @@ def evaluate(
     """Score captioning models on a release split: PancapScore-style scene F1s (tags, locations, attributes,
     relations, global state, overall) and DLC-Bench-style region scores with uniqueness; print a Markdown table."""
     from groundcap import evaluate as evaluate_mod
+    from groundcap.errors import ParamsError
     from groundcap.evaluate import judges, report
 
     def options() -> dict:
@@ -97,7 +109,7 @@ def evaluate(
         for item in judge_option or []:
             key, sep, value = item.partition("=")
             if not sep:
-                raise params_mod.ParamsError(f"--judge-option {item!r} must be KEY=VALUE")
+                raise ParamsError(f"--judge-option {item!r} must be KEY=VALUE")
             try:
                 out[key] = json.loads(value)
             except json.JSONDecodeError:
@@ -120,6 +132,8 @@ def write_dvc_yaml(
     check: Annotated[bool, typer.Option("--check", help="Exit 1 when ROOT/dvc.yaml differs, writing nothing.")] = False,
 ) -> None:
     """Write ROOT/dvc.yaml from the stages' declarations (inputs, params, code, outputs)."""
+    from groundcap.pipeline import dvc_yaml
+
     text, path = dvc_yaml.render(), root / "dvc.yaml"
     if check:
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
@@ -163,6 +177,8 @@ def diff_releases(
     as_json: Annotated[bool, typer.Option("--json", help="Every image id, machine-readable.")] = False,
 ) -> None:
     """Images added, removed, changed (annotations differ) or moved between splits from OLD to NEW."""
+    from groundcap.releases import diff
+
     result = guard(lambda: diff.compare(diff.index(old), diff.index(new)))
     if as_json:
         json.dump(result.to_dict(), sys.stdout, indent=1)
@@ -179,7 +195,9 @@ Profile = Annotated[str | None, typer.Option("--profile", help="A profile on top
 def doctor(root: Root = Path("."), params_file: ParamsFile = None, profile: Profile = None) -> None:
     """Check, before a run, that every backend the params name is installed, its models are on this machine,
     CUDA is there when required and the VLM engines fit the GPU; exit 1 when a check fails."""
-    findings = guard(lambda: preflight.check(project_params(root, params_file, profile), list(order.STAGES)))
+    from groundcap.pipeline import preflight
+
+    findings = guard(lambda: preflight.check(project_params(root, params_file, profile), list(order.stages())))
     for f in findings:
         typer.echo(f"{'ok  ' if f.ok else 'FAIL'} {f.stage:<16} {f.what:<45} {f.detail}")
     if not findings:
@@ -198,7 +216,9 @@ def fetch_models(root: Root = Path("."), params_file: ParamsFile = None, profile
     on nodes without the Hub starts with everything in place."""
     from huggingface_hub import snapshot_download
 
-    for model in guard(lambda: preflight.hub_models(list(order.STAGES), project_params(root, params_file, profile))):
+    from groundcap.pipeline import preflight
+
+    for model in guard(lambda: preflight.hub_models(list(order.stages()), project_params(root, params_file, profile))):
         if preflight.model_state(model)[0]:
             typer.echo(f"{model}: already here")
             continue

@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 
-from groundcap import params as params_mod
 from groundcap.credentials import redact
 from groundcap.errors import GroundcapError, StorageError
 
@@ -69,6 +68,8 @@ def guard(fn):
 
 def project_params(root: Path, params_file: Path | None, profile: str | None = None) -> dict:
     """The defaults overridden by ``params_file``, or by ROOT/params.yaml when none is given, then by ``profile``."""
+    from groundcap import params as params_mod
+
     if params_file is None and (root / "params.yaml").is_file():
         params_file = root / "params.yaml"
     return params_mod.load(params_file, profile)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from groundcap.errors import ParamsError
+from groundcap.pipeline import order
 
 Problems = list[str]
 
@@ -232,12 +233,6 @@ class Mapping_(Check):
             self.values(item, f"{path}.{key}", problems, params)
 
 
-def _stage_names() -> tuple[str, ...]:
-    from groundcap.stages import stage_names
-
-    return tuple(sorted(stage_names()))
-
-
 def _embedders() -> tuple[str, ...]:
     from groundcap.qa.consistency import MODELS
 
@@ -282,7 +277,7 @@ SCHEMA: dict[str, Any] = {
             "address": Str(nullable=True),
             "actors": Int(1),
             "num_cpus": Num(0),
-            "num_gpus": Mapping_(Num(0), keys=_stage_names, hint="of stage to GPUs per actor"),
+            "num_gpus": Mapping_(Num(0), keys=tuple(sorted(order.NAMES)), hint="of stage to GPUs per actor"),
             "local_cpus": Int(1, nullable=True),
         },
     },

@@ -49,5 +49,5 @@ def _stage(stage: Stage) -> dict:
 
 
 def render() -> str:
-    body = {"stages": {stage.name: _stage(stage) for stage in order.STAGES}, "plots": DVC_PLOTS}
+    body = {"stages": {stage.name: _stage(stage) for stage in order.stages()}, "plots": DVC_PLOTS}
     return HEADER + yaml.safe_dump(body, sort_keys=False, width=120)

@@ -56,7 +56,6 @@ def map_stage(ctx: Context, stage: MapStage, keep: frozenset = frozenset()) -> t
 def run_stage(ctx: Context, stage: Stage, keep: frozenset = frozenset()) -> Report:
     """Run one stage with the params it declares; free every model but ``keep`` after it."""
     ctx = ctx.restricted(stage)
-    ctx.stages = ctx.stages or order.STAGES
     start = time.perf_counter()
     try:
         if isinstance(stage, MapStage):
@@ -70,7 +69,7 @@ def run_stage(ctx: Context, stage: Stage, keep: frozenset = frozenset()) -> Repo
 
 def run_all(ctx: Context, names: tuple[str, ...] | None = None) -> list[Report]:
     """Run the stages ``names`` (default: all) in pipeline order; a stage keeps the models the next one reuses."""
-    chosen = list(order.STAGES) if names is None else [order.get(name) for name in names]
+    chosen = list(order.stages()) if names is None else [order.stage(name) for name in names]
     reports = []
     for stage, following in zip(chosen, [*chosen[1:], None], strict=True):
         keep = following.reuses(subset(ctx.params, (*following.params, "engine"))) \

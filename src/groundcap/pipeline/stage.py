@@ -27,12 +27,11 @@ from groundcap.params import subset
 
 @dataclass
 class Context:
-    """Where a run reads and writes, the params it runs with, and the pipeline's stages (for the card)."""
+    """Where a run reads and writes, and the params it runs with."""
 
     root: Path
     params: dict[str, Any]
     progress: bool = True
-    stages: tuple[Stage, ...] = ()
 
     def work(self, stage: str) -> Path:
         return self.root / "work" / stage
@@ -47,7 +46,7 @@ class Context:
 
     def restricted(self, stage: Stage) -> Context:
         """The same run with only the params ``stage`` declares (and ``engine``)."""
-        return Context(self.root, subset(self.params, (*stage.params, "engine")), self.progress, self.stages)
+        return Context(self.root, subset(self.params, (*stage.params, "engine")), self.progress)
 
 
 @dataclass(frozen=True)
@@ -70,8 +69,7 @@ class BackendSpec:
 class Stage:
     """A pipeline stage: its declarations, and ``run`` (a global stage overrides it)."""
 
-    name: ClassVar[str]
-    help: ClassVar[str]
+    name: ClassVar[str]  # its place in the pipeline and its help: ``pipeline.order``
     inputs: ClassVar[tuple[str, ...]] = ()  # work/<stage> folders read
     params: ClassVar[tuple[str, ...]] = ()  # params keys read: sections ("qa") or keys ("release.previous")
     deps: ClassVar[tuple[str, ...]] = ()  # other paths read, relative to the project (audits)

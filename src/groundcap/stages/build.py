@@ -48,7 +48,6 @@ def records(ctx: Context) -> Iterator[tuple[str, dict]]:
 
 class BuildStage(Stage):
     name = "build"
-    help = "Check the audit gate, then write the release: Parquet configs, WebDataset tars, COCO JSON."
     inputs = tuple(INPUTS)  # what the column-wise join reads
     params = ("build", "audit", "release.pretty_name", "release.version", "release.license")
     deps = ("audits",)

@@ -18,7 +18,6 @@ from groundcap.stages.common import build, provenance, spec
 
 class CaptionRegionsStage(MapStage):
     name = "caption_regions"
-    help = "Write a short and a detailed caption for every region."
     inputs = ("ingest", "segment")
     params = ("caption_regions",)
     steps = ("region_captioner", "verifier")

@@ -17,7 +17,6 @@ from groundcap.stages.common import build, provenance, spec
 
 class CaptionSceneStage(MapStage):
     name = "caption_scene"
-    help = "Compose one grounded scene caption per image, phrases marked `<rN>phrase</rN>`."
     inputs = ("ingest", "segment", "caption_regions")
     params = ("caption_scene",)
     steps = ("scene_captioner",)

@@ -9,6 +9,7 @@ from collections import Counter
 
 from groundcap.audit import verdicts
 from groundcap.builders import SPLITS, write_manifest
+from groundcap.pipeline import order
 from groundcap.pipeline.stage import Context, Stage
 from groundcap.releases import versions
 from groundcap.sources import sample
@@ -17,7 +18,6 @@ from groundcap.storage import parts
 
 class CardStage(Stage):
     name = "card"
-    help = "Write the dataset card release/README.md and croissant.json from the records, then checksums.json."
     annotators = ("tag", "segment", "caption_regions", "caption_scene", "redact")  # the backends they ran with
     inputs = (*annotators, "ingest", "split")  # and the licence of each released image
     # it states every setting, hashed
@@ -44,7 +44,7 @@ class CardStage(Stage):
         qa_summary["engine_accuracy"] = engine.accuracy(ctx.root / "work", ctx.release)
         changelog = versions.changelog(ctx.release, params["release"])
         versions.write_changelog(ctx.release, changelog)
-        stages, provenance = [(s.name, s.help) for s in ctx.stages], self.provenance(ctx)
+        stages, provenance = list(order.ORDER), self.provenance(ctx)
         write_card(ctx.release, params, stages=stages, provenance=provenance, qa_summary=qa_summary,
                    changelog=changelog, plots=write_plots(ctx.release, SPLITS), licenses=self.licenses(ctx))
         write_croissant(ctx.release, params, stages=stages, provenance=provenance, qa_summary=qa_summary)

@@ -19,7 +19,6 @@ from groundcap.stages.common import build, provenance, spec
 
 class CrosscheckStage(MapStage):
     name = "crosscheck"
-    help = "Caption every region again with a second, independent model and measure how far the two agree."
     inputs = ("ingest", "segment", "caption_regions", "caption_scene")
     params = ("crosscheck", "caption_scene.max_regions", "caption_scene.divide_above")
     steps = ("region_captioner", "scene_captioner", "verifier")

@@ -133,7 +133,6 @@ def _cluster_sizes(rep: np.ndarray) -> dict:
 
 class DedupStage(Stage):
     name = "dedup"
-    help = "Find exact and near-duplicate images (perceptual hashes) and captions (MinHash); keep one per cluster."
     inputs = ("ingest", "qa")
     params = ("dedup",)
     metrics = ("reports/dedup.json",)

@@ -60,7 +60,6 @@ def run(ctx: Context) -> None:
 
 class IngestStage(Stage):
     name = "ingest"
-    help = "Validate, normalize and hash the source images; record every rejected file with its reason."
     params = ("source", "part_size", "ingest")
     outs = ("work/ingest", "reports/rejects.parquet")
     run = staticmethod(run)

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 from groundcap import grounding, schema
 from groundcap.ingest import decode_rgb
+from groundcap.pipeline import order
 from groundcap.pipeline.stage import Context, MapStage
 from groundcap.qa import checks, claims, consistency, evidence
 from groundcap.qa.report import Summary
-from groundcap.stages import stage_names
 from groundcap.storage import parts
 
 
 class QaStage(MapStage):
     name = "qa"
-    help = "Check captions against pixels and the second model, score every region and image, write reports/qa.json."
     inputs = ("ingest", "segment", "caption_regions", "caption_scene", "crosscheck")
     params = ("qa",)
     schema = schema.QA
@@ -109,9 +108,6 @@ def _judge(section: dict):
 def _reason_kind(reason: str) -> str:
     """Stage errors carry a per-image message (``<stage>: ...``); the summary counts them by stage."""
     stage, sep, _ = reason.partition(": ")
-    return f"{stage} error" if sep and stage in _STAGE_MODULES else reason
-
-
-_STAGE_MODULES = stage_names()
+    return f"{stage} error" if sep and stage in order.HELP else reason
 
 STAGE = QaStage()

@@ -20,8 +20,6 @@ from groundcap.stages.common import build, provenance, spec
 
 class RedactStage(MapStage):
     name = "redact"
-    help = ("Privacy pass: blur faces and licence plates in the image bytes the release holds (release.redact); "
-            "masks and captions keep the original pixels.")
     inputs = ("ingest",)
     params = ("redact", "release.redact")
     steps = ("detector",)

@@ -22,7 +22,6 @@ ENTITY_OPTIONS = ("min_area_frac", "nms_iou", "max_regions", "min_predicted_iou"
 
 class SegmentStage(MapStage):
     name = "segment"
-    help = "Box-prompted masks plus everything-mode masks, merged into non-overlapping entity regions."
     inputs = ("ingest", "tag")
     params = ("segment", "tag")  # the crop tagger takes its options from the tag section
     steps = ("prompted_segmenter", "mask_generator", "tagger")

@@ -69,7 +69,6 @@ def _reason(row: dict, verdict: dict | None) -> str | None:
 
 class SplitStage(Stage):
     name = "split"
-    help = "Assign released images to train/validation/test by group hash; audited ones to human_test."
     inputs = ("ingest", "qa", "dedup")
     params = ("split", "audit", "release.previous")
     deps = ("audits",)

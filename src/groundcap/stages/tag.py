@@ -19,7 +19,6 @@ from groundcap.stages.common import build, provenance, spec
 
 class TagStage(MapStage):
     name = "tag"
-    help = "Tag each image and detect labelled boxes (detectors prompted with the tags)."
     inputs = ("ingest",)
     params = ("tag",)
     steps = ("tagger", "detector")
