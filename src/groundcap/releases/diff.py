@@ -111,4 +111,4 @@ def split_counts(entries: dict[str, Entry]) -> dict[str, int]:
     """Images per split, in the usual split order (train, validation, test, human_test), then any other."""
     counts = Counter(e.split for e in entries.values())
     order = {split: i for i, split in enumerate(ALL_SPLITS)}
-    return {split: counts[split] for split in sorted(counts, key=lambda s: (order.stage(s, len(order)), s))}
+    return {split: counts[split] for split in sorted(counts, key=lambda s: (order.get(s, len(order)), s))}
