@@ -74,7 +74,11 @@ def build_owlv2(folder: Path) -> str:
     tokenizer = clip_tokenizer(32)
     config = tf.Owlv2Config(**_two_tower(clip_text(tokenizer, 32), {"image_size": 32, "patch_size": 8}))
     processor = tf.Owlv2ImageProcessorPil(size={"height": 32, "width": 32})
-    return save(folder, tf.Owlv2ForObjectDetection(config).eval(), processor, tokenizer)
+    model = tf.Owlv2ForObjectDetection(config).eval()
+    # its Linear layers start at std initializer_factor (1.0): every box came out as a sigmoid saturated to
+    # 0 or 1 (the whole image, or a line); a small last layer keeps boxes near their patch, as trained ones are
+    torch.nn.init.normal_(model.box_head.dense2.weight, std=0.02)
+    return save(folder, model, processor, tokenizer)
 
 
 def build_grounding_dino(folder: Path, words: list[str]) -> str:
