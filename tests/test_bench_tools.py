@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -28,10 +29,17 @@ def test_content_defined_chunks_survive_an_insertion():
 
 @pytest.mark.slow
 @pytest.mark.models
-def test_the_gpu_device_check_runs_every_step_at_tiny_scale():
-    """bench/gpu.py is the script a GPU machine runs (real sizes); here the same code, tiny models, CPU."""
+def test_the_gpu_device_check_runs_every_step_at_tiny_scale(tmp_path):
+    """bench/gpu.py is the script a GPU machine runs (real sizes); here the same code on the CPU, tiny models
+    whose text towers read as many tokens as the real ones (OWLv2: 16, fewer than its prompts' characters).
+    Both captioning rounds send one request per region, though random weights never validate a short caption;
+    the JSON is rewritten after every step."""
     import gpu
 
-    results = gpu.run("tiny", n=1, vlm_tokens=4, regions=2)
-    steps = [k for k in results if isinstance(results[k], dict)]
-    assert len(steps) == 6 and all(results[k]["s_per_image"] > 0 and results[k]["images"] == 1 for k in steps)
+    out = tmp_path / "gpu.json"
+    results = gpu.run("tiny", n=1, vlm_tokens=4, regions=2, out=out)
+    assert json.loads(out.read_text()) == results
+    steps = {k: v for k, v in results.items() if isinstance(v, dict) and "s_per_image" in v}
+    assert len(steps) == 7 and all(v["s_per_image"] > 0 and v["images"] == 1 for v in steps.values())
+    assert [v["requests"] for k, v in steps.items() if k.startswith("region_captioner")] == [2, 2]
+    assert set(results["build_s"]) == {"clip", "owlv2", "grounding_dino", "sam", "vlm"}
