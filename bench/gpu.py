@@ -1,7 +1,9 @@
 """The GPU profile's steps on a GPU, timed: seconds per image and peak GPU memory per step.
 
-    python bench/gpu.py --scale real --out gpu.json   # on one H100/H200, no network (about 6-8 minutes)
+    python bench/gpu.py --scale real --out gpu.json   # on one H100/H200, no network (6-8 minutes, an estimate)
     python bench/gpu.py --scale tiny                  # the same code on this CPU with tiny models (a test runs it)
+
+bench/device_check.sh is the prepared run of it on a lent GPU (the carried wheel, a time limit, JSON to $OUT).
 
 There are no weights here and none can be downloaded on the device machine, so each model is built at
 its real size from a config written here, with random weights (SAM ViT-H, Grounding DINO base with its
@@ -9,10 +11,12 @@ Swin-B backbone, OWLv2 base, CLIP ViT-L/14, and a VLM shaped like Qwen2.5-VL-7B 
 groundcap's ``transformers`` engine), saved with ``save_pretrained`` and loaded back by groundcap's own
 backends, as a run would. Random weights make the outputs meaningless but the compute real: the
 vision models' cost does not depend on their weights; the VLM is told to write a fixed number of tokens
-(``--vlm-tokens``), since a random model's replies never stop by themselves. vLLM does not travel to
-the device machine (its wheel is too large), so the VLM figure is the transformers fallback's, an
-upper bound on what vLLM's batching costs. Tokenizers are tiny (no vocabulary file can be fetched),
-so the text towers' embedding tables are smaller than the real ones; their compute per token is not.
+(``--vlm-tokens``), since a random model's replies never stop by themselves, and its two rounds are
+timed apiece, the detailed one sent with a stock short caption (none of a random model's validates).
+vLLM does not travel to the device machine (its wheel is too large), so the VLM figures are the
+transformers fallback's, an upper bound on what vLLM's batching costs. Tokenizers are tiny (no
+vocabulary file can be fetched), so the text towers' embedding tables are smaller than the real ones;
+their compute per token is not, and the towers read as many tokens as the real ones (``TEXT_LEN``).
 
 Needs torch, transformers, numpy, Pillow, OpenCV, scikit-image and pycocotools (carried as a wheel to
 the device machine), and groundcap on ``PYTHONPATH``.
