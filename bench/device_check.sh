@@ -3,7 +3,7 @@
 #
 # The device machine reaches no package index, and of what bench/gpu.py imports its image lacks only
 # pycocotools (it has torch with CUDA, transformers, numpy, Pillow, OpenCV, scikit-image). So, here, once:
-#     echo /.whl/ >> .git/info/exclude && bench/device_check.sh fetch      # a 0.4 MB wheel into .whl/
+#     bench/device_check.sh fetch      # a 0.4 MB wheel into .whl/ (ignored by git)
 # then one device run that carries it; its 600 s leave a minute past the bench's own limit (540 s), and the
 # JSON is rewritten after every step, so a run cut short still brings back what it measured:
 #     run(command="bench/device_check.sh", carry=[".whl"], timeout_s=600)
