@@ -66,8 +66,9 @@ def bench_vlm_served(tmp: Path, photos: int = 8, repeat: int = 3, max_tokens: in
                             max_image_side=CPU_ENGINE_OPTIONS["max_image_side"],
                             extra_body={"stop_token_ids": stop_token_ids(build_tokenizer())})
         served_rps, served_tokens = measured(served)
-    print(f"  offline, LLM.chat (vllm engine):            {offline_rps:7.1f} requests/s "
+    served_label = f"served, vllm serve + openai engine ({concurrency} at once):"
+    print(f"  {'offline, LLM.chat (vllm engine):':<{len(served_label)}} {offline_rps:7.1f} requests/s "
           f"({offline_tokens} completion tokens a run; engine start {offline_start:.1f} s)")
-    print(f"  served, vllm serve + openai engine ({concurrency} at once): {served_rps:7.1f} requests/s "
+    print(f"  {served_label} {served_rps:7.1f} requests/s "
           f"({served_tokens} completion tokens a run; server start {server.start_seconds:.1f} s)")
     print(f"  served / offline = {served_rps / offline_rps:.2f}x")
