@@ -306,7 +306,7 @@ def _runners(quick: bool, copies: int, photos: int | None, tmp: Path) -> dict:
         "build": lambda: pipeline.bench_build(tmp, copies, photos, repeat=repeat),
         "growth": lambda: growth.bench_growth(tmp, copies, photos, repeat=repeat),
         "vlm-batch": lambda: vlm_batch.bench_vlm_batch(tmp, photos=4 if quick else 8, repeat=repeat),
-        "vlm-served": lambda: vlm_served.bench_vlm_served(tmp, photos=2 if quick else 8, repeat=repeat),
+        "vlm-served": lambda: vlm_served.bench_vlm_served(tmp, photos=2 if quick else 8, repeat=1 if quick else 5),
         "sources": lambda: sources.bench_sources(tmp, 20 if quick else 200),
     }
 
