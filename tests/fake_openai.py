@@ -8,7 +8,9 @@
         ...
 
 A script entry is a reply ``(status, payload, headers)``, with ``payload`` a dict sent as JSON or
-raw bytes sent as they are, or just a payload (status 200). A script function gets the parsed
+raw bytes sent as they are, or just a payload (status 200), or ``None``: the connection is closed without a
+reply (a server killed mid-request; ``server.kill()`` first, and later connections are refused). A script
+function gets the parsed
 request body and its 0-based arrival number, and may sleep to play a slow model. The server
 records every request in ``server.requests`` (``Recorded``: path, JSON body, lower-cased headers)
 and the most requests it was answering at once in ``server.max_in_flight``; ``user_text`` and
@@ -30,7 +32,7 @@ from PIL import Image
 
 Payload = dict | bytes
 Reply = tuple[int, Payload, dict]
-Script = Callable[[dict, int], Reply | Payload]
+Script = Callable[[dict, int], Reply | Payload | None]
 
 
 def completion(
@@ -103,10 +105,14 @@ class FakeOpenAI:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+    def kill(self) -> None:
+        """Stop listening, as a killed server: new connections are refused (callable from a script, twice)."""
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def _answer(self, path: str, body: dict | None, headers: dict[str, str]) -> Reply:
+    def _answer(self, path: str, body: dict | None, headers: dict[str, str]) -> Reply | None:
         with self._lock:
             n = len(self.requests)
             self.requests.append(Recorded(path, body, headers))
@@ -117,7 +123,7 @@ class FakeOpenAI:
         if body is None:
             return error(400, "request body is not JSON")
         reply = self._respond(body, n)
-        return reply if isinstance(reply, tuple) else (200, reply, {})
+        return reply if reply is None or isinstance(reply, tuple) else (200, reply, {})
 
     def _done(self) -> None:
         with self._lock:
@@ -133,9 +139,13 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         try:
-            status, payload, headers = fake._answer(self.path, body, {k.lower(): v for k, v in self.headers.items()})
+            reply = fake._answer(self.path, body, {k.lower(): v for k, v in self.headers.items()})
         finally:  # out of flight before the reply leaves: a client may send its next request on reading it
             fake._done()
+        if reply is None:  # hang up: the handler's connection closes with nothing sent
+            self.close_connection = True
+            return
+        status, payload, headers = reply
         try:
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
             self.send_response(status)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -10,6 +13,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import growth
+
+BENCH = Path(growth.__file__).parent
 
 
 def test_content_defined_chunks_survive_an_insertion():
@@ -28,10 +33,20 @@ def test_content_defined_chunks_survive_an_insertion():
 
 @pytest.mark.slow
 @pytest.mark.models
-def test_the_gpu_device_check_runs_every_step_at_tiny_scale():
-    """bench/gpu.py is the script a GPU machine runs (real sizes); here the same code, tiny models, CPU."""
-    import gpu
-
-    results = gpu.run("tiny", n=1, vlm_tokens=4, regions=2)
-    steps = [k for k in results if isinstance(results[k], dict)]
-    assert len(steps) == 6 and all(results[k]["s_per_image"] > 0 and results[k]["images"] == 1 for k in steps)
+def test_the_gpu_device_check_runs_every_step_at_tiny_scale(tmp_path):
+    """bench/device_check.sh is what a session with a lent GPU runs (bench/gpu.py at real size); here the same
+    script and code on the CPU, tiny models whose text towers read as many tokens as the real ones (OWLv2: 16,
+    fewer than its prompts' characters). Both captioning rounds send one request per region, though random
+    weights never validate a short caption."""
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "GPU_CHECK_SCALE": "tiny",
+           "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run(["bash", str(BENCH / "device_check.sh"), "--images", "1", "--regions", "2", "--vlm-tokens",
+                           "4"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "gpu.json").read_text())
+    assert results["scale"] == "tiny"
+    assert (tmp_path / "gpu.log").read_text().endswith(json.dumps(results, indent=1) + "\n")
+    steps = {k: v for k, v in results.items() if isinstance(v, dict) and "s_per_image" in v}
+    assert len(steps) == 7 and all(v["s_per_image"] > 0 and v["images"] == 1 for v in steps.values())
+    assert [v["requests"] for k, v in steps.items() if k.startswith("region_captioner")] == [2, 2]
+    assert set(results["build_s"]) == {"clip", "owlv2", "grounding_dino", "sam", "vlm"}

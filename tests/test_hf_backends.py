@@ -268,3 +268,38 @@ def test_sam_everything_keeps_masks_that_pass_the_thresholds(tiny, cat):
         assert masks.iou([mask.rle], [again[j].rle])[0, 0] > 0.999 and mask.granularity == again[j].granularity
     strict = create("mask_generator", "sam_everything", tiny["sam"], **{**options, "pred_iou_thresh": 2.0})
     assert strict.generate(cat) == []
+
+
+def test_owlv2_truncates_a_label_longer_than_its_text_encoder(tiny, cat):
+    """Owlv2Processor pads each query to max_length but does not truncate: one query past it made the batch
+    ragged (a ValueError). Past the limit the query is cut, as the text encoder could read no more anyway."""
+    detector = create("detector", "owlv2", tiny["owlv2"], box_threshold=0.0)
+    max_length = detector.hf.processor.tokenizer.model_max_length  # 32 tokens, one a character, in the tiny model
+    long = "extraordinarily long-handled wooden garden rake"
+    assert len(detector.hf.processor.tokenizer(detector.query(long))["input_ids"]) > max_length
+    dets = detector.detect(cat, [Tag("cat", 0.5, "test"), Tag(long, 0.5, "test")])
+    assert dets and {d.label for d in dets} <= {"cat", long}
+
+
+@pytest.mark.parametrize("name", ["owlv2", "grounding_dino"])
+def test_bfloat16_boxes_are_scaled_to_pixels_in_float32(tiny, cat, name):
+    """The processors scale boxes to pixels in the outputs' dtype: in bfloat16 an edge past 1,024 px snapped to
+    a multiple of 8 (16 past 2,048). Scaled in float32, each box is the model's own box times the image size."""
+    large = np.ascontiguousarray(np.repeat(np.repeat(cat, 10, 0), 7, 1))  # 3000 x 3157
+    detector = create("detector", name, tiny[name], dtype="bfloat16", box_threshold=0.0, max_detections=1000)
+    assert detector.hf.model.dtype == torch.bfloat16
+    raw = []
+    hook = detector.hf.model.register_forward_hook(lambda module, args, out: raw.append(out.pred_boxes))
+    try:
+        dets = detector.detect(large, [Tag("cat", 0.5, "test")])
+    finally:
+        hook.remove()
+    (boxes,) = raw
+    cx, cy, w, h = boxes[0].double().unbind(-1)
+    scale = (3157, 3157) if name == "owlv2" else (3157, 3000)  # OWLv2 pads the image to a square first
+    exact = torch.stack([(cx - w / 2) * scale[0], (cy - h / 2) * scale[1], w * scale[0], h * scale[1]], -1)
+    inner = [d for d in dets if d.bbox[0] > 0 and d.bbox[1] > 0 and d.bbox[0] + d.bbox[2] < 3157
+             and d.bbox[1] + d.bbox[3] < 3000]  # not clipped to the image
+    assert inner
+    for det in inner:
+        assert torch.isclose(exact, torch.tensor(det.bbox, dtype=torch.float64), atol=0.05).all(-1).any(), det.bbox

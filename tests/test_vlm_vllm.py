@@ -123,6 +123,7 @@ class FakeLLM:
     def __init__(self, **kwargs):
         self.kwargs = kwargs
         self.calls: list[dict] = []
+        self.llm_engine = SimpleNamespace(engine_core=SimpleNamespace(shutdown=lambda: None))  # what close() ends
         FakeLLM.instances.append(self)
 
     def chat(self, messages, sampling_params=None, use_tqdm=True, chat_template_kwargs=None):
@@ -157,7 +158,7 @@ def test_engine_groups_by_sampling_keeps_order_and_passes_options(fake_vllm):
     assert [r.text for r in replies] == [f"q{i}|t={t}" for i, t in enumerate(temps)]
     [llm] = FakeLLM.instances
     assert llm.kwargs == {"model": "OpenGVLab/InternVL3-8B", "tensor_parallel_size": 1,
-                          "gpu_memory_utilization": 0.9, "max_model_len": 8192, "max_num_seqs": 16,
+                          "gpu_memory_utilization": 0.92, "max_model_len": 8192, "max_num_seqs": 16,
                           "limit_mm_per_prompt": {"image": 3, "video": 0}, "seed": 5, "trust_remote_code": True,
                           "dtype": "auto", "mm_processor_kwargs": {"max_pixels": 1036 * 1036}}
     assert [c["texts"] for c in llm.calls] == [["q0", "q2", "q4"], ["q1", "q3"]]

@@ -61,20 +61,26 @@ def _two_tower(text_config: dict, vision_config: dict) -> dict:
     return {"text_config": {**small, **text_config}, "vision_config": {**small, **vision_config}, "projection_dim": 32}
 
 
-def build_clip(folder: Path) -> str:
+def build_clip(folder: Path, text_len: int = 64) -> str:
+    """``text_len``: the tokens its text tower reads (bench/gpu.py passes the real checkpoint's 77)."""
     torch.manual_seed(0)
-    tokenizer = clip_tokenizer(64)
-    config = tf.CLIPConfig(**_two_tower(clip_text(tokenizer, 64), {"image_size": 32, "patch_size": 8}))
+    tokenizer = clip_tokenizer(text_len)
+    config = tf.CLIPConfig(**_two_tower(clip_text(tokenizer, text_len), {"image_size": 32, "patch_size": 8}))
     processor = tf.CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     return save(folder, tf.CLIPModel(config).eval(), processor, tokenizer)
 
 
-def build_owlv2(folder: Path) -> str:
+def build_owlv2(folder: Path, text_len: int = 32) -> str:
+    """``text_len``: the tokens its text tower reads (bench/gpu.py passes the real checkpoint's 16)."""
     torch.manual_seed(0)
-    tokenizer = clip_tokenizer(32)
-    config = tf.Owlv2Config(**_two_tower(clip_text(tokenizer, 32), {"image_size": 32, "patch_size": 8}))
+    tokenizer = clip_tokenizer(text_len)
+    config = tf.Owlv2Config(**_two_tower(clip_text(tokenizer, text_len), {"image_size": 32, "patch_size": 8}))
     processor = tf.Owlv2ImageProcessorPil(size={"height": 32, "width": 32})
-    return save(folder, tf.Owlv2ForObjectDetection(config).eval(), processor, tokenizer)
+    model = tf.Owlv2ForObjectDetection(config).eval()
+    # its Linear layers start at std initializer_factor (1.0): every box came out as a sigmoid saturated to
+    # 0 or 1 (the whole image, or a line); a small last layer keeps boxes near their patch, as trained ones are
+    torch.nn.init.normal_(model.box_head.dense2.weight, std=0.02)
+    return save(folder, model, processor, tokenizer)
 
 
 def build_grounding_dino(folder: Path, words: list[str]) -> str:

@@ -88,7 +88,9 @@ def backends(step: str | None = None) -> list[BackendInfo]:
 
 
 def cuda_available() -> bool:
-    """Whether torch is installed and sees a CUDA device (torch is imported only if installed)."""
+    """Whether torch is installed and sees a CUDA device (torch is imported only if installed). Asked through
+    NVML (``groundcap/__init__.py`` sets ``PYTORCH_NVML_BASED_CUDA_CHECK``), so the check leaves CUDA
+    uninitialised and a vLLM engine started after it can still fork its engine core."""
     if importlib.util.find_spec("torch") is None:
         return False
     import torch

@@ -41,6 +41,6 @@ def release(keep: Iterable[Hashable] = ()) -> list[Hashable]:
     if freed:
         gc.collect()
         torch = sys.modules.get("torch")  # only if a model brought it in
-        if torch is not None and torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        if torch is not None:
+            torch.cuda.empty_cache()  # a no-op unless CUDA is initialised: it never initialises it
     return freed

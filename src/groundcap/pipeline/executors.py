@@ -11,6 +11,10 @@ changes where and how fast, never what is written. Progress is counted in images
   ``num_cpus``, and ``num_gpus`` when it runs GPU backends); ``engine.ray.address`` joins a running
   cluster (null: start a local one). Workers read and write ``work/`` directly, so on several nodes
   it must be a shared filesystem.
+
+Every worker process and Ray actor imports ``groundcap`` before its first part (to unpickle its worker), and
+with it the NVML-based CUDA check (``groundcap/__init__.py``): its CUDA check leaves CUDA uninitialised, so a
+vLLM engine it starts can still fork its engine core (spawned workers inherit the variable besides).
 """
 
 from __future__ import annotations

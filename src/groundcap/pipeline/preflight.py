@@ -20,9 +20,7 @@ from groundcap.errors import BackendUnavailable
 from groundcap.models.hub import local_config
 from groundcap.params import subset
 from groundcap.pipeline.stage import MapStage, Stage
-
-# vLLM's own default when an engine's options do not say
-_VLLM_MEMORY = 0.9
+from groundcap.vlm.vllm_offline import GPU_MEMORY_DEFAULT
 
 
 @dataclass(frozen=True)
@@ -77,17 +75,30 @@ def check(params: dict, stages: list[Stage]) -> list[Finding]:
             merged = {**info.cls.defaults, **b.options}
             if merged.get("engine") == "vllm":
                 memory[merged["model"]] = float((merged.get("engine_options") or {}).get("gpu_memory_utilization",
-                                                                                          _VLLM_MEMORY))
+                                                                                          GPU_MEMORY_DEFAULT))
         out += [Finding(stage.name, model, *model_state(model)) for model in models]
         if own["engine"]["require_gpu"] and stage.resources(own).gpus:
             out.append(Finding(stage.name, "CUDA", cuda, "a CUDA device is visible" if cuda else
                                "no CUDA device visible, and engine.require_gpu is set: run on a GPU node"))
-        if len(memory) > 1:
-            total = sum(memory.values())
-            out.append(Finding(stage.name, "GPU memory", total <= 0.95, f"its vLLM engines ask {total:.2f} of the GPU "
-                               f"together ({', '.join(f'{m}: {v:g}' for m, v in memory.items())})" +
-                               ("" if total <= 0.95 else ": lower their gpu_memory_utilization to sum <= 0.95")))
+        if memory:
+            out += _gpu_memory(stage.name, memory, own["engine"])
     return out
+
+
+def _gpu_memory(stage: str, memory: dict[str, float], engine: dict) -> list[Finding]:
+    """Whether the vLLM engines of one stage fit on its GPU: each ``engine.workers`` process of the local
+    executor loads every engine of the stage (on the same GPU), so their shares add up per process and
+    per worker. One engine in one process is vLLM's own business."""
+    processes = int(engine["workers"]) if engine["kind"] == "local" else 1
+    if len(memory) * processes == 1:
+        return []
+    total = sum(memory.values()) * processes
+    engines = ", ".join(f"{m}: {v:g}" for m, v in memory.items())
+    workers = f" in each of {processes} worker processes (engine.workers)" if processes > 1 else ""
+    detail = f"its vLLM engines ask {total:.2f} of the GPU together ({engines}{workers})"
+    if total > 0.95:
+        detail += f": lower their gpu_memory_utilization{' or engine.workers' if workers else ''} to sum <= 0.95"
+    return [Finding(stage, "GPU memory", total <= 0.95, detail)]
 
 
 def require(params: dict, stages: list[Stage]) -> None:

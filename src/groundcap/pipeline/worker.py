@@ -99,6 +99,8 @@ class PartWorker:
         return results
 
     def _dead(self, exc: Exception) -> EngineDead:
+        if isinstance(exc, EngineDead):  # the engine said what to do (a served one: restart the server)
+            return EngineDead(f"{self.stage.name}: {exc}; the finished parts are kept: run again to resume")
         return EngineDead(f"{self.stage.name}: the model engine died ({type(exc).__name__}: {exc}); the finished "
                           "parts are kept: free the GPU (or lower gpu_memory_utilization or engine.batch_images) "
                           "and run again to resume")

@@ -3,8 +3,15 @@
 Serves ``vllm serve`` and hosted APIs (Gemini's OpenAI-compatible endpoint) without a client
 dependency. A thread pool keeps at most ``concurrency`` requests in flight; transient failures
 (429, 5xx, dropped connections, time-outs, garbled bodies) are retried with exponential backoff,
-while errors a retry would only repeat (400, 401, 404) fail their request at once. The API key is
-read from the environment per request and never stored, logged or echoed in an error.
+while errors a retry would only repeat (400, 401, 404) fail their request at once. An HTTP error is one
+request's: it is recorded in that reply. A server that cannot be reached at all (connection refused, unknown
+host) after the retries is every request's: ``generate`` raises ``errors.EngineDead``, the requests still
+queued stop without their retries, and the stage stops with its finished parts kept (a ``vllm serve`` that
+died mid-part is restarted, and the re-run resumes). The API key is read from the environment per request and
+never stored, logged or echoed in an error.
+
+``response_format`` is the request's JSON schema (OpenAI's ``json_schema`` type, which vLLM's server turns
+into constrained decoding and Gemini accepts), or ``json_object`` for a JSON request without one.
 
 Gemini's OpenAI-compatible endpoint: its thinking models spend ``max_tokens`` on reasoning first, and
 a reply whose budget ran out before any answer has no content; that is a recorded error saying so
@@ -17,10 +24,12 @@ allows) turns the thinking down. Its per-minute quotas answer 429 with the wait 
 
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import logging
 import os
+import socket
 import time
 import urllib.error
 import urllib.parse
@@ -30,19 +39,21 @@ from email.message import Message
 from typing import Any
 
 from groundcap.credentials import redact
-from groundcap.errors import ParamsError
+from groundcap.errors import EngineDead, ParamsError
 from groundcap.vlm.chat import ChatEngine, ChatReply, ChatRequest, brief, openai_messages
 
 _log = logging.getLogger(__name__)
 _RETRY_STATUS = {408, 429}  # and every 5xx
+_UNREACHABLE_ERRNOS = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH}
 
 
 class _Retry(Exception):
-    """A failure another attempt may cure; ``wait`` is the server's Retry-After in seconds, if any."""
+    """A failure another attempt may cure; ``wait`` is the server's Retry-After in seconds, if any;
+    ``unreachable``: no connection could be made (the server is down, not one request refused)."""
 
-    def __init__(self, what: str, detail: str = "", wait: float | None = None) -> None:
+    def __init__(self, what: str, detail: str = "", wait: float | None = None, unreachable: bool = False) -> None:
         super().__init__(what, detail)
-        self.what, self.detail, self.wait = what, detail, wait
+        self.what, self.detail, self.wait, self.unreachable = what, detail, wait, unreachable
 
 
 class _Fail(Exception):
@@ -92,8 +103,13 @@ class OpenAIChat(ChatEngine):
     def generate(self, requests: list[ChatRequest]) -> list[ChatReply]:
         if not requests:
             return []
+        gone: list[str] = []  # why the server is unreachable, once a request found it so: the others stop
+
+        def complete(req: ChatRequest) -> ChatReply:
+            return self._complete(req, gone)
+
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests))) as pool:
-            return list(pool.map(self._complete, requests))
+            return list(pool.map(complete, requests))
 
     def _body(self, req: ChatRequest) -> dict[str, Any]:
         """The JSON body; ``extra_body`` is merged last, and a key set to None there is left out."""
@@ -105,18 +121,25 @@ class OpenAIChat(ChatEngine):
             "seed": self.seed,
             "reasoning_effort": self.reasoning_effort,
         }
-        if req.json_mode and self.json_response:
+        if req.json_schema and self.json_response:
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "reply", "schema": req.json_schema}}
+        elif req.json_mode and self.json_response:
             body["response_format"] = {"type": "json_object"}
         body.update(self.extra_body)
         return {key: value for key, value in body.items() if value is not None}
 
-    def _complete(self, req: ChatRequest) -> ChatReply:
+    def _complete(self, req: ChatRequest, gone: list[str]) -> ChatReply:
+        """The reply to ``req``; raises ``EngineDead`` when the server is unreachable (``gone`` says why, for
+        the requests still to send)."""
         try:
             data = json.dumps(self._body(req)).encode()
         except Exception as exc:  # a request that cannot be encoded (bad image array) fails alone
             return ChatReply(error=f"could not encode the request: {type(exc).__name__}: {exc}")
         attempts = self.max_retries + 1
         for attempt in range(attempts):
+            if gone:
+                raise EngineDead(gone[0])
             try:
                 return self._post(data)
             except _Fail as exc:
@@ -129,7 +152,11 @@ class OpenAIChat(ChatEngine):
                     _log.debug("%s: %s; retrying in %.1f s", exc.what, self._redact(exc.detail), delay)
                     self._sleep(delay)
         detail = f": {last.detail}" if last.detail else ""
-        return ChatReply(error=self._redact(f"{last.what} after {attempts} attempts{detail}"))
+        error = self._redact(f"{last.what} after {attempts} attempts{detail}")
+        if last.unreachable:
+            gone.append(f"the server at {self.url} cannot be reached ({error}): is it up? Start it (again)")
+            raise EngineDead(gone[0])
+        return ChatReply(error=error)
 
     def _post(self, data: bytes) -> ChatReply:
         """One attempt: the reply, or ``_Retry`` / ``_Fail`` saying what went wrong."""
@@ -153,12 +180,19 @@ class OpenAIChat(ChatEngine):
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             if isinstance(reason, TimeoutError):
                 raise _Retry("timed out", f"no reply within {self.timeout_s:g} s") from None
-            raise _Retry("connection failed", brief(f"{type(reason).__name__}: {reason}")) from None
+            raise _Retry("connection failed", brief(f"{type(reason).__name__}: {reason}"),
+                         unreachable=_unreachable(reason)) from None
         return _parse_completion(payload)
 
     def _redact(self, text: str) -> str:
         """``text`` with the API key blanked, should a server or proxy have echoed it."""
         return redact(text, os.environ.get(self.api_key_env))
+
+
+def _unreachable(reason: object) -> bool:
+    """Whether a connection error means no server answers there at all: refused, no route, unknown host
+    (a reset or a time-out may be one request's trouble)."""
+    return isinstance(reason, socket.gaierror) or getattr(reason, "errno", None) in _UNREACHABLE_ERRNOS
 
 
 def _parse_completion(payload: bytes) -> ChatReply:

@@ -16,6 +16,11 @@ from groundcap.errors import BackendUnavailable, is_fatal
 from groundcap.models import hub
 from groundcap.vlm.chat import ChatEngine, ChatReply, ChatRequest, brief, openai_messages
 
+# The share of GPU memory an engine takes unless its options say: vLLM's default from 0.20 (0.9 in 0.19; 0.34
+# leaves it unset and takes up to all the free memory with its extensible KV cache). Passed to every engine, so
+# the preflight's sum of the engines sharing a GPU (``groundcap.pipeline.preflight``) holds on every vLLM version.
+GPU_MEMORY_DEFAULT = 0.92
+
 
 def build_conversations(requests: Sequence[ChatRequest], max_image_side: int = 1024) -> list[list[dict[str, Any]]]:
     """One OpenAI-style conversation per request, images as data URLs, the form ``LLM.chat`` takes."""
@@ -121,7 +126,7 @@ class VllmChat(ChatEngine):
         self,
         model: str,
         tensor_parallel_size: int = 1,
-        gpu_memory_utilization: float = 0.9,
+        gpu_memory_utilization: float = GPU_MEMORY_DEFAULT,
         max_model_len: int = 8192,
         max_num_seqs: int = 64,
         limit_images_per_prompt: int = 2,
@@ -223,15 +228,14 @@ class VllmChat(ChatEngine):
         return self._llm
 
     def close(self) -> None:
-        """Free the model's memory before the next stage loads its own (``groundcap.models.release``):
-        ``LLM.shutdown`` where this vLLM has it (the engine core process), then vLLM's own
-        ``cleanup_dist_env_and_memory`` (process groups, ``gc``, the CUDA cache)."""
+        """Free the model's memory before the next stage loads its own (``groundcap.models.release``): end the
+        engine-core process (``LLM`` has no ``shutdown``: 0.19.1 to 0.34 free it only when the ``LLM`` is
+        garbage-collected), then vLLM's own ``cleanup_dist_env_and_memory`` (process groups, ``gc``, the
+        CUDA cache)."""
         llm, self._llm = self._llm, None
         if llm is None:
             return
-        shutdown = getattr(llm, "shutdown", None)
-        if callable(shutdown):
-            shutdown()
+        llm.llm_engine.engine_core.shutdown()
         del llm
         try:
             from vllm.distributed.parallel_state import cleanup_dist_env_and_memory

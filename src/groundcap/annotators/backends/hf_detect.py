@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import string
 from abc import abstractmethod
-from collections.abc import Iterable, Iterator
-from typing import ClassVar
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
@@ -73,6 +73,13 @@ class PromptedDetector(Detector):
         """Whether one call reads the whole prompt for ``labels`` (no limit but the count, by default)."""
         return True
 
+    def _forward(self, batch: Mapping[str, Any]) -> Any:
+        """The model's outputs, boxes and logits in float32: the processors post-process in the outputs' dtype,
+        and in bfloat16 box corners and pixel edges round to 8 bits (an edge past 2,048 px moved by 16)."""
+        outputs = self.hf.model(**self.hf.inputs(batch))
+        outputs.pred_boxes, outputs.logits = outputs.pred_boxes.float(), outputs.logits.float()
+        return outputs
+
     @abstractmethod
     def _predict(self, image: Image.Image, labels: list[str]) -> Iterable[Prediction]: ...
 
@@ -119,12 +126,11 @@ class GroundingDino(PromptedDetector):
             ids = tokenizer(self._prompt([label]), add_special_tokens=False)["input_ids"]
             by_phrase.setdefault(self._phrase(tokenizer.decode(ids)), label)
         batch = self.hf.processor(images=image, text=self._prompt(labels), return_tensors="pt")
-        outputs = self.hf.model(**self.hf.inputs(batch))
         (result,) = self.hf.processor.post_process_grounded_object_detection(
-            outputs, batch["input_ids"], threshold=self.box_threshold, text_threshold=self.text_threshold,
+            self._forward(batch), batch["input_ids"], threshold=self.box_threshold, text_threshold=self.text_threshold,
             target_sizes=[(image.height, image.width)],
         )
-        for text, score, box in zip(result["text_labels"], result["scores"].tolist(), result["boxes"].float().tolist(),
+        for text, score, box in zip(result["text_labels"], result["scores"].tolist(), result["boxes"].tolist(),
                                     strict=True):
             if phrase := self._phrase(text):
                 yield by_phrase.get(phrase, phrase), score, box
@@ -145,11 +151,13 @@ class Owlv2(PromptedDetector):
     }
 
     def _predict(self, image: Image.Image, labels: list[str]) -> Iterable[Prediction]:
-        batch = self.hf.processor(images=image, text=[[self.query(label) for label in labels]], return_tensors="pt")
-        outputs = self.hf.model(**self.hf.inputs(batch))
+        # the processor pads each query to the text encoder's length but truncates none unless asked: one longer
+        # query made the batch ragged (a ValueError); cut, it keeps what the encoder can read
+        batch = self.hf.processor(images=image, text=[[self.query(label) for label in labels]], truncation=True,
+                                  return_tensors="pt")
         (result,) = self.hf.processor.post_process_grounded_object_detection(
-            outputs, threshold=self.box_threshold, target_sizes=[(image.height, image.width)]
+            self._forward(batch), threshold=self.box_threshold, target_sizes=[(image.height, image.width)]
         )
-        for index, score, box in zip(result["labels"].tolist(), result["scores"].tolist(),
-                                     result["boxes"].float().tolist(), strict=True):
+        for index, score, box in zip(result["labels"].tolist(), result["scores"].tolist(), result["boxes"].tolist(),
+                                     strict=True):
             yield labels[index], score, box
