@@ -295,7 +295,7 @@ TOY = '''"""A toy stage: what a new stage's module holds, and all it needs besid
 import pyarrow as pa
 
 from groundcap.ingest import decode_rgb
-from groundcap.params.validation import Backend, Int
+from groundcap.params.validation import Backend, Int, is_int
 from groundcap.pipeline.stage import MapStage
 from groundcap.stages.common import build, spec
 
@@ -310,9 +310,10 @@ class ToyStage(MapStage):
     param_types = {"toy": {"divisor": Int(1), "most": Int(1), "detector": Backend("detector", nullable=True)}}
 
     def check_params(self, params, problems):
-        toy = params["toy"]
-        if isinstance(toy["divisor"], int) and isinstance(toy["most"], int) and toy["divisor"] > toy["most"]:
-            problems.append(f"params: toy.divisor {toy['divisor']} exceeds toy.most {toy['most']}")
+        toy = params.get("toy")
+        if isinstance(toy, dict) and is_int(divisor := toy.get("divisor")) and is_int(most := toy.get("most")) \
+                and divisor > most:
+            problems.append(f"params: toy.divisor {divisor} exceeds toy.most {most}")
 
     def backends(self, params):
         section = params["toy"]

@@ -85,8 +85,9 @@ class Stage:
     param_types: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def check_params(self, params: Mapping[str, Any], problems: list[str]) -> None:
-        """Checks across keys (each key's own type is ``param_types``'): one ``params: ...`` line per problem.
-        ``params`` are all the loaded params, each key not yet known to be of its type."""
+        """Rules across keys of the sections it owns (each key's own type is in ``param_types``): one
+        ``params: ...`` line appended to ``problems`` per problem. It runs on every load, after the type
+        checks and even when they failed, so it may not assume that a key has its type."""
 
     def run(self, ctx: Context) -> None:
         raise NotImplementedError
