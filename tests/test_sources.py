@@ -29,7 +29,7 @@ H, W = fx.SIZE
 
 def _ingest(tmp_path: Path, source: str) -> tuple[pl.DataFrame, dict[str, str]]:
     p = params.defaults() | {"source": source}
-    ingest_stage.run(Context(root=tmp_path / "run", params=p, progress=False))
+    ingest_stage.STAGE.run(Context(root=tmp_path / "run", params=p, progress=False))
     images = pl.read_parquet(tmp_path / "run/work/ingest/*.parquet")
     rejects = pl.read_parquet(tmp_path / "run/reports/rejects.parquet")
     return images, dict(zip(rejects["path"], rejects["reason"], strict=True))

@@ -5,14 +5,20 @@ they declare, and every model is freed when its stage ends."""
 from __future__ import annotations
 
 import copy
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from groundcap import models, params
+from groundcap.params import validation
 from groundcap.pipeline import code_deps, dvc_yaml, order, resume, runner
 from groundcap.pipeline.stage import Context, MapStage, Stage
+from groundcap.storage import parts
 
 REPO = Path(__file__).resolve().parents[1]
 MAP_STAGES = [s.name for s in order.stages() if isinstance(s, MapStage)]
@@ -274,3 +280,120 @@ def test_a_release_nobody_passed_stops_with_the_reasons_not_an_empty_card(projec
         runner.run_all(Context(project, _sample_params(qa__min_regions=1000), progress=False),
                        ("ingest", *MAP_STAGES, "dedup", "split", "build"))
     assert not (project / "release").exists()
+
+
+def test_each_stage_owns_params_sections_it_reads_and_no_two_own_one():
+    owned = [section for stage in order.stages() for section in stage.param_types]
+    assert len(owned) == len(set(owned))
+    for stage in order.stages():
+        assert set(stage.param_types) <= set(stage.params), stage.name
+    assert set(validation.schema()) == set(params.defaults())
+
+
+TOY = '''"""A toy stage: what a new stage's module holds, and all it needs besides its place in the order."""
+
+import pyarrow as pa
+
+from groundcap.ingest import decode_rgb
+from groundcap.params.validation import Backend, Int, is_int
+from groundcap.pipeline.stage import MapStage
+from groundcap.stages.common import build, spec
+
+
+class ToyStage(MapStage):
+    name = "toy"
+    inputs = ("ingest",)
+    params = ("toy",)
+    steps = ("detector",)
+    schema = pa.schema([("image_id", pa.string()), ("area", pa.int64()), ("found", pa.int64()),
+                        ("error", pa.string())])
+    param_types = {"toy": {"divisor": Int(1), "most": Int(1), "detector": Backend("detector", nullable=True)}}
+
+    def check_params(self, params, problems):
+        toy = params.get("toy")
+        if isinstance(toy, dict) and is_int(divisor := toy.get("divisor")) and is_int(most := toy.get("most")) \
+                and divisor > most:
+            problems.append(f"params: toy.divisor {divisor} exceeds toy.most {most}")
+
+    def backends(self, params):
+        section = params["toy"]
+        return [spec("detector", section["detector"], section)] if section["detector"] else []
+
+    def setup(self, params):
+        self.divisor = params["toy"]["divisor"]
+        self.detectors = [build(s) for s in self.backends(params)]
+        self.stamps = []
+
+    def process(self, image_row):
+        image = decode_rgb(image_row["bytes"])
+        return {"image_id": image_row["image_id"], "area": image_row["width"] * image_row["height"] // self.divisor,
+                "found": sum(len(d.detect(image, [])) for d in self.detectors), "error": None}
+
+
+STAGE = ToyStage()
+'''
+TOY_HELP = "Count each image's pixels, divided by toy.divisor, and its detections."
+TOY_DEFAULTS = {"divisor": 2, "most": 10, "detector": None}  # what defaults.yaml and params.yaml would gain
+
+
+@pytest.fixture
+def toy_stage(package_copy, monkeypatch) -> Path:
+    """stages/toy.py, written where the package's files are hashed from and importable from, and its place in
+    the order; no other file of the package changes."""
+    import groundcap.stages
+
+    (package_copy / "stages" / "toy.py").write_text(TOY, encoding="utf-8")
+    monkeypatch.setattr(groundcap.stages, "__path__", [*groundcap.stages.__path__, str(package_copy / "stages")])
+    toy_order = (*order.ORDER, ("toy", TOY_HELP))
+    monkeypatch.setattr(order, "ORDER", toy_order)
+    monkeypatch.setattr(order, "NAMES", tuple(name for name, _ in toy_order))
+    monkeypatch.setattr(order, "HELP", dict(toy_order))
+    defaults = params.defaults
+    monkeypatch.setattr(params, "defaults", lambda: defaults() | {"toy": dict(TOY_DEFAULTS)})
+    order.stage.cache_clear()
+    yield package_copy / "stages"
+    order.stage.cache_clear()
+    sys.modules.pop("groundcap.stages.toy", None)
+
+
+def test_a_new_stage_is_its_module_and_its_place_in_the_order(toy_stage, tmp_path):
+    """Params checks, the CLI, dvc.yaml and the runner all take a new stage from its module and the order."""
+    f = tmp_path / "params.yaml"
+    f.write_text("toy: {divisor: 0, haar: {min_neighbors: many}}\nengine: {ray: {num_gpus: {toyy: 1}}}\n")
+    with pytest.raises(params.ParamsError) as caught:
+        params.load(f)
+    assert str(caught.value).splitlines() == [
+        "params: engine.ray.num_gpus names 'toyy'; allowed: " + ", ".join(sorted(order.NAMES)),
+        "params: toy.divisor is 0; expected an integer >= 1",
+        "params: toy.haar.min_neighbors is 'many'; expected an integer (like its default 6)"]
+    f.write_text("toy: {divisor: 20}\n")
+    with pytest.raises(params.ParamsError, match="^params: toy.divisor 20 exceeds toy.most 10$"):
+        params.load(f)
+    f.write_text("source: 'sample:'\npart_size: 5\ntoy: {detector: haar, haar: {min_neighbors: 3}}\n"
+                 "engine: {ray: {num_gpus: {toy: 1}}}\n")
+    p = params.load(f)  # its backend's options section merges into the defaults, like tag.haar
+    assert p["toy"]["haar"] == {"min_neighbors": 3} and p["engine"]["ray"]["num_gpus"] == {"toy": 1}
+
+    script = ("import sys\nimport groundcap.stages\nfrom groundcap.pipeline import order\n"
+              f"groundcap.stages.__path__.append({str(toy_stage)!r})\n"
+              f"order.ORDER = (*order.ORDER, ('toy', {TOY_HELP!r}))\n"
+              "order.NAMES, order.HELP = tuple(n for n, _ in order.ORDER), dict(order.ORDER)\n"
+              "from groundcap.cli.app import app\napp(sys.argv[1:], prog_name='groundcap')\n")
+    listed = subprocess.run([sys.executable, "-c", script, "--help"], capture_output=True, text=True, check=True)
+    assert re.search(r"│ toy +Count each image's pixels", listed.stdout), listed.stdout
+
+    entry = yaml.safe_load(dvc_yaml.render())["stages"]["toy"]
+    assert entry["cmd"] == "groundcap toy" and entry["params"] == ["toy", "profile"]
+    assert entry["outs"] == [{"work/toy": {"persist": True}}]
+    assert {"work/ingest", "src/groundcap/stages/toy.py", "src/groundcap/annotators/backends/haar.py"} \
+        <= set(entry["deps"])
+
+    reports = runner.run_all(Context(tmp_path / "run", p, progress=False), ("ingest", "toy"))
+    assert [(r.stage, r.parts, r.computed) for r in reports[1:]] == [("toy", 3, 3)]
+    images = [row for i in parts.list_parts(tmp_path / "run/work/ingest")
+              for row in parts.read_part(tmp_path / "run/work/ingest", i, ["width", "height"])]
+    rows = [row for i in parts.list_parts(tmp_path / "run/work/toy")
+            for row in parts.read_part(tmp_path / "run/work/toy", i)]
+    assert [r["area"] for r in rows] == [i["width"] * i["height"] // 2 for i in images]
+    assert any(r["found"] for r in rows)  # haar found the astronaut's face
+    assert runner.run_all(Context(tmp_path / "run", p, progress=False), ("toy",))[0].computed == 0  # it resumes

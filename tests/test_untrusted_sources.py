@@ -46,7 +46,7 @@ def _params(source: Path | str, **policy) -> dict:
 def _ingest(tmp_path: Path, source: Path | str, **policy) -> tuple[pl.DataFrame, dict[str, str]]:
     root = tmp_path / "run"
     try:
-        ingest_stage.run(Context(root=root, params=_params(source, **policy), progress=False))
+        ingest_stage.STAGE.run(Context(root=root, params=_params(source, **policy), progress=False))
     except ingest_stage.NoImages:
         pass
     images = pl.read_parquet(root / "work/ingest/*.parquet") if any((root / "work/ingest").glob("*.parquet")) \

@@ -1,12 +1,14 @@
 """The stage contract every pipeline stage follows (docs/ARCHITECTURE.md, "The stage contract").
 
 A stage declares what it reads (``inputs``: the ``work/<stage>`` folders; ``params``: the params keys;
-``deps``: other files), what it writes (``outs``, ``metrics``, ``plots``) and where its code lives
-(its module, plus the backend modules of the ``steps`` it runs). Those declarations are the single
-source of the pipeline's shape: ``groundcap.pipeline.order`` orders the stages, ``dvc.yaml`` is generated
-from them (``groundcap dvc-yaml``), and a map stage's fingerprint covers exactly them
-(``groundcap.pipeline.resume``). A stage sees only the params it declares, so a stage that reads an
-undeclared key fails at once instead of drifting out of step with its DVC stage.
+``deps``: other files), what it writes (``outs``, ``metrics``, ``plots``), where its code lives
+(its module, plus the backend modules of the ``steps`` it runs) and what the params sections it owns
+may hold (``param_types``, ``check_params``). Those declarations are the single source of the
+pipeline's shape: ``groundcap.pipeline.order`` orders the stages, ``dvc.yaml`` is generated from them
+(``groundcap dvc-yaml``), a map stage's fingerprint covers exactly them (``groundcap.pipeline.resume``),
+and ``params.validation`` checks the params against them when params load. A stage sees only the
+params it declares, so a stage that reads an undeclared key fails at once instead of drifting out of
+step with its DVC stage.
 
 Global stages (ingest, dedup, split, build, card) implement ``run``. Map stages follow NeMo Curator's
 lifecycle: ``setup`` once per worker (it loads the models), ``process_batch`` over a batch of images
@@ -15,6 +17,7 @@ lifecycle: ``setup`` once per worker (it loads the models), ``process_batch`` ov
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -77,6 +80,14 @@ class Stage:
     outs: ClassVar[tuple[str, ...]] = ()  # paths written, besides work/<name> for map stages
     metrics: ClassVar[tuple[str, ...]] = ()
     plots: ClassVar[tuple[str, ...]] = ()
+    # the params sections it owns, each key's check (``params.validation``: Int, Backend, ...), e.g.
+    # {"tag": {"merge_iou": Fraction(), ...}}; nested dicts are subsections
+    param_types: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def check_params(self, params: Mapping[str, Any], problems: list[str]) -> None:
+        """Rules across keys of the sections it owns (each key's own type is in ``param_types``): one
+        ``params: ...`` line appended to ``problems`` per problem. It runs on every load, after the type
+        checks and even when they failed, so it may not assume that a key has its type."""
 
     def run(self, ctx: Context) -> None:
         raise NotImplementedError

@@ -33,7 +33,7 @@ def verdict(checks: dict[str, bool], flags: dict[str, bool] | None = None) -> Ve
 def split_by_action(results: dict[str, tuple[bool, str]]) -> tuple[dict[str, bool], dict[str, bool]]:
     """``{name: (ok, action)}`` -> (checks that fail a record, checks that only flag it).
 
-    ``action`` is one of ``ACTIONS`` (params_schema checks qa.*.action at load)."""
+    ``action`` is one of ``ACTIONS`` (the qa stage's param types check qa.*.action at load)."""
     return ({n: ok for n, (ok, a) in results.items() if a == "fail"},
             {n: ok for n, (ok, a) in results.items() if a == "flag"})
 

@@ -12,6 +12,7 @@ from groundcap import schema
 from groundcap.annotators.base import RegionCaption, Verdict
 from groundcap.annotators.uniqueness import make_unique
 from groundcap.ingest import decode_rgb
+from groundcap.params.validation import Backend, Fraction, Int
 from groundcap.pipeline.stage import MapStage, Records, Row
 from groundcap.stages.common import build, provenance, spec
 
@@ -22,6 +23,12 @@ class CaptionRegionsStage(MapStage):
     params = ("caption_regions",)
     steps = ("region_captioner", "verifier")
     schema = schema.CAPTIONS
+    param_types = {"caption_regions": {
+        "captioner": Backend("region_captioner"),
+        "verifier": Backend("verifier", nullable=True),
+        "unique_rounds": Int(0),
+        "unique_max_similarity": Fraction(),
+    }}
 
     def backends(self, params):
         section = params["caption_regions"]

@@ -11,6 +11,7 @@ import json
 from groundcap import schema
 from groundcap.annotators.base import RegionCaption
 from groundcap.ingest import decode_rgb
+from groundcap.params.validation import Backend, Int
 from groundcap.pipeline.stage import MapStage, Records, Row
 from groundcap.stages.common import build, provenance, spec
 
@@ -21,6 +22,11 @@ class CaptionSceneStage(MapStage):
     params = ("caption_scene",)
     steps = ("scene_captioner",)
     schema = schema.SCENE
+    param_types = {"caption_scene": {
+        "composer": Backend("scene_captioner"),
+        "max_regions": Int(1),
+        "divide_above": Int(0),
+    }}
 
     def backends(self, params):
         section = params["caption_scene"]

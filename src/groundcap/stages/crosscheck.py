@@ -12,6 +12,7 @@ from __future__ import annotations
 from groundcap import grounding, schema
 from groundcap.annotators.base import RegionCaption
 from groundcap.ingest import decode_rgb
+from groundcap.params.validation import Backend, Enum
 from groundcap.pipeline.stage import MapStage, Records, Row
 from groundcap.qa import claims, consistency
 from groundcap.stages.common import build, provenance, spec
@@ -23,6 +24,12 @@ class CrosscheckStage(MapStage):
     params = ("crosscheck", "caption_scene.max_regions", "caption_scene.divide_above")
     steps = ("region_captioner", "scene_captioner", "verifier")
     schema = schema.CROSSCHECK
+    param_types = {"crosscheck": {
+        "captioner": Backend("region_captioner", nullable=True),
+        "scene_composer": Backend("scene_captioner", nullable=True),
+        "judge": Backend("verifier", nullable=True),
+        "embedder": Enum(*sorted(consistency.MODELS)),
+    }}
 
     def backends(self, params):
         section = params["crosscheck"]

@@ -13,6 +13,7 @@ from groundcap import schema
 from groundcap.annotators.base import Detection, Mask
 from groundcap.annotators.entities import nest_given, resolve_entities
 from groundcap.ingest import decode_rgb
+from groundcap.params.validation import Backend, Enum, Fraction, Int, StrList
 from groundcap.pipeline.stage import MapStage, Row
 from groundcap.stages.common import build, provenance, spec
 
@@ -26,6 +27,22 @@ class SegmentStage(MapStage):
     params = ("segment", "tag")  # the crop tagger takes its options from the tag section
     steps = ("prompted_segmenter", "mask_generator", "tagger")
     schema = schema.REGIONS
+    param_types = {"segment": {
+        "work_side": Int(1),
+        "prompted": Backend("prompted_segmenter"),
+        "everything": Backend("mask_generator"),
+        "min_area_frac": Fraction(),
+        "nms_iou": Fraction(),
+        "max_regions": Int(1),
+        "min_predicted_iou": Fraction(),
+        "min_stability": Fraction(),
+        "max_parts": Int(0),
+        "part_min_containment": Fraction(),
+        "crop_tagger": Backend("tagger", nullable=True, options_in="tag"),
+        "crop_tag_min_score": Fraction(),
+        "generic_labels": StrList(),
+        "given": Enum("use", "merge", "ignore"),
+    }}
 
     def backends(self, params):
         section = params["segment"]

@@ -13,6 +13,7 @@ from groundcap import schema
 from groundcap.annotators.base import Tag
 from groundcap.annotators.detections import merge
 from groundcap.ingest import decode_rgb
+from groundcap.params.validation import Backend, Fraction
 from groundcap.pipeline.stage import MapStage, Records, Row
 from groundcap.stages.common import build, provenance, spec
 
@@ -23,6 +24,11 @@ class TagStage(MapStage):
     params = ("tag",)
     steps = ("tagger", "detector")
     schema = schema.TAGS
+    param_types = {"tag": {
+        "taggers": Backend("tagger", many=True),
+        "detectors": Backend("detector", many=True),
+        "merge_iou": Fraction(),
+    }}
 
     def backends(self, params):
         section = params["tag"]
