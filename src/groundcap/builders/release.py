@@ -39,7 +39,7 @@ def groups(workers: int) -> list[tuple[str, ...]]:
 def write_release(work: str | Path, release_dir: str | Path, params: dict, corrections: dict | None = None,
                   workers: int = 1, progress: bool = False) -> list[Path]:
     """Write every release format from the stage tables in ``work`` into ``release_dir``; the files."""
-    from groundcap.schema import release_configs
+    from groundcap.builders.features import release_configs
 
     schemas = {name: features.arrow_schema for name, features in release_configs(params["build"]).items()}
     jobs = groups(workers)
