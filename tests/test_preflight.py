@@ -113,6 +113,8 @@ from groundcap.pipeline import order, preflight
 from groundcap.errors import BackendUnavailable
 from groundcap.vlm.vllm_offline import GPU_MEMORY_DEFAULT, VllmChat
 from groundcap.pipeline.worker import PartWorker
+from groundcap.pipeline.stage import Context
+from pathlib import Path
 
 p = params.load(params.PROFILES / "gpu.yaml")
 preflight.check(p, [order.stage(name) for name in ("caption_regions", "caption_scene", "crosscheck")])
@@ -122,7 +124,7 @@ class Probe(type(order.stage("caption_regions"))):
         pass
 
 try:
-    PartWorker(sys.argv[1], p, Probe)
+    PartWorker(Context(Path(sys.argv[1]), p), Probe())
     worker = "started"
 except BackendUnavailable as exc:
     worker = str(exc)

@@ -205,7 +205,8 @@ def test_the_scene_captioner_reuses_the_region_captioners_engine():
     worker_stage.captioner.chat  # noqa: B018 -- builds (caches) the engine, as a first request would
     try:
         assert keys and set(keys) <= set(models.loaded())
-        worker_stage.teardown(keys)
+        worker_stage.teardown()
+        models.release(keys)  # what the runner does after a stage
         assert set(models.loaded()) == set(keys)
         p["caption_scene"]["vlm"] = {**vlm, "model": "another"}
         assert not set(scene.reuses(params.subset(p, (*scene.params, "engine")))) & set(keys)
@@ -256,8 +257,8 @@ def test_under_require_gpu_a_gpu_stage_without_cuda_stops_before_loading_anythin
     p = params.load(params.PROFILES / "gpu.yaml")
     assert p["engine"]["require_gpu"] is True
     with pytest.raises(BackendUnavailable, match="no CUDA device"):
-        worker.PartWorker(tmp_path, p, type(order.stage("tag")))
-    worker.PartWorker(tmp_path, p, type(order.stage("qa")))  # a CPU stage runs
+        worker.PartWorker(Context(tmp_path, p), type(order.stage("tag"))())
+    worker.PartWorker(Context(tmp_path, p), type(order.stage("qa"))())  # a CPU stage runs
 
 
 def test_the_gpu_profile_keeps_the_captioners_vllm_engine_for_the_scene_stage():
@@ -397,3 +398,32 @@ def test_a_new_stage_is_its_module_and_its_place_in_the_order(toy_stage, tmp_pat
     assert [r["area"] for r in rows] == [i["width"] * i["height"] // 2 for i in images]
     assert any(r["found"] for r in rows)  # haar found the astronaut's face
     assert runner.run_all(Context(tmp_path / "run", p, progress=False), ("toy",))[0].computed == 0  # it resumes
+
+
+def test_declared_columns_are_columns_of_declared_inputs():
+    from groundcap import schema
+
+    tables = {"ingest": schema.IMAGE} | {s.name: s.schema for s in order.stages() if isinstance(s, MapStage)}
+    for stage in (s for s in order.stages() if isinstance(s, MapStage)):
+        for name, columns in stage.columns.items():
+            assert name in stage.inputs, (stage.name, name)
+            assert set(columns) <= set(tables[name].names), (stage.name, name)
+
+
+def test_a_worker_reads_the_declared_columns_from_a_plan_made_once(sample_project, tmp_path, monkeypatch):
+    """caption_scene reads only ingest's image bytes (not its source path, licence or given masks), the driver
+    plans its parts once, and what it writes is the sample's part for part."""
+    from groundcap.pipeline import resume, worker
+
+    for name in ("ingest", "segment", "caption_regions"):
+        shutil.copytree(sample_project / "work" / name, tmp_path / "work" / name)
+    reads, plans, real_read, real_plan = [], [], worker.parts.read_part, resume.plan
+    monkeypatch.setattr(worker.parts, "read_part", lambda d, i, c=None: reads.append((Path(d).name, c))
+                        or real_read(d, i, c))
+    monkeypatch.setattr(resume, "plan", lambda ctx, stage: plans.append(stage.name) or real_plan(ctx, stage))
+    report = runner.run_stage(Context(tmp_path, _sample_params(), progress=False), order.stage("caption_scene"))
+    assert plans == ["caption_scene"] and report.computed == report.parts == 1
+    assert {c for name, c in reads if name == "ingest"} == {("image_id", "bytes")}
+    assert {c for name, c in reads if name != "ingest"} == {None}
+    ours, theirs = tmp_path / "work" / "caption_scene", sample_project / "work" / "caption_scene"
+    assert {p.name: p.read_bytes() for p in ours.iterdir()} == {p.name: p.read_bytes() for p in theirs.iterdir()}

@@ -12,7 +12,8 @@ step with its DVC stage.
 
 Global stages (ingest, dedup, split, build, card) implement ``run``. Map stages follow NeMo Curator's
 lifecycle: ``setup`` once per worker (it loads the models), ``process_batch`` over a batch of images
-(the default calls ``process`` per image), ``teardown`` after the stage (it frees the models).
+(the default calls ``process`` per image), ``teardown`` after the stage (it lets go of the backends; the
+runner frees the models, in one place, ``pipeline.runner.run_stage``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from groundcap import models
 from groundcap.params import subset
 
 
@@ -110,6 +110,8 @@ class MapStage(Stage):
     """
 
     schema: ClassVar[pa.Schema]
+    # the columns it reads from an input, besides image_id and error (an input not named here: every column)
+    columns: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     persist: ClassVar[bool] = True  # DVC keeps finished parts of an interrupted run (resume)
     stamps: list[dict[str, str]]  # provenance of the backends ``setup`` built
 
@@ -155,10 +157,10 @@ class MapStage(Stage):
     def finish(self, ctx: Context) -> None:
         """After every part is written (in the driver, whichever executor ran them): stage-wide reports."""
 
-    def teardown(self, keep: frozenset = frozenset()) -> None:
-        """Drop this worker's backends and free every loaded model but those in ``keep``."""
+    def teardown(self) -> None:
+        """Let go of this worker's backends; the runner then frees the models (``models.release``), keeping
+        those the next stage reuses."""
         vars(self).clear()
-        models.release(keep)
 
     def reuses(self, params: dict[str, Any]) -> frozenset:
         """Keys (``groundcap.models``) of the models this stage's backends would load: the stage

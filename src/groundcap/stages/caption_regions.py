@@ -20,6 +20,7 @@ from groundcap.stages.common import build, provenance, spec
 class CaptionRegionsStage(MapStage):
     name = "caption_regions"
     inputs = ("ingest", "segment")
+    columns = {"ingest": ("bytes",)}
     params = ("caption_regions",)
     steps = ("region_captioner", "verifier")
     schema = schema.CAPTIONS

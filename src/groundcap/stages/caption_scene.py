@@ -19,6 +19,7 @@ from groundcap.stages.common import build, provenance, spec
 class CaptionSceneStage(MapStage):
     name = "caption_scene"
     inputs = ("ingest", "segment", "caption_regions")
+    columns = {"ingest": ("bytes",)}
     params = ("caption_scene",)
     steps = ("scene_captioner",)
     schema = schema.SCENE

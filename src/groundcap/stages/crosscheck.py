@@ -21,6 +21,7 @@ from groundcap.stages.common import build, provenance, spec
 class CrosscheckStage(MapStage):
     name = "crosscheck"
     inputs = ("ingest", "segment", "caption_regions", "caption_scene")
+    columns = {"ingest": ("bytes",)}
     params = ("crosscheck", "caption_scene.max_regions", "caption_scene.divide_above")
     steps = ("region_captioner", "scene_captioner", "verifier")
     schema = schema.CROSSCHECK

@@ -23,6 +23,7 @@ from groundcap.storage import parts
 class QaStage(MapStage):
     name = "qa"
     inputs = ("ingest", "segment", "caption_regions", "caption_scene", "crosscheck")
+    columns = {"ingest": ("bytes", "height", "width")}
     params = ("qa",)
     schema = schema.QA
     metrics = ("reports/qa.json",)

@@ -22,6 +22,7 @@ from groundcap.stages.common import build, provenance, spec
 class RedactStage(MapStage):
     name = "redact"
     inputs = ("ingest",)
+    columns = {"ingest": ("bytes",)}
     params = ("redact", "release.redact")
     steps = ("detector",)
     schema = schema.REDACT

@@ -24,6 +24,7 @@ ENTITY_OPTIONS = ("min_area_frac", "nms_iou", "max_regions", "min_predicted_iou"
 class SegmentStage(MapStage):
     name = "segment"
     inputs = ("ingest", "tag")
+    columns = {"ingest": ("bytes", "given")}
     params = ("segment", "tag")  # the crop tagger takes its options from the tag section
     steps = ("prompted_segmenter", "mask_generator", "tagger")
     schema = schema.REGIONS

@@ -21,6 +21,7 @@ from groundcap.stages.common import build, provenance, spec
 class TagStage(MapStage):
     name = "tag"
     inputs = ("ingest",)
+    columns = {"ingest": ("bytes",)}
     params = ("tag",)
     steps = ("tagger", "detector")
     schema = schema.TAGS
