@@ -423,7 +423,7 @@ def test_a_worker_reads_the_declared_columns_from_a_plan_made_once(sample_projec
     monkeypatch.setattr(resume, "plan", lambda ctx, stage: plans.append(stage.name) or real_plan(ctx, stage))
     report = runner.run_stage(Context(tmp_path, _sample_params(), progress=False), order.stage("caption_scene"))
     assert plans == ["caption_scene"] and report.computed == report.parts == 1
-    assert {c for name, c in reads if name == "ingest"} == {("image_id", "bytes")}
+    assert {tuple(c) for name, c in reads if name == "ingest"} == {("image_id", "bytes")}
     assert {c for name, c in reads if name != "ingest"} == {None}
     ours, theirs = tmp_path / "work" / "caption_scene", sample_project / "work" / "caption_scene"
     assert {p.name: p.read_bytes() for p in ours.iterdir()} == {p.name: p.read_bytes() for p in theirs.iterdir()}
