@@ -312,12 +312,44 @@ def iter_source_list(tmp_path: Path, entries: list[str]):
 def test_the_policy_is_checked_at_load_and_left_out_of_the_params_hash():
     p = _params("sample:")
     bad = copy.deepcopy(p)
-    bad["ingest"]["source_policy"].update(protocols=["S3"], workers=0, file_timeout_s=0)
+    bad["ingest"]["source_policy"].update(protocols=["S3"], workers=0, file_timeout_s=0, decode_timeout_s=-1)
     with pytest.raises(params.ParamsError) as err:
         params.params_schema.check(bad)
-    for key in ("protocols", "workers", "file_timeout_s"):
+    for key in ("protocols", "workers", "file_timeout_s", "decode_timeout_s"):
         assert f"ingest.source_policy.{key}" in str(err.value)
     opened = copy.deepcopy(p)
-    opened["ingest"]["source_policy"].update(protocols=["file", "s3"], follow_links=True)
+    opened["ingest"]["source_policy"].update(protocols=["file", "s3"], follow_links=True, decode_timeout_s=5)
     assert params.digest(params.content(opened)) == params.digest(params.content(p))
     assert params.content(p)["ingest"]["max_bytes"] == p["ingest"]["max_bytes"]
+
+
+# --- decoding bounded in time ------------------------------------------------------------------------------
+
+
+def _slow_png(side: int) -> bytes:
+    """A real image within the pixel limit whose decode takes seconds (a small file: it compresses well)."""
+    x = np.arange(side) % 256
+    arr = np.empty((side, side, 3), np.uint8)
+    arr[..., 0], arr[..., 1], arr[..., 2] = x, x[:, None], (x[:, None] + x) % 256
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+@pytest.mark.timeout(120)
+def test_a_decode_past_its_bound_is_a_rejection_and_the_run_goes_on(tmp_path):
+    from groundcap import ingest
+
+    slow = _slow_png(4000)
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, data in {"a.png": _png(8), "b_slow.png": slow, "c.png": _png(9)}.items():
+        (src / name).write_bytes(data)
+    start = time.monotonic()
+    images, rejects = _ingest(tmp_path, src, decode_timeout_s=0.5)
+    assert time.monotonic() - start < 30
+    assert list(images["source_path"]) == ["a.png", "c.png"]  # the decoder killed for b_slow.png was replaced
+    assert rejects == {"b_slow.png": "decoding took longer than ingest.source_policy.decode_timeout_s=0.5 s; abandoned"}
+    # the same bytes, decoded in process without a bound, are an image: the bound, not the file, refused it
+    limits = ingest.Limits.from_params(_params(src)["ingest"])
+    assert ingest.validate(slow, limits)["width"] == 4000

@@ -2,7 +2,8 @@
 
 Which protocols list entries may use (cloud and Hub protocols fetch with this machine's credentials, so
 they are refused unless named), whether a folder's links may lead out of it, how long one file and one
-request may take, and how many files are read at once. Every source kind reads through :func:`fetch`:
+request may take, how long decoding one image may take (``groundcap.ingest.Decoder``), and how many
+files are read at once. Every source kind reads through :func:`fetch`:
 at most ``workers`` reads run at a time, each on its own daemon thread bounded by ``file_timeout_s``
 (a read that hangs anyway is abandoned, never waited for), and results come back in the order the
 source listed them, so ids, parts and rejects are those of a sequential read.
@@ -29,6 +30,7 @@ class SourcePolicy:
     file_timeout_s: float = 120.0
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 30.0
+    decode_timeout_s: float = 60.0
     workers: int = 8
 
     @classmethod
@@ -36,7 +38,8 @@ class SourcePolicy:
         """From the ``ingest`` params section (its ``source_policy`` subsection)."""
         p = ingest["source_policy"]
         return cls(tuple(p["protocols"]), bool(p["follow_links"]), float(p["file_timeout_s"]),
-                   float(p["connect_timeout_s"]), float(p["read_timeout_s"]), int(p["workers"]))
+                   float(p["connect_timeout_s"]), float(p["read_timeout_s"]), float(p["decode_timeout_s"]),
+                   int(p["workers"]))
 
     def refusal(self, entry: str) -> str | None:
         """Why a list entry's protocol is refused, or None when the policy allows it."""

@@ -27,25 +27,26 @@ def run(ctx: Context) -> None:
     index = 0
     # one byte over max_bytes tells an over-size file without reading it whole
     files = fetch(iter_source(ctx.params["source"], policy), policy, limits.max_bytes + 1)
-    for item, data in tqdm(files, desc="ingest", unit="file", disable=not ctx.progress):
-        name = item.name
-        try:
-            if isinstance(data, Exception):
-                raise ingest.Rejected(_why(data))
-            record = ingest.validate(data, limits)
-            record["given"] = ingest.check_given(_given(item), record) if item.given else None
-        except ingest.Rejected as why:
-            rejects.append(_reject(name, str(why)))
-            continue
-        image_id = ingest.image_id(record["bytes"])
-        if image_id in seen:
-            rejects.append(_reject(name, f"exact duplicate of {seen[image_id]}"))
-            continue
-        seen[image_id] = name
-        batch.append({"image_id": image_id, "source_path": name, "license": item.license, **record})
-        if len(batch) == part_size:
-            parts.write_part(batch, schema.IMAGE, out, index)
-            batch, index = [], index + 1
+    with ingest.Decoder(limits, policy.decode_timeout_s) as decoder:
+        for item, data in tqdm(files, desc="ingest", unit="file", disable=not ctx.progress):
+            name = item.name
+            try:
+                if isinstance(data, Exception):
+                    raise ingest.Rejected(_why(data))
+                record = decoder.validate(data)
+                record["given"] = ingest.check_given(_given(item), record) if item.given else None
+            except ingest.Rejected as why:
+                rejects.append(_reject(name, str(why)))
+                continue
+            image_id = ingest.image_id(record["bytes"])
+            if image_id in seen:
+                rejects.append(_reject(name, f"exact duplicate of {seen[image_id]}"))
+                continue
+            seen[image_id] = name
+            batch.append({"image_id": image_id, "source_path": name, "license": item.license, **record})
+            if len(batch) == part_size:
+                parts.write_part(batch, schema.IMAGE, out, index)
+                batch, index = [], index + 1
     if batch:
         parts.write_part(batch, schema.IMAGE, out, index)
     ctx.reports.mkdir(parents=True, exist_ok=True)
