@@ -9,6 +9,7 @@ import copy
 import http.server
 import io
 import os
+import re
 import socket
 import threading
 import time
@@ -21,7 +22,7 @@ import pytest
 from PIL import Image
 
 from groundcap import params
-from groundcap.sources import SourcePolicy, fetch, iter_source
+from groundcap.sources import SourceError, SourcePolicy, fetch, iter_source
 from groundcap.stage import Context
 from groundcap.stages import ingest as ingest_stage
 
@@ -217,6 +218,43 @@ def test_cloud_and_hub_entries_are_refused_unless_the_policy_names_them(tmp_path
     assert list(images["source_path"]) == ["good.png"]
     for entry, protocol in zip(entries[:4], ["s3", "gs", "hf", "simplecache"], strict=True):
         assert f"protocol {protocol!r} is not allowed" in rejects[entry]
+
+
+@pytest.mark.parametrize("source, refusal", [
+    ("wds:s3://bucket/train-{00000..00001}.tar", "protocol 's3' is not allowed"),
+    ("wds:{TMP/local.tar,s3://bucket/x.tar}", "protocol 's3' is not allowed"),  # the local shard is not read first
+    ("sa1b:gs://bucket/sa_{000000..000001}.tar", "protocol 'gs' is not allowed"),
+    ("coco:gcs://bucket/instances.json", "protocol 'gcs' is not allowed"),
+    ("coco:TMP/instances.json?images=s3://bucket/images", "protocol 's3' is not allowed"),
+    ("hf://datasets/org/private", "protocol 'hf' is not allowed"),
+    ("hf:org/private", "org/private is no folder here"),  # load_dataset would take it to the Hub
+])
+def test_kind_targets_the_policy_does_not_allow_stop_the_run_before_any_read(tmp_path, source, refusal):
+    """The operator names these targets, yet the same params may come from anyone: a protocol the policy does
+    not name refuses the source at once, before a read and before the last run's parts are cleared."""
+    root = tmp_path / "run"
+    (root / "work/ingest").mkdir(parents=True)
+    (root / "work/ingest/part-00000.parquet").write_bytes(b"the last run's part")
+    with pytest.raises(SourceError, match=re.escape(refusal)):
+        ingest_stage.run(Context(root=root, params=_params(source.replace("TMP", str(tmp_path))), progress=False))
+    assert (root / "work/ingest/part-00000.parquet").read_bytes() == b"the last run's part"
+    assert not (root / "reports").exists()
+
+
+@pytest.mark.timeout(60)
+def test_listing_a_kind_from_a_silent_server_is_bounded_by_the_request_timeouts(tmp_path):
+    """A tar's headers and a COCO file are read through fsspec's http, whose own timeout is 5 minutes: the
+    policy's connect and read timeouts bound each of its requests, and the reason names the timeout."""
+    with _silent_server() as silent:
+        start = time.monotonic()
+        images, rejects = _ingest(tmp_path, f"wds:{silent}/train-00000.tar", connect_timeout_s=1, read_timeout_s=1)
+        with pytest.raises(SourceError, match="cannot read the COCO annotation file: .*Timeout"):
+            ingest_stage.run(Context(root=tmp_path / "coco", params=_params(
+                f"coco:{silent}/instances.json", connect_timeout_s=1, read_timeout_s=1), progress=False))
+        elapsed = time.monotonic() - start
+    assert elapsed < 20, elapsed
+    assert images.is_empty() and list(rejects) == [f"{silent}/train-00000.tar"]
+    assert "Timeout on reading data from socket" in rejects[f"{silent}/train-00000.tar"]
 
 
 @pytest.mark.timeout(60)
