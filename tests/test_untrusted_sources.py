@@ -11,6 +11,7 @@ import io
 import os
 import re
 import socket
+import tarfile
 import threading
 import time
 from contextlib import contextmanager
@@ -98,7 +99,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         if self.path.lstrip("/") in self.files:
             body = self.files[self.path.lstrip("/")]
-            self.send_response(200)
+            if match := re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", "")):  # fsspec's ranged reads
+                first, last = int(match[1]), min(int(match[2]), len(body) - 1)
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {first}-{last}/{len(body)}")
+                body = body[first:last + 1]
+            else:
+                self.send_response(200)
         else:  # a server that echoes the request headers into its error page, as some proxies do
             body = f"denied; you sent:\n{self.headers}".encode()
             self.send_response(401)
@@ -244,7 +251,17 @@ def test_kind_targets_the_policy_does_not_allow_stop_the_run_before_any_read(tmp
 @pytest.mark.timeout(60)
 def test_listing_a_kind_from_a_silent_server_is_bounded_by_the_request_timeouts(tmp_path):
     """A tar's headers and a COCO file are read through fsspec's http, whose own timeout is 5 minutes: the
-    policy's connect and read timeouts bound each of its requests, and the reason names the timeout."""
+    policy's connect and read timeouts bound each of its requests, and the reason names the timeout. A server
+    that answers is read as before."""
+    shard = io.BytesIO()
+    with tarfile.open(fileobj=shard, mode="w") as tar:
+        for key, data in (("000001.png", _png(10)), ("000002.png", _png(11))):
+            info = tarfile.TarInfo(key)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with _server({"train-00001.tar": shard.getvalue()}) as served:
+        images, _ = _ingest(tmp_path / "served", f"wds:{served}/train-00001.tar", connect_timeout_s=1, read_timeout_s=1)
+    assert list(images["source_path"]) == ["train-00001.tar/000001.png", "train-00001.tar/000002.png"]
     with _silent_server() as silent:
         start = time.monotonic()
         images, rejects = _ingest(tmp_path, f"wds:{silent}/train-00000.tar", connect_timeout_s=1, read_timeout_s=1)

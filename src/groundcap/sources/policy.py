@@ -69,8 +69,9 @@ class SourcePolicy:
 
     def storage_options(self, url: str) -> dict:
         """fsspec options bounding each request of ``url`` by ``connect_timeout_s`` and ``read_timeout_s``, per
-        protocol of its chain, where the installed filesystem takes them: fsspec's http(s) (aiohttp's
-        ``ClientTimeout``: the connection, then each wait for bytes; no total, a large file may take long).
+        protocol of its chain, where the installed filesystem takes them: fsspec's http(s) passes ``timeout``
+        to every aiohttp request (a ``ClientTimeout``: the connection, then each wait for bytes; no total, a
+        large file may take long), leaving any ``client_kwargs`` from fsspec's configuration as they are.
         The Hub's ``hf://`` has its own (``HF_HUB_ETAG_TIMEOUT``, ``HF_HUB_DOWNLOAD_TIMEOUT``); s3fs and gcsfs
         take theirs from fsspec's configuration (README, "Source policy")."""
         chain = {part.split("://", 1)[0].lower() for part in url.split("::") if "://" in part}
@@ -79,7 +80,7 @@ class SourcePolicy:
         from aiohttp import ClientTimeout  # fsspec's http needs it: present wherever such a URL can be read
 
         timeout = ClientTimeout(sock_connect=self.connect_timeout_s, sock_read=self.read_timeout_s)
-        return {protocol: {"client_kwargs": {"timeout": timeout}} for protocol in sorted(chain & set(HTTP))}
+        return {protocol: {"timeout": timeout} for protocol in sorted(chain & set(HTTP))}
 
 
 def describe(exc: BaseException) -> str:
