@@ -381,13 +381,14 @@ def test_the_policy_is_checked_at_load_and_left_out_of_the_params_hash():
 # --- decoding bounded in time ------------------------------------------------------------------------------
 
 
-def _slow_png(side: int) -> bytes:
-    """A real image within the pixel limit whose decode takes seconds (a small file: it compresses well)."""
+def _slow_png(side: int = 5000) -> bytes:
+    """A real image within the pixel limit whose decoding takes seconds (its alpha is put on white and it is
+    re-encoded), in a small file: it compresses well."""
     x = np.arange(side) % 256
-    arr = np.empty((side, side, 3), np.uint8)
-    arr[..., 0], arr[..., 1], arr[..., 2] = x, x[:, None], (x[:, None] + x) % 256
+    arr = np.empty((side, side, 4), np.uint8)
+    arr[..., 0], arr[..., 1], arr[..., 2], arr[..., 3] = x, x[:, None], (x[:, None] + x) % 256, 200
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG", compress_level=1)
+    Image.fromarray(arr, "RGBA").save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 
@@ -395,16 +396,36 @@ def _slow_png(side: int) -> bytes:
 def test_a_decode_past_its_bound_is_a_rejection_and_the_run_goes_on(tmp_path):
     from groundcap import ingest
 
-    slow = _slow_png(4000)
+    slow = _slow_png()
     src = tmp_path / "src"
     src.mkdir()
     for name, data in {"a.png": _png(8), "b_slow.png": slow, "c.png": _png(9)}.items():
         (src / name).write_bytes(data)
     start = time.monotonic()
-    images, rejects = _ingest(tmp_path, src, decode_timeout_s=0.5)
+    images, rejects = _ingest(tmp_path, src, decode_timeout_s=0.3)
     assert time.monotonic() - start < 30
     assert list(images["source_path"]) == ["a.png", "c.png"]  # the decoder killed for b_slow.png was replaced
-    assert rejects == {"b_slow.png": "decoding took longer than ingest.source_policy.decode_timeout_s=0.5 s; abandoned"}
+    assert rejects == {"b_slow.png": "decoding took longer than ingest.source_policy.decode_timeout_s=0.3 s; abandoned"}
     # the same bytes, decoded in process without a bound, are an image: the bound, not the file, refused it
     limits = ingest.Limits.from_params(_params(src)["ingest"])
-    assert ingest.validate(slow, limits)["width"] == 4000
+    assert ingest.validate(slow, limits)["width"] == 5000
+
+
+@pytest.mark.timeout(60)
+def test_a_decoder_killed_mid_file_is_that_files_rejection_and_the_next_file_decodes():
+    """The decoder process dying (a decoder's crash, the kernel's OOM killer) costs the file it was decoding."""
+    import signal
+
+    from groundcap import ingest
+
+    limits = ingest.Limits.from_params(params.defaults()["ingest"])
+    slow = _slow_png()
+    with ingest.Decoder(limits, timeout_s=60) as decoder:
+        assert decoder.validate(_png(12))["width"] == 48
+        (child,) = Path(f"/proc/self/task/{threading.get_native_id()}/children").read_text().split()
+        killer = threading.Timer(0.3, os.kill, (int(child), signal.SIGKILL))
+        killer.start()
+        with pytest.raises(ingest.Rejected, match=r"the decoder crashed on this file \(.* exit code -9\)"):
+            decoder.validate(slow)
+        killer.join()
+        assert decoder.validate(_png(13))["width"] == 48

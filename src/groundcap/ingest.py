@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import io
-import multiprocessing
+import json
+import socket
+import subprocess
+import sys
 import traceback
 import warnings
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -146,9 +150,10 @@ def encode_png(img: Image.Image) -> bytes:
 class Decoder:
     """:func:`validate` in a child process, each call bounded by ``timeout_s``; use it as a context manager.
 
-    The child starts on the first call (spawned: the parent's fetch threads make ``fork`` unsafe) and says
-    when it is ready, so its start-up never counts against a file; it is killed after a decode that runs
-    too long, and the next call starts a new one.
+    The child starts on the first call and says when it is ready, so its start-up never counts against a
+    file; it is killed after a decode that runs too long, and the next call starts a new one. It is a
+    fresh interpreter that imports this module only: ``fork`` is unsafe beside the fetch threads, and
+    multiprocessing's ``spawn`` would import the parent's ``__main__`` too (the whole CLI, seconds more).
     """
 
     STARTUP_S = 300.0  # importing Pillow and numpy on a loaded machine, not a decode
@@ -166,14 +171,14 @@ class Decoder:
     def validate(self, data: bytes) -> dict:
         """:func:`validate` of ``data``; :class:`Rejected` also when decoding takes longer than ``timeout_s``."""
         conn = self._started()
-        conn.send_bytes(data)
-        if not conn.poll(self.timeout_s):
-            self._stop(grace_s=0)
-            raise Rejected(f"decoding took longer than ingest.source_policy.decode_timeout_s={self.timeout_s:g} s; "
-                           "abandoned")
         try:
+            conn.send_bytes(data)
+            if not conn.poll(self.timeout_s):
+                self._stop(grace_s=0)
+                raise Rejected(f"decoding took longer than ingest.source_policy.decode_timeout_s={self.timeout_s:g} s;"
+                               " abandoned")
             kind, value = conn.recv()
-        except EOFError:
+        except (EOFError, OSError):  # the child died: a decoder's crash, or the kernel's OOM killer
             code = self._stop()
             raise Rejected(f"the decoder crashed on this file (its process ended with exit code {code})") from None
         if kind == "rejected":
@@ -184,13 +189,15 @@ class Decoder:
             value["bytes"] = data
         return value
 
-    def _started(self):
+    def _started(self) -> Connection:
         if self._proc is None:
-            spawn = multiprocessing.get_context("spawn")
-            self._conn, child = spawn.Pipe()
-            self._proc = spawn.Process(target=_serve, args=(child, self.limits), name="groundcap-decode", daemon=True)
-            self._proc.start()
-            child.close()
+            ours, theirs = socket.socketpair()
+            # the parent's sys.path, in its order, as multiprocessing gives its children
+            self._proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(theirs.fileno()), json.dumps(sys.path)],
+                                          pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+            theirs.close()
+            self._conn = Connection(ours.detach())
+            self._conn.send(self.limits)
             try:
                 ready = self._conn.poll(self.STARTUP_S) and self._conn.recv() == "ready"
             except EOFError:
@@ -205,16 +212,23 @@ class Decoder:
         if self._proc is None:
             return None
         self._conn.close()  # a waiting child sees the end of its input and exits
-        self._proc.join(grace_s)
-        if self._proc.is_alive():
+        try:
+            self._proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
             self._proc.kill()
-            self._proc.join()
-        code, self._proc, self._conn = self._proc.exitcode, None, None
+            self._proc.wait()
+        code, self._proc, self._conn = self._proc.returncode, None, None
         return code
 
 
-def _serve(conn, limits: Limits) -> None:
-    """The decoder process: validate each file sent until the parent closes the pipe."""
+_CHILD = ("import json, sys; sys.path[:] = json.loads(sys.argv[2]); "
+          "from groundcap.ingest import serve; serve(int(sys.argv[1]))")
+
+
+def serve(fd: int) -> None:
+    """The decoder process (:class:`Decoder`): validate each file sent on socket ``fd`` until the parent closes it."""
+    conn = Connection(fd)
+    limits = conn.recv()
     Image.init()  # every format's plugin imported now: start-up, not any file's decode
     conn.send("ready")
     while True:
