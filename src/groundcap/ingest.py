@@ -197,10 +197,10 @@ class Decoder:
                                           pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
             theirs.close()
             self._conn = Connection(ours.detach())
-            self._conn.send(self.limits)
             try:
+                self._conn.send(self.limits)
                 ready = self._conn.poll(self.STARTUP_S) and self._conn.recv() == "ready"
-            except EOFError:
+            except (EOFError, OSError):
                 ready = False
             if not ready:
                 code = self._stop(grace_s=0)
