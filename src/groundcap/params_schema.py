@@ -297,6 +297,7 @@ SCHEMA: dict[str, Any] = {
             "file_timeout_s": Num(0, open_low=True),
             "connect_timeout_s": Num(0, open_low=True),
             "read_timeout_s": Num(0, open_low=True),
+            "decode_timeout_s": Num(0, open_low=True),
             "workers": Int(1, 64),
         },
     },
