@@ -504,3 +504,20 @@ def test_a_scene_the_composer_rejects_costs_only_its_image():
                                             (scene_image(), two_regions(), captions)])
     assert good.text == "<r1>a cup</r1> alone."
     assert isinstance(bad, RuntimeError) and "scene caption rejected" in str(bad)
+
+
+# --- engines that cannot start ---------------------------------------------------------------------------------
+
+def test_a_transformers_engine_whose_model_folder_is_broken_is_fatal(tmp_path):
+    """A model that does not load is an engine that cannot start: ``EngineStartFailed`` with transformers' reason
+    (fatal: the worker stops the stage instead of loading it again for every image), not a per-request error."""
+    pytest.importorskip("transformers")
+    from groundcap.errors import EngineStartFailed, is_fatal
+    from groundcap.vlm import chat as vlm_chat
+    from groundcap.vlm.chat import ChatRequest
+
+    (tmp_path / "config.json").write_text('{"model_type": "llava", "text_config": ')
+    chat = vlm_chat.engine("transformers", str(tmp_path), {"device": "cpu"})
+    with pytest.raises(EngineStartFailed, match=rf"transformers could not load {tmp_path}: \w+") as exc:
+        chat.generate([ChatRequest("describe")])
+    assert is_fatal(exc.value)

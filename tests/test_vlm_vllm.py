@@ -287,3 +287,62 @@ def test_a_dead_engine_stops_the_stage_and_keeps_the_finished_parts(fake_vllm, m
     before = parts.marker_path(out, 0).stat().st_mtime_ns
     report = runner.run_stage(ctx, pipeline.get("caption_regions"))
     assert (report.parts, report.computed) == (3, 2) and parts.marker_path(out, 0).stat().st_mtime_ns == before
+
+
+# --- an engine that fails to start ----------------------------------------------------------------------------
+
+def test_an_engine_that_fails_to_start_raises_a_fatal_error_with_its_reason(fake_vllm, monkeypatch):
+    """vLLM reports a failed start as RuntimeError (engine core) or ValueError (free memory): the engine raises
+    ``EngineStartFailed`` with that reason, fatal, from ``generate``, not an error per request."""
+    from groundcap.errors import EngineStartFailed, is_fatal
+
+    def refuses(self, **kwargs):
+        FakeLLM.instances.append(self)
+        raise ValueError("Free memory on device (10.2/79.1 GiB) on startup is less than desired GPU memory "
+                         "utilization (0.9, 71.2 GiB)")
+
+    monkeypatch.setattr(FakeLLM, "__init__", refuses)
+    with pytest.raises(EngineStartFailed, match=r"vLLM could not start m: ValueError: Free memory on device") as exc:
+        VllmChat("m").generate([ChatRequest(prompt=p) for p in "ab"])
+    assert is_fatal(exc.value) and len(FakeLLM.instances) == 1
+
+
+@pytest.mark.slow
+def test_an_engine_that_fails_to_start_stops_the_stage_once_and_keeps_the_finished_parts(
+        fake_vllm, monkeypatch, tmp_path):
+    """4 photos in parts of 2, captioned; part 1 is lost, and on the re-run the engine cannot start: the stage
+    stops with the engine's reason after one start (not one per image of part 1, as when the batch is redone
+    image by image), and part 0 stays as it was."""
+    from groundcap import params, parts, pipeline, runner, sample
+    from groundcap.errors import EngineDead
+    from groundcap.stage import Context
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in sample.paths()[:4]:
+        (photos / path.name).write_bytes(path.read_bytes())
+    p = params.defaults() | {"source": str(photos), "part_size": 2}
+    p["segment"] = p["segment"] | {"max_regions": 2}
+    p["caption_regions"] |= {"captioner": "vlm", "verifier": None, "unique_rounds": 0,
+                             "vlm": {"engine": "vllm", "model": "m", "max_attempts": 1}}
+    ctx = Context(tmp_path / "project", p, progress=False)
+    runner.run_all(ctx, ("ingest", "tag", "segment"))
+    monkeypatch.setattr(FakeLLM, "chat", lambda self, messages, **kw: [
+        output(json.dumps({"short": "a thing", "detailed": "A thing."})) for _ in messages])
+    runner.run_stage(ctx, pipeline.get("caption_regions"))
+    out = tmp_path / "project" / "work" / "caption_regions"
+    parts.marker_path(out, 1).unlink()
+    parts.part_path(out, 1).unlink()
+    before = parts.marker_path(out, 0).stat().st_mtime_ns
+    FakeLLM.instances = []
+
+    def fails(self, **kwargs):
+        FakeLLM.instances.append(self)
+        raise RuntimeError("Engine core initialization failed. See root cause above. Failed core proc(s): {}")
+
+    monkeypatch.setattr(FakeLLM, "__init__", fails)
+    with pytest.raises(EngineDead, match=r"caption_regions: the model engine failed to start .*vLLM could not start "
+                                         r"m: RuntimeError: Engine core initialization failed"):
+        runner.run_stage(ctx, pipeline.get("caption_regions"))
+    assert len(FakeLLM.instances) == 1
+    assert parts.list_parts(out) == [0] and parts.marker_path(out, 0).stat().st_mtime_ns == before

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from groundcap import hf_models
-from groundcap.errors import BackendUnavailable, is_fatal
+from groundcap.errors import BackendUnavailable, EngineStartFailed, is_fatal
 from groundcap.vlm.chat import ChatEngine, ChatReply, ChatRequest, brief, openai_messages
 
 
@@ -204,7 +204,9 @@ class VllmChat(ChatEngine):
         return {"model": self.model, **kwargs, **self.llm_options}
 
     def _load(self) -> Any:
-        """The ``vllm.LLM``, built on first use so constructing the engine needs no GPU or vLLM."""
+        """The ``vllm.LLM``, built on first use so constructing the engine needs no GPU or vLLM. A start that
+        fails raises ``EngineStartFailed``: outside ``_chat``'s per-request errors, since every request (and
+        every image, were the worker to retry them one by one) would start the engine again."""
         if self._llm is None:
             try:
                 import vllm
@@ -214,7 +216,11 @@ class VllmChat(ChatEngine):
             arguments = self.llm_arguments()
             if self.structured_outputs:
                 arguments = {**compact_json_config(vllm), **arguments}  # llm_options may say otherwise
-            llm = vllm.LLM(**arguments)
+            try:
+                llm = vllm.LLM(**arguments)
+            except Exception as exc:  # engine core init, the free-memory check, broken weights: fatal, not per image
+                raise EngineStartFailed(f"vLLM could not start {self.model}: {type(exc).__name__}: "
+                                        f"{brief(str(exc), 1000)}") from exc
             get_tokenizer = getattr(llm, "get_tokenizer", None)
             self._stop_token_ids = stop_token_ids(get_tokenizer()) if self.stop_tokens and get_tokenizer else []
             self._vllm = vllm
