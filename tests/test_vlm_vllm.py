@@ -18,10 +18,11 @@ from groundcap.vlm.chat import ChatReply, ChatRequest, engine
 from groundcap.vlm.vllm_offline import (
     VllmChat,
     build_conversations,
+    image_caps,
     json_object_kwargs,
     max_pixels,
+    max_tiles,
     parse_outputs,
-    patch_grid,
     sampling_kwargs,
     stop_token_ids,
 )
@@ -107,12 +108,22 @@ def test_max_pixels_rounds_the_side_up_to_the_patch_grid():
     assert max_pixels(1024, patch_grid=32) == 1024 * 1024
 
 
-def test_patch_grid_from_a_local_config(tmp_path):
+def test_image_caps_from_a_local_config(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"vision_config": {"patch_size": 16, "spatial_merge_size": 2}}))
-    assert patch_grid(str(tmp_path)) == 32
-    assert patch_grid(str(tmp_path / "missing")) == 28
-    (tmp_path / "config.json").write_text(json.dumps({"vision_config": {"patch_size": [14, 14]}}))  # InternVL
-    assert patch_grid(str(tmp_path)) is None  # no spatial merge: its processor tiles, no max_pixels to pass
+    assert image_caps(str(tmp_path), 1024) == {"max_pixels": 1024 * 1024}  # a 32-pixel grid
+    assert image_caps(str(tmp_path / "missing"), 1024) == {"max_pixels": 1036 * 1036}  # Qwen's 28
+    internvl = {"model_type": "internvl", "vision_config": {"patch_size": [14, 14], "image_size": [448, 448]}}
+    (tmp_path / "config.json").write_text(json.dumps(internvl))
+    assert image_caps(str(tmp_path), 1024) == {"max_patches": 6}  # it tiles: no max_pixels, a tile budget
+    assert image_caps(str(tmp_path), 448) == {"max_patches": 1}
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava", "vision_config": {"image_size": 336}}))
+    assert image_caps(str(tmp_path), 1024) == {}  # neither: the processor's own
+
+
+def test_max_tiles_hold_the_pixels_of_the_longest_side_squared():
+    assert max_tiles(1024, 448 * 448) == 6  # 1024^2 / 448^2 = 5.2, rounded up
+    assert max_tiles(896, 448 * 448) == 4 and max_tiles(100, 448 * 448) == 1
+    assert max_tiles(224, 56 * 56) == 16
 
 
 class FakeLLM:
@@ -346,3 +357,21 @@ def test_an_engine_that_fails_to_start_stops_the_stage_once_and_keeps_the_finish
         runner.run_stage(ctx, pipeline.get("caption_regions"))
     assert len(FakeLLM.instances) == 1
     assert parts.list_parts(out) == [0] and parts.marker_path(out, 0).stat().st_mtime_ns == before
+
+
+# --- bounded engine calls --------------------------------------------------------------------------------------
+
+def test_no_llm_chat_call_holds_more_than_max_requests_per_call(fake_vllm):
+    """vLLM renders and processes every prompt of a call before it runs any: 7 requests of one sampling group
+    go in calls of at most 3 (one group of 2 in one), and the replies are those of one unbounded call, in order."""
+    temps = [0.0, 0.0, 0.7, 0.0, 0.0, 0.7, 0.0, 0.0, 0.0]
+    requests = [ChatRequest(prompt=f"q{i}", temperature=t) for i, t in enumerate(temps)]
+    bounded = VllmChat("m", max_requests_per_call=3).generate(requests)
+    unbounded = VllmChat("m", max_requests_per_call=0).generate(requests)
+    assert bounded == unbounded and [r.text for r in bounded] == [f"q{i}|t={t}" for i, t in enumerate(temps)]
+    first, second = FakeLLM.instances
+    assert [c["texts"] for c in first.calls] == [["q0", "q1", "q3"], ["q4", "q6", "q7"], ["q8"], ["q2", "q5"]]
+    assert [len(c["texts"]) for c in second.calls] == [7, 2]
+    assert VllmChat("m").max_requests_per_call == 256
+    with pytest.raises(ValueError, match="max_requests_per_call must be 0"):
+        VllmChat("m", max_requests_per_call=-1)
