@@ -143,7 +143,7 @@ def test_detailed_image_is_downscaled_to_max_image_side():
     for body in sent(server, "detailed"):
         [img] = images(body)
         assert img.size == (120, 80)
-        a = np.asarray(img).astype(int)  # the 2-pixel outline, halved and JPEG'd, is reddish rather than red
+        a = np.asarray(img).astype(int)  # the 2-pixel outline drawn at 120 px, JPEG'd: reddish rather than red
         assert ((a[..., 0] > 140) & (a[..., 0] - np.maximum(a[..., 1], a[..., 2]) > 90)).any()
 
 
