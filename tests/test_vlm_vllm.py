@@ -375,3 +375,13 @@ def test_no_llm_chat_call_holds_more_than_max_requests_per_call(fake_vllm):
     assert VllmChat("m").max_requests_per_call == 256
     with pytest.raises(ValueError, match="max_requests_per_call must be 0"):
         VllmChat("m", max_requests_per_call=-1)
+
+
+def test_the_gpu_profile_hands_the_vlm_stages_bounded_batches():
+    """A whole part (16 images of up to 128 regions) would be 2048 outlined images held at once per step; the
+    profile hands 4 images per batch: at most 512 requests a step, two vLLM calls of the default bound."""
+    from groundcap import params
+
+    p = params.load(profile="gpu")
+    batch, regions = p["engine"]["batch_images"], p["segment"]["max_regions"] + p["segment"]["max_parts"]
+    assert 0 < batch < p["part_size"] and batch * regions <= 2 * VllmChat("m").max_requests_per_call
