@@ -408,14 +408,14 @@ def test_internvl_tiles_are_capped_to_the_pixels_of_max_image_side(tmp_path_fact
     image_processor = AutoProcessor.from_pretrained(str(model)).image_processor
     assert image_processor.get_number_of_image_patches(84, 112, {}) == 13  # 4 x 3 tiles + the thumbnail
     capped = image_processor.get_number_of_image_patches(84, 112, {"max_patches": 4})
-    assert capped <= 5
+    assert capped <= 5 and image_processor.get_number_of_image_patches(56, 56, {"max_patches": 4}) == 1
     chat = VllmChat(str(model), **ENGINE_OPTIONS | {"max_image_side": 112})
     try:
         assert chat.llm_arguments()["mm_processor_kwargs"] == {"max_patches": 4}
-        text_only, large = chat.generate([ChatRequest("describe", max_tokens=2),
-                                          ChatRequest("describe", (photo(1500, 2000),), max_tokens=2)])
+        one_tile, large = chat.generate([ChatRequest("describe", (photo(56, 56),), max_tokens=2),
+                                         ChatRequest("describe", (photo(1500, 2000),), max_tokens=2)])
         assert chat._load().llm_engine.model_config.multimodal_config.mm_processor_kwargs == {"max_patches": 4}
-        # <img>, 4 <IMG_CONTEXT> per tile, </img>
-        assert large.usage["prompt_tokens"] - text_only.usage["prompt_tokens"] == capped * 4 + 2
+        # 4 <IMG_CONTEXT> per tile: the large photo's tiles beyond the one tile of a 56 x 56 image
+        assert large.usage["prompt_tokens"] - one_tile.usage["prompt_tokens"] == (capped - 1) * 4
     finally:
         chat.close()
