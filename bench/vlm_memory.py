@@ -71,7 +71,7 @@ def bench_vlm_memory(tmp: Path, photos: int = 8, regions: int = 16, megapixels: 
 
     model = str(build_tiny_qwen_vl(tmp / "tiny-qwen2.5-vl-memory"))
     options = CPU_ENGINE_OPTIONS | {"llm_options": CPU_ENGINE_OPTIONS["llm_options"] | {"mm_processor_cache_gb": 0}}
-    vlm = {"engine": "vllm", "model": model, "engine_options": options, "max_tokens": 8, "max_attempts": 1}
+    vlm = {"engine": "vllm", "model": model, "engine_options": options, "max_tokens": 24, "max_attempts": 1}
     p = params.defaults()
     p["caption_regions"] = p["caption_regions"] | {"captioner": "vlm", "verifier": "vlm_verifier", "unique_rounds": 0,
                                                    "vlm": vlm, "vlm_verifier": vlm}
