@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from groundcap.cli.common import ParamsFile, Root, guard, new_app, project_params
+from groundcap.storage import writer_lock
 
 audit_app = new_app(
     "Human-sampled audits: `export` a stratified sample (HTML gallery + Label Studio tasks), "
@@ -58,10 +59,12 @@ def import_command(
     from groundcap.audit import sample, verdicts
 
     def run() -> tuple[dict, verdicts.GateResult]:
-        params = project_params(root, params_file)
-        exported = sample.read_manifest(manifest or root / sample.DEFAULT_DIR / sample.MANIFEST)
-        summary = verdicts.import_file(root, params, file, fmt, exported)
-        return summary, verdicts.gate(root, params)
+        # a writer of ROOT (audit.verdicts, reports/audit.json) that reads the work tables: one at a time
+        with writer_lock.hold(root, "groundcap audit import"):
+            params = project_params(root, params_file)
+            exported = sample.read_manifest(manifest or root / sample.DEFAULT_DIR / sample.MANIFEST)
+            summary = verdicts.import_file(root, params, file, fmt, exported)
+            return summary, verdicts.gate(root, params)
 
     summary, gate = guard(run)
     typer.echo(f"imported {summary['imported']} verdicts; {summary['audited']} audited images in all "

@@ -9,8 +9,8 @@ and part ``k`` of the output is written atomically, its completion marker last (
 ``resume``). An exception on one image becomes that image's ``error`` field instead of ending the
 run; later stages carry that error forward and QA fails the image with it as the reason: one bad
 sample never costs the others. A dead engine (``errors.is_fatal``: vLLM's engine core gone, CUDA out
-of memory) is the exception: it stops the stage as ``errors.EngineDead``, the parts already written
-stay, and the next run resumes.
+of memory, an engine that failed to start) is the exception: it stops the stage as ``errors.EngineDead``,
+the parts already written stay, and the next run resumes.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import traceback
 
 from groundcap.annotators.registry import cuda_available
-from groundcap.errors import BackendUnavailable, EngineDead, StageInputError, is_fatal
+from groundcap.errors import BackendUnavailable, EngineDead, EngineStartFailed, StageInputError, is_fatal
 from groundcap.pipeline import resume
 from groundcap.pipeline.stage import Context, MapStage, Records, Row
 from groundcap.storage import parts
@@ -109,8 +109,9 @@ class PartWorker:
         return results
 
     def _dead(self, exc: Exception) -> EngineDead:
-        if isinstance(exc, EngineDead):  # the engine said what to do (a served one: restart the server)
+        if isinstance(exc, EngineDead) and not isinstance(exc, EngineStartFailed):  # it said what to do (restart
             return EngineDead(f"{self.stage.name}: {exc}; the finished parts are kept: run again to resume")
-        return EngineDead(f"{self.stage.name}: the model engine died ({type(exc).__name__}: {exc}); the finished "
+        what = "failed to start" if isinstance(exc, EngineStartFailed) else "died"
+        return EngineDead(f"{self.stage.name}: the model engine {what} ({type(exc).__name__}: {exc}); the finished "
                           "parts are kept: free the GPU (or lower gpu_memory_utilization or engine.batch_images) "
                           "and run again to resume")
