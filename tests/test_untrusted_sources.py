@@ -243,7 +243,7 @@ def test_kind_targets_the_policy_does_not_allow_stop_the_run_before_any_read(tmp
     (root / "work/ingest").mkdir(parents=True)
     (root / "work/ingest/part-00000.parquet").write_bytes(b"the last run's part")
     with pytest.raises(SourceError, match=re.escape(refusal)):
-        ingest_stage.run(Context(root=root, params=_params(source.replace("TMP", str(tmp_path))), progress=False))
+        ingest_stage.STAGE.run(Context(root=root, params=_params(source.replace("TMP", str(tmp_path))), progress=False))
     assert (root / "work/ingest/part-00000.parquet").read_bytes() == b"the last run's part"
     assert not (root / "reports").exists()
 
@@ -266,7 +266,7 @@ def test_listing_a_kind_from_a_silent_server_is_bounded_by_the_request_timeouts(
         start = time.monotonic()
         images, rejects = _ingest(tmp_path, f"wds:{silent}/train-00000.tar", connect_timeout_s=1, read_timeout_s=1)
         with pytest.raises(SourceError, match="cannot read the COCO annotation file: .*Timeout"):
-            ingest_stage.run(Context(root=tmp_path / "coco", params=_params(
+            ingest_stage.STAGE.run(Context(root=tmp_path / "coco", params=_params(
                 f"coco:{silent}/instances.json", connect_timeout_s=1, read_timeout_s=1), progress=False))
         elapsed = time.monotonic() - start
     assert elapsed < 20, elapsed

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from groundcap.cli.common import ParamsFile, Root, guard, new_app, project_params
-from groundcap.storage import writer_lock
 
 audit_app = new_app(
     "Human-sampled audits: `export` a stratified sample (HTML gallery + Label Studio tasks), "
@@ -57,6 +56,7 @@ def import_command(
 ) -> None:
     """Merge the verdicts into audit.verdicts, write reports/audit.json and show the error rates and the gate."""
     from groundcap.audit import sample, verdicts
+    from groundcap.storage import writer_lock
 
     def run() -> tuple[dict, verdicts.GateResult]:
         # a writer of ROOT (audit.verdicts, reports/audit.json) that reads the work tables: one at a time
