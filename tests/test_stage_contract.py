@@ -36,7 +36,7 @@ def test_a_stage_sees_only_the_params_it_declares(tmp_path):
         name, help, params = "sneaky", "reads a section it does not declare", ("qa",)
 
         def run(self, ctx):
-            assert set(ctx.params) == {"qa", "engine"}
+            assert set(ctx.params) == {"qa", "executor"}
             ctx.params["release"]
 
     with pytest.raises(KeyError, match="release"):
@@ -198,10 +198,10 @@ def test_the_scene_captioner_reuses_the_region_captioners_engine():
     p["caption_regions"] |= {"captioner": "vlm", "verifier": None, "vlm": vlm}
     p["caption_scene"] |= {"composer": "vlm", "vlm": vlm}
     scene = order.stage("caption_scene")
-    keys = scene.reuses(params.subset(p, (*scene.params, "engine")))
+    keys = scene.reuses(params.subset(p, (*scene.params, "executor")))
     stage = order.stage("caption_regions")
     worker_stage = type(stage)()
-    worker_stage.setup(params.subset(p, (*stage.params, "engine")))
+    worker_stage.setup(params.subset(p, (*stage.params, "executor")))
     worker_stage.captioner.chat  # noqa: B018 -- builds (caches) the engine, as a first request would
     try:
         assert keys and set(keys) <= set(models.loaded())
@@ -209,15 +209,15 @@ def test_the_scene_captioner_reuses_the_region_captioners_engine():
         models.release(keys)  # what the runner does after a stage
         assert set(models.loaded()) == set(keys)
         p["caption_scene"]["vlm"] = {**vlm, "model": "another"}
-        assert not set(scene.reuses(params.subset(p, (*scene.params, "engine")))) & set(keys)
+        assert not set(scene.reuses(params.subset(p, (*scene.params, "executor")))) & set(keys)
     finally:
         models.release()
 
 
 def test_one_image_at_a_time_writes_what_whole_part_batches_write(sample_project, tmp_path):
-    """engine.batch_images changes how many images a process_batch call gets, never a byte of the parts."""
+    """executor.batch_images changes how many images a process_batch call gets, never a byte of the parts."""
     shutil.copytree(sample_project / "work" / "ingest", tmp_path / "work" / "ingest")
-    runner.run_all(Context(tmp_path, _sample_params(engine__batch_images=1), progress=False), tuple(MAP_STAGES))
+    runner.run_all(Context(tmp_path, _sample_params(executor__batch_images=1), progress=False), tuple(MAP_STAGES))
     for stage in MAP_STAGES:
         ours, theirs = tmp_path / "work" / stage, sample_project / "work" / stage
         assert sorted(p.name for p in ours.iterdir()) == sorted(p.name for p in theirs.iterdir())
@@ -240,7 +240,7 @@ def test_gpu_stages_declare_a_gpu_per_worker_and_the_actor_pool_fits_the_cluster
             if name in served[section]:
                 served[section][name]["engine"] = "openai"
     assert order.stage("caption_scene").resources(served).gpus == 0
-    profile["engine"]["ray"]["num_gpus"] = {"tag": 0.5}
+    profile["executor"]["ray"]["num_gpus"] = {"tag": 0.5}
     assert order.stage("tag").resources(profile).gpus == 0.5
     assert actor_pool("tag", actors=2, parts=10, gpus_per_actor=1, cluster_gpus=1) == 1  # not 2: one would never start
     assert actor_pool("tag", actors=4, parts=10, gpus_per_actor=0.5, cluster_gpus=1) == 2
@@ -255,7 +255,7 @@ def test_under_require_gpu_a_gpu_stage_without_cuda_stops_before_loading_anythin
 
     monkeypatch.setattr(worker, "cuda_available", lambda: False)
     p = params.load(params.PROFILES / "gpu.yaml")
-    assert p["engine"]["require_gpu"] is True
+    assert p["executor"]["require_gpu"] is True
     with pytest.raises(BackendUnavailable, match="no CUDA device"):
         worker.PartWorker(Context(tmp_path, p), type(order.stage("tag"))())
     worker.PartWorker(Context(tmp_path, p), type(order.stage("qa"))())  # a CPU stage runs
@@ -270,7 +270,7 @@ def test_the_gpu_profile_keeps_the_captioners_vllm_engine_for_the_scene_stage():
     regions, scene = order.stage("caption_regions"), order.stage("caption_scene")
     captioner = [registry.info(b.step, b.name).cls.engine_key(b.options)
                  for b in regions.backends(p) if b.step == "region_captioner"]
-    assert scene.reuses(params.subset(p, (*scene.params, "engine"))) == frozenset(captioner)
+    assert scene.reuses(params.subset(p, (*scene.params, "executor"))) == frozenset(captioner)
     assert not order.stage("crosscheck").reuses(p) & frozenset(captioner)  # another model there
 
 
@@ -360,20 +360,20 @@ def toy_stage(package_copy, monkeypatch) -> Path:
 def test_a_new_stage_is_its_module_and_its_place_in_the_order(toy_stage, tmp_path):
     """Params checks, the CLI, dvc.yaml and the runner all take a new stage from its module and the order."""
     f = tmp_path / "params.yaml"
-    f.write_text("toy: {divisor: 0, haar: {min_neighbors: many}}\nengine: {ray: {num_gpus: {toyy: 1}}}\n")
+    f.write_text("toy: {divisor: 0, haar: {min_neighbors: many}}\nexecutor: {ray: {num_gpus: {toyy: 1}}}\n")
     with pytest.raises(params.ParamsError) as caught:
         params.load(f)
     assert str(caught.value).splitlines() == [
-        "params: engine.ray.num_gpus names 'toyy'; allowed: " + ", ".join(sorted(order.NAMES)),
+        "params: executor.ray.num_gpus names 'toyy'; allowed: " + ", ".join(sorted(order.NAMES)),
         "params: toy.divisor is 0; expected an integer >= 1",
         "params: toy.haar.min_neighbors is 'many'; expected an integer (like its default 6)"]
     f.write_text("toy: {divisor: 20}\n")
     with pytest.raises(params.ParamsError, match="^params: toy.divisor 20 exceeds toy.most 10$"):
         params.load(f)
     f.write_text("source: 'sample:'\npart_size: 5\ntoy: {detector: haar, haar: {min_neighbors: 3}}\n"
-                 "engine: {ray: {num_gpus: {toy: 1}}}\n")
+                 "executor: {ray: {num_gpus: {toy: 1}}}\n")
     p = params.load(f)  # its backend's options section merges into the defaults, like tag.haar
-    assert p["toy"]["haar"] == {"min_neighbors": 3} and p["engine"]["ray"]["num_gpus"] == {"toy": 1}
+    assert p["toy"]["haar"] == {"min_neighbors": 3} and p["executor"]["ray"]["num_gpus"] == {"toy": 1}
 
     script = ("import sys\nimport groundcap.stages\nfrom groundcap.pipeline import order\n"
               f"groundcap.stages.__path__.append({str(toy_stage)!r})\n"

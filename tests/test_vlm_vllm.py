@@ -389,5 +389,5 @@ def test_the_gpu_profile_hands_the_vlm_stages_bounded_batches():
     from groundcap import params
 
     p = params.load(profile="gpu")
-    batch, regions = p["engine"]["batch_images"], p["segment"]["max_regions"] + p["segment"]["max_parts"]
+    batch, regions = p["executor"]["batch_images"], p["segment"]["max_regions"] + p["segment"]["max_parts"]
     assert 0 < batch < p["part_size"] and batch * regions <= 2 * VllmChat("m").max_requests_per_call

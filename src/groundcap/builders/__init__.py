@@ -4,7 +4,7 @@ Each builder streams batches (``add_table``: Arrow tables of image records, ``co
 single records (``add(split, record)``) and finalizes its files at ``close()``; ``ReleaseWriter`` fans
 a batch out to all of them. ``write_release`` is the build stage's writer: it joins work/ part by part
 (``columns.join_part``) and writes each release folder in one process, or spreads the folders over
-``engine.build_workers`` spawned processes (``release.py``); every file goes to a temporary name first and
+``executor.build_workers`` spawned processes (``release.py``); every file goes to a temporary name first and
 all are renamed once every writer has finished. The
 folder it fills is the Hub repo (docs/ARCHITECTURE.md, "Records"); the card and the manifest come
 after it (``dataset_card.write_card``, then ``write_manifest``).

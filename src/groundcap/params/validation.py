@@ -226,7 +226,7 @@ class Mapping_(Check):
     """A mapping whose keys are ``keys`` (or any string key) and whose values pass ``values``.
 
     ``override`` says how a params file's mapping meets the default one: ``"merge"``, key by key, the
-    file adding keys (``engine.ray.num_gpus``); ``"replace"``, stated whole (``split.fractions``: merged,
+    file adding keys (``executor.ray.num_gpus``); ``"replace"``, stated whole (``split.fractions``: merged,
     a file's two fractions would keep the default's third); None, only the default's keys.
     """
 
@@ -251,7 +251,7 @@ RUN_LEVEL: dict[str, Any] = {
     "source": Str(),
     "part_size": Int(1),
     "profile": StrList(nullable=True, or_str=True),
-    "engine": {
+    "executor": {
         "kind": Enum("local", "ray"),
         "workers": Int(1),
         "max_attempts": Int(1),

@@ -1,14 +1,14 @@
 """Where a map stage's parts run: in this process, in local worker processes, or on a Ray cluster.
 
-``engine.kind`` picks one. Each runs the same ``worker.PartWorker`` (one ``setup``, so one model
+``executor.kind`` picks one. Each runs the same ``worker.PartWorker`` (one ``setup``, so one model
 load, per worker) over the parts to do, and each part is written by its worker, so the executor
 changes where and how fast, never what is written. Progress is counted in images (items/s, ETA).
 
-- ``local`` with ``engine.workers: 1`` runs in this process (and tears the stage down after it);
+- ``local`` with ``executor.workers: 1`` runs in this process (and tears the stage down after it);
   more workers are spawned processes, whose models go with them.
 - ``ray`` runs ``ray.data`` over the part indices with ``map_batches`` on a fixed actor pool of
-  ``engine.ray.actors`` actors, each with the stage's declared resources (``MapStage.resources``:
-  ``num_cpus``, and ``num_gpus`` when it runs GPU backends); ``engine.ray.address`` joins a running
+  ``executor.ray.actors`` actors, each with the stage's declared resources (``MapStage.resources``:
+  ``num_cpus``, and ``num_gpus`` when it runs GPU backends); ``executor.ray.address`` joins a running
   cluster (null: start a local one). Workers read and write ``work/`` directly, so on several nodes
   it must be a shared filesystem.
 
@@ -34,12 +34,12 @@ KINDS = ("local", "ray")
 
 def run(ctx: Context, stage: MapStage, tasks: list[Task]) -> None:
     """Write the parts ``tasks`` name (``resume.plan``) of ``stage``, counting their images as they finish."""
-    engine = ctx.params["engine"]  # engine.kind and the counts are checked when params load (params.validation)
+    executor = ctx.params["executor"]  # executor.kind and the counts are checked when params load (params.validation)
     with tqdm(total=sum(t.images for t in tasks), desc=stage.name, unit="img", disable=not ctx.progress) as bar:
-        if engine["kind"] == "ray":
+        if executor["kind"] == "ray":
             _on_ray(ctx, stage, tasks, bar)
-        elif int(engine["workers"]) > 1:
-            _in_processes(ctx, stage, tasks, bar, int(engine["workers"]))
+        elif int(executor["workers"]) > 1:
+            _in_processes(ctx, stage, tasks, bar, int(executor["workers"]))
         else:
             worker = PartWorker(ctx, stage)
             try:
@@ -80,15 +80,15 @@ class _RayParts:
 
 
 def actor_pool(stage: str, actors: int, parts: int, gpus_per_actor: float, cluster_gpus: float) -> int:
-    """How many actors to start: ``engine.ray.actors``, no more than there are parts, and no more than the
+    """How many actors to start: ``executor.ray.actors``, no more than there are parts, and no more than the
     cluster's GPUs can hold (an actor Ray cannot place would wait forever, and with it the stage)."""
     size = min(actors, parts)
     if gpus_per_actor:
         if cluster_gpus < gpus_per_actor:
             raise BackendUnavailable(
                 f"stage {stage} runs GPU backends ({gpus_per_actor:g} GPU per actor) but the Ray cluster has "
-                f"{cluster_gpus:g} GPUs: join a cluster with GPUs (engine.ray.address), or set "
-                f"engine.ray.num_gpus.{stage}: 0 to run it on CPUs")
+                f"{cluster_gpus:g} GPUs: join a cluster with GPUs (executor.ray.address), or set "
+                f"executor.ray.num_gpus.{stage}: 0 to run it on CPUs")
         size = min(size, int(cluster_gpus // gpus_per_actor))
     return size
 
@@ -96,7 +96,7 @@ def actor_pool(stage: str, actors: int, parts: int, gpus_per_actor: float, clust
 def _on_ray(ctx: Context, stage: MapStage, tasks: list[Task], bar) -> None:
     import ray  # the `ray` extra
 
-    options = ctx.params["engine"]["ray"]
+    options = ctx.params["executor"]["ray"]
     if not ray.is_initialized():
         ray.init(address=options["address"], include_dashboard=False, log_to_driver=False,
                  **({} if options["address"] else {"num_cpus": options.get("local_cpus")}))

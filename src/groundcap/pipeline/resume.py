@@ -8,7 +8,7 @@ Ray), the versions and prompt hashes of the backends it runs, the code it depend
 (``code_deps``: its module's imports, its steps' backends; not the card's or the builders' code)
 and the SHA-256 of each input part (read from the inputs' own markers, so nothing is re-hashed).
 A part is finished when its marker's fingerprint is the current one and none of its images holds
-an error of this stage that has been tried fewer than ``engine.max_attempts`` times; such errors
+an error of this stage that has been tried fewer than ``executor.max_attempts`` times; such errors
 are retried on the next run, the image's other rows kept as they are. Errors carried from an
 earlier stage are not retried here.
 
@@ -86,7 +86,7 @@ def plan(ctx: Context, stage: MapStage) -> tuple[list[int], list[Task]]:
     sources = [ctx.work(s) for s in stage.inputs]
     indices = parts.list_parts(sources[0])
     clean(out, set(indices))
-    attempts = int(ctx.params["engine"]["max_attempts"])
+    attempts = int(ctx.params["executor"]["max_attempts"])
     digest = stage_digest(stage, ctx.params)
     tasks = []
     for index in indices:

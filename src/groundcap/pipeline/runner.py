@@ -1,5 +1,5 @@
 """Runs stages: a global stage's ``run``, or a map stage over the parts not yet finished, on the
-executor ``engine.kind`` names; then frees the stage's models before the next one loads its own.
+executor ``executor.kind`` names; then frees the stage's models before the next one loads its own.
 
 Every stage sees only the params it declares (``Context.restricted``). What each stage did is
 returned (``Report``): ``groundcap run`` prints it, so a re-run shows which parts were computed.
@@ -61,7 +61,7 @@ def run_all(ctx: Context, names: tuple[str, ...] | None = None) -> list[Report]:
     chosen = list(order.stages()) if names is None else [order.stage(name) for name in names]
     reports = []
     for stage, following in zip(chosen, [*chosen[1:], None], strict=True):
-        keep = following.reuses(subset(ctx.params, (*following.params, "engine"))) \
+        keep = following.reuses(subset(ctx.params, (*following.params, "executor"))) \
             if isinstance(following, MapStage) else frozenset()
         reports.append(run_stage(ctx, stage, keep))
     return reports

@@ -49,7 +49,7 @@ class Context:
 
     def restricted(self, stage: Stage) -> Context:
         """The same run with only the params ``stage`` declares (and ``engine``)."""
-        return Context(self.root, subset(self.params, (*stage.params, "engine")), self.progress)
+        return Context(self.root, subset(self.params, (*stage.params, "executor")), self.progress)
 
 
 @dataclass(frozen=True)
@@ -116,11 +116,11 @@ class MapStage(Stage):
     stamps: list[dict[str, str]]  # provenance of the backends ``setup`` built
 
     def resources(self, params: dict[str, Any]) -> Resources:
-        """CPUs per worker from ``engine.ray.num_cpus``; a GPU when a backend it runs is a GPU backend
-        (``engine.ray.num_gpus.<stage>`` overrides)."""
+        """CPUs per worker from ``executor.ray.num_cpus``; a GPU when a backend it runs is a GPU backend
+        (``executor.ray.num_gpus.<stage>`` overrides)."""
         from groundcap.annotators import registry
 
-        ray = params["engine"]["ray"]
+        ray = params["executor"]["ray"]
         gpus = (ray.get("num_gpus") or {}).get(self.name)
         if gpus is None:
             infos = [(registry.info(b.step, b.name), b.options) for b in self.backends(params)]

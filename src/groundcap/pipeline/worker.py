@@ -4,7 +4,7 @@
 A worker gets ``resume.Task`` s: which part, from which fingerprint, and which images' errors to retry
 (the driver planned them). Part ``k`` of each input stage is read together (they hold the same images in
 the same order; only the columns the stage declares in ``MapStage.columns``, plus ``image_id`` and
-``error``), the images to compute are handed to the stage in batches (``engine.batch_images``; 0: the whole part),
+``error``), the images to compute are handed to the stage in batches (``executor.batch_images``; 0: the whole part),
 and part ``k`` of the output is written atomically, its completion marker last (``parts``,
 ``resume``). An exception on one image becomes that image's ``error`` field instead of ending the
 run; later stages carry that error forward and QA fails the image with it as the reason: one bad
@@ -36,14 +36,14 @@ class PartWorker:
     def __init__(self, ctx: Context, stage: MapStage):
         self.ctx, self.stage = ctx, stage
         params = ctx.params
-        if params["engine"]["require_gpu"] and stage.resources(params).gpus and not cuda_available():
+        if params["executor"]["require_gpu"] and stage.resources(params).gpus and not cuda_available():
             raise BackendUnavailable(
-                f"{self.stage.name} runs GPU backends and engine.require_gpu is set, but no CUDA device is "
+                f"{self.stage.name} runs GPU backends and executor.require_gpu is set, but no CUDA device is "
                 "visible here (a Ray actor without num_gpus sees none): run it on a GPU node, or set "
-                "engine.require_gpu: false to run on the CPU (about 100x slower)")
+                "executor.require_gpu: false to run on the CPU (about 100x slower)")
         stage.setup(params)
-        self.max_attempts = int(params["engine"]["max_attempts"])
-        self.batch_images = int(params["engine"]["batch_images"])
+        self.max_attempts = int(params["executor"]["max_attempts"])
+        self.batch_images = int(params["executor"]["batch_images"])
 
     def __call__(self, task: resume.Task) -> int:
         """Write the task's part and its marker; the number of images in it."""
@@ -113,5 +113,5 @@ class PartWorker:
             return EngineDead(f"{self.stage.name}: {exc}; the finished parts are kept: run again to resume")
         what = "failed to start" if isinstance(exc, EngineStartFailed) else "died"
         return EngineDead(f"{self.stage.name}: the model engine {what} ({type(exc).__name__}: {exc}); the finished "
-                          "parts are kept: free the GPU (or lower gpu_memory_utilization or engine.batch_images) "
+                          "parts are kept: free the GPU (or lower gpu_memory_utilization or executor.batch_images) "
                           "and run again to resume")

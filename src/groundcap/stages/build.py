@@ -6,7 +6,7 @@ The gate comes first (``audit.verdicts.gate``): a release whose audited error ra
 Only images with a split go in, with only their passing regions; the scene caption is QA's copy,
 whose references to dropped regions are already unwrapped; people's corrections from the audit
 replace the machine's captions. The join is column-wise (``builders.columns.join_part``) and the
-release folders are written by ``builders.write_release``, in ``engine.build_workers`` processes.
+release folders are written by ``builders.write_release``, in ``executor.build_workers`` processes.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class BuildStage(Stage):
                                "loosen the qa thresholds (or set a check's action to flag) if they are too strict")
         ctx.release.mkdir(parents=True, exist_ok=True)
         write_release(ctx.work("ingest").parent, ctx.release, ctx.params, verdicts.human_test(ctx.root, ctx.params),
-                      workers=ctx.params["engine"]["build_workers"], progress=ctx.progress)
+                      workers=ctx.params["executor"]["build_workers"], progress=ctx.progress)
 
 
 def records(ctx: Context) -> Iterator[tuple[str, dict]]:
