@@ -73,7 +73,7 @@ class SourcePolicy:
         to every aiohttp request (a ``ClientTimeout``: the connection, then each wait for bytes; no total, a
         large file may take long), leaving any ``client_kwargs`` from fsspec's configuration as they are.
         The Hub's ``hf://`` has its own (``HF_HUB_ETAG_TIMEOUT``, ``HF_HUB_DOWNLOAD_TIMEOUT``); s3fs and gcsfs
-        take theirs from fsspec's configuration (README, "Source policy")."""
+        take theirs from fsspec's configuration (docs/sources.md, "Source policy")."""
         chain = {part.split("://", 1)[0].lower() for part in url.split("::") if "://" in part}
         if not chain & set(HTTP):
             return {}
