@@ -138,7 +138,7 @@ def test_read_reference_names_the_splits_it_has(tmp_path):
 
 @pytest.fixture(scope="module")
 def judge():
-    from groundcap.evaluate.judges import make
+    from groundcap.evaluate.judge_by_name import make
 
     return make("rules_minilm")
 
@@ -266,7 +266,7 @@ def fake_judge(body: dict, n: int) -> dict:
 
 def test_llm_judge_scores_through_the_chat_layer_and_hashes_its_prompts(monkeypatch):
     from groundcap import models
-    from groundcap.evaluate.judges import make
+    from groundcap.evaluate.judge_by_name import make
 
     with FakeOpenAI(fake_judge) as server:
         options = {"base_url": server.url, "api_key_env": "GROUNDCAP_TEST_KEY", "backoff_s": 0.0}
@@ -364,7 +364,8 @@ def test_card_reports_the_engines_accuracy_on_human_test(sample_project, tmp_pat
 @pytest.mark.models
 def test_the_llm_judge_agreement_with_the_rules_is_reported(monkeypatch):
     from groundcap import models
-    from groundcap.evaluate.judges import RulesMiniLMJudge, make
+    from groundcap.evaluate.judge_by_name import make
+    from groundcap.evaluate.judges import RulesMiniLMJudge
 
     with FakeOpenAI(fake_judge) as server:
         judge = make("llm", "openai", "fake-judge", {"base_url": server.url, "api_key_env": "GROUNDCAP_TEST_KEY"})

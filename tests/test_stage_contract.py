@@ -198,10 +198,10 @@ def test_the_scene_captioner_reuses_the_region_captioners_engine():
     p["caption_regions"] |= {"captioner": "vlm", "verifier": None, "vlm": vlm}
     p["caption_scene"] |= {"composer": "vlm", "vlm": vlm}
     scene = order.stage("caption_scene")
-    keys = scene.reuses(params.subset(p, (*scene.params, "executor")))
+    keys = scene.reuses(params.subset(p, (*scene.param_keys, "executor")))
     stage = order.stage("caption_regions")
     worker_stage = type(stage)()
-    worker_stage.setup(params.subset(p, (*stage.params, "executor")))
+    worker_stage.setup(params.subset(p, (*stage.param_keys, "executor")))
     worker_stage.captioner.chat  # noqa: B018 -- builds (caches) the engine, as a first request would
     try:
         assert keys and set(keys) <= set(models.loaded())
@@ -209,7 +209,7 @@ def test_the_scene_captioner_reuses_the_region_captioners_engine():
         models.release(keys)  # what the runner does after a stage
         assert set(models.loaded()) == set(keys)
         p["caption_scene"]["vlm"] = {**vlm, "model": "another"}
-        assert not set(scene.reuses(params.subset(p, (*scene.params, "executor")))) & set(keys)
+        assert not set(scene.reuses(params.subset(p, (*scene.param_keys, "executor")))) & set(keys)
     finally:
         models.release()
 
@@ -270,7 +270,7 @@ def test_the_gpu_profile_keeps_the_captioners_vllm_engine_for_the_scene_stage():
     regions, scene = order.stage("caption_regions"), order.stage("caption_scene")
     captioner = [registry.info(b.step, b.name).cls.engine_key(b.options)
                  for b in regions.backends(p) if b.step == "region_captioner"]
-    assert scene.reuses(params.subset(p, (*scene.params, "executor"))) == frozenset(captioner)
+    assert scene.reuses(params.subset(p, (*scene.param_keys, "executor"))) == frozenset(captioner)
     assert not order.stage("crosscheck").reuses(p) & frozenset(captioner)  # another model there
 
 
@@ -287,7 +287,7 @@ def test_each_stage_owns_params_sections_it_reads_and_no_two_own_one():
     owned = [section for stage in order.stages() for section in stage.param_types]
     assert len(owned) == len(set(owned))
     for stage in order.stages():
-        assert set(stage.param_types) <= set(stage.params), stage.name
+        assert set(stage.param_types) <= set(stage.param_keys), stage.name
     assert set(validation.schema()) == set(params.defaults())
 
 
@@ -298,13 +298,13 @@ import pyarrow as pa
 from groundcap.ingest import decode_rgb
 from groundcap.params.validation import Backend, Int, is_int
 from groundcap.pipeline.stage import MapStage
-from groundcap.stages.common import build, spec
+from groundcap.stages.common import make_backend, spec
 
 
 class ToyStage(MapStage):
     name = "toy"
     inputs = ("ingest",)
-    params = ("toy",)
+    param_keys = ("toy",)
     steps = ("detector",)
     schema = pa.schema([("image_id", pa.string()), ("area", pa.int64()), ("found", pa.int64()),
                         ("error", pa.string())])
@@ -322,7 +322,7 @@ class ToyStage(MapStage):
 
     def setup(self, params):
         self.divisor = params["toy"]["divisor"]
-        self.detectors = [build(s) for s in self.backends(params)]
+        self.detectors = [make_backend(s) for s in self.backends(params)]
         self.stamps = []
 
     def process(self, image_row):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 from groundcap.errors import ParamsError
@@ -290,11 +290,10 @@ RUN_LEVEL: dict[str, Any] = {
 }
 
 
-def schema() -> dict[str, Any]:
+def schema(sections: Iterable[str] = ()) -> dict[str, Any]:
     """Every params section's checks: the run's (``RUN_LEVEL``) and each stage's own (``Stage.param_types``;
-    this imports the stages), in ``defaults.yaml``'s order, the order its reader meets the problems listed."""
-    from groundcap import params  # it imports this module first
-
+    this imports the stages), in the order of ``sections`` (the params checked: ``defaults.yaml``'s order, the
+    order its reader meets the problems listed), then any other."""
     out = dict(RUN_LEVEL)
     for stage in order.stages():
         for section, types in stage.param_types.items():
@@ -302,7 +301,7 @@ def schema() -> dict[str, Any]:
                 raise RuntimeError(f"stage {stage.name} declares the types of the params section {section!r}, "
                                    "which another stage or the run already declares")
             out[section] = types
-    place = {section: i for i, section in enumerate(params.defaults())}
+    place = {section: i for i, section in enumerate(sections)}
     return dict(sorted(out.items(), key=lambda item: place.get(item[0], len(place))))
 
 
@@ -434,7 +433,7 @@ def check(params: Mapping[str, Any]) -> None:
     """Raise one :class:`ParamsError` listing every problem in ``params`` (merged defaults and overrides):
     each key against its type, then each stage's checks across keys (``Stage.check_params``)."""
     problems: Problems = []
-    types = schema()
+    types = schema(params if isinstance(params, Mapping) else ())
     _walk(types, params, "", problems, params, _option_sections(types))
     for stage in order.stages():
         stage.check_params(params, problems)

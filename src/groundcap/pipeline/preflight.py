@@ -32,7 +32,7 @@ class Finding:
 
 
 def _own(stage: Stage, params: dict) -> dict:
-    return subset(params, (*stage.params, "executor"))
+    return subset(params, (*stage.param_keys, "executor"))
 
 
 def hub_models(stages: list[Stage], params: dict) -> list[str]:

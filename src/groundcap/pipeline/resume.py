@@ -34,7 +34,7 @@ def stage_digest(stage: MapStage, params: dict) -> str:
     """What a stage's parts depend on besides their input parts: its declared params, its backends'
     versions and prompts, and its code."""
     backends = [registry.info(b.step, b.name).cls.fingerprint(b.options) for b in stage.backends(params)]
-    blob = json.dumps({"params": subset(params, stage.params), "backends": backends,
+    blob = json.dumps({"params": subset(params, stage.param_keys), "backends": backends,
                        "code": code_deps.digest(code_deps.stage_files(stage))}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 

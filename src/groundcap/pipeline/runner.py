@@ -61,7 +61,7 @@ def run_all(ctx: Context, names: tuple[str, ...] | None = None) -> list[Report]:
     chosen = list(order.stages()) if names is None else [order.stage(name) for name in names]
     reports = []
     for stage, following in zip(chosen, [*chosen[1:], None], strict=True):
-        keep = following.reuses(subset(ctx.params, (*following.params, "executor"))) \
+        keep = following.reuses(subset(ctx.params, (*following.param_keys, "executor"))) \
             if isinstance(following, MapStage) else frozenset()
         reports.append(run_stage(ctx, stage, keep))
     return reports

@@ -49,7 +49,7 @@ class Context:
 
     def restricted(self, stage: Stage) -> Context:
         """The same run with only the params ``stage`` declares (and ``engine``)."""
-        return Context(self.root, subset(self.params, (*stage.params, "executor")), self.progress)
+        return Context(self.root, subset(self.params, (*stage.param_keys, "executor")), self.progress)
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class Stage:
 
     name: ClassVar[str]  # its place in the pipeline and its help: ``pipeline.order``
     inputs: ClassVar[tuple[str, ...]] = ()  # work/<stage> folders read
-    params: ClassVar[tuple[str, ...]] = ()  # params keys read: sections ("qa") or keys ("release.previous")
+    param_keys: ClassVar[tuple[str, ...]] = ()  # params keys read: sections ("qa") or keys ("release.previous")
     deps: ClassVar[tuple[str, ...]] = ()  # other paths read, relative to the project (audits)
     steps: ClassVar[tuple[str, ...]] = ()  # annotator steps whose backends it runs (their code is its code)
     outs: ClassVar[tuple[str, ...]] = ()  # paths written, besides work/<name> for map stages

@@ -26,7 +26,7 @@ from groundcap.storage import parts
 class BuildStage(Stage):
     name = "build"
     inputs = tuple(INPUTS)  # what the column-wise join reads
-    params = ("build", "audit", "release.pretty_name", "release.version", "release.license")
+    param_keys = ("build", "audit", "release.pretty_name", "release.version", "release.license")
     deps = ("audits",)
     outs = ("release/data", "release/regions", "release/wds", "release/coco")
     param_types = {"build": {

@@ -28,7 +28,7 @@ from groundcap.storage import parts
 class DedupStage(Stage):
     name = "dedup"
     inputs = ("ingest", "qa")
-    params = ("dedup",)
+    param_keys = ("dedup",)
     metrics = ("reports/dedup.json",)
     outs = ("work/dedup",)
     param_types = {"dedup": {

@@ -20,7 +20,7 @@ class NoImages(SourceError):
 
 class IngestStage(Stage):
     name = "ingest"
-    params = ("source", "part_size", "ingest")
+    param_keys = ("source", "part_size", "ingest")
     outs = ("work/ingest", "reports/rejects.parquet")
     param_types = {"ingest": {
         "min_side": Int(1),

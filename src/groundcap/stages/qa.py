@@ -24,7 +24,7 @@ class QaStage(MapStage):
     name = "qa"
     inputs = ("ingest", "segment", "caption_regions", "caption_scene", "crosscheck")
     columns = {"ingest": ("bytes", "height", "width")}
-    params = ("qa",)
+    param_keys = ("qa",)
     schema = schema.QA
     metrics = ("reports/qa.json",)
     plots = ("reports/plots",)

@@ -16,14 +16,14 @@ from groundcap.annotators.base import Tag
 from groundcap.ingest import decode_rgb
 from groundcap.params.validation import Backend, Int, Num
 from groundcap.pipeline.stage import MapStage, Records, Row
-from groundcap.stages.common import build, provenance, spec
+from groundcap.stages.common import make_backend, provenance, spec
 
 
 class RedactStage(MapStage):
     name = "redact"
     inputs = ("ingest",)
     columns = {"ingest": ("bytes",)}
-    params = ("redact", "release.redact")
+    param_keys = ("redact", "release.redact")
     steps = ("detector",)
     schema = schema.REDACT
     param_types = {"redact": {
@@ -48,7 +48,7 @@ class RedactStage(MapStage):
 
     def setup(self, params):
         self.section = params["redact"]
-        self.detectors = [build(s) for s in self.backends(params)]
+        self.detectors = [make_backend(s) for s in self.backends(params)]
         self.stamps = [provenance(d, self.section) for d in self.detectors]
         self.prompts = [Tag(label, 1.0, self.name) for label in privacy.TARGETS[params["release"]["redact"]]]
 

@@ -15,7 +15,7 @@ from groundcap.annotators.entities import nest_given, resolve_entities
 from groundcap.ingest import decode_rgb
 from groundcap.params.validation import Backend, Enum, Fraction, Int, StrList
 from groundcap.pipeline.stage import MapStage, Row
-from groundcap.stages.common import build, provenance, spec
+from groundcap.stages.common import make_backend, provenance, spec
 
 ENTITY_OPTIONS = ("min_area_frac", "nms_iou", "max_regions", "min_predicted_iou", "min_stability", "max_parts",
                   "part_min_containment")
@@ -25,7 +25,7 @@ class SegmentStage(MapStage):
     name = "segment"
     inputs = ("ingest", "tag")
     columns = {"ingest": ("bytes", "given")}
-    params = ("segment", "tag")  # the crop tagger takes its options from the tag section
+    param_keys = ("segment", "tag")  # the crop tagger takes its options from the tag section
     steps = ("prompted_segmenter", "mask_generator", "tagger")
     schema = schema.REGIONS
     param_types = {"segment": {
@@ -54,7 +54,7 @@ class SegmentStage(MapStage):
 
     def setup(self, params):
         self.section = params["segment"]
-        prompted, generator, *crop_tagger = (build(s) for s in self.backends(params))
+        prompted, generator, *crop_tagger = (make_backend(s) for s in self.backends(params))
         self.prompted, self.generator = prompted, generator
         self.crop_tagger = crop_tagger[0] if crop_tagger else None
         self.stamps = [provenance(b, self.section) for b in (prompted, generator, *crop_tagger)]

@@ -21,7 +21,7 @@ from groundcap.storage import parts
 class SplitStage(Stage):
     name = "split"
     inputs = ("ingest", "qa", "dedup")
-    params = ("split", "audit", "release.previous")
+    param_keys = ("split", "audit", "release.previous")
     deps = ("audits",)
     outs = ("work/split",)
     param_types = {"split": {
