@@ -331,7 +331,7 @@ def test_card_reports_the_engines_accuracy_on_human_test(sample_project, tmp_pat
 
     from groundcap import audit, params
     from groundcap.audit import verdicts
-    from groundcap.evaluate import engine
+    from groundcap.evaluate import accuracy
     from groundcap.pipeline.runner import run_all
     from groundcap.pipeline.stage import Context
 
@@ -349,7 +349,7 @@ def test_card_reports_the_engines_accuracy_on_human_test(sample_project, tmp_pat
     verdicts.import_file(project, p, tmp_path / "v.csv", "csv", exported)
     run_all(Context(root=project, params=p, progress=False), ("split", "build", "card"))
 
-    result = engine.accuracy(project / "work", project / "release")
+    result = accuracy.accuracy(project / "work", project / "release")
     assert result["images"] == result["predicted"] == 2
     assert result["scene"]["overall"] == result["scene"]["overall_max"]  # nobody corrected a scene caption
     assert result["region"]["positive"] < 1.0  # the machine said another colour where people say purple

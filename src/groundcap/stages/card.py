@@ -32,7 +32,7 @@ class CardStage(Stage):
         from groundcap.dataset_card import write_card  # matplotlib and datasets: only when a card is written
         from groundcap.dataset_card.croissant import write_croissant
         from groundcap.dataset_card.plots import write_plots
-        from groundcap.evaluate import engine  # MiniLM: only when a release has a human_test split
+        from groundcap.evaluate import accuracy  # MiniLM: only when a release has a human_test split
 
         params = copy.deepcopy(ctx.params)
         if params["source"] == sample.PREFIX and not params["release"].get("sources"):
@@ -41,7 +41,7 @@ class CardStage(Stage):
         qa_summary["dedup"] = json.loads((ctx.reports / "dedup.json").read_text())
         gate = verdicts.gate(ctx.root, ctx.params)
         qa_summary["audit"] = {**gate.summary, "message": gate.message}
-        qa_summary["engine_accuracy"] = engine.accuracy(ctx.root / "work", ctx.release)
+        qa_summary["engine_accuracy"] = accuracy.accuracy(ctx.root / "work", ctx.release)
         changelog = versions.changelog(ctx.release, params["release"])
         versions.write_changelog(ctx.release, changelog)
         stages, provenance = list(order.ORDER), self.provenance(ctx)
