@@ -37,6 +37,7 @@ from groundcap.errors import EngineDead, is_fatal
 from groundcap.vlm import chat as vlm_chat
 from groundcap.vlm.chat import ChatRequest
 from groundcap.vlm.vllm_offline import VllmChat
+from source_fixtures import sample_folder
 from tiny_qwen_vl import CPU_ENGINE_OPTIONS, MAX_PIXELS, build_tiny_qwen_vl, build_tokenizer
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -232,13 +233,9 @@ def test_a_whole_run_on_three_sample_photos_writes_a_release(tmp_path, tiny_qwen
     from groundcap import params
     from groundcap.pipeline import runner
     from groundcap.pipeline.stage import Context
-    from groundcap.sources import sample
     from groundcap.storage import parts
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for path in sample.paths()[:3]:
-        (photos / path.name).write_bytes(path.read_bytes())
+    photos = sample_folder(tmp_path / "photos", 3)
     vlm = vlm_options(tiny_qwen, max_attempts=1)
     p = params.defaults() | {"source": str(photos), "part_size": 2}
     p["segment"] = p["segment"] | {"max_regions": 4}
@@ -394,15 +391,11 @@ def test_an_engine_that_cannot_start_stops_the_stage_once_with_its_reason(tmp_pa
     from groundcap import params
     from groundcap.pipeline import order, runner
     from groundcap.pipeline.stage import Context
-    from groundcap.sources import sample
     from groundcap.storage import parts
 
     model = tmp_path / "model"
     shutil.copytree(tiny_qwen, model)
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for path in sample.paths()[:4]:
-        (photos / path.name).write_bytes(path.read_bytes())
+    photos = sample_folder(tmp_path / "photos", 4)
     p = params.defaults() | {"source": str(photos), "part_size": 2}
     p["segment"] = p["segment"] | {"max_regions": 2}
     p["caption_regions"] = p["caption_regions"] | {

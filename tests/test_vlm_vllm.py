@@ -26,6 +26,7 @@ from groundcap.vlm.vllm_offline import (
     sampling_kwargs,
     stop_token_ids,
 )
+from source_fixtures import sample_folder
 
 
 def output(text, finish="stop", prompt_ids=(1, 2, 3), token_ids=(4, 5)):
@@ -331,13 +332,9 @@ def test_an_engine_that_fails_to_start_stops_the_stage_once_and_keeps_the_finish
     from groundcap.errors import EngineDead
     from groundcap.pipeline import order, runner
     from groundcap.pipeline.stage import Context
-    from groundcap.sources import sample
     from groundcap.storage import parts
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for path in sample.paths()[:4]:
-        (photos / path.name).write_bytes(path.read_bytes())
+    photos = sample_folder(tmp_path / "photos", 4)
     p = params.defaults() | {"source": str(photos), "part_size": 2}
     p["segment"] = p["segment"] | {"max_regions": 2}
     p["caption_regions"] |= {"captioner": "vlm", "verifier": None, "unique_rounds": 0,
