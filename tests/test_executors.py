@@ -92,7 +92,7 @@ def test_an_image_whose_backend_raised_is_retried_on_the_next_run_up_to_the_limi
     shutil.copytree(local / "work" / "ingest", tmp_path / "work" / "ingest")
     victim = parts.read_part(local / "work" / "ingest", 0, ["image_id"])[0]["image_id"]
     calls = {"n": 0}
-    real = tag_stage.build
+    real = tag_stage.make_backend
 
     def flaky(spec):
         made = real(spec)
@@ -112,7 +112,7 @@ def test_an_image_whose_backend_raised_is_retried_on_the_next_run_up_to_the_limi
     first = parts.read_part(local / "work" / "ingest", 0, ["bytes"])[0]["bytes"]
     pixels = hashlib.sha256(decode_rgb(first).tobytes()).digest()
     failures_left = {"n": 2}  # its part's batch fails, then the image alone (the worker isolates it): recorded
-    monkeypatch.setattr(tag_stage, "build", flaky)
+    monkeypatch.setattr(tag_stage, "make_backend", flaky)
     ctx = Context(root=tmp_path, params=_params(max_attempts=2), progress=False)
     out = tmp_path / "work" / "tag"
     run_stage(ctx, order.stage("tag"))
