@@ -33,7 +33,7 @@ def test_a_stage_sees_only_the_params_it_declares(tmp_path):
     """runner restricts each stage's params to its declaration, so reading an undeclared key fails at once
     instead of letting the stage drift out of step with its fingerprint and its DVC stage."""
     class Sneaky(Stage):
-        name, help, params = "sneaky", "reads a section it does not declare", ("qa",)
+        name, param_keys = "sneaky", ("qa",)  # it reads a section it does not declare
 
         def run(self, ctx):
             assert set(ctx.params) == {"qa", "executor"}
