@@ -27,6 +27,7 @@ from groundcap.builders.features import PANCAP_TEXT, release_configs
 from groundcap.builders.parquet import CONFIG_DIRS
 from groundcap.dataset_card.escape import Markdown, literal
 from groundcap.dataset_card.stats import parquet_sizes, redaction_stats, shard_files, split_stats
+from groundcap.licenses import Declared, declare
 from groundcap.params import content, digest
 from groundcap.releases.versions import tag
 from groundcap.storage import atomic
@@ -406,16 +407,31 @@ def _licenses_table(licenses: dict) -> str:
         ["licence", "images"], [[literal(name) if name else "(not stated)", n] for name, n in rows])
 
 
+def _declaration(release: dict, declared: Declared) -> str:
+    """How the images' licence in the card's YAML was reached: from the sources, or by the user's override."""
+    fields = (("license", declared.license), ("name", declared.name), ("link", declared.link))
+    said = ", ".join(f"{key} {literal(value)}" for key, value in fields if value)
+    if declared.override:
+        return (f"Images: {said}, declared by `release.license` over what the sources state (below), because: "
+                f"{literal(release.get('license_reason') or '')}")
+    if declared.license == "unknown":
+        return ("Images: license unknown: no source stated a licence for these images. Find each image's terms at "
+                "its source before redistributing it.")
+    if len(declared.listed) > 1:
+        return (f"Images: {said}: the sources state different licences per image "
+                f"({', '.join(literal(x) for x in declared.listed)}); each image's own terms apply to it.")
+    return f"Images: {said}, the licence the sources state for every image."
+
+
 def sources_text(params: dict, licenses: dict | None = None) -> str:
-    """The licence and where the images come from (the card's section and Croissant's data collection);
+    """The licences and where the images come from (the card's section and Croissant's data collection);
     ``licenses``: released images per licence their source stated."""
     release = params["release"]
-    parts = [f"Annotations license: `{release['license']}`."]
+    parts = [_declaration(release, declare(release, licenses or {})),
+             f"Annotations (masks, captions, QA fields), apart from the images: license "
+             f"{literal(release['annotations_license'])} (`release.annotations_license`)."]
     if table := _licenses_table(licenses or {}):
         parts.append(table)
-    if release.get("license_name") or release.get("license_link"):
-        named = [f"{key.split('_')[1]}: {release[key]}" for key in ("license_name", "license_link") if release.get(key)]
-        parts.append("License " + "; ".join(named) + ".")
     sources = release.get("sources")
     if isinstance(sources, str):
         parts.append(sources.strip())
@@ -451,9 +467,11 @@ def render(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str
     stats = {split: split_stats(release_dir, split) for split in splits}
     declared = _declared(release_dir, splits)
     total = sum(s["images"] for s in stats.values())
-    license_extra = {k: release[k] for k in ("license_name", "license_link") if release.get(k)}
+    images_license = declare(release, licenses)
+    license_extra = {k: v for k, v in (("license_name", images_license.name), ("license_link", images_license.link))
+                     if v}
     data = DatasetCardData(
-        license=release["license"],
+        license=images_license.license,
         pretty_name=release["pretty_name"],
         language=["en"],
         annotations_creators=["machine-generated"],

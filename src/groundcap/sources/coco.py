@@ -4,7 +4,8 @@ Each entry of ``images`` is one image, read from ``<images>/<file_name>`` (a loc
 URL) as a list's line is (``files.entry_file``: the source policy's protocols, a regular local file);
 the annotation file and the images folder must be of protocols the policy names. Its instances become
 given masks (polygons rasterized, RLE kept as it is), labelled with their
-category's name; its ``license`` id is looked up in ``licenses``.
+category's name; its ``license`` id is looked up in ``licenses`` (a Creative Commons link read as its SPDX
+id, ``groundcap.licenses.identify``).
 
 An annotation file grows with the dataset (COCO train2017's is 450 MB), and an image's instances may
 be anywhere in it, so it is never loaded whole: one streaming parse (ijson) files the images, in
@@ -27,6 +28,7 @@ from ijson.common import ObjectBuilder
 
 from groundcap import masks
 from groundcap.errors import SourceError
+from groundcap.licenses import identify
 from groundcap.sources.entry import GivenLoader, SourceFile
 from groundcap.sources.files import entry_file
 from groundcap.sources.policy import SourcePolicy, describe
@@ -76,7 +78,8 @@ def _index(source: str, path: str, db: sqlite3.Connection, policy: SourcePolicy)
                 elif section == "categories":
                     categories[item.get("id")] = item.get("name")
                 else:
-                    licenses[item.get("id")] = str(item.get("name") or item.get("url") or item.get("id"))
+                    stated = str(item.get("name") or item.get("url") or item.get("id"))
+                    licenses[item.get("id")] = identify(stated, item.get("url"))
                 if len(pending["images"]) + len(pending["annotations"]) >= _BATCH:
                     flush()
     except (OSError, ijson.JSONError) as exc:

@@ -25,7 +25,8 @@ def iter_files(source: str, policy: SourcePolicy) -> Iterator[SourceFile]:
     """Files of ``source`` in a deterministic order."""
     if source == sample.PREFIX:
         for path in sample.paths():
-            yield SourceFile(f"{sample.PREFIX}{path.name}", local.reader(str(path)))
+            licence = sample.IMAGES[path.name][2]
+            yield SourceFile(f"{sample.PREFIX}{path.name}", local.reader(str(path)), license=licence)
         return
     if "://" in source and not source.startswith("file://"):
         raise SourceError(f"{source!r}: a remote source must be a text file listing image URLs, one per line")

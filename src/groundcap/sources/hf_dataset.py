@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from groundcap.errors import SourceError
+from groundcap.licenses import identify
 from groundcap.sources.entry import Reader, SourceFile
 from groundcap.sources.files import entry_file
 from groundcap.sources.policy import SourcePolicy
@@ -102,9 +103,9 @@ def _rows(source: str, repo: str, hub: bool, options: dict, policy: SourcePolicy
                           f"columns: {', '.join(features)}")
     if isinstance(features.get(column), Image):
         ds = ds.cast_column(column, Image(decode=False))
-    dataset_license = ds.info.license or _card_license(repo, hub, options["revision"])
+    dataset_license = identify(ds.info.license or _card_license(repo, hub, options["revision"]))
     name = f"hf://datasets/{repo}" if hub else repo.rstrip("/")
     for index, row in enumerate(ds):
         licence = row.get(options["license"]) if options["license"] else None
         yield _image_file(f"{name}/{split}/{index}", row.get(column), policy,
-                          str(licence) if licence not in (None, "") else dataset_license)
+                          identify(str(licence)) if licence not in (None, "") else dataset_license)

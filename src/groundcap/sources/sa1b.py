@@ -3,7 +3,8 @@
 The JSON is SA-1B's own: ``{"image": {image_id, width, height, file_name}, "annotations": [{id,
 segmentation: {size, counts}, bbox, area, predicted_iou, stability_score, crop_box, point_coords}]}``.
 Its masks become the image's given masks (class-agnostic: no label; SAM's quality estimates kept).
-SA-1B has no licence per image (the whole set is under Meta's SA-1B research licence).
+SA-1B has no licence per image: every image is under Meta's SA-1B research licence (``licenses.SA1B``), which
+forbids redistribution, so an embedded release refuses them at ingest.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from groundcap import masks
 from groundcap.errors import SourceError
+from groundcap.licenses import SA1B
 from groundcap.sources.entry import GivenLoader, Reader, SourceFile
 from groundcap.sources.policy import SourcePolicy
 from groundcap.sources.tars import Member, expand, failed, members
@@ -87,7 +89,7 @@ def _iter_folder(folder: Path) -> Iterator[SourceFile]:
             continue
         ann = path.with_suffix(".json")
         given = _loader(_file_reader(ann)) if ann.is_file() else _missing(ann.name)
-        yield SourceFile(rel, _file_reader(path), given=given)
+        yield SourceFile(rel, _file_reader(path), license=SA1B, given=given)
 
 
 def _iter_shard(shard: str, policy: SourcePolicy) -> Iterator[SourceFile]:
@@ -109,9 +111,10 @@ def _iter_shard(shard: str, policy: SourcePolicy) -> Iterator[SourceFile]:
             yield failed(item.name, "duplicate member in the tar")
             continue
         image, ann = (item, other) if ext.lower() == ".jpg" else (other, item)
-        yield SourceFile(image.name, image.reader(policy), given=_loader(ann.reader(policy)))
+        yield SourceFile(image.name, image.reader(policy), license=SA1B, given=_loader(ann.reader(policy)))
     for stem, item in pending.items():
         if item.path.lower().endswith(".jpg"):
-            yield SourceFile(item.name, item.reader(policy), given=_missing(posixpath.basename(stem) + ".json"))
+            yield SourceFile(item.name, item.reader(policy), license=SA1B,
+                             given=_missing(posixpath.basename(stem) + ".json"))
         else:
             yield failed(item.name, "SA-1B annotation without its image (.jpg)")
