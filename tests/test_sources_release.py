@@ -5,12 +5,14 @@ SA-1B, whose extra regions all lie outside them); licences reach the card."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 from datasets import load_dataset
+from huggingface_hub import DatasetCard
 from typer.testing import CliRunner
 
 import source_fixtures as fx
@@ -76,6 +78,9 @@ def test_coco_release_uses_given_masks_byte_for_byte(tmp_path):
         assert [r["segmentation"] for r in row["regions"]] == given[ids[row["image_id"]]]
     card = (work / "release/README.md").read_text()
     assert f"| {literal('CC-BY-2.0')} |" in card and "given:coco" in card
+    declared = DatasetCard(card).data  # the COCO files name the images' licence as the card declares it
+    named = {json.loads(f.read_text())["licenses"][0]["name"] for f in (work / "release/coco").glob("*.json")}
+    assert named == {declared.get("license_name") or declared.license}
 
 
 def test_sa1b_release_merges_segmenter_regions_outside_the_given_masks(tmp_path):
