@@ -9,9 +9,9 @@ import shutil
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
+from PIL import ExifTags, Image, ImageCms
 
-from groundcap import params, privacy, schema
+from groundcap import ingest, params, privacy, schema
 from groundcap.builders import SPLITS, write_release
 from groundcap.builders.columns import join_part
 from groundcap.dataset_card.card import _privacy_section
@@ -92,7 +92,8 @@ def test_haar_blurs_the_astronauts_face_and_nothing_else(tmp_path):
     fx, fy, fw, fh = ASTRONAUT_FACE
     assert x <= fx and y <= fy and x + w >= fx + fw and y + h >= fy + fh and w <= fw * 1.4
     assert astronaut["redact"]["format"] == "PNG" and astronaut["redact"]["provenance"][0]["backend"] == "haar"
-    assert cat["redact"]["bytes"] is None and cat["redact"]["redactions"] == []  # no face: released as ingested
+    assert cat["redact"]["redactions"] == [] and cat["redact"]["format"] == "PNG"  # no face: only its XMP goes
+    assert decode_rgb(cat["redact"]["bytes"]).tobytes() == decode_rgb(cat["bytes"]).tobytes()
 
     released = _released(root, tmp_path, p)
     original = decode_rgb(astronaut["bytes"])
@@ -108,13 +109,77 @@ def test_haar_blurs_the_astronauts_face_and_nothing_else(tmp_path):
     assert np.abs(np.diff(original[int(y):int(y + h), int(x):int(x + w)].astype(float), axis=1)).mean() > 8
     assert [(r["label"], r["bbox"], r["detector"]) for r in blurred_row["redactions"]] == [
         ("face", face["bbox"], "haar")]
-    assert released[cat["image_id"]]["image"]["bytes"] == cat["bytes"]  # nothing found: the ingested bytes
+    assert released[cat["image_id"]]["image"]["bytes"] == cat["redact"]["bytes"]
     assert released[cat["image_id"]]["redactions"] == []
 
     stats = redaction_stats(tmp_path / "release", SPLITS)
     assert stats == {"images": 1, "boxes": {"face": 1}, "detectors": ["haar"]}
     text = _privacy_section(stats, 2, p, {"redact": astronaut["redact"]["provenance"]})
     assert "1 face and 0 licence plates blurred in 1 of 2 images; detector: `haar` (opencv haarcascades)" in text
+
+
+def _camera_jpeg(pixels: np.ndarray, icc: bytes) -> bytes:
+    """A JPEG as a phone writes it: EXIF with GPS, camera make and body serial number, XMP, a comment, ICC."""
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "PrivateCam"
+    exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.BodySerialNumber] = "SN-0451-7781"
+    gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
+    gps[ExifTags.GPS.GPSLatitudeRef], gps[ExifTags.GPS.GPSLatitude] = "N", (52.0, 31.0, 12.5)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=90, exif=exif, icc_profile=icc,
+                                 comment=b"at home", xmp=b"<x:xmpmeta>Alice</x:xmpmeta>")
+    return buf.getvalue()
+
+
+def test_a_camera_jpeg_is_released_without_its_gps_make_or_serial_pixels_icc_and_id_kept(tmp_path):
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    source = tmp_path / "src"
+    source.mkdir()
+    photos = {"cat.jpg": np.asarray(Image.open(sample.data_dir() / "chelsea.png").convert("RGB")),
+              "face.jpg": np.asarray(Image.open(sample.data_dir() / "astronaut.png").convert("RGB"))}
+    originals = {name: _camera_jpeg(pixels, icc) for name, pixels in photos.items()}
+    for name, data in originals.items():
+        (source / name).write_bytes(data)
+        assert Image.open(io.BytesIO(data)).getexif().get_ifd(ExifTags.IFD.GPSInfo)  # the fixture carries them
+        assert b"SN-0451-7781" in data and b"PrivateCam" in data
+    p = _params()
+    root = tmp_path / "project"
+    run_all(Context(root=root, params={**p, "source": str(source)}, progress=False), ("ingest", "redact"))
+    rows = _by_source(root)
+    released = _released(root, tmp_path, p)
+    for name, data in originals.items():
+        row = rows[name]
+        assert row["image_id"] == ingest.image_id(data) and row["bytes"] == data  # the id is the original's
+        out = released[row["image_id"]]["image"]["bytes"]
+        for private in (b"SN-0451-7781", b"PrivateCam", b"Alice", b"at home", b"Exif\0\0"):
+            assert private not in out, (name, private)
+        image = Image.open(io.BytesIO(out))
+        assert not image.getexif() and "xmp" not in image.info and "comment" not in image.info
+        assert image.info["icc_profile"] == icc
+    cat = released[rows["cat.jpg"]["image_id"]]
+    assert Image.open(io.BytesIO(cat["image"]["bytes"])).format == "JPEG" and not cat["redactions"]  # no face
+    assert decode_rgb(cat["image"]["bytes"]).tobytes() == decode_rgb(originals["cat.jpg"]).tobytes()
+    assert len(originals["cat.jpg"]) - len(cat["image"]["bytes"]) < 400
+    face = released[rows["face.jpg"]["image_id"]]
+    assert face["redactions"] and Image.open(io.BytesIO(face["image"]["bytes"])).format == "PNG"  # blurred
+
+
+def test_stripping_keeps_every_encoded_pixel_of_the_sample_and_refuses_what_it_cannot_parse():
+    for path in sample.paths():
+        data = path.read_bytes()
+        fmt = Image.open(path).format
+        clean = privacy.strip_metadata(data, fmt)
+        assert privacy.strip_metadata(clean, fmt) == clean
+        before, after = Image.open(io.BytesIO(data)), Image.open(io.BytesIO(clean))
+        assert np.array_equal(np.asarray(before), np.asarray(after)), path.name
+        assert before.info.get("icc_profile") == after.info.get("icc_profile")
+        assert not after.getexif() and not {"xmp", "comment", "Comment", "exif"} & set(after.info), path.name
+    with pytest.raises(ValueError, match="runs past the end"):
+        privacy.strip_metadata(b"\xff\xd8\xff\xe1\x40\x00Exif", "JPEG")
+    with pytest.raises(ValueError, match="not a PNG"):
+        privacy.strip_metadata(b"GIF89a", "PNG")
+    with pytest.raises(ValueError, match="cannot strip metadata from a WEBP image"):
+        privacy.strip_metadata(b"RIFF", "WEBP")
 
 
 def test_the_blur_is_deterministic_and_stays_inside_its_box():
@@ -133,13 +198,17 @@ def test_the_blur_is_deterministic_and_stays_inside_its_box():
     assert privacy.pixel_box([40, 10, 5, 5], 0.1, 30, 100) is None  # outside the image: nothing to blur
 
 
-def test_release_redact_none_releases_the_ingested_bytes(tmp_path):
+def test_release_redact_none_releases_the_ingested_pixels_without_metadata(tmp_path):
     p = _params(redact="none")
-    root = _project(tmp_path, p, ("astronaut.png",))
-    (row,) = _by_source(root).values()
-    assert row["redact"]["bytes"] is None and row["redact"]["redactions"] == [] and row["redact"]["provenance"] == []
+    root = _project(tmp_path, p, ("astronaut.png", "coins.png"))
+    rows = _by_source(root)
+    row, coins = rows["astronaut.png"], rows["coins.png"]
+    assert row["redact"]["redactions"] == [] and row["redact"]["provenance"] == []
+    assert row["redact"]["bytes"] == privacy.strip_metadata(row["bytes"], "PNG") != row["bytes"]  # its tEXt comment
+    assert coins["redact"]["bytes"] is None  # ingest re-encoded it: nothing to strip, build takes its bytes
     released = _released(root, tmp_path, p)
-    assert released[row["image_id"]]["image"]["bytes"] == row["bytes"]
+    assert released[row["image_id"]]["image"]["bytes"] == row["redact"]["bytes"]
+    assert released[coins["image_id"]]["image"]["bytes"] == coins["bytes"]
     stats = redaction_stats(tmp_path / "release", SPLITS)
     assert stats == {"images": 0, "boxes": {}, "detectors": []}
     assert _privacy_section(stats, 1, p, {"redact": []}).startswith("No redaction (`release.redact: none`)")
@@ -226,8 +295,9 @@ def test_the_demo_release_blurs_the_astronaut_in_every_format_and_its_card_count
     inside = _inside(original.shape, [r["bbox"] for r in row["redactions"]])
     assert np.array_equal(released[~inside], original[~inside])
     assert np.any(released != original, axis=-1)[inside].mean() > 0.9
-    for image_id, r in rows.items():  # nothing found: the ingested bytes, untouched
-        assert bool(r["redactions"]) == (r["image"]["bytes"] != ingest[image_id]["bytes"])
+    for image_id, r in rows.items():  # nothing found: the ingested pixels, untouched
+        assert r["redactions"] or decode_rgb(r["image"]["bytes"]).tobytes() == decode_rgb(
+            ingest[image_id]["bytes"]).tobytes()
 
     coco = {image["image_id_str"]: image for path in (release / "coco").glob("*.json")
             for image in json.loads(path.read_text())["images"]}
