@@ -164,6 +164,8 @@ def test_a_camera_jpeg_is_released_without_its_gps_make_or_serial_pixels_icc_and
         image = Image.open(io.BytesIO(out))
         assert not image.getexif() and "xmp" not in image.info and "comment" not in image.info
         assert image.info["icc_profile"] == icc
+        boxes = [tuple(int(v) for v in r["bbox"]) for r in row["redact"]["redactions"]]  # replayed: the same bytes
+        assert privacy.released(data, "JPEG", boxes, p["redact"]["cells"]) == (out, image.format)
     cat = released[rows["cat.jpg"]["image_id"]]
     assert Image.open(io.BytesIO(cat["image"]["bytes"])).format == "JPEG" and not cat["redactions"]  # no face
     assert decode_rgb(cat["image"]["bytes"]).tobytes() == decode_rgb(originals["cat.jpg"]).tobytes()

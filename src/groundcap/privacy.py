@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from groundcap.ingest import encode_png
+from groundcap.ingest import decode_rgb, encode_png
 
 # release.redact -> the labels an open-vocabulary detector is prompted with (Haar's cascades name their own)
 TARGETS: dict[str, tuple[str, ...]] = {"faces_and_plates": ("face", "license plate"), "none": ()}
@@ -74,6 +74,19 @@ def blurred_png(image: np.ndarray, boxes: Sequence[Box], cells: int, icc_profile
     if icc_profile:
         png.info["icc_profile"] = icc_profile
     return encode_png(png)
+
+
+def released(data: bytes, fmt: str, boxes: Sequence[Box], cells: int,
+             image: np.ndarray | None = None) -> tuple[bytes, str] | None:
+    """The bytes and format a release holds for an ingested image: blurred where there are ``boxes``, else
+    stripped of its metadata; None where ingest's bytes carry nothing to strip. ``image``: its decoded
+    pixels, when the caller has them (one decode less). Stage redact writes this, and a replay of its
+    boxes gets the same bytes."""
+    if boxes:
+        pixels = decode_rgb(data) if image is None else image
+        return blurred_png(pixels, boxes, cells, icc_profile(data)), "PNG"
+    clean = strip_metadata(data, fmt)
+    return None if clean == data else (clean, fmt)
 
 
 def icc_profile(data: bytes) -> bytes | None:

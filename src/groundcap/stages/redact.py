@@ -4,7 +4,7 @@ the image bytes the release holds.
 Only the released bytes change: every other stage decodes ingest's original pixels, so masks, captions
 and QA describe the image as it was. The detectors (``redact.detectors``) are prompted with the labels
 of ``release.redact`` (``privacy.TARGETS``; Haar's cascades name their own) and every box they return is
-grown by ``redact.pad_frac`` and blurred (``privacy.blurred_png``, ICC profile kept). Every other image
+grown by ``redact.pad_frac`` and blurred (``privacy.released``: PNG, ICC profile kept). Every other image
 is stripped of its metadata (EXIF, XMP, IPTC, comments: ``privacy.strip_metadata``), whatever
 ``release.redact`` says, its encoded pixels untouched; its id stays ingest's. A row holds the bytes to
 release (blurred or stripped), or null bytes where ingest's carry nothing to strip: build then takes
@@ -71,16 +71,10 @@ class RedactStage(MapStage):
 
     def _row(self, ingested: Row, image, redactions: list[dict]) -> Row:
         """The bytes to release: blurred where something was found, else stripped (null: ingest's are clean)."""
-        data, fmt = ingested["bytes"], ingested["format"]
-        if redactions:
-            boxes = [tuple(int(v) for v in r["bbox"]) for r in redactions]
-            released = privacy.blurred_png(image, boxes, self.section["cells"], privacy.icc_profile(data))
-            fmt = "PNG"
-        else:
-            released = privacy.strip_metadata(data, fmt)
-        if released == data:
-            released = fmt = None
-        return {"image_id": ingested["image_id"], "bytes": released, "format": fmt, "redactions": redactions,
+        boxes = [tuple(int(v) for v in r["bbox"]) for r in redactions]
+        data, fmt = privacy.released(ingested["bytes"], ingested["format"], boxes, self.section["cells"], image) \
+            or (None, None)
+        return {"image_id": ingested["image_id"], "bytes": data, "format": fmt, "redactions": redactions,
                 "provenance": self.stamps, "error": None}
 
 

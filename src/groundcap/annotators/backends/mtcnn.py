@@ -128,8 +128,8 @@ class MtcnnDetector(Detector):
         for k, side in ((1, 24), (2, 48)):
             if not len(boxes):
                 break
-            if k == 2:
-                boxes = np.fix(boxes)
+            if k == 2:  # the output net sees whole-pixel boxes
+                boxes[:, :4] = np.fix(boxes[:, :4])
             out = self._run(k, _crops(image, boxes, side))
             reg, prob = out[0], out[-1][:, 1]
             passed = prob > self.thresholds[k]
