@@ -359,12 +359,16 @@ def _count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
+_METADATA = ("Every released image is stripped of its EXIF (GPS position, camera make and serial number, maker "
+             "notes), XMP, IPTC and comments; its pixels and ICC profile are kept.")
+
+
 def _privacy_section(redactions: dict, total: int, params: dict, provenance: dict) -> str:
     """Whether the images were redacted (``release.redact``), what was blurred and which detector found it."""
     mode = params["release"].get("redact", "none")
     if mode == "none":
         return ("No redaction (`release.redact: none`): the images are released as ingested; faces and licence "
-                "plates in them are not blurred.")
+                f"plates in them are not blurred. {_METADATA}")
     stamps = [s for s in provenance.get("redact") or [] if isinstance(s, dict)]
     detectors = ", ".join(f"`{_cell(s.get('backend'))}` ({_cell(s.get('model'))})" for s in stamps) \
         or ", ".join(f"`{_cell(d)}`" for d in redactions["detectors"]) or "none recorded"
@@ -378,7 +382,8 @@ def _privacy_section(redactions: dict, total: int, params: dict, provenance: dic
         "Masks, captions and QA were computed on the original pixels. A blurred image is stored as PNG "
         "(lossless), so its pixels outside the blurred boxes are the source's; its `redactions` (in `default`, "
         "the WebDataset JSON and the COCO image entry) list each box (`[x, y, w, h]`, padding included), label, "
-        "score and detector. Detection is automatic: a face or plate the detector missed is not blurred."
+        "score and detector. Detection is automatic: a face or plate the detector missed is not blurred.\n\n"
+        + _METADATA
     )
 
 
