@@ -11,7 +11,7 @@ The source path of a row is ``<dataset>/<split>/<row number>``.
 The source policy bounds it as it bounds a list: a Hub dataset needs ``hf`` among its protocols (the
 Hub is read with this machine's token), a local one must be a folder here (``load_dataset`` would
 take any other name to the Hub), and an image cell that holds a path or URL is read as a list's line
-is (``files.entry_file``).
+is (``files.entry_file``), a local path only inside the dataset's own folder.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from groundcap.errors import SourceError
+from groundcap.sources import validate
 from groundcap.sources.entry import Reader, SourceFile
 from groundcap.sources.files import entry_file
-from groundcap.sources.policy import SourcePolicy
+from groundcap.sources.policy import LOCAL, SourcePolicy, protocol_of
 from groundcap.sources.spec import split_options
 
 HUB_PREFIX = "//datasets/"
@@ -37,17 +38,26 @@ def _missing(limit: int) -> bytes:
     raise OSError("the image column is empty in this row")
 
 
-def _image_file(name: str, value, policy: SourcePolicy, licence: str | None) -> SourceFile:
-    """The image of an undecoded cell: ``{"bytes", "path"}``, raw bytes, or a path/URL string."""
+def _image_file(name: str, value, policy: SourcePolicy, licence: str | None, folder: str | None) -> SourceFile:
+    """The image of an undecoded cell: ``{"bytes", "path"}``, raw bytes, or a path/URL string. A local path
+    is read only inside the dataset's ``folder`` (relative to it, links out refused), never for a Hub dataset
+    (``folder`` None): a cell must not release this machine's files."""
     if isinstance(value, dict):
         if value.get("bytes"):
             return SourceFile(name, _bytes_reader(value["bytes"]), license=licence)
         value = value.get("path")
     if isinstance(value, bytes | bytearray):
         return SourceFile(name, _bytes_reader(bytes(value)), license=licence)
-    if isinstance(value, str) and value:
-        return entry_file(name, value, policy, license=licence)
-    return SourceFile(name, _missing, license=licence)
+    if not isinstance(value, str) or not value:
+        return SourceFile(name, _missing, license=licence)
+    if protocol_of(value) == LOCAL:
+        if folder is None:
+            return SourceFile(name, refused="a local path in a Hub dataset's cell; never opened", license=licence)
+        try:
+            value = validate.confined(folder, value, policy)
+        except validate.Invalid as exc:
+            return SourceFile(name, refused=str(exc), license=licence)
+    return entry_file(name, value, policy, license=licence)
 
 
 def _card_license(repo: str, hub: bool, revision: str | None) -> str | None:
@@ -107,4 +117,4 @@ def _rows(source: str, repo: str, hub: bool, options: dict, policy: SourcePolicy
     for index, row in enumerate(ds):
         licence = row.get(options["license"]) if options["license"] else None
         yield _image_file(f"{name}/{split}/{index}", row.get(column), policy,
-                          str(licence) if licence not in (None, "") else dataset_license)
+                          str(licence) if licence not in (None, "") else dataset_license, None if hub else repo)
