@@ -113,8 +113,9 @@ def _index(source: str, path: str, db: sqlite3.Connection, policy: SourcePolicy)
                     _named(source, section, n, item, names[section])
                 if len(pending["images"]) + len(pending["annotations"]) >= _BATCH:
                     flush()
-    except (OSError, ijson.JSONError) as exc:
-        raise SourceError(f"source {source!r}: cannot read the COCO annotation file: {describe(exc)}") from None
+    except (OSError, ijson.JSONError) as exc:  # yajl's messages go on to quote the file over several lines
+        raise SourceError(f"source {source!r}: cannot read the COCO annotation file: "
+                          f"{describe(exc).splitlines()[0]}") from None
     except RecursionError:
         raise SourceError(f"source {source!r}: {path} nests its values too deeply to be COCO") from None
     if "images" not in seen:
