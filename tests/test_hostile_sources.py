@@ -63,7 +63,7 @@ def test_a_huge_polygon_coordinate_is_a_rejection_not_a_segfault():
     ("0" + fx.rle(fx.boxes_masks()[1])["counts"], "RLE runs cover"),  # a leading run: no longer h*w pixels
     ("é" + fx.rle(fx.boxes_masks()[1])["counts"], "outside pycocotools' alphabet"),  # failed only in QA before
     ([fx.SIZE[0] * fx.SIZE[1] - 1, 2], "summing to 96x128"),
-])
+], ids=["one-run-too-many", "non-ascii", "uncompressed-past-the-end"])
 def test_rle_counts_that_do_not_cover_the_image_reject_it_at_ingest(tmp_path, counts, reason):
     """Such counts were accepted and hung ``segment`` later (masks.intersection on runs past the image)."""
     source = _coco(tmp_path, lambda doc: doc["annotations"][1]["segmentation"].update(counts=counts))
@@ -75,6 +75,17 @@ def test_a_category_id_given_as_a_list_refuses_the_file_in_one_line(tmp_path):
     source = _coco(tmp_path, lambda doc: doc["categories"].append({"id": [3], "name": "x"}))
     with pytest.raises(SourceError, match=r"categories\[2\]: id \[3\] is not an integer"):
         outcomes(source)
+
+
+def test_coco_entries_that_are_no_objects_are_reject_rows_and_a_too_deep_file_one_line(tmp_path):
+    source = _coco(tmp_path, lambda doc: (doc["images"].append(5), doc["annotations"].append([1])))
+    found = outcomes(source)
+    assert found["images[3]"] == "an image entry that is not an object"
+    assert found["annotations[6]"] == "an annotation that is not an object"
+    (tmp_path / "coco/instances.json").write_text('{"images": [' + "[" * 5000 + "]" * 5000 + "]}")
+    with pytest.raises(SourceError) as refused:
+        outcomes(source)
+    assert "\n" not in str(refused.value) and "too deep" in str(refused.value)
 
 
 def test_duplicate_image_ids_reject_both_images_instead_of_swapping_their_masks(tmp_path):
@@ -208,7 +219,8 @@ from pathlib import Path
 from groundcap.sources import iter_source
 from groundcap.storage import writer_lock
 with writer_lock.hold(Path(sys.argv[1]), "test"):
-    next(iter(iter_source(sys.argv[2])))
+    items = iter_source(sys.argv[2])
+    next(items)  # the COCO index is built; the generator holds it while the run sleeps
     print("ready", flush=True)
     time.sleep(60)
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import math
 import os
 import random
 import sys
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
+from groundcap import masks
 from groundcap.sources import SourceError, SourcePolicy, iter_source, sa1b
 from groundcap.sources.webdataset import is_image
 
@@ -128,6 +130,12 @@ def _coco_base() -> dict:
             "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "box"}]}
 
 
+def _covers(given: dict) -> bool:
+    """Whether a given mask is an RLE of the image's size whose runs cover its pixels exactly."""
+    rle = given["segmentation"]
+    return rle["size"] == [H, W] and int(masks.run_lengths(rle).sum()) == H * W
+
+
 def _valid_id(value) -> bool:
     return type(value) is int and 0 <= value < 2**63
 
@@ -161,7 +169,7 @@ def _check_coco(source: str, doc) -> str:
             continue
         assert len(given) == sum(isinstance(a, dict) and _valid_id(a.get("image_id")) and a["image_id"] == entry["id"]
                                  for a in anns)
-        assert all(g["segmentation"]["size"] == [H, W] for g in given)
+        assert all(_covers(g) for g in given)
     return "items"
 
 
@@ -213,7 +221,8 @@ def test_fuzzed_sa1b_annotation_files_give_their_masks_or_a_reason():
             assert str(exc)
             outcomes["refused"] += 1
             continue
-        assert len(given) == len(doc["annotations"]) and all(g["segmentation"]["size"] == [H, W] for g in given)
+        assert len(given) == len(doc["annotations"]) and all(_covers(g) for g in given)
+        assert all(g[k] is None or math.isfinite(g[k]) for g in given for k in ("predicted_iou", "stability_score"))
         outcomes["masks"] += 1
     assert min(outcomes.values()) > 100, outcomes
 
