@@ -169,6 +169,25 @@ def test_hf_path_cells_are_read_only_inside_the_dataset_folder(tmp_path):
     assert "protocol 'http' is not allowed" in reasons[4] and "protocol 'simplecache' is not allowed" in reasons[5]
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", ["fifo", "outside", "http"])
+def test_an_hf_folder_whose_data_files_lead_out_of_it_is_refused_in_one_line(tmp_path, case):
+    """``load_dataset`` reads a folder's data files itself: a FIFO among them blocked it, and its card's
+    ``configs`` could point it at files outside the folder or at URLs the policy refuses."""
+    source = fx.write_hf_folder(tmp_path / "ds")
+    if case == "fifo":
+        os.mkfifo(tmp_path / "ds/data/train-00001-of-00001.parquet")
+    else:
+        path = "../elsewhere/*.parquet" if case == "outside" else "http://127.0.0.1:9/x.parquet"
+        (tmp_path / "ds/README.md").write_text(f"---\nconfigs:\n- config_name: default\n  data_files:\n"
+                                               f"  - split: train\n    path: {path}\n---\n")
+    reason = {"fifo": "data/train-00001-of-00001.parquet: a FIFO", "outside": "a path out of the source's folder",
+              "http": "not a path in the folder"}[case]
+    with pytest.raises(SourceError, match=reason) as refused:
+        iter_source(source, SourcePolicy(protocols=("file",)))
+    assert "\n" not in str(refused.value)
+
+
 def _tar(path: Path, members: list[tuple[str, bytes | str]]) -> None:
     """A tar of regular members (bytes) and symbolic links (str: the link's target)."""
     with tarfile.open(path, "w") as tar:

@@ -22,9 +22,10 @@ from pathlib import Path
 from groundcap.errors import SourceError
 from groundcap.sources import validate
 from groundcap.sources.entry import Reader, SourceFile
-from groundcap.sources.files import entry_file
+from groundcap.sources.files import entry_file, listing
 from groundcap.sources.policy import LOCAL, SourcePolicy, protocol_of
 from groundcap.sources.spec import split_options
+from groundcap.sources.webdataset import is_image
 
 HUB_PREFIX = "//datasets/"
 OPTIONS = {"config": None, "split": "train", "image": "image", "license": None, "revision": None}
@@ -81,6 +82,42 @@ def _card_license(repo: str, hub: bool, revision: str | None) -> str | None:
     return str(licence) if licence else None
 
 
+def _check_folder(source: str, folder: str, policy: SourcePolicy) -> None:
+    """Refuse a local dataset folder that would make ``load_dataset`` read what the policy refuses: a data
+    file that is a FIFO (it would block) or a link out of the folder, or data files its card's ``configs``
+    name outside it (``../x.parquet``, ``http://...``); ``load_dataset`` reads them itself, past :func:`fetch`.
+    Images are not its to read: a refused one is its row's rejection (:func:`_image_file`)."""
+    for rel, _, refused in listing(Path(folder), policy):
+        if refused and not is_image(rel.name):
+            raise SourceError(f"source {source!r}: {rel}: {refused}; load_dataset would open it")
+    for path in _card_paths(Path(folder) / "README.md"):
+        try:
+            if not isinstance(path, str) or protocol_of(path) != LOCAL:
+                raise validate.Invalid(f"{path!r}: not a path in the folder; never read")
+            validate.confined(folder, path, policy)
+        except validate.Invalid as exc:
+            raise SourceError(f"source {source!r}: README.md configs: data files {exc}") from None
+
+
+def _card_paths(card: Path) -> list:
+    """Every ``data_files`` pattern and ``data_dir`` the ``configs`` of a dataset card name."""
+    from huggingface_hub import metadata_load
+
+    try:
+        configs = (metadata_load(card) or {}).get("configs") if card.is_file() else None
+    except Exception:  # a card YAML cannot parse: load_dataset refuses it with its own message
+        return []
+    paths = []
+    for config in configs if isinstance(configs, list) else []:
+        if isinstance(config, dict):
+            files = config.get("data_files")
+            for item in files if isinstance(files, list) else [files]:
+                item = item.get("path") if isinstance(item, dict) else item
+                paths += item if isinstance(item, list) else [item]
+            paths.append(config.get("data_dir"))
+    return [p for p in paths if p is not None]
+
+
 def iter_hf_dataset(source: str, target: str, policy: SourcePolicy) -> Iterator[SourceFile]:
     """The rows' images; a Hub dataset the policy does not allow, or a local one that is not a folder here,
     refuses the source before any read."""
@@ -92,6 +129,8 @@ def iter_hf_dataset(source: str, target: str, policy: SourcePolicy) -> Iterator[
     policy.require(source, [f"hf:{path}" if hub else path])
     if not hub and not Path(path).is_dir():
         raise SourceError(f"source {source!r}: {path} is no folder here (a Hub dataset is hf://datasets/ORG/NAME)")
+    if not hub:
+        _check_folder(source, path, policy)
     return _rows(source, repo, hub, options, policy)
 
 
