@@ -53,6 +53,7 @@ def watched(tmp_path):
     _opened = []
     try:
         yield source, outside
+        assert _opened, "the audit hook saw no open at all"
         outside_real = os.path.realpath(outside) + os.sep
         escaped = [p for p in _opened if os.path.realpath(p).startswith(outside_real) or p.endswith("fifo.jpg")]
         assert not escaped, escaped[:5]
@@ -157,9 +158,9 @@ def _check_coco(source: str, doc) -> str:
     ids = {e["id"] for e in images if isinstance(e, dict) and _valid_id(e.get("id"))}
     assert len(orphans) == sum(not (isinstance(a, dict) and _valid_id(a.get("image_id")) and a["image_id"] in ids)
                                for a in anns)
+    assert all(o.refused for o in orphans)
     for item, entry in zip(entries, images, strict=True):
         if item.refused:
-            assert all(o.refused for o in orphans)
             continue
         try:
             item.read(1 << 16)
