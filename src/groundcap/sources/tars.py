@@ -70,7 +70,7 @@ def members(shard: str, policy: SourcePolicy) -> Iterator[Member | SourceFile]:
     """The members of ``shard`` but its folders, in tar order: a link, a device or a second member of a path
     already seen comes with ``refused``, so the kind can record it; a shard that cannot be opened or read to
     its end yields a failed item naming the shard and why (the members before the fault still count)."""
-    seen: set[str] = set()
+    seen: set[str] = set()  # this shard's member paths: a few thousand, gone with the shard
     try:
         with policy.open(shard) as fh:
             try:
