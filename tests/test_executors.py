@@ -84,6 +84,7 @@ def ray_cluster():
     """A Ray head (no CPUs: no actor lands there) and two worker nodes, each its own ``ray start --block`` process
     with its own temp dir, declared resources and working directory (a relative path means something else on each);
     yields (address, environment a driver needs, {worker name: its ``ray start`` process})."""
+    pytest.importorskip("ray")
     ray_bin = Path(sys.executable).parent / "ray"
     base = Path(tempfile.mkdtemp(prefix="gc-ray-"))  # short: Ray's unix sockets live under it
     # a token of the test's own (Ray turns token auth on when ~/.ray/auth_token exists); a dead node is noticed in
