@@ -142,8 +142,9 @@ def test_a_ray_cluster_that_loses_a_node_mid_stage_writes_what_the_local_executo
         assert time.monotonic() < deadline, "no part was finished in 300 s"
         time.sleep(0.02)
         if out.is_dir() and any(out.glob("*.done")):
-            victim = next((psutil.Process(p.pid) for p in workers.values() if _busy(psutil.Process(p.pid))), None)
-    actor = next(p.pid for p in victim.children(recursive=True) if _busy(p))
+            nodes = [psutil.Process(p.pid) for p in workers.values()]
+            victim, actor = next(((n, p.pid) for n in nodes for p in n.children(recursive=True) if _computing(p)),
+                                 (None, None))
     _kill_tree(victim)
     # what a SIGKILL in the middle of the actor's write leaves (too short a moment to hit on purpose)
     pending = next(i for i in parts.list_parts(local / "work" / "segment") if not parts.marker_path(out, i).exists())
@@ -158,11 +159,11 @@ def test_a_ray_cluster_that_loses_a_node_mid_stage_writes_what_the_local_executo
         assert _files(shared, folder) == _files(local, folder), folder
 
 
-def _busy(proc: psutil.Process) -> bool:
-    """Whether ``proc`` (a node's ``ray start``) or a process under it is a Ray actor computing a part."""
+def _computing(proc: psutil.Process) -> bool:
+    """Whether ``proc`` is a Ray Data actor running a task (Ray sets the process title): computing a part."""
     with contextlib.suppress(psutil.NoSuchProcess):
-        return any(" ".join(p.cmdline()).startswith("ray::MapWorker") and ".submit" in " ".join(p.cmdline())
-                   for p in [proc, *proc.children(recursive=True)])
+        title = " ".join(proc.cmdline())
+        return title.startswith("ray::MapWorker") and ".submit" in title
     return False
 
 
