@@ -37,6 +37,7 @@ def map_stage(ctx: Context, stage: MapStage) -> tuple[int, int]:
     indices, tasks = resume.plan(ctx, stage)
     if tasks:
         executors.run(ctx, stage, tasks)
+        resume.clean(ctx.work(stage.name), set(indices))  # what a worker lost mid-write left (its part was redone)
     stage.finish(ctx)
     return len(indices), len(tasks)
 
