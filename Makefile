@@ -21,7 +21,7 @@ $(PY):
 
 $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,models,ray]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,models,ray,s3]'
 # Label Studio's own validator and brush decoder check our tasks in the tests; its package pins an old
 # numpy, so it goes in without its dependencies (the few its validator needs are in the dev extra)
 	$(PY) -m pip install -q --no-deps label-studio-sdk==2.1.2
