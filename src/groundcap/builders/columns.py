@@ -11,7 +11,7 @@ the kept ones (QA passed, image released) picked by ``take``, their captions fou
 corrected (``audit.verdicts.human_test``) go through Python, one image at a time.
 
 ``default_table`` and ``regions_table`` turn a batch into the two Parquet configs' tables: the regions
-config's ``image`` column is the default config's, taken by each region's image index.
+config holds no pixels, only its image's id and size, taken by each region's image index.
 """
 
 from __future__ import annotations
@@ -266,12 +266,13 @@ def pancap_text(batch: pa.Table) -> pa.Array:
 
 
 def regions_table(default: pa.Table, schema: pa.Schema) -> pa.Table:
-    """The ``regions`` config's rows (one per region) from the ``default`` config's table: the image
-    columns are taken by each region's image index, the region fields are the flattened list."""
+    """The ``regions`` config's rows (one per region) from the ``default`` config's table: the image's
+    id, size and QA score are taken by each region's image index (never its bytes), the region fields are
+    the flattened list."""
     regions = _array(default["regions"])
     parent = pc.list_parent_indices(regions)
     flat = regions.flatten()
-    columns = {name: default[name].take(parent) for name in ("image_id", "image", "width", "height", "qa_score")}
+    columns = {name: default[name].take(parent) for name in ("image_id", "width", "height", "qa_score")}
     for i in range(flat.type.num_fields):
         columns[flat.type.field(i).name] = pc.struct_field(flat, i)
     return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema)

@@ -38,10 +38,11 @@ IMAGES_FEATURES = Features(
     }
 )
 
+# One row per region, annotations only: its image's pixels are in the default config, once
+# (``groundcap.load_regions`` attaches them by image_id).
 REGIONS_FEATURES = Features(
     {
         "image_id": Value("string"),
-        "image": Image(),
         "width": Value("int32"),
         "height": Value("int32"),
         **_REGION_FIELDS,

@@ -13,8 +13,10 @@ from groundcap.builders.files import SplitFiles
 from groundcap.builders.parquet import ParquetShards
 from groundcap.builders.webdataset import WebDatasetShards
 from groundcap.splits import ALL_SPLITS as SPLITS  # every split a release can hold
+from groundcap.storage.parts import reset_dir
 
 KINDS = ("regions", "data", "wds", "coco")  # the release folders build writes, the costliest first
+OPTIONAL_FORMATS = {"webdataset": "wds", "coco": "coco"}  # build.formats: opt-in formats and their folders
 
 
 class ReleaseWriter:
@@ -22,10 +24,12 @@ class ReleaseWriter:
 
     ``params`` is the whole params dict (sections ``build`` and ``release``). Each builder empties
     its own folder (data/, regions/, wds/, coco/) when it starts, so no stale shard survives; ``kinds``
-    picks the folders this writer owns (all by default). Every split in ``splits`` gets its Parquet
-    shards even when it receives no record. On an exception inside the ``with`` block, temporary files
-    are removed and no shard is published. ``schemas`` (config -> Arrow schema) spares a worker
-    process the import of ``datasets``.
+    picks the folders this writer owns (all by default). Each image's bytes are in data/ only: the
+    WebDataset tars (a second copy) and the COCO JSON (a third copy of the annotations) are opt-in
+    (``build.formats``); a folder not asked for is left empty, so DVC still finds its output. Every
+    split in ``splits`` gets its Parquet shards even when it receives no record. On an exception inside
+    the ``with`` block, temporary files are removed and no shard is published. ``schemas`` (config ->
+    Arrow schema) spares a worker process the import of ``datasets``.
     """
 
     def __init__(self, release_dir: str | Path, params: dict, splits: tuple[str, ...] = SPLITS,
@@ -38,9 +42,12 @@ class ReleaseWriter:
         configs = tuple(c for c, d in (("default", "data"), ("regions", "regions")) if d in kinds)
         if configs:
             self.builders.append(ParquetShards(release_dir, splits, build, configs=configs, schemas=schemas))
-        if "wds" in kinds:
+        for name, folder in OPTIONAL_FORMATS.items():
+            if folder in kinds and name not in build["formats"]:
+                reset_dir(Path(release_dir) / folder)  # no file of an earlier build survives
+        if "wds" in kinds and "webdataset" in build["formats"]:
             self.builders.append(WebDatasetShards(release_dir, splits, shard_bytes=build["wds_shard_bytes"]))
-        if "coco" in kinds:
+        if "coco" in kinds and "coco" in build["formats"]:
             self.builders.append(CocoJson(
                 release_dir,
                 splits,

@@ -235,23 +235,32 @@ def _region_sources(stats: dict) -> str:
             "came with (`segment.given`), the others a segmenter's:\n\n" + _table(["split", *names], rows))
 
 
+def _tars(release_dir: Path, split: str) -> list[Path]:
+    return sorted((release_dir / "wds").glob(f"{split}-*.tar"))
+
+
 def _layout_section(release_dir: Path, splits) -> str:
     rows = []
     for split in splits:
-        tars = sorted((release_dir / "wds").glob(f"{split}-*.tar"))
         rows.append([
             split,
             len(shard_files(release_dir, "data", split)),
             len(shard_files(release_dir, "regions", split)),
-            len(tars),
+            len(_tars(release_dir, split)),
             f"coco/{split}.json" if (release_dir / "coco" / f"{split}.json").is_file() else None,
         ])  # fmt: skip
-    return (
-        "- `data/{split}-NNNNN-of-NNNNN.parquet`: config `default`, one row per image, image bytes embedded.\n"
-        "- `regions/{split}-NNNNN-of-NNNNN.parquet`: config `regions`, one row per region, with its image.\n"
-        "- `wds/{split}-NNNNN.tar`: WebDataset shards, one sample per image: `{image_id}.jpg|png` (original "
-        "bytes) and `{image_id}.json` (size, regions, scene caption, QA score). A split without images has no tar.\n"
+    wds = (
+        "- `wds/{split}-NNNNN.tar`: WebDataset shards, one sample per image: `{image_id}.jpg|png` (the same "
+        "bytes as `data/`) and `{image_id}.json` (size, regions, scene caption, QA score). A split without "
+        "images has no tar.\n"
         "- `wds/{split}.index.json`: the split's shard index (tars and sample counts) for `wids.ShardListDataset`.\n"
+    ) if any(row[3] for row in rows) else ""
+    return (
+        "- `data/{split}-NNNNN-of-NNNNN.parquet`: config `default`, one row per image, image bytes embedded "
+        "(the only copy of them).\n"
+        "- `regions/{split}-NNNNN-of-NNNNN.parquet`: config `regions`, one row per region, annotations only, "
+        "keyed by `image_id`.\n"
+        + wds +
         "- `coco/{split}.json`: COCO-style instances (RLE masks), one annotation per region; category ids are "
         "shared by all splits; each image carries its `scene_caption`.\n"
         "- `plots/*.png`: the plots above.\n"
@@ -267,14 +276,20 @@ def _usage_section(release: dict, release_dir: Path, splits) -> str:
     # on the Hub, the version is a tag; in a folder target (`groundcap publish --to`), a folder
     repo, revision = (release["repo_id"], f', revision="{version}"') if release.get("repo_id") else \
         (f"path/to/{release['name']}/{version}", "")
-    tars = {s: len(list((release_dir / "wds").glob(f"{s}-*.tar"))) for s in splits}
-    split, n = next(((s, n) for s, n in tars.items() if n), ("train", 1))  # the first split with tars
-    wds_urls = f"wds/{split}-{{00000..{n - 1:05d}}}.tar"
+    readers = []  # the opt-in formats this release holds, each read from its first split
+    tars = next(((s, len(t)) for s in splits if (t := _tars(release_dir, s))), None)
+    if tars:
+        urls = f"wds/{tars[0]}-{{00000..{tars[1] - 1:05d}}}.tar"
+        readers.append(f'import webdataset as wds\nds = wds.WebDataset("{urls}", shardshuffle=False).decode("pil")')
+    coco = next((s for s in splits if (release_dir / "coco" / f"{s}.json").is_file()), None)
+    if coco:
+        readers.append(f'from pycocotools.coco import COCO\ncoco = COCO("coco/{coco}.json")')
+    more = "\n\n```python\n" + "\n\n".join(readers) + "\n```" if readers else ""
     return f"""```python
 from datasets import load_dataset
 
-images = load_dataset("{repo}"{revision})              # config "default": one row per image
-regions = load_dataset("{repo}", "regions"{revision})  # one row per region
+images = load_dataset("{repo}"{revision})              # config "default": one row per image, with its pixels
+regions = load_dataset("{repo}", "regions"{revision})  # one row per region, annotations keyed by image_id
 
 row = images["train"][0]
 row["image"]                  # PIL image
@@ -288,13 +303,14 @@ mask = mask_utils.decode({{"size": seg["size"], "counts": seg["counts"].encode()
 Scene captions mark grounded phrases as `<rN>phrase</rN>`, N being a `region_id` of the same image;
 `groundcap.grounding.render_boxes` turns them into Pancap-style `phrase [x1, y1, x2, y2]` (0-1 coordinates).
 
-```python
-import webdataset as wds
-ds = wds.WebDataset("{wds_urls}", shardshuffle=False).decode("pil")
+A region trainer gets each region with its image's pixels and its mask, joined by `image_id` without a copy:
 
-from pycocotools.coco import COCO
-coco = COCO("coco/{split}.json")
-```"""
+```python
+import groundcap  # pip install groundcap
+
+regions = groundcap.load_regions("{repo}", "train"{revision})
+row = regions[0]  # the regions config's columns, plus "image" (PIL) and "mask" (HxW bool)
+```{more}"""
 
 
 def limitations(params: dict) -> list[str]:

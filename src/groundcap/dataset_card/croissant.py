@@ -125,15 +125,20 @@ def _record_set(config: str, features: Features) -> dict:
     }
     fields = [_field(config, name, feature, file_set, name, []) for name, feature in features.items()]
     return {"@type": "cr:RecordSet", "@id": config, "name": config,
-            "description": {"default": "One record per image.", "regions": "One record per region."}[config],
+            "description": {"default": "One record per image, with its pixels.",
+                            "regions": "One record per region; its image is the default record set's of the same "
+                                       "image_id."}[config],
             "field": [split, *fields]}
 
 
-def _distribution() -> list[dict]:
+def _distribution(release_dir: Path) -> list[dict]:
+    """The release's file sets: the Parquet configs, and the opt-in formats it holds."""
     sets = [(f"{config}-parquet", f"{directory}/*.parquet", "application/x-parquet",
              f"Parquet shards of the config {config}.") for config, directory in CONFIG_DIRS.items()]
-    sets += [("webdataset-tars", "wds/*.tar", "application/x-tar", "WebDataset shards, one sample per image."),
-             ("coco-json", "coco/*.json", "application/json", "COCO instances (RLE masks) with captions, per split.")]
+    sets += [(key, glob, fmt, what) for key, glob, fmt, what in (
+        ("webdataset-tars", "wds/*.tar", "application/x-tar", "WebDataset shards, one sample per image."),
+        ("coco-json", "coco/*.json", "application/json", "COCO instances (RLE masks) with captions, per split."),
+    ) if any(release_dir.glob(glob))]
     return [{"@type": "cr:FileSet", "@id": key, "name": key, "description": what, "encodingFormat": fmt,
              "includes": glob} for key, glob, fmt, what in sets]
 
@@ -210,7 +215,7 @@ def render(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str
         ),
         "rai:dataUseCases": "Training and evaluating region captioning, grounded captioning and segmentation models.",
         "rai:dataSocialImpact": "Machine-made captions can state wrong or stereotyped descriptions as fact.",
-        "distribution": _distribution(),
+        "distribution": _distribution(release_dir),
         "recordSet": [_record_set(config, features) for config, features in release_configs(params["build"]).items()],
     }
     if release.get("repo_id"):  # the Hub organization or user that publishes it

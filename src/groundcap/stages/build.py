@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from groundcap.audit import verdicts
 from groundcap.builders import write_release
 from groundcap.builders.columns import INPUTS, join_part, to_records
+from groundcap.builders.writer import OPTIONAL_FORMATS
 from groundcap.errors import AuditError, ReleaseError
-from groundcap.params.validation import Bool, Int
+from groundcap.params.validation import Bool, Int, StrList
 from groundcap.pipeline.stage import Context, Stage
 from groundcap.storage import parts
 
@@ -31,6 +32,7 @@ class BuildStage(Stage):
     outs = ("release/data", "release/regions", "release/wds", "release/coco")
     param_types = {"build": {
         "shard_bytes": Int(1),
+        "formats": StrList(allowed=OPTIONAL_FORMATS),
         "wds_shard_bytes": Int(1),
         "row_group_rows": Int(1),
         "row_group_bytes": Int(1),
