@@ -162,15 +162,19 @@ class _Shards:
 
 class ParquetShards:
     """Streams batches (or image records) into the ``default`` and ``regions`` Parquet shards of every
-    split; ``configs`` picks which of the two this one writes (both by default)."""
+    split; ``configs`` picks which of the two this one writes (both by default). With ``origin_kind`` (the
+    source's kind) the ``default`` rows hold no pixels, only what identifies each image (release.images:
+    reference)."""
 
     def __init__(self, release_dir: Path, splits: list[str], build: dict,
-                 configs: tuple[str, ...] = tuple(CONFIG_DIRS), schemas: dict[str, pa.Schema] | None = None):
+                 configs: tuple[str, ...] = tuple(CONFIG_DIRS), schemas: dict[str, pa.Schema] | None = None,
+                 origin_kind: str | None = None):
         if schemas is None:
             from groundcap.builders.features import release_configs  # imports datasets: a worker is given the schemas
 
-            schemas = {name: features.arrow_schema for name, features in release_configs(build).items()}
-        self.schemas = schemas
+            images = "reference" if origin_kind else "embed"
+            schemas = {name: features.arrow_schema for name, features in release_configs(build, images).items()}
+        self.schemas, self.origin_kind = schemas, origin_kind
         self._shards = {}
         self.configs = configs
         for config in configs:
@@ -183,9 +187,11 @@ class ParquetShards:
 
     def add_table(self, split: str, batch: pa.Table) -> None:
         schema = self.schemas["default"]
-        if "default" not in self.configs and PANCAP_TEXT in schema.names:  # the regions config lacks it
-            schema = schema.remove(schema.get_field_index(PANCAP_TEXT))
-        default = default_table(batch, schema)
+        if "default" not in self.configs:  # the regions config needs none of these
+            for name in (PANCAP_TEXT, "origin"):
+                if name in schema.names:
+                    schema = schema.remove(schema.get_field_index(name))
+        default = default_table(batch, schema, self.origin_kind)
         if "default" in self.configs:
             self._shards["default", split].add(default)
         if "regions" in self.configs:

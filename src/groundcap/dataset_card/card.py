@@ -463,7 +463,7 @@ def render(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str
     release_dir = Path(release_dir)
     licenses = licenses or {}
     release = params["release"]
-    features = release_configs(params["build"])
+    features = release_configs(params["build"], release["images"])
     stats = {split: split_stats(release_dir, split) for split in splits}
     declared = _declared(release_dir, splits)
     total = sum(s["images"] for s in stats.values())
@@ -567,6 +567,18 @@ def write_card(release_dir: str | Path, params: dict, *, stages: list[tuple[str,
     text = render(release_dir, params, stages=stages, provenance=provenance, qa_summary=qa_summary, changelog=changelog,
                   plots=plots, splits=splits, licenses=licenses)
     path = atomic.write_text(release_dir / "README.md", text)
+    if problems := validate_card(path):
+        raise ValueError(f"{path.name} is not a valid dataset card:\n" + "\n".join(problems))
+    return path
+
+
+def redeclare(release_dir: str | Path, build: dict) -> Path:
+    """Declare in a release's card the features and sizes its Parquet files now have, embedded images
+    (``groundcap hydrate`` put them back into a reference release); the rest of the card is kept."""
+    path = Path(release_dir) / "README.md"
+    card = DatasetCard(path.read_text(encoding="utf-8"))
+    card.data.dataset_info = _dataset_info(_declared(path.parent, SPLITS), release_configs(build))
+    atomic.write_text(path, card.content)
     if problems := validate_card(path):
         raise ValueError(f"{path.name} is not a valid dataset card:\n" + "\n".join(problems))
     return path

@@ -216,7 +216,8 @@ def render(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str
         "rai:dataUseCases": "Training and evaluating region captioning, grounded captioning and segmentation models.",
         "rai:dataSocialImpact": "Machine-made captions can state wrong or stereotyped descriptions as fact.",
         "distribution": _distribution(release_dir),
-        "recordSet": [_record_set(config, features) for config, features in release_configs(params["build"]).items()],
+        "recordSet": [_record_set(config, features) for config, features in
+                      release_configs(params["build"], release["images"]).items()],
     }
     if release.get("repo_id"):  # the Hub organization or user that publishes it
         document["url"] = f"https://huggingface.co/datasets/{release['repo_id']}"
@@ -229,3 +230,13 @@ def write_croissant(release_dir: str | Path, params: dict, *, stages: list[tuple
     """Write ``release_dir/croissant.json`` (atomically); the path."""
     document = render(release_dir, params, stages=stages, provenance=provenance, qa_summary=qa_summary, splits=splits)
     return atomic.write_text(Path(release_dir) / FILENAME, json.dumps(document, indent=1, ensure_ascii=False) + "\n")
+
+
+def redeclare(release_dir: str | Path, build: dict) -> Path:
+    """Declare in a release's ``croissant.json`` the ``default`` record set its Parquet files now have,
+    embedded images (``groundcap hydrate`` put them back into a reference release); the rest is kept."""
+    path = Path(release_dir) / FILENAME
+    document = json.loads(path.read_text(encoding="utf-8"))
+    default = _record_set("default", release_configs(build)["default"])
+    document["recordSet"] = [default if rs["@id"] == "default" else rs for rs in document["recordSet"]]
+    return atomic.write_text(path, json.dumps(document, indent=1, ensure_ascii=False) + "\n")

@@ -283,6 +283,7 @@ RUN_LEVEL: dict[str, Any] = {
         "version": Version(),
         "previous": Str(nullable=True),
         "redact": Enum("faces_and_plates", "none"),
+        "images": Enum("embed", "reference"),
         "license": Str(),
         "license_name": Str(nullable=True),
         "license_link": Str(nullable=True),

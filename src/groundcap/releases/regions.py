@@ -32,7 +32,11 @@ def load_regions(path: str, split: str, **kwargs) -> Dataset:
     if kwargs.get("streaming"):
         raise ReleaseError("load_regions reads the release into the datasets cache; to stream, use "
                            "load_dataset(path, streaming=True): each image row carries its regions")
-    images = load_dataset(path, split=split, **kwargs).select_columns(["image_id", "image"])
+    images = load_dataset(path, split=split, **kwargs)
+    if "image" not in images.column_names:
+        raise ReleaseError(f"{path} holds no pixels (release.images: reference): rebuild them from your copy of its "
+                           "source with `groundcap hydrate`, then load the hydrated folder")
+    images = images.select_columns(["image_id", "image"])
     regions = load_dataset(path, "regions", split=split, **kwargs)
     index = {image_id: i for i, image_id in enumerate(images["image_id"])}
     orphans = sorted(set(regions["image_id"]) - index.keys())

@@ -27,7 +27,10 @@ from groundcap.storage import parts
 class BuildStage(Stage):
     name = "build"
     inputs = tuple(INPUTS)  # what the column-wise join reads
-    param_keys = ("build", "audit", "release.pretty_name", "release.version", "release.license")
+    param_keys = ("build", "audit", "release.pretty_name", "release.version", "release.license", "release.images",
+                  # a reference release records the source's kind, ingest's limits and the blur's cells
+                  "source", "ingest.min_side", "ingest.max_pixels", "ingest.max_bytes", "ingest.animated",
+                  "redact.cells")
     deps = ("audits",)
     outs = ("release/data", "release/regions", "release/wds", "release/coco")
     param_types = {"build": {
