@@ -201,9 +201,9 @@ def test_regions_hold_no_image_bytes(tmp_path):
 
 
 def test_load_regions_attaches_pixels_and_masks(release, tmp_path):
-    import groundcap
+    from groundcap.releases.regions import load_regions
 
-    ds = groundcap.load_regions(str(release), "validation", cache_dir=str(tmp_path))
+    ds = load_regions(str(release), "validation", cache_dir=str(tmp_path))
     record = RECORDS["validation"][0]
     assert ds.num_rows == 3
     for row, region in zip(ds.shuffle(seed=0).sort("region_id"), record["regions"], strict=True):

@@ -13,7 +13,10 @@ from typer.testing import CliRunner
 
 from groundcap import ingest, privacy
 from groundcap.cli.app import app
+from groundcap.errors import ReleaseError
+from groundcap.export import fiftyone
 from groundcap.params import load as load_params
+from groundcap.releases.regions import load_regions
 from test_builders import _image, _region, build
 
 CELLS = load_params()["redact"]["cells"]
@@ -81,11 +84,19 @@ def test_a_reference_release_holds_no_image_byte_and_loads_with_datasets(release
     released = [r["image"]["bytes"] for rs in records.values() for r in rs]
     assert not [path for path, data in files.items() for image in released if image in data]
     assert not any(path.startswith("wds/") for path in files)  # the tars are hydrate's to write
+    assert "groundcap hydrate" in files["README.md"].decode()
     ds = load_dataset(str(reference), cache_dir=str(tmp_path))
     row = ds["train"][0]
     assert "image" not in row and row["origin"]["kind"] == "files" and row["origin"]["path"] == "a.jpg"
     assert row["origin"]["size"] == len(released[0]) and len(row["origin"]["sha256"]) == 64
     assert ds["validation"][0]["origin"]["path"] == "c.png"
+    with pytest.raises(ReleaseError, match="groundcap hydrate"):  # readers that need pixels say so
+        load_regions(str(reference), "train", cache_dir=str(tmp_path))
+    with pytest.raises(ReleaseError, match="groundcap hydrate"):
+        fiftyone.shards(reference)
+    published = CliRunner().invoke(app, ["publish", "--to", str(tmp_path / "pub"), "--version", "0.1.0",
+                                         "--release", str(reference)])
+    assert published.exit_code == 0, published.output
 
 
 def test_hydrate_rebuilds_the_embedded_files_byte_for_byte(releases, tmp_path):

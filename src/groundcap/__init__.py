@@ -11,11 +11,3 @@ import os
 os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
 
 __version__ = "0.1.0"
-
-
-def load_regions(path: str, split: str, **kwargs):
-    """Each region of a release's ``split`` with its image's pixels and mask (``releases.regions.load_regions``;
-    imported on first use, so the CLI and the stage workers never pay for ``datasets``)."""
-    from groundcap.releases.regions import load_regions as load
-
-    return load(path, split, **kwargs)

@@ -39,7 +39,7 @@ IMAGES_FEATURES = Features(
 )
 
 # One row per region, annotations only: its image's pixels are in the default config, once
-# (``groundcap.load_regions`` attaches them by image_id).
+# (``releases.regions.load_regions`` attaches them by image_id).
 REGIONS_FEATURES = Features(
     {
         "image_id": Value("string"),

@@ -2,7 +2,7 @@
 
 ``default`` holds one row per image with its bytes (``data/``), ``regions`` one row per region,
 annotations only, keyed by ``image_id`` (``regions/``): each image's bytes are released once
-(``groundcap.load_regions`` joins the two for a region trainer). Both are built column-wise from
+(``releases.regions.load_regions`` joins the two for a region trainer). Both are built column-wise from
 batches (``columns.default_table``, ``regions_table``), never row by row; records given as
 dicts (``ReleaseWriter.add``) are made a batch first, projected onto the release's region fields, so a
 missing field fails there rather than becoming a silent null; ``build.pancap_text`` adds the scene caption rendered

@@ -239,7 +239,17 @@ def _tars(release_dir: Path, split: str) -> list[Path]:
     return sorted((release_dir / "wds").glob(f"{split}-*.tar"))
 
 
-def _layout_section(release_dir: Path, splits) -> str:
+_DATA_LINE = {
+    "embed": "- `data/{split}-NNNNN-of-NNNNN.parquet`: config `default`, one row per image, image bytes embedded "
+             "(the only copy of them).\n",
+    "reference": "- `data/{split}-NNNNN-of-NNNNN.parquet`: config `default`, one row per image, without its pixels: "
+                 "`origin` names it in its source (`kind`, `path`) with the SHA-256 and size of the bytes "
+                 "`groundcap hydrate` rebuilds from your copy of that source (see below).\n"
+                 "- `data/hydrate.json`: the build's params that `groundcap hydrate` replays.\n",
+}
+
+
+def _layout_section(release_dir: Path, splits, images: str) -> str:
     rows = []
     for split in splits:
         rows.append([
@@ -256,8 +266,7 @@ def _layout_section(release_dir: Path, splits) -> str:
         "- `wds/{split}.index.json`: the split's shard index (tars and sample counts) for `wids.ShardListDataset`.\n"
     ) if any(row[3] for row in rows) else ""
     return (
-        "- `data/{split}-NNNNN-of-NNNNN.parquet`: config `default`, one row per image, image bytes embedded "
-        "(the only copy of them).\n"
+        _DATA_LINE[images] +
         "- `regions/{split}-NNNNN-of-NNNNN.parquet`: config `regions`, one row per region, annotations only, "
         "keyed by `image_id`.\n"
         + wds +
@@ -285,6 +294,11 @@ def _usage_section(release: dict, release_dir: Path, splits) -> str:
     if coco:
         readers.append(f'from pycocotools.coco import COCO\ncoco = COCO("coco/{coco}.json")')
     more = "\n\n```python\n" + "\n\n".join(readers) + "\n```" if readers else ""
+    if release["images"] == "reference":
+        more = ("\n\nThis release holds no image bytes. Rebuild the release with its images from your own copy of "
+                "the source (each image is checked against its SHA-256; a missing or changed one is named, never "
+                "replaced):\n\n```bash\npip install groundcap\ngroundcap hydrate path/to/this/release --source "
+                "path/to/your/copy --out with-images\n```" + more)
     return f"""```python
 from datasets import load_dataset
 
@@ -306,9 +320,9 @@ Scene captions mark grounded phrases as `<rN>phrase</rN>`, N being a `region_id`
 A region trainer gets each region with its image's pixels and its mask, joined by `image_id` without a copy:
 
 ```python
-import groundcap  # pip install groundcap
+from groundcap.releases.regions import load_regions  # pip install groundcap
 
-regions = groundcap.load_regions("{repo}", "train"{revision})
+regions = load_regions("{repo}", "train"{revision})
 row = regions[0]  # the regions config's columns, plus "image" (PIL) and "mask" (HxW bool)
 ```{more}"""
 
@@ -536,7 +550,7 @@ Thresholds and settings:
 
 ## Files
 
-{_layout_section(release_dir, splits)}
+{_layout_section(release_dir, splits, release["images"])}
 
 ## Usage
 
