@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,10 +24,10 @@ OPTIONAL_FORMATS = {"webdataset": "wds", "coco": "coco"}  # build.formats: opt-i
 
 def source_kind(source: str) -> str:
     """The kind of a ``source:`` spec, as a reference release records it (``files``: a folder or a list)."""
-    from groundcap.sources import KINDS
+    from groundcap.sources import KINDS as SOURCE_KINDS
 
     kind = source.partition(":")[0]
-    return kind if kind in KINDS or kind == "sample" else "files"
+    return kind if kind in SOURCE_KINDS or kind == "sample" else "files"
 
 
 class HydrateInfo:
@@ -44,7 +45,10 @@ class HydrateInfo:
 
     def finish(self) -> tuple[Path, Path]:
         self.tmp = atomic.temporary(self.final)
-        self.tmp.write_text(json.dumps(self.info, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        with open(self.tmp, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(self.info, indent=1, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
         return self.tmp, self.final
 
     def abort(self) -> None:

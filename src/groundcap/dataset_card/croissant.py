@@ -125,7 +125,8 @@ def _record_set(config: str, features: Features) -> dict:
     }
     fields = [_field(config, name, feature, file_set, name, []) for name, feature in features.items()]
     return {"@type": "cr:RecordSet", "@id": config, "name": config,
-            "description": {"default": "One record per image, with its pixels.",
+            "description": {"default": "One record per image, without its pixels: origin names it in its source."
+                            if "origin" in features else "One record per image, with its pixels.",
                             "regions": "One record per region; its image is the default record set's of the same "
                                        "image_id."}[config],
             "field": [split, *fields]}

@@ -8,7 +8,8 @@ replays on each what the build did: ingest's validation and normalization (``ing
 build's limits from ``data/hydrate.json``), then the privacy pass's blur from the recorded boxes
 (``privacy.blurred_png``). The ingested bytes must hash to the image's id and the released ones to the
 recorded SHA-256 and size, or the image is *changed*; an entry the source lacks is *missing*. One image
-is in memory at a time; accepted bytes wait in a hidden spool folder inside the output. Any missing or
+is in memory at a time (beside the release's index: names, ids and hashes, no pixels); accepted bytes wait
+in a hidden spool folder inside the output, and writing holds a row group at most, as build does. Any missing or
 changed image stops hydrate before a release file is written, each named with its reason: nothing is
 substituted.
 
