@@ -112,6 +112,8 @@ def test_hydrate_rebuilds_the_embedded_files_byte_for_byte(releases, tmp_path):
     image_bearing = [p for p in want if p.split("/")[0] in ("data", "regions", "wds", "coco")]
     assert len(image_bearing) > 10 and {p: got.get(p) for p in image_bearing} == {p: want[p] for p in image_bearing}
     assert "data/hydrate.json" not in got and validate_card(out / "README.md") == []
+    card = got["README.md"].decode()
+    assert "groundcap hydrate" not in card and "image bytes embedded" in card  # it says it holds them now
     row = load_dataset(str(out), cache_dir=str(tmp_path / "hf"))["train"][0]
     assert row["image"].size == (64, 48) and row["redactions"][0]["detector"] == "haar"
 

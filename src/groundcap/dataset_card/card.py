@@ -249,6 +249,12 @@ _DATA_LINE = {
 }
 
 
+_HYDRATE_NOTE = ("\n\nThis release holds no image bytes. Rebuild the release with its images from your own copy of "
+                 "the source (each image is checked against its SHA-256; a missing or changed one is named, never "
+                 "replaced):\n\n```bash\npip install groundcap\ngroundcap hydrate path/to/this/release --source "
+                 "path/to/your/copy --out with-images\n```")
+
+
 def _layout_section(release_dir: Path, splits, images: str) -> str:
     rows = []
     for split in splits:
@@ -295,10 +301,7 @@ def _usage_section(release: dict, release_dir: Path, splits) -> str:
         readers.append(f'from pycocotools.coco import COCO\ncoco = COCO("coco/{coco}.json")')
     more = "\n\n```python\n" + "\n\n".join(readers) + "\n```" if readers else ""
     if release["images"] == "reference":
-        more = ("\n\nThis release holds no image bytes. Rebuild the release with its images from your own copy of "
-                "the source (each image is checked against its SHA-256; a missing or changed one is named, never "
-                "replaced):\n\n```bash\npip install groundcap\ngroundcap hydrate path/to/this/release --source "
-                "path/to/your/copy --out with-images\n```" + more)
+        more = _HYDRATE_NOTE + more
     return f"""```python
 from datasets import load_dataset
 
@@ -588,10 +591,12 @@ def write_card(release_dir: str | Path, params: dict, *, stages: list[tuple[str,
 
 def redeclare(release_dir: str | Path, build: dict) -> Path:
     """Declare in a release's card the features and sizes its Parquet files now have, embedded images
-    (``groundcap hydrate`` put them back into a reference release); the rest of the card is kept."""
+    (``groundcap hydrate`` put them back into a reference release), and say that it holds them; the rest of
+    the card is kept."""
     path = Path(release_dir) / "README.md"
     card = DatasetCard(path.read_text(encoding="utf-8"))
     card.data.dataset_info = _dataset_info(_declared(path.parent, SPLITS), release_configs(build))
+    card.text = card.text.replace(_DATA_LINE["reference"], _DATA_LINE["embed"]).replace(_HYDRATE_NOTE, "")
     atomic.write_text(path, card.content)
     if problems := validate_card(path):
         raise ValueError(f"{path.name} is not a valid dataset card:\n" + "\n".join(problems))
