@@ -36,6 +36,18 @@ def sample_project(tmp_path_factory) -> Path:
     return root
 
 
+def opt_in_formats(project: Path, out: Path) -> Path:
+    """The opt-in release folders (``build.formats``: wds/ tars, coco/ JSON) of a built project, written in ``out``
+    from its work/ as its build would have."""
+    from groundcap.builders.files import SplitFiles
+    from groundcap.builders.release import write_kinds
+
+    p = params.defaults()
+    p["build"]["formats"] = ["webdataset", "coco"]
+    SplitFiles.publish(write_kinds(project / "work", out, p, None, ("wds", "coco"), {}))
+    return out
+
+
 def _jpeg(arr: np.ndarray, **kw) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="JPEG", quality=90, **kw)

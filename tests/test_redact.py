@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import ExifTags, Image, ImageCms
 
+from conftest import opt_in_formats
 from groundcap import ingest, params, privacy, schema
 from groundcap.builders import SPLITS, write_release
 from groundcap.builders.columns import join_part
@@ -337,11 +338,12 @@ def test_the_open_vocabulary_path_blurs_what_a_tiny_grounding_dino_finds(tmp_pat
     assert np.array_equal(blurred[~inside], original[~inside]) and not np.array_equal(blurred, original)
 
 
-def test_the_demo_release_blurs_the_astronaut_in_every_format_and_its_card_counts_it(sample_project):
+def test_the_demo_release_blurs_the_astronaut_in_every_format_and_its_card_counts_it(sample_project, tmp_path):
     import json
     import tarfile
 
     release = sample_project / "release"
+    opt_in = opt_in_formats(sample_project, tmp_path)
     rows = {r["image_id"]: r for f in sorted((release / "data").glob("*.parquet"))
             for r in pq.read_table(f, columns=["image_id", "image", "redactions"]).to_pylist()}
     ingest = _rows(sample_project, "ingest")
@@ -356,10 +358,10 @@ def test_the_demo_release_blurs_the_astronaut_in_every_format_and_its_card_count
         assert r["redactions"] or decode_rgb(r["image"]["bytes"]).tobytes() == decode_rgb(
             ingest[image_id]["bytes"]).tobytes()
 
-    coco = {image["image_id_str"]: image for path in (release / "coco").glob("*.json")
+    coco = {image["image_id_str"]: image for path in (opt_in / "coco").glob("*.json")
             for image in json.loads(path.read_text())["images"]}
     assert coco[astronaut]["redactions"][0]["label"] == "face" and coco[astronaut]["file_name"].endswith(".png")
-    members = {m.name: tar.extractfile(m).read() for path in (release / "wds").glob("*.tar")
+    members = {m.name: tar.extractfile(m).read() for path in (opt_in / "wds").glob("*.tar")
                for tar in [tarfile.open(path)] for m in tar.getmembers()}
     assert members[f"{astronaut}.png"] == row["image"]["bytes"]
     assert json.loads(members[f"{astronaut}.json"])["redactions"][0]["detector"] == "mtcnn"

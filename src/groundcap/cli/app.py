@@ -203,6 +203,21 @@ def diff_releases(
         typer.echo("\n".join(result.lines()))
 
 
+@app.command("hydrate")
+def hydrate_release(
+    release: Annotated[Path, typer.Argument(help="A reference release folder (release.images: reference).")],
+    source: Annotated[str, typer.Option("--source", help="Your copy of its source, in the form `source:` takes "
+                                        "(a folder, sa1b:<folder>, coco:instances.json?images=<folder>, ...).")],
+    out: Annotated[Path, typer.Option("--out", help="A new or empty folder for the release with its images.")],
+) -> None:
+    """Rebuild a reference release's images from your copy of its source, each checked against its SHA-256;
+    a missing or changed image is named and nothing is written."""
+    from groundcap.releases import hydrate
+
+    files = guard(lambda: hydrate.hydrate(release, source, out))
+    typer.echo(f"hydrated {release} into {out}: {len(files)} files")
+
+
 Profile = Annotated[str | None, typer.Option("--profile", help="A profile on top of the params (gpu, sa_pancap, "
                                                                  "or a YAML path).")]
 

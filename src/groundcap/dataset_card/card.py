@@ -236,23 +236,47 @@ def _region_sources(stats: dict) -> str:
             "came with (`segment.given`), the others a segmenter's:\n\n" + _table(["split", *names], rows))
 
 
-def _layout_section(release_dir: Path, splits) -> str:
+def _tars(release_dir: Path, split: str) -> list[Path]:
+    return sorted((release_dir / "wds").glob(f"{split}-*.tar"))
+
+
+_DATA_LINE = {
+    "embed": "- `data/{split}-NNNNN-of-NNNNN.parquet`: config `default`, one row per image, image bytes embedded "
+             "(the only copy of them).\n",
+    "reference": "- `data/{split}-NNNNN-of-NNNNN.parquet`: config `default`, one row per image, without its pixels: "
+                 "`origin` names it in its source (`kind`, `path`) with the SHA-256 and size of the bytes "
+                 "`groundcap hydrate` rebuilds from your copy of that source (see below).\n"
+                 "- `data/hydrate.json`: the build's params that `groundcap hydrate` replays.\n",
+}
+
+
+_HYDRATE_NOTE = ("\n\nThis release holds no image bytes. Rebuild the release with its images from your own copy of "
+                 "the source (each image is checked against its SHA-256; a missing or changed one is named, never "
+                 "replaced):\n\n```bash\npip install groundcap\ngroundcap hydrate path/to/this/release --source "
+                 "path/to/your/copy --out with-images\n```")
+
+
+def _layout_section(release_dir: Path, splits, images: str) -> str:
     rows = []
     for split in splits:
-        tars = sorted((release_dir / "wds").glob(f"{split}-*.tar"))
         rows.append([
             split,
             len(shard_files(release_dir, "data", split)),
             len(shard_files(release_dir, "regions", split)),
-            len(tars),
+            len(_tars(release_dir, split)),
             f"coco/{split}.json" if (release_dir / "coco" / f"{split}.json").is_file() else None,
         ])  # fmt: skip
-    return (
-        "- `data/{split}-NNNNN-of-NNNNN.parquet`: config `default`, one row per image, image bytes embedded.\n"
-        "- `regions/{split}-NNNNN-of-NNNNN.parquet`: config `regions`, one row per region, with its image.\n"
-        "- `wds/{split}-NNNNN.tar`: WebDataset shards, one sample per image: `{image_id}.jpg|png` (original "
-        "bytes) and `{image_id}.json` (size, regions, scene caption, QA score). A split without images has no tar.\n"
+    wds = (
+        "- `wds/{split}-NNNNN.tar`: WebDataset shards, one sample per image: `{image_id}.jpg|png` (the same "
+        "bytes as `data/`) and `{image_id}.json` (size, regions, scene caption, QA score). A split without "
+        "images has no tar.\n"
         "- `wds/{split}.index.json`: the split's shard index (tars and sample counts) for `wids.ShardListDataset`.\n"
+    ) if any(row[3] for row in rows) else ""
+    return (
+        _DATA_LINE[images] +
+        "- `regions/{split}-NNNNN-of-NNNNN.parquet`: config `regions`, one row per region, annotations only, "
+        "keyed by `image_id`.\n"
+        + wds +
         "- `coco/{split}.json`: COCO-style instances (RLE masks), one annotation per region; category ids are "
         "shared by all splits; each image carries its `scene_caption`.\n"
         "- `plots/*.png`: the plots above.\n"
@@ -268,14 +292,22 @@ def _usage_section(release: dict, release_dir: Path, splits) -> str:
     # on the Hub, the version is a tag; in a folder target (`groundcap publish --to`), a folder
     repo, revision = (release["repo_id"], f', revision="{version}"') if release.get("repo_id") else \
         (f"path/to/{release['name']}/{version}", "")
-    tars = {s: len(list((release_dir / "wds").glob(f"{s}-*.tar"))) for s in splits}
-    split, n = next(((s, n) for s, n in tars.items() if n), ("train", 1))  # the first split with tars
-    wds_urls = f"wds/{split}-{{00000..{n - 1:05d}}}.tar"
+    readers = []  # the opt-in formats this release holds, each read from its first split
+    tars = next(((s, len(t)) for s in splits if (t := _tars(release_dir, s))), None)
+    if tars:
+        urls = f"wds/{tars[0]}-{{00000..{tars[1] - 1:05d}}}.tar"
+        readers.append(f'import webdataset as wds\nds = wds.WebDataset("{urls}", shardshuffle=False).decode("pil")')
+    coco = next((s for s in splits if (release_dir / "coco" / f"{s}.json").is_file()), None)
+    if coco:
+        readers.append(f'from pycocotools.coco import COCO\ncoco = COCO("coco/{coco}.json")')
+    more = "\n\n```python\n" + "\n\n".join(readers) + "\n```" if readers else ""
+    if release["images"] == "reference":
+        more = _HYDRATE_NOTE + more
     return f"""```python
 from datasets import load_dataset
 
-images = load_dataset("{repo}"{revision})              # config "default": one row per image
-regions = load_dataset("{repo}", "regions"{revision})  # one row per region
+images = load_dataset("{repo}"{revision})              # config "default": one row per image, with its pixels
+regions = load_dataset("{repo}", "regions"{revision})  # one row per region, annotations keyed by image_id
 
 row = images["train"][0]
 row["image"]                  # PIL image
@@ -289,13 +321,14 @@ mask = mask_utils.decode({{"size": seg["size"], "counts": seg["counts"].encode()
 Scene captions mark grounded phrases as `<rN>phrase</rN>`, N being a `region_id` of the same image;
 `groundcap.grounding.render_boxes` turns them into Pancap-style `phrase [x1, y1, x2, y2]` (0-1 coordinates).
 
-```python
-import webdataset as wds
-ds = wds.WebDataset("{wds_urls}", shardshuffle=False).decode("pil")
+A region trainer gets each region with its image's pixels and its mask, joined by `image_id` without a copy:
 
-from pycocotools.coco import COCO
-coco = COCO("coco/{split}.json")
-```"""
+```python
+from groundcap.releases.regions import load_regions  # pip install groundcap
+
+regions = load_regions("{repo}", "train"{revision})
+row = regions[0]  # the regions config's columns, plus "image" (PIL) and "mask" (HxW bool)
+```{more}"""
 
 
 def limitations(params: dict) -> list[str]:
@@ -468,7 +501,7 @@ def render(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str
     release_dir = Path(release_dir)
     licenses = licenses or {}
     release = params["release"]
-    features = release_configs(params["build"])
+    features = release_configs(params["build"], release["images"])
     stats = {split: split_stats(release_dir, split) for split in splits}
     declared = _declared(release_dir, splits)
     total = sum(s["images"] for s in stats.values())
@@ -543,7 +576,7 @@ Thresholds and settings:
 
 ## Files
 
-{_layout_section(release_dir, splits)}
+{_layout_section(release_dir, splits, release["images"])}
 
 ## Usage
 
@@ -574,6 +607,20 @@ def write_card(release_dir: str | Path, params: dict, *, stages: list[tuple[str,
     text = render(release_dir, params, stages=stages, provenance=provenance, qa_summary=qa_summary, changelog=changelog,
                   plots=plots, splits=splits, licenses=licenses)
     path = atomic.write_text(release_dir / "README.md", text)
+    if problems := validate_card(path):
+        raise ValueError(f"{path.name} is not a valid dataset card:\n" + "\n".join(problems))
+    return path
+
+
+def redeclare(release_dir: str | Path, build: dict) -> Path:
+    """Declare in a release's card the features and sizes its Parquet files now have, embedded images
+    (``groundcap hydrate`` put them back into a reference release), and say that it holds them; the rest of
+    the card is kept."""
+    path = Path(release_dir) / "README.md"
+    card = DatasetCard(path.read_text(encoding="utf-8"))
+    card.data.dataset_info = _dataset_info(_declared(path.parent, SPLITS), release_configs(build))
+    card.text = card.text.replace(_DATA_LINE["reference"], _DATA_LINE["embed"]).replace(_HYDRATE_NOTE, "")
+    atomic.write_text(path, card.content)
     if problems := validate_card(path):
         raise ValueError(f"{path.name} is not a valid dataset card:\n" + "\n".join(problems))
     return path

@@ -126,15 +126,21 @@ def _record_set(config: str, features: Features) -> dict:
     }
     fields = [_field(config, name, feature, file_set, name, []) for name, feature in features.items()]
     return {"@type": "cr:RecordSet", "@id": config, "name": config,
-            "description": {"default": "One record per image.", "regions": "One record per region."}[config],
+            "description": {"default": "One record per image, without its pixels: origin names it in its source."
+                            if "origin" in features else "One record per image, with its pixels.",
+                            "regions": "One record per region; its image is the default record set's of the same "
+                                       "image_id."}[config],
             "field": [split, *fields]}
 
 
-def _distribution() -> list[dict]:
+def _distribution(release_dir: Path) -> list[dict]:
+    """The release's file sets: the Parquet configs, and the opt-in formats it holds."""
     sets = [(f"{config}-parquet", f"{directory}/*.parquet", "application/x-parquet",
              f"Parquet shards of the config {config}.") for config, directory in CONFIG_DIRS.items()]
-    sets += [("webdataset-tars", "wds/*.tar", "application/x-tar", "WebDataset shards, one sample per image."),
-             ("coco-json", "coco/*.json", "application/json", "COCO instances (RLE masks) with captions, per split.")]
+    sets += [(key, glob, fmt, what) for key, glob, fmt, what in (
+        ("webdataset-tars", "wds/*.tar", "application/x-tar", "WebDataset shards, one sample per image."),
+        ("coco-json", "coco/*.json", "application/json", "COCO instances (RLE masks) with captions, per split."),
+    ) if any(release_dir.glob(glob))]
     return [{"@type": "cr:FileSet", "@id": key, "name": key, "description": what, "encodingFormat": fmt,
              "includes": glob} for key, glob, fmt, what in sets]
 
@@ -219,8 +225,9 @@ def render(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str
         ),
         "rai:dataUseCases": "Training and evaluating region captioning, grounded captioning and segmentation models.",
         "rai:dataSocialImpact": "Machine-made captions can state wrong or stereotyped descriptions as fact.",
-        "distribution": _distribution(),
-        "recordSet": [_record_set(config, features) for config, features in release_configs(params["build"]).items()],
+        "distribution": _distribution(release_dir),
+        "recordSet": [_record_set(config, features) for config, features in
+                      release_configs(params["build"], release["images"]).items()],
     }
     if release.get("repo_id"):  # the Hub organization or user that publishes it
         document["url"] = f"https://huggingface.co/datasets/{release['repo_id']}"
@@ -234,3 +241,13 @@ def write_croissant(release_dir: str | Path, params: dict, *, stages: list[tuple
     document = render(release_dir, params, stages=stages, provenance=provenance, qa_summary=qa_summary, splits=splits,
                       licenses=licenses)
     return atomic.write_text(Path(release_dir) / FILENAME, json.dumps(document, indent=1, ensure_ascii=False) + "\n")
+
+
+def redeclare(release_dir: str | Path, build: dict) -> Path:
+    """Declare in a release's ``croissant.json`` the ``default`` record set its Parquet files now have,
+    embedded images (``groundcap hydrate`` put them back into a reference release); the rest is kept."""
+    path = Path(release_dir) / FILENAME
+    document = json.loads(path.read_text(encoding="utf-8"))
+    default = _record_set("default", release_configs(build)["default"])
+    document["recordSet"] = [default if rs["@id"] == "default" else rs for rs in document["recordSet"]]
+    return atomic.write_text(path, json.dumps(document, indent=1, ensure_ascii=False) + "\n")
