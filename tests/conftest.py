@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -15,25 +17,69 @@ from PIL import Image
 from groundcap import params
 from groundcap.pipeline.runner import run_all
 from groundcap.pipeline.stage import Context
+from groundcap.sources import sample
+
+# session fixtures that run the whole pipeline once per test run (per xdist worker: see below)
+SHARED_RUNS = ("sample_project", "small_project")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(items):
-    """Every test that needs ``sample_project`` (directly or through another fixture) is ``slow``: the
-    first one pays for the whole pipeline, and ``pytest -m "not slow"`` must not."""
+    """Every test that needs a whole-pipeline run (``sample_project``, ``small_project``, directly or through
+    another fixture) is ``slow``: the first one pays for the run, and ``pytest -m "not slow"`` must not.
+
+    Under ``pytest -n 2 --dist loadgroup`` (``make test``) the tests of each run go to one worker as one
+    group (``xdist_group``), so each run happens once; xdist hands out the biggest groups first, so the two
+    runs start side by side. The other tests follow, the slow ones first, so that no long test is left
+    for last while the other worker idles."""
     for item in items:
-        if "sample_project" in getattr(item, "fixturenames", ()):
+        names = getattr(item, "fixturenames", ())
+        used = [name for name in SHARED_RUNS if name in names]
+        if used:
             item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.xdist_group(used[0]))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order within
+
+
+def _run(root: Path, source: str, **overrides) -> Path:
+    run_all(Context(root=root, params=params.defaults() | {"source": source, **overrides}, progress=False))
+    return root
 
 
 @pytest.fixture(scope="session")
 def sample_project(tmp_path_factory) -> Path:
-    """The bundled sample through every stage with the default params, once per test run.
+    """The bundled sample (12 photos) through every stage with the default params, once per test run.
 
     Tests read it (and may add files beside it, like an audit export); none changes what a stage wrote.
     """
-    root = tmp_path_factory.mktemp("sample")
-    run_all(Context(root=root, params=params.defaults() | {"source": "sample:"}, progress=False))
-    return root
+    return _run(tmp_path_factory.mktemp("sample"), "sample:")
+
+
+SMALL_PHOTOS = 4
+
+
+@pytest.fixture(scope="session")
+def small_project(tmp_path_factory) -> Path:
+    """The first four sample photos in two parts (``part_size: 2``) through every stage, once per test run:
+    for tests that compare a second run of the same input with this one (executors, resume, determinism),
+    where four photos in two parts show what twelve in one would, at a third of the cost.
+
+    Its source folder is ``photos/`` beside ``work/``; tests read it and never change what a stage wrote.
+    """
+    root = tmp_path_factory.mktemp("small")
+    photos = root / "photos"
+    photos.mkdir()
+    for path in sample.paths()[:SMALL_PHOTOS]:
+        shutil.copy(path, photos / path.name)
+    return _run(root, str(photos), part_size=2)
+
+
+def small_params(root: Path, **engine) -> dict:
+    """``small_project``'s params (source: its photos), with ``engine`` options changed."""
+    p = params.defaults() | {"source": str(root / "photos"), "part_size": 2}
+    p["engine"] = {**p["engine"], **engine}
+    return p
 
 
 def _jpeg(arr: np.ndarray, **kw) -> bytes:

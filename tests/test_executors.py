@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import small_params
 from groundcap import params
 from groundcap.pipeline import order
 from groundcap.pipeline.runner import run_all, run_stage
@@ -23,14 +24,8 @@ from groundcap.pipeline.stage import Context
 from groundcap.storage import parts
 
 MAP_STAGES = ("tag", "segment", "caption_regions", "caption_scene", "crosscheck", "qa", "redact")
-# every test here runs the sample through the pipeline at least once (the module fixture ``local``)
+# every test here runs photos through the pipeline at least once
 pytestmark = pytest.mark.slow
-
-
-def _params(**engine) -> dict:
-    p = params.defaults() | {"source": "sample:", "part_size": 4}  # 3 parts, so parts run side by side
-    p["engine"].update(engine)
-    return p
 
 
 def _files(root: Path, folder: str) -> dict[str, bytes]:
@@ -39,10 +34,9 @@ def _files(root: Path, folder: str) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def local(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("local")
-    run_all(Context(root=root, params=_params(), progress=False))
-    return root
+def local(small_project) -> Path:
+    """Four sample photos in two parts (so parts run side by side), run by the local executor (conftest)."""
+    return small_project
 
 
 @pytest.mark.ray
@@ -50,7 +44,7 @@ def test_ray_writes_what_the_local_executor_writes(local, tmp_path):
     ray = pytest.importorskip("ray")
     root = tmp_path / "ray"
     try:
-        run_all(Context(root=root, params=_params(kind="ray", ray={**params.defaults()["engine"]["ray"],
+        run_all(Context(root=root, params=small_params(local, kind="ray", ray={**params.defaults()["engine"]["ray"],
                                                                       "local_cpus": 2}), progress=False))
     finally:
         ray.shutdown()
@@ -61,7 +55,7 @@ def test_ray_writes_what_the_local_executor_writes(local, tmp_path):
 
 def test_worker_processes_write_what_one_process_writes(local, tmp_path):
     shutil.copytree(local / "work" / "ingest", tmp_path / "work" / "ingest")
-    ctx = Context(root=tmp_path, params=_params(workers=2), progress=False)
+    ctx = Context(root=tmp_path, params=small_params(local, workers=2), progress=False)
     for stage in ("tag", "segment"):
         run_stage(ctx, order.stage(stage))
         assert _files(tmp_path, f"work/{stage}") == _files(local, f"work/{stage}"), stage
@@ -69,17 +63,17 @@ def test_worker_processes_write_what_one_process_writes(local, tmp_path):
 
 def test_finished_parts_are_skipped_and_stale_ones_redone(local, tmp_path):
     shutil.copytree(local / "work", tmp_path / "work")
-    ctx = Context(root=tmp_path, params=_params(), progress=False)
+    ctx = Context(root=tmp_path, params=small_params(local), progress=False)
     tag = tmp_path / "work" / "tag"
     before = {i: parts.part_path(tag, i).stat().st_mtime_ns for i in parts.list_parts(tag)}
     parts.marker_path(tag, 1).unlink()  # killed between the part and its marker: part 1 is not finished
-    (tag / ".part-00002.parquet.tmp").write_bytes(b"half")  # a killed write's leftover
+    (tag / ".part-00000.parquet.tmp").write_bytes(b"half")  # a killed write's leftover beside a finished part
     run_stage(ctx, order.stage("tag"))
     after = {i: parts.part_path(tag, i).stat().st_mtime_ns for i in parts.list_parts(tag)}
-    assert after[0] == before[0] and after[2] == before[2] and after[1] != before[1]
-    assert not (tag / ".part-00002.parquet.tmp").exists()
+    assert after[0] == before[0] and after[1] != before[1]
+    assert not (tag / ".part-00000.parquet.tmp").exists()
     assert _files(tmp_path, "work/tag") == _files(local, "work/tag")
-    changed = _params()
+    changed = small_params(local)
     changed["tag"]["merge_iou"] = 0.5  # other params: every part is redone
     run_stage(Context(root=tmp_path, params=changed, progress=False), order.stage("tag"))
     assert all(parts.read_marker(tag, i)["fingerprint"] != parts.read_marker(local / "work" / "tag", i)["fingerprint"]
@@ -113,7 +107,7 @@ def test_an_image_whose_backend_raised_is_retried_on_the_next_run_up_to_the_limi
     pixels = hashlib.sha256(decode_rgb(first).tobytes()).digest()
     failures_left = {"n": 2}  # its part's batch fails, then the image alone (the worker isolates it): recorded
     monkeypatch.setattr(tag_stage, "build", flaky)
-    ctx = Context(root=tmp_path, params=_params(max_attempts=2), progress=False)
+    ctx = Context(root=tmp_path, params=small_params(local, max_attempts=2), progress=False)
     out = tmp_path / "work" / "tag"
     run_stage(ctx, order.stage("tag"))
     row = next(r for r in parts.read_part(out, 0) if r["image_id"] == victim)
@@ -130,9 +124,9 @@ def test_an_image_whose_backend_raised_is_retried_on_the_next_run_up_to_the_limi
         assert parts.read_marker(out, 0)["errors"] == {victim: attempts}
 
 
-def _run_cli(root: Path, params_file: Path) -> subprocess.Popen:
+def _run_cli(root: Path, source: Path, params_file: Path) -> subprocess.Popen:
     env = {**os.environ, "GROUNDCAP_DEBUG": ""}
-    return subprocess.Popen([sys.executable, "-m", "groundcap", "run", "--source", "sample:", "--workdir", str(root),
+    return subprocess.Popen([sys.executable, "-m", "groundcap", "run", "--source", str(source), "--workdir", str(root),
                              "--params", str(params_file), "-q"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
 
@@ -140,9 +134,9 @@ def _run_cli(root: Path, params_file: Path) -> subprocess.Popen:
 @pytest.mark.parametrize("kill_when", ["work/tag/part-00000.done", "work/qa/part-00000.done", "release/data"])
 def test_sigkill_at_any_point_then_rerun_gives_the_same_release(local, tmp_path, kill_when):
     params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump({"part_size": 4}))
+    params_file.write_text(yaml.safe_dump({"part_size": 2}))
     root = tmp_path / "run"
-    proc = _run_cli(root, params_file)
+    proc = _run_cli(root, local / "photos", params_file)
     deadline = time.monotonic() + 300
     while not (root / kill_when).exists():
         assert proc.poll() is None, f"the run ended before {kill_when} appeared: {proc.stderr.read().decode()[-2000:]}"
@@ -150,7 +144,7 @@ def test_sigkill_at_any_point_then_rerun_gives_the_same_release(local, tmp_path,
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    again = _run_cli(root, params_file)
+    again = _run_cli(root, local / "photos", params_file)
     assert again.wait(timeout=600) == 0, again.stderr.read().decode()[-2000:]
     assert _files(root, "release") == _files(local, "release")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import small_params
 from groundcap import models, params
 from groundcap.pipeline import code_deps, dvc_yaml, order, resume, runner
 from groundcap.pipeline.stage import Context, MapStage, Stage
@@ -145,8 +146,11 @@ def test_a_prompts_dir_override_changes_the_fingerprint(tmp_path):
     assert _digests(p)["caption_regions"] not in (before,)
 
 
-def test_models_are_freed_after_every_stage(project, monkeypatch):
+def test_models_are_freed_after_every_stage(small_project, tmp_path, monkeypatch):
     """After each stage of a run nothing stays loaded, unless the next stage reuses it (declared)."""
+    project = tmp_path / "project"
+    for folder in ("work", "reports"):
+        shutil.copytree(small_project / folder, project / folder)
     left: dict[str, list] = {}
     real = runner.run_stage
 
@@ -162,7 +166,7 @@ def test_models_are_freed_after_every_stage(project, monkeypatch):
     for s in MAP_STAGES:  # compute every map stage again, so their models load
         for marker in (project / "work" / s).glob("*.done"):
             marker.unlink()
-    runner.run_all(Context(project, _sample_params(), progress=False), ("ingest", *MAP_STAGES))
+    runner.run_all(Context(project, small_params(small_project), progress=False), ("ingest", *MAP_STAGES))
     assert set(left) == {"ingest", *MAP_STAGES}
     assert all(v == [] for v in left.values()), left
     assert models.loaded() == []
@@ -207,12 +211,12 @@ def test_the_scene_captioner_reuses_the_region_captioners_engine():
         models.release()
 
 
-def test_one_image_at_a_time_writes_what_whole_part_batches_write(sample_project, tmp_path):
+def test_one_image_at_a_time_writes_what_whole_part_batches_write(small_project, tmp_path):
     """engine.batch_images changes how many images a process_batch call gets, never a byte of the parts."""
-    shutil.copytree(sample_project / "work" / "ingest", tmp_path / "work" / "ingest")
-    runner.run_all(Context(tmp_path, _sample_params(engine__batch_images=1), progress=False), tuple(MAP_STAGES))
+    shutil.copytree(small_project / "work" / "ingest", tmp_path / "work" / "ingest")
+    runner.run_all(Context(tmp_path, small_params(small_project, batch_images=1), progress=False), tuple(MAP_STAGES))
     for stage in MAP_STAGES:
-        ours, theirs = tmp_path / "work" / stage, sample_project / "work" / stage
+        ours, theirs = tmp_path / "work" / stage, small_project / "work" / stage
         assert sorted(p.name for p in ours.iterdir()) == sorted(p.name for p in theirs.iterdir())
         assert all((ours / p.name).read_bytes() == p.read_bytes() for p in theirs.iterdir()), stage
 
