@@ -65,9 +65,9 @@ eco-install: $(ECO_STAMP)
 demo: install  ## build release/ from the bundled sample with `dvc repro`
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
-# Two pytest workers (pytest-xdist). loadgroup keeps the tests of each shared whole-pipeline run (conftest's
-# sample_project, small_project) on one worker, so each run happens once; PYTEST_PARALLEL= runs in one process
-PYTEST_PARALLEL ?= -n 2 --dist loadgroup
+# Two pytest workers (pytest-xdist), each stealing work from the other when it runs out. conftest builds each
+# shared whole-pipeline run (sample_project, small_project) once for both; PYTEST_PARALLEL= runs in one process
+PYTEST_PARALLEL ?= -n 2 --dist worksteal
 
 test: install vllm-install eco-install  ## lint, the whole test suite, then vLLM, FiftyOne and Label Studio in their venvs
 	$(PY) -m ruff check src tests bench

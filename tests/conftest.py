@@ -7,11 +7,13 @@ import os
 import shutil
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import skimage.data
+from filelock import FileLock  # a dependency of datasets and huggingface_hub
 from PIL import Image
 
 from groundcap import params
@@ -19,32 +21,54 @@ from groundcap.pipeline.runner import run_all
 from groundcap.pipeline.stage import Context
 from groundcap.sources import sample
 
-# session fixtures that run the whole pipeline once per test run (per xdist worker: see below)
+# session fixtures that run the whole pipeline once per test run, shared by the pytest-xdist workers
 SHARED_RUNS = ("sample_project", "small_project")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
+def _rank(item: pytest.Item) -> int:
+    names = getattr(item, "fixturenames", ())
+    for rank, name in enumerate(SHARED_RUNS):
+        if name in names:
+            return rank
+    return len(SHARED_RUNS) + (item.get_closest_marker("slow") is None)
+
+
+@pytest.hookimpl(tryfirst=True)  # the slow marks are set before `-m "not slow"` deselects
 def pytest_collection_modifyitems(items):
     """Every test that needs a whole-pipeline run (``sample_project``, ``small_project``, directly or through
     another fixture) is ``slow``: the first one pays for the run, and ``pytest -m "not slow"`` must not.
 
-    Under ``pytest -n 2 --dist loadgroup`` (``make test``) the tests of each run go to one worker as one
-    group (``xdist_group``), so each run happens once; xdist hands out the biggest groups first, so the two
-    runs start side by side. The other tests follow, the slow ones first, so that no long test is left
-    for last while the other worker idles."""
+    Under pytest-xdist (``make test``: ``-n 2 --dist worksteal``) the tests run in this order: those of
+    ``sample_project``, those of ``small_project``, the other slow ones, the fast ones (each group in file
+    order, so a module's tests stay together). Each worker starts on its half of the list and then steals
+    from the end of the other's, so the long tests start early and the last ones to run are short."""
     for item in items:
-        names = getattr(item, "fixturenames", ())
-        used = [name for name in SHARED_RUNS if name in names]
-        if used:
+        if _rank(item) < len(SHARED_RUNS):
             item.add_marker(pytest.mark.slow)
-            item.add_marker(pytest.mark.xdist_group(used[0]))
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order within
+        items.sort(key=_rank)  # stable
 
 
-def _run(root: Path, source: str, **overrides) -> Path:
+def _shared(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A project ``build`` writes once per test run. Under pytest-xdist the first worker to need it builds it
+    (the others wait on a file lock) and each worker gets a copy of its own, so that tests adding files
+    beside it (an audit export) never meet another worker's."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        root = tmp_path_factory.mktemp(name)
+        build(root)
+        return root
+    shared = tmp_path_factory.getbasetemp().parent / name  # the folder all workers of this run share
+    built = shared.with_name(f"{name}.built")
+    with FileLock(shared.with_name(f"{name}.lock")):
+        if not built.is_file():
+            shutil.rmtree(shared, ignore_errors=True)  # a build that failed half way
+            build(shared)
+            built.touch()
+    return shutil.copytree(shared, tmp_path_factory.mktemp(name), dirs_exist_ok=True)
+
+
+def _run(root: Path, source: str, **overrides) -> None:
     run_all(Context(root=root, params=params.defaults() | {"source": source, **overrides}, progress=False))
-    return root
 
 
 @pytest.fixture(scope="session")
@@ -53,10 +77,18 @@ def sample_project(tmp_path_factory) -> Path:
 
     Tests read it (and may add files beside it, like an audit export); none changes what a stage wrote.
     """
-    return _run(tmp_path_factory.mktemp("sample"), "sample:")
+    return _shared(tmp_path_factory, "sample", lambda root: _run(root, "sample:"))
 
 
 SMALL_PHOTOS = 4
+
+
+def _small(root: Path) -> None:
+    photos = root / "photos"
+    photos.mkdir(parents=True)
+    for path in sample.paths()[:SMALL_PHOTOS]:
+        shutil.copy(path, photos / path.name)
+    _run(root, str(photos), part_size=2)
 
 
 @pytest.fixture(scope="session")
@@ -67,12 +99,7 @@ def small_project(tmp_path_factory) -> Path:
 
     Its source folder is ``photos/`` beside ``work/``; tests read it and never change what a stage wrote.
     """
-    root = tmp_path_factory.mktemp("small")
-    photos = root / "photos"
-    photos.mkdir()
-    for path in sample.paths()[:SMALL_PHOTOS]:
-        shutil.copy(path, photos / path.name)
-    return _run(root, str(photos), part_size=2)
+    return _shared(tmp_path_factory, "small", _small)
 
 
 def small_params(root: Path, **engine) -> dict:
