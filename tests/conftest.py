@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skimage.data
+import yaml
 from filelock import FileLock  # a dependency of datasets and huggingface_hub
 from PIL import Image
 
@@ -88,7 +89,8 @@ def _small(root: Path) -> None:
     photos.mkdir(parents=True)
     for path in sample.paths()[:SMALL_PHOTOS]:
         shutil.copy(path, photos / path.name)
-    _run(root, str(photos), part_size=2)
+    (root / "params.yaml").write_text(yaml.safe_dump({"source": str(photos), "part_size": 2}), encoding="utf-8")
+    run_all(Context(root=root, params=params.load(root / "params.yaml"), progress=False))
 
 
 @pytest.fixture(scope="session")
@@ -97,14 +99,16 @@ def small_project(tmp_path_factory) -> Path:
     for tests that compare a second run of the same input with this one (executors, resume, determinism),
     where four photos in two parts show what twelve in one would, at a third of the cost.
 
-    Its source folder is ``photos/`` beside ``work/``; tests read it and never change what a stage wrote.
+    Its ``params.yaml`` names the photos it was built from (``small_params``); tests read it and never change
+    what a stage wrote.
     """
     return _shared(tmp_path_factory, "small", _small)
 
 
 def small_params(root: Path, **engine) -> dict:
-    """``small_project``'s params (source: its photos), with ``engine`` options changed."""
-    p = params.defaults() | {"source": str(root / "photos"), "part_size": 2}
+    """``small_project``'s params, with ``engine`` options changed. Its source stays the folder it was built
+    from (not the copy's): the card's params hash covers ``source``, so a second run must name the same one."""
+    p = params.load(root / "params.yaml")
     p["engine"] = {**p["engine"], **engine}
     return p
 

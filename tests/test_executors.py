@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import small_params
 from groundcap import params
@@ -124,21 +123,20 @@ def test_an_image_whose_backend_raised_is_retried_on_the_next_run_up_to_the_limi
         assert parts.read_marker(out, 0)["errors"] == {victim: attempts}
 
 
-def _run_cli(root: Path, source: Path, params_file: Path) -> subprocess.Popen:
+def _run_cli(root: Path, local: Path) -> subprocess.Popen:
+    """``groundcap run`` of the local project's photos and params into ``root``."""
     env = {**os.environ, "GROUNDCAP_DEBUG": ""}
-    return subprocess.Popen([sys.executable, "-m", "groundcap", "run", "--source", str(source), "--workdir", str(root),
-                             "--params", str(params_file), "-q"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    return subprocess.Popen([sys.executable, "-m", "groundcap", "run", "--source", small_params(local)["source"],
+                             "--workdir", str(root), "--params", str(local / "params.yaml"), "-q"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def test_sigkill_at_any_point_then_rerun_gives_the_same_release(local, tmp_path):
     """Killed while a stage's parts are being written (tag), after a later stage's first part (qa), and while
     the release is written; each run after a kill resumes the last, and the last run's release is the local one."""
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump({"part_size": 2}))
     root = tmp_path / "run"
     for kill_when in ("work/tag/part-00000.done", "work/qa/part-00000.done", "release/data"):
-        proc = _run_cli(root, local / "photos", params_file)
+        proc = _run_cli(root, local)
         deadline = time.monotonic() + 300
         while not (root / kill_when).exists():
             assert proc.poll() is None, f"ended before {kill_when} appeared: {proc.stderr.read().decode()[-2000:]}"
@@ -146,7 +144,7 @@ def test_sigkill_at_any_point_then_rerun_gives_the_same_release(local, tmp_path)
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    again = _run_cli(root, local / "photos", params_file)
+    again = _run_cli(root, local)
     assert again.wait(timeout=600) == 0, again.stderr.read().decode()[-2000:]
     assert _files(root, "release") == _files(local, "release")
 
