@@ -26,28 +26,35 @@ from groundcap.sources import sample
 SHARED_RUNS = ("sample_project", "small_project")
 
 
-def _rank(item: pytest.Item) -> int:
-    names = getattr(item, "fixturenames", ())
-    for rank, name in enumerate(SHARED_RUNS):
-        if name in names:
-            return rank
-    return len(SHARED_RUNS) + (item.get_closest_marker("slow") is None)
+def _uses_shared_run(item: pytest.Item) -> bool:
+    return any(name in getattr(item, "fixturenames", ()) for name in SHARED_RUNS)
 
 
-@pytest.hookimpl(tryfirst=True)  # the slow marks are set before `-m "not slow"` deselects
+def _for_two_workers(items: list[pytest.Item]) -> list[pytest.Item]:
+    """The order for ``pytest -n 2 --dist worksteal``, which hands the first half of the list to one worker
+    and the second half to the other, and lets an idle worker steal from the end of the other's: one half
+    opens with the shared runs' tests (``sample_project``'s, then ``small_project``'s), the other with the
+    other slow tests (the bench run, DVC), and both end with fast tests, so nothing long is left for last.
+    Within each group the tests keep their file order, so a module's fixtures are set up once."""
+    shared = sorted((i for i in items if _uses_shared_run(i)),
+                    key=lambda i: [name in i.fixturenames for name in SHARED_RUNS].index(True))
+    slow = [i for i in items if not _uses_shared_run(i) and i.get_closest_marker("slow")]
+    fast = [i for i in items if not _uses_shared_run(i) and not i.get_closest_marker("slow")]
+    first = max(0, len(items) // 2 - len(shared))  # fast tests that fill the first half
+    return shared + fast[:first] + slow + fast[first:]
+
+
+@pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(items):
     """Every test that needs a whole-pipeline run (``sample_project``, ``small_project``, directly or through
-    another fixture) is ``slow``: the first one pays for the run, and ``pytest -m "not slow"`` must not.
-
-    Under pytest-xdist (``make test``: ``-n 2 --dist worksteal``) the tests run in this order: those of
-    ``sample_project``, those of ``small_project``, the other slow ones, the fast ones (each group in file
-    order, so a module's tests stay together). Each worker starts on its half of the list and then steals
-    from the end of the other's, so the long tests start early and the last ones to run are short."""
+    another fixture) is ``slow``, marked before ``-m "not slow"`` deselects: the first one pays for the run.
+    Under pytest-xdist the tests left after deselection are then ordered for two workers."""
     for item in items:
-        if _rank(item) < len(SHARED_RUNS):
+        if _uses_shared_run(item):
             item.add_marker(pytest.mark.slow)
+    yield
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        items.sort(key=_rank)  # stable
+        items[:] = _for_two_workers(items)
 
 
 def _shared(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
