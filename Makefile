@@ -92,7 +92,7 @@ test-fast: install  ## the inner loop: every test not marked slow (pytest marker
 bench: install vllm-install  ## benchmarks, each printed beside its baseline with the ratio
 	$(PY) -m pip install -q -c constraints.txt --no-deps imagededup==0.3.3.post2 && $(PY) -m pip install -q -c constraints.txt PyWavelets scikit-learn
 	$(PY) bench/run.py
-	$(VLLM_PY) bench/run.py --only vlm-batch
+	$(VLLM_PY) bench/run.py --only vlm-batch,vlm-served,vlm-memory
 
 clean:
 	rm -rf work reports release

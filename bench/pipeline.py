@@ -9,7 +9,7 @@ the first stages only. Every copy keeps the photo's pixel count and format (PNG 
 re-encoded at quality 92), and one pixel is nudged per copy so no two files are byte-equal.
 
 Every stage runs as its own process (``python -m groundcap STAGE --root DIR --params FILE -q``, through
-``peak_rss.py``, which records the process's own peak RSS; with ``engine.workers: 1``, the default, a
+``peak_rss.py``, which records the process's own peak RSS; with ``executor.workers: 1``, the default, a
 stage is one process). Its wall time includes interpreter start-up and imports, so the per-image
 seconds of a 12-image run are mostly start-up; ``startup()`` measures that floor
 (``python -m groundcap --help``) for reference.
@@ -279,12 +279,12 @@ def bench_build(tmp: Path, copies: int, photos: int | None, repeat: int) -> None
     build_once(root, run_params)  # once untimed: the imports it makes on first use (webdataset: torch) are no build
     print(f"build, {n} released images ({size:.1f} MB of image bytes), best of {repeat}; baseline tarfile writing "
           f"them once: {n / t_tar:.0f} img/s, {size / t_tar:.0f} MB/s ({t_tar:.2f} s)")
-    workers = run_params["engine"]["build_workers"]
+    workers = run_params["executor"]["build_workers"]
     variants = [("defaults", None, workers), ("fsync a no-op", "os.fsync", workers)]
-    variants += [(f"engine.build_workers {w}", None, w) for w in (1, 2, 4) if w != workers]
+    variants += [(f"executor.build_workers {w}", None, w) for w in (1, 2, 4) if w != workers]
     for name, patch, w in variants:
         with mock.patch(patch) if patch else contextlib.nullcontext():
-            params_w = {**run_params, "engine": {**run_params["engine"], "build_workers": w}}
+            params_w = {**run_params, "executor": {**run_params["executor"], "build_workers": w}}
             t = best(lambda p=params_w: build_once(root, p), repeat)
         written = sum(release_sizes(root / "release").values()) / MB
         print(f"  build, {name}: {n / t:.0f} img/s, {size / t:.1f} MB/s of images ({t:.2f} s); wrote {written:.0f} MB, "

@@ -30,6 +30,10 @@ Prints one line per figure with the ratio. Figures so far:
   with the ``openai`` engine, the same engine arguments, and the ratio;
 - CLI start-up (``bench/cli_startup.py``): ``groundcap --help`` and ``groundcap tag --help`` beside a bare
   ``python -c "import typer"``, whole processes in turn (target: within 3x);
+- VLM host memory (``bench/vlm_memory.py``, likewise only where vLLM is installed): the ``caption_regions``
+  stage's peak RSS (and vLLM's engine core's) on 8 photos of 12 MP x 16 mask regions, the whole part in one
+  batch with no bound on an ``LLM.chat`` call vs the GPU profile's ``executor.batch_images`` and the engine's
+  default ``max_requests_per_call``;
 - sources (``bench/sources.py``): ingest's peak RSS from WebDataset shards, a Parquet ``datasets`` folder,
   SA-1B tars and a COCO file at 200 and 2000 images (streaming: the same peak at 10x).
 
@@ -65,6 +69,7 @@ import growth  # bench/growth.py
 import pipeline  # bench/pipeline.py
 import sources  # bench/sources.py
 import vlm_batch  # bench/vlm_batch.py
+import vlm_memory  # bench/vlm_memory.py
 import vlm_served  # bench/vlm_served.py
 from groundcap import ingest, masks, params
 from groundcap.annotators.base import Mask
@@ -281,6 +286,7 @@ FIGURES = {
     "growth": "what a Hub (Xet) upload of a release grown by 10% adds, with and without Parquet CDC",
     "vlm-batch": "VLM captioner requests/s on vLLM (tiny Qwen2.5-VL), whole batch vs per image (needs vllm)",
     "vlm-served": "VLM requests/s through vllm serve + the openai engine vs LLM.chat offline (needs vllm)",
+    "vlm-memory": "caption stage peak RSS on vLLM, 12 MP photos x 16 regions, whole part vs bounded (needs vllm)",
     "sources": "ingest peak RSS per source kind (wds, hf, sa1b, coco) at N and 10N images",
     "cli-startup": "groundcap --help and groundcap tag --help vs python -c 'import typer'",
 }
@@ -311,6 +317,7 @@ def _runners(quick: bool, copies: int, photos: int | None, tmp: Path) -> dict:
         "growth": lambda: growth.bench_growth(tmp, copies, photos, repeat=repeat),
         "vlm-batch": lambda: vlm_batch.bench_vlm_batch(tmp, photos=4 if quick else 8, repeat=repeat),
         "vlm-served": lambda: vlm_served.bench_vlm_served(tmp, photos=2 if quick else 8, repeat=1 if quick else 5),
+        "vlm-memory": lambda: vlm_memory.bench_vlm_memory(tmp, *((2, 4, 1.0) if quick else (8, 16, 12.0))),
         "sources": lambda: sources.bench_sources(tmp, 20 if quick else 200),
         "cli-startup": lambda: cli_startup.bench_cli_startup(runs=3 if quick else 15),
     }

@@ -112,11 +112,11 @@ def small_project(tmp_path_factory) -> Path:
     return _shared(tmp_path_factory, "small", _small)
 
 
-def small_params(root: Path, **engine) -> dict:
-    """``small_project``'s params, with ``engine`` options changed. Its source stays the folder it was built
+def small_params(root: Path, **executor) -> dict:
+    """``small_project``'s params, with ``executor`` options changed. Its source stays the folder it was built
     from (not the copy's): the card's params hash covers ``source``, so a second run must name the same one."""
     p = params.load(root / "params.yaml")
-    p["engine"] = {**p["engine"], **engine}
+    p["executor"] = {**p["executor"], **executor}
     return p
 
 

@@ -150,3 +150,13 @@ def write_coco(root: Path) -> tuple[str, dict[str, list[dict]]]:
     doc["annotations"][-1]["iscrowd"] = 1
     (root / "instances.json").write_text(json.dumps(doc))
     return f"coco:{root}/instances.json?images={root}/images", given
+
+
+def sample_folder(folder: Path, count: int) -> Path:
+    """A folder source holding the first ``count`` bundled sample photos, as they are."""
+    from groundcap.sources import sample
+
+    folder.mkdir(parents=True)
+    for path in sample.paths()[:count]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    return folder

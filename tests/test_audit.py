@@ -430,6 +430,27 @@ def test_cli_export_and_import(root, exported, tmp_path):
     assert missing.exit_code == 2 and "run `groundcap audit export` first" in missing.output
 
 
+def test_cli_import_waits_for_no_writer_it_refuses_while_one_holds_the_folder(root, exported, tmp_path):
+    """`audit import` writes audit.verdicts and reports/audit.json from the work tables: while a run or a stage
+    holds the folder's lock it exits 2 naming that writer, as a second stage command does."""
+    import socket
+
+    from groundcap.storage import writer_lock
+
+    (tmp_path / "params.yaml").write_text(f"audit:\n  verdicts: {tmp_path / 'v.jsonl'}\n")
+    rows = [(i["image_id"], "accept", "") for i in exported["items"]]
+    args = ["import", str(_write_csv(tmp_path / "v.csv", rows)), "--root", str(root),
+            "--params", str(tmp_path / "params.yaml")]
+    with writer_lock.hold(root, "groundcap segment"):
+        busy = CliRunner().invoke(audit_app, args)
+    assert busy.exit_code == 2, busy.output
+    assert f"pid {os.getpid()} on {socket.gethostname()} (`groundcap segment`" in busy.output
+    assert not (tmp_path / "v.jsonl").exists()
+    done = CliRunner().invoke(audit_app, args)  # the lock is free again, and the import released its own
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "v.jsonl").exists() and not (root / writer_lock.LOCK).exists()
+
+
 # --- the release: human_test split and the gate in `build` ------------------------------------------------
 
 

@@ -12,14 +12,14 @@ import pytest
 from PIL import Image
 
 from groundcap import grounding, masks
-from groundcap.builders import SPLITS, ReleaseWriter, verify_manifest, write_manifest
+from groundcap.builders import SPLITS, ReleaseWriter, features, verify_manifest, write_manifest
+from groundcap.builders.features import PANCAP_TEXT, REGIONS_FEATURES, release_configs
 from groundcap.dataset_card import size_category, validate_card, write_card
 from groundcap.dataset_card.croissant import write_croissant
 from groundcap.dataset_card.plots import write_plots
 from groundcap.params import load as load_params
 from groundcap.pipeline import order
 from groundcap.releases import versions
-from groundcap.schema import PANCAP_TEXT, REGIONS_FEATURES, release_configs
 
 PARAMS = load_params()
 # Tiny shards, so rolling and the -of-N naming are exercised: one Parquet shard per row group of 2
@@ -213,10 +213,10 @@ def test_empty_split_shard_carries_the_schema(release):
     import pyarrow.parquet as pq
     from datasets import Features
 
-    for directory, features in (("data", IMAGES_FEATURES), ("regions", REGIONS_FEATURES)):
+    for directory, declared in (("data", IMAGES_FEATURES), ("regions", REGIONS_FEATURES)):
         shard = pq.ParquetFile(release / directory / "test-00000-of-00001.parquet")
         assert shard.metadata.num_rows == 0
-        assert Features.from_arrow_schema(shard.schema_arrow) == features
+        assert Features.from_arrow_schema(shard.schema_arrow) == declared
 
 
 def test_coco(release):
@@ -380,8 +380,8 @@ def test_columns_constants_match_the_schema():
     from groundcap import schema
     from groundcap.builders import columns
 
-    assert (columns.RLE, columns.BBOX, columns.PANCAP_TEXT) == (schema.RLE, schema.BBOX, schema.PANCAP_TEXT)
-    assert columns.REGION_KEYS == tuple(schema.IMAGES_FEATURES["regions"].feature)
+    assert (columns.RLE, columns.BBOX, columns.PANCAP_TEXT) == (schema.RLE, schema.BBOX, features.PANCAP_TEXT)
+    assert columns.REGION_KEYS == tuple(features.IMAGES_FEATURES["regions"].feature)
     assert columns.REDACTION == schema.REDACTION
 
 

@@ -254,7 +254,7 @@ def test_stage_clusters_keeps_representatives_and_groups(tmp_path):
         (_png(camera), True, 0.6, ""),                                         # 7 alone
     ]
     ids = _write_upstream(tmp_path, items)
-    dedup_stage.run(_context(tmp_path, keep="one", caption_keep="one"))
+    dedup_stage.STAGE.run(_context(tmp_path, keep="one", caption_keep="one"))
     out = tmp_path / "work" / "dedup"
     rows = [r for i in parts.list_parts(out) for r in parts.read_part(out, i)]
     assert [r["image_id"] for r in rows] == ids
@@ -292,7 +292,7 @@ def test_stage_clusters_keeps_representatives_and_groups(tmp_path):
         "groups": {"count": 3, "largest": 3},
     }
 
-    dedup_stage.run(_context(tmp_path, keep="all", caption_keep="all"))
+    dedup_stage.STAGE.run(_context(tmp_path, keep="all", caption_keep="all"))
     rows_all = [r for i in parts.list_parts(out) for r in parts.read_part(out, i)]
     assert all(r["kept"] and r["reason"] is None for r in rows_all)
     assert [r["group"] for r in rows_all] == [r["group"] for r in rows]

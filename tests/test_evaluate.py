@@ -138,7 +138,7 @@ def test_read_reference_names_the_splits_it_has(tmp_path):
 
 @pytest.fixture(scope="module")
 def judge():
-    from groundcap.evaluate.judges import make
+    from groundcap.evaluate.judge_by_name import make
 
     return make("rules_minilm")
 
@@ -266,7 +266,7 @@ def fake_judge(body: dict, n: int) -> dict:
 
 def test_llm_judge_scores_through_the_chat_layer_and_hashes_its_prompts(monkeypatch):
     from groundcap import models
-    from groundcap.evaluate.judges import make
+    from groundcap.evaluate.judge_by_name import make
 
     with FakeOpenAI(fake_judge) as server:
         options = {"base_url": server.url, "api_key_env": "GROUNDCAP_TEST_KEY", "backoff_s": 0.0}
@@ -331,7 +331,7 @@ def test_card_reports_the_engines_accuracy_on_human_test(sample_project, tmp_pat
 
     from groundcap import audit, params
     from groundcap.audit import verdicts
-    from groundcap.evaluate import engine
+    from groundcap.evaluate import accuracy
     from groundcap.pipeline.runner import run_all
     from groundcap.pipeline.stage import Context
 
@@ -349,7 +349,7 @@ def test_card_reports_the_engines_accuracy_on_human_test(sample_project, tmp_pat
     verdicts.import_file(project, p, tmp_path / "v.csv", "csv", exported)
     run_all(Context(root=project, params=p, progress=False), ("split", "build", "card"))
 
-    result = engine.accuracy(project / "work", project / "release")
+    result = accuracy.accuracy(project / "work", project / "release")
     assert result["images"] == result["predicted"] == 2
     assert result["scene"]["overall"] == result["scene"]["overall_max"]  # nobody corrected a scene caption
     assert result["region"]["positive"] < 1.0  # the machine said another colour where people say purple
@@ -364,7 +364,8 @@ def test_card_reports_the_engines_accuracy_on_human_test(sample_project, tmp_pat
 @pytest.mark.models
 def test_the_llm_judge_agreement_with_the_rules_is_reported(monkeypatch):
     from groundcap import models
-    from groundcap.evaluate.judges import RulesMiniLMJudge, make
+    from groundcap.evaluate.judge_by_name import make
+    from groundcap.evaluate.judges import RulesMiniLMJudge
 
     with FakeOpenAI(fake_judge) as server:
         judge = make("llm", "openai", "fake-judge", {"base_url": server.url, "api_key_env": "GROUNDCAP_TEST_KEY"})

@@ -43,7 +43,7 @@ def test_ray_writes_what_the_local_executor_writes(local, tmp_path):
     ray = pytest.importorskip("ray")
     root = tmp_path / "ray"
     try:
-        run_all(Context(root=root, params=small_params(local, kind="ray", ray={**params.defaults()["engine"]["ray"],
+        run_all(Context(root=root, params=small_params(local, kind="ray", ray={**params.defaults()["executor"]["ray"],
                                                                       "local_cpus": 2}), progress=False))
     finally:
         ray.shutdown()
@@ -85,7 +85,7 @@ def test_an_image_whose_backend_raised_is_retried_on_the_next_run_up_to_the_limi
     shutil.copytree(local / "work" / "ingest", tmp_path / "work" / "ingest")
     victim = parts.read_part(local / "work" / "ingest", 0, ["image_id"])[0]["image_id"]
     calls = {"n": 0}
-    real = tag_stage.build
+    real = tag_stage.make_backend
 
     def flaky(spec):
         made = real(spec)
@@ -105,7 +105,7 @@ def test_an_image_whose_backend_raised_is_retried_on_the_next_run_up_to_the_limi
     first = parts.read_part(local / "work" / "ingest", 0, ["bytes"])[0]["bytes"]
     pixels = hashlib.sha256(decode_rgb(first).tobytes()).digest()
     failures_left = {"n": 2}  # its part's batch fails, then the image alone (the worker isolates it): recorded
-    monkeypatch.setattr(tag_stage, "build", flaky)
+    monkeypatch.setattr(tag_stage, "make_backend", flaky)
     ctx = Context(root=tmp_path, params=small_params(local, max_attempts=2), progress=False)
     out = tmp_path / "work" / "tag"
     run_stage(ctx, order.stage("tag"))

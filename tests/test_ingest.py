@@ -67,7 +67,7 @@ def test_animated_can_be_refused_by_params():
 
 def test_stage_records_every_rejection_and_keeps_every_good_file(awkward_dir, tmp_path):
     p = params.defaults() | {"source": str(awkward_dir), "part_size": 2}
-    ingest_stage.run(Context(root=tmp_path / "run", params=p, progress=False))
+    ingest_stage.STAGE.run(Context(root=tmp_path / "run", params=p, progress=False))
     images = pl.read_parquet(tmp_path / "run/work/ingest/*.parquet")
     rejects = pl.read_parquet(tmp_path / "run/reports/rejects.parquet")
     expected = awkward_files()
@@ -87,5 +87,5 @@ def test_stage_fails_clearly_when_nothing_is_usable(tmp_path):
     (src / "a.jpg").write_bytes(b"")
     p = params.defaults() | {"source": str(src)}
     with pytest.raises(ingest_stage.NoImages, match="rejects.parquet"):
-        ingest_stage.run(Context(root=tmp_path / "run", params=p, progress=False))
+        ingest_stage.STAGE.run(Context(root=tmp_path / "run", params=p, progress=False))
     assert pl.read_parquet(tmp_path / "run/reports/rejects.parquet").height == 1

@@ -153,5 +153,5 @@ def _run(root: Path, source: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     p = copy.deepcopy(params.defaults())
     p["source"] = str(source)
     p["ingest"]["source_policy"].update(file_timeout_s=10, connect_timeout_s=2, read_timeout_s=2)
-    ingest_stage.run(Context(root=root, params=p, progress=False))
+    ingest_stage.STAGE.run(Context(root=root, params=p, progress=False))
     return pl.read_parquet(root / "work/ingest/*.parquet"), pl.read_parquet(root / "reports/rejects.parquet")

@@ -36,15 +36,16 @@ BAD = [
     ("qa: {consistency: {min_claim_agreement: 1.5}}",
      r"qa.consistency.min_claim_agreement is 1.5; expected a number in [0, 1]"),
     ("segment: {nms_iou: 1.5}", r"segment.nms_iou is 1.5; expected a number in [0, 1]"),
-    ("engine: {kind: spark}", "engine.kind is 'spark'; allowed: local, ray"),
-    ("engine: {workers: 0}", "engine.workers is 0; expected an integer >= 1"),
-    ("engine: {max_attempts: 0}", "engine.max_attempts is 0; expected an integer >= 1"),
-    ("engine: {ray: {num_gpus: {segmnt: 1}}}",
-     "engine.ray.num_gpus names 'segmnt'; allowed: build, caption_regions, caption_scene"),
+    ("executor: {kind: spark}", "executor.kind is 'spark'; allowed: local, ray"),
+    ("executor: {workers: 0}", "executor.workers is 0; expected an integer >= 1"),
+    ("executor: {max_attempts: 0}", "executor.max_attempts is 0; expected an integer >= 1"),
+    ("executor: {ray: {num_gpus: {segmnt: 1}}}",
+     "executor.ray.num_gpus names 'segmnt'; allowed: build, caption_regions, caption_scene"),
     ("dedup: {keep: best}", "dedup.keep is 'best'; allowed: one, all"),
     ("tag: {taggers: [palete]}", "tag.taggers names 'palete', not a registered tagger backend; tagger backends: "),
     ("segment: {prompted: grabcat}", "segment.prompted is 'grabcat'; not a registered prompted_segmenter backend"),
     ("segment: {crop_tagger: haar}", "segment.crop_tagger is 'haar'; not a registered tagger backend"),
+    ("segment: 5", "segment is 5; expected a mapping of work_side, prompted"),  # the crop tagger's options: none
     ("caption_regions: {verifier: judge}", "caption_regions.verifier is 'judge'; not a registered verifier backend"),
     ("crosscheck: {judge: nope}", "crosscheck.judge is 'nope'; not a registered verifier backend"),
     ("crosscheck: {embedder: bert}", "crosscheck.embedder is 'bert'; allowed: minilm"),
@@ -100,9 +101,9 @@ def test_the_cli_refuses_bad_params_before_any_stage_runs(tmp_path):
 
 
 def test_a_stage_command_refuses_bad_project_params(tmp_path):
-    (tmp_path / "params.yaml").write_text("engine: {kind: spark}\n")
+    (tmp_path / "params.yaml").write_text("executor: {kind: spark}\n")
     result = CliRunner().invoke(app, ["tag", "--root", str(tmp_path), "-q"])
-    assert result.exit_code == 2 and "engine.kind is 'spark'; allowed: local, ray" in result.output
+    assert result.exit_code == 2 and "executor.kind is 'spark'; allowed: local, ray" in result.output
     assert not (tmp_path / "work").exists()
 
 

@@ -22,8 +22,8 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from conftest import awkward_files, small_params
-from groundcap import masks, params, schema
-from groundcap.builders import verify_manifest
+from groundcap import masks, params
+from groundcap.builders import features, verify_manifest
 from groundcap.pipeline.runner import run_all
 from groundcap.pipeline.stage import Context
 from groundcap.releases import diff
@@ -47,7 +47,7 @@ def test_default_config_loads_with_declared_features_and_valid_masks(release, tm
     assert set(ds) == set(SPLITS) and all(ds[s].num_rows > 0 for s in SPLITS)
     assert sum(ds[s].num_rows for s in SPLITS) == 12  # every sample image passes
     for split in SPLITS:
-        assert ds[split].features == schema.release_configs(params.defaults()["build"])["default"]
+        assert ds[split].features == features.release_configs(params.defaults()["build"])["default"]
         for row in ds[split]:
             assert row["image"].size == (row["width"], row["height"])
             assert row["regions"], row["image_id"]
@@ -71,7 +71,7 @@ def test_regions_config_has_one_row_per_region(release, tmp_path):
     for split in SPLITS:
         expected = Counter({r["image_id"]: len(r["regions"]) for r in images[split]})
         assert Counter(regions[split]["image_id"]) == expected
-        assert regions[split].features == schema.REGIONS_FEATURES
+        assert regions[split].features == features.REGIONS_FEATURES
 
 
 def test_coco_json_has_one_annotation_per_region(release, tmp_path):

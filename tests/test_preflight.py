@@ -44,7 +44,7 @@ def test_the_gpu_profile_names_every_missing_model_and_package():
 
 def test_a_local_model_folder_passes_and_engines_that_cannot_share_the_gpu_fail(tmp_path):
     p = params.load(params.PROFILES / "gpu.yaml")
-    p["engine"]["require_gpu"] = False
+    p["executor"]["require_gpu"] = False
     (tmp_path / "vlm").mkdir()
     for name in ("vlm", "vlm_verifier"):
         p["caption_regions"][name]["model"] = str(tmp_path / "vlm")
@@ -69,16 +69,16 @@ def test_each_worker_process_loads_its_own_engines_and_an_unset_share_is_vllms_d
         return {f.what: f for f in preflight.check(p, [order.stage(stage)])}.get("GPU memory")
 
     assert memory().ok and "0.85" in memory().detail
-    p["engine"]["workers"] = 2
+    p["executor"]["workers"] = 2
     assert not memory().ok and "1.70" in memory().detail and "each of 2 worker processes" in memory().detail
-    assert "engine.workers" in memory().detail
-    p["engine"]["kind"] = "ray"  # an actor per GPU share: Ray places them
+    assert "executor.workers" in memory().detail
+    p["executor"]["kind"] = "ray"  # an actor per GPU share: Ray places them
     assert memory().ok
-    p["engine"] |= {"kind": "local", "workers": 1}
+    p["executor"] |= {"kind": "local", "workers": 1}
     assert memory("crosscheck") is None  # one engine in one process
-    p["engine"]["workers"] = 2
+    p["executor"]["workers"] = 2
     assert not memory("crosscheck").ok and "1.70" in memory("crosscheck").detail
-    p["engine"]["workers"] = 1
+    p["executor"]["workers"] = 1
     del p["caption_regions"]["vlm_verifier"]["engine_options"]["gpu_memory_utilization"]
     assert not memory().ok and "1.37" in memory().detail and "Qwen/Qwen2.5-VL-7B-Instruct: 0.92" in memory().detail
     assert VllmChat("m").llm_kwargs["gpu_memory_utilization"] == GPU_MEMORY_DEFAULT == 0.92
@@ -113,6 +113,8 @@ from groundcap.pipeline import order, preflight
 from groundcap.errors import BackendUnavailable
 from groundcap.vlm.vllm_offline import GPU_MEMORY_DEFAULT, VllmChat
 from groundcap.pipeline.worker import PartWorker
+from groundcap.pipeline.stage import Context
+from pathlib import Path
 
 p = params.load(params.PROFILES / "gpu.yaml")
 preflight.check(p, [order.stage(name) for name in ("caption_regions", "caption_scene", "crosscheck")])
@@ -122,7 +124,7 @@ class Probe(type(order.stage("caption_regions"))):
         pass
 
 try:
-    PartWorker(sys.argv[1], p, Probe)
+    PartWorker(Context(Path(sys.argv[1]), p), Probe())
     worker = "started"
 except BackendUnavailable as exc:
     worker = str(exc)

@@ -353,3 +353,41 @@ def test_memory_url(releases, tmp_path):
         assert f'load_dataset("{url.replace("://", ":///")}/v0.1.0")' in result.output
     finally:
         fs.rm(root, recursive=True)
+
+
+# --- diff against the Hub ------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("hub_state", ["no such repo", "server error", "unreachable"])
+def test_diff_ends_a_hub_error_in_one_redacted_line(hub_state, tmp_path, monkeypatch):
+    """`groundcap diff hf://...` reads through the Hub's fsspec filesystem: a repo that is not there, a server
+    error that echoes the request's Authorization, or an endpoint out of reach is one line and exit 2."""
+    from huggingface_hub import HfFileSystem, constants
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # make test exports HF_HUB_OFFLINE=1
+    with FakeHub(TOKEN) as hub:
+        hub.fail_status = 500 if hub_state == "server error" else None
+        endpoint = f"http://127.0.0.1:{_closed_port()}" if hub_state == "unreachable" else hub.endpoint
+        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+        HfFileSystem.clear_instance_cache()
+        try:
+            result = CliRunner().invoke(app, ["diff", f"hf://datasets/{REPO}@v{V1}", str(tmp_path)])
+        finally:
+            HfFileSystem.clear_instance_cache()
+        assert hub.requests or hub_state == "unreachable"
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert result.output.startswith(f"error: reading hf://datasets/{REPO}@v{V1} failed: ")
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output and TOKEN not in result.output
+    assert {"no such repo": "repository not found", "server error": "500",
+            "unreachable": "Connect"}[hub_state] in result.output
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on: connecting is refused."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import csv
+import io
 import json
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from groundcap import params
+from groundcap import masks, params
 from groundcap.params import validation
+from groundcap.pipeline import order
 from groundcap.qa import checks
+from groundcap.qa.judge import Judge
 from groundcap.qa.report import Summary
 
 
@@ -73,3 +79,49 @@ def test_summary_counts_reasons_flags_claims_and_writes_plot_tables(tmp_path):
     reasons = {r["reason"]: int(r["count"]) for r in table("rejections.csv")}
     assert reasons == {"image: segment error": 1, "region: models disagree on the caption": 1,
                        "flag: scene caption contradicted by pixels": 1}
+
+
+def _records(left_caption: str, right_caption: str, scene: str) -> tuple[dict, ...]:
+    """One image's records as QA reads them: a red left half and a blue right half, one region each."""
+    pixels = np.zeros((40, 80, 3), np.uint8)
+    pixels[:, :40] = (220, 20, 20)
+    pixels[:, 40:] = (20, 20, 220)
+    data = io.BytesIO()
+    Image.fromarray(pixels).save(data, format="PNG")
+    regions = []
+    for rid, x in ((0, 0), (1, 40)):
+        mask = np.zeros((40, 80), np.uint8)
+        mask[:, x:x + 40] = 1
+        regions.append({"region_id": rid, "segmentation": masks.encode(mask), "bbox": [float(x), 0.0, 40.0, 40.0],
+                        "area": 1600, "label": "half", "parent_id": None})
+    captions = [{"region_id": rid, "short": text, "detailed": text, "verdict": "accepted", "unique": True}
+                for rid, text in ((0, left_caption), (1, right_caption))]
+    return ({"image_id": "img", "height": 40, "width": 80, "bytes": data.getvalue()},
+            {"regions": regions}, {"captions": captions}, {"scene_caption": scene},
+            {"regions": [{"region_id": 0, "agreement": None}, {"region_id": 1, "agreement": None}], "scene": None,
+             "model_a": None, "model_b": None})
+
+
+def test_the_judge_fails_a_caption_the_pixels_contradict_or_flags_it():
+    section = copy.deepcopy(params.defaults()["qa"])
+    row = Judge(section).image(*_records("a red half", "a red half", "<r0>a red half</r0> beside <r1>a half</r1>"))
+    assert [r["passed"] for r in row["regions"]] == [True, False] and row["passed"]  # one region is enough
+    assert row["regions"][1]["reasons"] == ["caption contradicted by pixels"]
+    assert row["scene_caption"] == "<r0>a red half</r0> beside a half"  # the failed region's reference unwrapped
+    section["min_regions"] = 2
+    assert Judge(section).image(*_records("a red half", "a red half", "<r0>a red half</r0>"))["reasons"] == [
+        "fewer regions than qa.min_regions"]
+    section["evidence"]["action"] = "flag"
+    flagged = Judge(section).image(*_records("a red half", "a red half", "<r0>a red half</r0>"))
+    assert flagged["passed"] and flagged["regions"][1]["reasons"] == ["flagged: caption contradicted by pixels"]
+    assert Judge(section).image(*_records("a red half", "a blue half", "<r0>a red half</r0>"))["score"] == 1.0
+
+
+def test_the_qa_stage_judges_in_its_own_methods_not_ones_setup_patches_in():
+    stage = type(order.stage("qa"))()
+    stage.setup(params.subset(params.defaults(), ("qa", "executor")))
+    assert not {"process", "error_row"} & set(vars(stage))
+    assert stage.process(*_records("a red half", "a blue half", "<r0>a red half</r0>"))["passed"]
+    assert stage.error_row("img", "tag: OSError: boom") == {
+        "image_id": "img", "score": 0.0, "passed": False, "reasons": ["tag: OSError: boom"], "regions": [],
+        "scene_caption": None, "scene_evidence": [], "scene_consistency": None}

@@ -5,16 +5,22 @@ they declare, and every model is freed when its stage ends."""
 from __future__ import annotations
 
 import copy
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 
 from conftest import small_params
 from groundcap import models, params
+from groundcap.params import validation
 from groundcap.pipeline import code_deps, dvc_yaml, order, resume, runner
 from groundcap.pipeline.stage import Context, MapStage, Stage
+from groundcap.storage import parts
 
 REPO = Path(__file__).resolve().parents[1]
 MAP_STAGES = [s.name for s in order.stages() if isinstance(s, MapStage)]
@@ -29,10 +35,10 @@ def test_a_stage_sees_only_the_params_it_declares(tmp_path):
     """runner restricts each stage's params to its declaration, so reading an undeclared key fails at once
     instead of letting the stage drift out of step with its fingerprint and its DVC stage."""
     class Sneaky(Stage):
-        name, help, params = "sneaky", "reads a section it does not declare", ("qa",)
+        name, param_keys = "sneaky", ("qa",)  # it reads a section it does not declare
 
         def run(self, ctx):
-            assert set(ctx.params) == {"qa", "engine"}
+            assert set(ctx.params) == {"qa", "executor"}
             ctx.params["release"]
 
     with pytest.raises(KeyError, match="release"):
@@ -150,7 +156,7 @@ def test_a_prompts_dir_override_changes_the_fingerprint(tmp_path):
 @pytest.fixture(scope="module")
 def one_at_a_time(small_project, tmp_path_factory) -> SimpleNamespace:
     """``small_project``'s photos through ingest and every map stage again, one image per process_batch call
-    (``engine.batch_images: 1``), recording what stays loaded after each stage and what ``models.release``
+    (``executor.batch_images: 1``), recording what stays loaded after each stage and what ``models.release``
     freed: one run read by the two tests below."""
     root = tmp_path_factory.mktemp("one-at-a-time")
     left: dict[str, list] = {}
@@ -201,23 +207,24 @@ def test_the_scene_captioner_reuses_the_region_captioners_engine():
     p["caption_regions"] |= {"captioner": "vlm", "verifier": None, "vlm": vlm}
     p["caption_scene"] |= {"composer": "vlm", "vlm": vlm}
     scene = order.stage("caption_scene")
-    keys = scene.reuses(params.subset(p, (*scene.params, "engine")))
+    keys = scene.reuses(params.subset(p, (*scene.param_keys, "executor")))
     stage = order.stage("caption_regions")
     worker_stage = type(stage)()
-    worker_stage.setup(params.subset(p, (*stage.params, "engine")))
+    worker_stage.setup(params.subset(p, (*stage.param_keys, "executor")))
     worker_stage.captioner.chat  # noqa: B018 -- builds (caches) the engine, as a first request would
     try:
         assert keys and set(keys) <= set(models.loaded())
-        worker_stage.teardown(keys)
+        worker_stage.teardown()
+        models.release(keys)  # what the runner does after a stage
         assert set(models.loaded()) == set(keys)
         p["caption_scene"]["vlm"] = {**vlm, "model": "another"}
-        assert not set(scene.reuses(params.subset(p, (*scene.params, "engine")))) & set(keys)
+        assert not set(scene.reuses(params.subset(p, (*scene.param_keys, "executor")))) & set(keys)
     finally:
         models.release()
 
 
 def test_one_image_at_a_time_writes_what_whole_part_batches_write(small_project, one_at_a_time):
-    """engine.batch_images changes how many images a process_batch call gets, never a byte of the parts."""
+    """executor.batch_images changes how many images a process_batch call gets, never a byte of the parts."""
     for stage in MAP_STAGES:
         ours, theirs = one_at_a_time.root / "work" / stage, small_project / "work" / stage
         assert sorted(p.name for p in ours.iterdir()) == sorted(p.name for p in theirs.iterdir())
@@ -240,7 +247,7 @@ def test_gpu_stages_declare_a_gpu_per_worker_and_the_actor_pool_fits_the_cluster
             if name in served[section]:
                 served[section][name]["engine"] = "openai"
     assert order.stage("caption_scene").resources(served).gpus == 0
-    profile["engine"]["ray"]["num_gpus"] = {"tag": 0.5}
+    profile["executor"]["ray"]["num_gpus"] = {"tag": 0.5}
     assert order.stage("tag").resources(profile).gpus == 0.5
     assert actor_pool("tag", actors=2, parts=10, gpus_per_actor=1, cluster_gpus=1) == 1  # not 2: one would never start
     assert actor_pool("tag", actors=4, parts=10, gpus_per_actor=0.5, cluster_gpus=1) == 2
@@ -255,10 +262,10 @@ def test_under_require_gpu_a_gpu_stage_without_cuda_stops_before_loading_anythin
 
     monkeypatch.setattr(worker, "cuda_available", lambda: False)
     p = params.load(params.PROFILES / "gpu.yaml")
-    assert p["engine"]["require_gpu"] is True
+    assert p["executor"]["require_gpu"] is True
     with pytest.raises(BackendUnavailable, match="no CUDA device"):
-        worker.PartWorker(tmp_path, p, type(order.stage("tag")))
-    worker.PartWorker(tmp_path, p, type(order.stage("qa")))  # a CPU stage runs
+        worker.PartWorker(Context(tmp_path, p), type(order.stage("tag"))())
+    worker.PartWorker(Context(tmp_path, p), type(order.stage("qa"))())  # a CPU stage runs
 
 
 def test_the_gpu_profile_keeps_the_captioners_vllm_engine_for_the_scene_stage():
@@ -270,7 +277,7 @@ def test_the_gpu_profile_keeps_the_captioners_vllm_engine_for_the_scene_stage():
     regions, scene = order.stage("caption_regions"), order.stage("caption_scene")
     captioner = [registry.info(b.step, b.name).cls.engine_key(b.options)
                  for b in regions.backends(p) if b.step == "region_captioner"]
-    assert scene.reuses(params.subset(p, (*scene.params, "engine"))) == frozenset(captioner)
+    assert scene.reuses(params.subset(p, (*scene.param_keys, "executor"))) == frozenset(captioner)
     assert not order.stage("crosscheck").reuses(p) & frozenset(captioner)  # another model there
 
 
@@ -281,3 +288,149 @@ def test_a_release_nobody_passed_stops_with_the_reasons_not_an_empty_card(projec
         runner.run_all(Context(project, _sample_params(qa__min_regions=1000), progress=False),
                        ("ingest", *MAP_STAGES, "dedup", "split", "build"))
     assert not (project / "release").exists()
+
+
+def test_each_stage_owns_params_sections_it_reads_and_no_two_own_one():
+    owned = [section for stage in order.stages() for section in stage.param_types]
+    assert len(owned) == len(set(owned))
+    for stage in order.stages():
+        assert set(stage.param_types) <= set(stage.param_keys), stage.name
+    assert set(validation.schema()) == set(params.defaults())
+
+
+TOY = '''"""A toy stage: what a new stage's module holds, and all it needs besides its place in the order."""
+
+import pyarrow as pa
+
+from groundcap.ingest import decode_rgb
+from groundcap.params.validation import Backend, Int, is_int
+from groundcap.pipeline.stage import MapStage
+from groundcap.stages.common import make_backend, spec
+
+
+class ToyStage(MapStage):
+    name = "toy"
+    inputs = ("ingest",)
+    param_keys = ("toy",)
+    steps = ("detector",)
+    schema = pa.schema([("image_id", pa.string()), ("area", pa.int64()), ("found", pa.int64()),
+                        ("error", pa.string())])
+    param_types = {"toy": {"divisor": Int(1), "most": Int(1), "detector": Backend("detector", nullable=True)}}
+
+    def check_params(self, params, problems):
+        toy = params.get("toy")
+        if isinstance(toy, dict) and is_int(divisor := toy.get("divisor")) and is_int(most := toy.get("most")) \
+                and divisor > most:
+            problems.append(f"params: toy.divisor {divisor} exceeds toy.most {most}")
+
+    def backends(self, params):
+        section = params["toy"]
+        return [spec("detector", section["detector"], section)] if section["detector"] else []
+
+    def setup(self, params):
+        self.divisor = params["toy"]["divisor"]
+        self.detectors = [make_backend(s) for s in self.backends(params)]
+        self.stamps = []
+
+    def process(self, image_row):
+        image = decode_rgb(image_row["bytes"])
+        return {"image_id": image_row["image_id"], "area": image_row["width"] * image_row["height"] // self.divisor,
+                "found": sum(len(d.detect(image, [])) for d in self.detectors), "error": None}
+
+
+STAGE = ToyStage()
+'''
+TOY_HELP = "Count each image's pixels, divided by toy.divisor, and its detections."
+TOY_DEFAULTS = {"divisor": 2, "most": 10, "detector": None}  # what defaults.yaml and params.yaml would gain
+
+
+@pytest.fixture
+def toy_stage(package_copy, monkeypatch) -> Path:
+    """stages/toy.py, written where the package's files are hashed from and importable from, and its place in
+    the order; no other file of the package changes."""
+    import groundcap.stages
+
+    (package_copy / "stages" / "toy.py").write_text(TOY, encoding="utf-8")
+    monkeypatch.setattr(groundcap.stages, "__path__", [*groundcap.stages.__path__, str(package_copy / "stages")])
+    toy_order = (*order.ORDER, ("toy", TOY_HELP))
+    monkeypatch.setattr(order, "ORDER", toy_order)
+    monkeypatch.setattr(order, "NAMES", tuple(name for name, _ in toy_order))
+    monkeypatch.setattr(order, "HELP", dict(toy_order))
+    defaults = params.defaults
+    monkeypatch.setattr(params, "defaults", lambda: defaults() | {"toy": dict(TOY_DEFAULTS)})
+    order.stage.cache_clear()
+    yield package_copy / "stages"
+    order.stage.cache_clear()
+    sys.modules.pop("groundcap.stages.toy", None)
+
+
+def test_a_new_stage_is_its_module_and_its_place_in_the_order(toy_stage, tmp_path):
+    """Params checks, the CLI, dvc.yaml and the runner all take a new stage from its module and the order."""
+    f = tmp_path / "params.yaml"
+    f.write_text("toy: {divisor: 0, haar: {min_neighbors: many}}\nexecutor: {ray: {num_gpus: {toyy: 1}}}\n")
+    with pytest.raises(params.ParamsError) as caught:
+        params.load(f)
+    assert str(caught.value).splitlines() == [
+        "params: executor.ray.num_gpus names 'toyy'; allowed: " + ", ".join(sorted(order.NAMES)),
+        "params: toy.divisor is 0; expected an integer >= 1",
+        "params: toy.haar.min_neighbors is 'many'; expected an integer (like its default 6)"]
+    f.write_text("toy: {divisor: 20}\n")
+    with pytest.raises(params.ParamsError, match="^params: toy.divisor 20 exceeds toy.most 10$"):
+        params.load(f)
+    f.write_text("source: 'sample:'\npart_size: 5\ntoy: {detector: haar, haar: {min_neighbors: 3}}\n"
+                 "executor: {ray: {num_gpus: {toy: 1}}}\n")
+    p = params.load(f)  # its backend's options section merges into the defaults, like tag.haar
+    assert p["toy"]["haar"] == {"min_neighbors": 3} and p["executor"]["ray"]["num_gpus"] == {"toy": 1}
+
+    script = ("import sys\nimport groundcap.stages\nfrom groundcap.pipeline import order\n"
+              f"groundcap.stages.__path__.append({str(toy_stage)!r})\n"
+              f"order.ORDER = (*order.ORDER, ('toy', {TOY_HELP!r}))\n"
+              "order.NAMES, order.HELP = tuple(n for n, _ in order.ORDER), dict(order.ORDER)\n"
+              "from groundcap.cli.app import app\napp(sys.argv[1:], prog_name='groundcap')\n")
+    listed = subprocess.run([sys.executable, "-c", script, "--help"], capture_output=True, text=True, check=True)
+    assert re.search(r"│ toy +Count each image's pixels", listed.stdout), listed.stdout
+
+    entry = yaml.safe_load(dvc_yaml.render())["stages"]["toy"]
+    assert entry["cmd"] == "groundcap toy" and entry["params"] == ["toy", "profile"]
+    assert entry["outs"] == [{"work/toy": {"persist": True}}]
+    assert {"work/ingest", "src/groundcap/stages/toy.py", "src/groundcap/annotators/backends/haar.py"} \
+        <= set(entry["deps"])
+
+    reports = runner.run_all(Context(tmp_path / "run", p, progress=False), ("ingest", "toy"))
+    assert [(r.stage, r.parts, r.computed) for r in reports[1:]] == [("toy", 3, 3)]
+    images = [row for i in parts.list_parts(tmp_path / "run/work/ingest")
+              for row in parts.read_part(tmp_path / "run/work/ingest", i, ["width", "height"])]
+    rows = [row for i in parts.list_parts(tmp_path / "run/work/toy")
+            for row in parts.read_part(tmp_path / "run/work/toy", i)]
+    assert [r["area"] for r in rows] == [i["width"] * i["height"] // 2 for i in images]
+    assert any(r["found"] for r in rows)  # haar found the astronaut's face
+    assert runner.run_all(Context(tmp_path / "run", p, progress=False), ("toy",))[0].computed == 0  # it resumes
+
+
+def test_declared_columns_are_columns_of_declared_inputs():
+    from groundcap import schema
+
+    tables = {"ingest": schema.IMAGE} | {s.name: s.schema for s in order.stages() if isinstance(s, MapStage)}
+    for stage in (s for s in order.stages() if isinstance(s, MapStage)):
+        for name, columns in stage.columns.items():
+            assert name in stage.inputs, (stage.name, name)
+            assert set(columns) <= set(tables[name].names), (stage.name, name)
+
+
+def test_a_worker_reads_the_declared_columns_from_a_plan_made_once(sample_project, tmp_path, monkeypatch):
+    """caption_scene reads only ingest's image bytes (not its source path, licence or given masks), the driver
+    plans its parts once, and what it writes is the sample's part for part."""
+    from groundcap.pipeline import resume, worker
+
+    for name in ("ingest", "segment", "caption_regions"):
+        shutil.copytree(sample_project / "work" / name, tmp_path / "work" / name)
+    reads, plans, real_read, real_plan = [], [], worker.parts.read_part, resume.plan
+    monkeypatch.setattr(worker.parts, "read_part", lambda d, i, c=None: reads.append((Path(d).name, c))
+                        or real_read(d, i, c))
+    monkeypatch.setattr(resume, "plan", lambda ctx, stage: plans.append(stage.name) or real_plan(ctx, stage))
+    report = runner.run_stage(Context(tmp_path, _sample_params(), progress=False), order.stage("caption_scene"))
+    assert plans == ["caption_scene"] and report.computed == report.parts == 1
+    assert {tuple(c) for name, c in reads if name == "ingest"} == {("image_id", "bytes")}
+    assert {c for name, c in reads if name != "ingest"} == {None}
+    ours, theirs = tmp_path / "work" / "caption_scene", sample_project / "work" / "caption_scene"
+    assert {p.name: p.read_bytes() for p in ours.iterdir()} == {p.name: p.read_bytes() for p in theirs.iterdir()}

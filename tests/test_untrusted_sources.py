@@ -9,7 +9,9 @@ import copy
 import http.server
 import io
 import os
+import re
 import socket
+import tarfile
 import threading
 import time
 from contextlib import contextmanager
@@ -22,7 +24,7 @@ from PIL import Image
 
 from groundcap import params
 from groundcap.pipeline.stage import Context
-from groundcap.sources import SourcePolicy, fetch, iter_source
+from groundcap.sources import SourceError, SourcePolicy, fetch, iter_source
 from groundcap.stages import ingest as ingest_stage
 
 TOKEN = "hf_" + "Q7x" * 10  # shaped like a Hub token; must never reach a table
@@ -46,7 +48,7 @@ def _params(source: Path | str, **policy) -> dict:
 def _ingest(tmp_path: Path, source: Path | str, **policy) -> tuple[pl.DataFrame, dict[str, str]]:
     root = tmp_path / "run"
     try:
-        ingest_stage.run(Context(root=root, params=_params(source, **policy), progress=False))
+        ingest_stage.STAGE.run(Context(root=root, params=_params(source, **policy), progress=False))
     except ingest_stage.NoImages:
         pass
     images = pl.read_parquet(root / "work/ingest/*.parquet") if any((root / "work/ingest").glob("*.parquet")) \
@@ -97,7 +99,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         if self.path.lstrip("/") in self.files:
             body = self.files[self.path.lstrip("/")]
-            self.send_response(200)
+            if match := re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", "")):  # fsspec's ranged reads
+                first, last = int(match[1]), min(int(match[2]), len(body) - 1)
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {first}-{last}/{len(body)}")
+                body = body[first:last + 1]
+            else:
+                self.send_response(200)
         else:  # a server that echoes the request headers into its error page, as some proxies do
             body = f"denied; you sent:\n{self.headers}".encode()
             self.send_response(401)
@@ -219,6 +227,53 @@ def test_cloud_and_hub_entries_are_refused_unless_the_policy_names_them(tmp_path
         assert f"protocol {protocol!r} is not allowed" in rejects[entry]
 
 
+@pytest.mark.parametrize("source, refusal", [
+    ("wds:s3://bucket/train-{00000..00001}.tar", "protocol 's3' is not allowed"),
+    ("wds:{TMP/local.tar,s3://bucket/x.tar}", "protocol 's3' is not allowed"),  # the local shard is not read first
+    ("sa1b:gs://bucket/sa_{000000..000001}.tar", "protocol 'gs' is not allowed"),
+    ("coco:gcs://bucket/instances.json", "protocol 'gcs' is not allowed"),
+    ("coco:TMP/instances.json?images=s3://bucket/images", "protocol 's3' is not allowed"),
+    ("hf://datasets/org/private", "protocol 'hf' is not allowed"),
+    ("hf:org/private", "org/private is no folder here"),  # load_dataset would take it to the Hub
+])
+def test_kind_targets_the_policy_does_not_allow_stop_the_run_before_any_read(tmp_path, source, refusal):
+    """The operator names these targets, yet the same params may come from anyone: a protocol the policy does
+    not name refuses the source at once, before a read and before the last run's parts are cleared."""
+    root = tmp_path / "run"
+    (root / "work/ingest").mkdir(parents=True)
+    (root / "work/ingest/part-00000.parquet").write_bytes(b"the last run's part")
+    with pytest.raises(SourceError, match=re.escape(refusal)):
+        ingest_stage.STAGE.run(Context(root=root, params=_params(source.replace("TMP", str(tmp_path))), progress=False))
+    assert (root / "work/ingest/part-00000.parquet").read_bytes() == b"the last run's part"
+    assert not (root / "reports").exists()
+
+
+@pytest.mark.timeout(60)
+def test_listing_a_kind_from_a_silent_server_is_bounded_by_the_request_timeouts(tmp_path):
+    """A tar's headers and a COCO file are read through fsspec's http, whose own timeout is 5 minutes: the
+    policy's connect and read timeouts bound each of its requests, and the reason names the timeout. A server
+    that answers is read as before."""
+    shard = io.BytesIO()
+    with tarfile.open(fileobj=shard, mode="w") as tar:
+        for key, data in (("000001.png", _png(10)), ("000002.png", _png(11))):
+            info = tarfile.TarInfo(key)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with _server({"train-00001.tar": shard.getvalue()}) as served:
+        images, _ = _ingest(tmp_path / "served", f"wds:{served}/train-00001.tar", connect_timeout_s=1, read_timeout_s=1)
+    assert list(images["source_path"]) == ["train-00001.tar/000001.png", "train-00001.tar/000002.png"]
+    with _silent_server() as silent:
+        start = time.monotonic()
+        images, rejects = _ingest(tmp_path, f"wds:{silent}/train-00000.tar", connect_timeout_s=1, read_timeout_s=1)
+        with pytest.raises(SourceError, match="cannot read the COCO annotation file: .*Timeout"):
+            ingest_stage.STAGE.run(Context(root=tmp_path / "coco", params=_params(
+                f"coco:{silent}/instances.json", connect_timeout_s=1, read_timeout_s=1), progress=False))
+        elapsed = time.monotonic() - start
+    assert elapsed < 20, elapsed
+    assert images.is_empty() and list(rejects) == [f"{silent}/train-00000.tar"]
+    assert "Timeout on reading data from socket" in rejects[f"{silent}/train-00000.tar"]
+
+
 @pytest.mark.timeout(60)
 def test_no_credential_an_endpoint_echoes_reaches_the_rejects(tmp_path, monkeypatch):
     from huggingface_hub import HfFileSystem, constants
@@ -312,12 +367,64 @@ def iter_source_list(tmp_path: Path, entries: list[str]):
 def test_the_policy_is_checked_at_load_and_left_out_of_the_params_hash():
     p = _params("sample:")
     bad = copy.deepcopy(p)
-    bad["ingest"]["source_policy"].update(protocols=["S3"], workers=0, file_timeout_s=0)
+    bad["ingest"]["source_policy"].update(protocols=["S3"], workers=0, file_timeout_s=0, decode_timeout_s=-1)
     with pytest.raises(params.ParamsError) as err:
         params.validation.check(bad)
-    for key in ("protocols", "workers", "file_timeout_s"):
+    for key in ("protocols", "workers", "file_timeout_s", "decode_timeout_s"):
         assert f"ingest.source_policy.{key}" in str(err.value)
     opened = copy.deepcopy(p)
-    opened["ingest"]["source_policy"].update(protocols=["file", "s3"], follow_links=True)
+    opened["ingest"]["source_policy"].update(protocols=["file", "s3"], follow_links=True, decode_timeout_s=5)
     assert params.digest(params.content(opened)) == params.digest(params.content(p))
     assert params.content(p)["ingest"]["max_bytes"] == p["ingest"]["max_bytes"]
+
+
+# --- decoding bounded in time ------------------------------------------------------------------------------
+
+
+def _slow_png(side: int = 5000) -> bytes:
+    """A real image within the pixel limit whose decoding takes seconds (its alpha is put on white and it is
+    re-encoded), in a small file: it compresses well."""
+    x = np.arange(side) % 256
+    arr = np.empty((side, side, 4), np.uint8)
+    arr[..., 0], arr[..., 1], arr[..., 2], arr[..., 3] = x, x[:, None], (x[:, None] + x) % 256, 200
+    buf = io.BytesIO()
+    Image.fromarray(arr, "RGBA").save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+@pytest.mark.timeout(120)
+def test_a_decode_past_its_bound_is_a_rejection_and_the_run_goes_on(tmp_path):
+    from groundcap import ingest
+
+    slow = _slow_png()
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, data in {"a.png": _png(8), "b_slow.png": slow, "c.png": _png(9)}.items():
+        (src / name).write_bytes(data)
+    start = time.monotonic()
+    images, rejects = _ingest(tmp_path, src, decode_timeout_s=0.3)
+    assert time.monotonic() - start < 30
+    assert list(images["source_path"]) == ["a.png", "c.png"]  # the decoder killed for b_slow.png was replaced
+    assert rejects == {"b_slow.png": "decoding took longer than ingest.source_policy.decode_timeout_s=0.3 s; abandoned"}
+    # the same bytes, decoded in process without a bound, are an image: the bound, not the file, refused it
+    limits = ingest.Limits.from_params(_params(src)["ingest"])
+    assert ingest.validate(slow, limits)["width"] == 5000
+
+
+@pytest.mark.timeout(60)
+def test_a_decoder_killed_mid_file_is_that_files_rejection_and_the_next_file_decodes():
+    """The decoder process dying (a decoder's crash, the kernel's OOM killer) costs the file it was decoding."""
+    import signal
+
+    from groundcap import ingest
+
+    limits = ingest.Limits.from_params(params.defaults()["ingest"])
+    slow = _slow_png()
+    with ingest.Decoder(limits, timeout_s=60) as decoder:
+        assert decoder.validate(_png(12))["width"] == 48
+        killer = threading.Timer(0.3, os.kill, (decoder._proc.pid, signal.SIGKILL))  # the decoder's own child
+        killer.start()
+        with pytest.raises(ingest.Rejected, match=r"the decoder crashed on this file \(.* exit code -9\)"):
+            decoder.validate(slow)
+        killer.join()
+        assert decoder.validate(_png(13))["width"] == 48

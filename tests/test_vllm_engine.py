@@ -37,6 +37,7 @@ from groundcap.errors import EngineDead, is_fatal
 from groundcap.vlm import chat as vlm_chat
 from groundcap.vlm.chat import ChatRequest
 from groundcap.vlm.vllm_offline import VllmChat
+from source_fixtures import sample_folder
 from tiny_qwen_vl import CPU_ENGINE_OPTIONS, MAX_PIXELS, build_tiny_qwen_vl, build_tokenizer
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -202,14 +203,15 @@ def test_the_scene_composer_answers_or_says_why(chat, chat_calls, tiny_qwen):
 
 def test_internvl_in_the_hf_format_serves_image_chats(tmp_path_factory):
     """InternVL's chat format on the real engine (its own engine, closed after): ``<IMG_CONTEXT>`` expands to
-    the image's tokens, the turn-end stop ids come from its tokenizer (its eos is not the turn end), no
-    ``max_pixels`` is passed to its tiling processor, and JSON requests come back compact JSON objects."""
+    the image's tokens, the turn-end stop ids come from its tokenizer (its eos is not the turn end), its tiling
+    processor is capped by ``max_patches`` (not Qwen's ``max_pixels``), and JSON requests come back compact
+    JSON objects."""
     from tiny_internvl import build_tiny_internvl
 
     model = str(build_tiny_internvl(tmp_path_factory.mktemp("tiny-internvl")))
     chat = VllmChat(model, **ENGINE_OPTIONS)
     try:
-        assert "mm_processor_kwargs" not in chat.llm_arguments()
+        assert chat.llm_arguments()["mm_processor_kwargs"] == {"max_patches": 16}  # 224 px in 56-px tiles
         text_only, with_image, as_json = chat.generate([
             ChatRequest("describe", max_tokens=4), ChatRequest("describe", (photo(),), max_tokens=4),
             ChatRequest("describe", (photo(),), max_tokens=16, json_schema=text_schema("short"))])
@@ -231,13 +233,9 @@ def test_a_whole_run_on_three_sample_photos_writes_a_release(tmp_path, tiny_qwen
     from groundcap import params
     from groundcap.pipeline import runner
     from groundcap.pipeline.stage import Context
-    from groundcap.sources import sample
     from groundcap.storage import parts
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for path in sample.paths()[:3]:
-        (photos / path.name).write_bytes(path.read_bytes())
+    photos = sample_folder(tmp_path / "photos", 3)
     vlm = vlm_options(tiny_qwen, max_attempts=1)
     p = params.defaults() | {"source": str(photos), "part_size": 2}
     p["segment"] = p["segment"] | {"max_regions": 4}
@@ -377,3 +375,97 @@ def test_the_engines_default_memory_share_is_this_vllms_own():
 
     assert inspect.signature(vllm.LLM).parameters["gpu_memory_utilization"].default == GPU_MEMORY_DEFAULT
     assert EngineArgs.gpu_memory_utilization == GPU_MEMORY_DEFAULT
+
+
+# --- issue 22 (second GPU pass): engine start failures, bounded engine calls, InternVL's tiles ---------------------
+
+def test_an_engine_that_cannot_start_stops_the_stage_once_with_its_reason(tmp_path, tiny_qwen, monkeypatch):
+    """4 photos in parts of 2 are captioned on a copy of the tiny model; part 1 is lost, and the model's weights
+    are cut in half. On the re-run vLLM's engine core fails to start: the stage stops with vLLM's reason after
+    one start (not one per image of part 1, as when the batch is redone image by image, each starting the
+    engine again), and part 0 stays as it was."""
+    import shutil
+
+    import vllm
+
+    from groundcap import params
+    from groundcap.pipeline import order, runner
+    from groundcap.pipeline.stage import Context
+    from groundcap.storage import parts
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_qwen, model)
+    photos = sample_folder(tmp_path / "photos", 4)
+    p = params.defaults() | {"source": str(photos), "part_size": 2}
+    p["segment"] = p["segment"] | {"max_regions": 2}
+    p["caption_regions"] = p["caption_regions"] | {
+        "captioner": "vlm", "verifier": None, "unique_rounds": 0,
+        "vlm": vlm_options(str(model), max_attempts=1, highlight="box")}
+    ctx = Context(tmp_path / "project", p, progress=False)
+    runner.run_all(ctx, ("ingest", "tag", "segment"))
+    starts = []
+    real = vllm.LLM
+
+    def counted(**kwargs):
+        starts.append(kwargs["model"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(vllm, "LLM", counted)
+    runner.run_stage(ctx, order.stage("caption_regions"))
+    out = tmp_path / "project" / "work" / "caption_regions"
+    assert parts.list_parts(out) == [0, 1] and len(starts) == 1
+    parts.marker_path(out, 1).unlink()
+    parts.part_path(out, 1).unlink()
+    before = parts.marker_path(out, 0).stat().st_mtime_ns
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(EngineDead, match=r"caption_regions: the model engine failed to start \(EngineStartFailed: "
+                                         r"vLLM could not start .*: RuntimeError: Engine core initialization failed"):
+        runner.run_stage(ctx, order.stage("caption_regions"))
+    assert len(starts) == 2  # the first run's, then one failed start
+    assert parts.list_parts(out) == [0] and parts.marker_path(out, 0).stat().st_mtime_ns == before
+    assert models.loaded() == []
+
+
+def test_bounded_engine_calls_give_the_replies_of_one_call(chat, chat_calls):
+    """7 image requests with ``max_requests_per_call`` 3 go to vLLM in calls of 3, 3 and 1, and come back the
+    same replies, in the same order, as from one call of all 7."""
+    requests = [ChatRequest(f"describe {i}", (photo(seed=i),), max_tokens=8) for i in range(7)]
+    whole = chat.generate(requests)
+    bound, chat.max_requests_per_call = chat.max_requests_per_call, 3
+    try:
+        bounded = chat.generate(requests)
+    finally:
+        chat.max_requests_per_call = bound
+    assert [len(conversations) for conversations, _ in chat_calls] == [7, 3, 3, 1]
+    assert bounded == whole and all(r.ok for r in whole)
+
+
+def test_internvl_tiles_are_capped_to_the_pixels_of_max_image_side(tmp_path_factory):
+    """A tiny InternVL whose processor tiles (``crop_to_patches``, up to 12 tiles + a thumbnail, as InternVL3's
+    checkpoints): sent at 112 px a side, an image is held to ``max_patches`` 4 tiles of 56 x 56 (+ the thumbnail)
+    in vLLM's processor config and in what a large photo costs in prompt tokens, where the processor alone
+    would cut it into 13."""
+    from transformers import AutoProcessor
+
+    from tiny_internvl import build_tiny_internvl
+
+    model = build_tiny_internvl(tmp_path_factory.mktemp("tiny-internvl-tiles"))
+    config_path = model / "processor_config.json"
+    config = json.loads(config_path.read_text())
+    config["image_processor"]["crop_to_patches"] = True
+    config_path.write_text(json.dumps(config))
+    image_processor = AutoProcessor.from_pretrained(str(model)).image_processor
+    assert image_processor.get_number_of_image_patches(84, 112, {}) == 13  # 4 x 3 tiles + the thumbnail
+    capped = image_processor.get_number_of_image_patches(84, 112, {"max_patches": 4})
+    assert capped <= 5 and image_processor.get_number_of_image_patches(56, 56, {"max_patches": 4}) == 1
+    chat = VllmChat(str(model), **ENGINE_OPTIONS | {"max_image_side": 112})
+    try:
+        assert chat.llm_arguments()["mm_processor_kwargs"] == {"max_patches": 4}
+        one_tile, large = chat.generate([ChatRequest("describe", (photo(56, 56),), max_tokens=2),
+                                         ChatRequest("describe", (photo(1500, 2000),), max_tokens=2)])
+        assert chat._load().llm_engine.model_config.multimodal_config.mm_processor_kwargs == {"max_patches": 4}
+        # 4 <IMG_CONTEXT> per tile: the large photo's tiles beyond the one tile of a 56 x 56 image
+        assert large.usage["prompt_tokens"] - one_tile.usage["prompt_tokens"] == (capped - 1) * 4
+    finally:
+        chat.close()

@@ -27,6 +27,7 @@ from groundcap.annotators.backends.vlm import text_schema
 from groundcap.errors import EngineDead
 from groundcap.vlm.chat import ChatRequest
 from groundcap.vlm.openai_api import OpenAIChat
+from source_fixtures import sample_folder
 from tiny_qwen_vl import CPU_ENGINE_OPTIONS, MAX_PIXELS, build_tiny_qwen_vl
 from vllm_server import SERVED_NAME, VllmServer
 
@@ -107,13 +108,9 @@ def test_caption_and_scene_stages_through_the_server_stop_on_a_kill_and_resume(t
     from groundcap import params
     from groundcap.pipeline import order, runner
     from groundcap.pipeline.stage import Context
-    from groundcap.sources import sample
     from groundcap.storage import parts
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for path in sample.paths()[:3]:
-        (photos / path.name).write_bytes(path.read_bytes())
+    photos = sample_folder(tmp_path / "photos", 3)
     vlm = {"engine": "openai", "model": SERVED_NAME, "engine_options": client_options(server), "max_tokens": 24,
            "max_attempts": 1}
     p = params.defaults() | {"source": str(photos), "part_size": 2}

@@ -8,6 +8,7 @@ import re
 import threading
 from collections import Counter
 
+import cv2
 import numpy as np
 import polars as pl
 import pytest
@@ -144,7 +145,7 @@ def test_detailed_image_is_downscaled_to_max_image_side():
     for body in sent(server, "detailed"):
         [img] = images(body)
         assert img.size == (120, 80)
-        a = np.asarray(img).astype(int)  # the 2-pixel outline, halved and JPEG'd, is reddish rather than red
+        a = np.asarray(img).astype(int)  # the 2-pixel outline drawn at 120 px, JPEG'd: reddish rather than red
         assert ((a[..., 0] > 140) & (a[..., 0] - np.maximum(a[..., 1], a[..., 2]) > 90)).any()
 
 
@@ -506,3 +507,88 @@ def test_a_scene_the_composer_rejects_costs_only_its_image():
                                             (scene_image(), two_regions(), captions)])
     assert good.text == "<r1>a cup</r1> alone."
     assert isinstance(bad, RuntimeError) and "scene caption rejected" in str(bad)
+
+
+# --- engines that cannot start ---------------------------------------------------------------------------------
+
+def test_a_transformers_engine_whose_model_folder_is_broken_is_fatal(tmp_path):
+    """A model that does not load is an engine that cannot start: ``EngineStartFailed`` with transformers' reason
+    (fatal: the worker stops the stage instead of loading it again for every image), not a per-request error."""
+    pytest.importorskip("transformers")
+    from groundcap.errors import EngineStartFailed, is_fatal
+    from groundcap.vlm import chat as vlm_chat
+    from groundcap.vlm.chat import ChatRequest
+
+    (tmp_path / "config.json").write_text('{"model_type": "llava", "text_config": ')
+    chat = vlm_chat.engine("transformers", str(tmp_path), {"device": "cpu"})
+    with pytest.raises(EngineStartFailed, match=rf"transformers could not load {tmp_path}: \w+") as exc:
+        chat.generate([ChatRequest("describe")])
+    assert is_fatal(exc.value)
+
+
+# --- outlines drawn on the downscaled image --------------------------------------------------------------------
+
+def test_highlight_on_the_downscaled_copy_is_the_full_size_outline_downscaled():
+    """A region outlined on a copy downscaled to 450 or 1024 a side looks like the full-size outline downscaled
+    (every red pixel within 2 pixels of the other's, about as many, under a grey level apart on average); at
+    scale 1 it is exactly OpenCV's contour / rectangle at full size, as before."""
+    from groundcap.annotators.backends.vlm import highlight
+    from groundcap.vlm.chat import downscale
+
+    h, w = 1200, 1800
+    image = np.full((h, w, 3), 128, np.uint8)
+    yy, xx = np.ogrid[:h, :w]
+    mask = ((yy - 500) / 300) ** 2 + ((xx - 700) / 450) ** 2 <= 1
+    r = region(1, mask, "thing") | {"bbox": [250.4, 200.3, 900.2, 600.7]}
+
+    def reddish(a):
+        a = a.astype(int)
+        return (a[..., 0] - np.maximum(a[..., 1], a[..., 2])) > 60
+
+    def near(a, b):
+        return not (a & ~cv2.dilate(b.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)).any()
+
+    for style in ("contour", "box"):
+        full = highlight(image, r, style)
+        reference = image.copy()
+        if style == "box":
+            cv2.rectangle(reference, (250, 200), (250 + 900 - 1, 200 + 601 - 1), (255, 0, 0), 7)
+        else:
+            contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(reference, contours, -1, (255, 0, 0), 7)
+        assert (full == reference).all()
+        for side in (450, 1024):
+            small = highlight(downscale(image, side), r, style, (h, w))
+            before = downscale(full, side)
+            assert small.shape == before.shape == (round(h * side / w), side, 3)
+            a, b = reddish(small), reddish(before)
+            assert near(a, b) and near(b, a) and 0.75 < a.sum() / b.sum() < 1.33
+            assert np.abs(small.astype(int) - before).mean() < 1
+
+
+def test_every_outline_is_drawn_on_one_downscaled_copy_per_image(monkeypatch):
+    """The detailed captions' and the verifier's outlines are drawn on the image as the engine sends it
+    (max_image_side 120), one copy per image shared by its regions, never on a full-size copy per region."""
+    from groundcap.annotators.backends import vlm
+
+    drawn = []
+    real = vlm.highlight
+
+    def recorded(view, region, style, size=None):
+        drawn.append((id(view), view.shape, size))
+        return real(view, region, style, size)
+
+    monkeypatch.setattr(vlm, "highlight", recorded)
+
+    def script(body, n):
+        return reply(verdict="accept", reason="ok") if kind(body) == "verify" else captioner_script(body, n)
+
+    items = [(scene_image(), two_regions()), (scene_image()[::-1].copy(), two_regions())]
+    with FakeOpenAI(script) as server:
+        opts = options(server, engine_options={"max_image_side": 120})
+        captions = registry.create("region_captioner", "vlm", opts).caption_batch(items)
+        registry.create("verifier", "vlm_verifier", opts).verify_batch(
+            [(image, regions, c) for (image, regions), c in zip(items, captions, strict=True)])
+    assert len(drawn) == 8  # 4 regions, detailed caption and verdict
+    assert {shape for _, shape, _ in drawn} == {(80, 120, 3)} and {size for _, _, size in drawn} == {(H, W)}
+    assert len({view for view, _, _ in drawn[:4]}) == 2  # one copy per image, per step

@@ -18,10 +18,11 @@ from groundcap.vlm.chat import ChatReply, ChatRequest, engine
 from groundcap.vlm.vllm_offline import (
     VllmChat,
     build_conversations,
+    image_caps,
     json_object_kwargs,
     max_pixels,
+    max_tiles,
     parse_outputs,
-    patch_grid,
     sampling_kwargs,
     stop_token_ids,
 )
@@ -107,12 +108,22 @@ def test_max_pixels_rounds_the_side_up_to_the_patch_grid():
     assert max_pixels(1024, patch_grid=32) == 1024 * 1024
 
 
-def test_patch_grid_from_a_local_config(tmp_path):
+def test_image_caps_from_a_local_config(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"vision_config": {"patch_size": 16, "spatial_merge_size": 2}}))
-    assert patch_grid(str(tmp_path)) == 32
-    assert patch_grid(str(tmp_path / "missing")) == 28
-    (tmp_path / "config.json").write_text(json.dumps({"vision_config": {"patch_size": [14, 14]}}))  # InternVL
-    assert patch_grid(str(tmp_path)) is None  # no spatial merge: its processor tiles, no max_pixels to pass
+    assert image_caps(str(tmp_path), 1024) == {"max_pixels": 1024 * 1024}  # a 32-pixel grid
+    assert image_caps(str(tmp_path / "missing"), 1024) == {"max_pixels": 1036 * 1036}  # Qwen's 28
+    internvl = {"model_type": "internvl", "vision_config": {"patch_size": [14, 14], "image_size": [448, 448]}}
+    (tmp_path / "config.json").write_text(json.dumps(internvl))
+    assert image_caps(str(tmp_path), 1024) == {"max_patches": 6}  # it tiles: no max_pixels, a tile budget
+    assert image_caps(str(tmp_path), 448) == {"max_patches": 1}
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava", "vision_config": {"image_size": 336}}))
+    assert image_caps(str(tmp_path), 1024) == {}  # neither: the processor's own
+
+
+def test_max_tiles_hold_the_pixels_of_the_longest_side_squared():
+    assert max_tiles(1024, 448 * 448) == 6  # 1024^2 / 448^2 = 5.2, rounded up
+    assert max_tiles(896, 448 * 448) == 4 and max_tiles(100, 448 * 448) == 1
+    assert max_tiles(224, 56 * 56) == 16
 
 
 class FakeLLM:
@@ -293,3 +304,89 @@ def test_a_dead_engine_stops_the_stage_and_keeps_the_finished_parts(fake_vllm, m
     before = parts.marker_path(out, 0).stat().st_mtime_ns
     report = runner.run_stage(ctx, order.stage("caption_regions"))
     assert (report.parts, report.computed) == (2, 1) and parts.marker_path(out, 0).stat().st_mtime_ns == before
+
+
+# --- an engine that fails to start ----------------------------------------------------------------------------
+
+def test_an_engine_that_fails_to_start_raises_a_fatal_error_with_its_reason(fake_vllm, monkeypatch):
+    """vLLM reports a failed start as RuntimeError (engine core) or ValueError (free memory): the engine raises
+    ``EngineStartFailed`` with that reason, fatal, from ``generate``, not an error per request."""
+    from groundcap.errors import EngineStartFailed, is_fatal
+
+    def refuses(self, **kwargs):
+        FakeLLM.instances.append(self)
+        raise ValueError("Free memory on device (10.2/79.1 GiB) on startup is less than desired GPU memory "
+                         "utilization (0.9, 71.2 GiB)")
+
+    monkeypatch.setattr(FakeLLM, "__init__", refuses)
+    with pytest.raises(EngineStartFailed, match=r"vLLM could not start m: ValueError: Free memory on device") as exc:
+        VllmChat("m").generate([ChatRequest(prompt=p) for p in "ab"])
+    assert is_fatal(exc.value) and len(FakeLLM.instances) == 1
+
+
+def test_an_engine_that_fails_to_start_stops_the_stage_once_and_keeps_the_finished_parts(
+        fake_vllm, monkeypatch, small_project, tmp_path):
+    """``small_project``'s 4 photos in parts of 2, captioned; part 1 is lost, and on the re-run the engine cannot
+    start: the stage stops with the engine's reason after one start (not one per image of part 1, as when the
+    batch is redone image by image), and part 0 stays as it was."""
+    import shutil
+
+    from conftest import small_params
+    from groundcap.errors import EngineDead
+    from groundcap.pipeline import order, runner
+    from groundcap.pipeline.stage import Context
+    from groundcap.storage import parts
+
+    for stage in ("ingest", "tag", "segment"):
+        shutil.copytree(small_project / "work" / stage, tmp_path / "project" / "work" / stage)
+    p = small_params(small_project)
+    p["caption_regions"] |= {"captioner": "vlm", "verifier": None, "unique_rounds": 0,
+                             "vlm": {"engine": "vllm", "model": "m", "max_attempts": 1}}
+    ctx = Context(tmp_path / "project", p, progress=False)
+    monkeypatch.setattr(FakeLLM, "chat", lambda self, messages, **kw: [
+        output(json.dumps({"short": "a thing", "detailed": "A thing."})) for _ in messages])
+    runner.run_stage(ctx, order.stage("caption_regions"))
+    out = tmp_path / "project" / "work" / "caption_regions"
+    parts.marker_path(out, 1).unlink()
+    parts.part_path(out, 1).unlink()
+    before = parts.marker_path(out, 0).stat().st_mtime_ns
+    FakeLLM.instances = []
+
+    def fails(self, **kwargs):
+        FakeLLM.instances.append(self)
+        raise RuntimeError("Engine core initialization failed. See root cause above. Failed core proc(s): {}")
+
+    monkeypatch.setattr(FakeLLM, "__init__", fails)
+    with pytest.raises(EngineDead, match=r"caption_regions: the model engine failed to start .*vLLM could not start "
+                                         r"m: RuntimeError: Engine core initialization failed"):
+        runner.run_stage(ctx, order.stage("caption_regions"))
+    assert len(FakeLLM.instances) == 1
+    assert parts.list_parts(out) == [0] and parts.marker_path(out, 0).stat().st_mtime_ns == before
+
+
+# --- bounded engine calls --------------------------------------------------------------------------------------
+
+def test_no_llm_chat_call_holds_more_than_max_requests_per_call(fake_vllm):
+    """vLLM renders and processes every prompt of a call before it runs any: 7 requests of one sampling group
+    go in calls of at most 3 (one group of 2 in one), and the replies are those of one unbounded call, in order."""
+    temps = [0.0, 0.0, 0.7, 0.0, 0.0, 0.7, 0.0, 0.0, 0.0]
+    requests = [ChatRequest(prompt=f"q{i}", temperature=t) for i, t in enumerate(temps)]
+    bounded = VllmChat("m", max_requests_per_call=3).generate(requests)
+    unbounded = VllmChat("m", max_requests_per_call=0).generate(requests)
+    assert bounded == unbounded and [r.text for r in bounded] == [f"q{i}|t={t}" for i, t in enumerate(temps)]
+    first, second = FakeLLM.instances
+    assert [c["texts"] for c in first.calls] == [["q0", "q1", "q3"], ["q4", "q6", "q7"], ["q8"], ["q2", "q5"]]
+    assert [len(c["texts"]) for c in second.calls] == [7, 2]
+    assert VllmChat("m").max_requests_per_call == 256
+    with pytest.raises(ValueError, match="max_requests_per_call must be 0"):
+        VllmChat("m", max_requests_per_call=-1)
+
+
+def test_the_gpu_profile_hands_the_vlm_stages_bounded_batches():
+    """A whole part (16 images of up to 128 regions) would be 2048 outlined images held at once per step; the
+    profile hands 4 images per batch: at most 512 requests a step, two vLLM calls of the default bound."""
+    from groundcap import params
+
+    p = params.load(profile="gpu")
+    batch, regions = p["executor"]["batch_images"], p["segment"]["max_regions"] + p["segment"]["max_parts"]
+    assert 0 < batch < p["part_size"] and batch * regions <= 2 * VllmChat("m").max_requests_per_call

@@ -38,3 +38,19 @@ def redact(text: str, *secrets: str | None) -> str:
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def failure(what: str, exc: BaseException, *secrets: str | None) -> str:
+    """One line saying that ``what`` failed and why, holding no credential: remote errors echo request
+    headers and signed URLs, and span lines (the Hub's add a help link and the server's body)."""
+    return redact(" ".join(f"{what} failed: {type(exc).__name__}: {exc}".split()), *secrets)
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The credential a filesystem sends for ``url`` that :func:`redact` cannot find by itself: an ``hf://``
+    one's token, which may come from the token file rather than HF_TOKEN."""
+    if not url.startswith("hf://"):
+        return ()
+    from huggingface_hub import get_token
+
+    return (get_token() or "",)

@@ -62,6 +62,12 @@ class EngineDead(GroundcapError, RuntimeError):
     next run resumes from them."""
 
 
+class EngineStartFailed(EngineDead):
+    """A model engine could not start (vLLM's engine core failed to initialise, too little free GPU memory,
+    broken weights): no image could be served, so the stage stops at once with the engine's reason instead
+    of starting the engine again for every image."""
+
+
 def is_fatal(exc: BaseException) -> bool:
     """Whether an engine's exception means the engine is gone: vLLM's ``EngineDeadError`` (its module
     moved between releases, so matched by name) or torch's CUDA ``OutOfMemoryError``."""

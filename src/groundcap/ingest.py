@@ -3,14 +3,27 @@
 An accepted image is decoded fully (catching truncation), turned upright by its EXIF orientation,
 converted to 8-bit RGB and given a content id. Its original bytes are kept when they already are an
 upright RGB JPEG/PNG; otherwise it is re-encoded once, losslessly, as PNG.
+
+The pixel and byte limits bound how much a file may decode to, not how long decoding takes (a
+decoder's worst cases, a crafted file). So the ingest stage validates through :class:`Decoder`, in a
+child process, bounded by ``ingest.source_policy.decode_timeout_s``; a decode past it becomes a
+rejection and the child is killed: a thread could only be abandoned, still burning a core and holding
+its memory. A decoder that crashes the child is a rejection too. Same code, same bytes: what the child
+returns is what :func:`validate` returns in process.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
+import socket
+import subprocess
+import sys
+import traceback
 import warnings
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -132,6 +145,108 @@ def encode_png(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=6)
     return buf.getvalue()
+
+
+class Decoder:
+    """:func:`validate` in a child process, each call bounded by ``timeout_s``; use it as a context manager.
+
+    The child starts on the first call and says when it is ready, so its start-up never counts against a
+    file; it is killed after a decode that runs too long, and the next call starts a new one. It is a
+    fresh interpreter that imports this module only: ``fork`` is unsafe beside the fetch threads, and
+    multiprocessing's ``spawn`` would import the parent's ``__main__`` too (the whole CLI, seconds more).
+    """
+
+    STARTUP_S = 300.0  # importing Pillow and numpy on a loaded machine, not a decode
+
+    def __init__(self, limits: Limits, timeout_s: float) -> None:
+        self.limits, self.timeout_s = limits, timeout_s
+        self._proc = self._conn = None
+
+    def __enter__(self) -> Decoder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop()
+
+    def validate(self, data: bytes) -> dict:
+        """:func:`validate` of ``data``; :class:`Rejected` also when decoding takes longer than ``timeout_s``."""
+        conn = self._started()
+        try:
+            conn.send_bytes(data)
+            if not conn.poll(self.timeout_s):
+                self._stop(grace_s=0)
+                raise Rejected(f"decoding took longer than ingest.source_policy.decode_timeout_s={self.timeout_s:g} s;"
+                               " abandoned")
+            kind, value = conn.recv()
+        except (EOFError, OSError):  # the child died: a decoder's crash, or the kernel's OOM killer
+            code = self._stop()
+            raise Rejected(f"the decoder crashed on this file (its process ended with exit code {code})") from None
+        if kind == "rejected":
+            raise Rejected(value)
+        if kind == "error":  # a bug, not the file: fail as validate would, with the child's traceback
+            raise RuntimeError(f"decoding failed in the decoder process:\n{value}")
+        if value["bytes"] is None:  # kept as they came: not sent back
+            value["bytes"] = data
+        return value
+
+    def _started(self) -> Connection:
+        if self._proc is None:
+            ours, theirs = socket.socketpair()
+            # the parent's sys.path, in its order, as multiprocessing gives its children
+            self._proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(theirs.fileno()), json.dumps(sys.path)],
+                                          pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+            theirs.close()
+            self._conn = Connection(ours.detach())
+            try:
+                self._conn.send(self.limits)
+                ready = self._conn.poll(self.STARTUP_S) and self._conn.recv() == "ready"
+            except (EOFError, OSError):
+                ready = False
+            if not ready:
+                code = self._stop(grace_s=0)
+                raise RuntimeError(f"the decoder process did not start within {self.STARTUP_S:g} s (exit code {code})")
+        return self._conn
+
+    def _stop(self, grace_s: float = 5.0) -> int | None:
+        """End the child (killed if it is not gone after ``grace_s``); its exit code."""
+        if self._proc is None:
+            return None
+        self._conn.close()  # a waiting child sees the end of its input and exits
+        try:
+            self._proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        code, self._proc, self._conn = self._proc.returncode, None, None
+        return code
+
+
+_CHILD = ("import json, sys; sys.path[:] = json.loads(sys.argv[2]); "
+          "from groundcap.ingest import serve; serve(int(sys.argv[1]))")
+
+
+def serve(fd: int) -> None:
+    """The decoder process (:class:`Decoder`): validate each file sent on socket ``fd`` until the parent closes it."""
+    conn = Connection(fd)
+    limits = conn.recv()
+    Image.init()  # every format's plugin imported now: start-up, not any file's decode
+    conn.send("ready")
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except EOFError:
+            return
+        try:
+            record = validate(data, limits)
+        except Rejected as why:
+            conn.send(("rejected", str(why)))
+            continue
+        except Exception:
+            conn.send(("error", traceback.format_exc()))
+            continue
+        if record["bytes"] is data:
+            record["bytes"] = None
+        conn.send(("ok", record))
 
 
 def decode_rgb(data: bytes) -> np.ndarray:

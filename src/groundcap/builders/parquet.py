@@ -37,7 +37,7 @@ def region_fields(region: dict) -> dict:
 
 def image_row(record: dict, pancap_text: bool = False) -> dict:
     """The ``default`` config row of an image record (as a dict: for callers and tests, not the build)."""
-    from groundcap.schema import release_configs
+    from groundcap.builders.features import release_configs
 
     schema = release_configs({"pancap_text": pancap_text})["default"].arrow_schema
     return default_table(from_records("", [record]), schema).to_pylist()[0]
@@ -45,7 +45,7 @@ def image_row(record: dict, pancap_text: bool = False) -> dict:
 
 def region_rows(record: dict) -> list[dict]:
     """The ``regions`` config rows of an image record: one per region, each with the image embedded."""
-    from groundcap.schema import release_configs
+    from groundcap.builders.features import release_configs
 
     configs = release_configs({"pancap_text": False})
     default = default_table(from_records("", [record]), configs["default"].arrow_schema)
@@ -158,7 +158,7 @@ class ParquetShards:
     def __init__(self, release_dir: Path, splits: list[str], build: dict,
                  configs: tuple[str, ...] = tuple(CONFIG_DIRS), schemas: dict[str, pa.Schema] | None = None):
         if schemas is None:
-            from groundcap.schema import release_configs  # imports datasets: a worker is given the schemas
+            from groundcap.builders.features import release_configs  # imports datasets: a worker is given the schemas
 
             schemas = {name: features.arrow_schema for name, features in release_configs(build).items()}
         self.schemas = schemas

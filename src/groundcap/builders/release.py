@@ -25,13 +25,12 @@ from pathlib import Path
 
 from groundcap.builders.columns import join_part
 from groundcap.builders.files import SplitFiles
+from groundcap.builders.writer import KINDS, ReleaseWriter
 from groundcap.storage import parts
 
 
 def groups(workers: int) -> list[tuple[str, ...]]:
     """The release folders of each of ``workers`` processes (the costliest folders dealt first)."""
-    from groundcap.builders import KINDS
-
     n = max(1, min(int(workers), len(KINDS)))
     return [KINDS[i::n] for i in range(n)]
 
@@ -39,7 +38,7 @@ def groups(workers: int) -> list[tuple[str, ...]]:
 def write_release(work: str | Path, release_dir: str | Path, params: dict, corrections: dict | None = None,
                   workers: int = 1, progress: bool = False) -> list[Path]:
     """Write every release format from the stage tables in ``work`` into ``release_dir``; the files."""
-    from groundcap.schema import release_configs
+    from groundcap.builders.features import release_configs
 
     schemas = {name: features.arrow_schema for name, features in release_configs(params["build"]).items()}
     jobs = groups(workers)
@@ -66,8 +65,6 @@ def write_kinds(work: str | Path, release_dir: str | Path, params: dict, correct
                 kinds: tuple[str, ...], schemas: dict, progress: bool = False,
                 parent: int | None = None) -> list[tuple[Path, Path]]:
     """Write the release folders ``kinds`` under temporary names; ``(temporary, final)`` pairs."""
-    from groundcap.builders import ReleaseWriter
-
     work = Path(work)
     indices = parts.list_parts(work / "ingest")
     if progress:

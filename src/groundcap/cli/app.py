@@ -102,7 +102,7 @@ def evaluate(
     relations, global state, overall) and DLC-Bench-style region scores with uniqueness; print a Markdown table."""
     from groundcap import evaluate as evaluate_mod
     from groundcap.errors import ParamsError
-    from groundcap.evaluate import judges, report
+    from groundcap.evaluate import judge_by_name, judges, report
 
     def options() -> dict:
         out = {}
@@ -117,7 +117,7 @@ def evaluate(
         return out
 
     def run_eval() -> dict:
-        chosen = judges.make(judge, judge_engine, judge_model, options())
+        chosen = judge_by_name.make(judge, judge_engine, judge_model, options())
         rules = judges.RulesMiniLMJudge() if judge_agreement and judge != "rules_minilm" else None
         return evaluate_mod.run(release, split, predictions, chosen, output, rules)
 

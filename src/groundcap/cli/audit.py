@@ -56,12 +56,15 @@ def import_command(
 ) -> None:
     """Merge the verdicts into audit.verdicts, write reports/audit.json and show the error rates and the gate."""
     from groundcap.audit import sample, verdicts
+    from groundcap.storage import writer_lock
 
     def run() -> tuple[dict, verdicts.GateResult]:
-        params = project_params(root, params_file)
-        exported = sample.read_manifest(manifest or root / sample.DEFAULT_DIR / sample.MANIFEST)
-        summary = verdicts.import_file(root, params, file, fmt, exported)
-        return summary, verdicts.gate(root, params)
+        # a writer of ROOT (audit.verdicts, reports/audit.json) that reads the work tables: one at a time
+        with writer_lock.hold(root, "groundcap audit import"):
+            params = project_params(root, params_file)
+            exported = sample.read_manifest(manifest or root / sample.DEFAULT_DIR / sample.MANIFEST)
+            summary = verdicts.import_file(root, params, file, fmt, exported)
+            return summary, verdicts.gate(root, params)
 
     summary, gate = guard(run)
     typer.echo(f"imported {summary['imported']} verdicts; {summary['audited']} audited images in all "

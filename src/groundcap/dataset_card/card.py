@@ -23,12 +23,12 @@ from datasets.splits import SplitDict, SplitInfo
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from groundcap.builders import SPLITS
+from groundcap.builders.features import PANCAP_TEXT, release_configs
 from groundcap.builders.parquet import CONFIG_DIRS
 from groundcap.dataset_card.escape import Markdown, literal
 from groundcap.dataset_card.stats import parquet_sizes, redaction_stats, shard_files, split_stats
 from groundcap.params import content, digest
 from groundcap.releases.versions import tag
-from groundcap.schema import PANCAP_TEXT, release_configs
 from groundcap.storage import atomic
 
 TASK_CATEGORIES = ["image-to-text", "image-segmentation"]

@@ -4,7 +4,7 @@ Venues such as NeurIPS Datasets & Benchmarks ask for it. It says the same as the
 records: the licence and sources (``card.sources_text``), the limitations (``card.limitations``), the
 backends and models of ``provenance`` (credential-like keys dropped by ``card.public``), the QA summary,
 the citation. Its record sets are the two Parquet configs, their fields derived from the release's
-``datasets.Features`` (``schema.release_configs``); a ``split`` field comes from each shard's file
+``datasets.Features`` (``features.release_configs``); a ``split`` field comes from each shard's file
 name. File sets are globs, so the file holds no checksum of the files it describes (``checksums.json``
 covers it and them); nothing in it depends on the time or the folder, so a rebuild writes the same bytes.
 """
@@ -17,11 +17,11 @@ from pathlib import Path
 from datasets import Features, Image, List, Value
 
 from groundcap.builders import SPLITS
+from groundcap.builders.features import release_configs
 from groundcap.builders.parquet import CONFIG_DIRS
 from groundcap.dataset_card.card import TAGS, citation, limitations, public, sources_text
 from groundcap.dataset_card.stats import split_stats
 from groundcap.params import content, digest
-from groundcap.schema import release_configs
 from groundcap.storage import atomic
 
 FILENAME = "croissant.json"

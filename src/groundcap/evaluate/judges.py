@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from groundcap.evaluate.content import Box, Content, Fact, parse
-from groundcap.evaluate.inputs import EvalInputError
 from groundcap.qa import claims
 from groundcap.qa.consistency import embedder
 from groundcap.qa.vocabulary import CONVERSE, OPPOSITE
@@ -48,7 +47,9 @@ class Question:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class FactJudgement:
+    """A judge's answer on one fact of a reference: does the caption state it, does it state the contrary."""
+
     stated: bool
     contradicted: bool
     error: str | None = None  # the judge could not answer (an LLM reply that never parsed)
@@ -87,7 +88,7 @@ class Judge(ABC):
         """The content of each (grounded caption, boxes)."""
 
     @abstractmethod
-    def check(self, questions: Sequence[Question]) -> list[Verdict]:
+    def check(self, questions: Sequence[Question]) -> list[FactJudgement]:
         """One verdict per question, in order."""
 
     @abstractmethod
@@ -103,7 +104,7 @@ def _values(target: Content, kind: str, subject: int | None, what: str) -> list:
             if f.kind == kind and f.subject == subject and f.value[0] == what]
 
 
-def rule_verdict(q: Question) -> Verdict | None:
+def rule_verdict(q: Question) -> FactJudgement | None:
     """The rules' verdict on ``q``; None for a sentence fact, which only the embedder can settle."""
     fact = q.fact
     what, value = fact.value[0], fact.value[1:]
@@ -113,24 +114,24 @@ def rule_verdict(q: Question) -> Verdict | None:
         said = {(f.subject, f.value[1], f.object) for f in q.target.of("relation")}
         said |= {(o, CONVERSE[r], s) for s, r, o in said if r in CONVERSE}
         relation = value[0]
-        return Verdict((q.subject, relation, q.object) in said,
+        return FactJudgement((q.subject, relation, q.object) in said,
                        relation in OPPOSITE and (q.subject, OPPOSITE[relation], q.object) in said)
     subject = q.subject if fact.kind == "attribute" else None
     values = _values(q.target, fact.kind, subject, what)
     if what == "state":
         axis, word = value
-        return Verdict((axis, word) in values, any(a == axis and w != word for a, w in values))
+        return FactJudgement((axis, word) in values, any(a == axis and w != word for a, w in values))
     if what == "count":
         n, noun = value[0]
         same = [v for v in values if v[1] == noun]
-        return Verdict((n, noun) in same, any(v[0] != n for v in same))
+        return FactJudgement((n, noun) in same, any(v[0] != n for v in same))
     if what == "position":
         agree = [claims.compatible(value[0], v) for v in values]
-        return Verdict(any(agree), bool(values) and not any(agree))
+        return FactJudgement(any(agree), bool(values) and not any(agree))
     if what == "text":
         agree = [claims.text_similarity(value[0], v) >= claims.TEXT_SIMILARITY for v in values]
-        return Verdict(any(agree), bool(values) and not any(agree))
-    return Verdict(value[0] in values, bool(values) and value[0] not in values)  # color, label
+        return FactJudgement(any(agree), bool(values) and not any(agree))
+    return FactJudgement(value[0] in values, bool(values) and value[0] not in values)  # color, label
 
 
 class RulesMiniLMJudge(Judge):
@@ -142,7 +143,7 @@ class RulesMiniLMJudge(Judge):
         return [parse(text, boxes) for text, boxes in captions]
 
     def check(self, questions):
-        verdicts: list[Verdict | None] = [rule_verdict(q) for q in questions]
+        verdicts: list[FactJudgement | None] = [rule_verdict(q) for q in questions]
         open_ = [i for i, v in enumerate(verdicts) if v is None]
         sentences = sorted({s for i in open_ for s in questions[i].target.global_sentences})
         if open_ and sentences:
@@ -155,8 +156,8 @@ class RulesMiniLMJudge(Judge):
                 q = questions[i]
                 row = best[q.fact.value[1]]
                 stated = any(row[column[s]] >= SENTENCE_MATCH for s in q.target.global_sentences)
-                verdicts[i] = Verdict(stated, False)
-        return [v if v is not None else Verdict(False, False) for v in verdicts]
+                verdicts[i] = FactJudgement(stated, False)
+        return [v if v is not None else FactJudgement(False, False) for v in verdicts]
 
     def fit(self, items):
         """Fit = MiniLM cosine plus the share of comparable claims that agree (0.5 when none compare)."""
@@ -173,20 +174,3 @@ class RulesMiniLMJudge(Judge):
             best = int(np.argmax(score))
             out.append(None if (np.delete(score, best) >= score[best] - FIT_TIE).any() else best)
         return out
-
-
-JUDGES = ("rules_minilm", "llm")
-
-
-def make(name: str, engine: str | None = None, model: str | None = None, options: dict | None = None,
-         prompts_dir: str | None = None) -> Judge:
-    """The judge ``name``; ``llm`` needs a VLM ``engine`` and ``model`` (``groundcap.vlm.chat.ENGINES``)."""
-    if name == "rules_minilm":
-        return RulesMiniLMJudge()
-    if name == "llm":
-        from groundcap.evaluate.llm_judge import LLMJudge
-
-        if not engine or not model:
-            raise EvalInputError("--judge llm needs --judge-engine (vllm, openai, transformers) and --judge-model")
-        return LLMJudge(engine, model, options or {}, prompts_dir)
-    raise EvalInputError(f"unknown judge {name!r}; judges: {', '.join(JUDGES)}")

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from groundcap import grounding, prompts
 from groundcap.evaluate.content import Content, Fact, parse
-from groundcap.evaluate.judges import Judge, Verdict
+from groundcap.evaluate.judges import FactJudgement, Judge
 from groundcap.vlm import chat, structured
 
 MAX_TOKENS = 2048
@@ -117,10 +117,11 @@ class LLMJudge(Judge):
             texts.append(self.prompts["eval_check"].render(paragraph=numbered(targets[key].text) or "(empty)",
                                                            statements=lines))
         answers = self._ask(texts, [_validator(_answers, len(groups[k])) for k in keys])
-        verdicts: list[Verdict] = [Verdict(False, False)] * len(questions)
+        verdicts: list[FactJudgement] = [FactJudgement(False, False)] * len(questions)
         for key, answer in zip(keys, answers, strict=True):
             for n, i in enumerate(groups[key]):
-                verdicts[i] = Verdict(*answer.value[n]) if answer.ok else Verdict(False, False, answer.error)
+                verdicts[i] = (FactJudgement(*answer.value[n]) if answer.ok
+                               else FactJudgement(False, False, answer.error))
         return verdicts
 
     def fit(self, items: Sequence[tuple[str, Sequence[str]]]):

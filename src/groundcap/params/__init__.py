@@ -20,13 +20,6 @@ import yaml
 from groundcap.errors import ParamsError
 from groundcap.params import validation
 
-# Sections that may gain keys: option maps of backends, named after them (a new backend brings its own).
-_OPEN_SECTIONS = {("tag",), ("segment",), ("caption_regions",), ("caption_scene",), ("crosscheck",), ("redact",),
-                  ("engine", "ray", "num_gpus")}
-# Values a user states whole: an override replaces the default instead of merging into it.
-_REPLACED = {("split", "fractions")}
-
-
 __all__ = ["ParamsError", "content", "defaults", "digest", "load", "profile_path"]
 
 
@@ -35,16 +28,19 @@ def defaults() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-def _merge(base: dict, override: dict, path: tuple[str, ...]) -> dict:
+def _merge(base: dict, override: dict, path: tuple[str, ...], rules: tuple[set, set]) -> dict:
+    """``override`` merged into ``base``; ``rules`` (``validation.merge_rules``): the paths that may gain keys
+    (backend option sections, whose other keys name backends, and open mappings) and those replaced whole."""
+    open_paths, replaced = rules
     out = copy.deepcopy(base)
     for key, value in override.items():
         here = path + (key,)
         # a backend's option section (tag.haar) may set any option the backend declares: the schema checks it
-        if key not in base and path not in _OPEN_SECTIONS and not (len(path) == 2 and path[:1] in _OPEN_SECTIONS):
+        if key not in base and path not in open_paths and not (len(path) == 2 and path[:1] in open_paths):
             known = ", ".join(sorted(base)) or "(none)"
             raise ParamsError(f"unknown parameter '{'.'.join(here)}'; known keys here: {known}")
-        if isinstance(value, dict) and isinstance(base.get(key), dict) and here not in _REPLACED:
-            out[key] = _merge(base[key], value, here)
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and here not in replaced:
+            out[key] = _merge(base[key], value, here, rules)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -87,9 +83,10 @@ def load(path: str | Path | None = None, profile: str | None = None) -> dict[str
     """
     params = defaults()
     base = Path.cwd()
+    rules = validation.merge_rules()
     if path is not None:
         path = Path(path)
-        params = _merge(params, _read(path), ())
+        params = _merge(params, _read(path), (), rules)
         base = path.parent
     if profile is not None:
         named = params.get("profile") or []
@@ -104,7 +101,7 @@ def load(path: str | Path | None = None, profile: str | None = None) -> dict[str
             layer = _read(profile_path(name, base))
             if "profile" in layer:
                 raise ParamsError(f"profile {name!r} may not name another profile")
-            params = _merge(params, layer, ())
+            params = _merge(params, layer, (), rules)
     validation.check(params)
     return params
 
@@ -112,7 +109,7 @@ def load(path: str | Path | None = None, profile: str | None = None) -> dict[str
 def content(params: dict[str, Any]) -> dict[str, Any]:
     """The params that decide what is written: all but ``engine`` (where and how fast parts run) and
     ``ingest.source_policy`` (how far an untrusted source is trusted; what it refused is in the rejects)."""
-    kept = {key: value for key, value in params.items() if key != "engine"}
+    kept = {key: value for key, value in params.items() if key != "executor"}
     if isinstance(kept.get("ingest"), dict) and "source_policy" in kept["ingest"]:
         kept["ingest"] = {key: value for key, value in kept["ingest"].items() if key != "source_policy"}
     return kept

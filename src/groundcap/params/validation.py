@@ -5,18 +5,22 @@ runs, with every problem listed, one line each, naming the full key path::
 
     params: qa.evidence.action is 'flg'; allowed: fail, flag
 
-The schema is declarative: ``SCHEMA`` mirrors ``defaults.yaml`` section by section, one check per
-key. Sections that hold backend options (``tag.haar: {...}``) are checked against the options the
-backend class declares in ``defaults`` (read from the registry, never by instantiating a backend:
-that can load a model). Stages may rely on these checks instead of repeating them.
+The checks are declarative, one per key, and the schema mirrors ``defaults.yaml`` section by section.
+Each stage declares the sections it owns beside its code (``Stage.param_types``, built from the checks
+here, and ``Stage.check_params`` for rules across keys). This module holds the checks, the sections
+no single stage owns (``RUN_LEVEL``) and the walk; ``schema()`` assembles the rest from the stages
+when params are checked (never for ``--help``). Sections that hold backend options (``tag.haar:
+{...}``) are found from their ``Backend`` checks and checked against the options the backend class
+declares in ``defaults`` (read from the registry, never by instantiating a backend: that can load a
+model). Stages may rely on these checks instead of repeating them.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Literal
 
 from groundcap.errors import ParamsError
 from groundcap.pipeline import order
@@ -39,11 +43,13 @@ def _say(problems: Problems, path: str, value: Any, expected: str) -> None:
     problems.append(f"params: {path} is {_show(value)}; {expected}")
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """An int that is not a bool."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_num(value: Any) -> bool:
+def is_num(value: Any) -> bool:
+    """An int or float, neither a bool nor NaN."""
     return (isinstance(value, (int, float)) and not isinstance(value, bool)
             and not (isinstance(value, float) and math.isnan(value)))
 
@@ -70,7 +76,7 @@ class Int(Check):
         self.low, self.high, self.nullable = low, high, nullable
 
     def check(self, value, path, problems, params):
-        if not _is_int(value) or (self.low is not None and value < self.low) or \
+        if not is_int(value) or (self.low is not None and value < self.low) or \
                 (self.high is not None and value > self.high):
             if self.low is not None and self.high is not None:
                 want = f"an integer within {self.low}..{self.high}"
@@ -89,7 +95,7 @@ class Num(Check):
         self.low, self.high, self.open_low, self.open_high, self.nullable = low, high, open_low, open_high, nullable
 
     def check(self, value, path, problems, params):
-        bad = not _is_num(value)
+        bad = not is_num(value)
         if not bad and self.low is not None:
             bad = value <= self.low if self.open_low else value < self.low
         if not bad and self.high is not None:
@@ -193,10 +199,12 @@ def _backends(step: str) -> dict[str, Any]:
 
 
 class Backend(Check):
-    """The name of a registered backend for ``step`` (a list of names when ``many``)."""
+    """The name of a registered backend for ``step`` (a list of names when ``many``). Its options live in
+    its section, under the backend's name (``tag.haar``), or in the section ``options_in`` names
+    (``segment.crop_tagger`` is a tagger configured in ``tag``)."""
 
-    def __init__(self, step: str, *, many: bool = False, nullable: bool = False) -> None:
-        self.step, self.many, self.nullable = step, many, nullable
+    def __init__(self, step: str, *, many: bool = False, nullable: bool = False, options_in: str | None = None) -> None:
+        self.step, self.many, self.nullable, self.options_in = step, many, nullable, options_in
 
     def check(self, value, path, problems, params):
         known = _backends(self.step)
@@ -215,11 +223,16 @@ class Backend(Check):
 
 
 class Mapping_(Check):
-    """A mapping whose keys are ``keys`` (or any string key) and whose values pass ``values``."""
+    """A mapping whose keys are ``keys`` (or any string key) and whose values pass ``values``.
+
+    ``override`` says how a params file's mapping meets the default one: ``"merge"``, key by key, the
+    file adding keys (``executor.ray.num_gpus``); ``"replace"``, stated whole (``split.fractions``: merged,
+    a file's two fractions would keep the default's third); None, only the default's keys.
+    """
 
     def __init__(self, values: Check, keys: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None,
-                 nullable: bool = False, hint: str = "") -> None:
-        self.values, self.keys, self.nullable, self.hint = values, keys, nullable, hint
+                 nullable: bool = False, hint: str = "", override: Literal["merge", "replace"] | None = None) -> None:
+        self.values, self.keys, self.nullable, self.hint, self.override = values, keys, nullable, hint, override
 
     def check(self, value, path, problems, params):
         if not isinstance(value, dict):
@@ -233,40 +246,12 @@ class Mapping_(Check):
             self.values(item, f"{path}.{key}", problems, params)
 
 
-def _embedders() -> tuple[str, ...]:
-    from groundcap.qa.consistency import MODELS
-
-    return tuple(sorted(MODELS))
-
-
-def _split_names() -> tuple[str, ...]:
-    from groundcap.splits import SPLITS
-
-    return SPLITS
-
-
-def _held_out() -> tuple[str, ...]:
-    from groundcap.splits import HELD_OUT
-
-    return HELD_OUT
-
-
-# Sections whose other keys are backend option sections: section -> {selector key: step}.
-# segment.crop_tagger is a tagger whose options live in `tag`.
-BACKEND_SECTIONS: dict[str, dict[str, str]] = {
-    "tag": {"taggers": "tagger", "detectors": "detector"},
-    "segment": {"prompted": "prompted_segmenter", "everything": "mask_generator"},
-    "caption_regions": {"captioner": "region_captioner", "verifier": "verifier"},
-    "caption_scene": {"composer": "scene_captioner"},
-    "crosscheck": {"captioner": "region_captioner", "scene_composer": "scene_captioner", "judge": "verifier"},
-    "redact": {"detectors": "detector"},
-}
-
-SCHEMA: dict[str, Any] = {
+# The sections no single stage owns: where and how a run happens, what is released and its audit gate.
+RUN_LEVEL: dict[str, Any] = {
     "source": Str(),
     "part_size": Int(1),
     "profile": StrList(nullable=True, or_str=True),
-    "engine": {
+    "executor": {
         "kind": Enum("local", "ray"),
         "workers": Int(1),
         "max_attempts": Int(1),
@@ -277,84 +262,10 @@ SCHEMA: dict[str, Any] = {
             "address": Str(nullable=True),
             "actors": Int(1),
             "num_cpus": Num(0),
-            "num_gpus": Mapping_(Num(0), keys=tuple(sorted(order.NAMES)), hint="of stage to GPUs per actor"),
+            "num_gpus": Mapping_(Num(0), keys=lambda: tuple(sorted(order.NAMES)), hint="of stage to GPUs per actor",
+                                 override="merge"),
             "local_cpus": Int(1, nullable=True),
         },
-    },
-    "ingest": {
-        "min_side": Int(1),
-        "max_pixels": Int(1),
-        "max_bytes": Int(1),
-        "animated": Enum("first_frame", "reject"),
-        "source_policy": {
-            "protocols": Protocols(),
-            "follow_links": Bool(),
-            "file_timeout_s": Num(0, open_low=True),
-            "connect_timeout_s": Num(0, open_low=True),
-            "read_timeout_s": Num(0, open_low=True),
-            "workers": Int(1, 64),
-        },
-    },
-    "tag": {
-        "taggers": Backend("tagger", many=True),
-        "detectors": Backend("detector", many=True),
-        "merge_iou": Fraction(),
-    },
-    "segment": {
-        "work_side": Int(1),
-        "prompted": Backend("prompted_segmenter"),
-        "everything": Backend("mask_generator"),
-        "min_area_frac": Fraction(),
-        "nms_iou": Fraction(),
-        "max_regions": Int(1),
-        "min_predicted_iou": Fraction(),
-        "min_stability": Fraction(),
-        "max_parts": Int(0),
-        "part_min_containment": Fraction(),
-        "crop_tagger": Backend("tagger", nullable=True),
-        "crop_tag_min_score": Fraction(),
-        "generic_labels": StrList(),
-        "given": Enum("use", "merge", "ignore"),
-    },
-    "caption_regions": {
-        "captioner": Backend("region_captioner"),
-        "verifier": Backend("verifier", nullable=True),
-        "unique_rounds": Int(0),
-        "unique_max_similarity": Fraction(),
-    },
-    "caption_scene": {
-        "composer": Backend("scene_captioner"),
-        "max_regions": Int(1),
-        "divide_above": Int(0),
-    },
-    "crosscheck": {
-        "captioner": Backend("region_captioner", nullable=True),
-        "scene_composer": Backend("scene_captioner", nullable=True),
-        "judge": Backend("verifier", nullable=True),
-        "embedder": Enum(_embedders),
-    },
-    "qa": {
-        "min_region_area_frac": Fraction(),
-        "min_regions": Int(0),
-        "require_unique_captions": Bool(),
-        "evidence": {
-            "action": Enum("fail", "flag"),
-            "min_color_share": Fraction(),
-            "share_tolerance": Fraction(),
-            "min_text_similarity": Fraction(),
-        },
-        "consistency": {
-            "action": Enum("fail", "flag"),
-            "min_similarity": Num(-1, 1),  # a cosine
-            "min_claim_agreement": Fraction(),
-            "min_scene_similarity": Num(-1, 1),
-        },
-    },
-    "dedup": {
-        "phash_max_distance": Int(0, 32),  # bits of 64
-        "keep": Enum("one", "all"),
-        "caption_min_jaccard": Num(0, 1, open_low=True),
-        "caption_keep": Enum("one", "all"),
     },
     "audit": {
         "verdicts": Str(),
@@ -363,24 +274,6 @@ SCHEMA: dict[str, Any] = {
         "confidence": Num(0, 1, open_low=True, open_high=True),
         "sample_size": Int(1),
         "seed": Int(),
-    },
-    "split": {
-        "seed": Int(),
-        "fractions": Mapping_(Num(0, 1), keys=_split_names, nullable=True, hint="of split to fraction"),
-        "sizes": Mapping_(Int(0), keys=_held_out, nullable=True, hint="of split to image count"),
-        "group_pattern": Regex(),
-    },
-    "redact": {
-        "detectors": Backend("detector", many=True),
-        "pad_frac": Num(0, 1),
-        "cells": Int(1),
-    },
-    "build": {
-        "shard_bytes": Int(1),
-        "wds_shard_bytes": Int(1),
-        "row_group_rows": Int(1),
-        "row_group_bytes": Int(1),
-        "pancap_text": Bool(),
     },
     "release": {
         "name": Str(pattern=r"[A-Za-z0-9][A-Za-z0-9._-]*", hint="a name of letters, digits, '.', '_' and '-'"),
@@ -397,7 +290,58 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-def _walk(schema: Mapping[str, Any], values: Any, path: str, problems: Problems, params: Mapping) -> None:
+def schema(sections: Iterable[str] = ()) -> dict[str, Any]:
+    """Every params section's checks: the run's (``RUN_LEVEL``) and each stage's own (``Stage.param_types``;
+    this imports the stages), in the order of ``sections`` (the params checked: ``defaults.yaml``'s order, the
+    order its reader meets the problems listed), then any other."""
+    out = dict(RUN_LEVEL)
+    for stage in order.stages():
+        for section, types in stage.param_types.items():
+            if section in out:
+                raise RuntimeError(f"stage {stage.name} declares the types of the params section {section!r}, "
+                                   "which another stage or the run already declares")
+            out[section] = types
+    place = {section: i for i, section in enumerate(sections)}
+    return dict(sorted(out.items(), key=lambda item: place.get(item[0], len(place))))
+
+
+Selector = tuple[str, str, str]  # (section, key, step) of a Backend check
+
+
+def _option_sections(types: Mapping[str, Any]) -> dict[str, list[Selector]]:
+    """Sections whose other keys are backend option sections (``tag.haar: {...}``) -> the Backend checks
+    whose backends take their options there: the section's own first, then those declared ``options_in`` it."""
+    out: dict[str, list[Selector]] = {}
+    for section, rules in types.items():
+        for key, rule in rules.items() if isinstance(rules, dict) else ():
+            if isinstance(rule, Backend):
+                out.setdefault(rule.options_in or section, []).append((section, key, rule.step))
+    return {name: sorted(found, key=lambda s: s[0] != name) for name, found in out.items()}
+
+
+def _rules(types: Mapping[str, Any], path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Check]]:
+    for key, rule in types.items():
+        if isinstance(rule, dict):
+            yield from _rules(rule, (*path, key))
+        else:
+            yield (*path, key), rule
+
+
+def merge_rules() -> tuple[set[tuple[str, ...]], set[tuple[str, ...]]]:
+    """How a params file's mappings meet the defaults (``params.load``): ``(open, replaced)``, the paths where
+    an override may add keys (backend option sections, whose other keys name backends; mappings declared
+    ``override="merge"``) and those an override replaces whole (``override="replace"``)."""
+    types = schema()
+    open_paths = {(section,) for section in _option_sections(types)}
+    replaced = set()
+    for path, rule in _rules(types, ()):
+        if isinstance(rule, Mapping_) and rule.override:
+            (open_paths if rule.override == "merge" else replaced).add(path)
+    return open_paths, replaced
+
+
+def _walk(schema: Mapping[str, Any], values: Any, path: str, problems: Problems, params: Mapping,
+          options: dict[str, list[Selector]]) -> None:
     if not isinstance(values, dict):
         _say(problems, path, values, f"expected a mapping of {', '.join(schema)}")
         return
@@ -406,11 +350,11 @@ def _walk(schema: Mapping[str, Any], values: Any, path: str, problems: Problems,
         if key not in values:
             problems.append(f"params: {here} is missing")
         elif isinstance(rule, dict):
-            _walk(rule, values[key], here, problems, params)
+            _walk(rule, values[key], here, problems, params, options)
         else:
             rule(values[key], here, problems, params)
-    if path in BACKEND_SECTIONS:
-        _backend_options(path, values, problems, params)
+    if path in options:
+        _backend_options(path, schema, values, options[path], problems, params)
     else:
         for key in values.keys() - schema.keys():
             # params.load refuses unknown keys already; this catches dicts built by hand
@@ -418,31 +362,29 @@ def _walk(schema: Mapping[str, Any], values: Any, path: str, problems: Problems,
                             f"known keys here: {', '.join(schema)}")
 
 
-def _selected(section: str, params: Mapping) -> dict[str, list[str]]:
-    """Backend name -> the steps it is selected for whose options come from ``params[section]``."""
+def _selected(selectors: list[Selector], params: Mapping) -> dict[str, list[str]]:
+    """Backend name -> the steps it is selected for, among ``selectors``."""
     out: dict[str, list[str]] = {}
-    values = params.get(section) or {}
-    for key, step in BACKEND_SECTIONS[section].items():
-        chosen = values.get(key)
+    for section, key, step in selectors:
+        values = params.get(section)
+        chosen = values.get(key) if isinstance(values, dict) else None
         for name in chosen if isinstance(chosen, list) else [chosen]:
             if isinstance(name, str):
                 out.setdefault(name, []).append(step)
-    crop = (params.get("segment") or {}).get("crop_tagger") if section == "tag" else None
-    if isinstance(crop, str):
-        out.setdefault(crop, []).append("tagger")
     return out
 
 
-def _backend_options(section: str, values: dict, problems: Problems, params: Mapping) -> None:
-    steps = tuple(dict.fromkeys(BACKEND_SECTIONS[section].values()))
-    selected = _selected(section, params)
-    for name in sorted(values.keys() - SCHEMA[section].keys()):
+def _backend_options(section: str, types: Mapping[str, Any], values: dict, selectors: list[Selector],
+                     problems: Problems, params: Mapping) -> None:
+    steps = tuple(dict.fromkeys(step for _, _, step in selectors))
+    selected = _selected(selectors, params)
+    for name in sorted(values.keys() - types.keys()):
         path = f"{section}.{name}"
         infos = [info for step in steps if (info := _backends(step).get(name)) is not None]
         if not infos:
             names = sorted({n for step in steps for n in _backends(step)})
             problems.append(f"params: unknown parameter '{path}': neither a {section} setting "
-                            f"({', '.join(SCHEMA[section])}) nor the options of a {' or '.join(steps)} "
+                            f"({', '.join(types)}) nor the options of a {' or '.join(steps)} "
                             f"backend ({', '.join(names)})")
             continue
         options = values[name]
@@ -471,10 +413,10 @@ def _option_type(default: Any, value: Any, path: str, problems: Problems) -> Non
     if isinstance(default, bool):
         ok, want = isinstance(value, bool), "true or false"
     elif isinstance(default, int):
-        ok = _is_int(value) or (_is_num(value) and float(value).is_integer())
+        ok = is_int(value) or (is_num(value) and float(value).is_integer())
         want = "an integer"
     elif isinstance(default, float):
-        ok, want = _is_num(value), "a number"
+        ok, want = is_num(value), "a number"
     elif isinstance(default, str):
         ok, want = isinstance(value, str), "a string"
     elif isinstance(default, (list, tuple)):
@@ -487,33 +429,13 @@ def _option_type(default: Any, value: Any, path: str, problems: Problems) -> Non
         _say(problems, path, value, f"expected {want} (like its default {default!r})")
 
 
-def _split_targets(params: Mapping, problems: Problems) -> None:
-    section = params.get("split")
-    if not isinstance(section, dict):
-        return
-    fractions, sizes = section.get("fractions"), section.get("sizes")
-    if (fractions is None) == (sizes is None):
-        problems.append("params: split.fractions and split.sizes are both "
-                        f"{'null' if fractions is None else 'set'}; set exactly one of them (the other to null)")
-    if isinstance(fractions, dict) and all(_is_num(v) for v in fractions.values()):
-        total = sum(fractions.values())
-        if abs(total - 1) > 1e-6:
-            problems.append(f"params: split.fractions sum to {total:g}; they must sum to 1")
-
-
-def _redact_detectors(params: Mapping, problems: Problems) -> None:
-    release, section = params.get("release"), params.get("redact")
-    if isinstance(release, dict) and isinstance(section, dict) and release.get("redact") not in (None, "none") \
-            and section.get("detectors") == []:
-        problems.append(f"params: release.redact is {release['redact']!r} but redact.detectors is empty; name a "
-                        "detector (e.g. [haar]) or set release.redact: none")
-
-
 def check(params: Mapping[str, Any]) -> None:
-    """Raise one :class:`ParamsError` listing every problem in ``params`` (merged defaults and overrides)."""
+    """Raise one :class:`ParamsError` listing every problem in ``params`` (merged defaults and overrides):
+    each key against its type, then each stage's checks across keys (``Stage.check_params``)."""
     problems: Problems = []
-    _walk(SCHEMA, params, "", problems, params)
-    _split_targets(params, problems)
-    _redact_detectors(params, problems)
+    types = schema(params if isinstance(params, Mapping) else ())
+    _walk(types, params, "", problems, params, _option_sections(types))
+    for stage in order.stages():
+        stage.check_params(params, problems)
     if problems:
         raise ParamsError("\n".join(problems))

@@ -38,7 +38,7 @@ def _code(stage: Stage) -> list[str]:
 def _stage(stage: Stage) -> dict:
     entry: dict = {"cmd": f"groundcap {stage.name}",
                    "deps": [*(f"work/{name}" for name in stage.inputs), *stage.deps, *PROFILE_DIRS, *_code(stage)],
-                   "params": [*stage.params, *(() if "profile" in stage.params else ("profile",))]}
+                   "params": [*stage.param_keys, *(() if "profile" in stage.param_keys else ("profile",))]}
     outs: list = [{f"work/{stage.name}": {"persist": True}}] if isinstance(stage, MapStage) else []
     entry["outs"] = [*outs, *stage.outs]
     if stage.metrics:

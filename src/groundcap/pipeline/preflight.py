@@ -32,7 +32,7 @@ class Finding:
 
 
 def _own(stage: Stage, params: dict) -> dict:
-    return subset(params, (*stage.params, "engine"))
+    return subset(params, (*stage.param_keys, "executor"))
 
 
 def hub_models(stages: list[Stage], params: dict) -> list[str]:
@@ -77,16 +77,16 @@ def check(params: dict, stages: list[Stage]) -> list[Finding]:
                 memory[merged["model"]] = float((merged.get("engine_options") or {}).get("gpu_memory_utilization",
                                                                                           GPU_MEMORY_DEFAULT))
         out += [Finding(stage.name, model, *model_state(model)) for model in models]
-        if own["engine"]["require_gpu"] and stage.resources(own).gpus:
+        if own["executor"]["require_gpu"] and stage.resources(own).gpus:
             out.append(Finding(stage.name, "CUDA", cuda, "a CUDA device is visible" if cuda else
-                               "no CUDA device visible, and engine.require_gpu is set: run on a GPU node"))
+                               "no CUDA device visible, and executor.require_gpu is set: run on a GPU node"))
         if memory:
-            out += _gpu_memory(stage.name, memory, own["engine"])
+            out += _gpu_memory(stage.name, memory, own["executor"])
     return out
 
 
 def _gpu_memory(stage: str, memory: dict[str, float], engine: dict) -> list[Finding]:
-    """Whether the vLLM engines of one stage fit on its GPU: each ``engine.workers`` process of the local
+    """Whether the vLLM engines of one stage fit on its GPU: each ``executor.workers`` process of the local
     executor loads every engine of the stage (on the same GPU), so their shares add up per process and
     per worker. One engine in one process is vLLM's own business."""
     processes = int(engine["workers"]) if engine["kind"] == "local" else 1
@@ -94,10 +94,10 @@ def _gpu_memory(stage: str, memory: dict[str, float], engine: dict) -> list[Find
         return []
     total = sum(memory.values()) * processes
     engines = ", ".join(f"{m}: {v:g}" for m, v in memory.items())
-    workers = f" in each of {processes} worker processes (engine.workers)" if processes > 1 else ""
+    workers = f" in each of {processes} worker processes (executor.workers)" if processes > 1 else ""
     detail = f"its vLLM engines ask {total:.2f} of the GPU together ({engines}{workers})"
     if total > 0.95:
-        detail += f": lower their gpu_memory_utilization{' or engine.workers' if workers else ''} to sum <= 0.95"
+        detail += f": lower their gpu_memory_utilization{' or executor.workers' if workers else ''} to sum <= 0.95"
     return [Finding(stage, "GPU memory", total <= 0.95, detail)]
 
 

@@ -8,22 +8,25 @@ Ray), the versions and prompt hashes of the backends it runs, the code it depend
 (``code_deps``: its module's imports, its steps' backends; not the card's or the builders' code)
 and the SHA-256 of each input part (read from the inputs' own markers, so nothing is re-hashed).
 A part is finished when its marker's fingerprint is the current one and none of its images holds
-an error of this stage that has been tried fewer than ``engine.max_attempts`` times; such errors
+an error of this stage that has been tried fewer than ``executor.max_attempts`` times; such errors
 are retried on the next run, the image's other rows kept as they are. Errors carried from an
 earlier stage are not retried here.
+
+``plan`` decides this once per stage, in the driver: the workers get ``Task`` s and read no marker.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from groundcap.annotators import registry
 from groundcap.errors import StageInputError
 from groundcap.params import subset
 from groundcap.pipeline import code_deps
-from groundcap.pipeline.stage import MapStage
+from groundcap.pipeline.stage import Context, MapStage
 from groundcap.storage import atomic, parts
 
 
@@ -31,7 +34,7 @@ def stage_digest(stage: MapStage, params: dict) -> str:
     """What a stage's parts depend on besides their input parts: its declared params, its backends'
     versions and prompts, and its code."""
     backends = [registry.info(b.step, b.name).cls.fingerprint(b.options) for b in stage.backends(params)]
-    blob = json.dumps({"params": subset(params, stage.params), "backends": backends,
+    blob = json.dumps({"params": subset(params, stage.param_keys), "backends": backends,
                        "code": code_deps.digest(code_deps.stage_files(stage))}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -56,14 +59,39 @@ def retries(directory: Path, index: int, fingerprint: str) -> dict[str, int] | N
     return marker.get("errors", {})
 
 
-def finished(directory: Path, index: int, fingerprint: str, max_attempts: int) -> bool:
-    pending = retries(directory, index, fingerprint)
-    return pending is not None and all(n >= max_attempts for n in pending.values())
-
-
 def clean(directory: Path, keep: set[int]) -> None:
     """Remove temporary files a killed run left, and parts (with markers) whose input parts are gone."""
     for path in Path(directory).iterdir():
         stale = atomic.is_temporary(path)
         if stale or (path.name.startswith("part-") and int(path.name[5:10]) not in keep):
             path.unlink()
+
+
+@dataclass(frozen=True)
+class Task:
+    """One part for a worker to write: computed from ``fingerprint``, whole (``retries`` None) or only its
+    images whose errors are to be retried (``retries``: image id -> attempts so far)."""
+
+    index: int
+    fingerprint: str
+    retries: dict[str, int] | None
+    images: int  # the part's images, for progress
+
+
+def plan(ctx: Context, stage: MapStage) -> tuple[list[int], list[Task]]:
+    """Every part index of ``stage`` (its first input's), and the tasks for those not finished, after
+    removing what a killed run left (``clean``)."""
+    out = ctx.work(stage.name)
+    out.mkdir(parents=True, exist_ok=True)
+    sources = [ctx.work(s) for s in stage.inputs]
+    indices = parts.list_parts(sources[0])
+    clean(out, set(indices))
+    attempts = int(ctx.params["executor"]["max_attempts"])
+    digest = stage_digest(stage, ctx.params)
+    tasks = []
+    for index in indices:
+        print_ = fingerprint(digest, sources, index)
+        pending = retries(out, index, print_)
+        if pending is None or any(n < attempts for n in pending.values()):
+            tasks.append(Task(index, print_, pending, parts.num_rows(sources[0], index)))
+    return indices, tasks

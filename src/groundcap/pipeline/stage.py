@@ -1,27 +1,30 @@
 """The stage contract every pipeline stage follows (docs/ARCHITECTURE.md, "The stage contract").
 
 A stage declares what it reads (``inputs``: the ``work/<stage>`` folders; ``params``: the params keys;
-``deps``: other files), what it writes (``outs``, ``metrics``, ``plots``) and where its code lives
-(its module, plus the backend modules of the ``steps`` it runs). Those declarations are the single
-source of the pipeline's shape: ``groundcap.pipeline.order`` orders the stages, ``dvc.yaml`` is generated
-from them (``groundcap dvc-yaml``), and a map stage's fingerprint covers exactly them
-(``groundcap.pipeline.resume``). A stage sees only the params it declares, so a stage that reads an
-undeclared key fails at once instead of drifting out of step with its DVC stage.
+``deps``: other files), what it writes (``outs``, ``metrics``, ``plots``), where its code lives
+(its module, plus the backend modules of the ``steps`` it runs) and what the params sections it owns
+may hold (``param_types``, ``check_params``). Those declarations are the single source of the
+pipeline's shape: ``groundcap.pipeline.order`` orders the stages, ``dvc.yaml`` is generated from them
+(``groundcap dvc-yaml``), a map stage's fingerprint covers exactly them (``groundcap.pipeline.resume``),
+and ``params.validation`` checks the params against them when params load. A stage sees only the
+params it declares, so a stage that reads an undeclared key fails at once instead of drifting out of
+step with its DVC stage.
 
 Global stages (ingest, dedup, split, build, card) implement ``run``. Map stages follow NeMo Curator's
 lifecycle: ``setup`` once per worker (it loads the models), ``process_batch`` over a batch of images
-(the default calls ``process`` per image), ``teardown`` after the stage (it frees the models).
+(the default calls ``process`` per image), ``teardown`` after the stage (it lets go of the backends; the
+runner frees the models, in one place, ``pipeline.runner.run_stage``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from groundcap import models
 from groundcap.params import subset
 
 
@@ -46,7 +49,7 @@ class Context:
 
     def restricted(self, stage: Stage) -> Context:
         """The same run with only the params ``stage`` declares (and ``engine``)."""
-        return Context(self.root, subset(self.params, (*stage.params, "engine")), self.progress)
+        return Context(self.root, subset(self.params, (*stage.param_keys, "executor")), self.progress)
 
 
 @dataclass(frozen=True)
@@ -71,12 +74,20 @@ class Stage:
 
     name: ClassVar[str]  # its place in the pipeline and its help: ``pipeline.order``
     inputs: ClassVar[tuple[str, ...]] = ()  # work/<stage> folders read
-    params: ClassVar[tuple[str, ...]] = ()  # params keys read: sections ("qa") or keys ("release.previous")
+    param_keys: ClassVar[tuple[str, ...]] = ()  # params keys read: sections ("qa") or keys ("release.previous")
     deps: ClassVar[tuple[str, ...]] = ()  # other paths read, relative to the project (audits)
     steps: ClassVar[tuple[str, ...]] = ()  # annotator steps whose backends it runs (their code is its code)
     outs: ClassVar[tuple[str, ...]] = ()  # paths written, besides work/<name> for map stages
     metrics: ClassVar[tuple[str, ...]] = ()
     plots: ClassVar[tuple[str, ...]] = ()
+    # the params sections it owns, each key's check (``params.validation``: Int, Backend, ...), e.g.
+    # {"tag": {"merge_iou": Fraction(), ...}}; nested dicts are subsections
+    param_types: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def check_params(self, params: Mapping[str, Any], problems: list[str]) -> None:
+        """Rules across keys of the sections it owns (each key's own type is in ``param_types``): one
+        ``params: ...`` line appended to ``problems`` per problem. It runs on every load, after the type
+        checks and even when they failed, so it may not assume that a key has its type."""
 
     def run(self, ctx: Context) -> None:
         raise NotImplementedError
@@ -99,15 +110,17 @@ class MapStage(Stage):
     """
 
     schema: ClassVar[pa.Schema]
+    # the columns it reads from an input, besides image_id and error (an input not named here: every column)
+    columns: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     persist: ClassVar[bool] = True  # DVC keeps finished parts of an interrupted run (resume)
     stamps: list[dict[str, str]]  # provenance of the backends ``setup`` built
 
     def resources(self, params: dict[str, Any]) -> Resources:
-        """CPUs per worker from ``engine.ray.num_cpus``; a GPU when a backend it runs is a GPU backend
-        (``engine.ray.num_gpus.<stage>`` overrides)."""
+        """CPUs per worker from ``executor.ray.num_cpus``; a GPU when a backend it runs is a GPU backend
+        (``executor.ray.num_gpus.<stage>`` overrides)."""
         from groundcap.annotators import registry
 
-        ray = params["engine"]["ray"]
+        ray = params["executor"]["ray"]
         gpus = (ray.get("num_gpus") or {}).get(self.name)
         if gpus is None:
             infos = [(registry.info(b.step, b.name), b.options) for b in self.backends(params)]
@@ -144,10 +157,10 @@ class MapStage(Stage):
     def finish(self, ctx: Context) -> None:
         """After every part is written (in the driver, whichever executor ran them): stage-wide reports."""
 
-    def teardown(self, keep: frozenset = frozenset()) -> None:
-        """Drop this worker's backends and free every loaded model but those in ``keep``."""
+    def teardown(self) -> None:
+        """Let go of this worker's backends; the runner then frees the models (``models.release``), keeping
+        those the next stage reuses."""
         vars(self).clear()
-        models.release(keep)
 
     def reuses(self, params: dict[str, Any]) -> frozenset:
         """Keys (``groundcap.models``) of the models this stage's backends would load: the stage

@@ -1,25 +1,26 @@
 """Computes whole parts of one map stage; what a part holds is decided here only, so every executor
 (``executors``) writes the same bytes.
 
-Part ``k`` of each input stage is read together (they hold the same images in the same order), the
-images to compute are handed to the stage in batches (``engine.batch_images``; 0: the whole part),
+A worker gets ``resume.Task`` s: which part, from which fingerprint, and which images' errors to retry
+(the driver planned them). Part ``k`` of each input stage is read together (they hold the same images in
+the same order; only the columns the stage declares in ``MapStage.columns``, plus ``image_id`` and
+``error``), the images to compute are handed to the stage in batches (``executor.batch_images``; 0: the whole part),
 and part ``k`` of the output is written atomically, its completion marker last (``parts``,
 ``resume``). An exception on one image becomes that image's ``error`` field instead of ending the
 run; later stages carry that error forward and QA fails the image with it as the reason: one bad
 sample never costs the others. A dead engine (``errors.is_fatal``: vLLM's engine core gone, CUDA out
-of memory) is the exception: it stops the stage as ``errors.EngineDead``, the parts already written
-stay, and the next run resumes.
+of memory, an engine that failed to start) is the exception: it stops the stage as ``errors.EngineDead``,
+the parts already written stay, and the next run resumes.
 """
 
 from __future__ import annotations
 
 import traceback
-from pathlib import Path
 
 from groundcap.annotators.registry import cuda_available
-from groundcap.errors import BackendUnavailable, EngineDead, StageInputError, is_fatal
+from groundcap.errors import BackendUnavailable, EngineDead, EngineStartFailed, StageInputError, is_fatal
 from groundcap.pipeline import resume
-from groundcap.pipeline.stage import MapStage, Records, Row
+from groundcap.pipeline.stage import Context, MapStage, Records, Row
 from groundcap.storage import parts
 
 
@@ -28,25 +29,26 @@ def _message(stage: str, exc: BaseException) -> str:
 
 
 class PartWorker:
-    """One ``setup`` (one model load) per worker, then many parts of one map stage."""
+    """One ``setup`` (one model load) per worker, then many parts of one map stage: the ``stage`` object
+    this process was given (the runner's own in process, a pickled copy in a spawned process or a Ray
+    actor), set up once."""
 
-    def __init__(self, root: str | Path, params: dict, stage: type[MapStage]):
-        self.root, self.params = Path(root), params
-        self.stage = stage()
-        if params["engine"]["require_gpu"] and self.stage.resources(params).gpus and not cuda_available():
+    def __init__(self, ctx: Context, stage: MapStage):
+        self.ctx, self.stage = ctx, stage
+        params = ctx.params
+        if params["executor"]["require_gpu"] and stage.resources(params).gpus and not cuda_available():
             raise BackendUnavailable(
-                f"{self.stage.name} runs GPU backends and engine.require_gpu is set, but no CUDA device is "
+                f"{self.stage.name} runs GPU backends and executor.require_gpu is set, but no CUDA device is "
                 "visible here (a Ray actor without num_gpus sees none): run it on a GPU node, or set "
-                "engine.require_gpu: false to run on the CPU (about 100x slower)")
-        self.stage.setup(params)
-        self.max_attempts = int(params["engine"]["max_attempts"])
-        self.batch_images = int(params["engine"]["batch_images"])
+                "executor.require_gpu: false to run on the CPU (about 100x slower)")
+        stage.setup(params)
+        self.max_attempts = int(params["executor"]["max_attempts"])
+        self.batch_images = int(params["executor"]["batch_images"])
 
-    def __call__(self, index: int, fingerprint: str) -> int:
-        """Write part ``index`` and its marker; the number of images in it."""
-        stage, out = self.stage, self.root / "work" / self.stage.name
-        tables = [parts.read_part(self.root / "work" / s, index) for s in stage.inputs]
-        pending = resume.retries(out, index, fingerprint)
+    def __call__(self, task: resume.Task) -> int:
+        """Write the task's part and its marker; the number of images in it."""
+        stage, out, index, pending = self.stage, self.ctx.work(self.stage.name), task.index, task.retries
+        tables = [self._read(name, index) for name in stage.inputs]
         done = {r["image_id"]: r for r in parts.read_part(out, index)} if pending is not None else {}
         rows: list[Row | None] = []
         todo: list[tuple[int, Records, int]] = []  # (position, records, attempts so far)
@@ -79,8 +81,16 @@ class PartWorker:
                     errors[image_id] = attempts + 1
                 else:
                     rows[position] = result
-        parts.write_part(rows, stage.schema, out, index, {"fingerprint": fingerprint, "errors": errors})
+        parts.write_part(rows, stage.schema, out, index, {"fingerprint": task.fingerprint, "errors": errors})
         return len(rows)
+
+    def _read(self, name: str, index: int) -> list[Row]:
+        """Part ``index`` of input ``name``: the columns the stage reads from it, else every one."""
+        directory, wanted = self.ctx.work(name), self.stage.columns.get(name)
+        if wanted is None:
+            return parts.read_part(directory, index)
+        error = ["error"] if "error" in parts.column_names(directory, index) else []  # ingest's table has none
+        return parts.read_part(directory, index, ["image_id", *wanted, *error])
 
     def _compute(self, batch: list[Records]) -> list[Row | Exception]:
         """The stage's rows for ``batch``; when the batch raises, its images one at a time."""
@@ -99,8 +109,9 @@ class PartWorker:
         return results
 
     def _dead(self, exc: Exception) -> EngineDead:
-        if isinstance(exc, EngineDead):  # the engine said what to do (a served one: restart the server)
+        if isinstance(exc, EngineDead) and not isinstance(exc, EngineStartFailed):  # it said what to do (restart
             return EngineDead(f"{self.stage.name}: {exc}; the finished parts are kept: run again to resume")
-        return EngineDead(f"{self.stage.name}: the model engine died ({type(exc).__name__}: {exc}); the finished "
-                          "parts are kept: free the GPU (or lower gpu_memory_utilization or engine.batch_images) "
+        what = "failed to start" if isinstance(exc, EngineStartFailed) else "died"
+        return EngineDead(f"{self.stage.name}: the model engine {what} ({type(exc).__name__}: {exc}); the finished "
+                          "parts are kept: free the GPU (or lower gpu_memory_utilization or executor.batch_images) "
                           "and run again to resume")

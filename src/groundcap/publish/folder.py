@@ -15,7 +15,8 @@ from __future__ import annotations
 import posixpath
 
 from groundcap.builders.checksums import MANIFEST
-from groundcap.publish.plan import Entry, Plan, PublishError, failure, sha256_stream
+from groundcap.credentials import failure, url_secrets
+from groundcap.publish.plan import Entry, Plan, PublishError, sha256_stream
 
 
 def location(url: str, tag: str) -> str:
@@ -31,18 +32,9 @@ def publish_folder(plan: Plan, url: str) -> str:
     except PublishError:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever it is, its text may hold a token or a signed URL
-        message = failure(f"publishing to {url}", exc, *_secrets(url))
+        message = failure(f"publishing to {url}", exc, *url_secrets(url))
     # raised outside the except block: no __context__ holding the original exception
     raise PublishError(message) from None
-
-
-def _secrets(url: str) -> tuple[str, ...]:
-    """The credential an ``hf://`` filesystem sends, which may come from the token file rather than HF_TOKEN."""
-    if not url.startswith("hf://"):
-        return ()
-    from huggingface_hub import get_token
-
-    return (get_token() or "",)
 
 
 def _publish(plan: Plan, url: str) -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import glob
 
-from groundcap.publish.plan import Plan, PublishError, failure
+from groundcap.credentials import failure
+from groundcap.publish.plan import Plan, PublishError
 
 DATASET = "dataset"
 _CONFLICT = 409

@@ -13,19 +13,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from groundcap.credentials import redact
 from groundcap.errors import PublishError, ReleaseError  # noqa: F401 - PublishError is re-exported
 from groundcap.releases import versions
 
 CARD = "README.md"
 _CHUNK = 1 << 20
 _SHOWN_PROBLEMS = 10
-
-
-def failure(what: str, exc: BaseException, *secrets: str | None) -> str:
-    """One line saying that ``what`` failed and why, holding no credential: remote errors echo request
-    headers and signed URLs, and span lines (the Hub's add a help link and the server's body)."""
-    return redact(" ".join(f"{what} failed: {type(exc).__name__}: {exc}".split()), *secrets)
 
 
 @dataclass(frozen=True)

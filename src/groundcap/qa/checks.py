@@ -17,23 +17,25 @@ ACTIONS = ("fail", "flag")
 
 
 @dataclass
-class Verdict:
+class Outcome:
+    """A QA decision on a region or an image: its score, whether it passed, and the checks that failed or flagged."""
+
     score: float
     passed: bool
     reasons: list[str] = field(default_factory=list)
 
 
-def verdict(checks: dict[str, bool], flags: dict[str, bool] | None = None) -> Verdict:
+def verdict(checks: dict[str, bool], flags: dict[str, bool] | None = None) -> Outcome:
     """Score and reasons from ``checks``; failed ``flags`` are noted but do not fail the record."""
     failed = [name for name, ok in checks.items() if not ok]
     flagged = [f"flagged: {name}" for name, ok in (flags or {}).items() if not ok]
-    return Verdict(score=round(1 - len(failed) / len(checks), 4), passed=not failed, reasons=failed + flagged)
+    return Outcome(score=round(1 - len(failed) / len(checks), 4), passed=not failed, reasons=failed + flagged)
 
 
 def split_by_action(results: dict[str, tuple[bool, str]]) -> tuple[dict[str, bool], dict[str, bool]]:
     """``{name: (ok, action)}`` -> (checks that fail a record, checks that only flag it).
 
-    ``action`` is one of ``ACTIONS`` (params_schema checks qa.*.action at load)."""
+    ``action`` is one of ``ACTIONS`` (the qa stage's param types check qa.*.action at load)."""
     return ({n: ok for n, (ok, a) in results.items() if a == "fail"},
             {n: ok for n, (ok, a) in results.items() if a == "flag"})
 

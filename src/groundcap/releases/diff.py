@@ -6,6 +6,10 @@ batch at a time, so any release folder or fsspec URL (a folder target's ``v1.0.0
 release's splits. An image is identified by its content id; it *changed* when its annotations
 (regions, scene caption, QA score) differ, and *moved* when its split did (which groundcap never
 does to a published image; ``diff`` shows it if someone else did).
+
+A release that cannot be read (a Hub repo or revision that does not exist, a server error, an
+endpoint out of reach, a missing filesystem package) is a :class:`ReleaseError` of one redacted
+line, whatever the filesystem raised: the Hub's errors echo request headers and span lines.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import NamedTuple
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
+from groundcap.credentials import failure, url_secrets
 from groundcap.errors import ReleaseError
 from groundcap.splits import ALL_SPLITS
 
@@ -35,7 +40,18 @@ class Entry(NamedTuple):
 
 def index(release: str) -> dict[str, Entry]:
     """``image_id -> Entry`` of every image a release holds."""
-    fs, root = url_to_fs(str(release))
+    try:
+        return _index(str(release))
+    except ReleaseError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - each filesystem raises its own types; their text may hold a token
+        message = failure(f"reading {release}", exc, *url_secrets(str(release)))
+    # raised outside the except block: no __context__ holding the original exception
+    raise ReleaseError(message) from None
+
+
+def _index(release: str) -> dict[str, Entry]:
+    fs, root = url_to_fs(release)
     shards = sorted(fs.glob(f"{root.rstrip('/')}/data/*.parquet"))
     if not shards:
         raise ReleaseError(f"{release} holds no data/*.parquet: not a groundcap release folder")

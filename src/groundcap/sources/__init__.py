@@ -16,15 +16,16 @@ from groundcap.sources.coco import iter_coco
 from groundcap.sources.entry import Reader, Refused, SourceFile
 from groundcap.sources.files import iter_files
 from groundcap.sources.hf_dataset import iter_hf_dataset
-from groundcap.sources.policy import SourcePolicy, fetch
+from groundcap.sources.policy import SourcePolicy, describe, fetch
 from groundcap.sources.sa1b import iter_sa1b
 from groundcap.sources.webdataset import iter_webdataset
 
-__all__ = ["KINDS", "Reader", "Refused", "SourceError", "SourceFile", "SourcePolicy", "fetch", "iter_source"]
+__all__ = ["KINDS", "Reader", "Refused", "SourceError", "SourceFile", "SourcePolicy", "describe", "fetch",
+           "iter_source"]
 
-# prefix -> iterator over (source, what follows "prefix:"); the operator names these in params, so the
-# list-entry protocol allow-list of the policy does not apply to them (their reads are still time-bound)
-KINDS: dict[str, Callable[[str, str], Iterator[SourceFile]]] = {
+# prefix -> (source, what follows "prefix:", policy) -> its files; each checks its targets against the policy
+# before it returns, so a target the policy refuses stops the run before anything is read
+KINDS: dict[str, Callable[[str, str, SourcePolicy], Iterator[SourceFile]]] = {
     "wds": iter_webdataset,  # wds:shards/train-{00000..00099}.tar (local or fsspec URL)
     "hf": iter_hf_dataset,  # hf://datasets/ORG/NAME?config=..&split=..&image=..  or  hf:<local folder>
     "sa1b": iter_sa1b,  # sa1b:<folder>  or  sa1b:sa_{000000..000999}.tar
@@ -33,10 +34,10 @@ KINDS: dict[str, Callable[[str, str], Iterator[SourceFile]]] = {
 
 
 def iter_source(source: str, policy: SourcePolicy | None = None) -> Iterator[SourceFile]:
-    """Files of ``source`` in a deterministic order; folders and lists are listed under ``policy`` (the
-    defaults when None)."""
+    """Files of ``source`` in a deterministic order, listed and read under ``policy`` (the defaults when None);
+    :class:`SourceError` at once for a ``kind:`` target the policy refuses."""
+    policy = policy or SourcePolicy()
     kind, sep, target = source.partition(":")
     if sep and kind in KINDS:
-        yield from KINDS[kind](source, target)
-    else:
-        yield from iter_files(source, policy or SourcePolicy())
+        return KINDS[kind](source, target, policy)
+    return iter_files(source, policy)

@@ -1,7 +1,9 @@
 """A COCO-format dataset: ``coco:<annotations.json>?images=<folder>`` (images default to the JSON's folder).
 
 Each entry of ``images`` is one image, read from ``<images>/<file_name>`` (a local folder or an fsspec
-URL); its instances become given masks (polygons rasterized, RLE kept as it is), labelled with their
+URL) as a list's line is (``files.entry_file``: the source policy's protocols, a regular local file);
+the annotation file and the images folder must be of protocols the policy names. Its instances become
+given masks (polygons rasterized, RLE kept as it is), labelled with their
 category's name; its ``license`` id is looked up in ``licenses``.
 
 An annotation file grows with the dataset (COCO train2017's is 450 MB), and an image's instances may
@@ -20,26 +22,19 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import fsspec
 import ijson
 from ijson.common import ObjectBuilder
 
 from groundcap import masks
 from groundcap.errors import SourceError
-from groundcap.sources.entry import GivenLoader, Reader, SourceFile
+from groundcap.sources.entry import GivenLoader, SourceFile
+from groundcap.sources.files import entry_file
+from groundcap.sources.policy import SourcePolicy, describe
 from groundcap.sources.spec import split_options
 
 NAME = "coco"
 SECTIONS = ("images", "annotations", "categories", "licenses")  # the top-level arrays read
 _BATCH = 1000  # rows per SQLite insert
-
-
-def _reader(url: str) -> Reader:
-    def read(limit: int) -> bytes:
-        with fsspec.open(url, "rb") as fh:
-            return fh.read(limit)
-
-    return read
 
 
 def _items(fh) -> Iterator[tuple[str, dict]]:
@@ -58,7 +53,7 @@ def _items(fh) -> Iterator[tuple[str, dict]]:
             builder = None
 
 
-def _index(source: str, path: str, db: sqlite3.Connection) -> tuple[dict, dict]:
+def _index(source: str, path: str, db: sqlite3.Connection, policy: SourcePolicy) -> tuple[dict, dict]:
     """File the images and instances of ``path`` into ``db``; returns (categories, licences) by id."""
     db.execute("create table images (seq integer primary key, doc text)")
     db.execute("create table anns (image_id text, seq integer, doc text)")
@@ -71,7 +66,7 @@ def _index(source: str, path: str, db: sqlite3.Connection) -> tuple[dict, dict]:
         pending["images"], pending["annotations"] = [], []
 
     try:
-        with fsspec.open(path, "rb") as fh:
+        with policy.open(path) as fh:
             for n, (section, item) in enumerate(_items(fh)):
                 seen.add(section)
                 if section == "images":
@@ -85,8 +80,7 @@ def _index(source: str, path: str, db: sqlite3.Connection) -> tuple[dict, dict]:
                 if len(pending["images"]) + len(pending["annotations"]) >= _BATCH:
                     flush()
     except (OSError, ijson.JSONError) as exc:
-        raise SourceError(f"source {source!r}: cannot read the COCO annotation file: "
-                          f"{type(exc).__name__}: {exc}") from None
+        raise SourceError(f"source {source!r}: cannot read the COCO annotation file: {describe(exc)}") from None
     if "images" not in seen:
         raise SourceError(f"source {source!r}: {path} is not a COCO annotation file (no 'images' list)")
     flush()
@@ -94,13 +88,20 @@ def _index(source: str, path: str, db: sqlite3.Connection) -> tuple[dict, dict]:
     return categories, licenses
 
 
-def iter_coco(source: str, target: str) -> Iterator[SourceFile]:
+def iter_coco(source: str, target: str, policy: SourcePolicy) -> Iterator[SourceFile]:
+    """The images with their instances; an annotation file or images folder whose protocol the policy refuses
+    refuses the source, before any read."""
     path, options = split_options(source, target, {"images": None})
     images = (options["images"] or posixpath.dirname(path) or ".").rstrip("/")
+    policy.require(source, [path, images])
+    return _iter(source, path, images, policy)
+
+
+def _iter(source: str, path: str, images: str, policy: SourcePolicy) -> Iterator[SourceFile]:
     with tempfile.TemporaryDirectory(prefix="groundcap-coco-") as tmp:
         db = sqlite3.connect(Path(tmp) / "index.sqlite")
         try:
-            categories, licenses = _index(source, path, db)
+            categories, licenses = _index(source, path, db, policy)
             for (doc,) in db.execute("select doc from images order by seq"):
                 entry = json.loads(doc)
                 anns = [json.loads(a) for (a,) in db.execute(
@@ -109,9 +110,8 @@ def iter_coco(source: str, target: str) -> Iterator[SourceFile]:
                 if not file_name:
                     yield SourceFile(f"image id {entry.get('id')}", _no_file)
                     continue
-                yield SourceFile(file_name, _reader(f"{images}/{file_name}"),
-                                 license=licenses.get(entry.get("license")),
-                                 given=_loader(entry, anns, categories))
+                yield entry_file(file_name, f"{images}/{file_name}", policy,
+                                 license=licenses.get(entry.get("license")), given=_loader(entry, anns, categories))
         finally:
             db.close()
 

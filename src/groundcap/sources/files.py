@@ -2,7 +2,9 @@
 
 Every entry found becomes a :class:`SourceFile`; what the source policy will not read (a FIFO, a device,
 a dangling link, a link out of the folder, a refused protocol) is one too, with ``refused`` set, so it
-gets its row in ``reports/rejects.parquet`` instead of being skipped or opened.
+gets its row in ``reports/rejects.parquet`` instead of being skipped or opened. A path or URL that a
+dataset names (a COCO image, an image cell of a Hub dataset) is read as a list's line is
+(:func:`entry_file`).
 """
 
 from __future__ import annotations
@@ -12,13 +14,11 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-import fsspec
-
 from groundcap.credentials import redact
 from groundcap.errors import SourceError
 from groundcap.sources import http, local, sample
 from groundcap.sources.entry import Reader, SourceFile
-from groundcap.sources.policy import KEY, LOCAL, SourcePolicy, protocol_of
+from groundcap.sources.policy import HTTP, KEY, LOCAL, SourcePolicy, protocol_of
 
 
 def iter_files(source: str, policy: SourcePolicy) -> Iterator[SourceFile]:
@@ -103,29 +103,35 @@ def _iter_list(path: Path, policy: SourcePolicy) -> Iterator[SourceFile]:
         entry = line.strip()
         if not entry or entry.startswith("#"):
             continue
-        name = redact(entry)  # a signed URL or user:password@ must not reach the tables or the release
-        refused = policy.refusal(entry)
-        if refused:
-            yield SourceFile(name, refused=refused)
-            continue
-        protocol = protocol_of(entry)
-        if protocol == LOCAL:
-            local_path = entry.removeprefix("file://")
-            local_path = str(path.parent / local_path) if not Path(local_path).is_absolute() else local_path
-            refused = local.refusal(local_path)
-            yield SourceFile(name, refused=refused) if refused else SourceFile(name, local.reader(local_path))
-        elif protocol in ("http", "https"):
-            yield SourceFile(name, http.reader(entry, policy))
-        else:
-            yield SourceFile(name, _fsspec_reader(entry))
+        # a signed URL or user:password@ must not reach the tables or the release
+        yield entry_file(redact(entry), entry, policy, path.parent)
 
 
-def _fsspec_reader(url: str) -> Reader:
+def entry_file(name: str, entry: str, policy: SourcePolicy, base: Path | None = None, **extra) -> SourceFile:
+    """The file at one path or URL a source names, shown as ``name``: refused when the policy does not allow
+    its protocol or it is no regular local file; a local path (relative to ``base``) is read without
+    blocking, http(s) by one timed GET (``http``), any other protocol through fsspec (:meth:`SourcePolicy.open`).
+    ``extra``: the :class:`SourceFile`'s other fields (licence, given masks)."""
+    if refused := policy.refusal(entry):
+        return SourceFile(name, refused=refused, **extra)
+    protocol = protocol_of(entry)
+    if protocol == LOCAL:
+        local_path = entry.removeprefix("file://")
+        local_path = str(base / local_path) if base is not None and not Path(local_path).is_absolute() else local_path
+        refused = local.refusal(local_path)
+        return SourceFile(name, refused=refused, **extra) if refused else SourceFile(name, local.reader(local_path),
+                                                                                       **extra)
+    if protocol in HTTP:
+        return SourceFile(name, http.reader(entry, policy), **extra)
+    return SourceFile(name, _fsspec_reader(entry, policy), **extra)
+
+
+def _fsspec_reader(url: str, policy: SourcePolicy) -> Reader:
     """A protocol the policy names (s3, gs, hf, ...): fsspec with its own credentials, bounded by
     ``file_timeout_s``."""
 
     def read(limit: int) -> bytes:
-        with fsspec.open(url, "rb") as fh:
+        with policy.open(url) as fh:
             return fh.read(limit)
 
     return read

@@ -7,6 +7,11 @@ shard at a time. The image column is read undecoded (its bytes, or its path/URL)
 image is its ``license`` column when one is named, else the dataset's own licence when it states one
 (``DatasetInfo.license``, or the ``license`` of its card's YAML).
 The source path of a row is ``<dataset>/<split>/<row number>``.
+
+The source policy bounds it as it bounds a list: a Hub dataset needs ``hf`` among its protocols (the
+Hub is read with this machine's token), a local one must be a folder here (``load_dataset`` would
+take any other name to the Hub), and an image cell that holds a path or URL is read as a list's line
+is (``files.entry_file``).
 """
 
 from __future__ import annotations
@@ -14,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import fsspec
-
 from groundcap.errors import SourceError
 from groundcap.sources.entry import Reader, SourceFile
+from groundcap.sources.files import entry_file
+from groundcap.sources.policy import SourcePolicy
 from groundcap.sources.spec import split_options
 
 HUB_PREFIX = "//datasets/"
@@ -28,29 +33,21 @@ def _bytes_reader(data: bytes) -> Reader:
     return lambda limit: data[:limit]
 
 
-def _url_reader(url: str) -> Reader:
-    def read(limit: int) -> bytes:
-        with fsspec.open(url, "rb") as fh:
-            return fh.read(limit)
-
-    return read
-
-
 def _missing(limit: int) -> bytes:
     raise OSError("the image column is empty in this row")
 
 
-def _image_reader(value) -> Reader:
-    """Bytes of an undecoded image cell: ``{"bytes", "path"}``, raw bytes, or a path/URL string."""
+def _image_file(name: str, value, policy: SourcePolicy, licence: str | None) -> SourceFile:
+    """The image of an undecoded cell: ``{"bytes", "path"}``, raw bytes, or a path/URL string."""
     if isinstance(value, dict):
         if value.get("bytes"):
-            return _bytes_reader(value["bytes"])
+            return SourceFile(name, _bytes_reader(value["bytes"]), license=licence)
         value = value.get("path")
     if isinstance(value, bytes | bytearray):
-        return _bytes_reader(bytes(value))
+        return SourceFile(name, _bytes_reader(bytes(value)), license=licence)
     if isinstance(value, str) and value:
-        return _url_reader(value)
-    return _missing
+        return entry_file(name, value, policy, license=licence)
+    return SourceFile(name, _missing, license=licence)
 
 
 def _card_license(repo: str, hub: bool, revision: str | None) -> str | None:
@@ -74,14 +71,23 @@ def _card_license(repo: str, hub: bool, revision: str | None) -> str | None:
     return str(licence) if licence else None
 
 
-def iter_hf_dataset(source: str, target: str) -> Iterator[SourceFile]:
-    from datasets import Image, load_dataset  # heavy: only for this kind
-
+def iter_hf_dataset(source: str, target: str, policy: SourcePolicy) -> Iterator[SourceFile]:
+    """The rows' images; a Hub dataset the policy does not allow, or a local one that is not a folder here,
+    refuses the source before any read."""
     path, options = split_options(source, target, OPTIONS)
     hub = path.startswith(HUB_PREFIX)
     repo = path.removeprefix(HUB_PREFIX).strip("/") if hub else path
     if hub and repo.count("/") != 1:
         raise SourceError(f"source {source!r}: a Hub dataset is hf://datasets/ORG/NAME")
+    policy.require(source, [f"hf:{path}" if hub else path])
+    if not hub and not Path(path).is_dir():
+        raise SourceError(f"source {source!r}: {path} is no folder here (a Hub dataset is hf://datasets/ORG/NAME)")
+    return _rows(source, repo, hub, options, policy)
+
+
+def _rows(source: str, repo: str, hub: bool, options: dict, policy: SourcePolicy) -> Iterator[SourceFile]:
+    from datasets import Image, load_dataset  # heavy: only for this kind
+
     split, column = options["split"], options["image"]
     try:
         ds = load_dataset(repo, options["config"], split=split, streaming=True, revision=options["revision"])
@@ -100,5 +106,5 @@ def iter_hf_dataset(source: str, target: str) -> Iterator[SourceFile]:
     name = f"hf://datasets/{repo}" if hub else repo.rstrip("/")
     for index, row in enumerate(ds):
         licence = row.get(options["license"]) if options["license"] else None
-        yield SourceFile(f"{name}/{split}/{index}", _image_reader(row.get(column)),
-                         license=str(licence) if licence not in (None, "") else dataset_license)
+        yield _image_file(f"{name}/{split}/{index}", row.get(column), policy,
+                          str(licence) if licence not in (None, "") else dataset_license)

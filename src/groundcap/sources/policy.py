@@ -1,11 +1,16 @@
 """What a source nobody vetted may make ingest do (``ingest.source_policy``; README, "Source policy").
 
-Which protocols list entries may use (cloud and Hub protocols fetch with this machine's credentials, so
-they are refused unless named), whether a folder's links may lead out of it, how long one file and one
-request may take, and how many files are read at once. Every source kind reads through :func:`fetch`:
-at most ``workers`` reads run at a time, each on its own daemon thread bounded by ``file_timeout_s``
-(a read that hangs anyway is abandoned, never waited for), and results come back in the order the
-source listed them, so ids, parts and rejects are those of a sequential read.
+Which protocols may be read (cloud and Hub protocols fetch with this machine's credentials, so they are
+refused unless named): a list's entries, the images a dataset points at, and the targets of the
+``kind:`` sources themselves (a ``wds:s3://...`` target is refused, before anything is read, like an
+``s3://`` list entry). Whether a folder's links may lead out of it, how long one file, one request and
+one image's decoding (``groundcap.ingest.Decoder``) may take, and how many files are read at once.
+
+Every source kind reads through :func:`fetch`: at most ``workers`` reads run at a time, each on its own
+daemon thread bounded by ``file_timeout_s`` (a read that hangs anyway is abandoned, never waited for),
+and results come back in the order the source listed them, so ids, parts and rejects are those of a
+sequential read. What a kind reads to list its files (tar headers, a COCO JSON) and every fsspec read
+goes through :meth:`SourcePolicy.open`, which bounds each request where the filesystem takes timeouts.
 """
 
 from __future__ import annotations
@@ -16,10 +21,14 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import fsspec
+
+from groundcap.errors import SourceError
 from groundcap.sources.entry import Refused, SourceFile
 
 LOCAL = "file"
 KEY = "ingest.source_policy"
+HTTP = ("http", "https")
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,7 @@ class SourcePolicy:
     file_timeout_s: float = 120.0
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 30.0
+    decode_timeout_s: float = 60.0
     workers: int = 8
 
     @classmethod
@@ -36,7 +46,8 @@ class SourcePolicy:
         """From the ``ingest`` params section (its ``source_policy`` subsection)."""
         p = ingest["source_policy"]
         return cls(tuple(p["protocols"]), bool(p["follow_links"]), float(p["file_timeout_s"]),
-                   float(p["connect_timeout_s"]), float(p["read_timeout_s"]), int(p["workers"]))
+                   float(p["connect_timeout_s"]), float(p["read_timeout_s"]), float(p["decode_timeout_s"]),
+                   int(p["workers"]))
 
     def refusal(self, entry: str) -> str | None:
         """Why a list entry's protocol is refused, or None when the policy allows it."""
@@ -45,6 +56,38 @@ class SourcePolicy:
             return None
         return (f"protocol {protocol!r} is not allowed ({KEY}.protocols: {', '.join(self.protocols)}); "
                 f"name it there to fetch such entries with this machine's credentials")
+
+    def require(self, source: str, targets: Iterable[str]) -> None:
+        """Refuse ``source`` (:class:`SourceError`) when one of the paths or URLs it names is refused."""
+        for target in targets:
+            if why := self.refusal(target):
+                raise SourceError(f"source {source!r}: {target}: {why}")
+
+    def open(self, url: str):
+        """``fsspec.open(url, "rb")`` with :meth:`storage_options`."""
+        return fsspec.open(url, "rb", **self.storage_options(url))
+
+    def storage_options(self, url: str) -> dict:
+        """fsspec options bounding each request of ``url`` by ``connect_timeout_s`` and ``read_timeout_s``, per
+        protocol of its chain, where the installed filesystem takes them: fsspec's http(s) passes ``timeout``
+        to every aiohttp request (a ``ClientTimeout``: the connection, then each wait for bytes; no total, a
+        large file may take long), leaving any ``client_kwargs`` from fsspec's configuration as they are.
+        The Hub's ``hf://`` has its own (``HF_HUB_ETAG_TIMEOUT``, ``HF_HUB_DOWNLOAD_TIMEOUT``); s3fs and gcsfs
+        take theirs from fsspec's configuration (docs/sources.md, "Source policy")."""
+        chain = {part.split("://", 1)[0].lower() for part in url.split("::") if "://" in part}
+        if not chain & set(HTTP):
+            return {}
+        from aiohttp import ClientTimeout  # fsspec's http needs it: present wherever such a URL can be read
+
+        timeout = ClientTimeout(sock_connect=self.connect_timeout_s, sock_read=self.read_timeout_s)
+        return {protocol: {"timeout": timeout} for protocol in sorted(chain & set(HTTP))}
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of a failed read, and its cause when it has one: fsspec's http reports a timeout or a
+    refused connection as ``FileNotFoundError`` of the URL, and only the cause says which."""
+    cause = exc.__cause__
+    return f"{type(exc).__name__}: {exc}" + (f" ({type(cause).__name__}: {cause})" if cause is not None else "")
 
 
 def protocol_of(entry: str) -> str:

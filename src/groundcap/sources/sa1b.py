@@ -16,6 +16,7 @@ from pathlib import Path
 from groundcap import masks
 from groundcap.errors import SourceError
 from groundcap.sources.entry import GivenLoader, Reader, SourceFile
+from groundcap.sources.policy import SourcePolicy
 from groundcap.sources.tars import Member, expand, failed, members
 
 NAME = "sa1b"
@@ -45,16 +46,18 @@ def _loader(read: Reader) -> GivenLoader:
     return lambda: given_masks(read(MAX_JSON_BYTES + 1))
 
 
-def iter_sa1b(source: str, target: str) -> Iterator[SourceFile]:
+def iter_sa1b(source: str, target: str, policy: SourcePolicy) -> Iterator[SourceFile]:
+    """A folder's or the tars' pairs; a tar whose protocol the policy refuses refuses the source, before any read."""
     if not target:
         raise SourceError(f"source {source!r} names no folder or tar: sa1b:<folder> or "
                           "sa1b:sa_{000000..000009}.tar")
     folder = Path(target.removeprefix("file://"))
     if "://" not in target.removeprefix("file://") and folder.is_dir():
-        yield from _iter_folder(folder)
-    else:
-        for shard in expand(target):
-            yield from _iter_shard(shard)
+        policy.require(source, [target])
+        return _iter_folder(folder)
+    shards = expand(target)
+    policy.require(source, shards)
+    return (item for shard in shards for item in _iter_shard(shard, policy))
 
 
 def _file_reader(path: Path) -> Reader:
@@ -87,10 +90,10 @@ def _iter_folder(folder: Path) -> Iterator[SourceFile]:
         yield SourceFile(rel, _file_reader(path), given=given)
 
 
-def _iter_shard(shard: str) -> Iterator[SourceFile]:
+def _iter_shard(shard: str, policy: SourcePolicy) -> Iterator[SourceFile]:
     """Pairs in one tar, in tar order, whichever of the two comes first; unpaired members are rejections."""
     pending: dict[str, Member] = {}
-    for item in members(shard):
+    for item in members(shard, policy):
         if isinstance(item, SourceFile):
             yield item
             continue
@@ -106,9 +109,9 @@ def _iter_shard(shard: str) -> Iterator[SourceFile]:
             yield failed(item.name, "duplicate member in the tar")
             continue
         image, ann = (item, other) if ext.lower() == ".jpg" else (other, item)
-        yield SourceFile(image.name, image.reader(), given=_loader(ann.reader()))
+        yield SourceFile(image.name, image.reader(policy), given=_loader(ann.reader(policy)))
     for stem, item in pending.items():
         if item.path.lower().endswith(".jpg"):
-            yield SourceFile(item.name, item.reader(), given=_missing(posixpath.basename(stem) + ".json"))
+            yield SourceFile(item.name, item.reader(policy), given=_missing(posixpath.basename(stem) + ".json"))
         else:
             yield failed(item.name, "SA-1B annotation without its image (.jpg)")

@@ -3,7 +3,8 @@
 A shard is opened as a seekable file and its headers are read in order; a member's bytes are read
 only when ingest asks for them (one ranged read at its offset, capped by the byte limit), so a shard
 is never unpacked or held in memory, and reads can happen in any order or at once. Compressed tars
-cannot be read at an offset: they are refused with a message saying so.
+cannot be read at an offset: they are refused with a message saying so. Every read goes through the
+source policy's :meth:`~groundcap.sources.policy.SourcePolicy.open` (its per-request timeouts).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import fsspec
 from braceexpand import braceexpand
 
 from groundcap.sources.entry import Reader, SourceFile
+from groundcap.sources.policy import SourcePolicy, describe
 
 
 def expand(pattern: str) -> list[str]:
@@ -38,9 +39,9 @@ class Member:
         """What reports and provenance show: ``<shard file name>/<member path>``."""
         return f"{posixpath.basename(self.shard)}/{self.path}"
 
-    def reader(self) -> Reader:
+    def reader(self, policy: SourcePolicy) -> Reader:
         def read(limit: int) -> bytes:
-            with fsspec.open(self.shard, "rb") as fh:
+            with policy.open(self.shard) as fh:
                 fh.seek(self.offset)
                 return fh.read(min(limit, self.size))
 
@@ -56,11 +57,11 @@ def failed(name: str, message: str) -> SourceFile:
     return SourceFile(name, read)
 
 
-def members(shard: str) -> Iterator[Member | SourceFile]:
+def members(shard: str, policy: SourcePolicy) -> Iterator[Member | SourceFile]:
     """The regular files of ``shard`` in tar order; a shard that cannot be opened or read to its end
     yields a failed item naming the shard and why (the members before the fault still count)."""
     try:
-        with fsspec.open(shard, "rb") as fh:
+        with policy.open(shard) as fh:
             try:
                 tar = tarfile.open(fileobj=fh, mode="r:")
             except tarfile.ReadError as exc:
@@ -72,4 +73,4 @@ def members(shard: str) -> Iterator[Member | SourceFile]:
                     path = info.name.removeprefix("./")
                     yield Member(shard, path, info.offset_data, info.size)
     except (OSError, tarfile.TarError) as exc:
-        yield failed(shard, f"{type(exc).__name__}: {exc}")
+        yield failed(shard, describe(exc))

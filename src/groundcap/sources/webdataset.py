@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 from groundcap.errors import SourceError
 from groundcap.sources.entry import SourceFile
+from groundcap.sources.policy import SourcePolicy
 from groundcap.sources.tars import Member, expand, members
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm", "pnm"})
@@ -21,12 +22,19 @@ def is_image(path: str) -> bool:
     return posixpath.splitext(path)[1].lstrip(".").lower() in IMAGE_EXTENSIONS
 
 
-def iter_webdataset(source: str, target: str) -> Iterator[SourceFile]:
+def iter_webdataset(source: str, target: str, policy: SourcePolicy) -> Iterator[SourceFile]:
+    """The images of the shards; a shard whose protocol the policy refuses refuses the source, before any read."""
     if not target:
         raise SourceError(f"source {source!r} names no shard: wds:shards/train-{{00000..00009}}.tar")
-    for shard in expand(target):
-        for item in members(shard):
+    shards = expand(target)
+    policy.require(source, shards)
+    return _images(shards, policy)
+
+
+def _images(shards: list[str], policy: SourcePolicy) -> Iterator[SourceFile]:
+    for shard in shards:
+        for item in members(shard, policy):
             if isinstance(item, SourceFile):
                 yield item
             elif isinstance(item, Member) and is_image(item.path):
-                yield SourceFile(item.name, item.reader())
+                yield SourceFile(item.name, item.reader(policy))

@@ -55,7 +55,7 @@ def declared_groups(paths: Mapping[str, str], pattern: str | None) -> dict[str, 
     """
     if not pattern:
         return {}
-    regex = re.compile(pattern)  # params_schema checked split.group_pattern at load
+    regex = re.compile(pattern)  # the split stage's param types checked split.group_pattern at load
     out = {}
     for image, path in paths.items():
         if match := regex.search(path or ""):
@@ -99,8 +99,8 @@ def assign(
 
     ``section`` is the params' ``split`` section (seed, fractions or sizes); ``pinned`` maps the
     images of the previous release to their split there; ``human`` holds the images people audited
-    and accepted. The targets (exactly one of fractions and sizes) are checked by
-    ``params_schema`` when params load.
+    and accepted. The targets (exactly one of fractions and sizes) are checked by the split stage
+    (``SplitStage.check_params``) when params load.
     """
     seed, pinned = int(section["seed"]), pinned or {}
     members: dict[str, list[str]] = defaultdict(list)

@@ -6,7 +6,7 @@ The gate comes first (``audit.verdicts.gate``): a release whose audited error ra
 Only images with a split go in, with only their passing regions; the scene caption is QA's copy,
 whose references to dropped regions are already unwrapped; people's corrections from the audit
 replace the machine's captions. The join is column-wise (``builders.columns.join_part``) and the
-release folders are written by ``builders.write_release``, in ``engine.build_workers`` processes.
+release folders are written by ``builders.write_release``, in ``executor.build_workers`` processes.
 """
 
 from __future__ import annotations
@@ -18,24 +18,39 @@ from groundcap.audit import verdicts
 from groundcap.builders import write_release
 from groundcap.builders.columns import INPUTS, join_part, to_records
 from groundcap.errors import AuditError, ReleaseError
+from groundcap.params.validation import Bool, Int
 from groundcap.pipeline.stage import Context, Stage
 from groundcap.storage import parts
 
 
-def run(ctx: Context) -> None:
-    result = verdicts.gate(ctx.root, ctx.params)
-    if not result.ok:
-        raise AuditError(f"release refused by the audit gate: {result.message}")
-    left_out = Counter()
-    for index in parts.list_parts(ctx.work("split")):
-        left_out.update(r["reason"] for r in parts.read_part(ctx.work("split"), index, ["split", "reason"]))
-    if None not in left_out:  # no image has a split: a card could declare no config, a loader would find nothing
-        reasons = "; ".join(f"{n} x {reason}" for reason, n in left_out.most_common(5))
-        raise ReleaseError(f"no image is released ({reasons}): see reports/qa.json for why QA failed them, and "
-                           "loosen the qa thresholds (or set a check's action to flag) if they are too strict")
-    ctx.release.mkdir(parents=True, exist_ok=True)
-    write_release(ctx.work("ingest").parent, ctx.release, ctx.params, verdicts.human_test(ctx.root, ctx.params),
-                  workers=ctx.params["engine"]["build_workers"], progress=ctx.progress)
+class BuildStage(Stage):
+    name = "build"
+    inputs = tuple(INPUTS)  # what the column-wise join reads
+    param_keys = ("build", "audit", "release.pretty_name", "release.version", "release.license")
+    deps = ("audits",)
+    outs = ("release/data", "release/regions", "release/wds", "release/coco")
+    param_types = {"build": {
+        "shard_bytes": Int(1),
+        "wds_shard_bytes": Int(1),
+        "row_group_rows": Int(1),
+        "row_group_bytes": Int(1),
+        "pancap_text": Bool(),
+    }}
+
+    def run(self, ctx: Context) -> None:
+        result = verdicts.gate(ctx.root, ctx.params)
+        if not result.ok:
+            raise AuditError(f"release refused by the audit gate: {result.message}")
+        left_out = Counter()
+        for index in parts.list_parts(ctx.work("split")):
+            left_out.update(r["reason"] for r in parts.read_part(ctx.work("split"), index, ["split", "reason"]))
+        if None not in left_out:  # no image has a split: a card could declare no config, a loader would find nothing
+            reasons = "; ".join(f"{n} x {reason}" for reason, n in left_out.most_common(5))
+            raise ReleaseError(f"no image is released ({reasons}): see reports/qa.json for why QA failed them, and "
+                               "loosen the qa thresholds (or set a check's action to flag) if they are too strict")
+        ctx.release.mkdir(parents=True, exist_ok=True)
+        write_release(ctx.work("ingest").parent, ctx.release, ctx.params, verdicts.human_test(ctx.root, ctx.params),
+                      workers=ctx.params["executor"]["build_workers"], progress=ctx.progress)
 
 
 def records(ctx: Context) -> Iterator[tuple[str, dict]]:
@@ -44,15 +59,6 @@ def records(ctx: Context) -> Iterator[tuple[str, dict]]:
     corrections = verdicts.human_test(ctx.root, ctx.params)
     for index in parts.list_parts(ctx.work("ingest")):
         yield from to_records(join_part(ctx.work("ingest").parent, index, corrections))
-
-
-class BuildStage(Stage):
-    name = "build"
-    inputs = tuple(INPUTS)  # what the column-wise join reads
-    params = ("build", "audit", "release.pretty_name", "release.version", "release.license")
-    deps = ("audits",)
-    outs = ("release/data", "release/regions", "release/wds", "release/coco")
-    run = staticmethod(run)
 
 
 STAGE = BuildStage()

@@ -12,16 +12,24 @@ from groundcap import schema
 from groundcap.annotators.base import RegionCaption, Verdict
 from groundcap.annotators.uniqueness import make_unique
 from groundcap.ingest import decode_rgb
+from groundcap.params.validation import Backend, Fraction, Int
 from groundcap.pipeline.stage import MapStage, Records, Row
-from groundcap.stages.common import build, provenance, spec
+from groundcap.stages.common import make_backend, provenance, spec
 
 
 class CaptionRegionsStage(MapStage):
     name = "caption_regions"
     inputs = ("ingest", "segment")
-    params = ("caption_regions",)
+    columns = {"ingest": ("bytes",)}
+    param_keys = ("caption_regions",)
     steps = ("region_captioner", "verifier")
     schema = schema.CAPTIONS
+    param_types = {"caption_regions": {
+        "captioner": Backend("region_captioner"),
+        "verifier": Backend("verifier", nullable=True),
+        "unique_rounds": Int(0),
+        "unique_max_similarity": Fraction(),
+    }}
 
     def backends(self, params):
         section = params["caption_regions"]
@@ -30,7 +38,7 @@ class CaptionRegionsStage(MapStage):
 
     def setup(self, params):
         self.section = params["caption_regions"]
-        self.captioner, *verifier = (build(s) for s in self.backends(params))
+        self.captioner, *verifier = (make_backend(s) for s in self.backends(params))
         self.verifier = verifier[0] if verifier else None
         self.stamps = [provenance(b, self.section) for b in (self.captioner, *verifier)]
 

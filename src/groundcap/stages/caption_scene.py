@@ -11,16 +11,23 @@ import json
 from groundcap import schema
 from groundcap.annotators.base import RegionCaption
 from groundcap.ingest import decode_rgb
+from groundcap.params.validation import Backend, Int
 from groundcap.pipeline.stage import MapStage, Records, Row
-from groundcap.stages.common import build, provenance, spec
+from groundcap.stages.common import make_backend, provenance, spec
 
 
 class CaptionSceneStage(MapStage):
     name = "caption_scene"
     inputs = ("ingest", "segment", "caption_regions")
-    params = ("caption_scene",)
+    columns = {"ingest": ("bytes",)}
+    param_keys = ("caption_scene",)
     steps = ("scene_captioner",)
     schema = schema.SCENE
+    param_types = {"caption_scene": {
+        "composer": Backend("scene_captioner"),
+        "max_regions": Int(1),
+        "divide_above": Int(0),
+    }}
 
     def backends(self, params):
         section = params["caption_scene"]
@@ -28,7 +35,7 @@ class CaptionSceneStage(MapStage):
         return [spec("scene_captioner", section["composer"], section, shared)]
 
     def setup(self, params):
-        [self.composer] = (build(s) for s in self.backends(params))
+        [self.composer] = (make_backend(s) for s in self.backends(params))
         self.stamps = [provenance(self.composer, params["caption_scene"])]
 
     def process_batch(self, batch: list[Records]) -> list[Row | Exception]:

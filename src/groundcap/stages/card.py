@@ -21,7 +21,7 @@ class CardStage(Stage):
     annotators = ("tag", "segment", "caption_regions", "caption_scene", "redact")  # the backends they ran with
     inputs = (*annotators, "ingest", "split")  # and the licence of each released image
     # it states every setting, hashed
-    params = ("source", "part_size", "profile", "ingest", "tag", "segment", "caption_regions", "caption_scene",
+    param_keys = ("source", "part_size", "profile", "ingest", "tag", "segment", "caption_regions", "caption_scene",
               "crosscheck", "qa", "dedup", "split", "redact", "build", "audit", "release")
     deps = ("release/data", "release/regions", "release/wds", "release/coco", "reports/qa.json", "reports/dedup.json",
             "audits")
@@ -32,7 +32,7 @@ class CardStage(Stage):
         from groundcap.dataset_card import write_card  # matplotlib and datasets: only when a card is written
         from groundcap.dataset_card.croissant import write_croissant
         from groundcap.dataset_card.plots import write_plots
-        from groundcap.evaluate import engine  # MiniLM: only when a release has a human_test split
+        from groundcap.evaluate import accuracy  # MiniLM: only when a release has a human_test split
 
         params = copy.deepcopy(ctx.params)
         if params["source"] == sample.PREFIX and not params["release"].get("sources"):
@@ -41,7 +41,7 @@ class CardStage(Stage):
         qa_summary["dedup"] = json.loads((ctx.reports / "dedup.json").read_text())
         gate = verdicts.gate(ctx.root, ctx.params)
         qa_summary["audit"] = {**gate.summary, "message": gate.message}
-        qa_summary["engine_accuracy"] = engine.accuracy(ctx.root / "work", ctx.release)
+        qa_summary["engine_accuracy"] = accuracy.accuracy(ctx.root / "work", ctx.release)
         changelog = versions.changelog(ctx.release, params["release"])
         versions.write_changelog(ctx.release, changelog)
         stages, provenance = list(order.ORDER), self.provenance(ctx)

@@ -14,7 +14,8 @@ def spec(step: str, name: str, section: dict[str, Any], shared: dict[str, Any] |
     return BackendSpec(step, name, {**(shared or {}), **(section.get(name) or {})})
 
 
-def build(backend: BackendSpec) -> base.Backend:
+def make_backend(backend: BackendSpec) -> base.Backend:
+    """The backend ``backend`` names, built (its models loaded) through the registry."""
     return registry.create(backend.step, backend.name, backend.options)
 
 

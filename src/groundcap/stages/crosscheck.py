@@ -12,17 +12,25 @@ from __future__ import annotations
 from groundcap import grounding, schema
 from groundcap.annotators.base import RegionCaption
 from groundcap.ingest import decode_rgb
+from groundcap.params.validation import Backend, Enum
 from groundcap.pipeline.stage import MapStage, Records, Row
 from groundcap.qa import claims, consistency
-from groundcap.stages.common import build, provenance, spec
+from groundcap.stages.common import make_backend, provenance, spec
 
 
 class CrosscheckStage(MapStage):
     name = "crosscheck"
     inputs = ("ingest", "segment", "caption_regions", "caption_scene")
-    params = ("crosscheck", "caption_scene.max_regions", "caption_scene.divide_above")
+    columns = {"ingest": ("bytes",)}
+    param_keys = ("crosscheck", "caption_scene.max_regions", "caption_scene.divide_above")
     steps = ("region_captioner", "scene_captioner", "verifier")
     schema = schema.CROSSCHECK
+    param_types = {"crosscheck": {
+        "captioner": Backend("region_captioner", nullable=True),
+        "scene_composer": Backend("scene_captioner", nullable=True),
+        "judge": Backend("verifier", nullable=True),
+        "embedder": Enum(*sorted(consistency.MODELS)),
+    }}
 
     def backends(self, params):
         section = params["crosscheck"]
@@ -37,7 +45,7 @@ class CrosscheckStage(MapStage):
 
     def setup(self, params):
         section = params["crosscheck"]
-        built = {s.step: build(s) for s in self.backends(params)}
+        built = {s.step: make_backend(s) for s in self.backends(params)}
         self.captioner = built.get("region_captioner")
         self.composer, self.judge = built.get("scene_captioner"), built.get("verifier")
         self.embedder = consistency.embedder(section["embedder"]) if self.captioner else None

@@ -19,55 +19,70 @@ from tqdm.auto import tqdm
 from groundcap import grounding, schema
 from groundcap.errors import StageInputError
 from groundcap.ingest import decode_rgb
+from groundcap.params.validation import Enum, Int, Num
 from groundcap.pipeline.stage import Context, Stage
 from groundcap.qa import dedup
 from groundcap.storage import parts
 
 
-def run(ctx: Context) -> None:
-    section = ctx.params["dedup"]  # checked by params_schema at load
-    source = ctx.work("ingest")
-    indices = parts.list_parts(source)
-    ids, hashes, pixels, sizes = _hash_images(ctx, source, indices)
-    qa_ids, passed, score, signatures = _qa_columns(ctx, indices)
-    if qa_ids != ids:
-        raise StageInputError("work/qa is out of step with work/ingest; rerun from ingest")
-    n = len(ids)
-    ids = np.asarray(ids, dtype=str)
-    rank = _ranks(np.lexsort((ids, -score, ~passed)))  # QA-passed first, then higher score, then smaller id
+class DedupStage(Stage):
+    name = "dedup"
+    inputs = ("ingest", "qa")
+    param_keys = ("dedup",)
+    metrics = ("reports/dedup.json",)
+    outs = ("work/dedup",)
+    param_types = {"dedup": {
+        "phash_max_distance": Int(0, 32),  # bits of 64
+        "keep": Enum("one", "all"),
+        "caption_min_jaccard": Num(0, 1, open_low=True),
+        "caption_keep": Enum("one", "all"),
+    }}
 
-    same_pixels = dedup.equal_pairs(np.asarray(pixels, dtype=str))
-    near, _ = dedup.image_pairs(hashes, section["phash_max_distance"])
-    image_edges = np.concatenate([same_pixels, near])
-    image_rep = dedup.best_of(dedup.clusters(n, image_edges), rank)
-    image_drop = (image_rep != np.arange(n)) & (section["keep"] == "one")
+    def run(self, ctx: Context) -> None:
+        section = ctx.params["dedup"]  # of param_types' types: checked when params load
+        source = ctx.work("ingest")
+        indices = parts.list_parts(source)
+        ids, hashes, pixels, sizes = _hash_images(ctx, source, indices)
+        qa_ids, passed, score, signatures = _qa_columns(ctx, indices)
+        if qa_ids != ids:
+            raise StageInputError("work/qa is out of step with work/ingest; rerun from ingest")
+        n = len(ids)
+        ids = np.asarray(ids, dtype=str)
+        rank = _ranks(np.lexsort((ids, -score, ~passed)))  # QA-passed first, then higher score, then smaller id
 
-    caption_edges = dedup.caption_pairs(signatures, section["caption_min_jaccard"])
-    caption_rep = dedup.best_of(dedup.clusters(n, caption_edges), _ranks(np.lexsort((rank, image_drop))))
-    caption_drop = (caption_rep != np.arange(n)) & (section["caption_keep"] == "one") & ~image_drop
+        same_pixels = dedup.equal_pairs(np.asarray(pixels, dtype=str))
+        near, _ = dedup.image_pairs(hashes, section["phash_max_distance"])
+        image_edges = np.concatenate([same_pixels, near])
+        image_rep = dedup.best_of(dedup.clusters(n, image_edges), rank)
+        image_drop = (image_rep != np.arange(n)) & (section["keep"] == "one")
 
-    group_rep = dedup.best_of(dedup.clusters(n, np.concatenate([image_edges, caption_edges])), _ranks(np.argsort(ids)))
-    reasons = _reasons(ids, hashes, pixels, signatures, image_rep, image_drop, caption_rep, caption_drop)
+        caption_edges = dedup.caption_pairs(signatures, section["caption_min_jaccard"])
+        caption_rep = dedup.best_of(dedup.clusters(n, caption_edges), _ranks(np.lexsort((rank, image_drop))))
+        caption_drop = (caption_rep != np.arange(n)) & (section["caption_keep"] == "one") & ~image_drop
 
-    def row(i: int) -> dict:
-        return {"image_id": str(ids[i]), "phash": int(hashes[i, 0]), "pixel_hash": pixels[i],
-                "image_cluster": str(ids[image_rep[i]]), "caption_cluster": str(ids[caption_rep[i]]),
-                "group": str(ids[group_rep[i]]), "kept": reasons[i] is None, "reason": reasons[i]}
+        group_rep = dedup.best_of(dedup.clusters(n, np.concatenate([image_edges, caption_edges])),
+                                  _ranks(np.argsort(ids)))
+        reasons = _reasons(ids, hashes, pixels, signatures, image_rep, image_drop, caption_rep, caption_drop)
 
-    out = parts.reset_dir(ctx.work("dedup"))
-    for index, start, stop in zip(indices, np.cumsum([0, *sizes[:-1]]), np.cumsum(sizes), strict=True):
-        parts.write_part([row(i) for i in range(start, stop)], schema.DEDUP, out, index)
+        def row(i: int) -> dict:
+            return {"image_id": str(ids[i]), "phash": int(hashes[i, 0]), "pixel_hash": pixels[i],
+                    "image_cluster": str(ids[image_rep[i]]), "caption_cluster": str(ids[caption_rep[i]]),
+                    "group": str(ids[group_rep[i]]), "kept": reasons[i] is None, "reason": reasons[i]}
 
-    report = {
-        "images": n,
-        "exact_duplicates": n - len(set(pixels)),  # images whose pixels an earlier one already has
-        "near_duplicate_clusters": _cluster_sizes(image_rep),
-        "images_dropped": sum(r is not None for r in reasons),
-        "caption_clusters": _cluster_sizes(caption_rep),
-        "groups": _cluster_sizes(group_rep),
-    }
-    ctx.reports.mkdir(parents=True, exist_ok=True)
-    (ctx.reports / "dedup.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        out = parts.reset_dir(ctx.work("dedup"))
+        for index, start, stop in zip(indices, np.cumsum([0, *sizes[:-1]]), np.cumsum(sizes), strict=True):
+            parts.write_part([row(i) for i in range(start, stop)], schema.DEDUP, out, index)
+
+        report = {
+            "images": n,
+            "exact_duplicates": n - len(set(pixels)),  # images whose pixels an earlier one already has
+            "near_duplicate_clusters": _cluster_sizes(image_rep),
+            "images_dropped": sum(r is not None for r in reasons),
+            "caption_clusters": _cluster_sizes(caption_rep),
+            "groups": _cluster_sizes(group_rep),
+        }
+        ctx.reports.mkdir(parents=True, exist_ok=True)
+        (ctx.reports / "dedup.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
 
 
 def _hash_images(ctx: Context, source, indices: list[int]) -> tuple[list[str], np.ndarray, list[str], list[int]]:
@@ -129,15 +144,6 @@ def _cluster_sizes(rep: np.ndarray) -> dict:
     sizes = np.bincount(rep, minlength=1)
     count = int((sizes > 1).sum())
     return {"count": count, "largest": int(sizes.max()) if count else 0}
-
-
-class DedupStage(Stage):
-    name = "dedup"
-    inputs = ("ingest", "qa")
-    params = ("dedup",)
-    metrics = ("reports/dedup.json",)
-    outs = ("work/dedup",)
-    run = staticmethod(run)
 
 
 STAGE = DedupStage()

@@ -5,16 +5,17 @@ claims (``qa.evidence``) and the cross-model consistency decision (``qa.consiste
 ``work/crosscheck``); each check whose params say ``flag`` is recorded without failing. Regions that
 fail are left out of the release; references to them in the scene caption are unwrapped to plain
 text so the caption never points at a missing region. Images that fail, or that a stage failed on,
-are left out with their reasons.
+are left out with their reasons. The verdicts are ``qa.judge``'s; this module runs it over the parts
+and sums up every part's verdicts.
 """
 
 from __future__ import annotations
 
-from groundcap import grounding, schema
-from groundcap.ingest import decode_rgb
+from groundcap import schema
+from groundcap.params.validation import Bool, Enum, Fraction, Int, Num
 from groundcap.pipeline import order
 from groundcap.pipeline.stage import Context, MapStage
-from groundcap.qa import checks, claims, consistency, evidence
+from groundcap.qa.judge import Judge
 from groundcap.qa.report import Summary
 from groundcap.storage import parts
 
@@ -22,13 +23,38 @@ from groundcap.storage import parts
 class QaStage(MapStage):
     name = "qa"
     inputs = ("ingest", "segment", "caption_regions", "caption_scene", "crosscheck")
-    params = ("qa",)
+    columns = {"ingest": ("bytes", "height", "width")}
+    param_keys = ("qa",)
     schema = schema.QA
     metrics = ("reports/qa.json",)
     plots = ("reports/plots",)
+    param_types = {"qa": {
+        "min_region_area_frac": Fraction(),
+        "min_regions": Int(0),
+        "require_unique_captions": Bool(),
+        "evidence": {
+            "action": Enum("fail", "flag"),
+            "min_color_share": Fraction(),
+            "share_tolerance": Fraction(),
+            "min_text_similarity": Fraction(),
+        },
+        "consistency": {
+            "action": Enum("fail", "flag"),
+            "min_similarity": Num(-1, 1),  # a cosine
+            "min_claim_agreement": Fraction(),
+            "min_scene_similarity": Num(-1, 1),
+        },
+    }}
 
     def setup(self, params):
-        self.process, self.error_row = _judge(params["qa"])
+        self.judge = Judge(params["qa"])
+
+    def process(self, image_row, region_row, caption_row, scene_row, cross_row):
+        return self.judge.image(image_row, region_row, caption_row, scene_row, cross_row)
+
+    def error_row(self, image_id, message):
+        """QA's table has no ``error`` column: the stage's error becomes the image's failing reason."""
+        return self.judge.failed(image_id, message)
 
     def finish(self, ctx: Context) -> None:
         """``reports/qa.json`` and the plots, from every part (computed now or on an earlier run)."""
@@ -38,76 +64,10 @@ class QaStage(MapStage):
         summary.write(ctx.reports)
 
 
-def _judge(section: dict):
-    """``(judge, failed)``: an image's QA row from its records, and the row of an image a stage failed on."""
-    options = evidence.Options.from_params(section["evidence"])
-    evidence_action, agree = section["evidence"]["action"], section["consistency"]
-
-    def decide(agreement: dict | None, cross: dict, min_similarity: float) -> dict | None:
-        return consistency.decide(agreement, cross["model_a"], cross["model_b"], min_similarity,
-                                  agree["min_claim_agreement"])
-
-    def judge(image_row: dict, region_row: dict, caption_row: dict, scene_row: dict, cross_row: dict) -> dict:
-        h, w = image_row["height"], image_row["width"]
-        image = decode_rgb(image_row["bytes"])
-        regions = region_row["regions"]
-        captions = {c["region_id"]: c for c in caption_row["captions"]}
-        agreements = {r["region_id"]: r["agreement"] for r in cross_row["regions"]}
-        region_verdicts = []
-        for region in regions:
-            rid, caption = region["region_id"], captions.get(region["region_id"])
-            region_claims = evidence.check_region(claims.caption_text(caption["short"], caption["detailed"]), image,
-                                           region, regions, options) if caption else []
-            decision = decide(agreements.get(rid), cross_row, agree["min_similarity"])
-            fail, flag = checks.split_by_action({
-                "caption contradicted by pixels": (not evidence.contradicted(region_claims), evidence_action),
-                **({"models disagree on the caption": (decision["passed"], agree["action"])} if decision else {}),
-            })
-            structural = checks.region_checks(region, caption, h, w, section["min_region_area_frac"],
-                                              section["require_unique_captions"])
-            v = checks.verdict({**structural, **fail}, flag)
-            region_verdicts.append({"region_id": rid, "score": v.score, "passed": v.passed, "reasons": v.reasons,
-                                    "evidence": region_claims, "consistency": decision})
-        failed_ids = {r["region_id"] for r in region_verdicts if not r["passed"]}
-        for region, verdict in zip(regions, region_verdicts, strict=True):
-            if region["parent_id"] is not None and region["parent_id"] in failed_ids:  # parts go with their entity
-                verdict["passed"] = False
-                verdict["reasons"] = [*verdict["reasons"], "parent region failed"]
-        kept = {r["region_id"] for r in region_verdicts if r["passed"]}
-        every = {r["region_id"] for r in region_verdicts}
-
-        scene_text = scene_row["scene_caption"] or ""
-        scene_claims = evidence.check_scene(scene_text, image, regions, options) if scene_text else []
-        scene_decision = decide(cross_row["scene"], cross_row, agree["min_scene_similarity"])
-        fail, flag = checks.split_by_action({
-            "scene caption contradicted by pixels": (not evidence.contradicted(scene_claims), evidence_action),
-            **({"models disagree on the scene caption": (scene_decision["passed"], agree["action"])}
-               if scene_decision else {}),
-        })
-        image_verdict = checks.verdict({**checks.image_checks(scene_text, kept, every, section["min_regions"]),
-                                        **fail}, flag)
-        region_mean = sum(r["score"] for r in region_verdicts) / len(region_verdicts) if region_verdicts else 0.0
-        return {
-            "image_id": image_row["image_id"],
-            "score": round(image_verdict.score * region_mean, 4),
-            "passed": image_verdict.passed,
-            "reasons": image_verdict.reasons,
-            "regions": region_verdicts,
-            "scene_caption": grounding.unwrap(scene_text, kept),
-            "scene_evidence": scene_claims,
-            "scene_consistency": scene_decision,
-        }
-
-    def failed(image_id: str, message: str) -> dict:
-        return {"image_id": image_id, "score": 0.0, "passed": False, "reasons": [message], "regions": [],
-                "scene_caption": None, "scene_evidence": [], "scene_consistency": None}
-
-    return judge, failed
-
-
 def _reason_kind(reason: str) -> str:
     """Stage errors carry a per-image message (``<stage>: ...``); the summary counts them by stage."""
     stage, sep, _ = reason.partition(": ")
     return f"{stage} error" if sep and stage in order.HELP else reason
+
 
 STAGE = QaStage()

@@ -14,16 +14,31 @@ from __future__ import annotations
 from groundcap import privacy, schema
 from groundcap.annotators.base import Tag
 from groundcap.ingest import decode_rgb
+from groundcap.params.validation import Backend, Int, Num
 from groundcap.pipeline.stage import MapStage, Records, Row
-from groundcap.stages.common import build, provenance, spec
+from groundcap.stages.common import make_backend, provenance, spec
 
 
 class RedactStage(MapStage):
     name = "redact"
     inputs = ("ingest",)
-    params = ("redact", "release.redact")
+    columns = {"ingest": ("bytes",)}
+    param_keys = ("redact", "release.redact")
     steps = ("detector",)
     schema = schema.REDACT
+    param_types = {"redact": {
+        "detectors": Backend("detector", many=True),
+        "pad_frac": Num(0, 1),
+        "cells": Int(1),
+    }}
+
+    def check_params(self, params, problems):
+        """Something to detect whenever something is to be redacted."""
+        release, section = params.get("release"), params.get("redact")
+        if isinstance(release, dict) and isinstance(section, dict) and release.get("redact") not in (None, "none") \
+                and section.get("detectors") == []:
+            problems.append(f"params: release.redact is {release['redact']!r} but redact.detectors is empty; name a "
+                            "detector (e.g. [haar]) or set release.redact: none")
 
     def backends(self, params):
         if params["release"]["redact"] == "none":
@@ -33,7 +48,7 @@ class RedactStage(MapStage):
 
     def setup(self, params):
         self.section = params["redact"]
-        self.detectors = [build(s) for s in self.backends(params)]
+        self.detectors = [make_backend(s) for s in self.backends(params)]
         self.stamps = [provenance(d, self.section) for d in self.detectors]
         self.prompts = [Tag(label, 1.0, self.name) for label in privacy.TARGETS[params["release"]["redact"]]]
 

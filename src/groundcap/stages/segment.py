@@ -13,8 +13,9 @@ from groundcap import schema
 from groundcap.annotators.base import Detection, Mask
 from groundcap.annotators.entities import nest_given, resolve_entities
 from groundcap.ingest import decode_rgb
+from groundcap.params.validation import Backend, Enum, Fraction, Int, StrList
 from groundcap.pipeline.stage import MapStage, Row
-from groundcap.stages.common import build, provenance, spec
+from groundcap.stages.common import make_backend, provenance, spec
 
 ENTITY_OPTIONS = ("min_area_frac", "nms_iou", "max_regions", "min_predicted_iou", "min_stability", "max_parts",
                   "part_min_containment")
@@ -23,9 +24,26 @@ ENTITY_OPTIONS = ("min_area_frac", "nms_iou", "max_regions", "min_predicted_iou"
 class SegmentStage(MapStage):
     name = "segment"
     inputs = ("ingest", "tag")
-    params = ("segment", "tag")  # the crop tagger takes its options from the tag section
+    columns = {"ingest": ("bytes", "given")}
+    param_keys = ("segment", "tag")  # the crop tagger takes its options from the tag section
     steps = ("prompted_segmenter", "mask_generator", "tagger")
     schema = schema.REGIONS
+    param_types = {"segment": {
+        "work_side": Int(1),
+        "prompted": Backend("prompted_segmenter"),
+        "everything": Backend("mask_generator"),
+        "min_area_frac": Fraction(),
+        "nms_iou": Fraction(),
+        "max_regions": Int(1),
+        "min_predicted_iou": Fraction(),
+        "min_stability": Fraction(),
+        "max_parts": Int(0),
+        "part_min_containment": Fraction(),
+        "crop_tagger": Backend("tagger", nullable=True, options_in="tag"),
+        "crop_tag_min_score": Fraction(),
+        "generic_labels": StrList(),
+        "given": Enum("use", "merge", "ignore"),
+    }}
 
     def backends(self, params):
         section = params["segment"]
@@ -36,7 +54,7 @@ class SegmentStage(MapStage):
 
     def setup(self, params):
         self.section = params["segment"]
-        prompted, generator, *crop_tagger = (build(s) for s in self.backends(params))
+        prompted, generator, *crop_tagger = (make_backend(s) for s in self.backends(params))
         self.prompted, self.generator = prompted, generator
         self.crop_tagger = crop_tagger[0] if crop_tagger else None
         self.stamps = [provenance(b, self.section) for b in (prompted, generator, *crop_tagger)]

@@ -13,16 +13,23 @@ from groundcap import schema
 from groundcap.annotators.base import Tag
 from groundcap.annotators.detections import merge
 from groundcap.ingest import decode_rgb
+from groundcap.params.validation import Backend, Fraction
 from groundcap.pipeline.stage import MapStage, Records, Row
-from groundcap.stages.common import build, provenance, spec
+from groundcap.stages.common import make_backend, provenance, spec
 
 
 class TagStage(MapStage):
     name = "tag"
     inputs = ("ingest",)
-    params = ("tag",)
+    columns = {"ingest": ("bytes",)}
+    param_keys = ("tag",)
     steps = ("tagger", "detector")
     schema = schema.TAGS
+    param_types = {"tag": {
+        "taggers": Backend("tagger", many=True),
+        "detectors": Backend("detector", many=True),
+        "merge_iou": Fraction(),
+    }}
 
     def backends(self, params):
         section = params["tag"]
@@ -32,8 +39,8 @@ class TagStage(MapStage):
     def setup(self, params):
         self.section = params["tag"]
         specs = self.backends(params)
-        self.taggers = [build(s) for s in specs if s.step == "tagger"]
-        self.detectors = [build(s) for s in specs if s.step == "detector"]
+        self.taggers = [make_backend(s) for s in specs if s.step == "tagger"]
+        self.detectors = [make_backend(s) for s in specs if s.step == "detector"]
         self.stamps = [provenance(b, self.section) for b in (*self.taggers, *self.detectors)]
 
     def process_batch(self, batch: list[Records]) -> list[Row]:

@@ -70,8 +70,19 @@ def read_marker(directory: Path, index: int) -> dict | None:
 
 
 def read_part(directory: Path, index: int, columns: Iterable[str] | None = None) -> list[dict]:
+    """Part ``index``'s rows, every column or only ``columns``."""
     table = pq.read_table(part_path(directory, index), columns=list(columns) if columns else None)
     return table.to_pylist()
+
+
+def num_rows(directory: Path, index: int) -> int:
+    """How many rows part ``index`` holds (read from its footer)."""
+    return pq.ParquetFile(part_path(directory, index)).metadata.num_rows
+
+
+def column_names(directory: Path, index: int) -> list[str]:
+    """The columns of part ``index`` (read from its footer)."""
+    return pq.read_schema(part_path(directory, index)).names
 
 
 def reset_dir(directory: Path) -> Path:

@@ -56,6 +56,7 @@ class ChatEngine(ABC):
     """A served or loaded VLM. ``generate`` never raises for one bad request: it returns its error."""
 
     kind: str = ""
+    max_image_side: int = 0  # images are sent downscaled to this longer side (0: as they are)
 
     def __init__(self, model: str) -> None:
         self.model = model
@@ -73,13 +74,20 @@ class ChatEngine(ABC):
 MIN_SIDE, MAX_ASPECT = 28, 100
 
 
+def downscale(array: np.ndarray, max_side: int = 0) -> np.ndarray:
+    """``array`` resized (bicubic) so its longer side is at most ``max_side``; itself when it already is (or 0)."""
+    h, w = array.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return array
+    scale = max_side / max(h, w)
+    img = Image.fromarray(np.ascontiguousarray(array))
+    return np.asarray(img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC))
+
+
 def to_image(array: np.ndarray, max_side: int = 0) -> Image.Image:
     """A PIL image of ``array``, downscaled so its longer side is at most ``max_side`` (0: keep), then padded
     (edge pixels repeated, centred) to at least ``MIN_SIDE`` a side and at most ``MAX_ASPECT`` long to short."""
-    img = Image.fromarray(np.ascontiguousarray(array))
-    if max_side and max(img.size) > max_side:
-        scale = max_side / max(img.size)
-        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BICUBIC)
+    img = Image.fromarray(np.ascontiguousarray(downscale(array, max_side)))
     w, h = img.size
     need_w, need_h = max(w, MIN_SIDE, -(-h // MAX_ASPECT)), max(h, MIN_SIDE, -(-w // MAX_ASPECT))
     if (need_w, need_h) == (w, h):

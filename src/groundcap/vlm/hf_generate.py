@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from groundcap.errors import EngineStartFailed
 from groundcap.models import hub
-from groundcap.vlm.chat import ChatEngine, ChatReply, ChatRequest, to_image
+from groundcap.vlm.chat import ChatEngine, ChatReply, ChatRequest, brief, to_image
 
 
 class TransformersChat(ChatEngine):
@@ -38,17 +39,22 @@ class TransformersChat(ChatEngine):
         self._model: Any = None
 
     def _load(self) -> None:
-        """Load processor and model once, on the first ``generate`` (building the engine stays cheap)."""
+        """Load processor and model once, on the first ``generate`` (building the engine stays cheap); a load
+        that fails raises ``EngineStartFailed``, which stops the stage (``worker``)."""
         if self._model is not None:
             return
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         device = hub.resolve_device(self.device)
         dtype = hub.resolve_dtype(self.dtype, device, gpu_default="bfloat16")  # VLMs are trained in bf16
-        processor = AutoProcessor.from_pretrained(self.model, trust_remote_code=self.trust_remote_code)
+        try:
+            processor = AutoProcessor.from_pretrained(self.model, trust_remote_code=self.trust_remote_code)
+            model = AutoModelForImageTextToText.from_pretrained(
+                self.model, dtype=dtype, trust_remote_code=self.trust_remote_code)
+        except Exception as exc:  # missing or broken files: no request could be served, and each would load again
+            raise EngineStartFailed(f"transformers could not load {self.model}: {type(exc).__name__}: "
+                                    f"{brief(str(exc), 1000)}") from exc
         processor.tokenizer.padding_side = "left"  # decoder-only: new tokens must follow every prompt
-        model = AutoModelForImageTextToText.from_pretrained(
-            self.model, dtype=dtype, trust_remote_code=self.trust_remote_code)
         self._model, self._processor = model.to(device), processor  # device_map would need accelerate
         # recent transformers take processor options in ``processor_kwargs`` (flat ones warn); 5.0 took them flat
         flat = "processor_kwargs" not in inspect.signature(processor.apply_chat_template).parameters

@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from groundcap.errors import BackendUnavailable, is_fatal
+from groundcap.errors import BackendUnavailable, EngineStartFailed, ParamsError, is_fatal
 from groundcap.models import hub
 from groundcap.vlm.chat import ChatEngine, ChatReply, ChatRequest, brief, openai_messages
 
@@ -82,20 +82,34 @@ def max_pixels(max_image_side: int, patch_grid: int = 28) -> int:
     return side * side
 
 
-def patch_grid(model: str) -> int | None:
-    """The pixels per vision-token side of ``model`` (patch size x spatial merge: 28 for Qwen2/2.5-VL), from
-    its ``config.json`` in a local folder or the Hugging Face cache (never downloaded). ``None`` when the
-    config names no spatial merge (InternVL: its processor takes no ``max_pixels``, it tiles); 28 when there
-    is no config to read here."""
+def max_tiles(max_image_side: int, tile_pixels: int) -> int:
+    """The tiles an InternVL image of at most ``max_image_side`` a side needs: as many as hold its pixels,
+    ``max_image_side`` squared, rounded up (6 of 448 x 448 for 1024). Its processor otherwise cuts every image
+    into up to 12 tiles (+ a thumbnail), upscaling a 1024 x 768 one to 1792 x 1344 first."""
+    return max(1, -(-max_image_side * max_image_side // tile_pixels))
+
+
+def image_caps(model: str, max_image_side: int) -> dict[str, int]:
+    """``mm_processor_kwargs`` that hold ``model``'s image processor to images of at most ``max_image_side`` a
+    side, so vLLM's memory profiling budgets for those and each request is processed within them: Qwen2/2.5-VL's
+    ``max_pixels`` on its patch x merge grid (28), InternVL's (``model_type`` internvl) ``max_patches`` of its
+    ``vision_config.image_size`` tiles; none for a config with neither. Read from ``config.json`` in a local
+    folder or the Hugging Face cache (never downloaded); Qwen's grid where there is no config to read here."""
     path = hub.local_config(model)
-    if path is None:
-        return 28
     try:
-        vision = json.loads(path.read_text()).get("vision_config") or {}
-    except (OSError, ValueError, AttributeError):
-        return 28
-    patch, merge = vision.get("patch_size"), vision.get("spatial_merge_size")
-    return patch * merge if isinstance(patch, int) and isinstance(merge, int) else None
+        config = json.loads(path.read_text()) if path else None
+    except (OSError, ValueError):
+        config = None
+    if not isinstance(config, dict):
+        return {"max_pixels": max_pixels(max_image_side)}
+    vision = config.get("vision_config") or {}
+    patch, merge, tile = vision.get("patch_size"), vision.get("spatial_merge_size"), vision.get("image_size")
+    if isinstance(patch, int) and isinstance(merge, int):
+        return {"max_pixels": max_pixels(max_image_side, patch * merge)}
+    if config.get("model_type") == "internvl" and tile:
+        height, width = (tile, tile) if isinstance(tile, int) else tile
+        return {"max_patches": max_tiles(max_image_side, height * width)}
+    return {}
 
 
 def parse_outputs(outputs: Sequence[Any]) -> list[ChatReply]:
@@ -140,6 +154,7 @@ class VllmChat(ChatEngine):
         stop_tokens: bool = True,
         structured_outputs: bool = True,
         llm_options: dict[str, Any] | None = None,
+        max_requests_per_call: int = 256,
     ) -> None:
         """``limit_mm_per_prompt`` asks for no video and ``mm_processor_kwargs`` (``None``: ``max_pixels`` from
         ``max_image_side``; ``{}``: the processor's own) caps the image processor, so vLLM's memory profiling
@@ -147,8 +162,12 @@ class VllmChat(ChatEngine):
         (``stop_token_ids``); ``structured_outputs``: constrain ``json_mode`` replies to a JSON object, to its
         ``json_schema`` where a request has one.
         ``llm_options`` go to ``vllm.LLM`` as they are, over the arguments above (``enforce_eager``,
-        ``dtype``, ``max_model_len``, ...)."""
+        ``dtype``, ``max_model_len``, ...). ``max_requests_per_call`` (0: no bound) caps the requests of one
+        ``LLM.chat``: vLLM renders and processes every prompt of a call (data URLs, image tensors) before it
+        runs any, so host memory grows with the call; 256 is four waves of the default ``max_num_seqs``."""
         super().__init__(model)
+        if max_requests_per_call < 0:
+            raise ParamsError(f"max_requests_per_call must be 0 (no bound) or more, got {max_requests_per_call}")
         self.llm_kwargs: dict[str, Any] = {
             "tensor_parallel_size": tensor_parallel_size,
             "gpu_memory_utilization": gpu_memory_utilization,
@@ -167,6 +186,7 @@ class VllmChat(ChatEngine):
         self.max_image_side = max_image_side
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.progress = progress
+        self.max_requests_per_call = max_requests_per_call
         self._llm: Any = None
         self._sampling_params: Any = None  # vllm.SamplingParams, bound when the model loads
         self._stop_token_ids: list[int] = []  # from the model's tokenizer, when it loads
@@ -186,8 +206,9 @@ class VllmChat(ChatEngine):
             if constraint is not None:
                 extra |= json_object_kwargs(self._vllm, json.loads(constraint) or None)
             params = self._sampling_params(**dict(key), **extra)
-            batch = self._chat(llm, [requests[i] for i in indices], params)
-            replies.update(zip(indices, batch, strict=True))
+            size = self.max_requests_per_call or len(indices)
+            for chunk in (indices[start:start + size] for start in range(0, len(indices), size)):
+                replies.update(zip(chunk, self._chat(llm, [requests[i] for i in chunk], params), strict=True))
         return [replies[i] for i in range(len(requests))]
 
     def _constraint(self, request: ChatRequest) -> str | None:
@@ -202,14 +223,15 @@ class VllmChat(ChatEngine):
         kwargs = dict(self.llm_kwargs)
         mm = self.mm_processor_kwargs
         if mm is None:
-            grid = patch_grid(self.model)
-            mm = {"max_pixels": max_pixels(self.max_image_side, grid)} if grid else {}
+            mm = image_caps(self.model, self.max_image_side)
         if mm:
             kwargs["mm_processor_kwargs"] = mm
         return {"model": self.model, **kwargs, **self.llm_options}
 
     def _load(self) -> Any:
-        """The ``vllm.LLM``, built on first use so constructing the engine needs no GPU or vLLM."""
+        """The ``vllm.LLM``, built on first use so constructing the engine needs no GPU or vLLM. A start that
+        fails raises ``EngineStartFailed``: outside ``_chat``'s per-request errors, since every request (and
+        every image, were the worker to retry them one by one) would start the engine again."""
         if self._llm is None:
             try:
                 import vllm
@@ -219,7 +241,11 @@ class VllmChat(ChatEngine):
             arguments = self.llm_arguments()
             if self.structured_outputs:
                 arguments = {**compact_json_config(vllm), **arguments}  # llm_options may say otherwise
-            llm = vllm.LLM(**arguments)
+            try:
+                llm = vllm.LLM(**arguments)
+            except Exception as exc:  # engine core init, the free-memory check, broken weights: fatal, not per image
+                raise EngineStartFailed(f"vLLM could not start {self.model}: {type(exc).__name__}: "
+                                        f"{brief(str(exc), 1000)}") from exc
             get_tokenizer = getattr(llm, "get_tokenizer", None)
             self._stop_token_ids = stop_token_ids(get_tokenizer()) if self.stop_tokens and get_tokenizer else []
             self._vllm = vllm

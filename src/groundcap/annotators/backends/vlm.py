@@ -96,6 +96,15 @@ class VlmBackend:
     def ask(self, requests: list[ChatRequest], validate) -> list[structured.Answer]:
         return structured.ask(self.chat, requests, validate, max_attempts=self.max_attempts)
 
+    def view(self, image: np.ndarray) -> np.ndarray:
+        """``image`` as the engine will send it (downscaled to its ``max_image_side``), the one copy per image
+        that ``highlight`` outlines each region on: a full-size copy per region is 36 MB at 12 MP."""
+        return vlm_chat.downscale(image, self.chat.max_image_side)
+
+    def outline(self, image: np.ndarray, view: np.ndarray, region: dict) -> np.ndarray:
+        """``region`` of ``image`` outlined (option ``highlight``: contour or box) on ``view``, a copy of it."""
+        return highlight(view, region, self.highlight, image.shape[:2])  # type: ignore[attr-defined]
+
 
 def text_schema(key: str) -> dict[str, Any]:
     """The JSON schema of ``{"<key>": "<text>"}``, the reply ``text_field(key)`` accepts."""
@@ -120,17 +129,23 @@ def text_field(key: str):
     return validate
 
 
-def highlight(image: np.ndarray, region: dict, style: str) -> np.ndarray:
-    """A copy of the image with the region outlined in red: its mask contour, or its box."""
+def highlight(image: np.ndarray, region: dict, style: str, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A copy of ``image`` with the region outlined in red: its mask contour, or its box. ``image`` may be a
+    downscaled copy of the ``size`` (h, w) image the region is in (``VlmBackend.view``): the outline is found at
+    full size and its points scaled onto the copy, so a region costs one small copy, not a full-size one."""
     out = image.copy()
     thickness = max(2, round(max(image.shape[:2]) / 250))
+    h, w = size or image.shape[:2]
+    scale = np.array([image.shape[1] / w, image.shape[0] / h])
     if style == "box":
-        x, y, w, h = (round(v) for v in region["bbox"])
-        cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), (255, 0, 0), thickness)
+        x, y, bw, bh = (round(v) for v in region["bbox"])
+        outline = [np.array([[x, y], [x + bw - 1, y], [x + bw - 1, y + bh - 1], [x, y + bh - 1]])]
     else:
         mask = masks.decode(region["segmentation"]).astype(np.uint8)
-        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(out, contours, -1, (255, 0, 0), thickness)
+        outline = [c[:, 0] for c in cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]]
+    # pixel centres map onto pixel centres: (p + 0.5) * scale - 0.5; at scale 1 the points stay as they are
+    scaled = [np.round((c + 0.5) * scale - 0.5).astype(np.int32).reshape(-1, 1, 2) for c in outline]
+    cv2.polylines(out, scaled, True, (255, 0, 0), thickness)
     return out
 
 
@@ -145,11 +160,12 @@ class VlmCaptioner(VlmBackend, RegionCaptioner):
 
     def caption_batch(self, items: list[tuple[np.ndarray, list[dict]]]) -> list[list[RegionCaption]]:
         """Every region's short caption in one engine call, then every detailed caption in one more."""
-        flat = [(image, region) for image, regions in items for region in regions]
+        views = [self.view(image) for image, _ in items]
+        flat = [(image, view, r) for (image, regions), view in zip(items, views, strict=True) for r in regions]
         shorts = self.ask(
             [self.request(self.prompts["region_short"].render(label=r.get("label") or ""),
                           crop(image, tuple(r["bbox"]), self.crop_pad), schema=text_schema("short"))
-             for image, r in flat],
+             for image, _, r in flat],
             text_field("short"),
         )
         captions = iter(self._detail(flat, [a.value for a in shorts], [a.error for a in shorts]))
@@ -158,30 +174,31 @@ class VlmCaptioner(VlmBackend, RegionCaptioner):
     def refine(self, image, regions, captions, clashes):
         by_id = {c.region_id: c for c in captions}
         todo = [r for r in regions if r["region_id"] in clashes]
+        view = self.view(image)
         answers = self.ask(
             [self.request(self.prompts["region_refine"].render(
                 short=by_id[r["region_id"]].short,
                 others="; ".join(json.dumps(by_id[o].short) for o in clashes[r["region_id"]])),
-                highlight(image, r, self.highlight), schema=text_schema("short")) for r in todo],
+                self.outline(image, view, r), schema=text_schema("short")) for r in todo],
             text_field("short"),
         )
         refined = dict(zip((r["region_id"] for r in todo), self._detail(
-            [(image, r) for r in todo],
+            [(image, view, r) for r in todo],
             [a.value or by_id[r["region_id"]].short for a, r in zip(answers, todo, strict=True)],
             [None] * len(todo)), strict=True))
         return [refined.get(c.region_id, c) for c in captions]
 
-    def _detail(self, flat: list[tuple[np.ndarray, dict]], shorts, errors) -> list[RegionCaption]:
-        """Detailed captions of (image, region) pairs given their short captions, in one engine call."""
+    def _detail(self, flat: list[tuple[np.ndarray, np.ndarray, dict]], shorts, errors) -> list[RegionCaption]:
+        """Detailed captions of (image, its ``view``, region) given their short captions, in one engine call."""
         asked = [i for i, s in enumerate(shorts) if s]
         answers = self.ask(
             [self.request(self.prompts["region_detailed"].render(short=shorts[i]),
-                          highlight(*flat[i], self.highlight), schema=text_schema("detailed")) for i in asked],
+                          self.outline(*flat[i]), schema=text_schema("detailed")) for i in asked],
             text_field("detailed"),
         )
         detailed = dict(zip(asked, answers, strict=True))
         out = []
-        for i, (_, region) in enumerate(flat):
+        for i, (_, _, region) in enumerate(flat):
             answer = detailed.get(i)
             error = errors[i] or (answer.error if answer else None)
             facts = {"model": self.model, **({"error": error} if error else {})}
@@ -203,12 +220,12 @@ class VlmVerifier(VlmBackend, Verifier):
         """Every caption of every image judged in one engine call."""
         flat = []
         for image, regions, captions in items:
-            by_id = {r["region_id"]: r for r in regions}
-            flat += [(image, by_id[c.region_id], c) for c in captions]
+            by_id, view = {r["region_id"]: r for r in regions}, self.view(image)
+            flat += [(image, view, by_id[c.region_id], c) for c in captions]
         answers = self.ask(
             [self.request(self.prompts["verify_region"].render(detailed=c.detailed),
-                          highlight(image, region, self.highlight), schema=VERDICT_SCHEMA)
-             for image, region, c in flat],
+                          self.outline(image, view, region), schema=VERDICT_SCHEMA)
+             for image, view, region, c in flat],
             _verdict,
         )
         out, start = [], 0

@@ -1,4 +1,5 @@
-"""The engine's own accuracy: its machine captions scored against people's corrections on ``human_test``.
+"""How good the annotation engine's captions were: its machine captions scored against people's corrections on
+``human_test``.
 
 The release's ``human_test`` rows carry what people accepted or corrected; the work tables still hold
 what the machine wrote for the same images (``work/qa``'s scene caption, ``work/caption_regions``'

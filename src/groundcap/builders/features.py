@@ -1,0 +1,60 @@
+"""The release's ``datasets.Features``: the Parquet configs are written with them and the dataset card declares
+them, so ``load_dataset`` never has to infer a type. Boxes are ``[x, y, w, h]`` in pixels; masks are COCO RLE
+``{size: [h, w], counts: str}`` (the stage tables' Arrow schemas: ``groundcap.schema``)."""
+
+from __future__ import annotations
+
+from datasets import Features, Image, List, Value
+
+SEGMENTATION_FEATURE = {"size": List(Value("int32"), length=2), "counts": Value("string")}
+BBOX_FEATURE = List(Value("float32"), length=4)
+
+_REGION_FIELDS = {
+    "region_id": Value("int32"),
+    "bbox": BBOX_FEATURE,
+    "area": Value("int64"),
+    "segmentation": SEGMENTATION_FEATURE,
+    "label": Value("string"),
+    "granularity": Value("string"),
+    "parent_id": Value("int32"),  # the entity a part-level region belongs to, else null
+    "source": Value("string"),
+    "short_caption": Value("string"),
+    "detailed_caption": Value("string"),
+}
+
+REDACTION_FEATURE = {"label": Value("string"), "score": Value("float32"), "bbox": BBOX_FEATURE,
+                     "detector": Value("string")}
+
+IMAGES_FEATURES = Features(
+    {
+        "image_id": Value("string"),
+        "image": Image(),
+        "width": Value("int32"),
+        "height": Value("int32"),
+        "regions": List(_REGION_FIELDS),
+        "scene_caption": Value("string"),
+        "qa_score": Value("float32"),
+        "redactions": List(REDACTION_FEATURE),  # what the privacy pass blurred in `image` (stage redact)
+    }
+)
+
+REGIONS_FEATURES = Features(
+    {
+        "image_id": Value("string"),
+        "image": Image(),
+        "width": Value("int32"),
+        "height": Value("int32"),
+        **_REGION_FIELDS,
+        "qa_score": Value("float32"),
+    }
+)
+
+PANCAP_TEXT = "scene_caption_boxes"  # the scene caption with Pancap-style inline boxes (build.pancap_text)
+
+
+def release_configs(build: dict) -> dict[str, Features]:
+    """The release's configs and their features under the ``build`` params section."""
+    images = IMAGES_FEATURES
+    if build.get("pancap_text"):
+        images = Features({**IMAGES_FEATURES, PANCAP_TEXT: Value("string")})
+    return {"default": images, "regions": REGIONS_FEATURES}
