@@ -28,6 +28,8 @@ Prints one line per figure with the ratio. Figures so far:
 - VLM served vs offline (``bench/vlm_served.py``, likewise only where vLLM is installed: ``--only vlm-served``):
   requests/s of the same image requests through ``LLM.chat`` in process and through a ``vllm serve`` process
   with the ``openai`` engine, the same engine arguments, and the ratio;
+- faces (``bench/faces.py``): the privacy pass's face detectors, Haar and MTCNN, side by side: recall and false
+  positives on a labelled set made from every face photo installed here (varied, pasted small, LFW crops);
 - CLI start-up (``bench/cli_startup.py``): ``groundcap --help`` and ``groundcap tag --help`` beside a bare
   ``python -c "import typer"``, whole processes in turn (target: within 3x);
 - VLM host memory (``bench/vlm_memory.py``, likewise only where vLLM is installed): the ``caption_regions``
@@ -65,6 +67,7 @@ import skimage.data
 from PIL import Image
 
 import cli_startup  # bench/cli_startup.py, beside this file
+import faces  # bench/faces.py
 import growth  # bench/growth.py
 import pipeline  # bench/pipeline.py
 import sources  # bench/sources.py
@@ -288,6 +291,7 @@ FIGURES = {
     "vlm-served": "VLM requests/s through vllm serve + the openai engine vs LLM.chat offline (needs vllm)",
     "vlm-memory": "caption stage peak RSS on vLLM, 12 MP photos x 16 regions, whole part vs bounded (needs vllm)",
     "sources": "ingest peak RSS per source kind (wds, hf, sa1b, coco) at N and 10N images",
+    "faces": "face detectors for the privacy pass: recall and false positives, Haar vs MTCNN",
     "cli-startup": "groundcap --help and groundcap tag --help vs python -c 'import typer'",
 }
 
@@ -319,6 +323,7 @@ def _runners(quick: bool, copies: int, photos: int | None, tmp: Path) -> dict:
         "vlm-served": lambda: vlm_served.bench_vlm_served(tmp, photos=2 if quick else 8, repeat=1 if quick else 5),
         "vlm-memory": lambda: vlm_memory.bench_vlm_memory(tmp, *((2, 4, 1.0) if quick else (8, 16, 12.0))),
         "sources": lambda: sources.bench_sources(tmp, 20 if quick else 200),
+        "faces": lambda: faces.bench_faces(quick),
         "cli-startup": lambda: cli_startup.bench_cli_startup(runs=3 if quick else 15),
     }
 

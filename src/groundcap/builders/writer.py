@@ -45,7 +45,7 @@ class ReleaseWriter:
                 release_dir,
                 splits,
                 info={"description": release["pretty_name"], "version": str(release["version"])},
-                license=release["license"],
+                license=release["license"] or "unknown",  # the images' licence the build stage declares
             ))
 
     def add(self, split: str, record: dict) -> None:

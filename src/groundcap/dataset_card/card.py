@@ -27,6 +27,7 @@ from groundcap.builders.features import PANCAP_TEXT, release_configs
 from groundcap.builders.parquet import CONFIG_DIRS
 from groundcap.dataset_card.escape import Markdown, literal
 from groundcap.dataset_card.stats import parquet_sizes, redaction_stats, shard_files, split_stats
+from groundcap.licenses import Declared, declare
 from groundcap.params import content, digest
 from groundcap.releases.versions import tag
 from groundcap.storage import atomic
@@ -358,12 +359,16 @@ def _count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
+_METADATA = ("Every released image is stripped of its EXIF (GPS position, camera make and serial number, maker "
+             "notes), XMP, IPTC and comments; its pixels and ICC profile are kept.")
+
+
 def _privacy_section(redactions: dict, total: int, params: dict, provenance: dict) -> str:
     """Whether the images were redacted (``release.redact``), what was blurred and which detector found it."""
     mode = params["release"].get("redact", "none")
     if mode == "none":
         return ("No redaction (`release.redact: none`): the images are released as ingested; faces and licence "
-                "plates in them are not blurred.")
+                f"plates in them are not blurred. {_METADATA}")
     stamps = [s for s in provenance.get("redact") or [] if isinstance(s, dict)]
     detectors = ", ".join(f"`{_cell(s.get('backend'))}` ({_cell(s.get('model'))})" for s in stamps) \
         or ", ".join(f"`{_cell(d)}`" for d in redactions["detectors"]) or "none recorded"
@@ -377,7 +382,8 @@ def _privacy_section(redactions: dict, total: int, params: dict, provenance: dic
         "Masks, captions and QA were computed on the original pixels. A blurred image is stored as PNG "
         "(lossless), so its pixels outside the blurred boxes are the source's; its `redactions` (in `default`, "
         "the WebDataset JSON and the COCO image entry) list each box (`[x, y, w, h]`, padding included), label, "
-        "score and detector. Detection is automatic: a face or plate the detector missed is not blurred."
+        "score and detector. Detection is automatic: a face or plate the detector missed is not blurred.\n\n"
+        + _METADATA
     )
 
 
@@ -406,16 +412,31 @@ def _licenses_table(licenses: dict) -> str:
         ["licence", "images"], [[literal(name) if name else "(not stated)", n] for name, n in rows])
 
 
+def _declaration(release: dict, declared: Declared) -> str:
+    """How the images' licence in the card's YAML was reached: from the sources, or by the user's override."""
+    fields = (("license", declared.license), ("name", declared.name), ("link", declared.link))
+    said = ", ".join(f"{key} {literal(value)}" for key, value in fields if value)
+    if declared.override:
+        return (f"Images: {said}, declared by `release.license` over what the sources state (below), because: "
+                f"{literal(release.get('license_reason') or '')}")
+    if declared.license == "unknown":
+        return ("Images: license unknown: no source stated a licence for these images. Find each image's terms at "
+                "its source before redistributing it.")
+    if len(declared.listed) > 1:
+        return (f"Images: {said}: the sources state different licences per image "
+                f"({', '.join(literal(x) for x in declared.listed)}); each image's own terms apply to it.")
+    return f"Images: {said}, the licence the sources state for every image."
+
+
 def sources_text(params: dict, licenses: dict | None = None) -> str:
-    """The licence and where the images come from (the card's section and Croissant's data collection);
+    """The licences and where the images come from (the card's section and Croissant's data collection);
     ``licenses``: released images per licence their source stated."""
     release = params["release"]
-    parts = [f"Annotations license: `{release['license']}`."]
+    parts = [_declaration(release, declare(release, licenses or {})),
+             f"Annotations (masks, captions, QA fields), apart from the images: license "
+             f"{literal(release['annotations_license'])} (`release.annotations_license`)."]
     if table := _licenses_table(licenses or {}):
         parts.append(table)
-    if release.get("license_name") or release.get("license_link"):
-        named = [f"{key.split('_')[1]}: {release[key]}" for key in ("license_name", "license_link") if release.get(key)]
-        parts.append("License " + "; ".join(named) + ".")
     sources = release.get("sources")
     if isinstance(sources, str):
         parts.append(sources.strip())
@@ -451,9 +472,11 @@ def render(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str
     stats = {split: split_stats(release_dir, split) for split in splits}
     declared = _declared(release_dir, splits)
     total = sum(s["images"] for s in stats.values())
-    license_extra = {k: release[k] for k in ("license_name", "license_link") if release.get(k)}
+    images_license = declare(release, licenses)
+    license_extra = {k: v for k, v in (("license_name", images_license.name), ("license_link", images_license.link))
+                     if v}
     data = DatasetCardData(
-        license=release["license"],
+        license=images_license.license,
         pretty_name=release["pretty_name"],
         language=["en"],
         annotations_creators=["machine-generated"],

@@ -21,6 +21,7 @@ from groundcap.builders.features import release_configs
 from groundcap.builders.parquet import CONFIG_DIRS
 from groundcap.dataset_card.card import TAGS, citation, limitations, public, sources_text
 from groundcap.dataset_card.stats import split_stats
+from groundcap.licenses import NOT_STATED, declare, link
 from groundcap.params import content, digest
 from groundcap.storage import atomic
 
@@ -148,15 +149,23 @@ def _models(provenance: dict) -> list[str]:
     return lines
 
 
-def _licenses(release: dict) -> list[str]:
-    """The licence as the card states it (id, then name), and its link when there is one."""
-    named = f"{release['license']} ({release['license_name']})" if release.get("license_name") else release["license"]
-    return [named, *([release["license_link"]] if release.get("license_link") else [])]
+def _licenses(release: dict, licenses: dict) -> list[str]:
+    """The images' licences as the card declares them (each one the sources state, with its link where known, or
+    the override), then the annotations' own."""
+    declared = declare(release, licenses)
+    if declared.override:
+        images = [f"{declared.license} ({declared.name})" if declared.name else declared.license,
+                  *([declared.link] if declared.link else [])]
+    else:
+        images = [y for x in declared.listed or ("unknown",)
+                  for y in ("unknown" if x == NOT_STATED else x, link(x)) if y]
+    return [*images, f"annotations: {release['annotations_license']}"]
 
 
 def render(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str]], provenance: dict,
-           qa_summary: dict, splits=SPLITS) -> dict:
-    """The Croissant document of the release in ``release_dir`` under ``params``."""
+           qa_summary: dict, splits=SPLITS, licenses: dict | None = None) -> dict:
+    """The Croissant document of the release in ``release_dir`` under ``params``; ``licenses``: released images
+    per licence their source stated (None: not stated)."""
     release_dir = Path(release_dir)
     release = params["release"]
     counts = {split: split_stats(release_dir, split)["images"] for split in splits}
@@ -175,12 +184,12 @@ def render(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str
             f"regions. Images per split: {', '.join(f'{s}: {n}' for s, n in counts.items() if n) or 'none'}."
         ),
         "version": str(release["version"]),
-        "license": _licenses(release),
+        "license": _licenses(release, licenses or {}),
         "keywords": TAGS,
         "inLanguage": "en",
         "citeAs": citation(release),
         "isLiveDataset": False,
-        "rai:dataCollection": sources_text(params),
+        "rai:dataCollection": sources_text(params, licenses),
         "rai:dataCollectionType": "Existing images, annotated automatically.",
         "rai:dataPreprocessingProtocol": (
             "Each file was validated (truncated, empty, non-image, too small, too large and decompression-bomb files "
@@ -220,7 +229,8 @@ def render(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str
 
 
 def write_croissant(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str]], provenance: dict,
-                    qa_summary: dict, splits=SPLITS) -> Path:
+                    qa_summary: dict, splits=SPLITS, licenses: dict | None = None) -> Path:
     """Write ``release_dir/croissant.json`` (atomically); the path."""
-    document = render(release_dir, params, stages=stages, provenance=provenance, qa_summary=qa_summary, splits=splits)
+    document = render(release_dir, params, stages=stages, provenance=provenance, qa_summary=qa_summary, splits=splits,
+                      licenses=licenses)
     return atomic.write_text(Path(release_dir) / FILENAME, json.dumps(document, indent=1, ensure_ascii=False) + "\n")

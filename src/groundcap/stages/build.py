@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 
+from groundcap import licenses
 from groundcap.audit import verdicts
 from groundcap.builders import write_release
 from groundcap.builders.columns import INPUTS, join_part, to_records
@@ -26,7 +27,9 @@ from groundcap.storage import parts
 class BuildStage(Stage):
     name = "build"
     inputs = tuple(INPUTS)  # what the column-wise join reads
-    param_keys = ("build", "audit", "release.pretty_name", "release.version", "release.license")
+    # the images' licence, declared in the COCO files as the card declares it
+    param_keys = ("build", "audit", "release.pretty_name", "release.version", "release.license", "release.license_name",
+                  "release.license_link")
     deps = ("audits",)
     outs = ("release/data", "release/regions", "release/wds", "release/coco")
     param_types = {"build": {
@@ -49,7 +52,9 @@ class BuildStage(Stage):
             raise ReleaseError(f"no image is released ({reasons}): see reports/qa.json for why QA failed them, and "
                                "loosen the qa thresholds (or set a check's action to flag) if they are too strict")
         ctx.release.mkdir(parents=True, exist_ok=True)
-        write_release(ctx.work("ingest").parent, ctx.release, ctx.params, verdicts.human_test(ctx.root, ctx.params),
+        declared = licenses.declare(ctx.params["release"], licenses.released(ctx.root / "work"))
+        params = {**ctx.params, "release": {**ctx.params["release"], "license": declared.named()}}
+        write_release(ctx.work("ingest").parent, ctx.release, params, verdicts.human_test(ctx.root, ctx.params),
                       workers=ctx.params["executor"]["build_workers"], progress=ctx.progress)
 
 

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -157,9 +159,30 @@ def release(root: Path, text: str) -> None:
 
 @contextmanager
 def hold(root: Path, command: str) -> Iterator[None]:
-    """Hold the lock of ``root`` while the block runs (see :func:`acquire`)."""
+    """Hold the lock of ``root`` while the block runs (see :func:`acquire`). A SIGTERM (``kill``, a job
+    scheduler's timeout) ends the block as an exception would, so the lock goes with it; a SIGKILL leaves
+    it, and the next writer takes it over as stale."""
     text = acquire(root, command)
+    try:
+        with _terminate_as_exit():
+            yield
+    finally:
+        release(root, text)
+
+
+@contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """SIGTERM raises ``SystemExit(143)`` while the block runs (in the main thread; elsewhere signals cannot
+    be handled), and the previous handler is back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         yield
     finally:
-        release(root, text)
+        signal.signal(signal.SIGTERM, previous)
