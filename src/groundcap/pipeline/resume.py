@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from groundcap.annotators import registry
 from groundcap.errors import StageInputError
@@ -39,7 +38,7 @@ def stage_digest(stage: MapStage, params: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def fingerprint(digest: str, inputs: list[Path], index: int) -> str:
+def fingerprint(digest: str, inputs: list[parts.Folder], index: int) -> str:
     """Part ``index``'s fingerprint: the stage's ``digest`` and the SHA-256 of the input parts."""
     shas = []
     for directory in inputs:
@@ -50,7 +49,7 @@ def fingerprint(digest: str, inputs: list[Path], index: int) -> str:
     return hashlib.sha256(json.dumps({"stage": digest, "inputs": shas}).encode()).hexdigest()
 
 
-def retries(directory: Path, index: int, fingerprint: str) -> dict[str, int] | None:
+def retries(directory: parts.Folder, index: int, fingerprint: str) -> dict[str, int] | None:
     """``image_id -> attempts so far`` of the errors to retry in a part computed from ``fingerprint``,
     or None when the part must be computed whole (missing, or computed from other inputs or params)."""
     marker = parts.read_marker(directory, index)
@@ -59,9 +58,9 @@ def retries(directory: Path, index: int, fingerprint: str) -> dict[str, int] | N
     return marker.get("errors", {})
 
 
-def clean(directory: Path, keep: set[int]) -> None:
+def clean(directory: parts.Folder, keep: set[int]) -> None:
     """Remove temporary files a killed run left, and parts (with markers) whose input parts are gone."""
-    for path in Path(directory).iterdir():
+    for path in directory.iterdir():
         stale = atomic.is_temporary(path)
         if stale or (path.name.startswith("part-") and int(path.name[5:10]) not in keep):
             path.unlink()
