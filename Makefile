@@ -65,10 +65,14 @@ eco-install: $(ECO_STAMP)
 demo: install  ## build release/ from the bundled sample with `dvc repro`
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
+# Two pytest workers (pytest-xdist), each stealing work from the other when it runs out. conftest builds each
+# shared whole-pipeline run (sample_project, small_project) once for both; PYTEST_PARALLEL= runs in one process
+PYTEST_PARALLEL ?= -n 2 --dist worksteal
+
 test: install vllm-install eco-install  ## lint, the whole test suite, then vLLM, FiftyOne and Label Studio in their venvs
 	$(PY) -m ruff check src tests bench
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_PARALLEL)
 	$(MAKE) --no-print-directory test-vllm
 	$(MAKE) --no-print-directory test-eco
 
@@ -84,7 +88,7 @@ test-eco: eco-install  ## the tests marked eco, in .venv-eco
 	GROUNDCAP_REQUIRE_ECO=1 $(ECO_PY) -m pytest -m eco tests/test_fiftyone.py tests/test_labelstudio_live.py
 
 test-fast: install  ## the inner loop: every test not marked slow (pytest markers in pyproject.toml)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" $(PYTEST_PARALLEL)
 
 bench: install vllm-install  ## benchmarks, each printed beside its baseline with the ratio
 	$(PY) -m pip install -q -c constraints.txt --no-deps imagededup==0.3.3.post2 && $(PY) -m pip install -q -c constraints.txt PyWavelets scikit-learn

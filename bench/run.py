@@ -46,7 +46,7 @@ Prints one line per figure with the ratio. Figures so far:
 Every figure can be picked with ``--only`` or left out with ``--skip`` (``--list`` names them). The
 pipeline costs about 2 s per image on 2 cores, so ``make bench`` (132 images through every stage,
 then the other figures) takes about 15 minutes on 2 cores; ``--copies 4`` is a third of that, and
-``--quick`` runs every figure small (the pipeline on 2 photos at 1x and 2x) so that a test can check the
+``--quick`` runs every figure small (the pipeline on 1 photo at 1x and 2x) so that a test can check the
 benchmarks still work.
 """
 
@@ -339,7 +339,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # killed: the temporary folders are still removed
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="small sizes, a smoke run (the pipeline on 2 sample photos at 1x and 2x)")
+                        help="small sizes, a smoke run (the pipeline on 1 sample photo at 1x and 2x)")
     parser.add_argument("--only", type=_figures, default=None, metavar="FIG,...", help="run only these figures")
     parser.add_argument("--skip", type=_figures, default=set(), metavar="FIG,...", help="leave these figures out")
     parser.add_argument("--copies", type=int, default=None,
@@ -358,7 +358,7 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}; "
           f"figures: {', '.join(f for f in FIGURES if f in chosen)}")
     with tempfile.TemporaryDirectory(prefix="groundcap-bench-") as tmp:
-        runners = _runners(args.quick, copies, 2 if args.quick else None, Path(tmp))
+        runners = _runners(args.quick, copies, 1 if args.quick else None, Path(tmp))
         for name in FIGURES:  # in this order: build reuses the pipeline figure's project
             if name in chosen:
                 runners[name]()

@@ -21,6 +21,7 @@ import psutil
 import pytest
 import yaml
 
+from conftest import small_params
 from groundcap import params
 from groundcap.pipeline import order
 from groundcap.pipeline.runner import run_all, run_stage
@@ -28,14 +29,8 @@ from groundcap.pipeline.stage import Context
 from groundcap.storage import parts
 
 MAP_STAGES = ("tag", "segment", "caption_regions", "caption_scene", "crosscheck", "qa", "redact")
-# every test here runs the sample through the pipeline at least once (the module fixture ``local``)
+# every test here runs photos through the pipeline at least once
 pytestmark = pytest.mark.slow
-
-
-def _params(**executor) -> dict:
-    p = params.defaults() | {"source": "sample:", "part_size": 4}  # 3 parts, so parts run side by side
-    p["executor"].update(executor)
-    return p
 
 
 def _files(root: Path, folder: str) -> dict[str, bytes]:
@@ -44,10 +39,9 @@ def _files(root: Path, folder: str) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def local(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("local")
-    run_all(Context(root=root, params=_params(), progress=False))
-    return root
+def local(small_project) -> Path:
+    """Four sample photos in two parts (so parts run side by side), run by the local executor (conftest)."""
+    return small_project
 
 
 @pytest.mark.ray
@@ -55,7 +49,7 @@ def test_ray_writes_what_the_local_executor_writes(local, tmp_path):
     ray = pytest.importorskip("ray")
     root = tmp_path / "ray"
     try:
-        run_all(Context(root=root, params=_params(kind="ray", ray={**params.defaults()["executor"]["ray"],
+        run_all(Context(root=root, params=small_params(local, kind="ray", ray={**params.defaults()["executor"]["ray"],
                                                                       "local_cpus": 2}), progress=False))
     finally:
         ray.shutdown()
@@ -126,14 +120,15 @@ def ray_cluster():
 def test_a_ray_cluster_that_loses_a_node_mid_stage_writes_what_the_local_executor_writes(local, tmp_path,
                                                                                        ray_cluster):
     """``groundcap segment`` (as ``dvc repro`` runs it: in the shared folder, root ``.``) on a head and two worker
-    nodes; once a part is finished, the worker node running a part is SIGKILLed, and what it was writing is left
-    half-written: Ray restarts its actor on the other node, the stage ends, and the shared folder holds what a
-    local run wrote, byte for byte, and the release built from it too."""
+    nodes; the first worker node seen running a part is SIGKILLed, and what it was writing is left half-written:
+    Ray restarts its actor on the other node, the stage ends, and the shared folder holds what a local run wrote,
+    byte for byte, and the release built from it too."""
     address, env, workers = ray_cluster
     shared = tmp_path / "shared"  # one machine: every node reaches it at the same path
     for stage in ("ingest", "tag"):
         shutil.copytree(local / "work" / stage, shared / "work" / stage)
-    (shared / "params.yaml").write_text(yaml.safe_dump({"executor": {"kind": "ray", "ray": {"address": address}}}))
+    p = small_params(local, kind="ray", ray={**params.defaults()["executor"]["ray"], "address": address})
+    (shared / "params.yaml").write_text(yaml.safe_dump(p))
     driver = subprocess.Popen([sys.executable, "-m", "groundcap", "segment", "-q"], cwd=shared, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out, deadline, victim = shared / "work" / "segment", time.monotonic() + 300, None
@@ -141,10 +136,9 @@ def test_a_ray_cluster_that_loses_a_node_mid_stage_writes_what_the_local_executo
         assert driver.poll() is None, f"the stage ended before a node was lost: {driver.stdout.read().decode()[-3000:]}"
         assert time.monotonic() < deadline, "no part was finished in 300 s"
         time.sleep(0.02)
-        if out.is_dir() and any(out.glob("*.done")):
-            nodes = [psutil.Process(p.pid) for p in workers.values()]
-            victim, actor = next(((n, p.pid) for n in nodes for p in n.children(recursive=True) if _computing(p)),
-                                 (None, None))
+        nodes = [psutil.Process(p.pid) for p in workers.values()]
+        victim, actor = next(((n, p.pid) for n in nodes for p in n.children(recursive=True) if _computing(p)),
+                             (None, None))
     _kill_tree(victim)
     # what a SIGKILL in the middle of the actor's write leaves (too short a moment to hit on purpose)
     pending = next(i for i in parts.list_parts(local / "work" / "segment") if not parts.marker_path(out, i).exists())
@@ -154,7 +148,7 @@ def test_a_ray_cluster_that_loses_a_node_mid_stage_writes_what_the_local_executo
     assert _files(shared, "work/segment") == _files(local, "work/segment")
     for stage in ("caption_regions", "qa", "split", "redact"):  # the rest of build's inputs, as the local run wrote
         shutil.copytree(local / "work" / stage, shared / "work" / stage)
-    run_stage(Context(root=shared, params=_params(), progress=False), order.stage("build"))
+    run_stage(Context(root=shared, params=small_params(local), progress=False), order.stage("build"))
     for folder in order.stage("build").outs:
         assert _files(shared, folder) == _files(local, folder), folder
 
@@ -169,7 +163,7 @@ def _computing(proc: psutil.Process) -> bool:
 
 def test_worker_processes_write_what_one_process_writes(local, tmp_path):
     shutil.copytree(local / "work" / "ingest", tmp_path / "work" / "ingest")
-    ctx = Context(root=tmp_path, params=_params(workers=2), progress=False)
+    ctx = Context(root=tmp_path, params=small_params(local, workers=2), progress=False)
     for stage in ("tag", "segment"):
         run_stage(ctx, order.stage(stage))
         assert _files(tmp_path, f"work/{stage}") == _files(local, f"work/{stage}"), stage
@@ -177,17 +171,17 @@ def test_worker_processes_write_what_one_process_writes(local, tmp_path):
 
 def test_finished_parts_are_skipped_and_stale_ones_redone(local, tmp_path):
     shutil.copytree(local / "work", tmp_path / "work")
-    ctx = Context(root=tmp_path, params=_params(), progress=False)
+    ctx = Context(root=tmp_path, params=small_params(local), progress=False)
     tag = tmp_path / "work" / "tag"
     before = {i: parts.part_path(tag, i).stat().st_mtime_ns for i in parts.list_parts(tag)}
     parts.marker_path(tag, 1).unlink()  # killed between the part and its marker: part 1 is not finished
-    (tag / ".part-00002.parquet.tmp").write_bytes(b"half")  # a killed write's leftover
+    (tag / ".part-00000.parquet.tmp").write_bytes(b"half")  # a killed write's leftover beside a finished part
     run_stage(ctx, order.stage("tag"))
     after = {i: parts.part_path(tag, i).stat().st_mtime_ns for i in parts.list_parts(tag)}
-    assert after[0] == before[0] and after[2] == before[2] and after[1] != before[1]
-    assert not (tag / ".part-00002.parquet.tmp").exists()
+    assert after[0] == before[0] and after[1] != before[1]
+    assert not (tag / ".part-00000.parquet.tmp").exists()
     assert _files(tmp_path, "work/tag") == _files(local, "work/tag")
-    changed = _params()
+    changed = small_params(local)
     changed["tag"]["merge_iou"] = 0.5  # other params: every part is redone
     run_stage(Context(root=tmp_path, params=changed, progress=False), order.stage("tag"))
     assert all(parts.read_marker(tag, i)["fingerprint"] != parts.read_marker(local / "work" / "tag", i)["fingerprint"]
@@ -221,7 +215,7 @@ def test_an_image_whose_backend_raised_is_retried_on_the_next_run_up_to_the_limi
     pixels = hashlib.sha256(decode_rgb(first).tobytes()).digest()
     failures_left = {"n": 2}  # its part's batch fails, then the image alone (the worker isolates it): recorded
     monkeypatch.setattr(tag_stage, "make_backend", flaky)
-    ctx = Context(root=tmp_path, params=_params(max_attempts=2), progress=False)
+    ctx = Context(root=tmp_path, params=small_params(local, max_attempts=2), progress=False)
     out = tmp_path / "work" / "tag"
     run_stage(ctx, order.stage("tag"))
     row = next(r for r in parts.read_part(out, 0) if r["image_id"] == victim)
@@ -238,27 +232,28 @@ def test_an_image_whose_backend_raised_is_retried_on_the_next_run_up_to_the_limi
         assert parts.read_marker(out, 0)["errors"] == {victim: attempts}
 
 
-def _run_cli(root: Path, params_file: Path) -> subprocess.Popen:
+def _run_cli(root: Path, local: Path) -> subprocess.Popen:
+    """``groundcap run`` of the local project's photos and params into ``root``."""
     env = {**os.environ, "GROUNDCAP_DEBUG": ""}
-    return subprocess.Popen([sys.executable, "-m", "groundcap", "run", "--source", "sample:", "--workdir", str(root),
-                             "--params", str(params_file), "-q"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    return subprocess.Popen([sys.executable, "-m", "groundcap", "run", "--source", small_params(local)["source"],
+                             "--workdir", str(root), "--params", str(local / "params.yaml"), "-q"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-@pytest.mark.parametrize("kill_when", ["work/tag/part-00000.done", "work/qa/part-00000.done", "release/data"])
-def test_sigkill_at_any_point_then_rerun_gives_the_same_release(local, tmp_path, kill_when):
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump({"part_size": 4}))
+def test_sigkill_at_any_point_then_rerun_gives_the_same_release(local, tmp_path):
+    """Killed while a stage's parts are being written (tag), after a later stage's first part (qa), and while
+    the release is written; each run after a kill resumes the last, and the last run's release is the local one."""
     root = tmp_path / "run"
-    proc = _run_cli(root, params_file)
-    deadline = time.monotonic() + 300
-    while not (root / kill_when).exists():
-        assert proc.poll() is None, f"the run ended before {kill_when} appeared: {proc.stderr.read().decode()[-2000:]}"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    again = _run_cli(root, params_file)
+    for kill_when in ("work/tag/part-00000.done", "work/qa/part-00000.done", "release/data"):
+        proc = _run_cli(root, local)
+        deadline = time.monotonic() + 300
+        while not (root / kill_when).exists():
+            assert proc.poll() is None, f"ended before {kill_when} appeared: {proc.stderr.read().decode()[-2000:]}"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    again = _run_cli(root, local)
     assert again.wait(timeout=600) == 0, again.stderr.read().decode()[-2000:]
     assert _files(root, "release") == _files(local, "release")
 

@@ -20,7 +20,7 @@ from datasets import load_dataset
 from PIL import Image
 from pycocotools.coco import COCO
 
-from conftest import awkward_files, opt_in_formats
+from conftest import awkward_files, opt_in_formats, small_params
 from groundcap import masks, params
 from groundcap.builders import features, verify_manifest
 from groundcap.pipeline.runner import run_all
@@ -30,12 +30,6 @@ from groundcap.sources import sample
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "validation", "test")
-
-
-def _run(root: Path, source: str) -> Path:
-    p = params.defaults() | {"source": source}
-    run_all(Context(root=root, params=p, progress=False))
-    return root / "release"
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +134,11 @@ def test_card_and_manifest(release):
     assert verify_manifest(release) == []
 
 
-def test_same_input_gives_byte_identical_release(release, tmp_path):
-    again = _run(tmp_path / "again", "sample:")
+def test_same_input_gives_byte_identical_release(small_project, tmp_path):
+    """A second run from scratch, in another folder, writes the same bytes (four photos in two parts: conftest)."""
+    release = small_project / "release"
+    run_all(Context(root=tmp_path / "again", params=small_params(small_project), progress=False))
+    again = tmp_path / "again" / "release"
     first = sorted(p.relative_to(release) for p in release.rglob("*") if p.is_file())
     second = sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
     assert first == second
@@ -244,17 +241,20 @@ def test_dvc_repro_builds_then_is_up_to_date(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in models_done} == models_done
 
 
-def test_a_grown_dataset_keeps_every_published_image_in_its_split(release, tmp_path):
-    """Version 0.2.0 adds images to the sample: every image of 0.1.0 keeps its split, the card says what changed."""
-    source = tmp_path / "images"
-    source.mkdir()
-    for path in [*sample.paths(), *(sample.data_dir() / name for name in ("brick.png", "color.png", "horse.png",
-                                                                           "motorcycle_left.png"))]:
-        shutil.copy(path, source / path.name)
-    p = params.defaults() | {"source": str(source)}
-    p["release"].update(version="0.2.0", previous=str(release))
-    run_all(Context(root=tmp_path / "v2", params=p, progress=False))
-    grown = tmp_path / "v2" / "release"
+def test_a_grown_dataset_keeps_every_published_image_in_its_split(small_project, tmp_path):
+    """Version 0.2.0 adds images to the project of 0.1.0: every image of 0.1.0 keeps its split, the card says
+    what changed. The new photos sort after the old ones, so the old parts are the same and only the new
+    part is computed (resume)."""
+    release, source, project = small_project / "release", tmp_path / "images", tmp_path / "v2"
+    shutil.copytree(small_project / "photos", source)
+    for name in ("horse.png", "motorcycle_left.png"):
+        shutil.copy(sample.data_dir() / name, source / name)
+    for folder in ("work", "reports"):
+        shutil.copytree(small_project / folder, project / folder)
+    p = small_params(small_project) | {"source": str(source)}
+    p["release"] = {**p["release"], "version": "0.2.0", "previous": str(release)}
+    run_all(Context(root=project, params=p, progress=False))
+    grown = project / "release"
     old, new = diff.index(str(release)), diff.index(str(grown))
     assert len(new) > len(old) and all(new[i].split == e.split for i, e in old.items() if i in new)
     changes = diff.compare(old, new)
