@@ -48,7 +48,9 @@ def s3():
                             "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}.items():
             mp.setenv(name, value)
         s3fs.S3FileSystem.clear_instance_cache()
-        s3fs.S3FileSystem().mkdir(BUCKET)
+        fs = s3fs.S3FileSystem()
+        if not fs.exists(BUCKET):  # moto keeps its buckets per process: a worker may set this module up twice
+            fs.mkdir(BUCKET)
         yield
         s3fs.S3FileSystem.clear_instance_cache()
     server.stop()

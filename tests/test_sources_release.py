@@ -23,9 +23,9 @@ from groundcap.dataset_card.escape import literal
 pytestmark = pytest.mark.slow
 
 
-def _run(tmp_path: Path, source: str, given: str = "merge", release: str = "{}") -> Path:
+def _run(tmp_path: Path, source: str, given: str = "merge", release: str = "{}", build: str = "{}") -> Path:
     params = tmp_path / "params.yaml"
-    params.write_text(f"segment: {{given: {given}}}\nrelease: {release}\n")
+    params.write_text(f"segment: {{given: {given}}}\nrelease: {release}\nbuild: {build}\n")
     work = tmp_path / "work"
     result = CliRunner().invoke(app, ["run", "--source", source, "--workdir", str(work), "--params", str(params), "-q"])
     assert result.exit_code == 0, result.output
@@ -70,7 +70,7 @@ def test_hf_folder_release_counts_licences_in_the_card(tmp_path):
 
 def test_coco_release_uses_given_masks_byte_for_byte(tmp_path):
     source, given = fx.write_coco(tmp_path / "coco")
-    work = _run(tmp_path, source, given="use")
+    work = _run(tmp_path, source, given="use", build="{formats: [coco]}")
     ids = _image_ids(tmp_path / "coco/images", list(given))
     rows = _released(work, tmp_path)
     for row in rows:
