@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import yaml
 
@@ -427,3 +428,12 @@ def test_a_worker_reads_the_declared_columns_from_a_plan_made_once(sample_projec
     assert {c for name, c in reads if name != "ingest"} == {None}
     ours, theirs = tmp_path / "work" / "caption_scene", sample_project / "work" / "caption_scene"
     assert {p.name: p.read_bytes() for p in ours.iterdir()} == {p.name: p.read_bytes() for p in theirs.iterdir()}
+
+
+def test_a_part_past_index_99999_is_listed_and_kept_by_resume(tmp_path):
+    """A million images at 8 per part pass part 99,999: ``part-100000`` has six digits and is still part 100000."""
+    schema = pa.schema([("image_id", pa.string())])
+    for index in (99_999, 100_000):
+        parts.write_part([{"image_id": str(index)}], schema, tmp_path, index)
+    resume.clean(tmp_path, {99_999, 100_000})
+    assert parts.list_parts(tmp_path) == [99_999, 100_000]

@@ -62,8 +62,8 @@ def retries(directory: Path, index: int, fingerprint: str) -> dict[str, int] | N
 def clean(directory: Path, keep: set[int]) -> None:
     """Remove temporary files a killed run left, and parts (with markers) whose input parts are gone."""
     for path in Path(directory).iterdir():
-        stale = atomic.is_temporary(path)
-        if stale or (path.name.startswith("part-") and int(path.name[5:10]) not in keep):
+        index = parts.part_index(path.name)
+        if atomic.is_temporary(path) or (index is not None and index not in keep):
             path.unlink()
 
 

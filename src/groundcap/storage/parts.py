@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 from collections.abc import Iterable
@@ -22,7 +23,8 @@ import pyarrow.parquet as pq
 from groundcap.errors import StageInputError
 from groundcap.storage import atomic
 
-_PART = re.compile(r"^part-(\d{5})\.parquet$")
+_PART = re.compile(r"^part-(\d{5,})\.(parquet|done)$")  # five digits, more past part 99,999 (a million images
+#                                                      at 8 per part): the index is read as a number, never cut
 
 
 def part_path(directory: Path, index: int) -> Path:
@@ -33,13 +35,23 @@ def marker_path(directory: Path, index: int) -> Path:
     return Path(directory) / f"part-{index:05d}.done"
 
 
+def part_index(name: str) -> int | None:
+    """The index of a part's file or marker named ``name``, or None for any other file."""
+    m = _PART.match(name)
+    return int(m.group(1)) if m else None
+
+
 def list_parts(directory: Path) -> list[int]:
-    """Indices of the finished parts (those with a completion marker) in ``directory``, ascending."""
+    """Indices of the finished parts (those with a completion marker) in ``directory``, ascending; one listing
+    of the folder, no call per part."""
     directory = Path(directory)
     if not directory.is_dir():
         raise StageInputError(f"{directory} does not exist: run the stage that writes it first")
-    return sorted(int(m.group(1)) for p in directory.iterdir()
-                  if (m := _PART.match(p.name)) and marker_path(directory, int(m.group(1))).is_file())
+    found: dict[str, set[int]] = {"parquet": set(), "done": set()}
+    for name in os.listdir(directory):
+        if m := _PART.match(name):
+            found[m.group(2)].add(int(m.group(1)))
+    return sorted(found["parquet"] & found["done"])
 
 
 def write_table(table: pa.Table, path: Path) -> str:
