@@ -35,7 +35,10 @@ Prints one line per figure with the ratio. Figures so far:
   batch with no bound on an ``LLM.chat`` call vs the GPU profile's ``executor.batch_images`` and the engine's
   default ``max_requests_per_call``;
 - sources (``bench/sources.py``): ingest's peak RSS from WebDataset shards, a Parquet ``datasets`` folder,
-  SA-1B tars and a COCO file at 200 and 2000 images (streaming: the same peak at 10x).
+  SA-1B tars and a COCO file at 200 and 2000 images (streaming: the same peak at 10x);
+- scale and parts (``bench/scale.py``, only when named: ``--only scale,parts``, hours at the default sizes): every
+  stage under ``dvc repro`` at N and 10N generated images (``--sizes``): s/image, peak RSS, files, bytes on disk
+  per image (work, release, DVC cache) and their growth; DVC and ``resume.plan`` over ``--parts`` parts.
 
 Every figure can be picked with ``--only`` or left out with ``--skip`` (``--list`` names them). The
 pipeline costs about 2 s per image on 2 cores, so ``make bench`` (132 images through every stage,
@@ -67,6 +70,7 @@ from PIL import Image
 import cli_startup  # bench/cli_startup.py, beside this file
 import growth  # bench/growth.py
 import pipeline  # bench/pipeline.py
+import scale  # bench/scale.py
 import sources  # bench/sources.py
 import vlm_batch  # bench/vlm_batch.py
 import vlm_memory  # bench/vlm_memory.py
@@ -289,7 +293,10 @@ FIGURES = {
     "vlm-memory": "caption stage peak RSS on vLLM, 12 MP photos x 16 regions, whole part vs bounded (needs vllm)",
     "sources": "ingest peak RSS per source kind (wds, hf, sa1b, coco) at N and 10N images",
     "cli-startup": "groundcap --help and groundcap tag --help vs python -c 'import typer'",
+    "scale": "every stage under dvc repro at N and 10N images (--sizes): time, RSS, files, disk per image, growth",
+    "parts": "dvc status, no-op dvc repro and resume.plan over --parts parts",
 }
+OPT_IN = {"scale", "parts"}  # hours on 2 cores: run only when named in --only
 
 
 def _figures(text: str) -> set[str]:
@@ -300,7 +307,7 @@ def _figures(text: str) -> set[str]:
     return names
 
 
-def _runners(quick: bool, copies: int, photos: int | None, tmp: Path) -> dict:
+def _runners(quick: bool, copies: int, photos: int | None, tmp: Path, sizes: tuple[int, ...], n_parts: int) -> dict:
     """Each figure's run at this size (``--quick``: a smoke run that checks every figure still works)."""
     radius = params.defaults()["dedup"]["phash_max_distance"]
     repeat = 1 if quick else 3
@@ -320,6 +327,8 @@ def _runners(quick: bool, copies: int, photos: int | None, tmp: Path) -> dict:
         "vlm-memory": lambda: vlm_memory.bench_vlm_memory(tmp, *((2, 4, 1.0) if quick else (8, 16, 12.0))),
         "sources": lambda: sources.bench_sources(tmp, 20 if quick else 200),
         "cli-startup": lambda: cli_startup.bench_cli_startup(runs=3 if quick else 15),
+        "scale": lambda: scale.bench_scale(tmp, sizes, part_size=4 if quick else 16),
+        "parts": lambda: scale.bench_parts(tmp, n_parts),
     }
 
 
@@ -333,20 +342,26 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=None,
                         help="pictures made from each sample photo for the pipeline and build figures "
                              "(default 10, the issue's 10x; --quick: 2); about 2 s per image on 2 cores")
+    parser.add_argument("--sizes", type=lambda t: tuple(int(n) for n in t.split(",")), default=None,
+                        help="image counts of the scale figure, smallest first (default 1000,10000; --quick: 8,16)")
+    parser.add_argument("--parts", type=int, default=None,
+                        help="parts of the parts figure (default 10000; --quick: 50)")
     parser.add_argument("--list", action="store_true", help="list the figures and exit")
     args = parser.parse_args()
     if args.list:
         for name, what in FIGURES.items():
             print(f"{name:<13} {what}")
         return
-    chosen = (set(FIGURES) if args.only is None else args.only) - args.skip
+    chosen = (set(FIGURES) - OPT_IN if args.only is None else args.only) - args.skip
     copies = args.copies or (2 if args.quick else 10)
     if not 2 <= copies <= 16:
         parser.error(f"--copies must be within 2..16, got {copies}")
     print(f"machine: {os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}; "
           f"figures: {', '.join(f for f in FIGURES if f in chosen)}")
     with tempfile.TemporaryDirectory(prefix="groundcap-bench-") as tmp:
-        runners = _runners(args.quick, copies, 2 if args.quick else None, Path(tmp))
+        sizes = args.sizes or ((8, 16) if args.quick else (1000, 10000))
+        n_parts = args.parts or (50 if args.quick else 10000)
+        runners = _runners(args.quick, copies, 2 if args.quick else None, Path(tmp), sizes, n_parts)
         for name in FIGURES:  # in this order: build reuses the pipeline figure's project
             if name in chosen:
                 runners[name]()
