@@ -21,7 +21,7 @@ class CardStage(Stage):
     annotators = ("tag", "segment", "caption_regions", "caption_scene", "redact")  # the backends they ran with
     inputs = (*annotators, "ingest", "split")  # and the licence of each released image
     # it states every setting, hashed
-    param_keys = ("source", "part_size", "profile", "ingest", "tag", "segment", "caption_regions", "caption_scene",
+    param_keys = ("source", "part_size", "part_bytes", "profile", "ingest", "tag", "segment", "caption_regions", "caption_scene",
               "crosscheck", "qa", "dedup", "split", "redact", "build", "audit", "release")
     deps = ("release/data", "release/regions", "release/wds", "release/coco", "reports/qa.json", "reports/dedup.json",
             "audits")
