@@ -437,3 +437,16 @@ def test_a_part_past_index_99999_is_listed_and_kept_by_resume(tmp_path):
         parts.write_part([{"image_id": str(index)}], schema, tmp_path, index)
     resume.clean(tmp_path, {99_999, 100_000})
     assert parts.list_parts(tmp_path) == [99_999, 100_000]
+
+
+def test_plan_reads_the_markers_and_opens_no_parquet_part(tmp_path, monkeypatch):
+    """Planning a million images' parts must not open each part's Parquet footer: the marker says its rows."""
+    schema = pa.schema([("image_id", pa.string())])
+    for index in range(3):
+        parts.write_part([{"image_id": f"{index}-{k}"} for k in range(index + 1)], schema, tmp_path / "work/ingest",
+                         index)
+    monkeypatch.setattr(parts.pq, "ParquetFile", None)  # any footer read now fails
+    ctx = Context(root=tmp_path, params=params.defaults(), progress=False)
+    indices, tasks = resume.plan(ctx, order.stage("tag"))
+    assert indices == [0, 1, 2] and [(t.index, t.images, t.retries) for t in tasks] == [(0, 1, None), (1, 2, None),
+                                                                                        (2, 3, None)]

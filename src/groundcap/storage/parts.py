@@ -65,11 +65,11 @@ def write_table(table: pa.Table, path: Path) -> str:
 
 
 def write_part(rows: list[dict], schema: pa.Schema, directory: Path, index: int, marker: dict | None = None) -> Path:
-    """Write part ``index``, then its completion marker (its SHA-256 plus ``marker``)."""
+    """Write part ``index``, then its completion marker (its SHA-256, its row count, plus ``marker``)."""
     path = part_path(directory, index)
     digest = write_table(pa.Table.from_pylist(rows, schema=schema), path)
-    atomic.write_text(marker_path(directory, index), json.dumps({"sha256": digest, **(marker or {})}, sort_keys=True),
-                      durable=True)
+    atomic.write_text(marker_path(directory, index),
+                      json.dumps({"sha256": digest, "rows": len(rows), **(marker or {})}, sort_keys=True), durable=True)
     return path
 
 
@@ -87,8 +87,11 @@ def read_part(directory: Path, index: int, columns: Iterable[str] | None = None)
     return table.to_pylist()
 
 
-def num_rows(directory: Path, index: int) -> int:
-    """How many rows part ``index`` holds (read from its footer)."""
+def num_rows(directory: Path, index: int, marker: dict | None = None) -> int:
+    """How many rows part ``index`` holds: from its ``marker`` when given and it says (no Parquet file opened),
+    else from the part's footer (markers written before they said)."""
+    if marker is not None and "rows" in marker:
+        return int(marker["rows"])
     return pq.ParquetFile(part_path(directory, index)).metadata.num_rows
 
 
