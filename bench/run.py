@@ -17,8 +17,9 @@ Prints one line per figure with the ratio. Figures so far:
   at 10x), and seconds per image per stage;
 - build throughput: the ``build`` stage in process on that Nx work/ (images/s, MB/s of image bytes)
   beside ``tarfile`` writing the same image bytes read from work/ingest into one tar (target: build
-  >= 0.5x of tar), per image and per byte written (build writes each image three times: data/,
-  regions/, wds/); as it is and with fsync a no-op; then how long each part of build takes alone;
+  >= 0.5x of tar), per image and per byte written (by default build writes each image once, in data/;
+  ``build.formats: [webdataset]`` adds wds/); as it is and with fsync a no-op; then how long each part
+  of build (the opt-in folders included) takes alone;
 - release growth (``bench/growth.py``): the bytes a Hub (Xet) upload of version 2 adds when it holds
   10% more images than version 1, with and without pyarrow's content-defined chunking;
 - VLM batching (``bench/vlm_batch.py``, only where vLLM is installed: ``.venv-vllm/bin/python bench/run.py
@@ -28,6 +29,8 @@ Prints one line per figure with the ratio. Figures so far:
 - VLM served vs offline (``bench/vlm_served.py``, likewise only where vLLM is installed: ``--only vlm-served``):
   requests/s of the same image requests through ``LLM.chat`` in process and through a ``vllm serve`` process
   with the ``openai`` engine, the same engine arguments, and the ratio;
+- faces (``bench/faces.py``): the privacy pass's face detectors, Haar and MTCNN, side by side: recall and false
+  positives on a labelled set made from every face photo installed here (varied, pasted small, LFW crops);
 - CLI start-up (``bench/cli_startup.py``): ``groundcap --help`` and ``groundcap tag --help`` beside a bare
   ``python -c "import typer"``, whole processes in turn (target: within 3x);
 - VLM host memory (``bench/vlm_memory.py``, likewise only where vLLM is installed): the ``caption_regions``
@@ -39,11 +42,14 @@ Prints one line per figure with the ratio. Figures so far:
 - scale and parts (``bench/scale.py``, only when named: ``--only scale,parts``, hours at the default sizes): every
   stage under ``dvc repro`` at N and 10N generated images (``--sizes``): s/image, peak RSS, files, bytes on disk
   per image (work, release, DVC cache) and their growth; DVC and ``resume.plan`` over ``--parts`` parts.
+- colour words (``bench/colour_words.py``): QA's colour check on a labelled set of VLM-style colour words
+  (shades, compounds, gem and metal colours) on regions of known colour, recall and false alarms on its
+  tuning and held-out halves, beside the check at ``colour_words.BASELINE`` (``--quick``: without it).
 
 Every figure can be picked with ``--only`` or left out with ``--skip`` (``--list`` names them). The
 pipeline costs about 2 s per image on 2 cores, so ``make bench`` (132 images through every stage,
 then the other figures) takes about 15 minutes on 2 cores; ``--copies 4`` is a third of that, and
-``--quick`` runs every figure small (the pipeline on 2 photos at 1x and 2x) so that a test can check the
+``--quick`` runs every figure small (the pipeline on 1 photo at 1x and 2x) so that a test can check the
 benchmarks still work.
 """
 
@@ -68,6 +74,8 @@ import skimage.data
 from PIL import Image
 
 import cli_startup  # bench/cli_startup.py, beside this file
+import colour_words  # bench/colour_words.py
+import faces  # bench/faces.py
 import growth  # bench/growth.py
 import pipeline  # bench/pipeline.py
 import scale  # bench/scale.py
@@ -292,9 +300,11 @@ FIGURES = {
     "vlm-served": "VLM requests/s through vllm serve + the openai engine vs LLM.chat offline (needs vllm)",
     "vlm-memory": "caption stage peak RSS on vLLM, 12 MP photos x 16 regions, whole part vs bounded (needs vllm)",
     "sources": "ingest peak RSS per source kind (wds, hf, sa1b, coco) at N and 10N images",
+    "faces": "face detectors for the privacy pass: recall and false positives, Haar vs MTCNN",
     "cli-startup": "groundcap --help and groundcap tag --help vs python -c 'import typer'",
     "scale": "every stage under dvc repro at N and 10N images (--sizes): time, RSS, files, disk per image, growth",
     "parts": "dvc status, no-op dvc repro and resume.plan over --parts parts",
+    "colour-words": "QA's colour check on VLM-style colour words: recall and false alarms, held-out, vs before",
 }
 OPT_IN = {"scale", "parts"}  # hours on 2 cores: run only when named in --only
 
@@ -326,9 +336,11 @@ def _runners(quick: bool, copies: int, photos: int | None, tmp: Path, sizes: tup
         "vlm-served": lambda: vlm_served.bench_vlm_served(tmp, photos=2 if quick else 8, repeat=1 if quick else 5),
         "vlm-memory": lambda: vlm_memory.bench_vlm_memory(tmp, *((2, 4, 1.0) if quick else (8, 16, 12.0))),
         "sources": lambda: sources.bench_sources(tmp, 20 if quick else 200),
+        "faces": lambda: faces.bench_faces(quick),
         "cli-startup": lambda: cli_startup.bench_cli_startup(runs=3 if quick else 15),
         "scale": lambda: scale.bench_scale(tmp, sizes, part_size=4 if quick else 16),
         "parts": lambda: scale.bench_parts(tmp, n_parts),
+        "colour-words": lambda: colour_words.bench_colour_words(None if quick else colour_words.BASELINE),
     }
 
 
@@ -336,7 +348,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # killed: the temporary folders are still removed
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="small sizes, a smoke run (the pipeline on 2 sample photos at 1x and 2x)")
+                        help="small sizes, a smoke run (the pipeline on 1 sample photo at 1x and 2x)")
     parser.add_argument("--only", type=_figures, default=None, metavar="FIG,...", help="run only these figures")
     parser.add_argument("--skip", type=_figures, default=set(), metavar="FIG,...", help="leave these figures out")
     parser.add_argument("--copies", type=int, default=None,
@@ -361,7 +373,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="groundcap-bench-") as tmp:
         sizes = args.sizes or ((8, 16) if args.quick else (1000, 10000))
         n_parts = args.parts or (50 if args.quick else 10000)
-        runners = _runners(args.quick, copies, 2 if args.quick else None, Path(tmp), sizes, n_parts)
+        runners = _runners(args.quick, copies, 1 if args.quick else None, Path(tmp), sizes, n_parts)
         for name in FIGURES:  # in this order: build reuses the pipeline figure's project
             if name in chosen:
                 runners[name]()

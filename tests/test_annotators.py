@@ -43,6 +43,7 @@ def astronaut():
 
 def test_registry_lists_the_embedded_backends():
     expected = {"detector": {"haar", "rapidocr"}, "prompted_segmenter": {"grabcut"}, "mask_generator": {"felzenszwalb"},
+                "concept_segmenter": {"color_regions"},
                 "region_captioner": {"attributes"}, "scene_captioner": {"geometry"}}
     for step, names in expected.items():
         infos = {i.name: i for i in registry.backends(step)}
@@ -147,6 +148,44 @@ def test_felzenszwalb_recovers_flat_blocks_at_full_resolution():
         assert max(mask_iou(d, truth) for d in decoded) > 0.97
     assert all(m.score > 0.99 and m.label == "region" and m.source == "felzenszwalb" for m in out)  # flat colour
     assert {m.granularity for m in out} == {"stuff"}  # each touches the border and covers 1/3
+
+
+def test_color_regions_segments_each_area_of_a_colour_phrase_and_reads_no_other_phrase():
+    image = np.full((120, 180, 3), (30, 40, 200), np.uint8)  # blue all round
+    image[20:50, 20:60] = image[70:100, 110:170] = (200, 30, 30)  # two red boxes
+    image[30:33, 100:103] = (200, 30, 30)  # a speck: opened away
+    seg = registry.create("concept_segmenter", "color_regions", {"work_side": 90})
+    out = seg.segment(image, ["red", "Blue", "dog", "red", "grey"])
+    assert [(m.label, m.granularity, m.source) for m in out] == [("red", "object", "color_regions")] * 2 + [
+        ("Blue", "stuff", "color_regions")]  # each phrase once; no model here reads "dog"; no gray pixels
+    for m, box in zip(out, [rect_mask(120, 180, 70, 100, 110, 170), rect_mask(120, 180, 20, 50, 20, 60)],
+                      strict=False):  # the larger red box first
+        assert mask_iou(masks.decode(m.rle), box) > 0.9 and m.score == pytest.approx(box.mean(), abs=0.01)
+    assert seg.segment(image, ["dog"]) == [] and seg.segment(image, ["red"]) == out[:2]
+
+
+def test_the_segment_stage_adds_a_concept_segmenters_masks_of_the_tags():
+    import io
+
+    from PIL import Image
+
+    from groundcap import params
+    from groundcap.pipeline import order
+
+    image = np.full((120, 180, 3), (30, 40, 200), np.uint8)
+    image[20:50, 20:60] = image[70:100, 110:170] = (200, 30, 30)
+    p = params.defaults()
+    p["segment"] = {**p["segment"], "concept": "color_regions", "color_regions": {"work_side": 90}}
+    stage = order.stage("segment")
+    stage.setup(params.subset(p, (*stage.param_keys, "executor")))
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    row = stage.process({"image_id": "x", "bytes": buffer.getvalue(), "given": None},
+                        {"image_id": "x", "tags": [{"label": "red", "score": 0.5, "source": "palette"}],
+                         "detections": []})
+    assert [s["backend"] for s in row["provenance"]] == ["grabcut", "color_regions", "felzenszwalb"]
+    red = [r for r in row["regions"] if r["source"] == "color_regions"]
+    assert [r["label"] for r in red] == ["red", "red"] and row["regions"][:2] == red  # labelled masks go first
 
 
 def test_felzenszwalb_calls_an_interior_segment_an_object():

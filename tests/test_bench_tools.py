@@ -50,3 +50,13 @@ def test_the_gpu_device_check_runs_every_step_at_tiny_scale(tmp_path):
     assert len(steps) == 7 and all(v["s_per_image"] > 0 and v["images"] == 1 for v in steps.values())
     assert [v["requests"] for k, v in steps.items() if k.startswith("region_captioner")] == [2, 2]
     assert set(results["build_s"]) == {"clip", "owlv2", "grounding_dino", "sam", "vlm"}
+
+
+def test_the_colour_check_reads_vlm_colour_words_on_the_held_out_set():
+    """bench/colour_words.py's held-out half (never tuned on): false captions contradicted, true ones not."""
+    import colour_words
+
+    items = [item for item in colour_words.labelled_set() if item["split"] == "held-out"]
+    assert {item["category"] for item in items} == {"basic", "shade", "compound", "gem", "metal"}
+    got = colour_words.scores(items, colour_words.verdicts(items), "held-out")
+    assert got["recall"] >= 0.8 and got["false_alarms"] <= 0.05, got

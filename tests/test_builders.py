@@ -23,8 +23,8 @@ from groundcap.releases import versions
 
 PARAMS = load_params()
 # Tiny shards, so rolling and the -of-N naming are exercised: one Parquet shard per row group of 2
-# rows, one tar per image.
-PARAMS["build"].update(shard_bytes=1, wds_shard_bytes=1, row_group_rows=2)
+# images, one tar per image (the opt-in formats on).
+PARAMS["build"].update(shard_bytes=1, wds_shard_bytes=1, row_group_rows=2, formats=["webdataset", "coco"])
 IMAGES_FEATURES = release_configs(PARAMS["build"])["default"]  # with the Pancap-style column (the default)
 PROVENANCE = {
     "groundcap": "0.1.0",
@@ -177,23 +177,40 @@ def test_row_groups_close_at_rows_or_image_bytes(tmp_path):
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1, 1, 1]
 
 
-def test_regions_store_each_image_once_per_row_group(tmp_path):
-    """Four region rows repeat one image: the dictionary keeps one copy, so regions/ is about data/'s
-    size; image bytes are stored uncompressed, the other columns in zstd."""
+def test_regions_hold_no_image_bytes(tmp_path):
+    """The regions config is annotations keyed by image_id: the image's bytes are in data/ only, stored
+    uncompressed without a dictionary, the other columns in zstd; a row group holds whole images."""
     import pyarrow.parquet as pq
 
     params = load_params()
-    record = _record(5, 700, 500, "PNG", ["dog", "cat", "car", "tree"])  # ~1 MB of noise: past the default dictionary
+    params["build"]["row_group_rows"] = 1
+    records = [_record(5, 300, 200, "PNG", ["dog", "cat", "car"]), _record(6, 300, 200, "PNG", ["tree", "dog"])]
     with ReleaseWriter(tmp_path, params) as writer:
-        writer.add("train", copy.deepcopy(record))
+        for record in records:
+            writer.add("train", copy.deepcopy(record))
     data, regions = (tmp_path / d / "train-00000-of-00001.parquet" for d in ("data", "regions"))
-    assert regions.stat().st_size < 1.2 * data.stat().st_size
-    table = pq.read_table(regions)
-    assert table.num_rows == 4 and set(table.column("image").combine_chunks().field("bytes").to_pylist()) == {
-        record["image"]["bytes"]}
-    chunks = pq.read_metadata(regions).row_group(0)
-    codecs = {chunks.column(i).path_in_schema: chunks.column(i).compression for i in range(chunks.num_columns)}
-    assert codecs.pop("image.bytes") == "UNCOMPRESSED" and set(codecs.values()) == {"ZSTD"}
+    assert "image" not in pq.read_schema(regions).names
+    assert regions.stat().st_size < 20_000 < sum(len(r["image"]["bytes"]) for r in records) < data.stat().st_size
+    assert [pq.ParquetFile(regions).metadata.row_group(i).num_rows for i in range(2)] == [3, 2]
+    chunks = pq.read_metadata(data).row_group(0)
+    columns = {chunks.column(i).path_in_schema: chunks.column(i) for i in range(chunks.num_columns)}
+    image = columns.pop("image.bytes")
+    assert image.compression == "UNCOMPRESSED" and not image.has_dictionary_page
+    assert {c.compression for c in columns.values()} == {"ZSTD"}
+    assert not [*(tmp_path / "wds").iterdir(), *(tmp_path / "coco").iterdir()]  # opt-in formats
+
+
+def test_load_regions_attaches_pixels_and_masks(release, tmp_path):
+    from groundcap.releases.regions import load_regions
+
+    ds = load_regions(str(release), "validation", cache_dir=str(tmp_path))
+    record = RECORDS["validation"][0]
+    assert ds.num_rows == 3
+    for row, region in zip(ds.shuffle(seed=0).sort("region_id"), record["regions"], strict=True):
+        assert (row["image_id"], row["region_id"], row["short_caption"]) == (
+            record["image_id"], region["region_id"], region["short_caption"])
+        assert np.array_equal(np.asarray(row["image"]), np.asarray(Image.open(io.BytesIO(record["image"]["bytes"]))))
+        assert np.array_equal(row["mask"], masks.decode(region["segmentation"]))
 
 
 def test_load_regions_config(release, tmp_path):
@@ -205,7 +222,7 @@ def test_load_regions_config(release, tmp_path):
     row = ds["validation"][2]
     record = RECORDS["validation"][0]
     assert (row["image_id"], row["region_id"], row["label"]) == (record["image_id"], 3, "tree")
-    assert row["image"].size == (record["width"], record["height"])
+    assert (row["width"], row["height"]) == (record["width"], record["height"]) and "image" not in row
     assert np.array_equal(masks.decode(row["segmentation"]), masks.decode(record["regions"][2]["segmentation"]))
 
 
@@ -280,7 +297,7 @@ def test_card(release, tmp_path):
     assert validate_card(release / "README.md") == []
     text = (release / "README.md").read_text()
     card = DatasetCard(text)
-    assert card.data.license == PARAMS["release"]["license"]
+    assert card.data.license == "unknown"  # no source stated a licence for these records (tests/test_licenses.py)
     assert card.data.size_categories == ["n<1K"]
     assert [c["config_name"] for c in card.data.configs] == ["default", "regions"]
     assert "| train | 3 | 3 | 1 | 0 | 2 |" in text  # images, regions, regions/image mean, min, max

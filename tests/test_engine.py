@@ -82,7 +82,7 @@ def test_list_file_source_resolves_relative_paths_and_records_unreadable_entries
 
 @pytest.mark.slow
 def test_benchmarks_run(tmp_path):
-    """`make bench` must not rot: its quick mode runs every figure (the pipeline on 2 photos at 1x and
+    """`make bench` must not rot: its quick mode runs every figure (the pipeline on 1 photo at 1x and
     2x, each stage a process) and its own checks (RLE IoU against the dense result, planted pairs)."""
     import subprocess
     import sys

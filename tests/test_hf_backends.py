@@ -90,11 +90,12 @@ def test_a_checkpoint_loads_once_per_process(tiny):
 def test_registry_lists_the_transformers_backends():
     infos = {(i.step, i.name): i for i in registry.backends()}
     for key in [("tagger", "clip"), ("detector", "grounding_dino"), ("detector", "owlv2"),
-                ("prompted_segmenter", "sam"), ("prompted_segmenter", "sam2"), ("mask_generator", "sam_everything")]:
+                ("prompted_segmenter", "sam"), ("prompted_segmenter", "sam2"), ("mask_generator", "sam_everything"),
+                ("concept_segmenter", "sam3")]:
         assert infos[key].device == "gpu" and {"torch", "transformers"} <= set(infos[key].needs)
-    sam2 = infos[("prompted_segmenter", "sam2")]
-    assert "torchvision" in sam2.needs
-    assert sam2.missing() == ([] if importlib.util.find_spec("torchvision") else ["torchvision"])
+    for key in [("prompted_segmenter", "sam2"), ("concept_segmenter", "sam3")]:  # their processors need torchvision
+        assert "torchvision" in infos[key].needs
+        assert infos[key].missing() == ([] if importlib.util.find_spec("torchvision") else ["torchvision"])
 
 
 # --- CLIP tagger ---------------------------------------------------------------------------------

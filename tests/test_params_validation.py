@@ -45,6 +45,9 @@ BAD = [
     ("tag: {taggers: [palete]}", "tag.taggers names 'palete', not a registered tagger backend; tagger backends: "),
     ("segment: {prompted: grabcat}", "segment.prompted is 'grabcat'; not a registered prompted_segmenter backend"),
     ("segment: {crop_tagger: haar}", "segment.crop_tagger is 'haar'; not a registered tagger backend"),
+    ("segment: {concept: sam}", "segment.concept is 'sam'; not a registered concept_segmenter backend"),
+    ("segment: {sam3: {threshold: high}}", "segment.sam3.threshold is 'high'; expected a number"),
+    ("segment: {prompted: null}", "segment.prompted is null but tag.detectors find boxes to segment"),
     ("segment: 5", "segment is 5; expected a mapping of work_side, prompted"),  # the crop tagger's options: none
     ("caption_regions: {verifier: judge}", "caption_regions.verifier is 'judge'; not a registered verifier backend"),
     ("crosscheck: {judge: nope}", "crosscheck.judge is 'nope'; not a registered verifier backend"),

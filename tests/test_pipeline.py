@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -21,7 +20,7 @@ from datasets import load_dataset
 from PIL import Image
 from pycocotools.coco import COCO
 
-from conftest import awkward_files
+from conftest import awkward_files, opt_in_formats, small_params
 from groundcap import masks, params
 from groundcap.builders import features, verify_manifest
 from groundcap.pipeline.runner import run_all
@@ -31,12 +30,6 @@ from groundcap.sources import sample
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "validation", "test")
-
-
-def _run(root: Path, source: str) -> Path:
-    p = params.defaults() | {"source": source}
-    run_all(Context(root=root, params=p, progress=False))
-    return root / "release"
 
 
 @pytest.fixture(scope="module")
@@ -80,31 +73,58 @@ def test_regions_config_has_one_row_per_region(release, tmp_path):
         assert regions[split].features == features.REGIONS_FEATURES
 
 
-def test_coco_json_has_one_annotation_per_region(release, tmp_path):
+@pytest.fixture(scope="module")
+def opt_in(release, tmp_path_factory) -> Path:
+    return opt_in_formats(release.parent, tmp_path_factory.mktemp("opt_in"))
+
+
+def test_coco_json_has_one_annotation_per_region(release, opt_in, tmp_path):
     images = _load(release, "default", tmp_path)
     for split in SPLITS:
-        coco = COCO(str(release / "coco" / f"{split}.json"))
+        coco = COCO(str(opt_in / "coco" / f"{split}.json"))
         assert len(coco.getAnnIds()) == sum(len(r["regions"]) for r in images[split])
         ann = coco.loadAnns(coco.getAnnIds()[:1])[0]
         assert coco.annToMask(ann).sum() == ann["area"]
 
 
-def test_webdataset_tars_hold_the_parquet_images_and_regions(release, tmp_path):
+def test_each_image_is_stored_once(release):
+    """Every file of the demo release together weighs at most 1.15x the distinct images it holds: their
+    bytes are in data/ only (regions/ is annotations, the WebDataset tars are opt-in)."""
+    import pyarrow.parquet as pq
+
+    images = {}
+    for shard in (release / "data").glob("*.parquet"):
+        table = pq.read_table(shard, columns=["image_id", "image"])
+        sizes = [len(image["bytes"]) for image in table["image"].to_pylist()]
+        images.update(zip(table["image_id"].to_pylist(), sizes, strict=True))
+    total = sum(p.stat().st_size for p in release.rglob("*") if p.is_file())
+    assert len(images) >= 10 and total <= 1.15 * sum(images.values()), (total, sum(images.values()))
+    assert not [*(release / "wds").iterdir(), *(release / "coco").iterdir()]  # opt-in
+
+
+def test_webdataset_tars_hold_the_parquet_images_and_regions(release, opt_in, tmp_path):
     images = _load(release, "default", tmp_path)
     for split in SPLITS:
-        tars = sorted(str(p) for p in (release / "wds").glob(f"{split}-*.tar"))
+        tars = sorted(str(p) for p in (opt_in / "wds").glob(f"{split}-*.tar"))
         seen = {}
         for wds_sample in wds.WebDataset(tars, shardshuffle=False, empty_check=False):
             meta = json.loads(wds_sample["json"])
-            img_bytes = wds_sample.get("jpg") or wds_sample.get("png")
-            seen[meta["image_id"]] = (Image.open(io.BytesIO(img_bytes)).size, meta["regions"])
+            seen[meta["image_id"]] = (wds_sample.get("jpg") or wds_sample.get("png"), meta["regions"])
         parquet = {r["image_id"]: r for r in images[split]}
         assert set(seen) == set(parquet)
-        for image_id, (size, regions) in seen.items():
-            assert size == (parquet[image_id]["width"], parquet[image_id]["height"])
+        data = {r["image_id"]: r["image"]["bytes"] for r in _parquet_rows(release, split)}
+        for image_id, (image_bytes, regions) in seen.items():
+            assert image_bytes == data[image_id]
             assert [r["segmentation"]["counts"] for r in regions] == [
                 r["segmentation"]["counts"] for r in parquet[image_id]["regions"]
             ]
+
+
+def _parquet_rows(release: Path, split: str) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return [row for shard in sorted((release / "data").glob(f"{split}-*.parquet"))
+            for row in pq.read_table(shard, columns=["image_id", "image"]).to_pylist()]
 
 
 def test_card_and_manifest(release):
@@ -114,8 +134,11 @@ def test_card_and_manifest(release):
     assert verify_manifest(release) == []
 
 
-def test_same_input_gives_byte_identical_release(release, tmp_path):
-    again = _run(tmp_path / "again", "sample:")
+def test_same_input_gives_byte_identical_release(small_project, tmp_path):
+    """A second run from scratch, in another folder, writes the same bytes (four photos in two parts: conftest)."""
+    release = small_project / "release"
+    run_all(Context(root=tmp_path / "again", params=small_params(small_project), progress=False))
+    again = tmp_path / "again" / "release"
     first = sorted(p.relative_to(release) for p in release.rglob("*") if p.is_file())
     second = sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
     assert first == second
@@ -221,17 +244,20 @@ def test_dvc_repro_builds_then_is_up_to_date(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in models_done} == models_done
 
 
-def test_a_grown_dataset_keeps_every_published_image_in_its_split(release, tmp_path):
-    """Version 0.2.0 adds images to the sample: every image of 0.1.0 keeps its split, the card says what changed."""
-    source = tmp_path / "images"
-    source.mkdir()
-    for path in [*sample.paths(), *(sample.data_dir() / name for name in ("brick.png", "color.png", "horse.png",
-                                                                           "motorcycle_left.png"))]:
-        shutil.copy(path, source / path.name)
-    p = params.defaults() | {"source": str(source)}
-    p["release"].update(version="0.2.0", previous=str(release))
-    run_all(Context(root=tmp_path / "v2", params=p, progress=False))
-    grown = tmp_path / "v2" / "release"
+def test_a_grown_dataset_keeps_every_published_image_in_its_split(small_project, tmp_path):
+    """Version 0.2.0 adds images to the project of 0.1.0: every image of 0.1.0 keeps its split, the card says
+    what changed. The new photos sort after the old ones, so the old parts are the same and only the new
+    part is computed (resume)."""
+    release, source, project = small_project / "release", tmp_path / "images", tmp_path / "v2"
+    shutil.copytree(small_project / "photos", source)
+    for name in ("horse.png", "motorcycle_left.png"):
+        shutil.copy(sample.data_dir() / name, source / name)
+    for folder in ("work", "reports"):
+        shutil.copytree(small_project / folder, project / folder)
+    p = small_params(small_project) | {"source": str(source)}
+    p["release"] = {**p["release"], "version": "0.2.0", "previous": str(release)}
+    run_all(Context(root=project, params=p, progress=False))
+    grown = project / "release"
     old, new = diff.index(str(release)), diff.index(str(grown))
     assert len(new) > len(old) and all(new[i].split == e.split for i, e in old.items() if i in new)
     changes = diff.compare(old, new)

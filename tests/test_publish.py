@@ -22,6 +22,7 @@ from datasets import load_dataset
 from huggingface_hub import DatasetCard
 from typer.testing import CliRunner
 
+from conftest import opt_in_formats
 from fakehub import GITATTRIBUTES, FakeHub, HubError, Request
 from groundcap.builders.checksums import MANIFEST, verify_manifest, write_manifest
 from groundcap.cli.app import app
@@ -55,6 +56,7 @@ class Releases:
 def releases(sample_project: Path, tmp_path_factory) -> Releases:
     root = tmp_path_factory.mktemp("releases")
     v1 = _release(sample_project / "release", root / "v1", V1)
+    write_manifest(opt_in_formats(sample_project, v1))  # with the opt-in formats (build.formats)
     (v1 / ".gitignore").write_text("/wds\n")  # dotfiles are no part of a release (DVC writes this one)
     v2 = shutil.copytree(v1, root / "v2-src")
     changed = v2 / "coco" / "test.json"

@@ -43,7 +43,7 @@ def release(tmp_path_factory):
 
 
 def test_the_section_has_a_snippet_per_tool():
-    tools = ["datasets", "webdataset", "wids", "mlcroissant", "pycocotools"]
+    tools = ["datasets", "groundcap", "webdataset", "wids", "mlcroissant", "pycocotools"]
     assert [next(t for t in tools if f"import {t}" in s or f"from {t}" in s) for s in PYTHON] == tools
     assert any("groundcap export fiftyone" in s for s in snippets("bash"))
     assert any("label-studio start" in s for s in snippets("bash"))

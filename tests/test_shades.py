@@ -50,3 +50,33 @@ def test_unplaced_colour_words_are_not_compared_across_models():
     assert share == 1.0 and disagreements == []  # only the labels compare
     share, disagreements = claims.agreement(claims.parse("a navy blue sofa"), claims.parse("a red sofa"))
     assert share == 0.5 and disagreements == ["color: 'blue' vs 'red'"]
+
+
+def test_colour_words_as_vlms_write_them_are_read():
+    assert colours("an emerald green dress beside a ruby vase") == [("green", None, "emerald green"),
+                                                                  ("red", None, "ruby")]
+    assert colours("a silver car and a golden crown") == [("gray", None, "silver"), ("yellow", None, "golden")]
+    assert colours("an off-white wall, a charcoal gray sofa") == [("white", None, "off white"),
+                                                                   ("gray", None, "charcoal gray")]
+    assert colours("a gold-colored vase")[0][2] == "gold"  # was unplaced: no list had "gold"
+    assert colours("a bluish-green lake")[0][2] == "bluish green"
+    # the words that name things stay things
+    assert colours("an olive oil bottle, an ice cream cone and a gold medal") == []
+    share, disagreements = claims.agreement(claims.parse("a silver car"), claims.parse("a gray car"))
+    assert disagreements == []  # silver is called gray, though light enough to be named white
+
+
+def test_vlm_colour_words_are_held_to_their_colour():
+    image = np.zeros((40, 80, 3), np.uint8)
+    image[:, :40] = (13, 152, 186)  # a blue-green between the two hues, far from the survey's dark "blue green"
+    image[:, 40:] = (65, 105, 225)  # CSS's royal blue (the survey's is #0504aa)
+    left = region(1, rect_mask(40, 80, 0, 40, 0, 40))
+    right = region(2, rect_mask(40, 80, 0, 40, 40, 80))
+
+    def verdict(text, r):
+        return [v["verdict"] for v in evidence.check_region(text, image, r, [left, right]) if v["kind"] == "color"]
+
+    assert verdict("a blue-green region", left) == ["supported"]  # contradicted before: a true caption failed
+    assert verdict("a royal blue region", right) == ["supported"]
+    assert verdict("an emerald region", right) == ["contradicted"]  # no colour claim before: the lie passed
+    assert verdict("a silver region", left) == ["contradicted"]

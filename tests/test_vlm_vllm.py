@@ -26,7 +26,6 @@ from groundcap.vlm.vllm_offline import (
     sampling_kwargs,
     stop_token_ids,
 )
-from source_fixtures import sample_folder
 
 
 def output(text, finish="stop", prompt_ids=(1, 2, 3), token_ids=(4, 5)):
@@ -268,21 +267,24 @@ def test_a_dead_engine_is_not_split_into_per_request_errors(fake_vllm, monkeypat
         VllmChat("m").generate([ChatRequest(prompt=p) for p in "abc"])
 
 
-@pytest.mark.slow
-def test_a_dead_engine_stops_the_stage_and_keeps_the_finished_parts(fake_vllm, monkeypatch, tmp_path):
+def test_a_dead_engine_stops_the_stage_and_keeps_the_finished_parts(fake_vllm, monkeypatch, small_project, tmp_path):
     """The first part is captioned, then the engine dies: the stage stops with one clear error (not an error
-    row per image), part 0 and its marker stay, and the re-run computes only what is missing."""
-    from groundcap import params
+    row per image), part 0 and its marker stay, and the re-run computes only what is missing. The regions to
+    caption are ``small_project``'s (conftest: four photos in two parts)."""
+    import shutil
+
+    from conftest import small_params
     from groundcap.errors import EngineDead
     from groundcap.pipeline import order, runner
     from groundcap.pipeline.stage import Context
     from groundcap.storage import parts
 
-    p = params.defaults() | {"source": "sample:", "part_size": 4}
+    for stage in ("ingest", "tag", "segment"):
+        shutil.copytree(small_project / "work" / stage, tmp_path / "work" / stage)
+    p = small_params(small_project)
     p["caption_regions"] |= {"captioner": "vlm", "verifier": None, "unique_rounds": 0,
                              "vlm": {"engine": "vllm", "model": "m", "max_attempts": 1}}
     ctx = Context(tmp_path, p, progress=False)
-    runner.run_all(ctx, ("ingest", "tag", "segment"))
     calls = {"n": 0}
 
     def dies_on_the_second_part(self, messages, **kw):
@@ -301,7 +303,7 @@ def test_a_dead_engine_stops_the_stage_and_keeps_the_finished_parts(fake_vllm, m
         output(json.dumps({"short": "a thing", "detailed": "A thing."})) for _ in messages])
     before = parts.marker_path(out, 0).stat().st_mtime_ns
     report = runner.run_stage(ctx, order.stage("caption_regions"))
-    assert (report.parts, report.computed) == (3, 2) and parts.marker_path(out, 0).stat().st_mtime_ns == before
+    assert (report.parts, report.computed) == (2, 1) and parts.marker_path(out, 0).stat().st_mtime_ns == before
 
 
 # --- an engine that fails to start ----------------------------------------------------------------------------
@@ -322,25 +324,25 @@ def test_an_engine_that_fails_to_start_raises_a_fatal_error_with_its_reason(fake
     assert is_fatal(exc.value) and len(FakeLLM.instances) == 1
 
 
-@pytest.mark.slow
 def test_an_engine_that_fails_to_start_stops_the_stage_once_and_keeps_the_finished_parts(
-        fake_vllm, monkeypatch, tmp_path):
-    """4 photos in parts of 2, captioned; part 1 is lost, and on the re-run the engine cannot start: the stage
-    stops with the engine's reason after one start (not one per image of part 1, as when the batch is redone
-    image by image), and part 0 stays as it was."""
-    from groundcap import params
+        fake_vllm, monkeypatch, small_project, tmp_path):
+    """``small_project``'s 4 photos in parts of 2, captioned; part 1 is lost, and on the re-run the engine cannot
+    start: the stage stops with the engine's reason after one start (not one per image of part 1, as when the
+    batch is redone image by image), and part 0 stays as it was."""
+    import shutil
+
+    from conftest import small_params
     from groundcap.errors import EngineDead
     from groundcap.pipeline import order, runner
     from groundcap.pipeline.stage import Context
     from groundcap.storage import parts
 
-    photos = sample_folder(tmp_path / "photos", 4)
-    p = params.defaults() | {"source": str(photos), "part_size": 2}
-    p["segment"] = p["segment"] | {"max_regions": 2}
+    for stage in ("ingest", "tag", "segment"):
+        shutil.copytree(small_project / "work" / stage, tmp_path / "project" / "work" / stage)
+    p = small_params(small_project)
     p["caption_regions"] |= {"captioner": "vlm", "verifier": None, "unique_rounds": 0,
                              "vlm": {"engine": "vllm", "model": "m", "max_attempts": 1}}
     ctx = Context(tmp_path / "project", p, progress=False)
-    runner.run_all(ctx, ("ingest", "tag", "segment"))
     monkeypatch.setattr(FakeLLM, "chat", lambda self, messages, **kw: [
         output(json.dumps({"short": "a thing", "detailed": "A thing."})) for _ in messages])
     runner.run_stage(ctx, order.stage("caption_regions"))

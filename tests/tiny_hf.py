@@ -119,3 +119,29 @@ def build_sam(folder: Path) -> str:
     processor = tf.SamImageProcessorPil(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64},
                                         mask_size={"longest_edge": 16}, mask_pad_size={"height": 16, "width": 16})
     return save(folder, tf.SamModel(config).eval(), processor)
+
+
+def build_sam3(folder: Path) -> str:
+    """SAM 3 at a 56-pixel input (4x4 patches of 14): 8 queries, CLIP text tower of 32 tokens, 8x8 masks.
+
+    Widths follow transformers' own ``Sam3ModelTester`` (32 throughout). Its image processor runs on
+    torchvision (SAM 3 has no PIL one), so building it needs torchvision, as the backend does.
+    """
+    from transformers.models.sam3 import configuration_sam3 as c3
+
+    torch.manual_seed(0)
+    tokenizer = clip_tokenizer(32)
+    small = {"hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64}
+    backbone = c3.Sam3ViTConfig(**small, num_hidden_layers=2, image_size=56, patch_size=14, window_size=2,
+                                global_attn_indexes=[1])
+    config = tf.Sam3Config(
+        vision_config=c3.Sam3VisionConfig(backbone_config=backbone, fpn_hidden_size=32, scale_factors=[2.0, 1.0]),
+        text_config={**clip_text(tokenizer, 32), **small, "projection_dim": 32, "num_hidden_layers": 2},
+        geometry_encoder_config=c3.Sam3GeometryEncoderConfig(**small, num_layers=1, mask_fuser_hidden_size=32,
+                                                              mask_fuser_num_layers=1),
+        detr_encoder_config=c3.Sam3DETREncoderConfig(**small, num_layers=1),
+        detr_decoder_config=c3.Sam3DETRDecoderConfig(**small, num_layers=1, num_queries=8),
+        mask_decoder_config=c3.Sam3MaskDecoderConfig(hidden_size=32, num_upsampling_stages=2),
+    )
+    processor = tf.Sam3ImageProcessor(size={"height": 56, "width": 56})
+    return save(folder, tf.Sam3Model(config).eval(), processor, tokenizer)

@@ -84,59 +84,110 @@ def color_shares(pixels_rgb: np.ndarray, max_samples: int = MAX_SAMPLES) -> list
 # survey's 949 names (``matplotlib.colors.XKCD_COLORS``) and CSS Color Module Level 4's named colours
 # (``CSS4_COLORS``). Only words a caption uses as a colour are taken: the xkcd names of two or more words
 # that end in a colour word ("navy blue", "burnt orange", "light grey"), the "-ish" forms ("reddish"), and
-# the single words below, which rarely name a thing in a caption ("olive", "salmon", "gold", "slate", "rust",
-# "golden" are left out: a caption of olive oil, a slate roof or a golden retriever states no colour).
+# the single words below. A name both lists give holds both values: the two often differ ("royal blue" is
+# #0504aa in the survey, #4169e1 in CSS) and a caption may mean either.
 SHADE_WORDS = frozenset((
     "crimson scarlet vermillion carmine maroon burgundy claret cerise magenta fuchsia mauve puce lilac lavender "
     "violet indigo periwinkle navy cobalt cerulean azure ultramarine teal turquoise aqua aquamarine viridian "
-    "chartreuse khaki ochre ocher amber tan taupe sepia umber russet auburn ecru ivory").split())
+    "chartreuse khaki ochre ocher amber tan taupe sepia umber russet auburn ecru ivory "
+    # gems, metals and other things whose names VLMs use as colours; not topaz (the survey's is blue topaz, a
+    # caption may mean golden) nor the packaged vocabulary's nouns (sand, lemon, wine, chocolate), which label regions
+    "emerald ruby sapphire amethyst jade gold golden silver bronze copper gunmetal charcoal salmon coral peach plum "
+    "mint lime olive mustard cream cherry rust sienna terracotta chestnut mahogany slate").split())
+# gem and metal names neither list has, read as the listed colour they are named after
+ALIASES = {"silvery": "silver", "coppery": "copper", "platinum": "silver", "pewter": "grey", "brass": "gold",
+           "pearl": "off white", "jet": "black", "onyx": "black", "ebony": "black", "garnet": "wine",
+           "rose gold": "dusty rose"}
+# a shade word before one of these nouns names the thing, not its colour ("a golden retriever", "olive oil")
+THING_NOUNS = {
+    "golden": ("retriever", "retrievers", "hour", "gate"), "olive": ("oil", "tree", "trees", "branch"),
+    "slate": ("roof", "roofs", "tile", "tiles"), "salmon": ("fillet", "steak", "sushi"),
+    "lime": ("slice", "slices", "wedge", "wedges", "tree"),
+    "cherry": ("tree", "trees", "blossom", "blossoms", "tomato", "tomatoes", "pie"),
+    "cream": ("cheese", "sauce", "puff"), "mint": ("leaf", "leaves"),
+    "jet": ("ski", "skis", "engine", "plane", "stream"), "gold": ("medal", "medals"),
+    "silver": ("medal", "medals"), "bronze": ("medal", "medals", "statue"), "coral": ("reef", "reefs"),
+    "peach": ("tree", "pit"), "plum": ("tree",), "mahogany": ("tree",), "chestnut": ("tree", "trees"),
+}
+# the basic name these are called by where their nearest prototype says another ("silver" is light enough for white),
+# so two models saying "silver" and "gray" agree (``qa.claims.agreement``)
+BASIC = {"silver": "gray", "silvery": "gray", "platinum": "gray", "charcoal": "gray", "cream": "beige"}
+HUES = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "violet")
+_ISH = {"red": ("reddish",), "orange": ("orangish", "orangey"), "yellow": ("yellowish",), "green": ("greenish",),
+        "blue": ("bluish", "blueish"), "purple": ("purplish",), "pink": ("pinkish",), "brown": ("brownish",)}
 
 
 SIZE_WORDS = frozenset({"medium", "big", "large", "small", "tiny"})  # "a medium brown region" is a size and a colour
 
 
-def _shade_table() -> dict[str, tuple[int, int, int]]:
+def _shade_table() -> dict[str, tuple[tuple[int, int, int], ...]]:
+    """Shade word -> its sRGB values: the lists' names, compounds of two hues, shade words before a colour word."""
     from matplotlib import colors as mpl_colors  # the lists live there; only loaded when a caption is parsed
 
     def rgb(hex_value: str) -> tuple[int, int, int]:
         return tuple(int(hex_value[i:i + 2], 16) for i in (1, 3, 5))
 
     xkcd = {k.removeprefix("xkcd:"): v for k, v in mpl_colors.XKCD_COLORS.items()}
+    css = mpl_colors.CSS4_COLORS
+
+    def values(name: str) -> tuple[tuple[int, int, int], ...]:
+        key = name.replace(" ", "").replace("grey", "gray")
+        # CSS's darkgray (#a9a9a9) is lighter than its gray, an X11 quirk no caption means
+        found = (xkcd.get(name), None if key == "darkgray" else css.get(key))
+        return tuple(dict.fromkeys(rgb(v) for v in found if v))
+
     enders = {*NAMES, "grey", *SHADE_WORDS}
     table = {}
-    for name, value in sorted(xkcd.items()):
+    for name in sorted(xkcd):
         words = name.split()
         if "/" in name or "'" in name or name in NAMES or name == "grey" or words[0] in SIZE_WORDS:
             continue
         if (len(words) > 1 and words[-1] in enders) or (len(words) == 1 and name.endswith("ish")):
-            table[name] = rgb(value)
-    for name in SHADE_WORDS:
-        table[name] = rgb(xkcd.get(name) or mpl_colors.CSS4_COLORS[name])
+            table[name] = values(name)
+    for name in sorted(SHADE_WORDS):
+        table[name] = values(name)
+    for name, listed in ALIASES.items():
+        table[name] = values(listed)
+    for first in HUES:  # "blue-green", "bluish green": the lists' value where they have one, and the two hues' mean
+        for second in HUES:
+            if first != second:
+                for lead in (first, *_ISH.get(first, ())):
+                    mean = tuple(round((a + b) / 2) for a, b in zip(*(values(h)[0] for h in (first, second)),
+                                                                    strict=True))
+                    table[f"{lead} {second}"] = tuple(dict.fromkeys((*table.get(f"{lead} {second}", ()), mean)))
+    for word in sorted(SHADE_WORDS | ALIASES.keys()):  # "ruby red", "sapphire blue": the shade's own values
+        for colour in (*NAMES, "grey"):
+            table.setdefault(f"{word} {colour}", table[word])
+    for name in [n for n in table if "grey" in n]:  # both spellings
+        table.setdefault(name.replace("grey", "gray"), table[name])
     return table
 
 
-_SHADES: dict[str, tuple[tuple[int, int, int], np.ndarray, str]] = {}
+_SHADES: dict[str, tuple[tuple[tuple[int, int, int], ...], np.ndarray, str]] = {}
 
 
-def shades() -> dict[str, tuple[tuple[int, int, int], np.ndarray, str]]:
-    """``shade word -> (sRGB, Lab, basic name)``: the basic name is the colour word a compound ends in
-    ("navy blue" -> blue, "dark grey" -> gray), else what ``name_pixels`` calls the shade's Lab."""
+def shades() -> dict[str, tuple[tuple[tuple[int, int, int], ...], np.ndarray, str]]:
+    """``shade word -> (sRGB values, their Lab (k, 3), basic name)``: the basic name is the colour word a
+    compound ends in ("navy blue" -> blue, "dark grey" -> gray), else ``BASIC``'s, else what ``name_pixels``
+    calls the shade's first value."""
     if not _SHADES:
-        table = _shade_table()
-        lab = to_lab(np.array(list(table.values()), dtype=np.uint8))
-        nearest = name_pixels(lab)
-        for i, (name, value) in enumerate(table.items()):
+        for name, values in _shade_table().items():
+            lab = to_lab(np.array(values, dtype=np.uint8))
             last = name.split()[-1].replace("grey", "gray")
-            _SHADES[name] = (value, lab[i], last if last in NAMES else str(nearest[i]))
+            basic = last if last in NAMES else BASIC.get(name) or str(name_pixels(lab[:1])[0])
+            _SHADES[name] = (values, lab, basic)
     return _SHADES
 
 
 def shade_share(pixels_rgb: np.ndarray, shade: str, tolerance: float, max_samples: int = MAX_SAMPLES) -> float:
-    """Fraction of the pixels within CIEDE2000 ``tolerance`` of ``shade``'s Lab colour."""
+    """Fraction of the pixels within CIEDE2000 ``tolerance`` of any of ``shade``'s Lab values."""
     from skimage.color import deltaE_ciede2000
 
     pixels = sample(pixels_rgb, max_samples)
     if len(pixels) == 0:
         return 0.0
-    target = shades()[shade][1]
-    return float((deltaE_ciede2000(to_lab(pixels), target[None, :]) <= tolerance).mean())
+    lab = to_lab(pixels)
+    near = np.zeros(len(lab), dtype=bool)
+    for target in shades()[shade][1]:
+        near |= deltaE_ciede2000(lab, target[None, :]) <= tolerance
+    return float(near.mean())

@@ -34,25 +34,70 @@ def encode(mask: np.ndarray) -> Rle:
     return _from_coco(_coco.encode(arr)[0])
 
 
+MAX_SIDE = 65535  # JPEG's own limit; h * w then fits pycocotools' 32-bit run lengths
+MAX_OUTLINE = 2**22  # pixels of polygon outline per annotation, a 1000-sided 2000 px polygon 500 times over
+_COUNT_CHARS = 7  # 35 bits: the longest count pycocotools writes for h * w < 2**32
+
+
 def from_segmentation(segmentation, height: int, width: int) -> Rle:
     """A COCO annotation's ``segmentation`` as compressed RLE: polygons (a list of ``[x0, y0, x1, y1, ...]``)
     are rasterized and merged, an uncompressed RLE (``counts`` a list) is compressed, a compressed one
-    is kept as it is (byte for byte). Raises ValueError for anything else, or for a size not ``height`` x
-    ``width``."""
+    is kept as it is (byte for byte). Raises ValueError for anything else, for a size not ``height`` x
+    ``width``, or for what pycocotools cannot take safely: its C code trusts its input (a huge coordinate
+    is a segfault, runs that do not cover ``height`` x ``width`` pixels hang later merges), so everything is
+    checked here first."""
+    if not all(type(v) is int and 0 < v <= MAX_SIDE for v in (height, width)):
+        raise ValueError(f"image size {height!r} x {width!r} is not two integers from 1 to {MAX_SIDE}")
     if isinstance(segmentation, list):
-        polygons = [p for p in segmentation if isinstance(p, list)]
-        if not polygons or len(polygons) != len(segmentation) or any(len(p) < 6 or len(p) % 2 for p in polygons):
-            raise ValueError("polygon segmentation must be a list of [x0, y0, x1, y1, ...] with at least 3 points")
-        return _from_coco(_coco.merge(_coco.frPyObjects(polygons, height, width)))
+        _check_polygons(segmentation, height, width)
+        return _from_coco(_coco.merge(_coco.frPyObjects(segmentation, height, width)))
     if not isinstance(segmentation, dict) or "counts" not in segmentation or "size" not in segmentation:
         raise ValueError("segmentation is neither polygons nor an RLE {size, counts}")
-    if [int(v) for v in segmentation["size"]] != [height, width]:
-        raise ValueError(f"RLE of size {list(segmentation['size'])} for a {height}x{width} image")
-    if isinstance(segmentation["counts"], list):
-        return _from_coco(_coco.frPyObjects(segmentation, height, width))
-    if not isinstance(segmentation["counts"], str):
+    size, counts = segmentation["size"], segmentation["counts"]
+    if not isinstance(size, list) or [type(v) for v in size] != [int, int] or size != [height, width]:
+        raise ValueError(f"RLE of size {size!r} for a {height}x{width} image")
+    if isinstance(counts, list):
+        if not all(type(c) is int and c >= 0 for c in counts) or sum(counts) != height * width:
+            raise ValueError(f"RLE run lengths must be integers >= 0 summing to {height}x{width}")
+        return _from_coco(_coco.frPyObjects({"size": [height, width], "counts": counts}, height, width))
+    if not isinstance(counts, str):
         raise ValueError("RLE counts must be a string (compressed) or a list of run lengths")
-    return {"size": [height, width], "counts": segmentation["counts"]}
+    _check_counts(counts, height * width)
+    return {"size": [height, width], "counts": counts}
+
+
+def _check_polygons(polygons: list, height: int, width: int) -> None:
+    """Each polygon at least 3 points of finite numbers within the image grown by its size on every side
+    (COCO's own polygons stray a pixel or so past the edge; nothing real strays further), their outlines at
+    most ``MAX_OUTLINE`` pixels long together (pycocotools allocates 5 samples per pixel of outline)."""
+    if not polygons or not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in polygons):
+        raise ValueError("polygon segmentation must be a list of [x0, y0, x1, y1, ...] with at least 3 points")
+    outline = 0.0
+    for polygon in polygons:
+        if not all(type(v) in (int, float) and abs(v) < 2**53 for v in polygon):
+            raise ValueError("polygon coordinates must be numbers")
+        xy = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+        if not (np.isfinite(xy).all() and (np.abs(xy - [width / 2, height / 2]) <= [1.5 * width, 1.5 * height]).all()):
+            raise ValueError(f"polygon coordinates must be finite and within {width}x{height} grown by its own size "
+                             "on every side")
+        outline += float(np.abs(np.diff(xy, axis=0, append=xy[:1])).max(axis=1).sum())
+    if outline > MAX_OUTLINE:
+        raise ValueError(f"polygon outlines {outline:.0f} pixels long, over {MAX_OUTLINE}")
+
+
+def _check_counts(counts: str, pixels: int) -> None:
+    """Compressed counts: characters pycocotools writes ('0'..'o'), whole counts of at most 35 bits, runs >= 0
+    covering exactly ``pixels``."""
+    if not counts.isascii() or any(not "0" <= ch <= "o" for ch in counts):
+        raise ValueError("RLE counts hold characters outside pycocotools' alphabet ('0'..'o')")
+    c = np.frombuffer(counts.encode("ascii"), dtype=np.uint8) - 48
+    ends = np.flatnonzero((c & 0x20) == 0)
+    if ends.size == 0 or ends[-1] != len(counts) - 1 or np.diff(ends, prepend=-1).max() > _COUNT_CHARS:
+        raise ValueError("RLE counts are cut off or hold a count longer than 32 bits")
+    runs = run_lengths({"counts": counts})
+    if (runs < 0).any() or int(runs.sum()) != pixels:
+        raise ValueError(f"RLE runs cover {int(runs.sum())} pixels ({int((runs < 0).sum())} negative runs), "
+                         f"not the image's {pixels}")
 
 
 def decode(rle: Rle) -> np.ndarray:

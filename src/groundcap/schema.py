@@ -210,8 +210,8 @@ REDACTION = pa.struct([("label", pa.string()), ("score", pa.float64()), ("bbox",
 REDACT = pa.schema(
     [
         ("image_id", pa.string()),
-        ("bytes", pa.binary()),  # the image with its boxes blurred (PNG); null: released as ingested
-        ("format", pa.string()),  # PNG where bytes is set, else null
+        ("bytes", pa.binary()),  # the image to release: boxes blurred (PNG) or metadata stripped; null: ingest's as is
+        ("format", pa.string()),  # the format of bytes where set, else null
         ("redactions", pa.list_(REDACTION)),
         ("provenance", pa.list_(PROVENANCE)),
         ("error", pa.string()),  # set when detection failed: build refuses to release the image

@@ -138,6 +138,13 @@ class PromptedSegmenter(Backend):
         """One mask per detection, in order; None where the prompt yields no mask."""
 
 
+class ConceptSegmenter(Backend):
+    @abstractmethod
+    def segment(self, image: np.ndarray, phrases: list[str]) -> list[Mask]:
+        """Every instance of each noun phrase (a tag), each mask labelled with its phrase: detection and
+        segmentation in one model (SAM 3), where a ``Detector`` and a ``PromptedSegmenter`` take two."""
+
+
 class MaskGenerator(Backend):
     @abstractmethod
     def generate(self, image: np.ndarray) -> list[Mask]:

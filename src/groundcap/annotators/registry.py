@@ -22,6 +22,7 @@ STEPS: dict[str, type[base.Backend]] = {
     "tagger": base.Tagger,
     "detector": base.Detector,
     "prompted_segmenter": base.PromptedSegmenter,
+    "concept_segmenter": base.ConceptSegmenter,
     "mask_generator": base.MaskGenerator,
     "region_captioner": base.RegionCaptioner,
     "scene_captioner": base.SceneCaptioner,

@@ -24,8 +24,9 @@ def _write(path: Path, text: str) -> None:
 
 
 def export(root: Path, params: dict[str, Any], out: Path | None = None, sample_size: int | None = None,
-           url_prefix: str = labelstudio.DEFAULT_URL_PREFIX) -> dict:
-    """Draw the sample and write ``out`` (default ROOT/audit); returns the manifest.
+           url_prefix: str = labelstudio.DEFAULT_URL_PREFIX, originals: bool = False) -> dict:
+    """Draw the sample and write ``out`` (default ROOT/audit); returns the manifest. The images are the
+    released ones (faces and plates blurred) unless ``originals``.
 
     Files: ``gallery.html``, ``tasks.json`` and ``labeling_config.xml`` for Label Studio, ``images/``
     (the files the tasks point at), ``verdicts.csv`` (a template for the CSV route) and ``manifest.json``
@@ -36,7 +37,7 @@ def export(root: Path, params: dict[str, Any], out: Path | None = None, sample_s
     seed = int(section["seed"])
     out = Path(out) if out is not None else Path(root) / sample.DEFAULT_DIR
     drawn = sample.draw(root, size, seed)
-    rows = sample.read_rows(root, {c.image_id for c in drawn.items})
+    rows = sample.read_rows(root, {c.image_id for c in drawn.items}, originals)
     strata = {c.image_id: c.stratum for c in drawn.items}
     items = [rows[c.image_id] for c in drawn.items]
     manifest = sample.manifest(drawn, rows, seed, size)
@@ -48,7 +49,9 @@ def export(root: Path, params: dict[str, Any], out: Path | None = None, sample_s
     for item in items:
         (images / f"{item['image_id']}.{labelstudio.extension(item['format'])}").write_bytes(item["bytes"])
     summary = (f"{len(items)} of {sum(drawn.population.values())} releasable images in {len(drawn.allocation)} of "
-               f"{len(drawn.population)} strata, seed {seed}. Regions are numbered on the image and in the table.")
+               f"{len(drawn.population)} strata, seed {seed}. Regions are numbered on the image and in the table. "
+               + ("The images are the ORIGINALS (--originals): faces and plates are not blurred; do not share "
+                  "this page." if originals else "The images are the released ones: faces and plates blurred."))
     _write(out / "gallery.html", gallery.render(items, strata, summary))
     tasks = [labelstudio.task(item, strata[item["image_id"]], url_prefix) for item in items]
     _write(out / "tasks.json", json.dumps(tasks, sort_keys=True, ensure_ascii=False) + "\n")

@@ -164,8 +164,11 @@ def read_manifest(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def read_rows(root: Path, ids: set[str]) -> dict[str, dict]:
-    """Everything the gallery and the tasks show for ``ids``: image, released regions, captions, QA."""
+def read_rows(root: Path, ids: set[str], originals: bool = False) -> dict[str, dict]:
+    """Everything the gallery and the tasks show for ``ids``: image, released regions, captions, QA.
+
+    The image is the one the release holds (stage redact's: faces and plates blurred, metadata stripped),
+    so an auditor never sees a face the release hides; ``originals`` gives ingest's bytes instead."""
     work = Path(root) / "work"
     tables = {
         "ingest": ["image_id", "source_path", "format", "width", "height", "bytes"],
@@ -173,20 +176,25 @@ def read_rows(root: Path, ids: set[str]) -> dict[str, dict]:
         "caption_regions": ["image_id", "captions"],
         "qa": ["image_id", "score", "reasons", "regions", "scene_caption", "scene_evidence"],
     }
+    if not originals:
+        if not (work / "redact").is_dir():
+            raise AuditError(f"{work / 'redact'} does not exist: run `groundcap redact` first, so the sample shows "
+                             "the released (blurred) pixels, or export with --originals")
+        tables["redact"] = ["image_id", "bytes", "format", "error"]
     out: dict[str, dict] = {}
     for index in parts.list_parts(work / "qa"):
         read = {stage: pq.read_table(parts.part_path(work / stage, index), columns=columns,
                                      filters=[("image_id", "in", sorted(ids))]).to_pylist()
                 for stage, columns in tables.items()}
         for rows in zip(*(read[stage] for stage in tables), strict=True):
-            out[rows[0]["image_id"]] = _item(*rows)
+            out[rows[0]["image_id"]] = _item(*rows[:4], released=rows[4] if not originals else None)
     missing = ids - set(out)
     if missing:
         raise AuditError(f"images {sorted(missing)[:3]} are gone from {work}; export the audit sample again")
     return out
 
 
-def _item(image: dict, seg: dict, cap: dict, qa: dict) -> dict:
+def _item(image: dict, seg: dict, cap: dict, qa: dict, released: dict | None) -> dict:
     captions = {c["region_id"]: c for c in cap["captions"]}
     verdicts = {r["region_id"]: r for r in qa["regions"]}
     regions = []
@@ -199,7 +207,16 @@ def _item(image: dict, seg: dict, cap: dict, qa: dict) -> dict:
                         "label": region["label"], "short": caption.get("short") or "",
                         "detailed": caption.get("detailed") or "", "qa_score": verdict["score"],
                         "reasons": verdict["reasons"], "evidence": verdict["evidence"] or []})
-    return {"image_id": image["image_id"], "source_path": image["source_path"], "format": image["format"],
-            "width": image["width"], "height": image["height"], "bytes": image["bytes"],
+    data, fmt = image["bytes"], image["format"]
+    if released is not None:
+        if released["image_id"] != image["image_id"]:
+            raise StageInputError("work/redact and work/ingest are out of step; rerun `groundcap redact`")
+        if released["error"] is not None:
+            raise AuditError(f"image {image['image_id']} failed the privacy pass ({released['error']}); rerun "
+                             "`groundcap redact`, or export with --originals")
+        if released["bytes"] is not None:
+            data, fmt = released["bytes"], released["format"]
+    return {"image_id": image["image_id"], "source_path": image["source_path"], "format": fmt,
+            "width": image["width"], "height": image["height"], "bytes": data,
             "qa_score": qa["score"], "reasons": qa["reasons"], "scene_caption": qa["scene_caption"] or "",
             "scene_evidence": qa["scene_evidence"] or [], "regions": regions}

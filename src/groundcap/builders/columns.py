@@ -11,11 +11,12 @@ the kept ones (QA passed, image released) picked by ``take``, their captions fou
 corrected (``audit.verdicts.human_test``) go through Python, one image at a time.
 
 ``default_table`` and ``regions_table`` turn a batch into the two Parquet configs' tables: the regions
-config's ``image`` column is the default config's, taken by each region's image index.
+config holds no pixels, only its image's id and size, taken by each region's image index.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -59,11 +60,13 @@ BATCH = pa.schema([
     ("scene_caption", pa.string()),
     ("qa_score", pa.float64()),
     ("redactions", pa.list_(REDACTION)),
+    ("source_path", pa.string()),  # the image's name in its source (release.images: reference keeps it)
 ])
+ORIGIN = pa.struct([("kind", pa.string()), ("path", pa.string()), ("sha256", pa.string()), ("size", pa.int64())])
 REGION_KEYS = tuple(REGION.field(i).name for i in range(REGION.num_fields))
 
 INPUTS = {  # stage -> the columns build reads
-    "ingest": ["image_id", "format", "width", "height", "bytes"],
+    "ingest": ["image_id", "source_path", "format", "width", "height", "bytes"],
     "segment": ["image_id", "regions"],
     "caption_regions": ["image_id", "captions"],
     "qa": ["image_id", "score", "regions", "scene_caption"],
@@ -142,6 +145,7 @@ def join_part(work: Path, index: int, corrections: Mapping[str, dict] | None = N
         scene.take(take),
         _array(t["qa"]["score"]).take(take),
         _array(t["redact"]["redactions"]).take(take),
+        _array(t["ingest"]["source_path"]).take(take),
     ], schema=BATCH)
 
 
@@ -221,6 +225,7 @@ def from_records(split: str, records: list[dict]) -> pa.Table:
         "scene_caption": r["scene_caption"],
         "qa_score": r["qa_score"],
         "redactions": r["redactions"],
+        "source_path": r.get("source_path"),  # only a reference release needs it (default_table checks)
     } for r in records]
     return pa.Table.from_pylist(rows, schema=BATCH)
 
@@ -230,9 +235,9 @@ def to_records(batch: pa.Table) -> list[tuple[str, dict]]:
     return [(row.pop("split"), row) for row in batch.to_pylist()]
 
 
-def default_table(batch: pa.Table, schema: pa.Schema) -> pa.Table:
+def default_table(batch: pa.Table, schema: pa.Schema, origin_kind: str | None = None) -> pa.Table:
     """The ``default`` config's rows of a batch, in ``schema`` (with the Pancap-style column when the
-    schema has it)."""
+    schema has it; with ``origin`` in place of the image when it has that: ``origin_kind`` is the source's kind)."""
     columns = {
         "image_id": batch["image_id"],
         "image": batch["image"],
@@ -245,7 +250,24 @@ def default_table(batch: pa.Table, schema: pa.Schema) -> pa.Table:
     }
     if PANCAP_TEXT in schema.names:
         columns[PANCAP_TEXT] = pancap_text(batch)
+    if "origin" in schema.names:
+        columns["origin"] = origins(batch, origin_kind)
     return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema)
+
+
+def origins(batch: pa.Table, kind: str) -> pa.Array:
+    """What identifies each image in its source, and the SHA-256 and size of its released bytes (what
+    ``groundcap hydrate`` must produce again from the user's copy of the source)."""
+    paths = batch["source_path"].to_pylist()
+    if None in paths:
+        raise ReleaseError(f"image {batch['image_id'][paths.index(None)]} has no source path: a reference release "
+                           "names every image in its source (release.images: reference)")
+    data = _array(batch["image"]).field("bytes").to_pylist()
+    return pa.StructArray.from_arrays([
+        pa.array([kind] * len(paths), pa.string()), pa.array(paths, pa.string()),
+        pa.array([hashlib.sha256(b).hexdigest() for b in data], pa.string()),
+        pa.array([len(b) for b in data], pa.int64()),
+    ], fields=list(ORIGIN))
 
 
 def pancap_text(batch: pa.Table) -> pa.Array:
@@ -266,12 +288,13 @@ def pancap_text(batch: pa.Table) -> pa.Array:
 
 
 def regions_table(default: pa.Table, schema: pa.Schema) -> pa.Table:
-    """The ``regions`` config's rows (one per region) from the ``default`` config's table: the image
-    columns are taken by each region's image index, the region fields are the flattened list."""
+    """The ``regions`` config's rows (one per region) from the ``default`` config's table: the image's
+    id, size and QA score are taken by each region's image index (never its bytes), the region fields are
+    the flattened list."""
     regions = _array(default["regions"])
     parent = pc.list_parent_indices(regions)
     flat = regions.flatten()
-    columns = {name: default[name].take(parent) for name in ("image_id", "image", "width", "height", "qa_score")}
+    columns = {name: default[name].take(parent) for name in ("image_id", "width", "height", "qa_score")}
     for i in range(flat.type.num_fields):
         columns[flat.type.field(i).name] = pc.struct_field(flat, i)
     return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema)

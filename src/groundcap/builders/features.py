@@ -38,10 +38,11 @@ IMAGES_FEATURES = Features(
     }
 )
 
+# One row per region, annotations only: its image's pixels are in the default config, once
+# (``releases.regions.load_regions`` attaches them by image_id).
 REGIONS_FEATURES = Features(
     {
         "image_id": Value("string"),
-        "image": Image(),
         "width": Value("int32"),
         "height": Value("int32"),
         **_REGION_FIELDS,
@@ -51,10 +52,19 @@ REGIONS_FEATURES = Features(
 
 PANCAP_TEXT = "scene_caption_boxes"  # the scene caption with Pancap-style inline boxes (build.pancap_text)
 
+# release.images: reference: no pixels; what identifies the image in its source (the source kind, the
+# entry's name there: a folder's relative path, a list's line, ``shard.tar/member``, SA-1B's or COCO's file
+# name, a Hub dataset's row) and the SHA-256 and size of the bytes an embedded release holds in `image`
+ORIGIN_FEATURE = {"kind": Value("string"), "path": Value("string"), "sha256": Value("string"),
+                  "size": Value("int64")}
 
-def release_configs(build: dict) -> dict[str, Features]:
-    """The release's configs and their features under the ``build`` params section."""
-    images = IMAGES_FEATURES
+
+def release_configs(build: dict, images: str = "embed") -> dict[str, Features]:
+    """The release's configs and their features under the ``build`` params section and ``release.images``."""
+    default = dict(IMAGES_FEATURES)
+    if images == "reference":  # the same columns, `origin` in place of `image`
+        default = dict(("origin", ORIGIN_FEATURE) if name == "image" else (name, feature)
+                       for name, feature in default.items())
     if build.get("pancap_text"):
-        images = Features({**IMAGES_FEATURES, PANCAP_TEXT: Value("string")})
-    return {"default": images, "regions": REGIONS_FEATURES}
+        default[PANCAP_TEXT] = Value("string")
+    return {"default": Features(default), "regions": REGIONS_FEATURES}

@@ -1,8 +1,9 @@
 """Parquet shards of the release's two configs, written as a stream.
 
-``default`` holds one row per image (``data/``), ``regions`` one row per region with its image
-(``regions/``). Both are built column-wise from batches (``columns.default_table``, ``regions_table``:
-the regions config's image column is a ``take`` of the default's), never row by row; records given as
+``default`` holds one row per image with its bytes (``data/``), ``regions`` one row per region,
+annotations only, keyed by ``image_id`` (``regions/``): each image's bytes are released once
+(``releases.regions.load_regions`` joins the two for a region trainer). Both are built column-wise from
+batches (``columns.default_table``, ``regions_table``), never row by row; records given as
 dicts (``ReleaseWriter.add``) are made a batch first, projected onto the release's region fields, so a
 missing field fails there rather than becoming a silent null; ``build.pancap_text`` adds the scene caption rendered
 Pancap-style (``phrase [x1, y1, x2, y2]``, 0-1 coordinates) as a column. Files carry
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -44,7 +46,7 @@ def image_row(record: dict, pancap_text: bool = False) -> dict:
 
 
 def region_rows(record: dict) -> list[dict]:
-    """The ``regions`` config rows of an image record: one per region, each with the image embedded."""
+    """The ``regions`` config rows of an image record: one per region, keyed by its image_id."""
     from groundcap.builders.features import release_configs
 
     configs = release_configs({"pancap_text": False})
@@ -69,10 +71,12 @@ def _leaf_paths(schema: pa.Schema) -> list[str]:
 class _Shards:
     """The shards of one (config, split): rows buffered into row groups, a new file past ``shard_bytes``.
 
-    A row group closes at ``row_group_rows`` rows or ``row_group_bytes`` of image bytes, whichever
-    comes first: image rows are large, and readers (the Hub's viewer, ``datasets`` streaming) load a
-    whole row group at a time. Rows arrive as Arrow tables; a row group is written as one
-    contiguous table (the same bytes whatever the tables it was cut from).
+    A row group closes after the last row of an image, at ``row_group_rows`` images or
+    ``row_group_bytes`` of image bytes, whichever comes first: image rows are large, and readers (the
+    Hub's viewer, ``datasets`` streaming) load a whole row group at a time; the regions config's row
+    groups so hold the regions of the images of the default config's. Rows arrive as Arrow tables
+    (an image's rows never split across two); a row group is written as one contiguous table (the
+    same bytes whatever the tables it was cut from).
     """
 
     def __init__(self, directory: Path, split: str, schema: pa.Schema, build: dict):
@@ -82,24 +86,29 @@ class _Shards:
         # zstd for the metadata columns; image bytes are stored as they are (JPEG/PNG: zstd gains ~3%
         # for a quarter of the write time), so the Hub's Xet storage, which cuts files by content,
         # finds an unchanged image again in the next release: Parquet's own content-defined chunking
-        # saved no upload on top of that and cost a third of build (bench/growth.py). A dictionary
-        # big enough for a whole row group stores an image once in it, however many region rows
-        # repeat it (past the limit Parquet falls back to plain copies).
+        # saved no upload on top of that and cost a third of build (bench/growth.py).
+        # Each image is in one row only: no dictionary for its bytes (it would be a copy with an index).
         self.compression = {path: "none" if path == "image.bytes" else "zstd" for path in _leaf_paths(schema)}
-        self.dictionary_bytes = 2 * self.row_group_bytes
+        self.dictionary = [path for path in _leaf_paths(schema) if path != "image.bytes"]
+        self.has_image = "image" in schema.names
         self._pending: list[pa.Table] = []
         self._rows = 0
         self._bytes = 0
         self._writer: pq.ParquetWriter | None = None
 
     def add(self, table: pa.Table) -> None:
-        """Append rows (a table in ``schema``), writing every row group they complete."""
-        sizes = pc.fill_null(pc.binary_length(pc.struct_field(table["image"], "bytes")), 0)
+        """Append rows (a table in ``schema``, whole images), writing every row group they complete."""
+        if not len(table):
+            return
+        ids = table["image_id"].to_numpy(zero_copy_only=False)
+        ends = np.append(ids[1:] != ids[:-1], True)  # the last row of an image
+        sizes = (pc.fill_null(pc.binary_length(pc.struct_field(table["image"], "bytes")), 0).to_numpy()
+                 if self.has_image else np.zeros(len(table), dtype=np.int64))
         start = 0
-        for i, size in enumerate(sizes.to_numpy().tolist() if len(table) else []):
-            self._rows += 1
+        for i, (size, end) in enumerate(zip(sizes.tolist(), ends.tolist(), strict=True)):
+            self._rows += int(end)
             self._bytes += size
-            if self._rows >= self.row_group_rows or self._bytes >= self.row_group_bytes:
+            if end and (self._rows >= self.row_group_rows or self._bytes >= self.row_group_bytes):
                 self._pending.append(table.slice(start, i + 1 - start))
                 start = i + 1
                 self._flush()
@@ -114,7 +123,7 @@ class _Shards:
     def _open(self) -> None:
         self._writer = pq.ParquetWriter(
             self.files.open_next(), self.schema, compression=self.compression,
-            dictionary_pagesize_limit=self.dictionary_bytes, write_page_index=True,
+            use_dictionary=self.dictionary, write_page_index=True,
         )
 
     def _write(self, table: pa.Table) -> None:
@@ -153,15 +162,19 @@ class _Shards:
 
 class ParquetShards:
     """Streams batches (or image records) into the ``default`` and ``regions`` Parquet shards of every
-    split; ``configs`` picks which of the two this one writes (both by default)."""
+    split; ``configs`` picks which of the two this one writes (both by default). With ``origin_kind`` (the
+    source's kind) the ``default`` rows hold no pixels, only what identifies each image (release.images:
+    reference)."""
 
     def __init__(self, release_dir: Path, splits: list[str], build: dict,
-                 configs: tuple[str, ...] = tuple(CONFIG_DIRS), schemas: dict[str, pa.Schema] | None = None):
+                 configs: tuple[str, ...] = tuple(CONFIG_DIRS), schemas: dict[str, pa.Schema] | None = None,
+                 origin_kind: str | None = None):
         if schemas is None:
             from groundcap.builders.features import release_configs  # imports datasets: a worker is given the schemas
 
-            schemas = {name: features.arrow_schema for name, features in release_configs(build).items()}
-        self.schemas = schemas
+            images = "reference" if origin_kind else "embed"
+            schemas = {name: features.arrow_schema for name, features in release_configs(build, images).items()}
+        self.schemas, self.origin_kind = schemas, origin_kind
         self._shards = {}
         self.configs = configs
         for config in configs:
@@ -174,9 +187,11 @@ class ParquetShards:
 
     def add_table(self, split: str, batch: pa.Table) -> None:
         schema = self.schemas["default"]
-        if "default" not in self.configs and PANCAP_TEXT in schema.names:  # the regions config lacks it
-            schema = schema.remove(schema.get_field_index(PANCAP_TEXT))
-        default = default_table(batch, schema)
+        if "default" not in self.configs:  # the regions config needs none of these
+            for name in (PANCAP_TEXT, "origin"):
+                if name in schema.names:
+                    schema = schema.remove(schema.get_field_index(name))
+        default = default_table(batch, schema, self.origin_kind)
         if "default" in self.configs:
             self._shards["default", split].add(default)
         if "regions" in self.configs:

@@ -40,7 +40,8 @@ def write_release(work: str | Path, release_dir: str | Path, params: dict, corre
     """Write every release format from the stage tables in ``work`` into ``release_dir``; the files."""
     from groundcap.builders.features import release_configs
 
-    schemas = {name: features.arrow_schema for name, features in release_configs(params["build"]).items()}
+    configs = release_configs(params["build"], params["release"]["images"])
+    schemas = {name: features.arrow_schema for name, features in configs.items()}
     jobs = groups(workers)
     if len(jobs) == 1:
         return SplitFiles.publish(write_kinds(work, release_dir, params, corrections, jobs[0], schemas, progress))

@@ -1,14 +1,14 @@
 """WebDataset tars beside the Parquet configs, for streaming trainers.
 
-One sample per image: ``{key}.jpg|png`` (the encoded bytes: ingest's, or the privacy pass's blurred
-PNG) and ``{key}.json`` (image_id, size, regions, scene caption, QA score, what was blurred), key =
-image_id. Members are written the way ``webdataset.TarWriter(encoder=False)`` writes them (a
-``tarfile`` stream, members in sorted extension order, one ``TarInfo`` each), with ``tarfile`` itself:
-importing webdataset imports torch (1.3 s), which a build worker does not need. ``ShardWriter`` is not
-used: it opens its first tar before any sample arrives (an empty split would get an empty tar) and
-stamps ``time.time()`` as mtime unless told otherwise. Here mtime, owner and mode are fixed, so the
-same records give byte-identical tars. A split with no images gets no tar; shards roll past
-``shard_bytes`` and are renamed to ``wds/{split}-{i:05d}.tar`` at close.
+One sample per image: ``{key}.jpg|png`` (the encoded bytes: ingest's, or the privacy pass's blurred PNG) and
+``{key}.json`` (image_id, size, regions, scene caption, QA score, what was blurred; boxes and scores as the
+Parquet configs store them, float32), key = image_id. Members are written the way
+``webdataset.TarWriter(encoder=False)`` writes them (a ``tarfile`` stream, members in sorted extension
+order, one ``TarInfo`` each), with ``tarfile`` itself: importing webdataset imports torch (1.3 s), which a
+build worker does not need. ``ShardWriter`` is not used: it opens its first tar before any sample arrives
+(an empty split would get an empty tar) and stamps ``time.time()`` as mtime unless told otherwise. Here
+mtime, owner and mode are fixed, so the same records give byte-identical tars. A split with no images gets
+no tar; shards roll past ``shard_bytes`` and are renamed to ``wds/{split}-{i:05d}.tar`` at close.
 
 Each split with tars also gets ``wds/{split}.index.json``, the shard index that ``wids.ShardListDataset``
 (webdataset's random-access reader) takes: ``wids-shard-index-v1`` with each tar's URL relative to the
@@ -25,6 +25,7 @@ import re
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from groundcap.builders.columns import from_records
@@ -51,10 +52,25 @@ def sample(record: dict) -> dict:
     })
 
 
+def _f32(value: float | None) -> float | None:
+    """``value`` as the Parquet configs store it (float32), written the shortest way that reads back as it."""
+    return None if value is None else float(str(np.float32(value)))
+
+
+def _as_released(meta: dict) -> dict:
+    """The sample's numbers as data/ holds them (float32 boxes and scores), so the JSON agrees with the
+    Parquet rows and ``groundcap hydrate``, which has only those, writes the same bytes."""
+    return {**meta, "qa_score": _f32(meta["qa_score"]),
+            "regions": [{**r, "bbox": [_f32(v) for v in r["bbox"]]} for r in meta["regions"]],
+            "redactions": [{**r, "score": _f32(r["score"]), "bbox": [_f32(v) for v in r["bbox"]]}
+                           for r in meta["redactions"]]}
+
+
 def _sample(key: str, fmt: str, data: bytes, meta: dict) -> dict:
     if not _KEY.match(key):
         raise ValueError(f"image_id {key!r} is not a valid webdataset key (letters, digits, '_' and '-' only)")
-    text = json.dumps({"image_id": key, **meta}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps({"image_id": key, **_as_released(meta)}, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False)
     return {"__key__": key, EXTENSIONS[fmt]: data, "json": text.encode("utf-8")}
 
 

@@ -56,27 +56,43 @@ app.command("publish")(publish)
 @app.command()
 def run(
     source: Annotated[str, typer.Option("--source", help="Folder of images, text file of paths/URLs, or 'sample:'.")],
-    workdir: Annotated[Path, typer.Option("--workdir", help="Writes DIR/work, DIR/reports and DIR/release.")],
+    workdir: Annotated[str, typer.Option(
+        "--workdir", help="Writes DIR/work, DIR/reports and DIR/release; DIR may be a shared store's URL "
+        "(s3://bucket/x: docs/pipeline.md, \"Shared work folders\").")],
     params_file: ParamsFile = None,
     quiet: Quiet = False,
+    mirror: Annotated[Path | None, typer.Option(
+        "--mirror", help="With a URL --workdir: the local copy the global stages run on "
+        "(default: ~/.cache/groundcap/mirror/<URL>).")] = None,
 ) -> None:
     """Run every stage in process (no DVC) and write the release to WORKDIR/release."""
     from groundcap import params as params_mod
+    from groundcap.cli.common import storage_error
+    from groundcap.credentials import failure
+    from groundcap.errors import StorageError
     from groundcap.pipeline import preflight, runner
     from groundcap.pipeline.stage import Context
     from groundcap.storage import writer_lock
+    from groundcap.storage.remote import RemotePath, is_url
 
     def run_stages() -> list[runner.Report]:
         params = params_mod.load(params_file)  # refused params create no work folder
         params["source"] = source
         preflight.require(params, list(order.stages()))
-        with writer_lock.hold(workdir, "groundcap run"):
-            return runner.run_all(Context(root=workdir, params=params, progress=not quiet))
+        if not is_url(workdir):
+            with writer_lock.hold(Path(workdir), "groundcap run"):
+                return runner.run_all(Context(root=Path(workdir), params=params, progress=not quiet))
+        local = mirror or Path.home() / ".cache" / "groundcap" / "mirror" / workdir.replace("://", "/", 1)
+        try:
+            with writer_lock.hold(RemotePath.at(workdir), "groundcap run"):
+                return runner.run_all(Context(root=local, params=params, progress=not quiet, store=workdir))
+        except OSError as exc:  # the store refused (no bucket, no permission, unreachable): one redacted line
+            raise storage_error(exc) or StorageError(failure(f"writing {workdir}", exc)) from None
 
     reports = guard(run_stages)
     if not quiet:
         typer.echo("\n".join(report.line() for report in reports))
-    typer.echo(f"release written to {workdir / 'release'}")
+    typer.echo(f"release written to {workdir.rstrip('/')}/release")
 
 
 @app.command("eval")
@@ -185,6 +201,21 @@ def diff_releases(
         sys.stdout.write("\n")
     else:
         typer.echo("\n".join(result.lines()))
+
+
+@app.command("hydrate")
+def hydrate_release(
+    release: Annotated[Path, typer.Argument(help="A reference release folder (release.images: reference).")],
+    source: Annotated[str, typer.Option("--source", help="Your copy of its source, in the form `source:` takes "
+                                        "(a folder, sa1b:<folder>, coco:instances.json?images=<folder>, ...).")],
+    out: Annotated[Path, typer.Option("--out", help="A new or empty folder for the release with its images.")],
+) -> None:
+    """Rebuild a reference release's images from your copy of its source, each checked against its SHA-256;
+    a missing or changed image is named and nothing is written."""
+    from groundcap.releases import hydrate
+
+    files = guard(lambda: hydrate.hydrate(release, source, out))
+    typer.echo(f"hydrated {release} into {out}: {len(files)} files")
 
 
 Profile = Annotated[str | None, typer.Option("--profile", help="A profile on top of the params (gpu, sa_pancap, "

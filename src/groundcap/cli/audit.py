@@ -28,13 +28,16 @@ def export_command(
         typer.Option("--image-url-prefix", help="Prefix of the image URLs in tasks.json (default: Label Studio "
                                                 "local-files storage serving ROOT/audit/images/)."),
     ] = None,
+    originals: Annotated[bool, typer.Option(
+        "--originals", help="Show the ingested images, faces and plates unblurred (default: the released ones).")
+    ] = False,
 ) -> None:
     """Write a stratified sample as gallery.html, Label Studio tasks.json + labeling_config.xml, and verdicts.csv."""
     from groundcap import audit
 
     def run() -> dict:
         prefix = image_url_prefix if image_url_prefix is not None else audit.labelstudio.DEFAULT_URL_PREFIX
-        return audit.export(root, project_params(root, params_file), out, sample_size, prefix)
+        return audit.export(root, project_params(root, params_file), out, sample_size, prefix, originals)
 
     manifest = guard(run)
     folder = out if out is not None else root / audit.sample.DEFAULT_DIR

@@ -27,6 +27,7 @@ from groundcap.builders.features import PANCAP_TEXT, release_configs
 from groundcap.builders.parquet import CONFIG_DIRS
 from groundcap.dataset_card.escape import Markdown, literal
 from groundcap.dataset_card.stats import parquet_sizes, redaction_stats, shard_files, split_stats
+from groundcap.licenses import Declared, declare
 from groundcap.params import content, digest
 from groundcap.releases.versions import tag
 from groundcap.storage import atomic
@@ -235,23 +236,47 @@ def _region_sources(stats: dict) -> str:
             "came with (`segment.given`), the others a segmenter's:\n\n" + _table(["split", *names], rows))
 
 
-def _layout_section(release_dir: Path, splits) -> str:
+def _tars(release_dir: Path, split: str) -> list[Path]:
+    return sorted((release_dir / "wds").glob(f"{split}-*.tar"))
+
+
+_DATA_LINE = {
+    "embed": "- `data/{split}-NNNNN-of-NNNNN.parquet`: config `default`, one row per image, image bytes embedded "
+             "(the only copy of them).\n",
+    "reference": "- `data/{split}-NNNNN-of-NNNNN.parquet`: config `default`, one row per image, without its pixels: "
+                 "`origin` names it in its source (`kind`, `path`) with the SHA-256 and size of the bytes "
+                 "`groundcap hydrate` rebuilds from your copy of that source (see below).\n"
+                 "- `data/hydrate.json`: the build's params that `groundcap hydrate` replays.\n",
+}
+
+
+_HYDRATE_NOTE = ("\n\nThis release holds no image bytes. Rebuild the release with its images from your own copy of "
+                 "the source (each image is checked against its SHA-256; a missing or changed one is named, never "
+                 "replaced):\n\n```bash\npip install groundcap\ngroundcap hydrate path/to/this/release --source "
+                 "path/to/your/copy --out with-images\n```")
+
+
+def _layout_section(release_dir: Path, splits, images: str) -> str:
     rows = []
     for split in splits:
-        tars = sorted((release_dir / "wds").glob(f"{split}-*.tar"))
         rows.append([
             split,
             len(shard_files(release_dir, "data", split)),
             len(shard_files(release_dir, "regions", split)),
-            len(tars),
+            len(_tars(release_dir, split)),
             f"coco/{split}.json" if (release_dir / "coco" / f"{split}.json").is_file() else None,
         ])  # fmt: skip
-    return (
-        "- `data/{split}-NNNNN-of-NNNNN.parquet`: config `default`, one row per image, image bytes embedded.\n"
-        "- `regions/{split}-NNNNN-of-NNNNN.parquet`: config `regions`, one row per region, with its image.\n"
-        "- `wds/{split}-NNNNN.tar`: WebDataset shards, one sample per image: `{image_id}.jpg|png` (original "
-        "bytes) and `{image_id}.json` (size, regions, scene caption, QA score). A split without images has no tar.\n"
+    wds = (
+        "- `wds/{split}-NNNNN.tar`: WebDataset shards, one sample per image: `{image_id}.jpg|png` (the same "
+        "bytes as `data/`) and `{image_id}.json` (size, regions, scene caption, QA score). A split without "
+        "images has no tar.\n"
         "- `wds/{split}.index.json`: the split's shard index (tars and sample counts) for `wids.ShardListDataset`.\n"
+    ) if any(row[3] for row in rows) else ""
+    return (
+        _DATA_LINE[images] +
+        "- `regions/{split}-NNNNN-of-NNNNN.parquet`: config `regions`, one row per region, annotations only, "
+        "keyed by `image_id`.\n"
+        + wds +
         "- `coco/{split}.json`: COCO-style instances (RLE masks), one annotation per region; category ids are "
         "shared by all splits; each image carries its `scene_caption`.\n"
         "- `plots/*.png`: the plots above.\n"
@@ -267,14 +292,22 @@ def _usage_section(release: dict, release_dir: Path, splits) -> str:
     # on the Hub, the version is a tag; in a folder target (`groundcap publish --to`), a folder
     repo, revision = (release["repo_id"], f', revision="{version}"') if release.get("repo_id") else \
         (f"path/to/{release['name']}/{version}", "")
-    tars = {s: len(list((release_dir / "wds").glob(f"{s}-*.tar"))) for s in splits}
-    split, n = next(((s, n) for s, n in tars.items() if n), ("train", 1))  # the first split with tars
-    wds_urls = f"wds/{split}-{{00000..{n - 1:05d}}}.tar"
+    readers = []  # the opt-in formats this release holds, each read from its first split
+    tars = next(((s, len(t)) for s in splits if (t := _tars(release_dir, s))), None)
+    if tars:
+        urls = f"wds/{tars[0]}-{{00000..{tars[1] - 1:05d}}}.tar"
+        readers.append(f'import webdataset as wds\nds = wds.WebDataset("{urls}", shardshuffle=False).decode("pil")')
+    coco = next((s for s in splits if (release_dir / "coco" / f"{s}.json").is_file()), None)
+    if coco:
+        readers.append(f'from pycocotools.coco import COCO\ncoco = COCO("coco/{coco}.json")')
+    more = "\n\n```python\n" + "\n\n".join(readers) + "\n```" if readers else ""
+    if release["images"] == "reference":
+        more = _HYDRATE_NOTE + more
     return f"""```python
 from datasets import load_dataset
 
-images = load_dataset("{repo}"{revision})              # config "default": one row per image
-regions = load_dataset("{repo}", "regions"{revision})  # one row per region
+images = load_dataset("{repo}"{revision})              # config "default": one row per image, with its pixels
+regions = load_dataset("{repo}", "regions"{revision})  # one row per region, annotations keyed by image_id
 
 row = images["train"][0]
 row["image"]                  # PIL image
@@ -288,13 +321,14 @@ mask = mask_utils.decode({{"size": seg["size"], "counts": seg["counts"].encode()
 Scene captions mark grounded phrases as `<rN>phrase</rN>`, N being a `region_id` of the same image;
 `groundcap.grounding.render_boxes` turns them into Pancap-style `phrase [x1, y1, x2, y2]` (0-1 coordinates).
 
-```python
-import webdataset as wds
-ds = wds.WebDataset("{wds_urls}", shardshuffle=False).decode("pil")
+A region trainer gets each region with its image's pixels and its mask, joined by `image_id` without a copy:
 
-from pycocotools.coco import COCO
-coco = COCO("coco/{split}.json")
-```"""
+```python
+from groundcap.releases.regions import load_regions  # pip install groundcap
+
+regions = load_regions("{repo}", "train"{revision})
+row = regions[0]  # the regions config's columns, plus "image" (PIL) and "mask" (HxW bool)
+```{more}"""
 
 
 def limitations(params: dict) -> list[str]:
@@ -358,12 +392,16 @@ def _count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
+_METADATA = ("Every released image is stripped of its EXIF (GPS position, camera make and serial number, maker "
+             "notes), XMP, IPTC and comments; its pixels and ICC profile are kept.")
+
+
 def _privacy_section(redactions: dict, total: int, params: dict, provenance: dict) -> str:
     """Whether the images were redacted (``release.redact``), what was blurred and which detector found it."""
     mode = params["release"].get("redact", "none")
     if mode == "none":
         return ("No redaction (`release.redact: none`): the images are released as ingested; faces and licence "
-                "plates in them are not blurred.")
+                f"plates in them are not blurred. {_METADATA}")
     stamps = [s for s in provenance.get("redact") or [] if isinstance(s, dict)]
     detectors = ", ".join(f"`{_cell(s.get('backend'))}` ({_cell(s.get('model'))})" for s in stamps) \
         or ", ".join(f"`{_cell(d)}`" for d in redactions["detectors"]) or "none recorded"
@@ -377,7 +415,8 @@ def _privacy_section(redactions: dict, total: int, params: dict, provenance: dic
         "Masks, captions and QA were computed on the original pixels. A blurred image is stored as PNG "
         "(lossless), so its pixels outside the blurred boxes are the source's; its `redactions` (in `default`, "
         "the WebDataset JSON and the COCO image entry) list each box (`[x, y, w, h]`, padding included), label, "
-        "score and detector. Detection is automatic: a face or plate the detector missed is not blurred."
+        "score and detector. Detection is automatic: a face or plate the detector missed is not blurred.\n\n"
+        + _METADATA
     )
 
 
@@ -406,16 +445,31 @@ def _licenses_table(licenses: dict) -> str:
         ["licence", "images"], [[literal(name) if name else "(not stated)", n] for name, n in rows])
 
 
+def _declaration(release: dict, declared: Declared) -> str:
+    """How the images' licence in the card's YAML was reached: from the sources, or by the user's override."""
+    fields = (("license", declared.license), ("name", declared.name), ("link", declared.link))
+    said = ", ".join(f"{key} {literal(value)}" for key, value in fields if value)
+    if declared.override:
+        return (f"Images: {said}, declared by `release.license` over what the sources state (below), because: "
+                f"{literal(release.get('license_reason') or '')}")
+    if declared.license == "unknown":
+        return ("Images: license unknown: no source stated a licence for these images. Find each image's terms at "
+                "its source before redistributing it.")
+    if len(declared.listed) > 1:
+        return (f"Images: {said}: the sources state different licences per image "
+                f"({', '.join(literal(x) for x in declared.listed)}); each image's own terms apply to it.")
+    return f"Images: {said}, the licence the sources state for every image."
+
+
 def sources_text(params: dict, licenses: dict | None = None) -> str:
-    """The licence and where the images come from (the card's section and Croissant's data collection);
+    """The licences and where the images come from (the card's section and Croissant's data collection);
     ``licenses``: released images per licence their source stated."""
     release = params["release"]
-    parts = [f"Annotations license: `{release['license']}`."]
+    parts = [_declaration(release, declare(release, licenses or {})),
+             f"Annotations (masks, captions, QA fields), apart from the images: license "
+             f"{literal(release['annotations_license'])} (`release.annotations_license`)."]
     if table := _licenses_table(licenses or {}):
         parts.append(table)
-    if release.get("license_name") or release.get("license_link"):
-        named = [f"{key.split('_')[1]}: {release[key]}" for key in ("license_name", "license_link") if release.get(key)]
-        parts.append("License " + "; ".join(named) + ".")
     sources = release.get("sources")
     if isinstance(sources, str):
         parts.append(sources.strip())
@@ -447,13 +501,15 @@ def render(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str
     release_dir = Path(release_dir)
     licenses = licenses or {}
     release = params["release"]
-    features = release_configs(params["build"])
+    features = release_configs(params["build"], release["images"])
     stats = {split: split_stats(release_dir, split) for split in splits}
     declared = _declared(release_dir, splits)
     total = sum(s["images"] for s in stats.values())
-    license_extra = {k: release[k] for k in ("license_name", "license_link") if release.get(k)}
+    images_license = declare(release, licenses)
+    license_extra = {k: v for k, v in (("license_name", images_license.name), ("license_link", images_license.link))
+                     if v}
     data = DatasetCardData(
-        license=release["license"],
+        license=images_license.license,
         pretty_name=release["pretty_name"],
         language=["en"],
         annotations_creators=["machine-generated"],
@@ -520,7 +576,7 @@ Thresholds and settings:
 
 ## Files
 
-{_layout_section(release_dir, splits)}
+{_layout_section(release_dir, splits, release["images"])}
 
 ## Usage
 
@@ -551,6 +607,20 @@ def write_card(release_dir: str | Path, params: dict, *, stages: list[tuple[str,
     text = render(release_dir, params, stages=stages, provenance=provenance, qa_summary=qa_summary, changelog=changelog,
                   plots=plots, splits=splits, licenses=licenses)
     path = atomic.write_text(release_dir / "README.md", text)
+    if problems := validate_card(path):
+        raise ValueError(f"{path.name} is not a valid dataset card:\n" + "\n".join(problems))
+    return path
+
+
+def redeclare(release_dir: str | Path, build: dict) -> Path:
+    """Declare in a release's card the features and sizes its Parquet files now have, embedded images
+    (``groundcap hydrate`` put them back into a reference release), and say that it holds them; the rest of
+    the card is kept."""
+    path = Path(release_dir) / "README.md"
+    card = DatasetCard(path.read_text(encoding="utf-8"))
+    card.data.dataset_info = _dataset_info(_declared(path.parent, SPLITS), release_configs(build))
+    card.text = card.text.replace(_DATA_LINE["reference"], _DATA_LINE["embed"]).replace(_HYDRATE_NOTE, "")
+    atomic.write_text(path, card.content)
     if problems := validate_card(path):
         raise ValueError(f"{path.name} is not a valid dataset card:\n" + "\n".join(problems))
     return path

@@ -21,6 +21,7 @@ from groundcap.builders.features import release_configs
 from groundcap.builders.parquet import CONFIG_DIRS
 from groundcap.dataset_card.card import TAGS, citation, limitations, public, sources_text
 from groundcap.dataset_card.stats import split_stats
+from groundcap.licenses import NOT_STATED, declare, link
 from groundcap.params import content, digest
 from groundcap.storage import atomic
 
@@ -125,15 +126,21 @@ def _record_set(config: str, features: Features) -> dict:
     }
     fields = [_field(config, name, feature, file_set, name, []) for name, feature in features.items()]
     return {"@type": "cr:RecordSet", "@id": config, "name": config,
-            "description": {"default": "One record per image.", "regions": "One record per region."}[config],
+            "description": {"default": "One record per image, without its pixels: origin names it in its source."
+                            if "origin" in features else "One record per image, with its pixels.",
+                            "regions": "One record per region; its image is the default record set's of the same "
+                                       "image_id."}[config],
             "field": [split, *fields]}
 
 
-def _distribution() -> list[dict]:
+def _distribution(release_dir: Path) -> list[dict]:
+    """The release's file sets: the Parquet configs, and the opt-in formats it holds."""
     sets = [(f"{config}-parquet", f"{directory}/*.parquet", "application/x-parquet",
              f"Parquet shards of the config {config}.") for config, directory in CONFIG_DIRS.items()]
-    sets += [("webdataset-tars", "wds/*.tar", "application/x-tar", "WebDataset shards, one sample per image."),
-             ("coco-json", "coco/*.json", "application/json", "COCO instances (RLE masks) with captions, per split.")]
+    sets += [(key, glob, fmt, what) for key, glob, fmt, what in (
+        ("webdataset-tars", "wds/*.tar", "application/x-tar", "WebDataset shards, one sample per image."),
+        ("coco-json", "coco/*.json", "application/json", "COCO instances (RLE masks) with captions, per split."),
+    ) if any(release_dir.glob(glob))]
     return [{"@type": "cr:FileSet", "@id": key, "name": key, "description": what, "encodingFormat": fmt,
              "includes": glob} for key, glob, fmt, what in sets]
 
@@ -148,15 +155,23 @@ def _models(provenance: dict) -> list[str]:
     return lines
 
 
-def _licenses(release: dict) -> list[str]:
-    """The licence as the card states it (id, then name), and its link when there is one."""
-    named = f"{release['license']} ({release['license_name']})" if release.get("license_name") else release["license"]
-    return [named, *([release["license_link"]] if release.get("license_link") else [])]
+def _licenses(release: dict, licenses: dict) -> list[str]:
+    """The images' licences as the card declares them (each one the sources state, with its link where known, or
+    the override), then the annotations' own."""
+    declared = declare(release, licenses)
+    if declared.override:
+        images = [f"{declared.license} ({declared.name})" if declared.name else declared.license,
+                  *([declared.link] if declared.link else [])]
+    else:
+        images = [y for x in declared.listed or ("unknown",)
+                  for y in ("unknown" if x == NOT_STATED else x, link(x)) if y]
+    return [*images, f"annotations: {release['annotations_license']}"]
 
 
 def render(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str]], provenance: dict,
-           qa_summary: dict, splits=SPLITS) -> dict:
-    """The Croissant document of the release in ``release_dir`` under ``params``."""
+           qa_summary: dict, splits=SPLITS, licenses: dict | None = None) -> dict:
+    """The Croissant document of the release in ``release_dir`` under ``params``; ``licenses``: released images
+    per licence their source stated (None: not stated)."""
     release_dir = Path(release_dir)
     release = params["release"]
     counts = {split: split_stats(release_dir, split)["images"] for split in splits}
@@ -175,12 +190,12 @@ def render(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str
             f"regions. Images per split: {', '.join(f'{s}: {n}' for s, n in counts.items() if n) or 'none'}."
         ),
         "version": str(release["version"]),
-        "license": _licenses(release),
+        "license": _licenses(release, licenses or {}),
         "keywords": TAGS,
         "inLanguage": "en",
         "citeAs": citation(release),
         "isLiveDataset": False,
-        "rai:dataCollection": sources_text(params),
+        "rai:dataCollection": sources_text(params, licenses),
         "rai:dataCollectionType": "Existing images, annotated automatically.",
         "rai:dataPreprocessingProtocol": (
             "Each file was validated (truncated, empty, non-image, too small, too large and decompression-bomb files "
@@ -210,8 +225,9 @@ def render(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str
         ),
         "rai:dataUseCases": "Training and evaluating region captioning, grounded captioning and segmentation models.",
         "rai:dataSocialImpact": "Machine-made captions can state wrong or stereotyped descriptions as fact.",
-        "distribution": _distribution(),
-        "recordSet": [_record_set(config, features) for config, features in release_configs(params["build"]).items()],
+        "distribution": _distribution(release_dir),
+        "recordSet": [_record_set(config, features) for config, features in
+                      release_configs(params["build"], release["images"]).items()],
     }
     if release.get("repo_id"):  # the Hub organization or user that publishes it
         document["url"] = f"https://huggingface.co/datasets/{release['repo_id']}"
@@ -220,7 +236,18 @@ def render(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str
 
 
 def write_croissant(release_dir: str | Path, params: dict, *, stages: list[tuple[str, str]], provenance: dict,
-                    qa_summary: dict, splits=SPLITS) -> Path:
+                    qa_summary: dict, splits=SPLITS, licenses: dict | None = None) -> Path:
     """Write ``release_dir/croissant.json`` (atomically); the path."""
-    document = render(release_dir, params, stages=stages, provenance=provenance, qa_summary=qa_summary, splits=splits)
+    document = render(release_dir, params, stages=stages, provenance=provenance, qa_summary=qa_summary, splits=splits,
+                      licenses=licenses)
     return atomic.write_text(Path(release_dir) / FILENAME, json.dumps(document, indent=1, ensure_ascii=False) + "\n")
+
+
+def redeclare(release_dir: str | Path, build: dict) -> Path:
+    """Declare in a release's ``croissant.json`` the ``default`` record set its Parquet files now have,
+    embedded images (``groundcap hydrate`` put them back into a reference release); the rest is kept."""
+    path = Path(release_dir) / FILENAME
+    document = json.loads(path.read_text(encoding="utf-8"))
+    default = _record_set("default", release_configs(build)["default"])
+    document["recordSet"] = [default if rs["@id"] == "default" else rs for rs in document["recordSet"]]
+    return atomic.write_text(path, json.dumps(document, indent=1, ensure_ascii=False) + "\n")

@@ -37,6 +37,9 @@ def shards(release: Path, split: str | None = None) -> dict[str, list[Path]]:
         what = f"split {split!r} in " if split else ""
         raise ReleaseError(f"no {what}data/*.parquet shards in {release}: pass a release folder built by "
                            "`groundcap build` (and a split it holds)")
+    if "image" not in pq.read_schema(next(iter(found.values()))[0]).names:
+        raise ReleaseError(f"{release} holds no pixels (release.images: reference): rebuild them from your copy of "
+                           "its source with `groundcap hydrate`, then export the hydrated folder")
     return {s: found[s] for s in sorted(found, key=lambda s: (ALL_SPLITS + (s,)).index(s))}
 
 

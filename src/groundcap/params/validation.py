@@ -149,8 +149,8 @@ class Enum(Check):
 
 
 class StrList(Check):
-    def __init__(self, nullable: bool = False, or_str: bool = False) -> None:
-        self.nullable, self.or_str = nullable, or_str
+    def __init__(self, nullable: bool = False, or_str: bool = False, allowed: tuple[str, ...] = ()) -> None:
+        self.nullable, self.or_str, self.allowed = nullable, or_str, allowed
 
     def check(self, value, path, problems, params):
         if self.or_str and isinstance(value, str):
@@ -158,6 +158,8 @@ class StrList(Check):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             want = "a string or a list of strings" if self.or_str else "a list of strings"
             _say(problems, path, value, f"expected {want}{self._null()}")
+        elif self.allowed and not set(value) <= set(self.allowed):
+            _say(problems, path, value, f"allowed in the list: {', '.join(self.allowed)}")
 
 
 class Protocols(Check):
@@ -282,9 +284,12 @@ RUN_LEVEL: dict[str, Any] = {
         "version": Version(),
         "previous": Str(nullable=True),
         "redact": Enum("faces_and_plates", "none"),
-        "license": Str(),
+        "images": Enum("embed", "reference"),
+        "license": Str(nullable=True),
         "license_name": Str(nullable=True),
         "license_link": Str(nullable=True),
+        "license_reason": Str(nullable=True),
+        "annotations_license": Str(),
         "repo_id": Str(nullable=True, pattern=r"[^/\s]+/[^/\s]+", hint="ORG/NAME"),
         "sources": StrList(nullable=True, or_str=True),
     },

@@ -10,7 +10,8 @@ changes where and how fast, never what is written. Progress is counted in images
   ``executor.ray.actors`` actors, each with the stage's declared resources (``MapStage.resources``:
   ``num_cpus``, and ``num_gpus`` when it runs GPU backends); ``executor.ray.address`` joins a running
   cluster (null: start a local one). Workers read and write ``work/`` directly, so on several nodes
-  it must be a shared filesystem.
+  it must be a shared filesystem, at the same absolute path. A lost node's actors are restarted
+  elsewhere and their parts retried (Ray Data's defaults: no limit), so the stage ends without it.
 
 Every worker process and Ray actor imports ``groundcap`` before its first part (to unpickle its worker), and
 with it the NVML-based CUDA check (``groundcap/__init__.py``): its CUDA check leaves CUDA uninitialised, so a
@@ -20,6 +21,7 @@ vLLM engine it starts can still fork its engine core (spawned workers inherit th
 from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
 from multiprocessing import get_context
 
 from tqdm.auto import tqdm
@@ -100,6 +102,7 @@ def _on_ray(ctx: Context, stage: MapStage, tasks: list[Task], bar) -> None:
     if not ray.is_initialized():
         ray.init(address=options["address"], include_dashboard=False, log_to_driver=False,
                  **({} if options["address"] else {"num_cpus": options.get("local_cpus")}))
+    ctx = replace(ctx, root=ctx.root.absolute())  # the actors' working directory is their node's, not ours
     resources = stage.resources(ctx.params)
     actors = actor_pool(stage.name, int(options["actors"]), len(tasks), resources.gpus,
                         ray.cluster_resources().get("GPU", 0.0))

@@ -21,7 +21,6 @@ import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 from groundcap.annotators import registry
 from groundcap.errors import StageInputError
@@ -42,7 +41,7 @@ def stage_digest(stage: MapStage, params: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def input_markers(inputs: list[Path], index: int) -> list[dict]:
+def input_markers(inputs: list[parts.Folder], index: int) -> list[dict]:
     """The markers of part ``index`` of each input folder; an unfinished one is an error."""
     markers = []
     for directory in inputs:
@@ -59,7 +58,7 @@ def fingerprint(digest: str, markers: list[dict]) -> str:
     return hashlib.sha256(json.dumps({"stage": digest, "inputs": shas}).encode()).hexdigest()
 
 
-def retries(directory: Path, index: int, fingerprint: str) -> dict[str, int] | None:
+def retries(directory: parts.Folder, index: int, fingerprint: str) -> dict[str, int] | None:
     """``image_id -> attempts so far`` of the errors to retry in a part computed from ``fingerprint``,
     or None when the part must be computed whole (missing, or computed from other inputs or params)."""
     marker = parts.read_marker(directory, index)
@@ -68,9 +67,9 @@ def retries(directory: Path, index: int, fingerprint: str) -> dict[str, int] | N
     return marker.get("errors", {})
 
 
-def clean(directory: Path, keep: set[int]) -> None:
+def clean(directory: parts.Folder, keep: set[int]) -> None:
     """Remove temporary files a killed run left, and parts (with markers) whose input parts are gone."""
-    for path in Path(directory).iterdir():
+    for path in directory.iterdir():
         index = parts.part_index(path.name)
         if atomic.is_temporary(path) or (index is not None and index not in keep):
             path.unlink()

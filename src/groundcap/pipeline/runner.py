@@ -3,6 +3,10 @@ executor ``executor.kind`` names; then frees the stage's models before the next 
 
 Every stage sees only the params it declares (``Context.restricted``). What each stage did is
 returned (``Report``): ``groundcap run`` prints it, so a re-run shows which parts were computed.
+
+With a shared work folder (``Context.store``) a global stage runs on the driver's mirror, pulled from the
+store before it, and what it declares it writes (``outs``, ``metrics``, ``plots``) is pushed after it
+(``storage.mirror``); a map stage's workers write their parts to the store themselves.
 """
 
 from __future__ import annotations
@@ -11,9 +15,12 @@ import time
 from dataclasses import dataclass
 
 from groundcap import models
+from groundcap.builders.checksums import MANIFEST
 from groundcap.params import subset
 from groundcap.pipeline import executors, order, resume
 from groundcap.pipeline.stage import Context, MapStage, Stage
+from groundcap.storage import mirror
+from groundcap.storage.remote import RemotePath
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,7 @@ def map_stage(ctx: Context, stage: MapStage) -> tuple[int, int]:
     indices, tasks = resume.plan(ctx, stage)
     if tasks:
         executors.run(ctx, stage, tasks)
+        resume.clean(ctx.work(stage.name), set(indices))  # what a worker lost mid-write left (its part was redone)
     stage.finish(ctx)
     return len(indices), len(tasks)
 
@@ -49,11 +57,21 @@ def run_stage(ctx: Context, stage: Stage, keep: frozenset = frozenset()) -> Repo
     try:
         if isinstance(stage, MapStage):
             total, computed = map_stage(ctx, stage)
+            _push(ctx, stage)
             return Report(stage.name, time.perf_counter() - start, total, computed)
-        stage.run(ctx)
+        if ctx.store:
+            mirror.pull(RemotePath.at(ctx.store), ctx.root)
+        stage.run(ctx.local())
+        _push(ctx, stage)
         return Report(stage.name, time.perf_counter() - start)
     finally:
         models.release(keep)
+
+
+def _push(ctx: Context, stage: Stage) -> None:
+    """Send what ``stage`` wrote on the driver to the shared work folder, if there is one."""
+    if ctx.store:
+        mirror.push(ctx.root, RemotePath.at(ctx.store), [*stage.outs, *stage.metrics, *stage.plots], last=(MANIFEST,))
 
 
 def run_all(ctx: Context, names: tuple[str, ...] | None = None) -> list[Report]:

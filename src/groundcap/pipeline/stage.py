@@ -26,17 +26,26 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from groundcap.params import subset
+from groundcap.storage.remote import RemotePath
 
 
 @dataclass
 class Context:
-    """Where a run reads and writes, and the params it runs with."""
+    """Where a run reads and writes, and the params it runs with.
+
+    ``store``, when set, is the shared work folder's URL (``s3://bucket/x``, docs/pipeline.md "Shared work
+    folders"): map stages read and write their parts there, from whichever node runs them, and ``root`` is
+    the driver's local mirror of it, where the global stages run (``storage.mirror``).
+    """
 
     root: Path
     params: dict[str, Any]
     progress: bool = True
+    store: str | None = None
 
-    def work(self, stage: str) -> Path:
+    def work(self, stage: str) -> Path | RemotePath:
+        if self.store:
+            return RemotePath.at(self.store) / "work" / stage
         return self.root / "work" / stage
 
     @property
@@ -49,7 +58,11 @@ class Context:
 
     def restricted(self, stage: Stage) -> Context:
         """The same run with only the params ``stage`` declares (and ``engine``)."""
-        return Context(self.root, subset(self.params, (*stage.param_keys, "executor")), self.progress)
+        return Context(self.root, subset(self.params, (*stage.param_keys, "executor")), self.progress, self.store)
+
+    def local(self) -> Context:
+        """The same run on the local mirror alone (what a global stage sees)."""
+        return Context(self.root, self.params, self.progress)
 
 
 @dataclass(frozen=True)

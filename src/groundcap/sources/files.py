@@ -25,7 +25,8 @@ def iter_files(source: str, policy: SourcePolicy) -> Iterator[SourceFile]:
     """Files of ``source`` in a deterministic order."""
     if source == sample.PREFIX:
         for path in sample.paths():
-            yield SourceFile(f"{sample.PREFIX}{path.name}", local.reader(str(path)))
+            licence = sample.IMAGES[path.name][2]
+            yield SourceFile(f"{sample.PREFIX}{path.name}", local.reader(str(path)), license=licence)
         return
     if "://" in source and not source.startswith("file://"):
         raise SourceError(f"{source!r}: a remote source must be a text file listing image URLs, one per line")
@@ -40,12 +41,17 @@ def iter_files(source: str, policy: SourcePolicy) -> Iterator[SourceFile]:
 
 def _iter_folder(root: Path, policy: SourcePolicy) -> Iterator[SourceFile]:
     """Every non-hidden entry under ``root``, sorted by relative path; links are resolved once, here."""
-    found = sorted(_walk(root, policy.follow_links), key=lambda entry: entry[0].parts)
-    for rel, path, refused in found:
+    for rel, path, refused in listing(root, policy):
         if refused:
             yield SourceFile(rel.as_posix(), refused=refused)
         else:
             yield SourceFile(rel.as_posix(), local.reader(path, follow=False))
+
+
+def listing(root: Path, policy: SourcePolicy) -> list[tuple[PurePosixPath, str, str | None]]:
+    """``(relative path, real path to read, refusal)`` of every non-hidden file under ``root``, sorted by
+    relative path: what the policy will not read (a FIFO, a link out of ``root``, ...) comes with its refusal."""
+    return sorted(_walk(root, policy.follow_links), key=lambda entry: entry[0].parts)
 
 
 def _walk(root: Path, follow_links: bool) -> Iterator[tuple[PurePosixPath, str, str | None]]:

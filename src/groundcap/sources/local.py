@@ -40,15 +40,30 @@ def refusal(path: str) -> str | None:
     return not_regular(st.st_mode, link=os.path.islink(path))
 
 
+class NotRegular(Refused, OSError):
+    """A path that is no regular file once opened: a refusal, and an ``OSError`` to code that reads files."""
+
+
+def open_regular(path: str, *, follow: bool = True):
+    """``path`` opened for binary reading if it is a regular file, without blocking on a FIFO or device
+    (:class:`NotRegular` otherwise); ``follow=False`` refuses a link there."""
+    fd = os.open(path, _OPEN_FLAGS | (0 if follow else os.O_NOFOLLOW))
+    why = not_regular(os.fstat(fd).st_mode)
+    if why:
+        os.close(fd)
+        raise NotRegular(why)
+    return os.fdopen(fd, "rb")
+
+
 def reader(path: str, *, follow: bool = True) -> Reader:
     """Reads ``path`` if it still is a regular file when opened; ``follow=False`` refuses a link there."""
 
     def read(limit: int) -> bytes:
-        fd = os.open(path, _OPEN_FLAGS | (0 if follow else os.O_NOFOLLOW))
-        with os.fdopen(fd, "rb") as fh:
-            why = not_regular(os.fstat(fd).st_mode)
-            if why:
-                raise Refused(f"{why} (it changed after the source was listed)")
+        try:
+            fh = open_regular(path, follow=follow)
+        except NotRegular as exc:
+            raise Refused(f"{exc} (it changed after the source was listed)") from None
+        with fh:
             return fh.read(limit)
 
     return read

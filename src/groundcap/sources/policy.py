@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import fsspec
 
 from groundcap.errors import SourceError
+from groundcap.sources import local
 from groundcap.sources.entry import Refused, SourceFile
 
 LOCAL = "file"
@@ -64,7 +65,11 @@ class SourcePolicy:
                 raise SourceError(f"source {source!r}: {target}: {why}")
 
     def open(self, url: str):
-        """``fsspec.open(url, "rb")`` with :meth:`storage_options`."""
+        """A local path opened only if it is a regular file (a FIFO named as a shard or an annotation file would
+        block for ever: :class:`~groundcap.sources.local.NotRegular`), anything else ``fsspec.open(url, "rb")``
+        with :meth:`storage_options`."""
+        if protocol_of(url) == LOCAL:
+            return local.open_regular(url.removeprefix("file://"))
         return fsspec.open(url, "rb", **self.storage_options(url))
 
     def storage_options(self, url: str) -> dict:
@@ -84,8 +89,11 @@ class SourcePolicy:
 
 
 def describe(exc: BaseException) -> str:
-    """``Type: message`` of a failed read, and its cause when it has one: fsspec's http reports a timeout or a
-    refused connection as ``FileNotFoundError`` of the URL, and only the cause says which."""
+    """A refusal's reason as it is, else ``Type: message`` of a failed read, and its cause when it has one:
+    fsspec's http reports a timeout or a refused connection as ``FileNotFoundError`` of the URL, and only the
+    cause says which."""
+    if isinstance(exc, Refused):
+        return str(exc)
     cause = exc.__cause__
     return f"{type(exc).__name__}: {exc}" + (f" ({type(cause).__name__}: {cause})" if cause is not None else "")
 

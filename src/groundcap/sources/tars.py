@@ -11,18 +11,26 @@ from __future__ import annotations
 
 import posixpath
 import tarfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from braceexpand import braceexpand
 
+from groundcap.errors import SourceError
 from groundcap.sources.entry import Reader, SourceFile
 from groundcap.sources.policy import SourcePolicy, describe
 
 
-def expand(pattern: str) -> list[str]:
-    """Shard URLs of a brace pattern (``train-{00000..00099}.tar``), in its order."""
-    return list(braceexpand(pattern))
+def expand(source: str, pattern: str) -> list[str]:
+    """Shard URLs of a brace pattern (``train-{00000..00099}.tar``), in its order; :class:`SourceError` when two
+    share a file name, as their members' names (``<shard file name>/<member>``) would then collide."""
+    shards = list(braceexpand(pattern))
+    names = Counter(posixpath.basename(shard) for shard in shards)
+    if twice := sorted(name for name, count in names.items() if count > 1):
+        raise SourceError(f"source {source!r}: shard file name {twice[0]!r} given more than once; member names "
+                          "would be ambiguous")
+    return shards
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,7 @@ class Member:
     path: str  # inside the shard, without a leading "./"
     offset: int
     size: int
+    refused: str | None = None  # why it is never read (a link, a device, a second member of the same name)
 
     @property
     def name(self) -> str:
@@ -58,8 +67,10 @@ def failed(name: str, message: str) -> SourceFile:
 
 
 def members(shard: str, policy: SourcePolicy) -> Iterator[Member | SourceFile]:
-    """The regular files of ``shard`` in tar order; a shard that cannot be opened or read to its end
-    yields a failed item naming the shard and why (the members before the fault still count)."""
+    """The members of ``shard`` but its folders, in tar order: a link, a device or a second member of a path
+    already seen comes with ``refused``, so the kind can record it; a shard that cannot be opened or read to
+    its end yields a failed item naming the shard and why (the members before the fault still count)."""
+    seen: set[str] = set()  # this shard's member paths: a few thousand, gone with the shard
     try:
         with policy.open(shard) as fh:
             try:
@@ -69,8 +80,19 @@ def members(shard: str, policy: SourcePolicy) -> Iterator[Member | SourceFile]:
                 return
             while (info := tar.next()) is not None:
                 tar.members.clear()  # tarfile keeps every header it read; memory stays flat without them
-                if info.isreg():
-                    path = info.name.removeprefix("./")
-                    yield Member(shard, path, info.offset_data, info.size)
+                if info.isdir():
+                    continue
+                path = info.name.removeprefix("./")
+                refused = None if info.isreg() else _not_regular(info)
+                if path in seen:
+                    refused = "a second member of this path in the tar; only the first is read"
+                seen.add(path)
+                yield Member(shard, path, info.offset_data, info.size, refused)
     except (OSError, tarfile.TarError) as exc:
         yield failed(shard, describe(exc))
+
+
+def _not_regular(info: tarfile.TarInfo) -> str:
+    if info.issym() or info.islnk():
+        return f"a link member (to {info.linkname!r}), not a file; never followed"
+    return "a device, FIFO or other special member, not a file; never read"

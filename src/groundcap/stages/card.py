@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
-from collections import Counter
 
+from groundcap import licenses
 from groundcap.audit import verdicts
 from groundcap.builders import SPLITS, write_manifest
 from groundcap.pipeline import order
@@ -45,9 +45,11 @@ class CardStage(Stage):
         changelog = versions.changelog(ctx.release, params["release"])
         versions.write_changelog(ctx.release, changelog)
         stages, provenance = list(order.ORDER), self.provenance(ctx)
+        stated = licenses.released(ctx.root / "work")
         write_card(ctx.release, params, stages=stages, provenance=provenance, qa_summary=qa_summary,
-                   changelog=changelog, plots=write_plots(ctx.release, SPLITS), licenses=self.licenses(ctx))
-        write_croissant(ctx.release, params, stages=stages, provenance=provenance, qa_summary=qa_summary)
+                   changelog=changelog, plots=write_plots(ctx.release, SPLITS), licenses=stated)
+        write_croissant(ctx.release, params, stages=stages, provenance=provenance, qa_summary=qa_summary,
+                        licenses=stated)
         write_manifest(ctx.release)
 
     def provenance(self, ctx: Context) -> dict[str, list[dict]]:
@@ -59,15 +61,6 @@ class CardStage(Stage):
             out[stage] = stamp if isinstance(stamp, list) else [stamp]
         return out
 
-    def licenses(self, ctx: Context) -> dict[str | None, int]:
-        """Released images per licence the source stated (None: not stated), part by part."""
-        counts: Counter[str | None] = Counter()
-        for index in parts.list_parts(ctx.work("split")):
-            released = {r["image_id"] for r in parts.read_part(ctx.work("split"), index, ["image_id", "split"])
-                        if r["split"]}
-            counts.update(r["license"] for r in parts.read_part(ctx.work("ingest"), index, ["image_id", "license"])
-                          if r["image_id"] in released)
-        return dict(counts)
 
 
 STAGE = CardStage()

@@ -1,13 +1,18 @@
-"""Stage ``ingest``: source files -> ``work/ingest`` parts + ``reports/rejects.parquet``."""
+"""Stage ``ingest``: source files -> ``work/ingest`` parts + ``reports/rejects.parquet``.
+
+It is also where a release's image licences are first checked, before any model runs: under ``release.images:
+embed`` an image whose source states terms that forbid redistribution or derivatives (``licenses.refusal``)
+stops the run, unless ``release.license`` overrides what the sources state.
+"""
 
 from __future__ import annotations
 
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from groundcap import ingest, schema
+from groundcap import ingest, licenses, schema
 from groundcap.credentials import redact
-from groundcap.errors import SourceError
+from groundcap.errors import ReleaseError, SourceError
 from groundcap.params.validation import Bool, Enum, Int, Num, Protocols
 from groundcap.pipeline.stage import Context, Stage
 from groundcap.sources import Refused, SourcePolicy, describe, fetch, iter_source
@@ -18,9 +23,13 @@ class NoImages(SourceError):
     """Every file of the source was rejected."""
 
 
+class LicenseRefused(ReleaseError):
+    """An embedded release would redistribute or alter an image its source's terms keep from that."""
+
+
 class IngestStage(Stage):
     name = "ingest"
-    param_keys = ("source", "part_size", "part_bytes", "ingest")
+    param_keys = ("source", "part_size", "part_bytes", "ingest", "release.images", "release.license")
     outs = ("work/ingest", "reports/rejects.parquet")
     param_types = {"ingest": {
         "min_side": Int(1),
@@ -38,6 +47,18 @@ class IngestStage(Stage):
         },
     }}
 
+    def check_params(self, params, problems):
+        release = params.get("release") or {}
+        if release.get("license") and not release.get("license_reason"):
+            problems.append("params: release.license overrides the licences the sources state; say why you may "
+                            "(release.license_reason: e.g. 'written permission from the rights holders, 2026-11-02'), "
+                            "it is recorded in the card")
+        if not release.get("license"):
+            for key in ("license_name", "license_link", "license_reason"):
+                if release.get(key):
+                    problems.append(f"params: release.{key} applies only with release.license (an override); "
+                                    "without it the card declares what the sources state")
+
     def run(self, ctx: Context) -> None:
         limits = ingest.Limits.from_params(ctx.params["ingest"])
         policy = SourcePolicy.from_params(ctx.params["ingest"])
@@ -50,6 +71,7 @@ class IngestStage(Stage):
         index = batch_bytes = 0
         # one byte over max_bytes tells an over-size file without reading it whole
         files = fetch(listed, policy, limits.max_bytes + 1)
+        check_terms = ctx.params["release"]["images"] == "embed" and not ctx.params["release"]["license"]
         with ingest.Decoder(limits, policy.decode_timeout_s) as decoder:
             for item, data in tqdm(files, desc="ingest", unit="file", disable=not ctx.progress):
                 name = item.name
@@ -65,6 +87,13 @@ class IngestStage(Stage):
                 if image_id in seen:
                     rejects.append(_reject(name, f"exact duplicate of {seen[image_id]}"))
                     continue
+                if check_terms and (why := licenses.refusal(item.license)):
+                    raise LicenseRefused(
+                        f"{redact(name)}: its source states {item.license!r}, whose terms {why}, and "
+                        "release.images is embed, which puts the image's bytes in the release. Set "
+                        "release.images: reference to release the annotations only (each image identified in its "
+                        "source, for users to fetch from their own copy), or, if you hold the rights, override "
+                        "the sources: release.license (with release.license_reason, recorded in the card)")
                 seen[image_id] = name
                 batch.append({"image_id": image_id, "source_path": name, "license": item.license, **record})
                 batch_bytes += len(record["bytes"])

@@ -4,9 +4,11 @@ the image bytes the release holds.
 Only the released bytes change: every other stage decodes ingest's original pixels, so masks, captions
 and QA describe the image as it was. The detectors (``redact.detectors``) are prompted with the labels
 of ``release.redact`` (``privacy.TARGETS``; Haar's cascades name their own) and every box they return is
-grown by ``redact.pad_frac`` and blurred (``privacy.blurred_png``). A row holds the blurred PNG, or null
-bytes where nothing was found (or ``release.redact: none``): build then takes ingest's bytes as they
-are. An image whose detection failed keeps its error, and build refuses to release it unblurred.
+grown by ``redact.pad_frac`` and blurred (``privacy.released``: PNG, ICC profile kept). Every other image
+is stripped of its metadata (EXIF, XMP, IPTC, comments: ``privacy.strip_metadata``), whatever
+``release.redact`` says, its encoded pixels untouched; its id stays ingest's. A row holds the bytes to
+release (blurred or stripped), or null bytes where ingest's carry nothing to strip: build then takes
+them as they are. An image whose detection failed keeps its error, and build refuses to release it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from groundcap.stages.common import make_backend, provenance, spec
 class RedactStage(MapStage):
     name = "redact"
     inputs = ("ingest",)
-    columns = {"ingest": ("bytes",)}
+    columns = {"ingest": ("bytes", "format")}
     param_keys = ("redact", "release.redact")
     steps = ("detector",)
     schema = schema.REDACT
@@ -54,27 +56,26 @@ class RedactStage(MapStage):
 
     def process_batch(self, batch: list[Records]) -> list[Row]:
         rows = [image_row for image_row, in batch]
-        if not self.detectors:
-            return [self._row(r["image_id"], None, []) for r in rows]
-        images = [decode_rgb(r["bytes"]) for r in rows]
+        images = [decode_rgb(r["bytes"]) for r in rows] if self.detectors else [None] * len(rows)
         per_detector = [d.detect_batch(images, [self.prompts] * len(images)) for d in self.detectors]
         out = []
         for i, (row, image) in enumerate(zip(rows, images, strict=True)):
-            height, width = image.shape[:2]
             redactions = []
             for found in per_detector:
                 for det in found[i]:
-                    if box := privacy.pixel_box(det.bbox, self.section["pad_frac"], width, height):
+                    if box := privacy.pixel_box(det.bbox, self.section["pad_frac"], image.shape[1], image.shape[0]):
                         redactions.append({"label": det.label, "score": float(det.score),
                                            "bbox": [float(v) for v in box], "detector": det.source})
-            boxes = [tuple(int(v) for v in r["bbox"]) for r in redactions]
-            data = privacy.blurred_png(image, boxes, self.section["cells"]) if boxes else None
-            out.append(self._row(row["image_id"], data, redactions))
+            out.append(self._row(row, image, redactions))
         return out
 
-    def _row(self, image_id: str, data: bytes | None, redactions: list[dict]) -> Row:
-        return {"image_id": image_id, "bytes": data, "format": "PNG" if data is not None else None,
-                "redactions": redactions, "provenance": self.stamps, "error": None}
+    def _row(self, ingested: Row, image, redactions: list[dict]) -> Row:
+        """The bytes to release: blurred where something was found, else stripped (null: ingest's are clean)."""
+        boxes = [tuple(int(v) for v in r["bbox"]) for r in redactions]
+        data, fmt = privacy.released(ingested["bytes"], ingested["format"], boxes, self.section["cells"], image) \
+            or (None, None)
+        return {"image_id": ingested["image_id"], "bytes": data, "format": fmt, "redactions": redactions,
+                "provenance": self.stamps, "error": None}
 
 
 STAGE = RedactStage()

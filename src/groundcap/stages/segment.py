@@ -1,6 +1,7 @@
-"""Stage ``segment``: box-prompted masks for the detections plus "everything" masks, resolved into
-non-overlapping entity regions and their parts (``annotators.entities``); then regions no detector
-named get a name from a crop tagger (PancapEngine's per-crop tags), when one is set.
+"""Stage ``segment``: box-prompted masks for the detections, a concept segmenter's masks of every
+instance of each tag (SAM 3, ``segment.concept``) and "everything" masks, resolved into non-overlapping
+entity regions and their parts (``annotators.entities``); then regions no detector named get a name
+from a crop tagger (PancapEngine's per-crop tags), when one is set.
 
 Masks the source came with (SA-1B, COCO: ``given`` in the ingest parts) go first under
 ``segment.given``: ``use`` takes them instead of the segmenters, ``merge`` lets the segmenters add
@@ -26,11 +27,12 @@ class SegmentStage(MapStage):
     inputs = ("ingest", "tag")
     columns = {"ingest": ("bytes", "given")}
     param_keys = ("segment", "tag")  # the crop tagger takes its options from the tag section
-    steps = ("prompted_segmenter", "mask_generator", "tagger")
+    steps = ("prompted_segmenter", "concept_segmenter", "mask_generator", "tagger")
     schema = schema.REGIONS
     param_types = {"segment": {
         "work_side": Int(1),
-        "prompted": Backend("prompted_segmenter"),
+        "prompted": Backend("prompted_segmenter", nullable=True),
+        "concept": Backend("concept_segmenter", nullable=True),
         "everything": Backend("mask_generator"),
         "min_area_frac": Fraction(),
         "nms_iou": Fraction(),
@@ -45,19 +47,28 @@ class SegmentStage(MapStage):
         "given": Enum("use", "merge", "ignore"),
     }}
 
+    def check_params(self, params, problems):
+        """Detectors' boxes need a prompted segmenter: without one they would be dropped unsegmented."""
+        segment, tag = params.get("segment"), params.get("tag")
+        if isinstance(segment, dict) and isinstance(tag, dict) and segment.get("prompted") is None and tag.get(
+                "detectors"):
+            problems.append("params: segment.prompted is null but tag.detectors find boxes to segment; name a "
+                            "prompted segmenter, or set tag.detectors to [] (segment.concept segments the tags)")
+
     def backends(self, params):
         section = params["segment"]
         shared = {"work_side": section["work_side"]}
-        return [spec("prompted_segmenter", section["prompted"], section, shared),
+        return [*([spec("prompted_segmenter", section["prompted"], section, shared)] if section["prompted"] else []),
+                *([spec("concept_segmenter", section["concept"], section)] if section["concept"] else []),
                 spec("mask_generator", section["everything"], section, shared),
                 *([spec("tagger", section["crop_tagger"], params["tag"])] if section["crop_tagger"] else [])]
 
     def setup(self, params):
         self.section = params["segment"]
-        prompted, generator, *crop_tagger = (make_backend(s) for s in self.backends(params))
-        self.prompted, self.generator = prompted, generator
-        self.crop_tagger = crop_tagger[0] if crop_tagger else None
-        self.stamps = [provenance(b, self.section) for b in (prompted, generator, *crop_tagger)]
+        built = {s.step: make_backend(s) for s in self.backends(params)}
+        self.prompted, self.concept = built.get("prompted_segmenter"), built.get("concept_segmenter")
+        self.generator, self.crop_tagger = built["mask_generator"], built.get("tagger")
+        self.stamps = [provenance(b, self.section) for b in built.values()]
         self.generic = set(self.section["generic_labels"])
 
     def process(self, image_row: Row, tag_row: Row) -> Row:
@@ -69,6 +80,8 @@ class SegmentStage(MapStage):
             detections = [Detection(**{**d, "bbox": tuple(d["bbox"])}) for d in tag_row["detections"]]
             if detections:
                 prompted_masks = [m for m in self.prompted.segment(image, detections) if m is not None]
+            if self.concept:
+                prompted_masks += self.concept.segment(image, [t["label"] for t in tag_row["tags"]])
             generated = self.generator.generate(image)
         regions = resolve_entities(prompted_masks, generated, image.shape[0], image.shape[1], given=given or [],
                                    **{k: section[k] for k in ENTITY_OPTIONS})

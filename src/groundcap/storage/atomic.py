@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from groundcap.storage.remote import RemotePath
+
 
 def temporary(path: str | Path) -> Path:
     """A hidden temporary name beside ``path``, unique to this process and this call."""
@@ -48,8 +50,11 @@ def replacing(path: str | Path, *, durable: bool = False) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_text(path: str | Path, text: str, *, durable: bool = False) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically; ``path``."""
+def write_text(path: str | Path | RemotePath, text: str, *, durable: bool = False) -> Path | RemotePath:
+    """Write ``text`` (UTF-8) to ``path`` atomically (on a store: one PUT, whole or absent); ``path``."""
+    if isinstance(path, RemotePath):
+        path.write_text(text)
+        return path
     with replacing(path, durable=durable) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)

@@ -17,14 +17,22 @@ A lock held from another machine cannot be checked from here: the message says t
 if that run is gone. A takeover moves the stale file aside under a name of its own and checks that
 what it moved is the stale lock it read, putting back any live lock it moved instead, so two
 processes that find one stale lock never both take it.
+
+On a shared store (a ``RemotePath`` root, ``s3://bucket/x``) the exclusive create is a conditional PUT
+(``If-None-Match: *``): atomic where the server honours it (AWS S3 since August 2024; moto, which the tests run)
+and s3fs sends it; other fsspec filesystems check, then write (a race two starting writers can both win). A store has no
+rename, so a stale lock is deleted after reading it back unchanged: a best-effort takeover, since another
+process may take the lock between that read and the delete.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +40,7 @@ from pathlib import Path
 
 from groundcap.errors import WorkdirBusy
 from groundcap.storage import atomic
+from groundcap.storage.remote import RemotePath
 
 LOCK = ".groundcap.lock"
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
@@ -82,8 +91,10 @@ def describe(holder: dict | None) -> str:
             f"started {holder.get('started')})")
 
 
-def _create(path: Path, text: str) -> bool:
+def _create(path: Path | RemotePath, text: str) -> bool:
     """Create ``path`` holding ``text`` if it does not exist; whether this call created it."""
+    if isinstance(path, RemotePath):
+        return path.create(text.encode("utf-8"))
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
@@ -95,7 +106,7 @@ def _create(path: Path, text: str) -> bool:
     return True
 
 
-def _read(path: Path) -> tuple[str, dict | None] | None:
+def _read(path: Path | RemotePath) -> tuple[str, dict | None] | None:
     """(text, holder) of the lock file; None when there is none; holder None while it is being written."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -108,8 +119,13 @@ def _read(path: Path) -> tuple[str, dict | None] | None:
     return text, holder if isinstance(holder, dict) else None
 
 
-def _take_over(path: Path, stale_text: str) -> bool:
+def _take_over(path: Path | RemotePath, stale_text: str) -> bool:
     """Remove the stale lock whose content is ``stale_text``; False when another process replaced it first."""
+    if isinstance(path, RemotePath):  # no rename: delete it if it still reads as the stale lock (best effort)
+        found = _read(path)
+        if found is not None and found[0] == stale_text:
+            path.unlink(missing_ok=True)
+        return True
     aside = atomic.temporary(path)
     try:
         os.rename(path, aside)
@@ -122,7 +138,7 @@ def _take_over(path: Path, stale_text: str) -> bool:
     return moved == stale_text
 
 
-def acquire(root: Path, command: str) -> str:
+def acquire(root: Path | RemotePath, command: str) -> str:
     """Take the lock of ``root`` for ``command``; the text written (for :func:`release`).
 
     Raises :class:`WorkdirBusy` naming the holder when another live process holds it.
@@ -147,7 +163,7 @@ def acquire(root: Path, command: str) -> str:
     raise WorkdirBusy(f"{root}: could not take {path}, which other processes keep changing; run again")
 
 
-def release(root: Path, text: str) -> None:
+def release(root: Path | RemotePath, text: str) -> None:
     """Remove the lock of ``root`` if it is still the one ``text`` was written into."""
     path = root / LOCK
     found = _read(path)
@@ -156,10 +172,31 @@ def release(root: Path, text: str) -> None:
 
 
 @contextmanager
-def hold(root: Path, command: str) -> Iterator[None]:
-    """Hold the lock of ``root`` while the block runs (see :func:`acquire`)."""
+def hold(root: Path | RemotePath, command: str) -> Iterator[None]:
+    """Hold the lock of ``root`` while the block runs (see :func:`acquire`). A SIGTERM (``kill``, a job
+    scheduler's timeout) ends the block as an exception would, so the lock goes with it; a SIGKILL leaves
+    it, and the next writer takes it over as stale."""
     text = acquire(root, command)
+    try:
+        with _terminate_as_exit():
+            yield
+    finally:
+        release(root, text)
+
+
+@contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """SIGTERM raises ``SystemExit(143)`` while the block runs (in the main thread; elsewhere signals cannot
+    be handled), and the previous handler is back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         yield
     finally:
-        release(root, text)
+        signal.signal(signal.SIGTERM, previous)

@@ -21,8 +21,9 @@ from groundcap.qa import claims, evidence
           description="Checks a caption's colour, position, area, count and quoted-text claims against the "
                       "mask's pixels")
 class PixelClaimsVerifier(Verifier):
-    version = "3"  # 2: judged by qa.evidence (counts, quoted text, the box rule for positions); 3: shade words,
-    # counts in words ("a dozen", "a pair of", up to twenty), vague quantities and materials unverifiable
+    version = "4"  # 2: judged by qa.evidence (counts, quoted text, the box rule for positions); 3: shade words,
+    # counts in words ("a dozen", "a pair of", up to twenty), vague quantities and materials unverifiable;
+    # 4: gem and metal colours, two-hue compounds, a shade's every listed value
     model = "measured claims (CIE Lab colour shares, mask centroid and box, mask area, region labels, OCR text)"
     defaults = {f.name: f.default for f in fields(evidence.Options)}
 
