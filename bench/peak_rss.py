@@ -2,15 +2,19 @@
 
 ``ru_maxrss`` from ``wait4`` cannot measure a stage launched by the benchmark: Linux carries the
 parent's high-water mark over fork and exec, so every stage started by a bench process that once held
-2 GB would read 2 GB. ``VmHWM`` belongs to the address space that exec made fresh.
+2 GB would read 2 GB. ``VmHWM`` belongs to the address space that exec made fresh. ``OUT_FILE.seconds``
+gets the module's wall time, for a caller that cannot time the process itself (a ``dvc.yaml`` cmd run by
+``dvc repro``).
 
     python bench/peak_rss.py OUT_FILE MODULE [ARGS...]
 """
 
 import runpy
 import sys
+import time
 from pathlib import Path
 
+start = time.perf_counter()
 out, module, *args = sys.argv[1:]
 sys.argv = [module, *args]
 try:
@@ -18,3 +22,4 @@ try:
 finally:
     with open("/proc/self/status", encoding="ascii") as status:
         Path(out).write_text(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+    Path(out + ".seconds").write_text(f"{time.perf_counter() - start:.3f}")

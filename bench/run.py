@@ -39,6 +39,9 @@ Prints one line per figure with the ratio. Figures so far:
   default ``max_requests_per_call``;
 - sources (``bench/sources.py``): ingest's peak RSS from WebDataset shards, a Parquet ``datasets`` folder,
   SA-1B tars and a COCO file at 200 and 2000 images (streaming: the same peak at 10x);
+- scale and parts (``bench/scale.py``, only when named: ``--only scale,parts``, hours at the default sizes): every
+  stage under ``dvc repro`` at N and 10N generated images (``--sizes``): s/image, peak RSS, files, bytes on disk
+  per image (work, release, DVC cache) and their growth; DVC and ``resume.plan`` over ``--parts`` parts.
 - colour words (``bench/colour_words.py``): QA's colour check on a labelled set of VLM-style colour words
   (shades, compounds, gem and metal colours) on regions of known colour, recall and false alarms on its
   tuning and held-out halves, beside the check at ``colour_words.BASELINE`` (``--quick``: without it).
@@ -75,6 +78,7 @@ import colour_words  # bench/colour_words.py
 import faces  # bench/faces.py
 import growth  # bench/growth.py
 import pipeline  # bench/pipeline.py
+import scale  # bench/scale.py
 import sources  # bench/sources.py
 import vlm_batch  # bench/vlm_batch.py
 import vlm_memory  # bench/vlm_memory.py
@@ -298,8 +302,11 @@ FIGURES = {
     "sources": "ingest peak RSS per source kind (wds, hf, sa1b, coco) at N and 10N images",
     "faces": "face detectors for the privacy pass: recall and false positives, Haar vs MTCNN",
     "cli-startup": "groundcap --help and groundcap tag --help vs python -c 'import typer'",
+    "scale": "every stage under dvc repro at N and 10N images (--sizes): time, RSS, files, disk per image, growth",
+    "parts": "dvc status, no-op dvc repro and resume.plan over --parts parts",
     "colour-words": "QA's colour check on VLM-style colour words: recall and false alarms, held-out, vs before",
 }
+OPT_IN = {"scale", "parts"}  # hours on 2 cores: run only when named in --only
 
 
 def _figures(text: str) -> set[str]:
@@ -310,7 +317,7 @@ def _figures(text: str) -> set[str]:
     return names
 
 
-def _runners(quick: bool, copies: int, photos: int | None, tmp: Path) -> dict:
+def _runners(quick: bool, copies: int, photos: int | None, tmp: Path, sizes: tuple[int, ...], n_parts: int) -> dict:
     """Each figure's run at this size (``--quick``: a smoke run that checks every figure still works)."""
     radius = params.defaults()["dedup"]["phash_max_distance"]
     repeat = 1 if quick else 3
@@ -331,6 +338,8 @@ def _runners(quick: bool, copies: int, photos: int | None, tmp: Path) -> dict:
         "sources": lambda: sources.bench_sources(tmp, 20 if quick else 200),
         "faces": lambda: faces.bench_faces(quick),
         "cli-startup": lambda: cli_startup.bench_cli_startup(runs=3 if quick else 15),
+        "scale": lambda: scale.bench_scale(tmp, sizes, part_size=4 if quick else 16),
+        "parts": lambda: scale.bench_parts(tmp, n_parts),
         "colour-words": lambda: colour_words.bench_colour_words(None if quick else colour_words.BASELINE),
     }
 
@@ -345,20 +354,26 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=None,
                         help="pictures made from each sample photo for the pipeline and build figures "
                              "(default 10, the issue's 10x; --quick: 2); about 2 s per image on 2 cores")
+    parser.add_argument("--sizes", type=lambda t: tuple(int(n) for n in t.split(",")), default=None,
+                        help="image counts of the scale figure, smallest first (default 1000,10000; --quick: 8,16)")
+    parser.add_argument("--parts", type=int, default=None,
+                        help="parts of the parts figure (default 10000; --quick: 50)")
     parser.add_argument("--list", action="store_true", help="list the figures and exit")
     args = parser.parse_args()
     if args.list:
         for name, what in FIGURES.items():
             print(f"{name:<13} {what}")
         return
-    chosen = (set(FIGURES) if args.only is None else args.only) - args.skip
+    chosen = (set(FIGURES) - OPT_IN if args.only is None else args.only) - args.skip
     copies = args.copies or (2 if args.quick else 10)
     if not 2 <= copies <= 16:
         parser.error(f"--copies must be within 2..16, got {copies}")
     print(f"machine: {os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}; "
           f"figures: {', '.join(f for f in FIGURES if f in chosen)}")
     with tempfile.TemporaryDirectory(prefix="groundcap-bench-") as tmp:
-        runners = _runners(args.quick, copies, 1 if args.quick else None, Path(tmp))
+        sizes = args.sizes or ((8, 16) if args.quick else (1000, 10000))
+        n_parts = args.parts or (50 if args.quick else 10000)
+        runners = _runners(args.quick, copies, 1 if args.quick else None, Path(tmp), sizes, n_parts)
         for name in FIGURES:  # in this order: build reuses the pipeline figure's project
             if name in chosen:
                 runners[name]()

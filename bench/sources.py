@@ -32,12 +32,12 @@ def _jpeg(k: int) -> bytes:
     return buf.getvalue()
 
 
-def _rles() -> list[dict]:
-    """MASKS horizontal bands covering the image, as SA-1B stores masks (compressed RLE strings)."""
+def _rles(masks: int = MASKS) -> list[dict]:
+    """``masks`` horizontal bands covering the image, as SA-1B stores masks (compressed RLE strings)."""
     out = []
-    for i in range(MASKS):
+    for i in range(masks):
         m = np.zeros((H, W), np.uint8, order="F")
-        m[i * H // MASKS:(i + 1) * H // MASKS] = 1
+        m[i * H // masks:(i + 1) * H // masks] = 1
         r = coco_mask.encode(m)
         out.append({"size": [H, W], "counts": r["counts"].decode("ascii")})
     return out
@@ -76,11 +76,11 @@ def write_hf(root: Path, n: int) -> str:
     return f"hf:{root}?license=license"
 
 
-def write_sa1b(root: Path, n: int) -> str:
+def write_sa1b(root: Path, n: int, masks: int = MASKS) -> str:
     root.mkdir(parents=True)
-    anns = [{"id": i, "segmentation": r, "bbox": [0, 0, W, H / MASKS], "area": W * H // MASKS,
+    anns = [{"id": i, "segmentation": r, "bbox": [0, 0, W, H / masks], "area": W * H // masks,
              "predicted_iou": 0.9, "stability_score": 0.95, "crop_box": [0, 0, W, H], "point_coords": [[1.0, 1.0]]}
-            for i, r in enumerate(_rles())]
+            for i, r in enumerate(_rles(masks))]
     for shard in range(0, n, PER_SHARD):
         with tarfile.open(root / f"sa_{shard // PER_SHARD:06d}.tar", "w") as tar:
             for k in range(shard, min(n, shard + PER_SHARD)):

@@ -9,6 +9,7 @@ from conftest import awkward_files
 from groundcap import ingest, params
 from groundcap.pipeline.stage import Context
 from groundcap.stages import ingest as ingest_stage
+from groundcap.storage import parts
 
 LIMITS = ingest.Limits.from_params(params.defaults()["ingest"])
 
@@ -79,6 +80,20 @@ def test_stage_records_every_rejection_and_keeps_every_good_file(awkward_dir, tm
         assert expected[name][1] in reason, (name, reason)
     assert images["image_id"].n_unique() == images.height
     assert len(list((tmp_path / "run/work/ingest").glob("part-*.parquet"))) == 3  # 6 images, parts of 2
+
+
+def test_a_part_closes_at_part_bytes_before_part_size(tmp_path):
+    """Parts are sized by count and by bytes: large images never make a part too big for memory or a store."""
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(5):  # noise: every file about the same size
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(src / f"{k}.png")
+    p = params.defaults() | {"source": str(src), "part_size": 4,
+                             "part_bytes": 2 * min(f.stat().st_size for f in src.iterdir())}
+    ingest_stage.STAGE.run(Context(root=tmp_path / "run", params=p, progress=False))
+    work = tmp_path / "run/work/ingest"
+    assert [parts.num_rows(work, i) for i in parts.list_parts(work)] == [2, 2, 1]
 
 
 def test_stage_fails_clearly_when_nothing_is_usable(tmp_path):

@@ -221,8 +221,11 @@ def test_dvc_repro_builds_then_is_up_to_date(tmp_path):
 
     sh("git", "init", "-q")
     sh(sys.executable, "-m", "dvc", "init", "-q")
+    shutil.copy(REPO / ".dvc" / "config", repo / ".dvc" / "config")
     sh(sys.executable, "-m", "dvc", "repro")
     assert (repo / "release/README.md").is_file() and (repo / "dvc.lock").is_file()
+    # the cache links the outputs (.dvc/config): an image's bytes are not copied into .dvc/cache
+    assert all(p.stat().st_nlink == 2 for p in (repo / "work" / "ingest").iterdir())
     assert verify_manifest(repo / "release") == []
     assert "up to date" in sh(sys.executable, "-m", "dvc", "repro")
 

@@ -6,6 +6,7 @@ import copy
 import csv
 import io
 import json
+import os
 
 import numpy as np
 import pytest
@@ -100,6 +101,21 @@ def _records(left_caption: str, right_caption: str, scene: str) -> tuple[dict, .
             {"regions": regions}, {"captions": captions}, {"scene_caption": scene},
             {"regions": [{"region_id": 0, "agreement": None}, {"region_id": 1, "agreement": None}], "scene": None,
              "model_a": None, "model_b": None})
+
+
+def test_summary_replaces_its_reports_and_never_writes_into_a_file_dvc_hardlinked_to_its_cache(tmp_path):
+    """With ``cache.type`` hardlink (.dvc/config) a checked-out report shares its inode with DVC's cache: a
+    rewrite must be a new file renamed over it, or `groundcap qa` outside `dvc repro` corrupts the cache."""
+    reports, cache = tmp_path / "reports", tmp_path / "cache"
+    (reports / "plots").mkdir(parents=True)
+    cache.mkdir()
+    names = ["qa.json", "plots/region_scores.csv", "plots/similarity.csv", "plots/rejections.csv"]
+    for k, name in enumerate(names):
+        (cache / str(k)).write_text("cached\n")
+        os.link(cache / str(k), reports / name)
+    Summary().write(reports)
+    assert [(cache / str(k)).read_text() for k in range(len(names))] == ["cached\n"] * len(names)
+    assert all((reports / name).stat().st_nlink == 1 for name in names)
 
 
 def test_the_judge_fails_a_caption_the_pixels_contradict_or_flags_it():

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pyarrow as pa
 import pytest
 import yaml
 
@@ -434,3 +435,25 @@ def test_a_worker_reads_the_declared_columns_from_a_plan_made_once(sample_projec
     assert {c for name, c in reads if name != "ingest"} == {None}
     ours, theirs = tmp_path / "work" / "caption_scene", sample_project / "work" / "caption_scene"
     assert {p.name: p.read_bytes() for p in ours.iterdir()} == {p.name: p.read_bytes() for p in theirs.iterdir()}
+
+
+def test_a_part_past_index_99999_is_listed_and_kept_by_resume(tmp_path):
+    """A million images at 8 per part pass part 99,999: ``part-100000`` has six digits and is still part 100000."""
+    schema = pa.schema([("image_id", pa.string())])
+    for index in (99_999, 100_000):
+        parts.write_part([{"image_id": str(index)}], schema, tmp_path, index)
+    resume.clean(tmp_path, {99_999, 100_000})
+    assert parts.list_parts(tmp_path) == [99_999, 100_000]
+
+
+def test_plan_reads_the_markers_and_opens_no_parquet_part(tmp_path, monkeypatch):
+    """Planning a million images' parts must not open each part's Parquet footer: the marker says its rows."""
+    schema = pa.schema([("image_id", pa.string())])
+    for index in range(3):
+        parts.write_part([{"image_id": f"{index}-{k}"} for k in range(index + 1)], schema, tmp_path / "work/ingest",
+                         index)
+    monkeypatch.setattr(parts.pq, "ParquetFile", None)  # any footer read now fails
+    ctx = Context(root=tmp_path, params=params.defaults(), progress=False)
+    indices, tasks = resume.plan(ctx, order.stage("tag"))
+    assert indices == [0, 1, 2] and [(t.index, t.images, t.retries) for t in tasks] == [(0, 1, None), (1, 2, None),
+                                                                                        (2, 3, None)]

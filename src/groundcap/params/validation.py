@@ -252,6 +252,7 @@ class Mapping_(Check):
 RUN_LEVEL: dict[str, Any] = {
     "source": Str(),
     "part_size": Int(1),
+    "part_bytes": Int(1),
     "profile": StrList(nullable=True, or_str=True),
     "executor": {
         "kind": Enum("local", "ray"),

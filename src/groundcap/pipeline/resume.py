@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from groundcap.annotators import registry
@@ -27,6 +28,8 @@ from groundcap.params import subset
 from groundcap.pipeline import code_deps
 from groundcap.pipeline.stage import Context, MapStage
 from groundcap.storage import atomic, parts
+
+MARKER_READERS = 16
 
 
 def stage_digest(stage: MapStage, params: dict) -> str:
@@ -38,14 +41,20 @@ def stage_digest(stage: MapStage, params: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def fingerprint(digest: str, inputs: list[parts.Folder], index: int) -> str:
-    """Part ``index``'s fingerprint: the stage's ``digest`` and the SHA-256 of the input parts."""
-    shas = []
+def input_markers(inputs: list[parts.Folder], index: int) -> list[dict]:
+    """The markers of part ``index`` of each input folder; an unfinished one is an error."""
+    markers = []
     for directory in inputs:
         marker = parts.read_marker(directory, index)
         if marker is None:
             raise StageInputError(f"part {index} of {directory} is not finished; rerun the stage that writes it")
-        shas.append(marker["sha256"])
+        markers.append(marker)
+    return markers
+
+
+def fingerprint(digest: str, markers: list[dict]) -> str:
+    """A part's fingerprint: the stage's ``digest`` and the SHA-256 of its input parts (their ``markers``)."""
+    shas = [marker["sha256"] for marker in markers]
     return hashlib.sha256(json.dumps({"stage": digest, "inputs": shas}).encode()).hexdigest()
 
 
@@ -61,8 +70,8 @@ def retries(directory: parts.Folder, index: int, fingerprint: str) -> dict[str, 
 def clean(directory: parts.Folder, keep: set[int]) -> None:
     """Remove temporary files a killed run left, and parts (with markers) whose input parts are gone."""
     for path in directory.iterdir():
-        stale = atomic.is_temporary(path)
-        if stale or (path.name.startswith("part-") and int(path.name[5:10]) not in keep):
+        index = parts.part_index(path.name)
+        if atomic.is_temporary(path) or (index is not None and index not in keep):
             path.unlink()
 
 
@@ -79,7 +88,8 @@ class Task:
 
 def plan(ctx: Context, stage: MapStage) -> tuple[list[int], list[Task]]:
     """Every part index of ``stage`` (its first input's), and the tasks for those not finished, after
-    removing what a killed run left (``clean``)."""
+    removing what a killed run left (``clean``). The markers are read by ``MARKER_READERS`` threads: on NFS
+    or object storage each read is a round trip, and a million images are tens of thousands of parts."""
     out = ctx.work(stage.name)
     out.mkdir(parents=True, exist_ok=True)
     sources = [ctx.work(s) for s in stage.inputs]
@@ -87,10 +97,15 @@ def plan(ctx: Context, stage: MapStage) -> tuple[list[int], list[Task]]:
     clean(out, set(indices))
     attempts = int(ctx.params["executor"]["max_attempts"])
     digest = stage_digest(stage, ctx.params)
-    tasks = []
-    for index in indices:
-        print_ = fingerprint(digest, sources, index)
+
+    def task(index: int) -> Task | None:
+        markers = input_markers(sources, index)
+        print_ = fingerprint(digest, markers)
         pending = retries(out, index, print_)
         if pending is None or any(n < attempts for n in pending.values()):
-            tasks.append(Task(index, print_, pending, parts.num_rows(sources[0], index)))
+            return Task(index, print_, pending, parts.num_rows(sources[0], index, markers[0]))
+        return None
+
+    with ThreadPoolExecutor(MARKER_READERS) as pool:
+        tasks = [t for t in pool.map(task, indices) if t is not None]
     return indices, tasks

@@ -15,6 +15,8 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+from groundcap.storage import atomic
+
 BINS = 10  # score histograms: [0, 0.1), ..., [0.9, 1.0]
 VERDICTS = ("supported", "contradicted", "unverifiable")
 
@@ -77,7 +79,7 @@ class Summary:
 
     def write(self, reports: Path) -> None:
         reports.mkdir(parents=True, exist_ok=True)
-        (reports / "qa.json").write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        atomic.write_text(reports / "qa.json", json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
         plots = reports / "plots"
         plots.mkdir(exist_ok=True)
         _csv(plots / "region_scores.csv", ["score", "regions"], _histogram(self.region_scores))
@@ -108,7 +110,9 @@ DVC_PLOTS = [
 
 
 def _csv(path: Path, header: list[str], rows) -> None:
-    with path.open("w", newline="") as f:
+    """Written under a temporary name and renamed, never truncated in place: DVC may hardlink the old file
+    to its cache (docs/pipeline.md, "Disk")."""
+    with atomic.replacing(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(rows)

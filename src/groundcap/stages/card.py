@@ -21,8 +21,8 @@ class CardStage(Stage):
     annotators = ("tag", "segment", "caption_regions", "caption_scene", "redact")  # the backends they ran with
     inputs = (*annotators, "ingest", "split")  # and the licence of each released image
     # it states every setting, hashed
-    param_keys = ("source", "part_size", "profile", "ingest", "tag", "segment", "caption_regions", "caption_scene",
-              "crosscheck", "qa", "dedup", "split", "redact", "build", "audit", "release")
+    param_keys = ("source", "part_size", "part_bytes", "profile", "ingest", "tag", "segment", "caption_regions",
+                  "caption_scene", "crosscheck", "qa", "dedup", "split", "redact", "build", "audit", "release")
     deps = ("release/data", "release/regions", "release/wds", "release/coco", "reports/qa.json", "reports/dedup.json",
             "audits")
     outs = ("release/README.md", "release/croissant.json", "release/changelog.json", "release/plots",

@@ -22,7 +22,7 @@ from groundcap.ingest import decode_rgb
 from groundcap.params.validation import Enum, Int, Num
 from groundcap.pipeline.stage import Context, Stage
 from groundcap.qa import dedup
-from groundcap.storage import parts
+from groundcap.storage import atomic, parts
 
 
 class DedupStage(Stage):
@@ -82,7 +82,7 @@ class DedupStage(Stage):
             "groups": _cluster_sizes(group_rep),
         }
         ctx.reports.mkdir(parents=True, exist_ok=True)
-        (ctx.reports / "dedup.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        atomic.write_text(ctx.reports / "dedup.json", json.dumps(report, indent=2, sort_keys=True) + "\n")
 
 
 def _hash_images(ctx: Context, source, indices: list[int]) -> tuple[list[str], np.ndarray, list[str], list[int]]:

@@ -29,7 +29,7 @@ class LicenseRefused(ReleaseError):
 
 class IngestStage(Stage):
     name = "ingest"
-    param_keys = ("source", "part_size", "ingest", "release.images", "release.license")
+    param_keys = ("source", "part_size", "part_bytes", "ingest", "release.images", "release.license")
     outs = ("work/ingest", "reports/rejects.parquet")
     param_types = {"ingest": {
         "min_side": Int(1),
@@ -62,13 +62,13 @@ class IngestStage(Stage):
     def run(self, ctx: Context) -> None:
         limits = ingest.Limits.from_params(ctx.params["ingest"])
         policy = SourcePolicy.from_params(ctx.params["ingest"])
-        part_size = int(ctx.params["part_size"])
+        part_size, part_bytes = int(ctx.params["part_size"]), int(ctx.params["part_bytes"])
         listed = iter_source(ctx.params["source"], policy)  # a target the policy refuses stops here, nothing reset
         out = parts.reset_dir(ctx.work("ingest"))
         rejects: list[dict] = []
         seen: dict[str, str] = {}
         batch: list[dict] = []
-        index = 0
+        index = batch_bytes = 0
         # one byte over max_bytes tells an over-size file without reading it whole
         files = fetch(listed, policy, limits.max_bytes + 1)
         check_terms = ctx.params["release"]["images"] == "embed" and not ctx.params["release"]["license"]
@@ -96,9 +96,11 @@ class IngestStage(Stage):
                         "the sources: release.license (with release.license_reason, recorded in the card)")
                 seen[image_id] = name
                 batch.append({"image_id": image_id, "source_path": name, "license": item.license, **record})
-                if len(batch) == part_size:
+                batch_bytes += len(record["bytes"])
+                # by count and by bytes: many small images share a part, large ones never make a huge one
+                if len(batch) == part_size or batch_bytes >= part_bytes:
                     parts.write_part(batch, schema.IMAGE, out, index)
-                    batch, index = [], index + 1
+                    batch, index, batch_bytes = [], index + 1, 0
         if batch:
             parts.write_part(batch, schema.IMAGE, out, index)
         ctx.reports.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,8 @@ from groundcap.errors import StageInputError
 from groundcap.storage import atomic
 from groundcap.storage.remote import RemotePath
 
-_PART = re.compile(r"^part-(\d{5})\.parquet$")
+_PART = re.compile(r"^part-(\d{5,})\.(parquet|done)$")  # five digits, more past part 99,999 (a million images
+#                                                      at 8 per part): the index is read as a number, never cut
 
 Folder = Path | RemotePath
 
@@ -45,15 +46,23 @@ def marker_path(directory: Folder, index: int) -> Folder:
     return _folder(directory) / f"part-{index:05d}.done"
 
 
+def part_index(name: str) -> int | None:
+    """The index of a part's file or marker named ``name``, or None for any other file."""
+    m = _PART.match(name)
+    return int(m.group(1)) if m else None
+
+
 def list_parts(directory: Folder) -> list[int]:
     """Indices of the finished parts (those with a completion marker) in ``directory``, ascending (one
     listing: on a store, a request per part would cost a round trip each)."""
     directory = _folder(directory)
     if not directory.is_dir():
         raise StageInputError(f"{directory} does not exist: run the stage that writes it first")
-    names = {p.name for p in directory.iterdir()}
-    return sorted(int(m.group(1)) for name in names
-                  if (m := _PART.match(name)) and f"part-{m.group(1)}.done" in names)
+    found: dict[str, set[int]] = {"parquet": set(), "done": set()}
+    for path in directory.iterdir():
+        if m := _PART.match(path.name):
+            found[m.group(2)].add(int(m.group(1)))
+    return sorted(found["parquet"] & found["done"])
 
 
 @contextmanager
@@ -83,11 +92,11 @@ def write_table(table: pa.Table, path: Folder) -> str:
 
 def write_part(rows: list[dict], schema: pa.Schema, directory: Folder, index: int,
                marker: dict | None = None) -> Folder:
-    """Write part ``index``, then its completion marker (its SHA-256 plus ``marker``)."""
+    """Write part ``index``, then its completion marker (its SHA-256, its row count, plus ``marker``)."""
     path = part_path(directory, index)
     digest = write_table(pa.Table.from_pylist(rows, schema=schema), path)
-    atomic.write_text(marker_path(directory, index), json.dumps({"sha256": digest, **(marker or {})}, sort_keys=True),
-                      durable=True)
+    atomic.write_text(marker_path(directory, index),
+                      json.dumps({"sha256": digest, "rows": len(rows), **(marker or {})}, sort_keys=True), durable=True)
     return path
 
 
@@ -106,8 +115,11 @@ def read_part(directory: Folder, index: int, columns: Iterable[str] | None = Non
     return table.to_pylist()
 
 
-def num_rows(directory: Folder, index: int) -> int:
-    """How many rows part ``index`` holds (read from its footer)."""
+def num_rows(directory: Folder, index: int, marker: dict | None = None) -> int:
+    """How many rows part ``index`` holds: from its ``marker`` when given and it says (no Parquet file opened),
+    else from the part's footer (markers written before they said)."""
+    if marker is not None and "rows" in marker:
+        return int(marker["rows"])
     with _opened(part_path(directory, index)) as source:
         return pq.ParquetFile(source).metadata.num_rows
 
