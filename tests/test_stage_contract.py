@@ -186,6 +186,7 @@ def test_models_are_freed_after_every_stage(one_at_a_time):
 
 
 def test_release_keeps_what_the_next_stage_reuses():
+    models.release()  # what an earlier test in this worker left loaded
     closed = []
 
     class Engine:
