@@ -83,8 +83,7 @@ def test_list_file_source_resolves_relative_paths_and_records_unreadable_entries
 # `make bench --quick`'s figures in groups of a similar cost, so that test workers share them; with the lines each
 # group must print (vlm-batch: measured, or skipped saying why)
 BENCH_GROUPS = {
-    "pipeline,build": ("pipeline peak RSS growth", "build/tar"),
-    "growth": ("its upload adds",),
+    "pipeline,build,growth": ("pipeline peak RSS growth", "build/tar", "its upload adds"),  # one project for all three
     "sources,dedup-images": ("ingest peak RSS", "near-duplicate images"),
     "masks,postprocess,ingest,dedup-index,faces,cli-startup,colour-words,vlm-batch": (
         "dense/RLE", "groundcap/Pillow", "near-duplicate search growth", "vlm-batch"),
