@@ -17,6 +17,18 @@ from groundcap.errors import ParamsError
 from groundcap.masks import Rle
 
 
+def at_work_side(image: np.ndarray, side: int) -> tuple[np.ndarray, float]:
+    """``image`` shrunk (area interpolation) so its longer side is at most ``side``, and the scale applied
+    (1.0: ``image`` itself): the CPU backends compute at a fixed size and map their results back."""
+    h, w = image.shape[:2]
+    scale = min(1.0, side / max(h, w))
+    if scale == 1.0:
+        return image, scale
+    import cv2
+
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA), scale
+
+
 @dataclass(frozen=True)
 class Tag:
     label: str

@@ -18,7 +18,7 @@ from groundcap.credentials import redact
 from groundcap.errors import SourceError
 from groundcap.sources import http, local, sample
 from groundcap.sources.entry import Reader, SourceFile
-from groundcap.sources.policy import HTTP, KEY, LOCAL, SourcePolicy, protocol_of
+from groundcap.sources.policy import HTTP, KEY, LINK_OUT, LOCAL, SourcePolicy, protocol_of
 
 
 def iter_files(source: str, policy: SourcePolicy) -> Iterator[SourceFile]:
@@ -86,7 +86,7 @@ def _walk(root: Path, follow_links: bool) -> Iterator[tuple[PurePosixPath, str, 
                 if not stat.S_ISDIR(mode) and not stat.S_ISREG(mode):
                     yield name, target, local.not_regular(mode, link=True)
                 elif not follow_links and os.path.commonpath([root_real, target]) != root_real:
-                    yield name, target, f"a link out of the source folder; not followed ({KEY}.follow_links: false)"
+                    yield name, target, LINK_OUT
                 elif stat.S_ISDIR(mode):
                     if not follow_links:
                         yield name, target, f"a link to a folder; not followed ({KEY}.follow_links: false)"

@@ -29,6 +29,7 @@ from groundcap.sources.entry import Refused, SourceFile
 
 LOCAL = "file"
 KEY = "ingest.source_policy"
+LINK_OUT = f"a link out of the source folder; not followed ({KEY}.follow_links: false)"  # a reject reason
 HTTP = ("http", "https")
 
 

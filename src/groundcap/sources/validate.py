@@ -13,7 +13,7 @@ import os
 import posixpath
 
 from groundcap.masks import MAX_SIDE
-from groundcap.sources.policy import KEY, LOCAL, SourcePolicy, protocol_of
+from groundcap.sources.policy import LINK_OUT, LOCAL, SourcePolicy, protocol_of
 
 MAX_ID = 2**63 - 1  # ids are SQLite keys (COCO's index) and Arrow int64s
 
@@ -68,7 +68,7 @@ def confined(root: str, path: str, policy: SourcePolicy) -> str:
     if not _within(joined, base):
         raise Invalid(f"{_show(path)}: a path out of the source's folder; never opened")
     if not policy.follow_links and not _within(os.path.realpath(joined), os.path.realpath(base)):
-        raise Invalid(f"{_show(path)}: a link out of the source folder; not followed ({KEY}.follow_links: false)")
+        raise Invalid(f"{_show(path)}: {LINK_OUT}")
     return joined
 
 

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from groundcap import colors, masks
-from groundcap.annotators.base import RegionCaption, RegionCaptioner
+from groundcap.annotators.base import RegionCaption, RegionCaptioner, at_work_side
 from groundcap.annotators.registry import register
 from groundcap.wording import POSITION_PHRASES, article, centroid, join_words, pct, position_name
 
@@ -31,11 +31,7 @@ def gradient_map(image: np.ndarray, side: int) -> np.ndarray:
 
     A fixed analysis size keeps texture values comparable across image resolutions.
     """
-    h, w = image.shape[:2]
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
-    scale = min(1.0, side / max(h, w))
-    if scale < 1.0:
-        gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    gray, _ = at_work_side(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0, side)
     gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3) / 8.0  # /8: a ramp of slope s reads as s
     gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3) / 8.0
     return np.hypot(gx, gy)

@@ -13,7 +13,7 @@ import numpy as np
 
 from groundcap import colors, masks
 from groundcap.annotators.backends.felzenszwalb import touches_border
-from groundcap.annotators.base import ConceptSegmenter, Mask
+from groundcap.annotators.base import ConceptSegmenter, Mask, at_work_side
 from groundcap.annotators.registry import register
 
 
@@ -34,9 +34,7 @@ class ColorRegions(ConceptSegmenter):
         if not wanted:
             return []
         height, width = image.shape[:2]
-        scale = min(1.0, self.work_side / max(height, width))
-        work = image if scale == 1.0 else cv2.resize(
-            image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+        work, scale = at_work_side(image, self.work_side)
         named = colors.name_pixels(colors.to_lab(work.reshape(-1, 3))).reshape(work.shape[:2])
         out = []
         for phrase in wanted:

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from groundcap import masks
-from groundcap.annotators.base import Mask, MaskGenerator
+from groundcap.annotators.base import Mask, MaskGenerator, at_work_side
 from groundcap.annotators.registry import register
 
 
@@ -48,11 +48,7 @@ class FelzenszwalbGenerator(MaskGenerator):
         from skimage.segmentation import felzenszwalb
 
         height, width = image.shape[:2]
-        scale = min(1.0, self.work_side / max(height, width))
-        work = image
-        if scale < 1.0:
-            size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            work = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        work, scale = at_work_side(image, self.work_side)
         min_size = max(1, int(round(self.min_size_frac * work.shape[0] * work.shape[1])))
         labels = felzenszwalb(work, scale=self.scale, sigma=self.sigma, min_size=min_size, channel_axis=-1)
         _, labels = np.unique(labels, return_inverse=True)  # consecutive ids 0..n-1

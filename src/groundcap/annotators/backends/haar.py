@@ -7,7 +7,7 @@ import math
 import cv2
 import numpy as np
 
-from groundcap.annotators.base import Detection, Detector, Tag
+from groundcap.annotators.base import Detection, Detector, Tag, at_work_side
 from groundcap.annotators.registry import register
 from groundcap.errors import BackendUnavailable, ParamsError
 
@@ -80,10 +80,7 @@ class HaarDetector(Detector):
 
     def detect(self, image: np.ndarray, tags: list[Tag]) -> list[Detection]:
         h, w = image.shape[:2]
-        scale = min(1.0, self.work_side / max(h, w))
-        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        if scale < 1.0:
-            gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        gray, scale = at_work_side(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), self.work_side)
         gray = cv2.equalizeHist(gray)
         side = max(1, round(self.min_size_frac * min(gray.shape)))
         dets: list[Detection] = []

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from groundcap.annotators.base import Detection, Detector, Tag
+from groundcap.annotators.base import Detection, Detector, Tag, at_work_side
 from groundcap.annotators.registry import register
 from groundcap.errors import BackendUnavailable
 
@@ -112,9 +112,7 @@ class MtcnnDetector(Detector):
 
     def detect(self, image: np.ndarray, tags: list[Tag]) -> list[Detection]:
         h, w = image.shape[:2]
-        scale = min(1.0, self.work_side / max(h, w))
-        work = image if scale == 1.0 else cv2.resize(
-            image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        work, scale = at_work_side(image, self.work_side)
         dets = []
         for x1, y1, x2, y2, score in self._cascade(work.astype(np.float64)):
             x0, y0 = max(0.0, x1 / scale), max(0.0, y1 / scale)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
-from groundcap.annotators.base import Detection, Detector, Tag
+from groundcap.annotators.base import Detection, Detector, Tag, at_work_side
 from groundcap.annotators.registry import register
 
 
@@ -34,10 +33,7 @@ class RapidOcrDetector(Detector):
 
     def detect(self, image: np.ndarray, tags: list[Tag]) -> list[Detection]:
         h, w = image.shape[:2]
-        scale = min(1.0, self.max_side / max(h, w))
-        work = image
-        if scale < 1.0:
-            work = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        work, scale = at_work_side(image, self.max_side)
         result, _ = self.engine(np.ascontiguousarray(work[:, :, ::-1]))  # RapidOCR takes arrays as BGR
         dets = []
         for polygon, text, score in result or []:
