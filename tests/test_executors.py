@@ -10,7 +10,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from groundcap.pipeline import order
 from groundcap.pipeline.runner import run_all, run_stage
 from groundcap.pipeline.stage import Context
 from groundcap.storage import parts
+from ports import free_port
 
 MAP_STAGES = ("tag", "segment", "caption_regions", "caption_scene", "crosscheck", "qa", "redact")
 # every test here runs photos through the pipeline at least once
@@ -58,12 +58,6 @@ def test_ray_writes_what_the_local_executor_writes(local, tmp_path):
     assert _files(root, "release") == _files(local, "release")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _kill_tree(proc: psutil.Process) -> None:
     """SIGKILL ``proc`` and every process under it: a node lost at once, raylet and workers."""
     tree = [*proc.children(recursive=True), proc]
@@ -86,9 +80,9 @@ def ray_cluster():
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
            "RAY_USAGE_STATS_ENABLED": "0", "RAY_health_check_period_ms": "1000",
            "RAY_health_check_failure_threshold": "3"}
-    port = _free_port()
+    port = free_port()
     nodes = {"head": ["--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=false",
-                      f"--dashboard-port={_free_port()}"],
+                      f"--dashboard-port={free_port()}"],
              "a": [f"--address=127.0.0.1:{port}", "--num-cpus=1", '--resources={"site_a": 1}'],
              "b": [f"--address=127.0.0.1:{port}", "--num-cpus=1", '--resources={"site_b": 1}']}
     procs, logs = {}, contextlib.ExitStack()
@@ -98,7 +92,7 @@ def ray_cluster():
                 (base / name).mkdir()
                 procs[name] = subprocess.Popen(
                     [str(ray_bin), "start", *nodes[name], f"--temp-dir={base / name}", "--block",
-                     "--object-store-memory=80000000", f"--dashboard-agent-listen-port={_free_port()}"],
+                     "--object-store-memory=80000000", f"--dashboard-agent-listen-port={free_port()}"],
                     cwd=base / name, env=env, stdout=logs.enter_context((base / f"{name}.log").open("w")),
                     stderr=subprocess.STDOUT)
             deadline = time.monotonic() + 120

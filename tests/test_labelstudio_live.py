@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from typer.testing import CliRunner
 from groundcap import audit, masks, params
 from groundcap.audit import rle_brush, verdicts
 from groundcap.cli.audit import audit_app
+from ports import free_port
 
 pytestmark = [pytest.mark.eco, pytest.mark.slow]
 
@@ -42,17 +42,11 @@ ACCOUNT = ["--username", USER, "--password", PASSWORD, "--user-token", TOKEN, "-
 START_TIMEOUT = 300  # a first start migrates a fresh SQLite database: about a minute on two cores
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """``label-studio start`` on loopback; yields (base URL, session with the token)."""
     data = tmp_path_factory.mktemp("label-studio")
-    port = _free_port()
+    port = free_port()
     exe = shutil.which("label-studio", path=str(Path(sys.executable).parent))
     env = {**os.environ, "LABEL_STUDIO_BASE_DATA_DIR": str(data), "DJANGO_DB": "sqlite",
            "LATEST_VERSION_CHECK": "false"}  # no call to pypi.org

@@ -26,6 +26,7 @@ from groundcap import params
 from groundcap.pipeline.stage import Context
 from groundcap.sources import SourceError, SourcePolicy, fetch, iter_source
 from groundcap.stages import ingest as ingest_stage
+from ports import free_port
 
 TOKEN = "hf_" + "Q7x" * 10  # shaped like a Hub token; must never reach a table
 
@@ -128,12 +129,6 @@ def _server(files: dict[str, bytes] | None = None):
     finally:
         server.shutdown()
         server.server_close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- finding 1 ----------------------------------------------------------------------------------------
@@ -345,7 +340,7 @@ def test_non_regular_files_in_a_folder_each_get_a_reject_row(tmp_path):
 
 @pytest.mark.timeout(30)
 def test_a_refused_connection_is_reported_as_refused(tmp_path):
-    url = f"http://127.0.0.1:{_free_port()}/a.png"
+    url = f"http://127.0.0.1:{free_port()}/a.png"
     (tmp_path / "list.txt").write_text(url + "\n")
     _, rejects = _ingest(tmp_path, tmp_path / "list.txt")
     assert rejects[url] == "connection refused by 127.0.0.1"

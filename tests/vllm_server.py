@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,14 +31,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from ports import free_port
+
 SERVED_NAME = "tiny-qwen"  # the model name the server answers to (--served-model-name)
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def serve_flags(model: str, engine_options: dict[str, Any]) -> list[str]:
