@@ -36,7 +36,7 @@ def test_the_gpu_profile_names_every_missing_model_and_package():
     assert ("segment", "facebook/sam-vit-huge") in failed
     assert "needs vllm" in failed[("caption_regions", "region_captioner vlm")]  # vLLM is not installed here
     assert "no CUDA device" in failed[("caption_regions", "CUDA")]
-    assert preflight.hub_models(list(order.stages()), p)[:2] == ["openai/clip-vit-large-patch14",
+    assert preflight.hub_models(list(order.stages()), p)[:2] == ["OpenGVLab/InternVL3-8B-hf",
                                                                    "IDEA-Research/grounding-dino-base"]
     with pytest.raises(BackendUnavailable, match="preflight failed"):
         preflight.require(p, [order.stage("segment")])
