@@ -225,9 +225,9 @@ def test_the_embedded_crop_loop_names_class_agnostic_masks_and_prompts_the_conce
     named = [(r["label"], r["source"]) for r in row["regions"]]
     assert ("region", "felzenszwalb") not in named  # every class-agnostic mask named by its crop
     if crop_prompts:  # the crop tag prompted the concept segmenter: both red areas, before the everything masks
-        assert named.count(("red", "color_regions")) == 2 and ("red", "felzenszwalb") not in named
+        assert named.count(("red", "color_regions")) == 2 and ("red", "felzenszwalb+palette") not in named
     else:
-        assert ("red", "felzenszwalb") in named and ("red", "color_regions") not in named
+        assert ("red", "felzenszwalb+palette") in named and ("red", "color_regions") not in named
     assert [s["backend"] for s in row["provenance"]] == ["grabcut", "color_regions", "felzenszwalb", "palette",
                                                          *(["haar"] if crop_prompts else [])]
 

@@ -4,14 +4,10 @@ entity regions and their parts (``annotators.entities``).
 
 The crop loop (PancapEngine): with a crop tagger set, every class-agnostic mask (an "everything" or
 given mask with a generic label) is cropped and tagged, all crops of a batch in one tagger call, and
-takes its best tag as its name; with ``crop_prompts``, the crop tags the image's own tags lack prompt
-the tag stage's detectors (their boxes segmented by the prompted segmenter) and the concept
-segmenter, so what a crop showed is also found where no class-agnostic mask caught it.
-
-Masks the source came with (SA-1B, COCO: ``given`` in the ingest parts) go first under
-``segment.given``: ``use`` takes them instead of the segmenters, ``merge`` lets the segmenters add
-what lies outside them, ``ignore`` segments as if there were none. An image whose source had no
-annotations is segmented as always."""
+takes its best tag as its name (its source then says so: ``felzenszwalb+palette``, ``given:sa1b+vlm``);
+with ``crop_prompts``, the crop tags the image's own tags lack prompt the tag stage's detectors (their
+boxes segmented by the prompted segmenter) and the concept segmenter, so what a crop showed is also
+found where no class-agnostic mask caught it."""
 
 from __future__ import annotations
 
@@ -133,7 +129,9 @@ class SegmentStage(MapStage):
                 kept = [t for t in tags if t.score >= floor and t.label not in self.generic]
                 if kept:
                     best = max(kept, key=lambda t: t.score)
-                    getattr(f, kind)[k] = replace(getattr(f, kind)[k], label=best.label, label_score=best.score)
+                    m = getattr(f, kind)[k]
+                    getattr(f, kind)[k] = replace(m, label=best.label, label_score=best.score,
+                                                  source=f"{m.source}+{self.crop_tagger.name}")
                 for t in kept:
                     if t.label not in f.tags:
                         f.new.setdefault(t.label, t)
