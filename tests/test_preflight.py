@@ -159,3 +159,15 @@ def test_the_cuda_checks_leave_cuda_uninitialised_so_vllm_can_fork(tmp_path):
     assert found["initialized"] is False
     assert found["forked"] in (None, 0)
     assert found["worker"] == "started" or "no CUDA device is visible" in found["worker"]
+
+
+def test_the_gpu_profile_tags_crop_tags_and_captions_on_one_engine():
+    """The tag stage's VLM tagger, segment's crop tagger and the region and scene captioners name one engine
+    key, so each stage keeps the engine for the next (``Stage.reuses``): one 8B VLM loaded from tag to
+    caption_scene, not one per stage."""
+    p = params.load(params.PROFILES / "gpu.yaml")
+    reused = {name: order.stage(name).reuses(params.subset(p, (*order.stage(name).param_keys, "executor")))
+              for name in ("segment", "caption_regions", "caption_scene")}
+    tag = order.stage("tag")
+    [engine] = tag.reuses(params.subset(p, (*tag.param_keys, "executor")))
+    assert "InternVL3-8B-hf" in engine[1] and all(engine in keys for keys in reused.values())

@@ -121,9 +121,9 @@ class SegmentStage(MapStage):
         floor = self.section["crop_tag_min_score"]
         todo = [[(kind, k) for kind in ("given", "generated") for k, m in enumerate(getattr(f, kind))
                  if m.label in self.generic] for f in found]
-        tagged = self.crop_tagger.tag_crops_batch(
-            [(f.image, [tuple(masks.bbox(getattr(f, kind)[k].rle)) for kind, k in ks]) for f, ks in zip(found, todo,
-                                                                                                      strict=True)])
+        boxes = [[tuple(masks.bbox(getattr(f, kind)[k].rle)) for kind, k in ks] for f, ks in zip(found, todo,
+                                                                                                   strict=True)]
+        tagged = self.crop_tagger.tag_crops_batch([(f.image, b) for f, b in zip(found, boxes, strict=True)])
         for f, ks, per_crop in zip(found, todo, tagged, strict=True):
             for (kind, k), tags in zip(ks, per_crop, strict=True):
                 kept = [t for t in tags if t.score >= floor and t.label not in self.generic]
