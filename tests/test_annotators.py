@@ -188,6 +188,62 @@ def test_the_segment_stage_adds_a_concept_segmenters_masks_of_the_tags():
     assert [r["label"] for r in red] == ["red", "red"] and row["regions"][:2] == red  # labelled masks go first
 
 
+def _png(image: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("crop_prompts", [False, True])
+def test_the_embedded_crop_loop_names_class_agnostic_masks_and_prompts_the_concept_segmenter(crop_prompts):
+    """The CPU counterpart of PancapEngine's loop: the palette tags each felzenszwalb mask's crop; the red
+    square, under the palette's 15% share for the whole image, is named "red"; with ``crop_prompts``
+    "red" prompts ``color_regions``, which finds it and the red sliver felzenszwalb merged into the blue."""
+    from groundcap import params
+    from groundcap.pipeline import order
+
+    image = np.full((120, 180, 3), (30, 40, 200), np.uint8)
+    image[20:60, 20:70] = (200, 30, 30)  # 9% of the image
+    image[90:118, 120:126] = (200, 30, 30)  # a sliver: below felzenszwalb's min size, inside the blue
+    p = params.defaults()
+    p["tag"] = {**p["tag"], "detectors": ["haar"]}  # prompted too (its cascades' own labels: nothing red here)
+    p["segment"] = {**p["segment"], "concept": "color_regions", "crop_tagger": "palette",
+                    "crop_prompts": crop_prompts, "color_regions": {"work_side": 90, "min_area_frac": 0.005},
+                    "felzenszwalb": {"min_size_frac": 0.05}}
+    problems: list[str] = []
+    stage = order.stage("segment")
+    stage.check_params(p, problems)
+    assert problems == []
+    stage.setup(params.subset(p, (*stage.param_keys, "executor")))
+    tags = [{"label": "blue", "score": 0.9, "source": "palette"}]  # the whole image's palette: no red
+    [row] = stage.process_batch([({"image_id": "x", "bytes": _png(image), "given": None},
+                                  {"image_id": "x", "tags": tags, "detections": []})])
+    named = [(r["label"], r["source"]) for r in row["regions"]]
+    assert ("region", "felzenszwalb") not in named  # every class-agnostic mask named by its crop
+    if crop_prompts:  # the crop tag prompted the concept segmenter: both red areas, before the everything masks
+        assert named.count(("red", "color_regions")) == 2 and ("red", "felzenszwalb+palette") not in named
+    else:
+        assert ("red", "felzenszwalb+palette") in named and ("red", "color_regions") not in named
+    assert [s["backend"] for s in row["provenance"]] == ["grabcut", "color_regions", "felzenszwalb", "palette",
+                                                         *(["haar"] if crop_prompts else [])]
+
+
+def test_crop_prompts_without_a_crop_tagger_is_refused():
+    from groundcap import params
+    from groundcap.pipeline import order
+
+    p = params.defaults()
+    p["segment"] = {**p["segment"], "crop_prompts": True}
+    problems: list[str] = []
+    order.stage("segment").check_params(p, problems)
+    assert problems == ["params: segment.crop_prompts needs segment.crop_tagger: without crop tags nothing prompts "
+                        "the detectors"]
+
+
 def test_felzenszwalb_calls_an_interior_segment_an_object():
     image = np.full((100, 100, 3), (120, 120, 120), np.uint8)
     image[40:60, 40:60] = (230, 200, 20)

@@ -304,3 +304,32 @@ def test_bfloat16_boxes_are_scaled_to_pixels_in_float32(tiny, cat, name):
     assert inner
     for det in inner:
         assert torch.isclose(exact, torch.tensor(det.bbox, dtype=torch.float64), atol=0.05).all(-1).any(), det.bbox
+
+
+def test_crop_tags_prompt_a_real_detector_in_the_segment_stage(tiny):
+    """PancapEngine's loop with a real prompted detector: the palette names the red square's crop "red", a tag
+    the image's own tags ("blue") lack, so "red" alone prompts OWLv2 (random weights, box threshold 0: boxes
+    for the prompt), whose boxes grabcut segments into regions labelled "red" that go before the felzenszwalb ones."""
+    import io
+
+    from PIL import Image
+
+    from groundcap import params
+    from groundcap.pipeline import order
+
+    image = np.full((120, 180, 3), (30, 40, 200), np.uint8)
+    image[20:60, 20:70] = (200, 30, 30)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    p = params.defaults()
+    p["tag"] = {**p["tag"], "detectors": ["owlv2"],
+                "owlv2": {"model": tiny["owlv2"], "device": "cpu", "box_threshold": 0.0, "max_detections": 2}}
+    p["segment"] = {**p["segment"], "crop_tagger": "palette", "crop_prompts": True, "max_regions": 64}
+    stage = order.stage("segment")
+    stage.setup(params.subset(p, (*stage.param_keys, "executor")))
+    row = stage.process({"image_id": "x", "bytes": buffer.getvalue(), "given": None},
+                        {"image_id": "x", "tags": [{"label": "blue", "score": 0.9, "source": "palette"}],
+                         "detections": []})
+    prompted = [r for r in row["regions"] if not r["source"].startswith("felzenszwalb")]  # grabcut's (or its box)
+    assert prompted and {r["label"] for r in prompted} == {"red"}
+    assert "owlv2" in [s["backend"] for s in row["provenance"]]

@@ -134,7 +134,7 @@ def test_profiles_resolve_by_name_beside_the_params_file(tmp_path):
     f = tmp_path / "params.yaml"
     f.write_text("profile: [gpu, sa_pancap]\n")
     loaded = params.load(f)
-    assert loaded["tag"]["taggers"] == ["clip"] and loaded["split"]["fractions"] is None
+    assert loaded["tag"]["taggers"] == ["vlm"] and loaded["split"]["fractions"] is None
     f.write_text("profile: gpu\n")
     assert params.load(f)["segment"]["prompted"] == "sam"
 

@@ -36,7 +36,7 @@ def test_the_gpu_profile_names_every_missing_model_and_package():
     assert ("segment", "facebook/sam-vit-huge") in failed
     assert "needs vllm" in failed[("caption_regions", "region_captioner vlm")]  # vLLM is not installed here
     assert "no CUDA device" in failed[("caption_regions", "CUDA")]
-    assert preflight.hub_models(list(order.stages()), p)[:2] == ["openai/clip-vit-large-patch14",
+    assert preflight.hub_models(list(order.stages()), p)[:2] == ["OpenGVLab/InternVL3-8B-hf",
                                                                    "IDEA-Research/grounding-dino-base"]
     with pytest.raises(BackendUnavailable, match="preflight failed"):
         preflight.require(p, [order.stage("segment")])
@@ -159,3 +159,15 @@ def test_the_cuda_checks_leave_cuda_uninitialised_so_vllm_can_fork(tmp_path):
     assert found["initialized"] is False
     assert found["forked"] in (None, 0)
     assert found["worker"] == "started" or "no CUDA device is visible" in found["worker"]
+
+
+def test_the_gpu_profile_tags_crop_tags_and_captions_on_one_engine():
+    """The tag stage's VLM tagger, segment's crop tagger and the region and scene captioners name one engine
+    key, so each stage keeps the engine for the next (``Stage.reuses``): one 8B VLM loaded from tag to
+    caption_scene, not one per stage."""
+    p = params.load(params.PROFILES / "gpu.yaml")
+    reused = {name: order.stage(name).reuses(params.subset(p, (*order.stage(name).param_keys, "executor")))
+              for name in ("segment", "caption_regions", "caption_scene")}
+    tag = order.stage("tag")
+    [engine] = tag.reuses(params.subset(p, (*tag.param_keys, "executor")))
+    assert "InternVL3-8B-hf" in engine[1] and all(engine in keys for keys in reused.values())

@@ -141,3 +141,39 @@ def test_the_qa_stage_judges_in_its_own_methods_not_ones_setup_patches_in():
     assert stage.error_row("img", "tag: OSError: boom") == {
         "image_id": "img", "score": 0.0, "passed": False, "reasons": ["tag: OSError: boom"], "regions": [],
         "scene_caption": None, "scene_evidence": [], "scene_consistency": None}
+
+
+def test_a_caption_naming_another_class_than_the_source_gave_is_a_recorded_disagreement():
+    """DLC-SDP stage 1: a COCO region's category is its name. "a red cat" on a region COCO calls a dog is
+    flagged (qa.given_class: flag), with the reason in the region's evidence and the report's flags; "a blue
+    man" on a person agrees (an alias); with ``fail`` the cat region fails."""
+    records = _records("a red cat", "a blue man", "<r0>a red cat</r0> beside <r1>a blue man</r1>")
+    for region, label in zip(records[1]["regions"], ("dog", "person"), strict=True):
+        region |= {"source": "given:coco", "label": label}
+    section = copy.deepcopy(params.defaults()["qa"])
+    row = Judge(section).image(*records)
+    cat, man = row["regions"]
+    assert cat["passed"] and cat["reasons"] == ["flagged: caption names another class than the source's"]
+    assert {"kind": "label", "claim": "cat", "verdict": "contradicted", "detail": "the source's class is 'dog'"} in \
+        cat["evidence"]
+    assert man["reasons"] == [] and man["evidence"][-1]["verdict"] == "supported"
+    summary = Summary()
+    summary.add([row])
+    assert summary.flags == {"caption names another class than the source's": 1}
+    section["given_class"] = "fail"
+    assert Judge(section).image(*records)["regions"][0]["reasons"] == ["caption names another class than the source's"]
+
+
+@pytest.mark.parametrize(("source", "label", "caption", "verdict"), [
+    ("given:coco", "potted plant", "a green plant in a pot", "supported"),  # the head word
+    ("given:coco", "wall-other-merged", "two white walls", "supported"),  # COCO panoptic's stuff name
+    ("given:coco", "dog", "a brown animal", "unverifiable"),  # a wider noun names no other class
+    ("given:coco", "dog", "a cat on a sofa", "contradicted"),
+    ("given:sa1b+vlm", "dog", "a cat", None),  # a crop tagger named it: no class was given
+    ("felzenszwalb", "dog", "a cat", None),
+])
+def test_check_class_reads_the_class_in_the_captions_words(source, label, caption, verdict):
+    from groundcap.qa import evidence
+
+    found = evidence.check_class(caption, {"source": source, "label": label})
+    assert (found and found["verdict"]) == verdict

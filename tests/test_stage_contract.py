@@ -137,7 +137,8 @@ def test_editing_a_prompt_or_a_backend_reruns_the_stages_that_run_it(package_cop
     changed = {s for s in before if before[s] != after[s]}
     assert changed == {"caption_regions", "crosscheck"}  # the stages with a region_captioner step
     _touch(package_copy / "annotators" / "backends" / "haar.py")  # a detector
-    assert {s for s in after if after[s] != _digests(p)[s]} == {"tag", "redact"}  # both run detectors
+    assert {s for s in after if after[s] != _digests(p)[s]} == {"tag", "segment", "redact"}  # detectors (segment: the
+    # crop loop's, segment.crop_prompts)
     _touch(package_copy / "qa" / "evidence.py")
     assert "qa" in {s for s, d in _digests(p).items() if d != after[s]}
 

@@ -469,3 +469,23 @@ def test_internvl_tiles_are_capped_to_the_pixels_of_max_image_side(tmp_path_fact
         assert large.usage["prompt_tokens"] - one_tile.usage["prompt_tokens"] == (capped - 1) * 4
     finally:
         chat.close()
+
+
+def test_the_vlm_tagger_tags_a_batch_and_its_crops_in_one_call_each_under_the_tags_schema(chat, chat_calls, tiny_qwen):
+    """On the session's engine (the captioner's options, so no second load): two images in one ``LLM.chat``,
+    their three crops in one more, each held to the tags schema by structured outputs; whatever the random
+    model names comes back as ranked tags, or the batch fails with the reason."""
+    from groundcap.annotators.backends.vlm_tagger import TAGS_SCHEMA
+
+    tagger = registry.create("tagger", "vlm", vlm_options(tiny_qwen, max_tokens=32, max_attempts=1, max_words=64))
+    assert tagger.chat is chat
+    images = [photo(seed=i) for i in range(2)]
+    tags = tagger.tag_batch(images)
+    crops = tagger.tag_crops_batch([(images[0], [(0, 0, 60, 40), (50, 50, 60, 60)]), (images[1], [(10, 10, 80, 80)])])
+    assert [len(conversations) for conversations, _ in chat_calls] == [2, 3]
+    held = [params.structured_outputs.json for _, params in chat_calls]
+    assert all((json.loads(h) if isinstance(h, str) else h) == TAGS_SCHEMA for h in held)
+    assert len(tags) == 2 and [len(per_image) for per_image in crops] == [2, 1]
+    for ts in [*tags, *(ts for per_image in crops for ts in per_image)]:
+        assert [t.score for t in ts] == [round(1 / (1 + rank), 4) for rank in range(len(ts))]
+        assert all(t.label and t.label == t.label.casefold() and t.source == "vlm" for t in ts)

@@ -592,3 +592,56 @@ def test_every_outline_is_drawn_on_one_downscaled_copy_per_image(monkeypatch):
     assert len(drawn) == 8  # 4 regions, detailed caption and verdict
     assert {shape for _, shape, _ in drawn} == {(80, 120, 3)} and {size for _, _, size in drawn} == {(H, W)}
     assert len({view for view, _, _ in drawn[:4]}) == 2  # one copy per image, per step
+
+
+# --- open-vocabulary tagger (issue 25) -----------------------------------------------------------
+
+def test_the_vlm_tagger_asks_once_per_batch_and_ranks_the_names_it_reads():
+    """Three images in one batch, four crops of two images in one more: one request each, held to the tags
+    schema; names casefolded, articles and blanks dropped, each once, scored by rank; crops padded."""
+    from groundcap.annotators.backends.vlm_tagger import TAGS_SCHEMA
+
+    def script(body, n):
+        if "crop around one region" in user_text(body):
+            [img] = images(body)
+            return reply(tags=[f"thing {img.size[0]}"])
+        return reply(tags=["A Dog", "the  grass", "dog", " ", "sky"])
+
+    image = scene_image()
+    with FakeOpenAI(script) as server:
+        tagger = registry.create("tagger", "vlm", options(server, top_k=2))
+        tags = tagger.tag_batch([image] * 3)
+        crops = tagger.tag_crops_batch([(image, [(0, 0, 100, 50), (10, 10, 40, 40)]), (image, [(0, 0, 30, 30)])])
+    ranked = [("dog", 1.0, "vlm"), ("grass", 0.5, "vlm")]  # top_k 2: "sky" is third
+    assert [[(t.label, t.score, t.source) for t in ts] for ts in tags] == [ranked] * 3
+    assert [[[t.label for t in ts] for ts in per_image] for per_image in crops] == [
+        [["thing 110"], ["thing 48"]], [["thing 33"]]]  # each box grown by crop_pad 0.1, clipped at the border
+    assert len(server.requests) == 6 and all(r.body["response_format"]["json_schema"]["schema"] == TAGS_SCHEMA
+                                             for r in server.requests)
+
+
+def test_a_vlm_tagger_reply_that_never_names_fails_with_its_reason():
+    with FakeOpenAI(lambda body, n: reply(tags=["a very long sentence that is not a name at all"])) as server:
+        tagger = registry.create("tagger", "vlm", options(server, max_attempts=2))
+        with pytest.raises(RuntimeError, match=r"vlm tagger got no tags \(tag_image #0: .*not a name of at most 4 "
+                                               r"words.* after 2 attempts"):
+            tagger.tag(scene_image())
+    assert len(server.requests) == 2  # re-asked once
+
+
+def test_a_class_the_source_gave_names_the_region_in_both_caption_prompts():
+    """DLC-SDP stage 1: a COCO region's category is its name in the short and the detailed prompt; a detector's
+    label stays a hint "that may be wrong", and so does a given mask a crop tagger named (no class was given)."""
+    image = scene_image()
+    regions = two_regions()
+    regions[0] |= {"source": "given:coco", "label": "dining table"}
+    regions[1] |= {"source": "given:sa1b+vlm"}
+    with FakeOpenAI(lambda body, n: reply(short="a thing") if kind(body) == "short" else reply(detailed="A thing."))\
+            as server:
+        registry.create("region_captioner", "vlm", options(server)).caption(image, regions)
+    given = 'The dataset the photo comes from labels it "dining table": that is its class'
+    short, detailed = (sorted((user_text(b) for b in sent(server, name)), key=lambda t: given not in t)
+                       for name in ("short", "detailed"))  # the given class's first: requests run concurrently
+    assert [given in text for text in short] == [True, False] and [given in text for text in detailed] == [True, False]
+    assert 'A detector called it "table" (this may be empty or wrong).' in short[1]
+    assert "may be empty or wrong" not in short[0]

@@ -142,7 +142,7 @@ CROSSCHECK = pa.schema(
 
 CLAIM = pa.struct(  # one claim a caption makes that pixels or the annotations can settle
     [
-        ("kind", pa.string()),  # qa.claims.KINDS but label: color, material, position, area, count, text, relation
+        ("kind", pa.string()),  # qa.claims.KINDS; label only against the class a source gave (qa.evidence.check_class)
         ("claim", pa.string()),  # the words in the caption
         ("verdict", pa.string()),  # supported | contradicted | unverifiable
         ("detail", pa.string()),  # what was measured

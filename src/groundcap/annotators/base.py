@@ -57,6 +57,7 @@ class Mask:
     text: str | None = None
     predicted_iou: float | None = None
     stability_score: float | None = None
+    label_score: float | None = None  # the label's own score where it is not the mask's (a crop tag's)
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,11 @@ class Tagger(Backend):
     def tag_crops(self, image: np.ndarray, boxes: list[tuple[float, float, float, float]]) -> list[list[Tag]]:
         """Tags per box crop: names class-agnostic regions (PancapEngine). Backends may batch this."""
         return [self.tag(crop(image, box)) for box in boxes]
+
+    def tag_crops_batch(self, items: list[tuple[np.ndarray, list[tuple[float, float, float, float]]]]
+                        ) -> list[list[list[Tag]]]:
+        """``tag_crops`` for each (image, boxes); a VLM tagger asks its engine once for every crop."""
+        return [self.tag_crops(image, boxes) for image, boxes in items]
 
 
 class Detector(Backend):

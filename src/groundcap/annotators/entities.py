@@ -7,6 +7,8 @@ what the detectors did not name.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from groundcap import masks
@@ -24,7 +26,7 @@ def _record(region_id: int, rle: masks.Rle, m: Mask) -> dict:
         "bbox": masks.bbox(rle),
         "area": masks.area(rle),
         "label": m.label,
-        "label_score": float(m.score),
+        "label_score": float(m.score if m.label_score is None else m.label_score),
         "source": m.source,
         "granularity": m.granularity,
         "parent_id": None,
@@ -52,8 +54,7 @@ def nest_given(given: list[Mask], min_containment: float) -> list[Mask]:
     for i, m in enumerate(given):
         inside = any(j != i and areas[j] > areas[i] and overlap[i, j] >= min_containment * areas[i]
                      for j in range(len(given)))
-        out.append(Mask(m.rle, m.label, m.score, m.source, "part", m.text, m.predicted_iou, m.stability_score)
-                   if inside and areas[i] else m)
+        out.append(replace(m, granularity="part") if inside and areas[i] else m)
     return out
 
 
@@ -147,9 +148,8 @@ def _link_parts(parts, regions, nms_iou, min_area, min_keep_frac, max_parts, min
         best = int(np.argmax(overlap[row]))
         if own and overlap[row, best] >= min_containment * own:
             clipped = masks.intersection(parts[i].rle, entities[best]["segmentation"])
-            by_parent.setdefault(best, []).append((Mask(clipped, parts[i].label, parts[i].score, parts[i].source,
-                                                        "part", parts[i].text, parts[i].predicted_iou,
-                                                        parts[i].stability_score), masks.area(clipped)))
+            by_parent.setdefault(best, []).append((replace(parts[i], rle=clipped, granularity="part"),
+                                                   masks.area(clipped)))
     budget = max_parts
     for parent in sorted(by_parent):
         queue = sorted(by_parent[parent], key=lambda c: -c[1])

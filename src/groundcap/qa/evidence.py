@@ -31,13 +31,14 @@ Rules, in the caption's own terms:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from functools import cached_property
 
 import numpy as np
 
 from groundcap import colors, grounding, masks
-from groundcap.qa import claims
+from groundcap.qa import claims, vocabulary
 from groundcap.qa.claims import Claim
 from groundcap.wording import centroid, pct, position_name
 
@@ -227,6 +228,38 @@ def check_scene(text: str, image: np.ndarray | None, regions: list[dict], option
         if subject in by_id and obj in by_id:
             out += _judge([relation], _Region(image, {}, regions, options), prefix=f"r{subject}, r{obj}: ")
     return list({(v["kind"], v["claim"]): v for v in out}.values())  # a region mentioned twice: once
+
+
+def given_class(region: dict) -> str | None:
+    """The class the region's source gave (COCO's category, a Hub dataset's label): a ``given:<kind>`` region's
+    label, unless the segment stage's crop tagger named it (source ``given:<kind>+<tagger>``)."""
+    source, label = region.get("source") or "", (region.get("label") or "").strip()
+    return label if source.startswith("given:") and "+" not in source and label else None
+
+
+_CLASS_FILLER = {"other", "merged", "stuff"}  # COCO panoptic's "wall-other-merged" is a wall
+
+
+def check_class(text: str, region: dict) -> dict | None:
+    """Whether a caption agrees with the class the region's source gave (DLC-SDP: the class is the region's
+    name); None for a region without one. Supported when the caption names the class (the class, its head word,
+    singular or plural, or one of ``vocabulary.CLASS_ALIASES``); contradicted when it names other labels of
+    the vocabulary only (wider nouns, ``vocabulary.GENERIC_NOUNS``, do not count); else unverifiable."""
+    given = given_class(region)
+    if given is None:
+        return None
+    words = [w for w in re.split(r"[\s_-]+", given.casefold()) if w and w not in _CLASS_FILLER] or [given.casefold()]
+    names = {" ".join(words), words[-1], *vocabulary.CLASS_ALIASES.get(" ".join(words), ())}
+    said = {claims.singular(w) for w in re.findall(r"[a-z]+", text.casefold())}
+    verdict = {"kind": "label", "claim": given, "verdict": "supported", "detail": f"the source's class is {given!r}"}
+    if any(claims.singular(n) in said if " " not in n else re.search(rf"\b{re.escape(n)}", text, re.I)
+           for n in names):
+        return verdict
+    others = [c for c in claims.parse(text) if c.kind == "label" and c.value not in vocabulary.GENERIC_NOUNS
+              and c.value not in words]
+    if not others:
+        return verdict | {"verdict": "unverifiable", "detail": f"the caption names no class; the source's is {given!r}"}
+    return verdict | {"claim": others[0].text, "verdict": "contradicted", "detail": f"the source's class is {given!r}"}
 
 
 def explain(verdict: dict) -> str:

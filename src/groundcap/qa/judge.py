@@ -37,16 +37,20 @@ class Judge:
             rid, caption = region["region_id"], captions.get(region["region_id"])
             region_claims = evidence.check_region(claims.caption_text(caption["short"], caption["detailed"]), image,
                                                   region, regions, options) if caption else []
+            given = evidence.check_class(claims.caption_text(caption["short"], caption["detailed"]), region) \
+                if caption else None
             decision = self._decide(agreements.get(rid), cross_row, agree["min_similarity"])
             fail, flag = checks.split_by_action({
                 "caption contradicted by pixels": (not evidence.contradicted(region_claims), evidence_action),
+                **({"caption names another class than the source's": (given["verdict"] != "contradicted",
+                                                                      section["given_class"])} if given else {}),
                 **({"models disagree on the caption": (decision["passed"], agree["action"])} if decision else {}),
             })
             structural = checks.region_checks(region, caption, h, w, section["min_region_area_frac"],
                                               section["require_unique_captions"])
             v = checks.verdict({**structural, **fail}, flag)
             region_verdicts.append({"region_id": rid, "score": v.score, "passed": v.passed, "reasons": v.reasons,
-                                    "evidence": region_claims, "consistency": decision})
+                                    "evidence": region_claims + ([given] if given else []), "consistency": decision})
         failed_ids = {r["region_id"] for r in region_verdicts if not r["passed"]}
         for region, verdict in zip(regions, region_verdicts, strict=True):
             if region["parent_id"] is not None and region["parent_id"] in failed_ids:  # parts go with their entity

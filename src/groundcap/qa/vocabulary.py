@@ -71,3 +71,16 @@ OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "bel
 # words that may stand between a mention and its relation phrase: "<r1>the cup</r1> is resting on <r2>..."
 RELATION_LEAD = ("is", "are", "was", "were", "lies", "lie", "sits", "sit", "stands", "stand", "rests", "located",
                  "positioned", "placed", "seen", "appear", "appears", "which", "that")
+
+# given classes (COCO's categories, a Hub dataset's labels): other words a true caption names the class by;
+# a caption that names one of these, the class or its head word ("plant" for "potted plant") names the class
+CLASS_ALIASES = {
+    "person": ("man", "woman", "boy", "girl", "child", "kid", "baby", "people", "player", "rider", "skier",
+               "surfer", "skateboarder", "lady", "guy", "pedestrian"),
+    "couch": ("sofa",), "tv": ("television", "monitor", "screen"), "motorcycle": ("motorbike",),
+    "airplane": ("plane", "aircraft", "jet"), "bicycle": ("bike",), "laptop": ("computer",), "cup": ("mug",),
+    "dog": ("puppy",), "cat": ("kitten",), "cell phone": ("smartphone", "mobile"),
+}
+# nouns wider than any dataset class: a caption that calls a dog "an animal" names no other class
+GENERIC_NOUNS = ("animal", "object", "thing", "item", "vehicle", "furniture", "food", "plant", "person", "people",
+                 "region", "area", "surface", "structure")

@@ -32,6 +32,7 @@ class QaStage(MapStage):
         "min_region_area_frac": Fraction(),
         "min_regions": Int(0),
         "require_unique_captions": Bool(),
+        "given_class": Enum("fail", "flag"),
         "evidence": {
             "action": Enum("fail", "flag"),
             "min_color_share": Fraction(),

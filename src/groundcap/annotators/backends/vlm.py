@@ -29,6 +29,7 @@ from groundcap.annotators.base import (
     crop,
 )
 from groundcap.annotators.registry import register
+from groundcap.qa import evidence
 from groundcap.vlm import chat as vlm_chat
 from groundcap.vlm import structured
 from groundcap.vlm.chat import ChatRequest
@@ -153,7 +154,7 @@ def highlight(image: np.ndarray, region: dict, style: str, size: tuple[int, int]
           description="VLM: crop -> short caption, outlined region -> detailed caption")
 class VlmCaptioner(VlmBackend, RegionCaptioner):
     defaults = {**VLM_OPTIONS, "crop_pad": 0.1, "highlight": "contour"}
-    prompt_names = ("region_short", "region_detailed", "region_refine")
+    prompt_names = ("region_short", "region_detailed", "region_refine", "label_detected", "label_given")
 
     def caption(self, image: np.ndarray, regions: list[dict]) -> list[RegionCaption]:
         return self.caption_batch([(image, regions)])[0]
@@ -163,7 +164,7 @@ class VlmCaptioner(VlmBackend, RegionCaptioner):
         views = [self.view(image) for image, _ in items]
         flat = [(image, view, r) for (image, regions), view in zip(items, views, strict=True) for r in regions]
         shorts = self.ask(
-            [self.request(self.prompts["region_short"].render(label=r.get("label") or ""),
+            [self.request(self.prompts["region_short"].render(label_note=self.label_note(r)),
                           crop(image, tuple(r["bbox"]), self.crop_pad), schema=text_schema("short"))
              for image, _, r in flat],
             text_field("short"),
@@ -188,11 +189,25 @@ class VlmCaptioner(VlmBackend, RegionCaptioner):
             [None] * len(todo)), strict=True))
         return [refined.get(c.region_id, c) for c in captions]
 
+    def label_note(self, region: dict) -> str:
+        """What the short prompt says of the region's label: the class its source gave is its name (DLC-SDP
+        stage 1); a detector's label is a hint that may be wrong."""
+        given = evidence.given_class(region)
+        note = self.prompts["label_given"].render(label=given) if given else \
+            self.prompts["label_detected"].render(label=region.get("label") or "")
+        return note.strip()
+
+    def class_note(self, region: dict) -> str:
+        """The given class for the detailed prompt (after its first sentence), or nothing."""
+        given = evidence.given_class(region)
+        return " " + self.prompts["label_given"].render(label=given).strip() if given else ""
+
     def _detail(self, flat: list[tuple[np.ndarray, np.ndarray, dict]], shorts, errors) -> list[RegionCaption]:
         """Detailed captions of (image, its ``view``, region) given their short captions, in one engine call."""
         asked = [i for i, s in enumerate(shorts) if s]
         answers = self.ask(
-            [self.request(self.prompts["region_detailed"].render(short=shorts[i]),
+            [self.request(self.prompts["region_detailed"].render(short=shorts[i],
+                                                                 class_note=self.class_note(flat[i][2])),
                           self.outline(*flat[i]), schema=text_schema("detailed")) for i in asked],
             text_field("detailed"),
         )
