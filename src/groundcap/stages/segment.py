@@ -1,7 +1,8 @@
 """Stage ``segment``: box-prompted masks for the detections, a concept segmenter's masks of every
 instance of each tag (SAM 3, ``segment.concept``) and "everything" masks, resolved into non-overlapping
-entity regions and their parts (``annotators.entities``); then regions no detector named get a name
-from a crop tagger (PancapEngine's per-crop tags), when one is set.
+entity regions and their parts (``annotators.entities``; stuff tags such as sky or road become "stuff"
+entities there); then regions no detector named get a name from a crop tagger (PancapEngine's per-crop
+tags), when one is set, and a region it names as stuff is a stuff entity too.
 
 Masks the source came with (SA-1B, COCO: ``given`` in the ingest parts) go first under
 ``segment.given``: ``use`` takes them instead of the segmenters, ``merge`` lets the segmenters add
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from groundcap import schema
 from groundcap.annotators.base import Detection, Mask
-from groundcap.annotators.entities import nest_given, resolve_entities
+from groundcap.annotators.entities import is_stuff, nest_given, resolve_entities
 from groundcap.ingest import decode_rgb
 from groundcap.params.validation import Backend, Enum, Fraction, Int, StrList
 from groundcap.pipeline.stage import MapStage, Row
@@ -92,6 +93,8 @@ class SegmentStage(MapStage):
                 best = max(tags, key=lambda t: t.score, default=None)
                 if best is not None and best.score >= section["crop_tag_min_score"]:
                     region["label"], region["label_score"] = best.label, best.score
+                    if region["granularity"] != "part" and is_stuff(best.label):
+                        region["granularity"] = "stuff"  # a crop named "sky" is stuff, as a detector's sky box is
         return {"image_id": image_row["image_id"], "regions": regions, "provenance": self.stamps, "error": None}
 
 
