@@ -256,7 +256,7 @@ def test_stuff_labels_become_one_stuff_entity_per_label_whichever_backend_named_
 
 def test_parts_link_to_their_entity_and_the_cpu_captions_say_whose_part(astronaut):
     """A part region (SAM's smaller multimask outputs, SA-1B's nested masks) gets its entity's id as
-    ``parent_id``, and the CPU stand-in's captions name that entity."""
+    ``parent_id``, and the CPU stand-in's captions (both captioners) name that entity."""
     H, W = astronaut.shape[:2]
     person = mk(rect_mask(H, W, 0, 512, 100, 450), "person", 0.9, "sam")
     face = Mask(masks.encode(rect_mask(H, W, 80, 200, 180, 300)), "face", 0.8, "sam", "part")
@@ -268,6 +268,8 @@ def test_parts_link_to_their_entity_and_the_cpu_captions_say_whose_part(astronau
     assert not caps[0].short.endswith("of the person") and caps[0].facts.get("part_of") is None
     assert caps[1].short.endswith(" face of the person") and caps[1].facts["part_of"] == "person"
     assert " face of the person " in caps[1].detailed
+    second = registry.create("region_captioner", "hsv_sketch", {}).caption(astronaut, regions)  # crosscheck's
+    assert second[1].short.endswith(" face of the person") and not second[0].short.endswith("of the person")
     orphan = {**regions[1], "parent_id": 7}
     with pytest.raises(ValueError, match="part of region 7, which is not a region of its image"):
         registry.create("region_captioner", "attributes", {}).caption(astronaut, [regions[0], orphan])
