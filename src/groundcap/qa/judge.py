@@ -67,8 +67,8 @@ class Judge:
                if scene_decision else {}),
         })
         covered = checks.coverage(regions, kept, h, w)
-        gate = {"entities cover less than qa.min_coverage": covered >= section["min_coverage"]} if section[
-            "min_coverage"] > 0 else {}  # 0 (the default) measures coverage without judging it
+        gate = ({"entities cover less than qa.min_coverage": covered >= section["min_coverage"]}
+                if section["min_coverage"] > 0 else {})  # 0 (the default) measures coverage without judging it
         image_verdict = checks.verdict({**checks.image_checks(scene_text, kept, every, section["min_regions"]),
                                         **gate, **fail}, flag)
         region_mean = sum(r["score"] for r in region_verdicts) / len(region_verdicts) if region_verdicts else 0.0
