@@ -45,6 +45,9 @@ Prints one line per figure with the ratio. Figures so far:
 - colour words (``bench/colour_words.py``): QA's colour check on a labelled set of VLM-style colour words
   (shades, compounds, gem and metal colours) on regions of known colour, recall and false alarms on its
   tuning and held-out halves, beside the check at ``colour_words.BASELINE`` (``--quick``: without it).
+- region cap (``bench/region_cap.py``, only when named: ``--only region-cap``, 15 minutes): ``segment.max_regions``
+  at 24, 64, 128 and 256 on 6 sample photos at SA-1B's size with SAM-like candidates: entities found vs kept,
+  images cut, coverage, s/image.
 
 Every figure can be picked with ``--only`` or left out with ``--skip`` (``--list`` names them). The
 pipeline costs about 2 s per image on 2 cores, so ``make bench`` (132 images through every stage,
@@ -78,6 +81,7 @@ import colour_words  # bench/colour_words.py
 import faces  # bench/faces.py
 import growth  # bench/growth.py
 import pipeline  # bench/pipeline.py
+import region_cap  # bench/region_cap.py
 import scale  # bench/scale.py
 import sources  # bench/sources.py
 import vlm_batch  # bench/vlm_batch.py
@@ -305,8 +309,9 @@ FIGURES = {
     "scale": "every stage under dvc repro at N and 10N images (--sizes): time, RSS, files, disk per image, growth",
     "parts": "dvc status, no-op dvc repro and resume.plan over --parts parts",
     "colour-words": "QA's colour check on VLM-style colour words: recall and false alarms, held-out, vs before",
+    "region-cap": "segment.max_regions: entities found vs kept, coverage and s/image at a few caps",
 }
-OPT_IN = {"scale", "parts"}  # hours on 2 cores: run only when named in --only
+OPT_IN = {"scale", "parts", "region-cap"}  # hours (region-cap: 15 minutes) on 2 cores: run only when named in --only
 
 
 def _figures(text: str) -> set[str]:
@@ -341,6 +346,8 @@ def _runners(quick: bool, copies: int, photos: int | None, tmp: Path, sizes: tup
         "scale": lambda: scale.bench_scale(tmp, sizes, part_size=4 if quick else 16),
         "parts": lambda: scale.bench_parts(tmp, n_parts),
         "colour-words": lambda: colour_words.bench_colour_words(None if quick else colour_words.BASELINE),
+        "region-cap": lambda: region_cap.bench_region_cap((8, 64) if quick else (24, 64, 128, 256),
+                                                          *((1, 512) if quick else (6,))),
     }
 
 

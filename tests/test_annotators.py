@@ -294,6 +294,43 @@ def test_resolve_entities_gives_disjoint_prioritised_regions():
         resolve_entities([p_low], [], 50, 50, min_area_frac=0.0, nms_iou=0.7, max_regions=5)
 
 
+def test_stuff_labels_become_one_stuff_entity_per_label_whichever_backend_named_them():
+    """A detector's two sky boxes (the GPU path: tags prompt the detectors, SAM segments the boxes) resolve to one
+    "stuff" region, as SAM 3's stuff phrases and the CPU stand-in's border segments do; things stay objects."""
+    H = W = 100
+    sky_left, sky_right = mk(rect_mask(H, W, 0, 30, 0, 45), "sky", 0.6, "sam"), mk(
+        rect_mask(H, W, 0, 30, 55, 100), "Sky", 0.8, "sam")
+    dog = mk(rect_mask(H, W, 50, 80, 20, 60), "dog", 0.9, "sam")
+    road = mk(rect_mask(H, W, 80, 100, 0, 100), "road", 0.5, "given:coco")
+    regions = resolve_entities([sky_left, dog, sky_right], [], H, W, given=[road], min_area_frac=0.005, nms_iou=0.7,
+                               max_regions=10)
+    by_label = {r["label"]: r for r in regions}
+    assert sorted(by_label) == ["Sky", "dog", "road"]  # one sky, under the best-scoring box's label
+    assert by_label["Sky"]["granularity"] == "stuff" and by_label["Sky"]["area"] == 30 * 45 + 30 * 45
+    assert by_label["road"]["granularity"] == "stuff" and by_label["dog"]["granularity"] == "object"
+
+
+def test_parts_link_to_their_entity_and_the_cpu_captions_say_whose_part(astronaut):
+    """A part region (SAM's smaller multimask outputs, SA-1B's nested masks) gets its entity's id as
+    ``parent_id``, and the CPU stand-in's captions (both captioners) name that entity."""
+    H, W = astronaut.shape[:2]
+    person = mk(rect_mask(H, W, 0, 512, 100, 450), "person", 0.9, "sam")
+    face = Mask(masks.encode(rect_mask(H, W, 80, 200, 180, 300)), "face", 0.8, "sam", "part")
+    regions = resolve_entities([person], [face], H, W, min_area_frac=0.005, nms_iou=0.7, max_regions=10,
+                               max_parts=4)
+    assert [(r["label"], r["granularity"], r["parent_id"]) for r in regions] == [
+        ("person", "object", None), ("face", "part", 0)]
+    caps = registry.create("region_captioner", "attributes", {}).caption(astronaut, regions)
+    assert not caps[0].short.endswith("of the person") and caps[0].facts.get("part_of") is None
+    assert caps[1].short.endswith(" face of the person") and caps[1].facts["part_of"] == "person"
+    assert " face of the person " in caps[1].detailed
+    second = registry.create("region_captioner", "hsv_sketch", {}).caption(astronaut, regions)  # crosscheck's
+    assert second[1].short.endswith(" face of the person") and not second[0].short.endswith("of the person")
+    orphan = {**regions[1], "parent_id": 7}
+    with pytest.raises(ValueError, match="part of region 7, which is not a region of its image"):
+        registry.create("region_captioner", "attributes", {}).caption(astronaut, [regions[0], orphan])
+
+
 # --- colours and region captions -----------------------------------------------------------------
 
 @pytest.mark.parametrize("rgb, name", [

@@ -60,3 +60,16 @@ def test_the_colour_check_reads_vlm_colour_words_on_the_held_out_set():
     assert {item["category"] for item in items} == {"basic", "shade", "compound", "gem", "metal"}
     got = colour_words.scores(items, colour_words.verdicts(items), "held-out")
     assert got["recall"] >= 0.8 and got["false_alarms"] <= 0.05, got
+
+
+def test_the_region_cap_figure_keeps_at_most_the_cap_and_covers_more_with_a_higher_one(capsys):
+    """bench/region_cap.py's bookkeeping on one small photo: found is the uncapped count, kept never exceeds
+    the cap or found, and a higher cap covers at least as much of the image."""
+    import region_cap
+
+    got = region_cap.bench_region_cap((4, 1000), photos=1, long_side=128)
+    for min_area in region_cap.MIN_AREA_FRACS:
+        low, high = got[min_area, 4], got[min_area, 1000]
+        assert low["kept"] == 4 < high["kept"] == high["found"] and low["cut"] == 1 and high["cut"] == 0
+        assert low["coverage"] < high["coverage"] <= 1.0
+    assert "region cap (segment.max_regions), 1 sample photos at 128 px" in capsys.readouterr().out

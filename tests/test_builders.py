@@ -315,6 +315,25 @@ def test_card(release, tmp_path):
     assert 'load_dataset("path/to/groundcap-sample/v0.1.0")' in text  # no repo_id: a folder target's layout
 
 
+def test_the_card_reports_entity_coverage_and_regions_per_granularity(tmp_path):
+    """Coverage counts stuff and object regions (never overlapping) and not parts, which lie in their entity."""
+    from groundcap.dataset_card.stats import split_stats
+
+    record = _record(7, 40, 30, "PNG", [])
+    top, dog, nose = (np.zeros((30, 40), bool) for _ in range(3))
+    top[:12], dog[15:25, 4:40], nose[18:20, 8:12] = True, True, True
+    record["regions"] = [{**_region(0, top, "sky"), "granularity": "stuff"}, _region(1, dog, "dog"),
+                         {**_region(2, nose, "nose"), "granularity": "part", "parent_id": 1}]
+    release = build(tmp_path / "release", records_by_split={"train": [record, _record(8, 24, 24, "PNG", [])],
+                                                            "validation": [], "test": []})
+    stats = split_stats(release, "train")
+    assert stats["granularity"] == {"stuff": 1, "object": 1, "part": 1}
+    assert stats["coverage"] == {"mean": pytest.approx(0.35), "median": pytest.approx(0.35), "min": 0.0}  # 0.7, 0
+    text = (release / "README.md").read_text()
+    assert "| split | entity coverage (mean) | median | min | stuff regions | object regions | part regions |" in text
+    assert "| train | 0.35 | 0.35 | 0 | 1 | 1 | 1 |" in text
+
+
 def test_a_new_version_diffs_against_the_previous_and_carries_its_changelog(release, tmp_path):
     from groundcap.releases import diff
 

@@ -135,6 +135,30 @@ def test_clip_tag_crops_batched_equals_one_at_a_time(tiny, cat):
     assert clip.tag_crops(cat, []) == []
 
 
+def test_the_segment_stage_makes_a_region_the_crop_tagger_names_as_stuff_a_stuff_entity(tiny, cat, tmp_path):
+    """The GPU path's class-agnostic regions get their names from CLIP crop tags; a stuff name makes the
+    region stuff there too (a one-word vocabulary makes the tiny random CLIP name every crop "sky")."""
+    import io
+
+    from PIL import Image
+
+    from groundcap import params
+    from groundcap.pipeline import order
+
+    (tmp_path / "sky.txt").write_text("sky\n", encoding="utf-8")
+    p = params.defaults()
+    p["tag"] = {**p["tag"], "clip": {"model": tiny["clip"], "device": "cpu", "vocabulary": str(tmp_path / "sky.txt")}}
+    p["segment"] = {**p["segment"], "crop_tagger": "clip", "crop_tag_min_score": 0.5}
+    stage = order.stage("segment")
+    stage.setup(params.subset(p, (*stage.param_keys, "executor")))
+    buffer = io.BytesIO()
+    Image.fromarray(cat[::2, ::2]).save(buffer, format="PNG")
+    row = stage.process({"image_id": "x", "bytes": buffer.getvalue(), "given": None},
+                        {"image_id": "x", "tags": [], "detections": []})
+    assert row["error"] is None and row["regions"]
+    assert {(r["label"], r["granularity"]) for r in row["regions"]} == {("sky", "stuff")}
+
+
 def test_clip_tags_a_batch_of_images_in_one_pass_as_it_tags_each(tiny, cat):
     """tag_batch (what the tag stage calls with a part's images) gives each image's tags; scores agree to
     float precision (a batched matmul may round the last bits differently: not byte-identical)."""

@@ -51,17 +51,24 @@ def test_summary_counts_reasons_flags_claims_and_writes_plot_tables(tmp_path):
     left = {"kind": "position", "claim": "on the left", "verdict": "supported", "detail": ""}
     rows = [
         {"passed": True, "reasons": ["flagged: scene caption contradicted by pixels"], "scene_evidence": [red],
+         "coverage": 0.85,
          "regions": [_region(0, True, 1.0, evidence=[left], similarity=0.81),
                      _region(1, False, 0.5, ["models disagree on the caption"], [red], similarity=0.2)]},
-        {"passed": False, "reasons": ["segment: ValueError: boom"], "scene_evidence": [], "regions": []},
+        {"passed": False, "reasons": ["segment: ValueError: boom"], "scene_evidence": [], "regions": [],
+         "coverage": None},
+        {"passed": False, "reasons": ["fewer regions than qa.min_regions"], "scene_evidence": [], "regions": [],
+         "coverage": 0.0},
     ]
     summary = Summary()
     summary.add(rows, lambda r: "segment error" if r.startswith("segment: ") else r)
     summary.write(tmp_path)
     report = json.loads((tmp_path / "qa.json").read_text())
-    assert report["images"] == {"passed": 1, "failed": 1}
+    assert report["images"] == {"passed": 1, "failed": 2}
     assert report["regions"] == {"passed": 1, "failed": 1}
-    assert report["image_failure_reasons"] == {"segment error": 1}
+    assert report["image_failure_reasons"] == {"segment error": 1, "fewer regions than qa.min_regions": 1}
+    assert {k: v for k, v in report["coverage"].items() if k != "histogram"} == {"images": 2, "mean": 0.425,
+                                                                               "min": 0.0}
+    assert report["coverage"]["histogram"]["0.8-0.9"] == report["coverage"]["histogram"]["0.0-0.1"] == 1
     assert report["region_failure_reasons"] == {"models disagree on the caption": 1}
     assert report["flags"] == {"scene caption contradicted by pixels": 1}
     assert report["evidence"] == {
@@ -78,8 +85,8 @@ def test_summary_counts_reasons_flags_claims_and_writes_plot_tables(tmp_path):
     similarity = {r["similarity"]: int(r["regions"]) for r in table("similarity.csv")}
     assert similarity["0.8-0.9"] == 1 and similarity["0.2-0.3"] == 1
     reasons = {r["reason"]: int(r["count"]) for r in table("rejections.csv")}
-    assert reasons == {"image: segment error": 1, "region: models disagree on the caption": 1,
-                       "flag: scene caption contradicted by pixels": 1}
+    assert reasons == {"image: segment error": 1, "image: fewer regions than qa.min_regions": 1,
+                       "region: models disagree on the caption": 1, "flag: scene caption contradicted by pixels": 1}
 
 
 def _records(left_caption: str, right_caption: str, scene: str) -> tuple[dict, ...]:
@@ -94,7 +101,7 @@ def _records(left_caption: str, right_caption: str, scene: str) -> tuple[dict, .
         mask = np.zeros((40, 80), np.uint8)
         mask[:, x:x + 40] = 1
         regions.append({"region_id": rid, "segmentation": masks.encode(mask), "bbox": [float(x), 0.0, 40.0, 40.0],
-                        "area": 1600, "label": "half", "parent_id": None})
+                        "area": 1600, "label": "half", "granularity": "object", "parent_id": None})
     captions = [{"region_id": rid, "short": text, "detailed": text, "verdict": "accepted", "unique": True}
                 for rid, text in ((0, left_caption), (1, right_caption))]
     return ({"image_id": "img", "height": 40, "width": 80, "bytes": data.getvalue()},
@@ -139,8 +146,46 @@ def test_the_qa_stage_judges_in_its_own_methods_not_ones_setup_patches_in():
     assert not {"process", "error_row"} & set(vars(stage))
     assert stage.process(*_records("a red half", "a blue half", "<r0>a red half</r0>"))["passed"]
     assert stage.error_row("img", "tag: OSError: boom") == {
-        "image_id": "img", "score": 0.0, "passed": False, "reasons": ["tag: OSError: boom"], "regions": [],
-        "scene_caption": None, "scene_evidence": [], "scene_consistency": None}
+        "image_id": "img", "score": 0.0, "passed": False, "reasons": ["tag: OSError: boom"], "coverage": None,
+        "regions": [], "scene_caption": None, "scene_evidence": [], "scene_consistency": None}
+
+
+def test_the_judge_measures_how_much_the_kept_entities_cover_and_can_gate_on_it():
+    """Coverage counts kept entities only (a failed region's pixels are uncovered); ``qa.min_coverage`` 0
+    measures without judging (scores as before), above 0 fails an image under it."""
+    section = copy.deepcopy(params.defaults()["qa"])
+    both = Judge(section).image(*_records("a red half", "a blue half", "<r0>a red half</r0>"))
+    one = Judge(section).image(*_records("a red half", "a red half", "<r0>a red half</r0>"))
+    assert (both["coverage"], one["coverage"]) == (1.0, 0.5) and one["passed"] and one["score"] == 0.9445
+    section["min_coverage"] = 0.75
+    gated = Judge(section).image(*_records("a red half", "a red half", "<r0>a red half</r0>"))
+    assert not gated["passed"] and gated["reasons"] == ["entities cover less than qa.min_coverage"]
+    assert Judge(section).image(*_records("a red half", "a blue half", "<r0>a red half</r0>"))["passed"]
+    assert Judge(section).failed("img", "segment: boom")["coverage"] is None
+
+
+def test_the_judge_checks_each_part_names_an_entity_of_its_image_as_parent():
+    """A part links to an entity whose box holds it; parts add nothing to coverage (they lie in their entity)."""
+    records = _records("a red half", "a blue half", "<r0>a red half</r0>")
+    left = records[1]["regions"][0]
+    mask = np.zeros((40, 80), np.uint8)
+    mask[10:20, 10:20] = 1
+
+    def part(rid, parent_id, bbox=(10.0, 10.0, 10.0, 10.0)):
+        return {**left, "region_id": rid, "segmentation": masks.encode(mask), "bbox": list(bbox), "area": 100,
+                "granularity": "part", "parent_id": parent_id}
+
+    records[1]["regions"] += [part(2, 0), part(3, 9), part(4, 2), part(5, 1)]
+    records[2]["captions"] += [{**records[2]["captions"][0], "region_id": rid} for rid in (2, 3, 4, 5)]
+    records[4]["regions"] += [{"region_id": rid, "agreement": None} for rid in (2, 3, 4, 5)]
+    row = Judge(copy.deepcopy(params.defaults()["qa"])).image(*records)
+    reasons = {r["region_id"]: r["reasons"] for r in row["regions"]}
+    assert reasons[2] == [] and row["coverage"] == 1.0
+    assert reasons[3] == ["part without a parent entity", "part outside its parent"]
+    assert reasons[4] == ["part without a parent entity"]  # a part of a part
+    assert "part outside its parent" in reasons[5]  # region 1 is the right half; the part lies in the left
+    entity_with_parent = {**left, "parent_id": 1}
+    assert checks.part_link(entity_with_parent, {}) == {"entity has a parent": False}
 
 
 def test_a_caption_naming_another_class_than_the_source_gave_is_a_recorded_disagreement():

@@ -182,6 +182,18 @@ def test_the_captioner_sends_a_whole_batch_in_one_call_per_step(chat, chat_calls
     assert len(chat_calls) >= len(items) and len(chat_calls) > batched
 
 
+def test_a_parts_short_caption_request_names_its_entity_on_the_real_engine(chat, chat_calls, tiny_qwen):
+    """The prompt vLLM renders for a part region carries its parent's label; an entity's does not."""
+    captioner = registry.create("region_captioner", "vlm", vlm_options(tiny_qwen, highlight="box", max_attempts=1))
+    car, wheel = boxes(2)
+    car["label"], wheel["parent_id"] = "car", 0
+    captioner.caption(photo(), [car, wheel])
+    conversations, _ = chat_calls[0]
+    texts = [" ".join(part.get("text", "") for msg in conv for part in msg["content"] if isinstance(part, dict))
+             for conv in conversations]
+    assert ['This region is a part of the "car"' in t for t in texts] == [False, True]
+
+
 def test_the_verifier_judges_every_caption_in_one_call(chat, chat_calls, tiny_qwen):
     verifier = registry.create("verifier", "vlm_verifier", vlm_options(tiny_qwen, highlight="box"))
     items = [(photo(seed=i), boxes(2), [RegionCaption(r, "a red thing", "A red thing on the left.") for r in (0, 1)])

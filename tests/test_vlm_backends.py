@@ -114,6 +114,20 @@ def test_captioner_gives_one_caption_per_region_in_order_from_the_replies():
                for r in server.requests)
 
 
+def test_a_parts_prompts_name_the_entity_it_belongs_to_and_an_entitys_do_not():
+    image, (cup, table) = scene_image(), two_regions()
+    handle = {**region(3, rect_mask(H, W, 30, 40, 80, 90), ""), "granularity": "part", "parent_id": 1}
+    with FakeOpenAI(captioner_script) as server:
+        registry.create("region_captioner", "vlm", options(server)).caption(image, [cup, table, handle])
+    texts = {kind(r.body) + (" part" if "a part of" in user_text(r.body) else ""): user_text(r.body)
+             for r in server.requests}
+    assert sorted(texts) == ["detailed", "detailed part", "short", "short part"]
+    assert 'This region is a part of the "cup": say whose part it is' in texts["short part"]
+    assert 'This region is a part of the "cup"' in texts["detailed part"]
+    with FakeOpenAI(captioner_script) as server, pytest.raises(ValueError, match="part of region 1, which is not"):
+        registry.create("region_captioner", "vlm", options(server)).caption(image, [table, handle])
+
+
 def test_short_request_carries_the_padded_crop_and_detailed_the_outlined_image():
     image, regions = scene_image(), two_regions()
     with FakeOpenAI(captioner_script) as server:

@@ -175,6 +175,7 @@ QA = pa.schema(
         ("score", pa.float64()),
         ("passed", pa.bool_()),
         ("reasons", pa.list_(pa.string())),
+        ("coverage", pa.float64()),  # share of the pixels the kept entities cover; null when a stage failed
         ("regions", pa.list_(REGION_QA)),
         ("scene_caption", pa.string()),  # scene caption with references to rejected regions unwrapped
         ("scene_evidence", pa.list_(CLAIM)),

@@ -2,7 +2,8 @@
 
 Model-agnostic (works on ``Mask`` records from any backend) and done in RLE space. Prompted masks
 come from a detector's box, so they carry a label and win; generated ("everything") masks fill in
-what the detectors did not name.
+what the detectors did not name. A label in ``STUFF`` names amorphous background (sky, road, grass):
+its masks become one "stuff" entity per label, whichever backend found them, as in panoptic datasets.
 """
 
 from __future__ import annotations
@@ -13,6 +14,48 @@ import numpy as np
 
 from groundcap import masks
 from groundcap.annotators.base import Mask
+
+# COCO panoptic's stuff classes that the packaged vocabulary names: one region each, not countable instances
+STUFF = frozenset({"sky", "cloud", "grass", "field", "dirt", "sand", "snow", "water", "sea", "river", "road",
+                   "sidewalk", "mountain", "hill", "rock", "tree", "bush", "building", "wall", "fence", "floor",
+                   "ceiling", "carpet", "rug", "curtain"})
+
+
+def is_stuff(label: str | None) -> bool:
+    return (label or "").strip().lower() in STUFF
+
+
+def parent_name(region: dict, regions: list[dict]) -> str | None:
+    """The label of the entity a part region belongs to ("object" when it has none); None for an entity.
+    Captioners name it, so that a part's captions say whose part it is."""
+    if region.get("parent_id") is None:
+        return None
+    parent = next((r for r in regions if r["region_id"] == region["parent_id"]), None)
+    if parent is None:
+        raise ValueError(f"region {region['region_id']} is a part of region {region['parent_id']}, which is not "
+                         "a region of its image")
+    return parent.get("label") or "object"
+
+
+def _as_stuff(cands: list[Mask], merge: bool) -> list[Mask]:
+    """Whole masks whose label names stuff marked "stuff"; with ``merge``, those of one label made one mask
+    (their union, as the best-scoring one), in the place of the first: a detector's several sky boxes are one sky."""
+    out: list[Mask] = []
+    first: dict[str, int] = {}
+    for m in cands:
+        if m.granularity == "part" or not is_stuff(m.label):
+            out.append(m)
+            continue
+        m = replace(m, granularity="stuff")
+        key = m.label.strip().lower()
+        if merge and key in first:
+            held = out[first[key]]
+            best = m if m.score > held.score else held
+            out[first[key]] = replace(best, rle=masks.union([held.rle, m.rle]))
+        else:
+            first[key] = len(out)
+            out.append(m)
+    return out
 
 
 def _nms_order(cands: list[Mask], nms_iou: float) -> list[int]:
@@ -79,7 +122,8 @@ def resolve_entities(
     Entities never overlap. NMS within each source list; then the masks the source came with
     (``given``, by area, desc), prompted masks by score (desc) and generated object/stuff masks by
     area (desc), ties by index, each minus everything accepted before it: given masks win, the
-    segmenters only add what lies outside them. A remainder is dropped when it is under
+    segmenters only add what lies outside them. Masks labelled with a ``STUFF`` name are "stuff", the
+    prompted ones of one label merged first (``_as_stuff``). A remainder is dropped when it is under
     ``min_area_frac`` of the image or under ``min_keep_frac`` of its own mask (mostly covered by a
     better candidate, e.g. a generated segment under a detection). Masks whose predicted IoU or
     stability is below the minimum go first.
@@ -92,9 +136,9 @@ def resolve_entities(
     for m in (*given, *prompted, *generated):
         if list(m.rle["size"]) != [height, width]:
             raise ValueError(f"{m.source} mask of size {m.rle['size']} in a {height}x{width} image")
-    given = [m for m in given if _quality_ok(m, min_predicted_iou, min_stability)]
-    prompted = [m for m in prompted if _quality_ok(m, min_predicted_iou, min_stability)]
-    generated = [m for m in generated if _quality_ok(m, min_predicted_iou, min_stability)]
+    given = _as_stuff([m for m in given if _quality_ok(m, min_predicted_iou, min_stability)], merge=False)
+    prompted = _as_stuff([m for m in prompted if _quality_ok(m, min_predicted_iou, min_stability)], merge=True)
+    generated = _as_stuff([m for m in generated if _quality_ok(m, min_predicted_iou, min_stability)], merge=False)
     parts = [m for m in (*given, *generated) if m.granularity == "part"]
 
     queue = _by_area([m for m in given if m.granularity != "part"], nms_iou)

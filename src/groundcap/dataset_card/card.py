@@ -223,7 +223,15 @@ def _stats_section(stats: dict) -> str:
         [[split, Markdown(", ".join(f"{literal(label)} ({n})" for label, n in s["top_labels"])) or None]
          for split, s in stats.items()],
     )
-    return f"{summary}\n\nMost frequent region labels:\n\n{labels}{_region_sources(stats)}"
+    panoptic = _table(
+        ["split", "entity coverage (mean)", "median", "min", "stuff regions", "object regions", "part regions"],
+        [[split, s["coverage"]["mean"], s["coverage"]["median"], s["coverage"]["min"],
+          *(s["granularity"][g] for g in ("stuff", "object", "part"))] for split, s in stats.items()],
+    )
+    return (f"{summary}\n\nMost frequent region labels:\n\n{labels}\n\nHow much of each image its entities cover "
+            "(stuff and object regions, which never overlap; a share of the pixels), and the regions per "
+            f"granularity (a part region's `parent_id` is the entity it belongs to):\n\n{panoptic}"
+            f"{_region_sources(stats)}")
 
 
 def _region_sources(stats: dict) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
@@ -41,7 +42,8 @@ def _mean(total: float, n: int) -> float | None:
 
 
 def split_stats(release_dir: Path, split: str) -> dict:
-    """Images, regions, regions per image, caption lengths (words), top labels and region sources of one split.
+    """Images, regions, regions per image, caption lengths (words), top labels, region sources, regions per
+    granularity (stuff, object, part) and the share of each image its entities cover, of one split.
 
     Shard by shard, so memory is bounded by one shard's metadata however large the split.
     """
@@ -50,8 +52,11 @@ def split_stats(release_dir: Path, split: str) -> dict:
     words = dict.fromkeys(["short_caption", "detailed_caption", "scene_caption"], 0)
     labels: Counter[str] = Counter()
     sources: Counter[str] = Counter()
+    granularity: Counter[str] = Counter()
+    covered: list[float] = []  # per image, like sizes
     for file in shard_files(release_dir, "data", split):
-        table = pl.read_parquet(file, columns=["regions", "scene_caption"])
+        table = pl.read_parquet(file, columns=["regions", "scene_caption", "width", "height"])
+        covered += _coverage(table).to_list()
         scene = table["scene_caption"].to_list()
         flat = table.select(pl.col("regions").explode().struct.unnest()).drop_nulls("region_id")
         images += table.height
@@ -64,6 +69,7 @@ def split_stats(release_dir: Path, split: str) -> dict:
             words[field] += int(_word_counts(flat[field]).sum())
         labels.update(flat["label"].to_list())
         sources.update(flat["source"].to_list())
+        granularity.update(flat["granularity"].to_list())
     per_region = {"short_caption": regions, "detailed_caption": regions, "scene_caption": images}
     return {
         "images": images,
@@ -77,7 +83,23 @@ def split_stats(release_dir: Path, split: str) -> dict:
         "references_per_scene_caption": _mean(refs, images),
         "top_labels": sorted(labels.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_LABELS],
         "region_sources": dict(sorted(sources.items())),  # regions per `source` (segmenter, or given:<kind>)
+        "granularity": {g: granularity[g] for g in ("stuff", "object", "part")},
+        "coverage": {"mean": _mean(sum(covered), images), "median": _median(covered),
+                     "min": min(covered, default=None)},
     }
+
+
+def _coverage(table: pl.DataFrame) -> pl.Series:
+    """Each image's share of pixels its entities (stuff and object regions) cover, as ``qa.checks.coverage``
+    measures it: entities never overlap, parts lie inside theirs."""
+    entity_area = pl.col("regions").list.eval(
+        pl.when(pl.element().struct.field("granularity") != "part").then(pl.element().struct.field("area"))
+        .otherwise(0)).list.sum()
+    return table.select((entity_area / (pl.col("width") * pl.col("height"))).clip(upper_bound=1.0)).to_series()
+
+
+def _median(values: list[float]) -> float | None:
+    return float(np.median(values)) if values else None
 
 
 def redaction_stats(release_dir: Path, splits) -> dict:

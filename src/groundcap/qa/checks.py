@@ -62,6 +62,27 @@ def region_checks(
     }
 
 
+def part_link(region: dict, by_id: dict[int, dict]) -> dict[str, bool]:
+    """A part names an entity of its image as its parent and lies in that entity's box; an entity has no
+    parent. Segmentation clips parts to their parent, so a broken link is a bug or a bad given annotation."""
+    if region["granularity"] != "part":  # no check for an entity without one: its score stays what it was
+        return {} if region["parent_id"] is None else {"entity has a parent": False}
+    parent = by_id.get(region["parent_id"])
+    x, y, w, h = region["bbox"]
+    inside = parent is not None and (parent["bbox"][0] <= x and parent["bbox"][1] <= y
+                                     and x + w <= parent["bbox"][0] + parent["bbox"][2]
+                                     and y + h <= parent["bbox"][1] + parent["bbox"][3])
+    return {"part without a parent entity": parent is not None and parent["granularity"] != "part",
+            "part outside its parent": inside}
+
+
+def coverage(regions: list[dict], kept_ids: set[int], height: int, width: int) -> float:
+    """The share of the image's pixels the kept entities cover (parts lie inside their entity: not counted).
+    Entities never overlap, so their areas add up."""
+    covered = sum(r["area"] for r in regions if r["region_id"] in kept_ids and r["granularity"] != "part")
+    return round(min(1.0, covered / (height * width)), 4)
+
+
 def _bbox(mask: np.ndarray) -> list[float]:
     ys, xs = np.nonzero(mask)
     return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]

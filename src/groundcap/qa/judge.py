@@ -1,5 +1,6 @@
-"""QA's verdict on one image, under one ``qa`` params section: each region's (structural checks, the
-pixel evidence of its captions' claims, the cross-model consistency decision), then the image's.
+"""QA's verdict on one image, under one ``qa`` params section: each region's (structural checks, a part's
+link to its entity, the pixel evidence of its captions' claims, the cross-model consistency decision),
+then the image's, with the share of its pixels the kept entities cover (``coverage``).
 
 The qa stage (``stages/qa.py``) runs it on each image's records; here it needs no pipeline to test.
 Each check whose params say ``flag`` is recorded without failing (``checks.split_by_action``).
@@ -32,6 +33,7 @@ class Judge:
         regions = region_row["regions"]
         captions = {c["region_id"]: c for c in caption_row["captions"]}
         agreements = {r["region_id"]: r["agreement"] for r in cross_row["regions"]}
+        by_id = {r["region_id"]: r for r in regions}
         region_verdicts = []
         for region in regions:
             rid, caption = region["region_id"], captions.get(region["region_id"])
@@ -46,8 +48,9 @@ class Judge:
                                                                       section["given_class"])} if given else {}),
                 **({"models disagree on the caption": (decision["passed"], agree["action"])} if decision else {}),
             })
-            structural = checks.region_checks(region, caption, h, w, section["min_region_area_frac"],
-                                              section["require_unique_captions"])
+            structural = {**checks.region_checks(region, caption, h, w, section["min_region_area_frac"],
+                                                 section["require_unique_captions"]),
+                          **checks.part_link(region, by_id)}
             v = checks.verdict({**structural, **fail}, flag)
             region_verdicts.append({"region_id": rid, "score": v.score, "passed": v.passed, "reasons": v.reasons,
                                     "evidence": region_claims + ([given] if given else []), "consistency": decision})
@@ -67,14 +70,18 @@ class Judge:
             **({"models disagree on the scene caption": (scene_decision["passed"], agree["action"])}
                if scene_decision else {}),
         })
+        covered = checks.coverage(regions, kept, h, w)
+        gate = ({"entities cover less than qa.min_coverage": covered >= section["min_coverage"]}
+                if section["min_coverage"] > 0 else {})  # 0 (the default) measures coverage without judging it
         image_verdict = checks.verdict({**checks.image_checks(scene_text, kept, every, section["min_regions"]),
-                                        **fail}, flag)
+                                        **gate, **fail}, flag)
         region_mean = sum(r["score"] for r in region_verdicts) / len(region_verdicts) if region_verdicts else 0.0
         return {
             "image_id": image_row["image_id"],
             "score": round(image_verdict.score * region_mean, 4),
             "passed": image_verdict.passed,
             "reasons": image_verdict.reasons,
+            "coverage": covered,
             "regions": region_verdicts,
             "scene_caption": grounding.unwrap(scene_text, kept),
             "scene_evidence": scene_claims,
@@ -84,5 +91,6 @@ class Judge:
     def failed(self, image_id: str, message: str) -> dict:
         """The row of an image a stage failed on: failed, the stage's error its reason (``schema.QA`` has no
         ``error`` column)."""
-        return {"image_id": image_id, "score": 0.0, "passed": False, "reasons": [message], "regions": [],
+        return {"image_id": image_id, "score": 0.0, "passed": False, "reasons": [message], "coverage": None,
+                "regions": [],
                 "scene_caption": None, "scene_evidence": [], "scene_consistency": None}

@@ -1,6 +1,7 @@
 """The QA summary (``reports/qa.json``, DVC metrics) and the tables behind its DVC plots.
 
-Counted from the QA table's rows: images and regions passed / failed, failure and flag reasons,
+Counted from the QA table's rows: images and regions passed / failed, failure and flag reasons, the
+share of each image's pixels its kept entities cover (``coverage``: mean, min, histogram),
 per claim kind the claims parsed and judged and how many were supported, contradicted or unverifiable
 (``evidence``; every judged claim gets exactly one verdict, labels are never judged), cross-model
 consistency, and score histograms. The plot tables are small CSVs under ``reports/plots/`` that
@@ -31,12 +32,17 @@ class Summary:
         self.consistency = Counter()
         self.similarity_sum = 0.0
         self.region_scores, self.similarities = Counter(), Counter()
+        self.coverage, self.coverage_sum, self.coverage_min = Counter(), 0.0, None
 
     def add(self, rows: Iterable[dict], reason_kind=lambda r: r) -> None:
         for row in rows:
             self.images["passed" if row["passed"] else "failed"] += 1
             self._reasons(row["reasons"], self.image_reasons, reason_kind)
             self._claims(row.get("scene_evidence") or [])
+            if (covered := row.get("coverage")) is not None:
+                self.coverage[_bin(covered)] += 1
+                self.coverage_sum += covered
+                self.coverage_min = covered if self.coverage_min is None else min(self.coverage_min, covered)
             for region in row["regions"]:
                 self.regions["passed" if region["passed"] else "failed"] += 1
                 self.region_scores[_bin(region["score"])] += 1
@@ -61,7 +67,14 @@ class Summary:
 
     def to_dict(self) -> dict:
         checked = sum(self.consistency.values())
+        measured = sum(self.coverage.values())
         return {
+            "coverage": {  # share of each image's pixels its kept entities cover (images a stage failed on: none)
+                "images": measured,
+                "mean": round(self.coverage_sum / measured, 4) if measured else None,
+                "min": self.coverage_min,
+                "histogram": dict(_histogram(self.coverage)),
+            },
             "images": {"passed": self.images["passed"], "failed": self.images["failed"]},
             "regions": {"passed": self.regions["passed"], "failed": self.regions["failed"]},
             "image_failure_reasons": dict(sorted(self.image_reasons.items())),

@@ -31,6 +31,7 @@ class QaStage(MapStage):
     param_types = {"qa": {
         "min_region_area_frac": Fraction(),
         "min_regions": Int(0),
+        "min_coverage": Fraction(),
         "require_unique_captions": Bool(),
         "given_class": Enum("fail", "flag"),
         "evidence": {
@@ -61,7 +62,8 @@ class QaStage(MapStage):
         """``reports/qa.json`` and the plots, from every part (computed now or on an earlier run)."""
         out, summary = ctx.work(self.name), Summary()
         for index in parts.list_parts(out):
-            summary.add(parts.read_part(out, index, ["passed", "reasons", "regions", "scene_evidence"]), _reason_kind)
+            summary.add(parts.read_part(out, index, ["passed", "reasons", "coverage", "regions", "scene_evidence"]),
+                        _reason_kind)
         summary.write(ctx.reports)
 
 

@@ -1,6 +1,7 @@
 """Stage ``segment``: box-prompted masks for the detections, a concept segmenter's masks of every
 instance of each tag (SAM 3, ``segment.concept``) and "everything" masks, resolved into non-overlapping
-entity regions and their parts (``annotators.entities``).
+entity regions and their parts (``annotators.entities``; a mask labelled as stuff, such as sky or road,
+becomes a "stuff" entity there, whichever backend or crop tag named it).
 
 The crop loop (PancapEngine): with a crop tagger set, every class-agnostic mask (an "everything" or
 given mask with a generic label) is cropped and tagged, all crops of a batch in one tagger call, and

@@ -13,6 +13,7 @@ import numpy as np
 
 from groundcap import colors, masks
 from groundcap.annotators.base import RegionCaption, RegionCaptioner, at_work_side
+from groundcap.annotators.entities import parent_name
 from groundcap.annotators.registry import register
 from groundcap.wording import POSITION_PHRASES, article, centroid, join_words, pct, position_name
 
@@ -67,6 +68,8 @@ class AttributeCaptioner(RegionCaptioner):
         out = []
         for region in regions:
             facts = self.measure(image, masks.decode(region["segmentation"]), grad, region)
+            if (parent := parent_name(region, regions)) is not None:
+                facts["part_of"] = parent  # a part's captions say whose part it is
             out.append(RegionCaption(int(region["region_id"]), self.short(facts), self.detailed(facts), facts))
         return out
 
@@ -150,6 +153,8 @@ class AttributeCaptioner(RegionCaptioner):
         words = [facts[q] for q in ("size", "texture", "shape") if q in added]
         adj, label = " ".join([*words, self._adjective(facts, 2)]), facts["label"]
         phrase = f"{adj} text" if label == "text" and not words else f"{article(adj)} {adj} {label}"
+        if facts.get("part_of"):
+            phrase += f" of the {facts['part_of']}"
         if "position" in added:
             phrase += f" {POSITION_PHRASES[facts['position']]}"
         if facts["text"]:
@@ -160,6 +165,8 @@ class AttributeCaptioner(RegionCaptioner):
         adj, label = self._adjective(facts, 3), facts["label"]
         head = f"{facts['size']} {adj} {label}"
         head = head if label == "text" else f"{article(head)} {head}"
+        if facts.get("part_of"):
+            head += f" of the {facts['part_of']}"
         where = POSITION_PHRASES[facts["position"]]
         sentences = [f"{head[0].upper()}{head[1:]} {where} of the image, covering {pct(facts['size_frac'])} of it."]
         named = [f"{n} ({pct(s)})" for n, s in facts["colors"]]

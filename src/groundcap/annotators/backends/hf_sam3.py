@@ -20,13 +20,9 @@ from PIL import Image
 from groundcap import masks
 from groundcap.annotators.backends.hf_sam import stability_score
 from groundcap.annotators.base import ConceptSegmenter, Mask
+from groundcap.annotators.entities import STUFF
 from groundcap.annotators.registry import register
 from groundcap.models import hub
-
-# COCO panoptic's stuff classes that the packaged vocabulary names: one region each, not countable instances
-STUFF = ["sky", "cloud", "grass", "field", "dirt", "sand", "snow", "water", "sea", "river", "road", "sidewalk",
-         "mountain", "hill", "rock", "tree", "bush", "building", "wall", "fence", "floor", "ceiling", "carpet",
-         "rug", "curtain"]
 
 
 @register("concept_segmenter", "sam3", needs=("torch", "transformers", "torchvision"), device="gpu",
@@ -51,7 +47,7 @@ class Sam3Concepts(ConceptSegmenter):
         "max_instances": 32,
         "prompts_per_batch": 16,
         "stability_offset": 1.0,
-        "stuff": STUFF,
+        "stuff": sorted(STUFF),
     }
 
     def __init__(self, **options) -> None:

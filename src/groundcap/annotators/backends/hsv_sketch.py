@@ -14,6 +14,7 @@ import numpy as np
 
 from groundcap import colors, masks
 from groundcap.annotators.base import RegionCaption, RegionCaptioner
+from groundcap.annotators.entities import parent_name
 from groundcap.annotators.registry import register
 from groundcap.wording import POSITION_PHRASES, article, join_words, pct, position_name
 
@@ -75,9 +76,9 @@ class HsvSketchCaptioner(RegionCaptioner):
     defaults = {"color_min_share": 0.15, "small_max": 0.1, "large_min": 0.4}
 
     def caption(self, image: np.ndarray, regions: list[dict]) -> list[RegionCaption]:
-        return [self._caption(image, region) for region in regions]
+        return [self._caption(image, region, parent_name(region, regions)) for region in regions]
 
-    def _caption(self, image: np.ndarray, region: dict) -> RegionCaption:
+    def _caption(self, image: np.ndarray, region: dict, parent: str | None) -> RegionCaption:
         mask = masks.decode(region["segmentation"])
         if not mask.any():
             raise ValueError(f"region {region.get('region_id')} has an empty mask")
@@ -91,6 +92,7 @@ class HsvSketchCaptioner(RegionCaptioner):
             "position": position_name(x + bw / 2, y + bh / 2, w, h),
             "box_frac": box_frac,
             "size": "small" if box_frac < self.small_max else "medium" if box_frac < self.large_min else "large",
+            **({"part_of": parent} if parent is not None else {}),  # a part's captions say whose part it is
         }
         return RegionCaption(int(region["region_id"]), self.short(facts), self.detailed(facts), facts)
 
@@ -100,11 +102,14 @@ class HsvSketchCaptioner(RegionCaptioner):
 
     def short(self, facts: dict) -> str:
         adj, label = self._adjective(facts, 2), facts["label"]
-        return f"{adj} text" if label == "text" else f"{article(adj)} {adj} {label}"
+        whose = f" of the {facts['part_of']}" if facts.get("part_of") else ""
+        return f"{adj} text{whose}" if label == "text" else f"{article(adj)} {adj} {label}{whose}"
 
     def detailed(self, facts: dict) -> str:
         head = f"{facts['size']} {self._adjective(facts, 3)} {facts['label']}"
         head = head if facts["label"] == "text" else f"{article(head)} {head}"
+        if facts.get("part_of"):
+            head += f" of the {facts['part_of']}"
         where = POSITION_PHRASES[facts["position"]]
         text = f"{head[0].upper()}{head[1:]} {where}, its box spanning {pct(facts['box_frac'])} of the image."
         named = [n for n, _ in facts["colors"]]

@@ -28,6 +28,7 @@ from groundcap.annotators.base import (
     Verifier,
     crop,
 )
+from groundcap.annotators.entities import parent_name
 from groundcap.annotators.registry import register
 from groundcap.qa import evidence
 from groundcap.vlm import chat as vlm_chat
@@ -163,13 +164,14 @@ class VlmCaptioner(VlmBackend, RegionCaptioner):
         """Every region's short caption in one engine call, then every detailed caption in one more."""
         views = [self.view(image) for image, _ in items]
         flat = [(image, view, r) for (image, regions), view in zip(items, views, strict=True) for r in regions]
+        part_of = [_part_of(r, regions) for _, regions in items for r in regions]
         shorts = self.ask(
-            [self.request(self.prompts["region_short"].render(label_note=self.label_note(r)),
+            [self.request(self.prompts["region_short"].render(label_note=self.label_note(r), part_of=p),
                           crop(image, tuple(r["bbox"]), self.crop_pad), schema=text_schema("short"))
-             for image, _, r in flat],
+             for (image, _, r), p in zip(flat, part_of, strict=True)],
             text_field("short"),
         )
-        captions = iter(self._detail(flat, [a.value for a in shorts], [a.error for a in shorts]))
+        captions = iter(self._detail(flat, [a.value for a in shorts], [a.error for a in shorts], part_of))
         return [[next(captions) for _ in regions] for _, regions in items]
 
     def refine(self, image, regions, captions, clashes):
@@ -186,7 +188,7 @@ class VlmCaptioner(VlmBackend, RegionCaptioner):
         refined = dict(zip((r["region_id"] for r in todo), self._detail(
             [(image, view, r) for r in todo],
             [a.value or by_id[r["region_id"]].short for a, r in zip(answers, todo, strict=True)],
-            [None] * len(todo)), strict=True))
+            [None] * len(todo), [_part_of(r, regions) for r in todo]), strict=True))
         return [refined.get(c.region_id, c) for c in captions]
 
     def label_note(self, region: dict) -> str:
@@ -202,11 +204,11 @@ class VlmCaptioner(VlmBackend, RegionCaptioner):
         given = evidence.given_class(region)
         return " " + self.prompts["label_given"].render(label=given).strip() if given else ""
 
-    def _detail(self, flat: list[tuple[np.ndarray, np.ndarray, dict]], shorts, errors) -> list[RegionCaption]:
+    def _detail(self, flat: list[tuple[np.ndarray, np.ndarray, dict]], shorts, errors, part_of) -> list[RegionCaption]:
         """Detailed captions of (image, its ``view``, region) given their short captions, in one engine call."""
         asked = [i for i, s in enumerate(shorts) if s]
         answers = self.ask(
-            [self.request(self.prompts["region_detailed"].render(short=shorts[i],
+            [self.request(self.prompts["region_detailed"].render(short=shorts[i], part_of=part_of[i],
                                                                  class_note=self.class_note(flat[i][2])),
                           self.outline(*flat[i]), schema=text_schema("detailed")) for i in asked],
             text_field("detailed"),
@@ -220,6 +222,13 @@ class VlmCaptioner(VlmBackend, RegionCaptioner):
             out.append(RegionCaption(int(region["region_id"]), shorts[i] or "",
                                      (answer.value if answer else None) or "", facts))
         return out
+
+
+def _part_of(region: dict, regions: list[dict]) -> str:
+    """The prompts' sentence that names a part's whole (empty for an entity): its captions must say it."""
+    parent = parent_name(region, regions)
+    return "" if parent is None else (f'This region is a part of the "{parent}": say whose part it is '
+                                      f'(e.g. "the handle of the {parent}"). ')
 
 
 @register("verifier", "vlm_verifier", device="gpu",
