@@ -76,4 +76,9 @@ def import_command(
         if s["audited"]:
             typer.echo(f"  {name}: {s['errors']}/{s['audited']} errors (population {s['population']}), "
                        f"Wilson {s['wilson'][0]:.1%}-{s['wilson'][1]:.1%}")
+    false = summary["false_rejection"]
+    if false["audited"]:
+        typer.echo(f"false rejections: {false['accepted']} of {false['audited']} QA-failed images accepted as they "
+                   f"are ({false['rate']:.1%}, Wilson {false['wilson'][0]:.1%}-{false['wilson'][1]:.1%})")
+    typer.echo(verdicts.human_test_message(summary["human_test"]))
     typer.echo(gate.message)
