@@ -41,7 +41,9 @@ def export_command(
 
     manifest = guard(run)
     folder = out if out is not None else root / audit.sample.DEFAULT_DIR
-    typer.echo(f"sampled {len(manifest['items'])} images from {len(manifest['allocation'])} strata into {folder}")
+    failed = sum(not item["qa_passed"] for item in manifest["items"])
+    typer.echo(f"sampled {len(manifest['items'])} images ({failed} of them QA-failed, for the false-rejection rate) "
+               f"from {len(manifest['allocation'])} strata into {folder}")
     typer.echo(f"review {folder / 'gallery.html'} (fill in verdicts.csv) or import tasks.json into Label Studio, "
                "then run `groundcap audit import FILE`")
 
