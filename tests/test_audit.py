@@ -496,8 +496,9 @@ def test_audited_images_form_human_test_with_corrections_and_the_gate_refuses_bu
 
 
 def test_a_repainted_mask_is_read_back_and_released_in_human_test(root, exported, tmp_path):
-    """A reviewer fills a region's box with the brush: the import keeps the mask exactly, and the
-    human_test release carries it with the box and area that follow from it."""
+    """A reviewer fills a region's box with the brush and draws an entity the engine missed: the import
+    keeps both masks exactly, and the human_test release carries them with the boxes and areas that follow
+    (the drawn one with ``source: human``, in every format, counted by the card)."""
     from datasets import load_dataset
 
     project = tmp_path / "project"
@@ -516,12 +517,16 @@ def test_a_repainted_mask_is_read_back_and_released_in_human_test(root, exported
     for r in annotation["result"]:
         if r["id"] == f"xr{rid}":
             r["value"]["rle"] = rle_brush.encode(repainted)
+    drawn = np.zeros_like(original)
+    drawn[:12, :20] = True  # and an entity the engine missed
+    annotation["result"] += _drawn("brush", "d1", drawn.shape, {"label": "kite", "short": "a kite",
+                                                                "detailed": "A small kite in the corner."}, mask=drawn)
     file = tmp_path / "export.json"
     file.write_text(json.dumps([{**task, "annotations": [annotation]}]))
     p = _params(tmp_path, max_error_rate=1.0)
     verdicts.import_file(project, p, file, "auto", exported)
     record = verdicts.load(project, p)[item["image_id"]]
-    assert record["verdict"] == "edited" and set(record["regions"]) == {rid}  # accept + a correction
+    assert record["verdict"] == "edited" and set(record["regions"]) == {rid}  # accept + corrections
     assert np.array_equal(masks.decode(record["regions"][rid]["segmentation"]).astype(bool), repainted)
 
     run_all(Context(root=project, params=p, progress=False), ("split", "build", "card"))
@@ -530,6 +535,12 @@ def test_a_repainted_mask_is_read_back_and_released_in_human_test(root, exported
     assert np.array_equal(masks.decode(region["segmentation"]).astype(bool), repainted)
     assert region["area"] == int(repainted.sum())
     assert region["bbox"] == pytest.approx(masks.bbox(masks.encode(repainted)))
+    (added,) = [r for r in human[0]["regions"] if r["source"] == "human"]
+    assert (added["region_id"], added["label"], added["short_caption"], added["area"]) == (
+        item["next_region_id"], "kite", "a kite", int(drawn.sum()))
+    regions = load_dataset(str(project / "release"), "regions", split="human_test", cache_dir=str(tmp_path / "hf"))
+    assert [r["short_caption"] for r in regions if r["source"] == "human"] == ["a kite"]
+    assert "the 1 entity people drew in the audit" in (project / "release/README.md").read_text()
 
 
 def test_brush_decode_reads_label_studio_s_own_encoding():
@@ -570,7 +581,7 @@ def _curated(tasks: list, item: dict) -> tuple[dict, dict, np.ndarray]:
     brushed[h // 2:h // 2 + 20, w // 3:w // 3 + 30] = True
     annotation["result"] += _drawn("brush", "b7", (h, w), {"label": "kite", "short": "a red kite",
                                                            "detailed": "A red kite with a long tail."}, mask=brushed)
-    annotation["result"] += _drawn("polygon", "p3", (h, w), {"short": "a patch of sky",
+    annotation["result"] += _drawn("polygon", "p3", (h, w), {"label": "sky", "short": "a patch of sky",
                                                              "detailed": "Pale blue sky at the top."},
                                    points=[[10, 5], [50, 5], [50, 25], [10, 25]])
     return task, annotation, brushed
@@ -595,7 +606,7 @@ def test_drawn_entities_and_a_relabel_come_back_from_label_studio_and_are_releas
     assert first > max(int(r) for r in item["regions"])
     sky, kite = record["added"]  # top to bottom: the outlined sky first
     assert (sky["region_id"], kite["region_id"]) == (first, first + 1)
-    assert (kite["label"], kite["short"], sky["label"]) == ("kite", "a red kite", None)
+    assert (kite["label"], kite["short"], sky["label"]) == ("kite", "a red kite", "sky")
     assert np.array_equal(masks.decode(kite["segmentation"]).astype(bool), brushed)
     h, w = item["height"], item["width"]
     assert masks.bbox(sky["segmentation"]) == pytest.approx([0.1 * w, 0.05 * h, 0.4 * w + 1, 0.2 * h + 1], abs=1.5)
@@ -624,7 +635,7 @@ def parts_with(root: Path, image_id: str):
 
 @pytest.mark.parametrize(("change", "message"), [
     (lambda res: [r for r in res if not (r["id"] == "b7" and r["from_name"] == "detailed")],
-     "needs a short and a detailed caption"),
+     "needs a label, a short and a detailed caption"),
     (lambda res: [{**r, "value": {**r["value"], "points": r["value"]["points"][:2]}} if r["id"] == "p3" else r
                   for r in res], "an outline needs at least 3"),
     (lambda res: [*res, {"id": "zz", "from_name": "short", "to_name": "image", "type": "textarea",

@@ -212,7 +212,7 @@ def test_drawn_entities_and_a_relabel_round_trip_through_a_running_label_studio(
     annotation["result"] += _drawn("brush", "drawn1", task, {"label": "kite", "short": "a red kite",
                                                              "detailed": "A red kite with a long tail."},
                                    {"format": "rle", "rle": rle_brush.encode(brushed)})
-    annotation["result"] += _drawn("polygon", "drawn2", task, {"short": "a patch of sky",
+    annotation["result"] += _drawn("polygon", "drawn2", task, {"label": "sky", "short": "a patch of sky",
                                                                "detailed": "Pale blue sky along the top edge."},
                                    {"points": [[10, 2], [60, 2], [60, 20], [10, 20]], "closed": True})
     _ok(session.post(f"{base}/api/tasks/{server_task['id']}/annotations", json=annotation))

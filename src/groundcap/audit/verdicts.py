@@ -146,9 +146,9 @@ def _added(image_id: str, drawn: list[Mapping], item: Mapping) -> list[dict]:
         if not mask.any():
             raise AuditError(f"{where} covers no pixel; draw it again or delete it")
         texts = {k: (entity.get(k) or "").strip() or None for k in ("label", "short", "detailed")}
-        if not texts["short"] or not texts["detailed"]:
-            raise AuditError(f"{where} needs a short and a detailed caption written by the reviewer (select it and "
-                             "fill both text areas): human_test holds no entity without a person's captions")
+        if not all(texts.values()):
+            raise AuditError(f"{where} needs a label, a short and a detailed caption written by the reviewer (select "
+                             "it and fill the three text areas): human_test holds no entity without a person's words")
         out.append({"segmentation": entity["segmentation"], **texts})
     out.sort(key=lambda e: (masks.bbox(e["segmentation"])[1], masks.bbox(e["segmentation"])[0],
                             e["segmentation"]["counts"]))

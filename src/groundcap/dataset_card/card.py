@@ -236,8 +236,9 @@ def _region_sources(stats: dict) -> str:
     rows = [[split, *(s["region_sources"].get(n, 0) for n in names)] for split, s in stats.items()]
     human = sum(s["region_sources"].get(HUMAN, 0) for s in stats.values())
     return ("\n\nWhere the regions came from (`source`): `given:<kind>` regions are the masks the source "
-            f"came with (`segment.given`), `{HUMAN}` regions the {human} entities people drew in the audit because "
-            "the engine missed them (mask, label and captions by a person), the others a segmenter's:\n\n"
+            f"came with (`segment.given`), `{HUMAN}` regions the {_count(human, 'entity', 'entities')} people drew "
+            "in the audit because the engine missed them (mask, label and captions by a person), the others a "
+            "segmenter's:\n\n"
             + _table(["split", *names], rows))
 
 
