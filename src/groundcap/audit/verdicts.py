@@ -336,7 +336,8 @@ def human_test_message(status: Mapping) -> str:
         return f"human_test: every accepted image ({accepted}); set audit.human_test_size for a fixed size"
     if status["short_by"]:
         return (f"human_test: only {accepted} of the {wanted} images audit.human_test_size asks for are accepted; "
-                f"review at least {status['short_by']} more (`groundcap audit export` draws images not judged yet)")
+                f"{status['short_by']} more accepted images are needed (`groundcap audit export` draws images not "
+                "judged yet)")
     return f"human_test: {wanted} of the {accepted} accepted images (audit.human_test_size)"
 
 
