@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -83,7 +84,8 @@ def test_stratified_sample_is_deterministic_and_covers_every_stratum(root, expor
     small = sample.draw(root, len(strata), seed=7)
     assert small == sample.draw(root, len(strata), seed=7)
     assert {c.stratum for c in small.items} == strata  # one per stratum when the size allows
-    assert [i["image_id"] for i in exported["items"]] == [c.image_id for c in sample.draw(root, 60, seed=7).items]
+    drawn = sample.draw(root, 60, seed=7, failed_share=0.1)
+    assert [i["image_id"] for i in exported["items"]] == [c.image_id for c in drawn.items]
     assert exported["population"] == dict(sorted((s, sum(c.stratum == s for c in everyone)) for s in strata))
     other = [c.image_id for c in sample.draw(root, 3, seed=8).items]
     assert len(other) == 3 and set(other) <= {c.image_id for c in everyone}
@@ -261,7 +263,7 @@ def test_label_studio_export_round_trips_into_verdicts_and_human_test(root, expo
     human = verdicts.human_test(root, p)
     assert set(human) == {ids[0], ids[1], ids[2], ids[4]}
     assert human[ids[1]]["regions"] == {int(rid): {"short": "a corrected caption", "detailed": None}}
-    assert human[ids[0]] == {"scene_caption": None, "regions": {}}
+    assert human[ids[0]] == {"scene_caption": None, "regions": {}, "added": []}
     assert json.loads((root / "reports/audit.json").read_text())["errors"] == 3
 
 
@@ -303,8 +305,9 @@ def test_csv_verdicts_round_trip_and_merge(root, exported, tmp_path):
     assert set(records) == set(ids[:3])
     assert records[ids[0]]["verdict"] == "edited" and records[ids[1]]["verdict"] == "reject"
     assert verdicts.human_test(root, p) == {
-        ids[0]: {"scene_caption": None, "regions": {int(rid): {"short": "a better short caption", "detailed": None}}},
-        ids[2]: {"scene_caption": None, "regions": {}},
+        ids[0]: {"scene_caption": None, "regions": {int(rid): {"short": "a better short caption", "detailed": None}},
+                 "added": []},
+        ids[2]: {"scene_caption": None, "regions": {}, "added": []},
     }
     # a second file replaces the verdicts on the images it holds and keeps the rest
     verdicts.import_file(root, p, _write_csv(tmp_path / "w.csv", [(ids[1], "accept", "")]), "csv", exported)
@@ -493,8 +496,9 @@ def test_audited_images_form_human_test_with_corrections_and_the_gate_refuses_bu
 
 
 def test_a_repainted_mask_is_read_back_and_released_in_human_test(root, exported, tmp_path):
-    """A reviewer fills a region's box with the brush: the import keeps the mask exactly, and the
-    human_test release carries it with the box and area that follow from it."""
+    """A reviewer fills a region's box with the brush and draws an entity the engine missed: the import
+    keeps both masks exactly, and the human_test release carries them with the boxes and areas that follow
+    (the drawn one with ``source: human``, in every format, counted by the card)."""
     from datasets import load_dataset
 
     project = tmp_path / "project"
@@ -513,12 +517,16 @@ def test_a_repainted_mask_is_read_back_and_released_in_human_test(root, exported
     for r in annotation["result"]:
         if r["id"] == f"xr{rid}":
             r["value"]["rle"] = rle_brush.encode(repainted)
+    drawn = np.zeros_like(original)
+    drawn[:12, :20] = True  # and an entity the engine missed
+    annotation["result"] += _drawn("brush", "d1", drawn.shape, {"label": "kite", "short": "a kite",
+                                                                "detailed": "A small kite in the corner."}, mask=drawn)
     file = tmp_path / "export.json"
     file.write_text(json.dumps([{**task, "annotations": [annotation]}]))
     p = _params(tmp_path, max_error_rate=1.0)
     verdicts.import_file(project, p, file, "auto", exported)
     record = verdicts.load(project, p)[item["image_id"]]
-    assert record["verdict"] == "edited" and set(record["regions"]) == {rid}  # accept + a correction
+    assert record["verdict"] == "edited" and set(record["regions"]) == {rid}  # accept + corrections
     assert np.array_equal(masks.decode(record["regions"][rid]["segmentation"]).astype(bool), repainted)
 
     run_all(Context(root=project, params=p, progress=False), ("split", "build", "card"))
@@ -527,6 +535,12 @@ def test_a_repainted_mask_is_read_back_and_released_in_human_test(root, exported
     assert np.array_equal(masks.decode(region["segmentation"]).astype(bool), repainted)
     assert region["area"] == int(repainted.sum())
     assert region["bbox"] == pytest.approx(masks.bbox(masks.encode(repainted)))
+    (added,) = [r for r in human[0]["regions"] if r["source"] == "human"]
+    assert (added["region_id"], added["label"], added["short_caption"], added["area"]) == (
+        item["next_region_id"], "kite", "a kite", int(drawn.sum()))
+    regions = load_dataset(str(project / "release"), "regions", split="human_test", cache_dir=str(tmp_path / "hf"))
+    assert [r["short_caption"] for r in regions if r["source"] == "human"] == ["a kite"]
+    assert "the 1 entity people drew in the audit" in (project / "release/README.md").read_text()
 
 
 def test_brush_decode_reads_label_studio_s_own_encoding():
@@ -536,3 +550,197 @@ def test_brush_decode_reads_label_studio_s_own_encoding():
     assert np.array_equal(rle_brush.decode(rle_brush.encode(mask), 37, 53), mask)
     with pytest.raises(ValueError, match="pixels"):
         rle_brush.decode(rle_brush.encode(mask), 36, 53)
+
+
+# --- curation that adds: drawn entities, relabels, QA-failed images, the human_test size ------------------
+
+
+def _drawn(kind: str, ident: str, shape: tuple[int, int], texts: dict[str, str], *, mask=None, points=None) -> list:
+    """What Label Studio exports for an entity drawn as ``new`` (brush RLE or polygon points in percent),
+    with its per-region text areas."""
+    h, w = shape
+    common = {"id": ident, "to_name": "image", "original_width": w, "original_height": h, "image_rotation": 0}
+    geometry = {"format": "rle", "rle": rle_brush.encode(mask)} if kind == "brush" else {"points": points,
+                                                                                        "closed": True}
+    name, control = ("brushlabels", "region") if kind == "brush" else ("polygonlabels", "outline")
+    return [{**common, "from_name": control, "type": name, "value": {**geometry, name: ["new"]}}] + [
+        {**common, "from_name": k, "type": "textarea", "value": {**geometry, "text": [t]}} for k, t in texts.items()]
+
+
+def _curated(tasks: list, item: dict) -> tuple[dict, dict, np.ndarray]:
+    """An annotation that relabels one region and adds a brushed and an outlined entity (the outline a box)."""
+    task = next(t for t in tasks if t["data"]["image_id"] == item["image_id"])
+    h, w = item["height"], item["width"]
+    rid = next(iter(item["regions"]))
+    annotation = _annotation(task, "accept")
+    brush = next(r for r in annotation["result"] if r["id"] == f"xr{rid}" and r["type"] == "brushlabels")
+    annotation["result"] = [r for r in annotation["result"] if (r["id"], r["from_name"]) != (brush["id"], "label")]
+    relabel = {"format": "rle", "rle": brush["value"]["rle"], "text": ["a relabelled thing"]}
+    annotation["result"].append({**brush, "from_name": "label", "type": "textarea", "value": relabel})
+    brushed = np.zeros((h, w), bool)
+    brushed[h // 2:h // 2 + 20, w // 3:w // 3 + 30] = True
+    annotation["result"] += _drawn("brush", "b7", (h, w), {"label": "kite", "short": "a red kite",
+                                                           "detailed": "A red kite with a long tail."}, mask=brushed)
+    annotation["result"] += _drawn("polygon", "p3", (h, w), {"label": "sky", "short": "a patch of sky",
+                                                             "detailed": "Pale blue sky at the top."},
+                                   points=[[10, 5], [50, 5], [50, 25], [10, 25]])
+    return task, annotation, brushed
+
+
+def test_drawn_entities_and_a_relabel_come_back_from_label_studio_and_are_released_as_human(root, exported,
+                                                                                           tmp_path):
+    from groundcap.builders import columns
+
+    tasks = json.loads((root / "audit/tasks.json").read_text())
+    item = next(i for i in exported["items"] if i["regions"] and i["qa_passed"])
+    task, annotation, brushed = _curated(tasks, item)
+    file = tmp_path / "export.json"
+    file.write_text(json.dumps([{**task, "annotations": [annotation]}]))
+    p = _params(tmp_path)
+    verdicts.import_file(root, p, file, "auto", exported)
+    record = verdicts.load(root, p)[item["image_id"]]
+    rid = next(iter(item["regions"]))
+    assert record["verdict"] == "edited"  # the machine missed two entities
+    assert record["regions"][rid]["label"] == "a relabelled thing"
+    first = item["next_region_id"]
+    assert first > max(int(r) for r in item["regions"])
+    sky, kite = record["added"]  # top to bottom: the outlined sky first
+    assert (sky["region_id"], kite["region_id"]) == (first, first + 1)
+    assert (kite["label"], kite["short"], sky["label"]) == ("kite", "a red kite", "sky")
+    assert np.array_equal(masks.decode(kite["segmentation"]).astype(bool), brushed)
+    h, w = item["height"], item["width"]
+    assert masks.bbox(sky["segmentation"]) == pytest.approx([0.1 * w, 0.05 * h, 0.4 * w + 1, 0.2 * h + 1], abs=1.5)
+
+    corrections = verdicts.human_test(root, p)
+    index = next(i for i in parts_with(root, item["image_id"]))
+    batch = columns.join_part(root / "work", index, corrections)
+    row = next(r for r in batch.to_pylist() if r["image_id"] == item["image_id"])
+    by_id = {r["region_id"]: r for r in row["regions"]}
+    assert by_id[int(rid)]["label"] == "a relabelled thing"
+    assert [r["region_id"] for r in row["regions"]][-2:] == [first, first + 1]
+    assert by_id[first + 1] | {"segmentation": None} == {
+        "region_id": first + 1, "bbox": masks.bbox(kite["segmentation"]), "area": int(brushed.sum()),
+        "segmentation": None, "label": "kite", "granularity": None, "parent_id": None, "source": "human",
+        "short_caption": "a red kite", "detailed_caption": "A red kite with a long tail."}
+    untouched = columns.join_part(root / "work", index).to_pylist()
+    assert sum(len(r["regions"]) for r in batch.to_pylist()) == sum(len(r["regions"]) for r in untouched) + 2
+
+
+def parts_with(root: Path, image_id: str):
+    from groundcap.storage import parts
+
+    return [i for i in parts.list_parts(root / "work/ingest")
+            if image_id in {r["image_id"] for r in parts.read_part(root / "work/ingest", i, ["image_id"])}]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda res: [r for r in res if not (r["id"] == "b7" and r["from_name"] == "detailed")],
+     "needs a label, a short and a detailed caption"),
+    (lambda res: [{**r, "value": {**r["value"], "points": r["value"]["points"][:2]}} if r["id"] == "p3" else r
+                  for r in res], "an outline needs at least 3"),
+    (lambda res: [*res, {"id": "zz", "from_name": "short", "to_name": "image", "type": "textarea",
+                         "value": {"text": ["floating"]}}], "belongs to no region"),
+    (lambda res: [{**r, "value": {**r["value"], "brushlabels": ["tree"]}} if r.get("type") == "brushlabels" else r
+                  for r in res], "exactly one, r<region_id>"),
+])
+def test_a_drawn_entity_that_cannot_be_released_is_refused(root, exported, tmp_path, change, message):
+    tasks = json.loads((root / "audit/tasks.json").read_text())
+    item = next(i for i in exported["items"] if i["regions"] and i["qa_passed"])
+    task, annotation, _ = _curated(tasks, item)
+    annotation["result"] = change(annotation["result"])
+    file = tmp_path / "export.json"
+    file.write_text(json.dumps([{**task, "annotations": [annotation]}]))
+    with pytest.raises(ValueError, match=message):
+        verdicts.read(file, "label-studio", exported)
+
+
+def _with_failed(root: Path, project: Path, n: int) -> list[str]:
+    """A copy of the sample project's tables where QA failed ``n`` images (the sample has none); their ids."""
+    import pyarrow.parquet as pq
+
+    for stage in ("ingest", "segment", "caption_regions", "qa", "dedup", "redact"):
+        shutil.copytree(root / "work" / stage, project / "work" / stage)
+    (part,) = sorted((project / "work/qa").glob("*.parquet"))
+    table = pq.read_table(part)
+    failed = table["image_id"].to_pylist()[:n]
+    flags = [i not in failed for i in table["image_id"].to_pylist()]
+    pq.write_table(table.set_column(table.schema.get_field_index("passed"), "passed",
+                                    pa.array(flags, table.schema.field("passed").type)), part)
+    return failed
+
+
+def test_qa_failed_images_are_sampled_and_their_false_rejection_rate_reported(root, tmp_path):
+    project = tmp_path / "project"
+    failed_ids = _with_failed(root, project, 4)
+    p = _params(tmp_path, failed_share=0.5)
+    exported = audit.export(project, p, sample_size=4)
+    failed = [i for i in exported["items"] if not i["qa_passed"]]
+    assert {i["image_id"] for i in failed} <= set(failed_ids) and len(failed) == 2
+    assert all(i["stratum"].startswith("qa failed | source ") for i in failed)
+    assert sum(n for s, n in exported["population"].items() if s.startswith(sample.FAILED)) == 4
+    passed = [i for i in exported["items"] if i["qa_passed"]]
+    assert len(passed) == 2
+    records = [{"item_id": i["image_id"], "verdict": "accept" if k == 0 else "reject", "stratum": i["stratum"],
+                "scene_caption": None, "regions": {}, "source": "csv"} for k, i in enumerate(failed)]
+    records += [{"item_id": i["image_id"], "verdict": "accept", "stratum": i["stratum"], "scene_caption": None,
+                 "regions": {}, "source": "csv"} for i in passed]
+    verdicts.merge(project, p, records)
+    summary = verdicts.report(project, p)
+    assert (summary["audited"], summary["errors"], summary["stale"]) == (2, 0, 0)  # failed images apart
+    assert summary["false_rejection"] == {"audited": 2, "accepted": 1, "rate": 0.5,
+                                          "wilson": [round(x, 4) for x in verdicts.wilson(1, 2, 0.95)]}
+    # a new export leaves the judged images out: it tops the audit up
+    again = audit.draw_sample(project, p, 12)
+    assert {c.image_id for c in again.items} == {c.image_id for c in sample.candidates(project)} - {
+        r["item_id"] for r in records}
+
+
+def test_human_test_takes_exactly_the_requested_size_and_says_when_it_cannot():
+    from groundcap import splits
+
+    groups = {f"img{i}": f"g{i}" for i in range(10)} | {"twin": "g0"}
+    section = {"seed": 3, "fractions": {"train": 0.5, "validation": 0.25, "test": 0.25}, "sizes": None}
+    human = {f"img{i}" for i in range(6)}
+    picked = splits.assign(groups, section, human=human, human_size=4, pinned={"img5": "train"})
+    chosen = {i for i, a in picked.items() if a.split == splits.HUMAN_TEST}
+    assert len(chosen) == 4 and chosen < human - {"img5"}  # a pinned image keeps its split
+    assert all(picked[i].split in splits.SPLITS for i in human - chosen)  # the others are split by hash
+    assert picked == splits.assign(groups, section, human=human, human_size=4, pinned={"img5": "train"})
+    everyone = splits.assign(groups, section, human=human, human_size=None)
+    assert sum(a.split == splits.HUMAN_TEST for a in everyone.values()) == 6
+    status = {"requested": 130, "accepted": 128, "short_by": 2}
+    short = verdicts.human_test_message(status)
+    assert "only 128 of the 130" in short and "2 more accepted images are needed" in short
+    assert verdicts.human_test_message({"requested": 130, "accepted": 131, "short_by": 0}).startswith(
+        "human_test: 130 of the 131 accepted")
+
+
+def test_the_split_stage_says_when_human_test_falls_short(root, exported, tmp_path, capsys):
+    import polars as pl
+
+    project = tmp_path / "project"
+    for stage in ("qa", "dedup", "ingest"):
+        shutil.copytree(root / "work" / stage, project / "work" / stage)
+    ids = [i["image_id"] for i in exported["items"] if i["qa_passed"]][:3]
+    p = _params(tmp_path, human_test_size=2)
+    verdicts.merge(project, p, [{"item_id": i, "verdict": "accept", "stratum": "x", "scene_caption": None,
+                                 "regions": {}, "source": "csv"} for i in ids])
+    run_all(Context(root=project, params=p, progress=False), ("split",))
+    split = pl.read_parquet(project / "work/split/*.parquet")
+    assert split.filter(pl.col("split") == "human_test").height == 2
+    assert "human_test holds" not in capsys.readouterr().err
+    p["audit"]["human_test_size"] = 5
+    run_all(Context(root=project, params=p, progress=False), ("split",))
+    assert pl.read_parquet(project / "work/split/*.parquet").filter(pl.col("split") == "human_test").height == 3
+    assert "split: human_test holds 3 of the 5 images audit.human_test_size asks for" in capsys.readouterr().err
+    assert "only 3 of the 5" in verdicts.human_test_message(verdicts.report(project, p)["human_test"])
+
+
+def test_the_card_counts_the_entities_people_added():
+    from groundcap.dataset_card import card
+
+    stats = {"train": {"region_sources": {"felzenszwalb": 9}}, "human_test": {"region_sources": {"felzenszwalb": 4,
+                                                                                                   "human": 2}}}
+    text = card._region_sources(stats)
+    assert "the 2 entities people drew in the audit" in text and "| human_test | 4 | 2 |" in text
+    assert card._region_sources({"train": {"region_sources": {"felzenszwalb": 9}}}) == ""

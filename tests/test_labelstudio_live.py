@@ -171,3 +171,79 @@ def test_tasks_round_trip_through_a_running_label_studio(server, sample_project,
     assert (fixed["short"], fixed["detailed"]) == (None, None)
     assert np.array_equal(masks.decode(fixed["segmentation"]).astype(bool), new_mask)
     assert all(records[i]["source"] == "label_studio" and records[i]["annotator"] for i in submissions)
+
+
+def _drawn(kind: str, ident: str, task: dict, texts: dict[str, str], geometry: dict) -> list[dict]:
+    """An entity the reviewer drew as ``new`` (brush or polygon) and the per-region texts written for it."""
+    first = task["predictions"][0]["result"][0]
+    common = {"id": ident, "to_name": "image", "image_rotation": 0, "original_width": first["original_width"],
+              "original_height": first["original_height"]}
+    name, control = ("brushlabels", "region") if kind == "brush" else ("polygonlabels", "outline")
+    return [{**common, "from_name": control, "type": name, "value": {**geometry, name: ["new"]}}] + [
+        {**common, "from_name": k, "type": "textarea", "value": {**geometry, "text": [t]}} for k, t in texts.items()]
+
+
+def test_drawn_entities_and_a_relabel_round_trip_through_a_running_label_studio(server, sample_project, tmp_path):
+    """A reviewer relabels a region and draws two entities the engine missed, one with the brush and one with
+    the polygon tool, each with the captions they wrote: Label Studio's export imports as ``added`` entities
+    with their own region ids, and they reach human_test with ``source: human``."""
+    from groundcap.builders import columns
+
+    base, session = server
+    out = tmp_path / "audit"
+    manifest = audit.export(sample_project, params.load(None), out)
+    tasks = json.loads((out / "tasks.json").read_text())
+    item = next(i for i in manifest["items"] if i["regions"] and i["qa_passed"])
+    task = next(t for t in tasks if t["data"]["image_id"] == item["image_id"])
+    project = _ok(session.post(f"{base}/api/projects", json={
+        "title": "groundcap curation", "label_config": (out / "labeling_config.xml").read_text()}))
+    _ok(session.post(f"{base}/api/projects/{project['id']}/import", json=[task]))
+    (server_task,) = _ok(session.get(f"{base}/api/tasks", params={"project": project["id"]}))["tasks"]
+
+    h, w = item["height"], item["width"]
+    brushed = np.zeros((h, w), bool)
+    brushed[h // 2:h // 2 + 16, w // 4:w // 4 + 24] = True
+    rid = int(next(iter(item["regions"])))
+    annotation = _annotation(task, "accept")
+    brush = next(r for r in annotation["result"] if r["id"] == f"r{rid}" and r["type"] == "brushlabels")
+    annotation["result"] = [r for r in annotation["result"] if (r["id"], r["from_name"]) != (f"r{rid}", "label")]
+    annotation["result"].append({**brush, "from_name": "label", "type": "textarea",
+                                 "value": {"format": "rle", "rle": brush["value"]["rle"], "text": ["lamp post"]}})
+    annotation["result"] += _drawn("brush", "drawn1", task, {"label": "kite", "short": "a red kite",
+                                                             "detailed": "A red kite with a long tail."},
+                                   {"format": "rle", "rle": rle_brush.encode(brushed)})
+    annotation["result"] += _drawn("polygon", "drawn2", task, {"label": "sky", "short": "a patch of sky",
+                                                               "detailed": "Pale blue sky along the top edge."},
+                                   {"points": [[10, 2], [60, 2], [60, 20], [10, 20]], "closed": True})
+    _ok(session.post(f"{base}/api/tasks/{server_task['id']}/annotations", json=annotation))
+    export = session.get(f"{base}/api/projects/{project['id']}/export", params={"exportType": "JSON"})
+    _ok(export)
+    file = tmp_path / "label-studio-export.json"
+    file.write_bytes(export.content)
+
+    (tmp_path / "params.yaml").write_text(f"audit:\n  verdicts: {tmp_path / 'verdicts.jsonl'}\n")
+    result = CliRunner().invoke(audit_app, ["import", str(file), "--root", str(sample_project), "--params",
+                                            str(tmp_path / "params.yaml"), "--manifest", str(out / "manifest.json")])
+    assert result.exit_code == 0, result.output
+    p = {"audit": {"verdicts": str(tmp_path / "verdicts.jsonl")}}
+    record = verdicts.load(sample_project, p)[item["image_id"]]
+    assert record["verdict"] == "edited" and record["regions"][str(rid)]["label"] == "lamp post"
+    sky, kite = record["added"]
+    first = item["next_region_id"]
+    assert (sky["region_id"], kite["region_id"]) == (first, first + 1)
+    assert (kite["label"], kite["short"], sky["short"]) == ("kite", "a red kite", "a patch of sky")
+    assert np.array_equal(masks.decode(kite["segmentation"]).astype(bool), brushed)
+    x, y, bw, bh = masks.bbox(sky["segmentation"])
+    assert (x, y, x + bw, y + bh) == pytest.approx((0.1 * w, 0.02 * h, 0.6 * w + 1, 0.2 * h + 1), abs=1.5)
+
+    from groundcap.storage import parts
+
+    index = next(i for i in parts.list_parts(sample_project / "work/ingest")
+                 if item["image_id"] in {r["image_id"] for r in parts.read_part(sample_project / "work/ingest", i,
+                                                                                ["image_id"])})
+    batch = columns.join_part(sample_project / "work", index, verdicts.human_test(sample_project, p))
+    row = next(r for r in batch.to_pylist() if r["image_id"] == item["image_id"])
+    human = [r for r in row["regions"] if r["source"] == "human"]
+    assert [(r["region_id"], r["short_caption"]) for r in human] == [(first, "a patch of sky"),
+                                                                      (first + 1, "a red kite")]
+    assert next(r for r in row["regions"] if r["region_id"] == rid)["label"] == "lamp post"

@@ -2,10 +2,15 @@
 
 One task per audited image. Its prediction pre-fills everything the reviewer judges: every released
 region as a brush mask (label ``r<region_id>``, result id ``r<region_id>``, Label Studio's own RLE,
-see ``rle_brush``) with its short and detailed caption in per-region text areas, and the grounded
-scene caption in a text area. The reviewer fixes text or repaints a mask in place and chooses accept,
-reject or edited; a region's brush results are read back as one mask (``rle_brush.decode``), which
-counts as a correction when it differs from the released mask.
+see ``rle_brush``) with its label, short and detailed caption in per-region text areas, and the grounded
+scene caption in a text area. The reviewer fixes text (a new label relabels the region) or repaints a
+mask in place and chooses accept, reject or edited; a region's brush results are read back as one mask
+(``rle_brush.decode``), which counts as a correction when it differs from the released mask.
+
+An entity the engine missed is drawn with the brush or the polygon tool under the label ``new`` and
+given its label, short and detailed caption in the same per-region text areas: the captions are the
+auditor's own, never an engine's afterwards, because these entities go to ``human_test``, the split
+that measures the engine, and an engine caption there would grade the engine against itself.
 
 Images are referenced, not embedded: ``data.image`` is ``url_prefix + <image_id>.<ext>``. The default
 prefix, ``/data/local-files/?d=audit/images/``, serves the exported ``images/`` folder through Label
@@ -23,6 +28,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from groundcap import masks
 from groundcap.audit.gallery import color as region_color
@@ -31,8 +37,9 @@ from groundcap.audit.rle_brush import encode as rle_encode
 from groundcap.errors import AuditError
 
 DEFAULT_URL_PREFIX = "/data/local-files/?d=audit/images/"
-IMAGE, REGION, SHORT, DETAILED, SCENE, CHECKS, VERDICT = (
-    "image", "region", "short", "detailed", "scene_caption", "checks", "verdict")
+IMAGE, REGION, OUTLINE, LABEL, SHORT, DETAILED, SCENE, CHECKS, VERDICT = (
+    "image", "region", "outline", "label", "short", "detailed", "scene_caption", "checks", "verdict")
+NEW = "new"  # the brush or polygon label of an entity the reviewer drew
 VERDICTS = ("accept", "reject", "edited")
 _LABEL = re.compile(r"^r(\d+)$")
 
@@ -42,18 +49,25 @@ def label(region_id: int) -> str:
 
 
 def config(region_ids: Iterable[int]) -> str:
-    """The labeling config XML; one brush label per region id that occurs in the sample."""
+    """The labeling config XML; one brush label per region id that occurs in the sample, and ``new``."""
     view = ET.Element("View")
     ET.SubElement(view, "Header", value="Check every caption against the image. Fix wrong text in place and "
-                                         "choose edited; choose reject when a mask or caption cannot be fixed here.")
+                                         "choose edited; choose reject when a mask or caption cannot be fixed here. "
+                                         f"Draw an entity the machine missed with the brush or polygon as '{NEW}' "
+                                         "and write its label, short and detailed caption.")
     ET.SubElement(view, "Image", name=IMAGE, value="$image", zoom="true")
     brush = ET.SubElement(view, "BrushLabels", name=REGION, toName=IMAGE)
     for rid in sorted(set(region_ids)):
         ET.SubElement(brush, "Label", value=label(rid), background=region_color(rid))
+    ET.SubElement(brush, "Label", value=NEW, background="#ffffff")
+    ET.SubElement(ET.SubElement(view, "PolygonLabels", name=OUTLINE, toName=IMAGE), "Label", value=NEW,
+                  background="#ffffff")
     ET.SubElement(view, "Header", value="Scene caption (<rN>phrase</rN> points at region rN; keep the tags)")
     ET.SubElement(view, "TextArea", name=SCENE, toName=IMAGE, editable="true", maxSubmissions="1", rows="5")
     selected = ET.SubElement(view, "View", visibleWhen="region-selected")
-    ET.SubElement(selected, "Header", value="Selected region: short and detailed caption")
+    ET.SubElement(selected, "Header", value="Selected region: label, short and detailed caption")
+    ET.SubElement(selected, "TextArea", name=LABEL, toName=IMAGE, perRegion="true", editable="true",
+                  maxSubmissions="1", rows="1")
     ET.SubElement(selected, "TextArea", name=SHORT, toName=IMAGE, perRegion="true", editable="true",
                   maxSubmissions="1", rows="1")
     ET.SubElement(selected, "TextArea", name=DETAILED, toName=IMAGE, perRegion="true", editable="true",
@@ -88,8 +102,10 @@ def task(item: Mapping, stratum: str, url_prefix: str) -> dict:
         result.append({"id": rid, "from_name": REGION, "type": "brushlabels", **common,
                        "value": {**brush, "brushlabels": [rid]}})
         # per-region text areas repeat the region's geometry, as Label Studio's own results do
+        texts = [(LABEL, region["label"])] if region["label"] else []
+        texts += [(SHORT, region["short"]), (DETAILED, region["detailed"])]
         result += [{"id": rid, "from_name": name, "type": "textarea", **common, "value": {**brush, "text": [text]}}
-                   for name, text in ((SHORT, region["short"]), (DETAILED, region["detailed"]))]
+                   for name, text in texts]
     result.append({"id": "scene", "from_name": SCENE, "type": "textarea", **common,
                    "value": {"text": [item["scene_caption"]]}})
     return {
@@ -109,8 +125,9 @@ def parse_export(tasks: object) -> list[dict]:
 
     Per task, the latest annotation not cancelled counts (by ``updated_at``, then id); tasks nobody
     annotated yet are skipped. Each record: item_id, verdict, scene_caption (the text area's text),
-    regions {region_id: {short, detailed, segmentation}} (the per-region text areas' texts, the brush
-    mask as COCO RLE), annotator.
+    regions {region_id: {label, short, detailed, segmentation}} (the per-region text areas' texts, the brush
+    mask as COCO RLE), added [{result_id, segmentation, label, short, detailed}] (entities drawn as ``new``),
+    annotator.
     """
     if not isinstance(tasks, list) or not all(isinstance(t, dict) and "data" in t for t in tasks):
         raise AuditError("not a Label Studio JSON export (a list of tasks with 'data' and 'annotations'); "
@@ -142,8 +159,32 @@ def _brush_mask(image_id: str, result: Mapping) -> np.ndarray:
         raise AuditError(f"image {image_id}: brush result {result.get('id')} cannot be read ({exc})") from None
 
 
+def _polygon_mask(image_id: str, result: Mapping) -> np.ndarray:
+    """The filled polygon of a polygon result: its points are percentages of the image's width and height."""
+    try:
+        w, h = int(result["original_width"]), int(result["original_height"])
+        points = [(float(x) * w / 100, float(y) * h / 100) for x, y in result["value"]["points"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AuditError(f"image {image_id}: polygon result {result.get('id')} cannot be read ({exc})") from None
+    if len(points) < 3:
+        raise AuditError(f"image {image_id}: polygon result {result.get('id')} has {len(points)} points; "
+                         "an outline needs at least 3")
+    canvas = Image.new("1", (w, h), 0)
+    ImageDraw.Draw(canvas).polygon(points, fill=1, outline=1)
+    return np.asarray(canvas, dtype=bool)
+
+
 def _texts(value: Mapping) -> str:
     return " ".join(t.strip() for t in value.get("text") or [])
+
+
+def _labels(image_id: str, result: Mapping) -> list[str]:
+    names = result["value"].get("brushlabels" if result["type"] == "brushlabels" else "polygonlabels") or []
+    unknown = [n for n in names if n != NEW and not _LABEL.match(n)]
+    if unknown or len(names) != 1:
+        raise AuditError(f"image {image_id}: a drawn region carries the labels {names}; give each exactly one, "
+                         f"r<region_id> (a repainted region) or '{NEW}' (an entity the machine missed)")
+    return names
 
 
 def _record(image_id: str, annotation: Mapping) -> dict:
@@ -155,26 +196,40 @@ def _record(image_id: str, annotation: Mapping) -> dict:
                          "submit a verdict for every reviewed task and export again")
     region_of = {}  # result id -> region id, from the brush labels (ids may be regenerated by the editor)
     painted: dict[int, np.ndarray] = {}  # region id -> the union of its brush results' masks
+    drawn: dict[str, dict] = {}  # result id -> an entity the reviewer added: its mask, then its texts
     for r in results:
-        if r.get("type") == "brushlabels":
-            found = [int(m.group(1)) for lab in r["value"].get("brushlabels", []) if (m := _LABEL.match(lab))]
-            if found:
-                region_of[r.get("id")] = found[0]
-                mask = _brush_mask(image_id, r)
-                painted[found[0]] = painted[found[0]] | mask if found[0] in painted else mask
+        if r.get("type") in ("brushlabels", "polygonlabels"):
+            (name,) = _labels(image_id, r)
+            mask = _brush_mask(image_id, r) if r["type"] == "brushlabels" else _polygon_mask(image_id, r)
+            if name == NEW:
+                drawn[str(r.get("id"))] = {"segmentation": mask}
+                continue
+            if r["type"] == "polygonlabels":
+                raise AuditError(f"image {image_id}: region {name} was outlined with the polygon tool; repaint a "
+                                 f"released region with the brush, and outline only '{NEW}' entities")
+            rid = int(_LABEL.match(name).group(1))
+            region_of[r.get("id")] = rid
+            painted[rid] = painted[rid] | mask if rid in painted else mask
     scene, regions = None, {}
     for r in results:
         name = r.get("from_name")
         if name == SCENE:
             scene = _texts(r["value"])
-        elif name in (SHORT, DETAILED):
+        elif name in (LABEL, SHORT, DETAILED):
+            if str(r.get("id")) in drawn:
+                drawn[str(r.get("id"))][name] = _texts(r["value"])
+                continue
             m = _LABEL.match(str(r.get("id")))
             rid = region_of.get(r.get("id"), int(m.group(1)) if m else None)
-            if rid is not None:  # text on a region the reviewer drew: nothing to correct
-                regions.setdefault(rid, {})[name] = _texts(r["value"])
+            if rid is None:
+                raise AuditError(f"image {image_id}: a {name} text belongs to no region (result {r.get('id')}); "
+                                 f"draw the entity as '{NEW}' before writing its captions")
+            regions.setdefault(rid, {})[name] = _texts(r["value"])
     for rid, mask in painted.items():
         regions.setdefault(rid, {})["segmentation"] = masks.encode(mask)
+    added = [{**texts, "segmentation": masks.encode(texts["segmentation"]), "result_id": key}
+             for key, texts in drawn.items()]
     by = annotation.get("completed_by")
     annotator = by.get("email") or by.get("id") if isinstance(by, dict) else by
     return {"item_id": image_id, "verdict": choices[-1][0], "scene_caption": scene, "regions": regions,
-            "annotator": None if annotator is None else str(annotator)}
+            "added": added, "annotator": None if annotator is None else str(annotator)}

@@ -2,7 +2,10 @@
 
 The audit unit is an image: what the release would hold for it (its QA-passed regions with their short
 and detailed captions, and its scene caption). Candidates are the images QA passed and dedup kept
-(every QA-passed image when ``work/dedup`` does not exist). Each candidate falls in one stratum:
+(every QA-passed image when ``work/dedup`` does not exist), and, apart, the images QA failed: a share
+of the sample (``audit.failed_share``) goes to them, so that the false-rejection rate (failed images an
+auditor passes) is measured; their strata start with ``qa failed |``. Images already judged
+(``audit.verdicts``) are left out, so a new export tops the audit up. Each candidate falls in one stratum:
 
 - source: ``sample`` for the bundled sample, the host of a URL, the first folder of a relative path,
   or ``.`` for a file at the top of the source folder;
@@ -22,7 +25,7 @@ import hashlib
 import json
 import math
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -48,6 +51,7 @@ class Candidate:
     region_count: int  # regions the release would hold
     word_count: int  # words of the plain scene caption
     qa_score: float
+    qa_passed: bool = True  # False: QA failed it (sampled to measure false rejections, never released)
 
 
 def source_group(source_path: str) -> str:
@@ -68,13 +72,17 @@ _WORD_BANDS = ((21, "<=20"), (61, "21-60"), (math.inf, ">60"))
 _SCORE_BANDS = ((0.6, "<0.6"), (0.8, "0.6-0.8"), (math.inf, ">=0.8"))
 
 
-def stratum(source: str, regions: int, words: int, qa_score: float) -> str:
-    return (f"source {source} | regions {_band(regions, _REGION_BANDS)} | words {_band(words, _WORD_BANDS)}"
-            f" | qa {_band(qa_score, _SCORE_BANDS)}")
+FAILED = "qa failed | "  # the strata of QA-failed images start with this
+
+
+def stratum(source: str, regions: int, words: int, qa_score: float, qa_passed: bool = True) -> str:
+    return ("" if qa_passed else FAILED) + (
+        f"source {source} | regions {_band(regions, _REGION_BANDS)} | words {_band(words, _WORD_BANDS)}"
+        f" | qa {_band(qa_score, _SCORE_BANDS)}")
 
 
 def candidates(root: Path) -> Iterator[Candidate]:
-    """Every auditable image under ``root/work``, part by part."""
+    """Every auditable image under ``root/work``, part by part: the releasable ones and the QA-failed ones."""
     work = Path(root) / "work"
     has_dedup = (work / "dedup").is_dir()
     for index in parts.list_parts(work / "qa"):
@@ -85,13 +93,14 @@ def candidates(root: Path) -> Iterator[Candidate]:
             if q["image_id"] != i["image_id"] or (d is not None and d["image_id"] != q["image_id"]):
                 raise StageInputError(f"part {index} of work/qa, work/ingest and work/dedup is out of step; "
                                    "rerun the pipeline")
-            if not q["passed"] or (d is not None and not d["kept"]):
+            if q["passed"] and d is not None and not d["kept"]:
                 continue
             source = source_group(i["source_path"])
             regions = sum(bool(r["passed"]) for r in q["regions"])
             words = len(grounding.plain(q["scene_caption"] or "").split())
-            score = float(q["score"])
-            yield Candidate(q["image_id"], stratum(source, regions, words, score), source, regions, words, score)
+            score, passed = float(q["score"]), bool(q["passed"])
+            yield Candidate(q["image_id"], stratum(source, regions, words, score, passed), source, regions, words,
+                            score, passed)
 
 
 def rank(seed: int, image_id: str) -> str:
@@ -125,31 +134,39 @@ class Sample:
     allocation: dict[str, int]
 
 
-def draw(root: Path, size: int, seed: int) -> Sample:
-    """The stratified sample; memory grows with the number of strata times ``size``, not the dataset."""
+def draw(root: Path, size: int, seed: int, failed_share: float = 0.0,
+         exclude: Collection[str] = frozenset()) -> Sample:
+    """The stratified sample of images not in ``exclude``: ``round(size * failed_share)`` of them QA-failed
+    (fewer when fewer failed), the rest releasable. Memory grows with the strata times ``size``, not the dataset."""
     if size < 1:
         raise AuditError(f"audit.sample_size must be at least 1, got {size}")
     population: Counter[str] = Counter()
     best: dict[str, list[tuple[str, Candidate]]] = {}
     for c in candidates(root):
+        if c.image_id in exclude:
+            continue
         population[c.stratum] += 1
         kept = best.setdefault(c.stratum, [])
         kept.append((rank(seed, c.image_id), c))
         if len(kept) > 2 * size:  # no stratum can give more than `size`: drop the worst-ranked now and then
             kept.sort(key=lambda pair: pair[0])
             del kept[size:]
-    if not population:
-        raise AuditError(f"no image in {Path(root) / 'work'} passed QA (and dedup): nothing to audit; "
-                         "run the pipeline through qa first")
-    allocation = allocate(population, size)
+    passed = {s: n for s, n in population.items() if not s.startswith(FAILED)}
+    failed = {s: n for s, n in population.items() if s.startswith(FAILED)}
+    if not passed:
+        raise AuditError(f"no image in {Path(root) / 'work'} that passed QA (and dedup) is left to audit"
+                         + (f" ({len(exclude)} already judged)" if exclude else "") + "; run the pipeline through qa")
+    n_failed = min(round(size * failed_share), sum(failed.values()))
+    allocation = allocate(passed, size - n_failed) | (allocate(failed, n_failed) if n_failed else {})
     items = [c for s in sorted(allocation) for _, c in sorted(best[s], key=lambda pair: pair[0])[: allocation[s]]]
     return Sample(items, dict(sorted(population.items())), dict(sorted(allocation.items())))
 
 
 def manifest(drawn: Sample, rows: Mapping[str, dict], seed: int, size: int) -> dict:
     """What an export sampled and from what: the strata, and per item the machine text and masks under review."""
-    items = [{**asdict(c), "scene_caption": rows[c.image_id]["scene_caption"],
-              "regions": {str(r["region_id"]): {"short": r["short"], "detailed": r["detailed"],
+    keep = ("width", "height", "next_region_id", "scene_caption")
+    items = [{**asdict(c), **{k: rows[c.image_id][k] for k in keep},
+              "regions": {str(r["region_id"]): {"label": r["label"], "short": r["short"], "detailed": r["detailed"],
                                                 "segmentation": r["segmentation"]}
                           for r in rows[c.image_id]["regions"]}} for c in drawn.items]
     return {"seed": seed, "sample_size": size, "population": drawn.population, "allocation": drawn.allocation,
@@ -219,4 +236,6 @@ def _item(image: dict, seg: dict, cap: dict, qa: dict, released: dict | None) ->
     return {"image_id": image["image_id"], "source_path": image["source_path"], "format": fmt,
             "width": image["width"], "height": image["height"], "bytes": data,
             "qa_score": qa["score"], "reasons": qa["reasons"], "scene_caption": qa["scene_caption"] or "",
-            "scene_evidence": qa["scene_evidence"] or [], "regions": regions}
+            "scene_evidence": qa["scene_evidence"] or [], "regions": regions,
+            # the id an entity a reviewer adds gets first: past every region the image has, released or not
+            "next_region_id": max((r["region_id"] for r in seg["regions"]), default=0) + 1}

@@ -19,9 +19,11 @@ rejected or edited: the machine output was wrong, whether or not a person could 
 The canonical form is JSON Lines at ``audit.verdicts`` (relative to the project root): one record per
 image, sorted by item_id, keys sorted: item_id, verdict, stratum (from the export manifest),
 scene_caption (the correction or null), regions ({region_id: {short, detailed}}, corrections or
-null, plus ``segmentation``, COCO RLE, when a reviewer repainted the mask in Label Studio), source
-(label_studio | csv) and annotator when known. An import replaces the records of the images it holds
-and keeps the others.
+null, plus ``label`` when a reviewer relabelled the region and ``segmentation``, COCO RLE, when one
+repainted the mask in Label Studio), added (entities the reviewer drew in Label Studio, each with the
+region_id it is released under, segmentation, label, short and detailed: the reviewer's own text),
+source (label_studio | csv) and annotator when known. An import replaces the records of the images it
+holds and keeps the others.
 
 Error rates (``summarize``): per stratum, the share of audited images that are errors with a Wilson
 score interval; overall both the pooled rate (all audited images alike) and the population-weighted
@@ -29,7 +31,8 @@ rate (each stratum weighted by how many releasable images it holds, which undoes
 of small strata), whose interval is Wilson's at Kish's effective sample size. Strata are recomputed
 from the current work tables, so the weights are those of what would be released; verdicts on images
 that are no longer releasable are counted as stale and left out. The gate uses the weighted upper
-bound.
+bound. Verdicts on QA-failed images give the false-rejection rate instead (the share the auditor
+accepts as they are), and ``human_test`` how many accepted images ``audit.human_test_size`` still lacks.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import csv
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
@@ -127,16 +130,43 @@ def _edited_mask(image_id: str, rid, mask: dict | None, original: Mapping) -> di
     return None if np.array_equal(theirs, ours) else mask
 
 
+def _added(image_id: str, drawn: list[Mapping], item: Mapping) -> list[dict]:
+    """The entities a reviewer drew, checked, ordered top to bottom then left to right, with the region ids
+    they are released under (after every region id the image has, from the manifest)."""
+    if drawn and "next_region_id" not in item:
+        raise AuditError(f"image {image_id}: the export manifest predates drawn entities; export the sample again "
+                         "and review it there")
+    out = []
+    for entity in drawn:
+        where = f"image {image_id}: the entity drawn as result {entity.get('result_id')}"
+        mask = masks.decode(entity["segmentation"])
+        if mask.shape != (item["height"], item["width"]):
+            raise AuditError(f"{where} is {mask.shape[1]}x{mask.shape[0]}, the image {item['width']}x{item['height']}; "
+                             "export the tasks of this sample again")
+        if not mask.any():
+            raise AuditError(f"{where} covers no pixel; draw it again or delete it")
+        texts = {k: (entity.get(k) or "").strip() or None for k in ("label", "short", "detailed")}
+        if not all(texts.values()):
+            raise AuditError(f"{where} needs a label, a short and a detailed caption written by the reviewer (select "
+                             "it and fill the three text areas): human_test holds no entity without a person's words")
+        out.append({"segmentation": entity["segmentation"], **texts})
+    out.sort(key=lambda e: (masks.bbox(e["segmentation"])[1], masks.bbox(e["segmentation"])[0],
+                            e["segmentation"]["counts"]))
+    return [{"region_id": item["next_region_id"] + k, **e} for k, e in enumerate(out)]
+
+
 def finish(raw: Mapping, item: Mapping, source: str) -> dict:
     """The canonical record for a raw one, checked against its manifest ``item`` (the machine text)."""
     image_id, originals = raw["item_id"], item["regions"]
     scene = raw.get("scene_caption")
     scene = scene.strip() if scene and not _same(scene, item["scene_caption"]) else None
+    added = _added(image_id, raw.get("added") or [], item)
     if scene is not None:
-        unknown = {rid for rid, _ in grounding.references(scene)} - {int(r) for r in originals}
+        known = {int(r) for r in originals} | {a["region_id"] for a in added}
+        unknown = {rid for rid, _ in grounding.references(scene)} - known
         if not grounding.is_well_formed(scene) or unknown:
             raise AuditError(f"image {image_id}: the corrected scene caption must keep well-formed <rN>...</rN> tags "
-                             f"that point at its regions ({', '.join(sorted(originals, key=int))})"
+                             f"that point at its regions ({', '.join(str(r) for r in sorted(known))})"
                              + (f"; it names regions {sorted(unknown)}" if unknown else ""))
     regions = {}
     for rid, texts in raw.get("regions", {}).items():
@@ -145,15 +175,17 @@ def finish(raw: Mapping, item: Mapping, source: str) -> dict:
                              f"{', '.join(sorted(originals, key=int))}")
         fixed = {k: (texts.get(k) or "").strip() or None for k in ("short", "detailed")}
         fixed = {k: v if v is not None and not _same(v, originals[str(rid)][k]) else None for k, v in fixed.items()}
+        if (name := (texts.get("label") or "").strip()) and not _same(name, originals[str(rid)].get("label")):
+            fixed["label"] = name  # relabelled
         if (mask := _edited_mask(image_id, rid, texts.get("segmentation"), originals[str(rid)])) is not None:
             fixed["segmentation"] = mask
         if any(fixed.values()):
             regions[str(rid)] = fixed
     verdict = raw["verdict"]
-    if verdict == "accept" and (scene or regions):
+    if verdict == "accept" and (scene or regions or added):
         verdict = "edited"
     record = {"item_id": image_id, "verdict": verdict, "stratum": item["stratum"], "scene_caption": scene,
-              "regions": dict(sorted(regions.items(), key=lambda kv: int(kv[0]))), "source": source}
+              "regions": dict(sorted(regions.items(), key=lambda kv: int(kv[0]))), "added": added, "source": source}
     if raw.get("annotator"):
         record["annotator"] = raw["annotator"]
     return record
@@ -236,9 +268,12 @@ def _r(x: float) -> float:
 
 
 def summarize(records: Mapping[str, dict], population: Mapping[str, int], strata: Mapping[str, str],
-              confidence: float) -> dict:
-    """Error rates per stratum and overall for the ``records`` of images in ``strata`` (id -> stratum)."""
+              confidence: float, failed: Collection[str] = frozenset()) -> dict:
+    """Error rates per stratum and overall for the ``records`` of images in ``strata`` (id -> stratum), and
+    the false-rejection rate over the records of the QA-failed images ``failed``."""
     current = [r for r in records.values() if r["item_id"] in strata]
+    rejected = [r for r in records.values() if r["item_id"] in failed]
+    passed = sum(r["verdict"] == "accept" for r in rejected)
     audited = Counter(strata[r["item_id"]] for r in current)
     errors = Counter(strata[r["item_id"]] for r in current if is_error(r))
     per_stratum = {}
@@ -258,7 +293,7 @@ def summarize(records: Mapping[str, dict], population: Mapping[str, int], strata
         "confidence": confidence,
         "audited": n,
         "errors": e,
-        "stale": len(records) - len(current),
+        "stale": len(records) - len(current) - len(rejected),
         "verdicts": dict(sorted(Counter(r["verdict"] for r in current).items())),
         "error_rate": _r(e / n) if n else None,
         "wilson": [_r(x) for x in wilson(e, n, confidence)],
@@ -267,19 +302,43 @@ def summarize(records: Mapping[str, dict], population: Mapping[str, int], strata
         "population": sum(population.values()),
         "population_in_audited_strata": total_weight,
         "strata": per_stratum,
+        "false_rejection": {"audited": len(rejected), "accepted": passed,
+                            "rate": _r(passed / len(rejected)) if rejected else None,
+                            "wilson": [_r(x) for x in wilson(passed, len(rejected), confidence)]},
     }
 
 
 def report(root: Path, params: Mapping[str, Any]) -> dict:
-    """``summarize`` over the imported verdicts and the current work tables."""
+    """``summarize`` over the imported verdicts and the current work tables, with the ``human_test`` count."""
     records = load(root, params)
     population: Counter[str] = Counter()
-    strata = {}
+    strata, failed = {}, set()
     for c in candidates(root):
+        if not c.qa_passed:
+            failed.update({c.image_id} & records.keys())
+            continue
         population[c.stratum] += 1
         if c.image_id in records:
             strata[c.image_id] = c.stratum
-    return summarize(records, dict(sorted(population.items())), strata, float(params["audit"]["confidence"]))
+    summary = summarize(records, dict(sorted(population.items())), strata, float(params["audit"]["confidence"]),
+                        failed)
+    accepted = sum(is_accepted(records[i]) for i in strata)
+    wanted = params["audit"]["human_test_size"]
+    summary["human_test"] = {"requested": wanted, "accepted": accepted,
+                             "short_by": max(0, wanted - accepted) if wanted is not None else 0}
+    return summary
+
+
+def human_test_message(status: Mapping) -> str:
+    """One line on whether the accepted images reach ``audit.human_test_size``."""
+    wanted, accepted = status["requested"], status["accepted"]
+    if wanted is None:
+        return f"human_test: every accepted image ({accepted}); set audit.human_test_size for a fixed size"
+    if status["short_by"]:
+        return (f"human_test: only {accepted} of the {wanted} images audit.human_test_size asks for are accepted; "
+                f"{status['short_by']} more accepted images are needed (`groundcap audit export` draws images not "
+                "judged yet)")
+    return f"human_test: {wanted} of the {accepted} accepted images (audit.human_test_size)"
 
 
 def write_report(root: Path, summary: Mapping) -> Path:
@@ -331,13 +390,15 @@ def gate(root: Path, params: Mapping[str, Any]) -> GateResult:
 def human_test(root: Path, params: Mapping[str, Any]) -> dict[str, dict]:
     """Images people accepted or corrected -> the corrections to apply before release.
 
-    Each value: ``scene_caption`` (corrected text or None) and ``regions`` ({region_id (int):
-    {short, detailed[, segmentation]}}, a None field keeps the machine caption; a segmentation replaces
-    the mask, its box and area).
+    Each value: ``scene_caption`` (corrected text or None), ``regions`` ({region_id (int):
+    {short, detailed[, label][, segmentation]}}, a None field keeps the machine caption; a segmentation
+    replaces the mask, its box and area) and ``added`` (the entities people drew, released with
+    ``source: human``).
     """
     return {
         image_id: {"scene_caption": r["scene_caption"],
-                   "regions": {int(rid): dict(fix) for rid, fix in r["regions"].items()}}
+                   "regions": {int(rid): dict(fix) for rid, fix in r["regions"].items()},
+                   "added": [dict(a) for a in r.get("added") or []]}
         for image_id, r in sorted(load(root, params).items()) if is_accepted(r)
     }
 

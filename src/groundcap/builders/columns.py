@@ -8,7 +8,8 @@ where it made one, else ingest's; an image whose privacy pass failed is never re
 regions are flattened to one array per field,
 the kept ones (QA passed, image released) picked by ``take``, their captions found by a sorted
 ``(image, region_id)`` key, and the list column rebuilt from offsets. Only images that people
-corrected (``audit.verdicts.human_test``) go through Python, one image at a time.
+corrected (``audit.verdicts.human_test``) go through Python, one image at a time; the entities people
+drew join their image's regions there, with ``source: human``.
 
 ``default_table`` and ``regions_table`` turn a batch into the two Parquet configs' tables: the regions
 config holds no pixels, only its image's id and size, taken by each region's image index.
@@ -34,6 +35,7 @@ from groundcap.storage.parts import part_path
 RLE = pa.struct([("size", pa.list_(pa.int32(), 2)), ("counts", pa.string())])
 BBOX = pa.list_(pa.float64(), 4)
 PANCAP_TEXT = "scene_caption_boxes"
+HUMAN = "human"  # the source of a region a person drew in the audit (audit.verdicts)
 
 IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 REDACTION = pa.struct([("label", pa.string()), ("score", pa.float64()), ("bbox", BBOX), ("detector", pa.string())])
@@ -125,8 +127,8 @@ def join_part(work: Path, index: int, corrections: Mapping[str, dict] | None = N
     scene = _array(t["qa"]["scene_caption"])
     image_of = (wanted >> 32).astype(np.int64)  # image index of every kept region
     if corrections:
-        regions, short, detailed, scene = _correct(ids, image_of, regions, short, detailed, scene, corrections,
-                                                   rel, qa_keys[passed])
+        regions, short, detailed, scene, image_of = _correct(ids, image_of, regions, short, detailed, scene,
+                                                             corrections, rel, qa_keys[passed])
     fields = [pc.struct_field(regions, key) for key in REGION_KEYS[:-2]] + [short, detailed]
     values = pa.StructArray.from_arrays(fields, fields=list(REGION))
     counts = np.bincount(image_of, minlength=n)[rel]
@@ -166,38 +168,39 @@ def _released_bytes(ingest: pa.Table, redact: pa.Table, ids: pa.Array, take: pa.
 
 
 def _correct(ids, image_of, regions, short, detailed, scene, corrections, rel, passed_keys):
-    """People's captions and repainted masks in place of the machine's, for the released images they corrected."""
+    """People's captions, labels and repainted masks in place of the machine's, and the entities they drew
+    (``source: human``) after each image's regions, for the released images they corrected."""
     id_list = ids.to_pylist()
     fixed_rows = [i for i in rel.tolist() if id_list[i] in corrections]
     if not fixed_rows:
-        return regions, short, detailed, scene
+        return regions, short, detailed, scene, image_of
     short, detailed, scene = short.to_pylist(), detailed.to_pylist(), scene.to_pylist()
-    rids = pc.struct_field(regions, "region_id").to_pylist()
-    repainted = {}  # kept region index -> the reviewer's mask
+    rows = regions.to_pylist()
+    rows = [{**row, "short": s, "detailed": d} for row, s, d in zip(rows, short, detailed, strict=True)]
+    image_of = image_of.tolist()
     for i in fixed_rows:
         fixed = corrections[id_list[i]] or {}
-        mine = np.flatnonzero(image_of == i).tolist()
+        mine = [k for k, owner in enumerate(image_of) if owner == i]
         for k in mine:
-            fix = (fixed.get("regions") or {}).get(rids[k])
-            got = _captions({"short": short[k], "detailed": detailed[k]}, fix)
-            short[k], detailed[k] = got["short_caption"], got["detailed_caption"]
-            if fix and fix.get("segmentation"):
-                repainted[k] = fix["segmentation"]
+            fix = (fixed.get("regions") or {}).get(rows[k]["region_id"]) or {}
+            rows[k].update({key: fix[key] for key in ("short", "detailed", "label") if fix.get(key)})
+            if fix.get("segmentation"):  # the mask, and the box and area that follow from it
+                rle = fix["segmentation"]
+                rows[k].update(segmentation=rle, bbox=masks.bbox(rle), area=masks.area(rle))
+        added = [{**dict.fromkeys(f.name for f in regions.type),
+                  "region_id": a["region_id"], "segmentation": a["segmentation"], "bbox": masks.bbox(a["segmentation"]),
+                  "area": masks.area(a["segmentation"]), "label": a["label"], "source": HUMAN,
+                  "short": a["short"], "detailed": a["detailed"]} for a in fixed.get("added") or []]
+        at = (mine[-1] + 1) if mine else sum(owner < i for owner in image_of)
+        rows[at:at] = added
+        image_of[at:at] = [i] * len(added)
         kept = {int(k & 0xFFFFFFFF) for k in passed_keys[(passed_keys >> 32) == i].tolist()}
-        kept = {k - (1 << 32) if k >= 1 << 31 else k for k in kept}  # back to signed int32
+        kept = {k - (1 << 32) if k >= 1 << 31 else k for k in kept} | {a["region_id"] for a in added}
         scene[i] = _scene(id_list[i], scene[i], fixed.get("scene_caption"), kept)
-    if repainted:  # the mask, and the box and area that follow from it
-        rows = regions.to_pylist()
-        for k, rle in repainted.items():
-            rows[k].update(segmentation=rle, bbox=masks.bbox(rle), area=masks.area(rle))
-        regions = pa.array(rows, type=regions.type)
-    return regions, pa.array(short, pa.string()), pa.array(detailed, pa.string()), pa.array(scene, pa.string())
-
-
-def _captions(machine: dict, fixed: dict | None) -> dict:
-    fixed = fixed or {}
-    return {"short_caption": fixed.get("short") or machine["short"],
-            "detailed_caption": fixed.get("detailed") or machine["detailed"]}
+    short = pa.array([row.pop("short") for row in rows], pa.string())
+    detailed = pa.array([row.pop("detailed") for row in rows], pa.string())
+    return (pa.array(rows, type=regions.type), short, detailed, pa.array(scene, pa.string()),
+            np.asarray(image_of, dtype=np.int64))
 
 
 def _scene(image_id: str, machine: str, fixed: str | None, kept: set[int]) -> str:

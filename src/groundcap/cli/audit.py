@@ -41,7 +41,9 @@ def export_command(
 
     manifest = guard(run)
     folder = out if out is not None else root / audit.sample.DEFAULT_DIR
-    typer.echo(f"sampled {len(manifest['items'])} images from {len(manifest['allocation'])} strata into {folder}")
+    failed = sum(not item["qa_passed"] for item in manifest["items"])
+    typer.echo(f"sampled {len(manifest['items'])} images ({failed} of them QA-failed, for the false-rejection rate) "
+               f"from {len(manifest['allocation'])} strata into {folder}")
     typer.echo(f"review {folder / 'gallery.html'} (fill in verdicts.csv) or import tasks.json into Label Studio, "
                "then run `groundcap audit import FILE`")
 
@@ -76,4 +78,9 @@ def import_command(
         if s["audited"]:
             typer.echo(f"  {name}: {s['errors']}/{s['audited']} errors (population {s['population']}), "
                        f"Wilson {s['wilson'][0]:.1%}-{s['wilson'][1]:.1%}")
+    false = summary["false_rejection"]
+    if false["audited"]:
+        typer.echo(f"false rejections: {false['accepted']} of {false['audited']} QA-failed images accepted as they "
+                   f"are ({false['rate']:.1%}, Wilson {false['wilson'][0]:.1%}-{false['wilson'][1]:.1%})")
+    typer.echo(verdicts.human_test_message(summary["human_test"]))
     typer.echo(gate.message)

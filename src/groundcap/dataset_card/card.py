@@ -23,6 +23,7 @@ from datasets.splits import SplitDict, SplitInfo
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from groundcap.builders import SPLITS
+from groundcap.builders.columns import HUMAN
 from groundcap.builders.features import PANCAP_TEXT, release_configs
 from groundcap.builders.parquet import CONFIG_DIRS
 from groundcap.dataset_card.escape import Markdown, literal
@@ -235,13 +236,18 @@ def _stats_section(stats: dict) -> str:
 
 
 def _region_sources(stats: dict) -> str:
-    """Where the regions came from, when some came with the source (``given:<kind>``) rather than a segmenter."""
-    if not any(source.startswith("given") for s in stats.values() for source in s["region_sources"]):
-        return ""
+    """Where the regions came from, when some came with the source (``given:<kind>``) or from people who
+    audited the release (``human``: entities the engine missed) rather than a segmenter."""
     names = sorted({source for s in stats.values() for source in s["region_sources"]})
+    if not any(n.startswith("given") or n == HUMAN for n in names):
+        return ""
     rows = [[split, *(s["region_sources"].get(n, 0) for n in names)] for split, s in stats.items()]
+    human = sum(s["region_sources"].get(HUMAN, 0) for s in stats.values())
     return ("\n\nWhere the regions came from (`source`): `given:<kind>` regions are the masks the source "
-            "came with (`segment.given`), the others a segmenter's:\n\n" + _table(["split", *names], rows))
+            f"came with (`segment.given`), `{HUMAN}` regions the {_count(human, 'entity', 'entities')} people drew "
+            "in the audit because the engine missed them (mask, label and captions by a person), the others a "
+            "segmenter's:\n\n"
+            + _table(["split", *names], rows))
 
 
 def _tars(release_dir: Path, split: str) -> list[Path]:

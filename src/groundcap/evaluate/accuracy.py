@@ -5,7 +5,8 @@ The release's ``human_test`` rows carry what people accepted or corrected; the w
 what the machine wrote for the same images (``work/qa``'s scene caption, ``work/caption_regions``'
 region captions). Scoring the second against the first with ``groundcap eval``'s metrics says, in
 numbers, how good the machine captions were where people looked. The regions and boxes are the
-released ones on both sides (people correct text, not masks), so locations score 1 by construction.
+released ones on both sides, so locations score 1 by construction; an entity people drew because the
+engine missed it (``source: human``) has no machine caption and scores as a miss.
 """
 
 from __future__ import annotations

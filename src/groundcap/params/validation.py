@@ -276,6 +276,8 @@ RUN_LEVEL: dict[str, Any] = {
         "max_error_rate": Fraction(),
         "confidence": Num(0, 1, open_low=True, open_high=True),
         "sample_size": Int(1),
+        "failed_share": Fraction(),
+        "human_test_size": Int(1, nullable=True),
         "seed": Int(),
     },
     "release": {

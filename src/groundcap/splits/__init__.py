@@ -15,7 +15,9 @@ would join groups of different pinned splits is left out with its reason, so no 
 an image the previous one published.
 
 ``human_test`` is not drawn by hash: it holds the new images people audited and accepted (or
-corrected), like SA-Pancap's human-curated test set; the rest of their groups stay out.
+corrected), like SA-Pancap's human-curated test set; the rest of their groups stay out. With a size
+(``audit.human_test_size``) it takes exactly that many of them, the lowest ``key(image_id)`` first,
+when enough exist; the accepted images it does not take are split like any other.
 
 Tiny datasets can leave a fraction split empty by chance; when there are enough free groups, each
 empty split takes the free group whose key lies nearest to its interval (deterministic, and only
@@ -94,18 +96,22 @@ def assign(
     *,
     pinned: Mapping[str, str] | None = None,
     human: Collection[str] = frozenset(),
+    human_size: int | None = None,
 ) -> dict[str, Assignment]:
     """An ``Assignment`` for every image of ``groups`` (``image_id -> group id``).
 
     ``section`` is the params' ``split`` section (seed, fractions or sizes); ``pinned`` maps the
     images of the previous release to their split there; ``human`` holds the images people audited
-    and accepted. The targets (exactly one of fractions and sizes) are checked by the split stage
-    (``SplitStage.check_params``) when params load.
+    and accepted, of which ``human_test`` takes ``human_size`` (None: all). The targets (exactly one of
+    fractions and sizes) are checked by the split stage (``SplitStage.check_params``) when params load.
     """
     seed, pinned = int(section["seed"]), pinned or {}
     members: dict[str, list[str]] = defaultdict(list)
     for image, group in groups.items():
         members[group].append(image)
+    free_human = sorted((i for i in human if i in groups and not any(m in pinned for m in members[groups[i]])),
+                        key=lambda i: (key(i, seed), i))
+    human = set(free_human[:human_size])
     out: dict[str, Assignment] = {}
     free: dict[str, float] = {}  # groups the targets decide, with their keys
     for group in sorted(members):

@@ -3,11 +3,14 @@
 An image is released when QA passed it and dedup kept it. Groups join near-duplicate clusters
 (``work/dedup``) and the source groups ``split.group_pattern`` declares. The images of the previous
 release (``release.previous``) keep their splits; new images people audited and accepted (or
-corrected) form ``human_test``; the rest are split by group hash (``splits.assign``). Every image not
-released gets its reason.
+corrected) form ``human_test`` (exactly ``audit.human_test_size`` of them when set and enough exist;
+too few is said on stderr and in reports/audit.json); the rest are split by group hash
+(``splits.assign``). Every image not released gets its reason.
 """
 
 from __future__ import annotations
+
+import sys
 
 from groundcap import schema, splits
 from groundcap.audit import verdicts
@@ -69,7 +72,14 @@ class SplitStage(Stage):
             section,
             pinned=_previous_splits(ctx.params["release"].get("previous")),
             human={i for i in groups if verdicts.is_accepted(audited.get(i))},
+            human_size=ctx.params["audit"]["human_test_size"],
         )
+        wanted = ctx.params["audit"]["human_test_size"]
+        held = sum(a.split == splits.HUMAN_TEST for a in assignment.values())
+        if wanted is not None and held < wanted:
+            print(f"split: human_test holds {held} of the {wanted} images audit.human_test_size asks for: too few "
+                  "audited images were accepted; `groundcap audit export` draws images not judged yet, review them "
+                  "and `groundcap audit import` the verdicts", file=sys.stderr)
 
         out = parts.reset_dir(ctx.work("split"))
         for index in indices:
