@@ -45,6 +45,8 @@ Prints one line per figure with the ratio. Figures so far:
 - colour words (``bench/colour_words.py``): QA's colour check on a labelled set of VLM-style colour words
   (shades, compounds, gem and metal colours) on regions of known colour, recall and false alarms on its
   tuning and held-out halves, beside the check at ``colour_words.BASELINE`` (``--quick``: without it).
+- uniqueness (``bench/uniqueness.py``): region-caption clashes on labelled pairs (tuning and held-out), by
+  meaning and claims beside the word overlap of short captions it replaced.
 
 Every figure can be picked with ``--only`` or left out with ``--skip`` (``--list`` names them). The
 pipeline costs about 2 s per image on 2 cores, so ``make bench`` (132 images through every stage,
@@ -80,6 +82,7 @@ import growth  # bench/growth.py
 import pipeline  # bench/pipeline.py
 import scale  # bench/scale.py
 import sources  # bench/sources.py
+import uniqueness  # bench/uniqueness.py
 import vlm_batch  # bench/vlm_batch.py
 import vlm_memory  # bench/vlm_memory.py
 import vlm_served  # bench/vlm_served.py
@@ -305,6 +308,7 @@ FIGURES = {
     "scale": "every stage under dvc repro at N and 10N images (--sizes): time, RSS, files, disk per image, growth",
     "parts": "dvc status, no-op dvc repro and resume.plan over --parts parts",
     "colour-words": "QA's colour check on VLM-style colour words: recall and false alarms, held-out, vs before",
+    "uniqueness": "region-caption clashes on labelled pairs, by meaning and claims vs short-caption word overlap",
 }
 OPT_IN = {"scale", "parts"}  # hours on 2 cores: run only when named in --only
 
@@ -341,6 +345,7 @@ def _runners(quick: bool, copies: int, photos: int | None, tmp: Path, sizes: tup
         "scale": lambda: scale.bench_scale(tmp, sizes, part_size=4 if quick else 16),
         "parts": lambda: scale.bench_parts(tmp, n_parts),
         "colour-words": lambda: colour_words.bench_colour_words(None if quick else colour_words.BASELINE),
+        "uniqueness": uniqueness.bench_uniqueness,
     }
 
 

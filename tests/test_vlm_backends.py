@@ -539,8 +539,9 @@ def test_groundcap_run_with_vlm_backends_against_the_fake_server(tmp_path):
     assert all(c["detailed"] == f"A close look at {c['short']}." for c in rows)
     assert {c["verdict"] for c in rows} == {"accepted"} and {c["verdict_reason"] for c in rows} == {"looks right"}
     stamps = captions["provenance"][0]
-    assert {s["backend"] for s in stamps} == {"vlm", "vlm_verifier"}
-    assert {s["model"] for s in stamps} == {"test-vlm (openai)", "test-verifier (openai)"}
+    assert {s["backend"] for s in stamps} == {"vlm", "vlm_verifier", "minilm"}
+    assert {s["model"] for s in stamps} == {"test-vlm (openai)", "test-verifier (openai)",
+                                            "sentence-transformers/all-MiniLM-L6-v2"}
 
     segment = pl.read_parquet(work / "work/segment/*.parquet")
     ids = {row["image_id"]: {r["region_id"] for r in row["regions"]} for row in segment.iter_rows(named=True)}
