@@ -225,6 +225,10 @@ def test_geometry_composer_divides_and_stays_grounded(coffee_regions):
     # max_regions (8) caps the whole caption; divided, each part names up to 8, so all 9 are named
     assert len({rid for rid, _ in grounding.references(whole.text)}) == 8 < len(ids)
     assert {rid for rid, _ in grounding.references(parts.text)} == ids
+    # crowded: bisected past quarters like the VLM composer, every region named across the parts
+    crowded = registry.create("scene_captioner", "geometry", {"divide_above": 2}).compose(image, regions, captions)
+    assert re.search(r"In the eighth at x [\d.]+-[\d.]+%, y [\d.]+-[\d.]+% of the image, it shows", crowded.text)
+    assert {rid for rid, _ in grounding.references(crowded.text)} == ids
 
 
 def test_tag_crops_defaults_to_tagging_each_crop():

@@ -27,14 +27,20 @@ DISTINGUISHING = ("color", "material", "position", "count", "text")
 AREA_RATIO = 1.5  # stated shares of the image this far apart (the larger over the smaller) tell regions apart
 
 
-def clashes(captions: list[RegionCaption], max_similarity: float, embedder: Embedder) -> dict[int, list[int]]:
+def clashes(captions: list[RegionCaption], max_similarity: float, embedder: Embedder,
+            known: dict[str, np.ndarray] | None = None) -> dict[int, list[int]]:
     """region_id -> the other regions a reader could take its captions for. A caption with no short text
-    clashes with nothing: it is rejected as unwritten wherever it is judged."""
+    clashes with nothing: it is rejected as unwritten wherever it is judged. ``known`` (text -> embedding)
+    spares re-encoding the texts a refinement round left as they were."""
     written = [c for c in captions if c.short.strip()]
     if len(written) < 2:
         return {}
     texts = [claims.caption_text(c.short, c.detailed) for c in written]
-    vectors = embedder.encode(texts).astype(np.float64)
+    known = {} if known is None else known
+    new = [t for t in dict.fromkeys(texts) if t not in known]
+    if new:
+        known.update(zip(new, embedder.encode(new).astype(np.float64), strict=True))
+    vectors = np.stack([known[t] for t in texts])
     similarity = vectors @ vectors.T
     said = [claims.parse(t) for t in texts]
     found: dict[int, list[int]] = {}
@@ -66,10 +72,11 @@ def make_unique(
     embedder: Embedder,
 ) -> tuple[list[RegionCaption], dict[int, list[int]]]:
     """Captions after up to ``rounds`` of refinement, and the clashes that remain."""
-    found = clashes(captions, max_similarity, embedder)
+    known: dict[str, np.ndarray] = {}
+    found = clashes(captions, max_similarity, embedder, known)
     for _ in range(rounds):
         if not found:
             break
         captions = captioner.refine(image, regions, captions, found)
-        found = clashes(captions, max_similarity, embedder)
+        found = clashes(captions, max_similarity, embedder, known)
     return captions, found
