@@ -108,6 +108,8 @@ DISTINCT = [
     (("a white cup on the left", "A white cup at the left of the table."),  # cosine 0.99: the sides tell them apart
      ("a white cup on the right", "A white cup at the right of the table.")),
     (("a sign", 'A sign reading "STOP".'), ("a sign", 'A sign reading "EXIT".')),
+    (("a gray region", "A small gray region at the bottom of the image, covering 5% of it."),  # two grid cells
+     ("a gray region", "A small gray region at the bottom right of the image, covering 4% of it.")),
 ]
 
 

@@ -2,12 +2,14 @@
 
 Two regions' captions clash when a reader could not tell the regions apart from what they read: their
 short and detailed captions together (``claims.caption_text``) mean the same by sentence embeddings
-(cosine at least ``max_similarity``), and no claim tells them apart (a colour, material, side, count or
-quoted text that one says and the other contradicts, ``qa.claims``, or shares of the image ``AREA_RATIO``
-apart: "covering 11%" and "covering 30%"). Each signal alone misjudges: the
-embeddings read "a cup on the left" and "a cup on the right" as one caption (cosine 0.99), word overlap
-reads "a small dog" and "a little puppy" as two, and "a person" holding an umbrella and "a person" riding
-a bicycle as one. Labels are left to the embeddings, since "a mug" and "a cup" may well name one thing.
+(cosine at least ``max_similarity``), and no claim tells them apart: a colour, material, count or quoted
+text that one says and the other contradicts (``qa.claims``), two different places ("at the bottom" and
+"at the bottom right" are two cells of the 3x3 grid captions name, though ``qa.claims`` lets one model's
+vaguer word agree with another's), or shares of the image ``AREA_RATIO`` apart ("covering 11%", "30%").
+Each signal alone misjudges: the embeddings read "a cup on the left" and "a cup on the right" as one
+caption (cosine 0.99), word overlap reads "a small dog" and "a little puppy" as two, and "a person"
+holding an umbrella and "a person" riding a bicycle as one. Labels are left to the embeddings, since "a
+mug" and "a cup" may well name one thing.
 
 The captioner is asked to ``refine`` the clashing ones (the attribute captioner adds its next measured
 qualifier, a VLM is re-prompted with the other regions' captions) for a bounded number of rounds; what
@@ -22,8 +24,8 @@ from groundcap.annotators.base import RegionCaption, RegionCaptioner
 from groundcap.qa import claims
 from groundcap.qa.consistency import Embedder
 
-# the claim kinds whose disagreement tells two regions apart (labels: see the module docstring)
-DISTINGUISHING = ("color", "material", "position", "count", "text")
+# the claim kinds whose disagreement (as ``qa.claims`` compares them) tells two regions apart; labels: see above
+DISTINGUISHING = ("color", "material", "count", "text")
 AREA_RATIO = 1.5  # stated shares of the image this far apart (the larger over the smaller) tell regions apart
 
 
@@ -57,7 +59,10 @@ def _told_apart(a: list[claims.Claim], b: list[claims.Claim]) -> bool:
     """Whether one caption claims what the other contradicts, so a reader can tell their regions apart."""
     if claims.agreement(a, b, kinds=DISTINGUISHING)[1]:
         return True
-    areas = [next((c.value for c in said if c.kind == "area"), None) for said in (a, b)]
+    places, areas = ([next((c.value for c in said if c.kind == kind), None) for said in (a, b)]
+                     for kind in ("position", "area"))
+    if None not in places and places[0] != places[1]:
+        return True
     return None not in areas and max(areas) > AREA_RATIO * min(areas)
 
 
