@@ -517,8 +517,9 @@ def test_groundcap_run_with_vlm_backends_against_the_fake_server(tmp_path):
         params = {"caption_regions": {"captioner": "vlm", "verifier": "vlm_verifier", "unique_rounds": 1,
                                       "vlm": vlm, "vlm_verifier": {**vlm, "model": "test-verifier"}},
                   "caption_scene": {"composer": "vlm", "vlm": vlm},
-                  # the fake VLM's "thing number N" shares nothing with the measured second opinion: flag, not fail
-                  "qa": {"consistency": {"action": "flag"}}}
+                  # the fake VLM's "thing number N" shares nothing with the measured second opinion: flag, not fail;
+                  # and every "thing number N" means the same to a reader (annotators.uniqueness): not required
+                  "qa": {"consistency": {"action": "flag"}, "require_unique_captions": False}}
         params_file = tmp_path / "params.yaml"
         params_file.write_text(yaml.safe_dump(params), encoding="utf-8")
         result = CliRunner().invoke(app, ["run", "--source", str(source), "--workdir", str(work),
@@ -531,7 +532,8 @@ def test_groundcap_run_with_vlm_backends_against_the_fake_server(tmp_path):
     flagged = [r for r in regions if "flagged: models disagree on the caption" in r["reasons"]]
     assert flagged and all(r["passed"] and r["consistency"]["model_a"] == "test-vlm (openai)" for r in flagged)
 
-    short_replies = {f"thing number {i}" for i, r in enumerate(server.requests) if kind(r.body) == "short"}
+    assert sent(server, "refine")  # look-alike captions were re-asked (one round)
+    short_replies = {f"thing number {i}" for i, r in enumerate(server.requests) if kind(r.body) in ("short", "refine")}
     captions = pl.read_parquet(work / "work/caption_regions/*.parquet")
     assert captions.height == 2 and captions["error"].is_null().all()
     rows = [c for per_image in captions["captions"] for c in per_image]
