@@ -48,6 +48,8 @@ Prints one line per figure with the ratio. Figures so far:
 - region cap (``bench/region_cap.py``, only when named: ``--only region-cap``, 15 minutes): ``segment.max_regions``
   at 24, 64, 128 and 256 on 6 sample photos at SA-1B's size with SAM-like candidates: entities found vs kept,
   images cut, coverage, s/image.
+- uniqueness (``bench/uniqueness.py``): region-caption clashes on labelled pairs (tuning and held-out), by
+  meaning and claims beside the word overlap of short captions it replaced.
 
 Every figure can be picked with ``--only`` or left out with ``--skip`` (``--list`` names them). The
 pipeline costs about 2 s per image on 2 cores, so ``make bench`` (132 images through every stage,
@@ -84,6 +86,7 @@ import pipeline  # bench/pipeline.py
 import region_cap  # bench/region_cap.py
 import scale  # bench/scale.py
 import sources  # bench/sources.py
+import uniqueness  # bench/uniqueness.py
 import vlm_batch  # bench/vlm_batch.py
 import vlm_memory  # bench/vlm_memory.py
 import vlm_served  # bench/vlm_served.py
@@ -310,6 +313,7 @@ FIGURES = {
     "parts": "dvc status, no-op dvc repro and resume.plan over --parts parts",
     "colour-words": "QA's colour check on VLM-style colour words: recall and false alarms, held-out, vs before",
     "region-cap": "segment.max_regions: entities found vs kept, coverage and s/image at a few caps",
+    "uniqueness": "region-caption clashes on labelled pairs, by meaning and claims vs short-caption word overlap",
 }
 OPT_IN = {"scale", "parts", "region-cap"}  # hours (region-cap: 15 minutes) on 2 cores: run only when named in --only
 
@@ -348,6 +352,7 @@ def _runners(quick: bool, copies: int, photos: int | None, tmp: Path, sizes: tup
         "colour-words": lambda: colour_words.bench_colour_words(None if quick else colour_words.BASELINE),
         "region-cap": lambda: region_cap.bench_region_cap((8, 64) if quick else (24, 64, 128, 256),
                                                           *((1, 512) if quick else (6,))),
+        "uniqueness": uniqueness.bench_uniqueness,
     }
 
 

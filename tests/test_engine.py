@@ -84,7 +84,7 @@ def test_list_file_source_resolves_relative_paths_and_records_unreadable_entries
 # group must print (vlm-batch: measured, or skipped saying why)
 BENCH_GROUPS = {
     "pipeline,build,growth": ("pipeline peak RSS growth", "build/tar", "its upload adds"),  # one project for all three
-    "sources,dedup-images": ("ingest peak RSS", "near-duplicate images"),
+    "sources,dedup-images,uniqueness": ("ingest peak RSS", "near-duplicate images", "uniqueness (held-out"),
     "masks,postprocess,ingest,dedup-index,faces,cli-startup,colour-words,vlm-batch": (
         "dense/RLE", "groundcap/Pillow", "near-duplicate search growth", "vlm-batch"),
 }

@@ -17,6 +17,7 @@ from groundcap.annotators import divide, registry, uniqueness
 from groundcap.annotators.base import Detection, Mask, RegionCaption, Tag, Tagger, crop
 from groundcap.annotators.detections import merge
 from groundcap.annotators.entities import resolve_entities
+from groundcap.qa import consistency
 from test_annotators import rect_mask, region
 
 
@@ -88,30 +89,60 @@ def test_parts_link_to_the_entity_holding_them_and_never_overlap_each_other():
     assert [r["granularity"] for r in none] == ["object", "object"]
 
 
-def caps(*shorts):
-    return [RegionCaption(i, s, s) for i, s in enumerate(shorts)]
+@pytest.fixture(scope="module")
+def minilm():
+    return consistency.embedder("minilm")
 
 
-def test_uniqueness_finds_captions_that_fit_several_regions():
-    found = uniqueness.clashes(caps("a gray region", "The gray region.", "a red car", "a red and gray car"), 0.9)
-    assert found == {0: [1], 1: [0]}
-    assert uniqueness.similarity("a red and gray car", "a gray and red car") == 1.0
+# (short, detailed) of two regions of one image: a reader could take one for the other, or could not
+CLASH = [
+    (("a small dog", "A small brown dog sitting on the grass."),
+     ("a little puppy", "A little brown puppy sitting on the lawn.")),
+    (("a white cup", "A white ceramic cup."), ("a white mug", "A white ceramic mug.")),  # labels differ, meaning not
+    (("a gray region", "A gray region of the image."), ("the gray region", "A gray area of the picture.")),
+    (("a car", "A parked car."), ("an automobile", "A parked automobile.")),
+]
+DISTINCT = [
+    (("a person", "A woman holding an umbrella in the rain."), ("a person", "A child riding a bicycle on the path.")),
+    (("a window", "A small round window high up in the tower."), ("a window", "A large shop window at street level.")),
+    (("a white cup on the left", "A white cup at the left of the table."),  # cosine 0.99: the sides tell them apart
+     ("a white cup on the right", "A white cup at the right of the table.")),
+    (("a sign", 'A sign reading "STOP".'), ("a sign", 'A sign reading "EXIT".')),
+    (("a gray region", "A small gray region at the bottom of the image, covering 5% of it."),  # two grid cells
+     ("a gray region", "A small gray region at the bottom right of the image, covering 4% of it.")),
+]
 
 
-def test_attribute_captioner_refines_look_alikes_with_measured_qualifiers():
+@pytest.mark.parametrize("pair,clash", [(p, True) for p in CLASH] + [(p, False) for p in DISTINCT])
+def test_uniqueness_judges_short_and_detailed_captions_by_meaning_and_claims(minilm, pair, clash):
+    """Word overlap of the short captions got every one of these wrong but the gray regions."""
+    (short_a, detailed_a), (short_b, detailed_b) = pair
+    captions = [RegionCaption(3, short_a, detailed_a), RegionCaption(5, short_b, detailed_b),
+                RegionCaption(8, "a red bicycle", "A red bicycle leaning on a fence."), RegionCaption(9, "", "")]
+    expected = {3: [5], 5: [3]} if clash else {}
+    assert uniqueness.clashes(captions, 0.78, minilm) == expected
+
+
+def test_attribute_captions_are_unique_when_what_they_measure_tells_the_regions_apart(minilm):
+    """Two blue squares: "a blue region" each, but the detailed captions say where (and how much of the image)
+    each is, so a reader tells them apart without refining; two alike in the same corner are recorded."""
     h, w = 90, 90
     image = np.full((h, w, 3), 200, np.uint8)
-    image[:30, :30] = image[60:, 60:] = (20, 40, 200)  # two blue squares, top left and bottom right
-    regions = [region(0, rect_mask(h, w, 0, 30, 0, 30)), region(1, rect_mask(h, w, 60, 90, 60, 90))]
+    image[:30, :30] = image[60:, 60:] = (20, 40, 200)  # top left, bottom right
+    image[60:63, 0:3] = image[72:75, 20:23] = (20, 40, 200)  # two small ones, bottom left
+    regions = [region(0, rect_mask(h, w, 0, 30, 0, 30)), region(1, rect_mask(h, w, 60, 90, 60, 90)),
+               region(2, rect_mask(h, w, 60, 63, 0, 3)), region(3, rect_mask(h, w, 72, 75, 20, 23))]
     captioner = registry.create("region_captioner", "attributes")
     first = captioner.caption(image, regions)
-    assert first[0].short == first[1].short == "a blue region"
-    refined, left = uniqueness.make_unique(captioner, image, regions, first, rounds=3, max_similarity=0.9)
-    assert left == {}
-    assert [c.short for c in refined] == ["a blue region at the top left", "a blue region at the bottom right"]
+    assert {c.short for c in first} == {"a blue region"}
+    refined, left = uniqueness.make_unique(captioner, image, regions, first, rounds=4, max_similarity=0.78,
+                                            embedder=minilm)
+    assert left == {2: [3], 3: [2]}
+    assert [c.short for c in refined[:2]] == ["a blue region", "a blue region"]
+    assert refined[2].short == refined[3].short and refined[2].facts["qualifiers"] == 4  # every qualifier tried
 
 
-def test_a_captioner_that_cannot_refine_has_its_clashes_recorded():
+def test_a_captioner_that_cannot_refine_has_its_clashes_recorded(minilm):
     class Plain(registry.base.RegionCaptioner):
         def caption(self, image, regions):
             return [RegionCaption(r["region_id"], "a thing", "a thing") for r in regions]
@@ -119,7 +150,7 @@ def test_a_captioner_that_cannot_refine_has_its_clashes_recorded():
     regions = [region(0, rect_mask(10, 10, 0, 5, 0, 5)), region(1, rect_mask(10, 10, 5, 10, 5, 10))]
     plain = Plain()
     captions, left = uniqueness.make_unique(plain, None, regions, plain.caption(None, regions), rounds=2,
-                                            max_similarity=0.9)
+                                            max_similarity=0.78, embedder=minilm)
     assert left == {0: [1], 1: [0]}
 
 
@@ -163,8 +194,9 @@ def test_divide_splits_the_longer_side_until_parts_fit(coffee_regions):
     image, regions = coffee_regions
     h, w = image.shape[:2]
     assert [p.name for p in divide.split(regions, w, h, limit=len(regions))] == ["whole image"]
-    parts = divide.split(regions, w, h, limit=3)
-    assert {p.name.split()[-1] for p in parts} <= {"half", "quarter"}
+    parts = divide.split(regions, w, h, limit=2)
+    assert all(len(p.regions) <= 2 for p in parts), "divided beyond quarters until every part fits"
+    assert any(p.name.startswith("eighth at x ") for p in parts) and len({p.name for p in parts}) == len(parts)
     ids = sorted(r["region_id"] for p in parts for r in p.regions)
     assert ids == sorted(r["region_id"] for r in regions), "every region in exactly one part"
     for p in parts:
@@ -172,6 +204,12 @@ def test_divide_splits_the_longer_side_until_parts_fit(coffee_regions):
         for r in p.regions:
             cx, cy = r["bbox"][0] + r["bbox"][2] / 2, r["bbox"][1] + r["bbox"][3] / 2
             assert x <= cx < x + pw and y <= cy < y + ph
+
+
+def test_divide_stops_where_regions_crowd_into_a_few_pixels():
+    crowd = [{"region_id": i, "bbox": [100.0, 100.0, 2.0, 2.0]} for i in range(5)]
+    [part] = divide.split(crowd, 640, 480, limit=2)
+    assert len(part.regions) == 5 and max(part.box[2:]) // 2 < divide.MIN_SIDE <= max(part.box[2:])
 
 
 def test_geometry_composer_divides_and_stays_grounded(coffee_regions):
@@ -189,6 +227,10 @@ def test_geometry_composer_divides_and_stays_grounded(coffee_regions):
     # max_regions (8) caps the whole caption; divided, each part names up to 8, so all 9 are named
     assert len({rid for rid, _ in grounding.references(whole.text)}) == 8 < len(ids)
     assert {rid for rid, _ in grounding.references(parts.text)} == ids
+    # crowded: bisected past quarters like the VLM composer, every region named across the parts
+    crowded = registry.create("scene_captioner", "geometry", {"divide_above": 2}).compose(image, regions, captions)
+    assert re.search(r"In the eighth at x [\d.]+-[\d.]+%, y [\d.]+-[\d.]+% of the image, it shows", crowded.text)
+    assert {rid for rid, _ in grounding.references(crowded.text)} == ids
 
 
 def test_tag_crops_defaults_to_tagging_each_crop():

@@ -29,7 +29,7 @@ if os.environ.get("GROUNDCAP_REQUIRE_VLLM"):
 else:
     pytest.importorskip("vllm", reason="vLLM's real engine runs in .venv-vllm (make test-vllm); no vllm here")
 
-from groundcap import models
+from groundcap import masks, models
 from groundcap.annotators import registry
 from groundcap.annotators.backends.vlm import text_schema
 from groundcap.annotators.base import RegionCaption
@@ -205,12 +205,31 @@ def test_the_verifier_judges_every_caption_in_one_call(chat, chat_calls, tiny_qw
 
 
 def test_the_scene_composer_answers_or_says_why(chat, chat_calls, tiny_qwen):
-    composer = registry.create("scene_captioner", "vlm", vlm_options(tiny_qwen))
-    items = [(photo(seed=i), boxes(2), [RegionCaption(r, f"thing {r}", "") for r in (0, 1)]) for i in range(3)]
+    """Three images of two masked regions, divided into one part per region: every part of every image in
+    one call, each an image plus a text listing its region with the detailed caption; then the fuses."""
+    composer = registry.create("scene_captioner", "vlm", vlm_options(tiny_qwen, divide_above=1))
+    items = [(photo(seed=i), masked(2), [RegionCaption(r, f"thing {r}", f"A detailed thing {r}.") for r in (0, 1)])
+             for i in range(3)]
     scenes = composer.compose_batch(items)
-    assert len(scenes) == 3 and len(chat_calls[0][0]) == 3
+    assert len(scenes) == 3 and len(chat_calls[0][0]) == 6
+    for conversation in chat_calls[0][0]:
+        [content] = [m["content"] for m in conversation if m["role"] == "user"]
+        assert [part["type"] for part in content] == ["image_url", "text"]
+        assert "  detail: A detailed thing " in content[1]["text"]
     for scene in scenes:
         assert not isinstance(scene, Exception) or "scene caption rejected" in str(scene)
+
+
+def masked(n, h=120, w=160):
+    """``n`` regions with rectangle masks, side by side."""
+    out = []
+    for i in range(n):
+        mask = np.zeros((h, w), bool)
+        mask[20:100, 10 + 70 * i:70 + 70 * i] = True
+        rle = masks.encode(mask)
+        out.append({"region_id": i, "segmentation": rle, "bbox": masks.bbox(rle), "area": masks.area(rle),
+                    "label": "thing"})
+    return out
 
 
 def test_internvl_in_the_hf_format_serves_image_chats(tmp_path_factory):

@@ -376,6 +376,103 @@ def test_composer_divides_many_regions_into_parts_then_fuses_them():
     assert scene.text.startswith("Fused: <r")
 
 
+@pytest.fixture(scope="module")
+def ocr():
+    from rapidocr_onnxruntime import RapidOCR
+
+    return RapidOCR()
+
+
+def read_marks(ocr, picture: Image.Image) -> dict[int, tuple[float, float]]:
+    """The numbers written on a set-of-mark image and where (x, y of their ink's centre), read off its pixels:
+    the near-white ink, its glyphs joined into numbers across gaps under half a glyph's height, each number read
+    by RapidOCR's recogniser as black on white."""
+    rgb = np.asarray(picture.convert("RGB"))
+    ink = (rgb.min(axis=2) > 235).astype(np.uint8)
+    glyph = int(np.median(cv2.connectedComponentsWithStats(ink)[2][1:, cv2.CC_STAT_HEIGHT]))
+    n, labels, stats, centres = cv2.connectedComponentsWithStats(cv2.dilate(ink, np.ones((1, glyph // 2), np.uint8)))
+    tiles = []
+    for k in range(1, n):
+        x, y, w, h, _ = stats[k]
+        glyphs = (labels[y:y + h, x:x + w] == k) & (ink[y:y + h, x:x + w] > 0)
+        tile = np.pad(np.where(glyphs, 0, 255).astype(np.uint8), h // 2, constant_values=255)
+        tiles.append(np.repeat(tile[:, :, None], 3, 2))
+    found: dict[int, tuple[float, float]] = {}
+    for k, tile in enumerate(tiles, start=1):  # one at a time: a batch pads every tile to the widest, slower
+        [(text, score)], _ = ocr.text_rec(tile)
+        assert text.strip().isdigit() and score > 0.8, (text, score, stats[k])
+        assert int(text) not in found, f"{text} written twice"
+        found[int(text)] = (float(centres[k][0]), float(centres[k][1]))
+    return found
+
+
+def join_tags(body: dict, n: int) -> dict:
+    """A part's caption names its listed regions; a fuse joins the parts' tags."""
+    if kind(body) == "scene":
+        return reply(caption=wrap_listed(body))
+    return reply(caption=" ".join(re.findall(r"<r\d+>.*?</r\d+>", user_text(body))))
+
+
+def test_composer_sees_every_region_numbered_where_it_is_with_its_detailed_caption(ocr):
+    """The set-of-mark image each request carries, decoded from the request: every listed id is written
+    inside its region's box (on the part, at the size the engine sends), whatever the photo's size."""
+    # a small photo sent as is, divided into parts; a large one downscaled 4x by the engine, whole
+    for h, w, side, divide_above in ((300, 400, 1024, 2), (1200, 1600, 400, 0)):
+        image = np.full((h, w, 3), 90, np.uint8)
+        image[:, w // 2:] = (225, 225, 200)  # dark and light backgrounds
+        f = h / 300
+        spots = {3: (20, 120, 20, 160), 17: (150, 290, 30, 120), 42: (40, 100, 250, 390), 8: (200, 230, 300, 330),
+                 25: (240, 290, 200, 390)}
+        regions = [region(i, rect_mask(h, w, *(round(v * f) for v in s))) for i, s in spots.items()]
+        captions = [RegionCaption(i, f"object {i}", f"A detailed look at\nobject {i}.") for i in spots]
+        with FakeOpenAI(join_tags) as server:
+            composer = registry.create("scene_captioner", "vlm", options(
+                server, divide_above=divide_above, engine_options={"max_image_side": side, "image_format": "png"}))
+            scene = composer.compose(image, regions, captions)
+        assert {i for i, _ in grounding.references(scene.text)} == set(spots)
+        parts = {p.name: p for p in divide.split(regions, w, h, divide_above or len(regions))}
+        assert len(sent(server, "scene")) == len(parts) == (3 if divide_above else 1)
+        for body in sent(server, "scene"):
+            text = user_text(body)
+            name = re.search(r"\(the (.*?)(?: of a larger photo)?\)", text).group(1)
+            x, y, pw, ph = parts["whole image" if name == "whole photo" else name].box
+            [picture] = images(body)
+            scale = picture.size[0] / pw
+            assert max(picture.size) <= side
+            read = read_marks(ocr, picture)
+            assert set(read) == {i for i, _, _ in listed(text)}
+            for i, (cx, cy) in read.items():
+                bx, by, bw, bh = regions[list(spots).index(i)]["bbox"]
+                assert (bx - x) * scale <= cx <= (bx + bw - x) * scale, (i, cx)
+                assert (by - y) * scale <= cy <= (by + bh - y) * scale, (i, cy)
+                assert f"- r{i} " in text and f"\n  detail: A detailed look at object {i}." in text
+        for body in sent(server, "fuse"):  # the fuse sees the whole photo with every region numbered
+            assert set(read_marks(ocr, images(body)[0])) == set(spots)
+
+
+def test_fuse_that_drops_a_reference_is_asked_again_then_rejected():
+    h, w = 300, 400
+    image = np.full((h, w, 3), 100, np.uint8)
+    regions = [region(i, rect_mask(h, w, *s)) for i, s in
+               {1: (30, 70, 30, 70), 2: (30, 70, 330, 370), 3: (230, 270, 30, 70)}.items()]
+
+    def script(body, n):
+        tags = re.findall(r"<r\d+>.*?</r\d+>", user_text(body))
+        if kind(body) != "fuse":
+            return reply(caption=wrap_listed(body))
+        return reply(caption=" ".join(tags[:-1] if n == 3 else tags))  # the first fuse loses a region
+
+    with FakeOpenAI(script) as server:
+        scene = registry.create("scene_captioner", "vlm", options(server, divide_above=1)).compose(
+            image, regions, scene_captions(regions))
+    assert len(sent(server, "fuse")) == 2 and {i for i, _ in grounding.references(scene.text)} == {1, 2, 3}
+    with FakeOpenAI(lambda body, n: reply(caption="<r1>object 1</r1>" if kind(body) == "fuse" else
+                                          wrap_listed(body))) as server:
+        composer = registry.create("scene_captioner", "vlm", options(server, divide_above=1, max_attempts=2))
+        with pytest.raises(RuntimeError, match=r"fusing 3 parts: .*dropped <r2>, <r3>"):
+            composer.compose(image, regions, scene_captions(regions))
+
+
 # --- provenance ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("step,name,prompt", [("region_captioner", "vlm", "region_detailed"),
@@ -434,8 +531,9 @@ def test_groundcap_run_with_vlm_backends_against_the_fake_server(tmp_path):
         params = {"caption_regions": {"captioner": "vlm", "verifier": "vlm_verifier", "unique_rounds": 1,
                                       "vlm": vlm, "vlm_verifier": {**vlm, "model": "test-verifier"}},
                   "caption_scene": {"composer": "vlm", "vlm": vlm},
-                  # the fake VLM's "thing number N" shares nothing with the measured second opinion: flag, not fail
-                  "qa": {"consistency": {"action": "flag"}}}
+                  # the fake VLM's "thing number N" shares nothing with the measured second opinion: flag, not fail;
+                  # and every "thing number N" means the same to a reader (annotators.uniqueness): not required
+                  "qa": {"consistency": {"action": "flag"}, "require_unique_captions": False}}
         params_file = tmp_path / "params.yaml"
         params_file.write_text(yaml.safe_dump(params), encoding="utf-8")
         result = CliRunner().invoke(app, ["run", "--source", str(source), "--workdir", str(work),
@@ -448,7 +546,8 @@ def test_groundcap_run_with_vlm_backends_against_the_fake_server(tmp_path):
     flagged = [r for r in regions if "flagged: models disagree on the caption" in r["reasons"]]
     assert flagged and all(r["passed"] and r["consistency"]["model_a"] == "test-vlm (openai)" for r in flagged)
 
-    short_replies = {f"thing number {i}" for i, r in enumerate(server.requests) if kind(r.body) == "short"}
+    assert sent(server, "refine")  # look-alike captions were re-asked (one round)
+    short_replies = {f"thing number {i}" for i, r in enumerate(server.requests) if kind(r.body) in ("short", "refine")}
     captions = pl.read_parquet(work / "work/caption_regions/*.parquet")
     assert captions.height == 2 and captions["error"].is_null().all()
     rows = [c for per_image in captions["captions"] for c in per_image]
@@ -456,8 +555,9 @@ def test_groundcap_run_with_vlm_backends_against_the_fake_server(tmp_path):
     assert all(c["detailed"] == f"A close look at {c['short']}." for c in rows)
     assert {c["verdict"] for c in rows} == {"accepted"} and {c["verdict_reason"] for c in rows} == {"looks right"}
     stamps = captions["provenance"][0]
-    assert {s["backend"] for s in stamps} == {"vlm", "vlm_verifier"}
-    assert {s["model"] for s in stamps} == {"test-vlm (openai)", "test-verifier (openai)"}
+    assert {s["backend"] for s in stamps} == {"vlm", "vlm_verifier", "minilm"}
+    assert {s["model"] for s in stamps} == {"test-vlm (openai)", "test-verifier (openai)",
+                                            "sentence-transformers/all-MiniLM-L6-v2"}
 
     segment = pl.read_parquet(work / "work/segment/*.parquet")
     ids = {row["image_id"]: {r["region_id"] for r in row["regions"]} for row in segment.iter_rows(named=True)}

@@ -354,11 +354,11 @@ def _compare(kind: str, a: list[Claim], b: list[Claim]) -> tuple[bool, str] | No
     return None  # area: how much of the image a region covers is measured, never compared
 
 
-def agreement(a: list[Claim], b: list[Claim]) -> tuple[float | None, list[str]]:
-    """Share of the kinds both claim lists can be compared on where they agree (None: no such kind),
+def agreement(a: list[Claim], b: list[Claim], kinds: tuple[str, ...] = KINDS) -> tuple[float | None, list[str]]:
+    """Share of the ``kinds`` both claim lists can be compared on where they agree (None: no such kind),
     and a line per disagreement, e.g. "color: 'red' vs 'blue'"."""
     results = []
-    for kind in KINDS:
+    for kind in kinds:
         ka, kb = [c for c in a if c.kind == kind], [c for c in b if c.kind == kind]
         if ka and kb and (result := _compare(kind, ka, kb)) is not None:
             results.append((kind, *result))

@@ -1,5 +1,6 @@
 """Stage ``caption_regions``: a short and a detailed caption for every entity region, made to single
-out its region (``annotators.uniqueness``), then checked by a second opinion (``verifier``).
+out its region (``annotators.uniqueness``: judged by meaning, with ``unique_embedder``), then checked by a
+second opinion (``verifier``).
 
 Rejected captions stay in the table with the verifier's reason; QA leaves their regions out.
 """
@@ -12,8 +13,9 @@ from groundcap import schema
 from groundcap.annotators.base import RegionCaption, Verdict
 from groundcap.annotators.uniqueness import make_unique
 from groundcap.ingest import decode_rgb
-from groundcap.params.validation import Backend, Fraction, Int
+from groundcap.params.validation import Backend, Enum, Fraction, Int
 from groundcap.pipeline.stage import MapStage, Records, Row
+from groundcap.qa import consistency
 from groundcap.stages.common import make_backend, provenance, spec
 
 
@@ -29,6 +31,7 @@ class CaptionRegionsStage(MapStage):
         "verifier": Backend("verifier", nullable=True),
         "unique_rounds": Int(0),
         "unique_max_similarity": Fraction(),
+        "unique_embedder": Enum(*sorted(consistency.MODELS)),
     }}
 
     def backends(self, params):
@@ -40,7 +43,8 @@ class CaptionRegionsStage(MapStage):
         self.section = params["caption_regions"]
         self.captioner, *verifier = (make_backend(s) for s in self.backends(params))
         self.verifier = verifier[0] if verifier else None
-        self.stamps = [provenance(b, self.section) for b in (self.captioner, *verifier)]
+        self.embedder = consistency.embedder(self.section["unique_embedder"])
+        self.stamps = [provenance(b, self.section) for b in (self.captioner, *verifier, self.embedder)]
 
     def process_batch(self, batch: list[Records]) -> list[Row]:
         """All first captions of the batch in one call, then uniqueness image by image, then all verdicts."""
@@ -54,7 +58,8 @@ class CaptionRegionsStage(MapStage):
             first = _in_step(captioner.name, first, regions[i])
             unique, clashes[i] = make_unique(captioner, images[i], regions[i], first,
                                              rounds=self.section["unique_rounds"],
-                                             max_similarity=self.section["unique_max_similarity"])
+                                             max_similarity=self.section["unique_max_similarity"],
+                                             embedder=self.embedder)
             captions[i] = _in_step(captioner.name, unique, regions[i])
         verdicts = dict(zip(todo, _verify(self.verifier, [(images[i], regions[i], captions[i]) for i in todo]),
                             strict=True))

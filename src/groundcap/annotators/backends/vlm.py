@@ -12,13 +12,14 @@ Replies are JSON, parsed and repaired by ``vlm.structured``; a reply still unusa
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import cv2
 import numpy as np
 
 from groundcap import grounding, masks, prompts
-from groundcap.annotators import divide
+from groundcap.annotators import divide, marks
 from groundcap.annotators.base import (
     RegionCaption,
     RegionCaptioner,
@@ -138,16 +139,13 @@ def highlight(image: np.ndarray, region: dict, style: str, size: tuple[int, int]
     out = image.copy()
     thickness = max(2, round(max(image.shape[:2]) / 250))
     h, w = size or image.shape[:2]
-    scale = np.array([image.shape[1] / w, image.shape[0] / h])
+    scale = (image.shape[1] / w, image.shape[0] / h)
     if style == "box":
         x, y, bw, bh = (round(v) for v in region["bbox"])
-        outline = [np.array([[x, y], [x + bw - 1, y], [x + bw - 1, y + bh - 1], [x, y + bh - 1]])]
+        outline = [marks.scaled([[x, y], [x + bw - 1, y], [x + bw - 1, y + bh - 1], [x, y + bh - 1]], scale)]
     else:
-        mask = masks.decode(region["segmentation"]).astype(np.uint8)
-        outline = [c[:, 0] for c in cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]]
-    # pixel centres map onto pixel centres: (p + 0.5) * scale - 0.5; at scale 1 the points stay as they are
-    scaled = [np.round((c + 0.5) * scale - 0.5).astype(np.int32).reshape(-1, 1, 2) for c in outline]
-    cv2.polylines(out, scaled, True, (255, 0, 0), thickness)
+        outline = marks.contours(masks.decode(region["segmentation"]), scale)
+    cv2.polylines(out, outline, True, (255, 0, 0), thickness)
     return out
 
 
@@ -283,32 +281,35 @@ class VlmComposer(VlmBackend, SceneCaptioner):
 
     def compose_batch(self, items):
         """Every part of every image in one engine call, then every fuse in one more; an image whose
-        caption is rejected gets that error."""
-        plans = []  # per image: (image, its short captions, its parts)
+        caption is rejected gets that error. Each request carries the image (or its part) with the regions
+        it lists outlined and numbered (``annotators.marks``), and their short and detailed captions."""
+        plans = []  # per image: (image, its captions by region id, its parts)
         for image, regions, captions in items:
             h, w = image.shape[:2]
-            short = {c.region_id: c.short for c in captions if c.short}
-            named = [r for r in regions if r["region_id"] in short]
+            said = {c.region_id: c for c in captions if c.short}
+            named = [r for r in regions if r["region_id"] in said]
             limit = self.divide_above if self.divide_above > 0 else len(named)
             # no captioned region: still one request for the whole photo (regions "(none)"), never a fuse of nothing
             parts = divide.split(named, w, h, limit) or [divide.Part("whole image", (0, 0, w, h), [])]
-            plans.append((image, short, parts))
-        flat = [(image, short, part) for image, short, parts in plans for part in parts]
-        answers = iter(self.ask([self._part_request(image, part, short) for image, short, part in flat],
-                                [_grounded(set(short)) for _, short, _ in flat]))
+            plans.append((image, said, [(p, self._listed(p)) for p in parts]))
+        flat = [(image, said, part, chosen) for image, said, parts in plans for part, chosen in parts]
+        answers = iter(self.ask([self._part_request(image, part, chosen, said) for image, said, part, chosen in flat],
+                                [_grounded(set(said)) for _, said, _, _ in flat]))
         out: list[SceneCaption | Exception | None] = []
         fuses = {}  # item index -> fuse request, validator
-        for k, (image, short, parts) in enumerate(plans):
+        for k, (image, said, parts) in enumerate(plans):
             got = [next(answers) for _ in parts]
-            failed = [f"{p.name}: {a.error}" for p, a in zip(parts, got, strict=True) if a.value is None]
+            failed = [f"{p.name}: {a.error}" for (p, _), a in zip(parts, got, strict=True) if a.value is None]
             if failed:
                 out.append(RuntimeError(f"scene caption rejected ({'; '.join(failed)})"))
             elif len(parts) == 1:
                 out.append(SceneCaption(got[0].value))
             else:
-                pieces = "\n".join(f"[{p.name}] {a.value}" for p, a in zip(parts, got, strict=True))
-                fuses[k] = (self.request(self.prompts["scene_fuse"].render(parts=pieces), image,
-                                         schema=text_schema("caption")), _grounded(set(short)),
+                pieces = "\n".join(f"[{p.name}] {a.value}" for (p, _), a in zip(parts, got, strict=True))
+                kept = {i for a in got for i, _ in grounding.references(a.value)}
+                shown = marks.draw(self.view(image), [r for _, chosen in parts for r in chosen])
+                fuses[k] = (self.request(self.prompts["scene_fuse"].render(parts=pieces), shown,
+                                         schema=text_schema("caption")), _grounded(set(said), keep=kept),
                             len(parts))
                 out.append(None)
         fused = self.ask([request for request, _, _ in fuses.values()], [check for _, check, _ in fuses.values()])
@@ -317,27 +318,44 @@ class VlmComposer(VlmBackend, SceneCaptioner):
                 RuntimeError(f"scene caption rejected (fusing {n} parts: {answer.error})")
         return out
 
-    def _part_request(self, image: np.ndarray, part: divide.Part, short: dict[int, str]) -> ChatRequest:
-        x, y, w, h = part.box
+    def _listed(self, part: divide.Part) -> list[dict]:
+        """The regions a part's request lists and marks: at most ``max_regions``, the largest first."""
         chosen = sorted(part.regions, key=lambda r: (-int(r["area"]), r["region_id"]))[: self.max_regions]
+        return sorted(chosen, key=lambda r: r["region_id"])
+
+    def _part_request(self, image: np.ndarray, part: divide.Part, chosen: list[dict],
+                      said: dict[int, RegionCaption]) -> ChatRequest:
+        x, y, w, h = part.box
         lines = []
-        for r in sorted(chosen, key=lambda r: r["region_id"]):
+        for r in chosen:
             bx, by, bw, bh = r["bbox"]
             box = [round(min(max((v - o) / s, 0.0), 1.0), 3)
                    for v, o, s in ((bx, x, w), (by, y, h), (bx + bw, x, w), (by + bh, y, h))]
-            lines.append(f"- r{r['region_id']} {box}: {short[r['region_id']]}")
+            caption = said[r["region_id"]]
+            lines.append(f"- r{r['region_id']} {box}: {_one_line(caption.short)}")
+            if caption.detailed:
+                lines.append(f"  detail: {_one_line(caption.detailed)}")
         view = "the whole photo" if part.name == "whole image" else f"the {part.name} of a larger photo"
         prompt = self.prompts["scene"].render(view=view, regions="\n".join(lines) or "(none)")
-        return self.request(prompt, image[y:y + h, x:x + w], schema=text_schema("caption"))
+        shown = marks.draw(self.view(image[y:y + h, x:x + w]), chosen, part.box)
+        return self.request(prompt, shown, schema=text_schema("caption"))
 
 
-def _grounded(allowed: set[int]):
-    """A validator: a well-formed grounded caption; references to ids not offered are unwrapped."""
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _grounded(allowed: set[int], keep: Iterable[int] = ()):
+    """A validator: a well-formed grounded caption that still references every id in ``keep`` (a fuse must
+    not lose a region its parts named); references to ids not offered are unwrapped."""
 
     def validate(obj: Any) -> str:
         text = text_field("caption")(obj)
         if not grounding.is_well_formed(text):
             raise ValueError("caption has malformed region tags")
+        lost = set(keep) - {i for i, _ in grounding.references(text)}
+        if lost:
+            raise ValueError(f"the fused caption dropped {', '.join(f'<r{i}>' for i in sorted(lost))}")
         return grounding.unwrap(text, allowed)
 
     return validate
