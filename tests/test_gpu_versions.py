@@ -1,4 +1,4 @@
-"""The GPU install's versions agree everywhere they are written: the ``gpu`` extra's vLLM floor, README's table
+"""The GPU install's versions agree everywhere they are written: the ``gpu`` extra's vLLM floor, gpu.md's table
 of what each vLLM release pins, the example constraints, the profile's comment and the vLLM tests' pins."""
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ def pins(name: str) -> dict[str, str]:
 
 
 def readme_table() -> dict[str, list[str]]:
-    """README's table in "The GPU profile": the vLLM cell of each row to its torch, torchvision, transformers."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("## The GPU profile"):]
+    """docs/gpu.md's table in "Versions": the vLLM cell of each row to its torch, torchvision, transformers."""
+    text = (ROOT / "docs" / "gpu.md").read_text(encoding="utf-8")
+    section = text[text.index("## Versions"):]
     section = section[: section.index("\n## ", 1)]
     header = "| vLLM | torch | torchvision | transformers |"
     rows = section[section.index(header):].splitlines()[2:]
