@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -46,9 +45,7 @@ class HydrateInfo:
     def finish(self) -> tuple[Path, Path]:
         self.tmp = atomic.temporary(self.final)
         with open(self.tmp, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(self.info, indent=1, sort_keys=True) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+            fh.write(json.dumps(self.info, indent=1, sort_keys=True) + "\n")  # fsynced when published
         return self.tmp, self.final
 
     def abort(self) -> None:
