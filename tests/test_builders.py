@@ -429,6 +429,22 @@ def _work_from_records(work, records_by_split, part_size=2):
     return work
 
 
+def test_a_stage_part_missing_a_column_is_named(tmp_path):
+    """The build reads each stage part's columns by name: one written without a column it needs is refused,
+    named with the file, never read as if the column were empty."""
+    import pyarrow.parquet as pq
+
+    from groundcap.builders.columns import join_part
+    from groundcap.errors import StageInputError
+    from groundcap.storage import parts
+
+    work = _work_from_records(tmp_path / "work", RECORDS)
+    path = parts.part_path(work / "redact", 0)
+    pq.write_table(pq.read_table(path).drop_columns(["error"]), path)
+    with pytest.raises(StageInputError, match=r"redact/part-00000\.parquet has no column error"):
+        join_part(work, 0)
+
+
 def test_columns_constants_match_the_schema():
     from groundcap import schema
     from groundcap.builders import columns
