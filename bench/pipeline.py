@@ -24,12 +24,14 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
 import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from PIL import Image
 
 from groundcap import params
@@ -175,25 +177,36 @@ def build_once(root: Path, run_params: dict) -> None:
     runner.run_stage(Context(root=root, params=run_params, progress=False), order.stage("build"))
 
 
+def released_images(root: Path, ids: set[str]) -> Iterator[tuple[str, bytes]]:
+    """``(image_id, bytes)`` of the released images, in part order, as data/ holds them: redact's copy
+    (blurred, or stripped of its metadata) where it made one, else ingest's bytes; read as build reads them."""
+    work = root / "work"
+    for index in parts.list_parts(work / "ingest"):
+        with pq.ParquetFile(parts.part_path(work / "ingest", index)) as f:
+            ingest = f.read(columns=["image_id", "bytes"])
+        with pq.ParquetFile(parts.part_path(work / "redact", index)) as f:
+            redacted = f.read(columns=["bytes"])["bytes"].to_pylist()
+        for image_id, data, red in zip(ingest["image_id"].to_pylist(), ingest["bytes"].to_pylist(), redacted,
+                                       strict=True):
+            if image_id in ids:
+                yield image_id, data if red is None else red
+
+
 def tar_once(root: Path, ids: set[str], dest: Path) -> None:
-    """The plain baseline: read ``image_id``/``bytes`` of the released images from work/ingest and write
-    one tar member per image into one tar, flushed and fsynced (as build's shards are)."""
-    ingest = root / "work" / "ingest"
+    """The plain baseline: the released image bytes (those build writes into data/, read from work/ where
+    they are) as one tar member per image into one tar, flushed and fsynced (as build's files are)."""
     with open(dest, "wb") as fh:
         with tarfile.open(fileobj=fh, mode="w") as tar:
-            for index in parts.list_parts(ingest):
-                for row in parts.read_part(ingest, index, ["image_id", "bytes"]):
-                    if row["image_id"] in ids:
-                        info = tarfile.TarInfo(row["image_id"])
-                        info.size = len(row["bytes"])
-                        tar.addfile(info, io.BytesIO(row["bytes"]))
+            for image_id, data in released_images(root, ids):
+                info = tarfile.TarInfo(image_id)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
         fh.flush()
         os.fsync(fh.fileno())
 
 
 def image_bytes(root: Path, ids: set[str]) -> int:
-    table = _column(root / "work" / "ingest", ["image_id", "bytes"])
-    return sum(len(b) for i, b in zip(table["image_id"], table["bytes"], strict=True) if i in ids)
+    return sum(len(data) for _, data in released_images(root, ids))
 
 
 BUILD_DIRS = ("data", "regions", "wds", "coco")  # what build writes (plots/ and the card are the card stage's)
@@ -273,25 +286,33 @@ def bench_pipeline(tmp: Path, copies: int, photos: int | None) -> None:
 
 
 def bench_build(tmp: Path, copies: int, photos: int | None, repeat: int) -> None:
-    """``build`` in process on the ``copies``x work/ vs ``tarfile`` writing the same image bytes, as it
-    is and with fsync a no-op; then each part alone."""
+    """``build`` in process on the ``copies``x work/ beside ``tarfile`` writing the same image bytes (those
+    data/ holds, checked), each variant and its baseline timed in turns under the same patch (fsync a no-op
+    for both); then each part alone."""
     root, run_params = released_project(tmp, copies, photos)
     ids = released_ids(root)
-    n, size = len(ids), image_bytes(root, ids) / MB
-    t_tar = best(lambda: tar_once(root, ids, tmp / "baseline.tar"), repeat)
+    n, size = len(ids), image_bytes(root, ids)
     build_once(root, run_params)  # once untimed: the imports it makes on first use (webdataset: torch) are no build
-    print(f"build, {n} released images ({size:.1f} MB of image bytes), best of {repeat}; baseline tarfile writing "
-          f"them once: {n / t_tar:.0f} img/s, {size / t_tar:.0f} MB/s ({t_tar:.2f} s)")
+    in_data = sum(pc.sum(pc.binary_length(pq.read_table(f, columns=["image"])["image"].combine_chunks().field("bytes")))
+                  .as_py() or 0 for f in (root / "release" / "data").glob("*.parquet"))
+    assert in_data == size, f"the baseline writes {size} image bytes, data/ holds {in_data}"
+    size /= MB
+    print(f"build vs tarfile, {n} released images ({size:.1f} MB of image bytes, the same bytes in both), best of "
+          f"{repeat}, the two timed in turns:")
     workers = run_params["executor"]["build_workers"]
-    variants = [("defaults", None, workers), ("fsync a no-op", "os.fsync", workers)]
+    variants = [("defaults", None, workers), ("fsync a no-op (in both)", "os.fsync", workers)]
     variants += [(f"executor.build_workers {w}", None, w) for w in (1, 2, 4) if w != workers]
     for name, patch, w in variants:
+        params_w = {**run_params, "executor": {**run_params["executor"], "build_workers": w}}
+        tar_times, build_times = [], []
         with mock.patch(patch) if patch else contextlib.nullcontext():
-            params_w = {**run_params, "executor": {**run_params["executor"], "build_workers": w}}
-            t = best(lambda p=params_w: build_once(root, p), repeat)
+            for _ in range(repeat):
+                tar_times.append(best(lambda: tar_once(root, ids, tmp / "baseline.tar"), 1))
+                build_times.append(best(lambda p=params_w: build_once(root, p), 1))
+        t_tar, t = min(tar_times), min(build_times)
         written = sum(release_sizes(root / "release").values()) / MB
-        print(f"  build, {name}: {n / t:.0f} img/s, {size / t:.1f} MB/s of images ({t:.2f} s); wrote {written:.0f} MB, "
-              f"{written / t:.0f} MB/s; build/tar = {t_tar / t:.2f}x per image (target >= 0.5x), "
+        print(f"  {name}: build {n / t:.0f} img/s ({t:.2f} s, wrote {written:.0f} MB), tarfile {n / t_tar:.0f} img/s "
+              f"({t_tar:.2f} s, {size:.0f} MB); build/tar = {t_tar / t:.2f}x per image (target >= 0.5x), "
               f"{(written / t) / (size / t_tar):.2f}x per byte written")
     print("  written by build: " + ", ".join(f"{d}/ {b / MB:.1f} MB ({b / MB / size:.1f}x the images)"
                                               for d, b in release_sizes(root / "release").items()))

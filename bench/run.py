@@ -16,10 +16,11 @@ Prints one line per figure with the ratio. Figures so far:
   N different pictures made from each (Nx): peak RSS per stage and its growth Nx/1x (target <= 1.5x
   at 10x), and seconds per image per stage;
 - build throughput: the ``build`` stage in process on that Nx work/ (images/s, MB/s of image bytes)
-  beside ``tarfile`` writing the same image bytes read from work/ingest into one tar (target: build
-  >= 0.5x of tar), per image and per byte written (by default build writes each image once, in data/;
-  ``build.formats: [webdataset]`` adds wds/); as it is and with fsync a no-op; then how long each part
-  of build (the opt-in folders included) takes alone;
+  beside ``tarfile`` writing the same image bytes into one tar, fsynced (the bytes data/ holds: redact's
+  copy where it made one, else ingest's, read from work/ as build reads them; target: build >= 0.5x of
+  tar), the two timed in turns, per image and per byte written (by default build writes each image once,
+  in data/; ``build.formats: [webdataset]`` adds wds/); as it is and with fsync a no-op in both; then how
+  long each part of build (the opt-in folders included) takes alone;
 - release growth (``bench/growth.py``): the bytes a Hub (Xet) upload of version 2 adds when it holds
   10% more images than version 1, with and without pyarrow's content-defined chunking;
 - VLM batching (``bench/vlm_batch.py``, only where vLLM is installed: ``.venv-vllm/bin/python bench/run.py

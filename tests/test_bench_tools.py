@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -33,6 +34,16 @@ def test_content_defined_chunks_survive_an_insertion():
 
 @pytest.mark.slow
 @pytest.mark.models
+def test_the_build_baseline_writes_the_bytes_data_holds(sample_project):
+    """The build figure's tarfile baseline is like for like: the released bytes (redact's copy where it made
+    one), which data/ holds, not ingest's originals."""
+    import pipeline
+
+    data = {r["image_id"]: r["image"]["bytes"] for f in sorted((sample_project / "release" / "data").glob("*.parquet"))
+            for r in pq.read_table(f, columns=["image_id", "image"]).to_pylist()}
+    assert dict(pipeline.released_images(sample_project, pipeline.released_ids(sample_project))) == data
+
+
 def test_the_gpu_device_check_runs_every_step_at_tiny_scale(tmp_path):
     """bench/device_check.sh is what a session with a lent GPU runs (bench/gpu.py at real size); here the same
     script and code on the CPU, tiny models whose text towers read as many tokens as the real ones (OWLv2: 16,

@@ -374,6 +374,42 @@ def test_aborted_build_publishes_nothing(tmp_path):
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
+def test_files_reach_the_disk_before_their_rename_and_the_folders_after(tmp_path, monkeypatch):
+    """Durability is settled once, when the build publishes: no fsync while writing, every temporary file
+    fsynced before the first rename, each folder once after the last (a crash leaves hidden temporaries, or
+    whole files under their final names)."""
+    import os
+    from pathlib import Path
+
+    from groundcap.builders.files import SplitFiles
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", Path(os.readlink(f"/proc/self/fd/{fd}"))))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("rename", Path(src)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    writer = ReleaseWriter(tmp_path, PARAMS)
+    for split, records in RECORDS.items():
+        for record in records:
+            writer.add(split, copy.deepcopy(record))
+    pairs = writer.finish()
+    assert events == []  # nothing flushed file by file while writing
+    SplitFiles.publish(pairs)
+    renamed = [path for kind, path in events if kind == "rename"]
+    first, last = events.index(("rename", renamed[0])), events.index(("rename", renamed[-1]))
+    assert sorted(renamed) == sorted(tmp for tmp, _ in pairs)
+    assert sorted(path for _, path in events[:first]) == sorted(renamed)
+    assert sorted(path for _, path in events[last + 1:]) == [tmp_path / d for d in ("coco", "data", "regions", "wds")]
+
+
 def test_size_category():
     assert [size_category(n) for n in (0, 999, 1000, 9_000, 2_000_000)] == [
         "n<1K", "n<1K", "1K<n<10K", "1K<n<10K", "1M<n<10M"
@@ -410,6 +446,22 @@ def _work_from_records(work, records_by_split, part_size=2):
         for stage, (table_rows, table_schema) in tables.items():
             parts.write_part(table_rows, table_schema, work / stage, index)
     return work
+
+
+def test_a_stage_part_missing_a_column_is_named(tmp_path):
+    """The build reads each stage part's columns by name: one written without a column it needs is refused,
+    named with the file, never read as if the column were empty."""
+    import pyarrow.parquet as pq
+
+    from groundcap.builders.columns import join_part
+    from groundcap.errors import StageInputError
+    from groundcap.storage import parts
+
+    work = _work_from_records(tmp_path / "work", RECORDS)
+    path = parts.part_path(work / "redact", 0)
+    pq.write_table(pq.read_table(path).drop_columns(["error"]), path)
+    with pytest.raises(StageInputError, match=r"redact/part-00000\.parquet has no column error"):
+        join_part(work, 0)
 
 
 def test_columns_constants_match_the_schema():

@@ -12,7 +12,6 @@ boxes the privacy pass blurred).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -88,9 +87,7 @@ class _Split:
                     annotation = json.loads(line)
                     annotation = {"category_id": category_ids[annotation.pop("label")], **annotation}
                     out.write(("," if i else "") + _dumps(annotation))
-            out.write("]}\n")
-            out.flush()
-            os.fsync(out.fileno())
+            out.write("]}\n")  # fsynced when published (SplitFiles.publish)
         self.abort()
         self.tmp = tmp
         return tmp, path

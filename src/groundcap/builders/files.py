@@ -2,6 +2,13 @@
 
 A shard only gets its final name once the whole split is written (Parquet's ``-of-NNNNN`` needs the
 count), so the Hub globs and readers never see a half-written or partial set of shards.
+
+Durability is settled once, in :meth:`SplitFiles.publish`, for every file of the build: all temporary files
+are fsynced together (in threads: the kernel writes them back side by side and one journal commit covers
+many; one at a time, as each closed, the eight files of a default release took 5x as long, bench/run.py
+--only build), then renamed, then each folder is fsynced once so the renames last. A crash before the
+renames leaves only hidden temporaries; after any rename, the file under that name is whole, because its
+bytes were on disk before it was renamed.
 """
 
 from __future__ import annotations
@@ -27,9 +34,7 @@ class SplitFiles:
         return self.fh
 
     def close_current(self) -> None:
-        """Flush and fsync the open file (its format writer must be closed first)."""
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
+        """Close the open file (its format writer must be closed first); ``publish`` fsyncs it."""
         self.fh.close()
         self.fh = None
 
@@ -40,9 +45,11 @@ class SplitFiles:
 
     @staticmethod
     def publish(pairs: list[tuple[Path, Path]]) -> list[Path]:
-        """Rename every temporary file to its final name; returns the final paths."""
+        """Fsync every temporary file, rename each to its final name, fsync their folders; the final paths."""
+        atomic.fsync_all([tmp for tmp, _ in pairs])
         for tmp, final in pairs:
             os.replace(tmp, final)
+        atomic.fsync_all(sorted({final.parent for _, final in pairs}))
         return [final for _, final in pairs]
 
     def discard(self) -> None:

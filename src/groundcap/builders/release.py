@@ -5,8 +5,9 @@ Each release folder (``KINDS``: regions/, data/, wds/, coco/) is one stream: its
 the batches it is fed, in part order, so a folder comes out the same bytes whichever process writes
 it and however many there are. With ``workers`` > 1 the folders are dealt out to that many processes
 (spawn context, at most one per folder); each joins work/ itself (the join is cheap next to writing,
-and no image bytes cross a pipe), writes its folders under temporary names, fsyncs them and hands the
-names back. Nothing is renamed until every process has finished: a failure anywhere removes every
+and no image bytes cross a pipe), writes its folders under temporary names and hands the names back.
+Nothing is fsynced or renamed until every process has finished (``SplitFiles.publish``, once for every
+file of the build): a failure anywhere removes every
 temporary file, and a killed build leaves only hidden temporaries, which the next build's writers
 clear with their folders. A worker whose parent is gone (the build was killed with SIGKILL) stops at
 the next part rather than writing into the folder a new build may be filling.

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import tarfile
 from pathlib import Path
@@ -151,9 +150,7 @@ class _Tars:
         index = {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": self.files.split, "shardlist": shards}
         self._index = atomic.temporary(self.files.directory / index_name(self.files.split))
         with open(self._index, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(index, indent=1) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+            fh.write(json.dumps(index, indent=1) + "\n")  # fsynced when published (SplitFiles.publish)
         return self._index
 
     def abort(self) -> None:

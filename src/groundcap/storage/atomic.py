@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,8 +33,22 @@ def is_temporary(path: Path) -> bool:
 
 
 def fsync(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
+    """Flush ``path`` (a file, or a folder: its entries, e.g. renames into it) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_all(paths: list[Path]) -> None:
+    """:func:`fsync` every path, side by side in threads (the kernel writes them back together)."""
+    if len(paths) <= 1:
+        for path in paths:
+            fsync(path)
+        return
+    with ThreadPoolExecutor(min(len(paths), 16)) as pool:
+        list(pool.map(fsync, paths))
 
 
 @contextmanager
