@@ -60,3 +60,18 @@ def test_the_colour_check_reads_vlm_colour_words_on_the_held_out_set():
     assert {item["category"] for item in items} == {"basic", "shade", "compound", "gem", "metal"}
     got = colour_words.scores(items, colour_words.verdicts(items), "held-out")
     assert got["recall"] >= 0.8 and got["false_alarms"] <= 0.05, got
+
+
+def test_peak_rss_records_cpu_seconds_of_the_stage_and_its_children(tmp_path):
+    """On a shared machine a stage's wall time follows the load; the scale figure compares CPU seconds, which
+    ``peak_rss.py`` must count for the worker processes a stage starts too."""
+    (tmp_path / "burn.py").write_text(
+        "import subprocess, sys\n"
+        "subprocess.run([sys.executable, '-c', 'import time\\nt = time.process_time()\\n"
+        "while time.process_time() - t < 0.3: pass'], check=True)\n")
+    out = tmp_path / "burn.rss"
+    subprocess.run([sys.executable, str(BENCH / "peak_rss.py"), str(out), "burn"], check=True,
+                   env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert int(out.read_text()) > 0
+    assert float(Path(f"{out}.seconds").read_text()) >= 0.3
+    assert float(Path(f"{out}.cpu").read_text()) >= 0.3  # the child's CPU time, not only the parent's
