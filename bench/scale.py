@@ -13,7 +13,9 @@ the images' own bytes; ``dvc repro``'s own time beside the stages'; ``dvc status
 Then each figure's growth from N to 10N (targets: time <= 11x, peak RSS <= 1.2x).
 
 ``parts``: ``ingest`` alone under DVC with ``part_size: 1`` on P tiny images, so P parts (2P files): the
-``dvc commit`` that records them, ``dvc status``, a no-op ``dvc repro``, and ``resume.plan`` of ``tag`` over them.
+``dvc commit`` that records them, ``dvc status``, a no-op ``dvc repro``, and ``resume.plan`` of ``tag`` over them;
+then ``dvc status`` again with ``READERS`` trivial stages that depend on ``work/ingest``: what each stage that
+names a folder adds.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ CHEAP = {"tag": {"taggers": ["palette"], "detectors": []}, "segment": {"given": 
          "release": {"redact": "none", "license": "cc0-1.0",
                      "license_reason": "bench/sources.py generates these images"}}
 FOLDERS = ("work", "release", "reports", ".dvc/cache")
+READERS = 10  # stages that read work/ingest in the parts figure (the generated dvc.yaml names it 12 times)
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -215,11 +218,20 @@ def bench_parts(tmp: Path, n_parts: int) -> dict:
     indices, tasks = resume.plan(ctx, order.stage("tag"))
     figures["plan"] = time.perf_counter() - start, time.process_time() - cpu
     assert len(indices) == len(tasks) == n_parts, (len(indices), len(tasks))
+    # READERS more stages name work/ingest as a dependency: DVC walks a folder once per stage that names it
+    body = yaml.safe_load((root / "dvc.yaml").read_text())
+    body["stages"].update({f"read{k}": {"cmd": f"echo {k} > read{k}.txt", "deps": ["work/ingest"],
+                                        "outs": [f"read{k}.txt"]} for k in range(READERS)})
+    (root / "dvc.yaml").write_text(yaml.safe_dump(body, sort_keys=False, width=120))
+    _sh(root, sys.executable, "-m", "dvc", "repro", "-q")
+    figures["status_read"] = _sh(root, sys.executable, "-m", "dvc", "status", "-q")
     files = len(_files(root, ["work/ingest"]))
+    per_visit = (figures["status_read"][1] - figures["status"][1]) / (READERS * files)
     print(f"parts: ingest alone under DVC, {n_parts} parts of one image ({files} files in work/ingest): written in "
           f"{figures['write']:.0f} s without fsync; wall (CPU) seconds: dvc commit (hash + cache) "
           f"{_pair(figures['commit'])}, dvc status {_pair(figures['status'])}, no-op dvc repro "
           f"{_pair(figures['noop'])}; resume.plan of tag over them {_pair(figures['plan'])} "
-          f"({figures['plan'][1] / n_parts * 1e3:.2f} ms CPU per part)")
+          f"({figures['plan'][1] / n_parts * 1e3:.2f} ms CPU per part); with {READERS} more stages reading "
+          f"work/ingest, dvc status {_pair(figures['status_read'])}: {per_visit * 1e3:.3f} ms CPU per file per stage")
     shutil.rmtree(data)
     return figures
