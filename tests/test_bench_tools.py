@@ -84,3 +84,18 @@ def test_the_region_cap_figure_keeps_at_most_the_cap_and_covers_more_with_a_high
         assert low["kept"] == 4 < high["kept"] == high["found"] and low["cut"] == 1 and high["cut"] == 0
         assert low["coverage"] < high["coverage"] <= 1.0
     assert "region cap (segment.max_regions), 1 sample photos at 128 px" in capsys.readouterr().out
+
+
+def test_peak_rss_records_cpu_seconds_of_the_stage_and_its_children(tmp_path):
+    """On a shared machine a stage's wall time follows the load; the scale figure compares CPU seconds, which
+    ``peak_rss.py`` must count for the worker processes a stage starts too."""
+    (tmp_path / "burn.py").write_text(
+        "import subprocess, sys\n"
+        "subprocess.run([sys.executable, '-c', 'import time\\nt = time.process_time()\\n"
+        "while time.process_time() - t < 0.3: pass'], check=True)\n")
+    out = tmp_path / "burn.rss"
+    subprocess.run([sys.executable, str(BENCH / "peak_rss.py"), str(out), "burn"], check=True,
+                   env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert int(out.read_text()) > 0
+    assert float(Path(f"{out}.seconds").read_text()) >= 0.3
+    assert float(Path(f"{out}.cpu").read_text()) >= 0.3  # the child's CPU time, not only the parent's
