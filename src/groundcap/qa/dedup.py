@@ -235,14 +235,15 @@ def caption_pairs(signatures: np.ndarray, min_jaccard: float) -> np.ndarray:
     unique, first, inverse = np.unique(signatures[valid], axis=0, return_index=True, return_inverse=True)
     same = valid[_to_first(first, inverse)]
     rows = _rows_per_band(signatures.shape[1], min_jaccard)
-    candidates = [np.zeros((0, 2), np.int64)]
     weights = np.random.default_rng(0).integers(1, 1 << 62, rows, dtype=np.uint64) | np.uint64(1)
+    kept = [np.zeros((0, 2), np.int64)]
     for start in range(0, signatures.shape[1] - rows + 1, rows):
         keys = (unique[:, start:start + rows] * weights).sum(axis=1)  # wraps: a hash of the band
-        candidates.append(_equal_key_pairs(keys))
-    cand = np.unique(np.concatenate(candidates), axis=0)
-    cand = cand[jaccard(unique, cand) >= min_jaccard]
-    similar = np.sort(valid[first[cand]], axis=1)
+        # each chunk of candidates is judged as it is made, so memory holds the similar pairs, not every pair
+        # that shares a bucket (which grows with the square of the look-alike captions)
+        band = [chunk[jaccard(unique, chunk) >= min_jaccard] for chunk in _equal_key_pairs(keys)]
+        kept = [np.unique(np.concatenate(kept + band), axis=0)]
+    similar = np.sort(valid[first[kept[0]]], axis=1)
     pairs = np.concatenate([same, similar])
     return np.unique(np.sort(pairs, axis=1), axis=0)
 
@@ -264,19 +265,19 @@ def _rows_per_band(num_perm: int, min_jaccard: float) -> int:
     return max(ok, default=1)
 
 
-def _equal_key_pairs(keys: np.ndarray) -> np.ndarray:
-    """All pairs of positions whose keys are equal."""
+def _equal_key_pairs(keys: np.ndarray, chunk: int = 1 << 14):
+    """All pairs (i < j) of positions whose keys are equal, in chunks of at most ``chunk`` pairs."""
     order = np.argsort(keys, kind="stable")
     k = keys[order]
-    pairs = [np.zeros((0, 2), np.int64)]
     gap = 1
     while gap < len(k):
         same = np.flatnonzero(k[gap:] == k[:-gap])
         if not len(same):
             break
-        pairs.append(np.stack([order[same], order[same + gap]], axis=1))
+        for at in range(0, len(same), chunk):
+            part = same[at:at + chunk]
+            yield np.sort(np.stack([order[part], order[part + gap]], axis=1), axis=1)
         gap += 1
-    return np.sort(np.concatenate(pairs), axis=1)
 
 
 # --- clusters --------------------------------------------------------------------------------------
