@@ -272,9 +272,9 @@ def bench_pipeline(tmp: Path, copies: int, photos: int | None) -> None:
           f"{many[worst].maxrss_mb / one[worst].maxrss_mb:.2f}x ({worst}; target <= 1.5x)")
 
 
-def bench_build(tmp: Path, copies: int, photos: int | None, repeat: int) -> None:
+def bench_build(tmp: Path, copies: int, photos: int | None, repeat: int, workers: tuple[int, ...] = (1, 2, 4)) -> None:
     """``build`` in process on the ``copies``x work/ vs ``tarfile`` writing the same image bytes, as it
-    is and with fsync a no-op; then each part alone."""
+    is, with fsync a no-op, and with each of ``workers`` build processes; then each part alone."""
     root, run_params = released_project(tmp, copies, photos)
     ids = released_ids(root)
     n, size = len(ids), image_bytes(root, ids) / MB
@@ -282,9 +282,9 @@ def bench_build(tmp: Path, copies: int, photos: int | None, repeat: int) -> None
     build_once(root, run_params)  # once untimed: the imports it makes on first use (webdataset: torch) are no build
     print(f"build, {n} released images ({size:.1f} MB of image bytes), best of {repeat}; baseline tarfile writing "
           f"them once: {n / t_tar:.0f} img/s, {size / t_tar:.0f} MB/s ({t_tar:.2f} s)")
-    workers = run_params["executor"]["build_workers"]
-    variants = [("defaults", None, workers), ("fsync a no-op", "os.fsync", workers)]
-    variants += [(f"executor.build_workers {w}", None, w) for w in (1, 2, 4) if w != workers]
+    default = run_params["executor"]["build_workers"]
+    variants = [("defaults", None, default), ("fsync a no-op", "os.fsync", default)]
+    variants += [(f"executor.build_workers {w}", None, w) for w in workers if w != default]
     for name, patch, w in variants:
         with mock.patch(patch) if patch else contextlib.nullcontext():
             params_w = {**run_params, "executor": {**run_params["executor"], "build_workers": w}}
