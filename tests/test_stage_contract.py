@@ -140,6 +140,15 @@ def test_editing_a_prompt_or_a_backend_reruns_the_stages_that_run_it(package_cop
     assert "qa" in {s for s, d in _digests(p).items() if d != after[s]}
 
 
+def test_every_stages_fingerprint_parses_each_source_once(monkeypatch):
+    """The stages' closures share most files (a run fingerprints every stage): each source is parsed once."""
+    parsed, parse = [], code_deps.ast.parse
+    monkeypatch.setattr(code_deps.ast, "parse", lambda source, *a, **kw: parsed.append(source) or parse(source))
+    _digests(params.defaults())
+    _digests(params.defaults())
+    assert len(parsed) == len(set(parsed))
+
+
 def test_a_prompts_dir_override_changes_the_fingerprint(tmp_path):
     p = params.defaults()
     p["caption_regions"]["captioner"] = "vlm"
