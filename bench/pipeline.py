@@ -285,10 +285,10 @@ def bench_pipeline(tmp: Path, copies: int, photos: int | None) -> None:
           f"{many[worst].maxrss_mb / one[worst].maxrss_mb:.2f}x ({worst}; target <= 1.5x)")
 
 
-def bench_build(tmp: Path, copies: int, photos: int | None, repeat: int) -> None:
+def bench_build(tmp: Path, copies: int, photos: int | None, repeat: int, builders: tuple[int, ...] = (1, 2, 4)) -> None:
     """``build`` in process on the ``copies``x work/ beside ``tarfile`` writing the same image bytes (those
     data/ holds, checked), each variant and its baseline timed in turns under the same patch (fsync a no-op
-    for both); then each part alone."""
+    for both), and with each of ``builders`` build processes; then each part alone."""
     root, run_params = released_project(tmp, copies, photos)
     ids = released_ids(root)
     n, size = len(ids), image_bytes(root, ids)
@@ -301,7 +301,7 @@ def bench_build(tmp: Path, copies: int, photos: int | None, repeat: int) -> None
           f"{repeat}, the two timed in turns:")
     workers = run_params["executor"]["build_workers"]
     variants = [("defaults", None, workers), ("fsync a no-op (in both)", "os.fsync", workers)]
-    variants += [(f"executor.build_workers {w}", None, w) for w in (1, 2, 4) if w != workers]
+    variants += [(f"executor.build_workers {w}", None, w) for w in builders if w != workers]
     for name, patch, w in variants:
         params_w = {**run_params, "executor": {**run_params["executor"], "build_workers": w}}
         tar_times, build_times = [], []

@@ -340,7 +340,8 @@ def _runners(quick: bool, copies: int, photos: int | None, tmp: Path, sizes: tup
                                                  radius, repeat=repeat),
         "dedup-images": lambda: bench_dedup_images(radius),
         "pipeline": lambda: pipeline.bench_pipeline(tmp, copies, photos),
-        "build": lambda: pipeline.bench_build(tmp, copies, photos, repeat=repeat),
+        "build": lambda: pipeline.bench_build(tmp, copies, photos, repeat=repeat,  # quick: one run of spawned workers
+                                              builders=(1, 2) if quick else (1, 2, 4)),
         "growth": lambda: growth.bench_growth(tmp, copies, photos, repeat=repeat),
         "vlm-batch": lambda: vlm_batch.bench_vlm_batch(tmp, photos=4 if quick else 8, repeat=repeat),
         "vlm-served": lambda: vlm_served.bench_vlm_served(tmp, photos=2 if quick else 8, repeat=1 if quick else 5),

@@ -310,7 +310,7 @@ def test_owlv2_truncates_a_label_longer_than_its_text_encoder(tiny, cat):
 def test_bfloat16_boxes_are_scaled_to_pixels_in_float32(tiny, cat, name):
     """The processors scale boxes to pixels in the outputs' dtype: in bfloat16 an edge past 1,024 px snapped to
     a multiple of 8 (16 past 2,048). Scaled in float32, each box is the model's own box times the image size."""
-    large = np.ascontiguousarray(np.repeat(np.repeat(cat, 10, 0), 7, 1))  # 3000 x 3157
+    large = np.ascontiguousarray(np.repeat(np.repeat(cat, 5, 0), 3, 1))  # 1500 x 1353: both edges past 1,024 px
     detector = create("detector", name, tiny[name], dtype="bfloat16", box_threshold=0.0, max_detections=1000)
     assert detector.hf.model.dtype == torch.bfloat16
     raw = []
@@ -321,10 +321,10 @@ def test_bfloat16_boxes_are_scaled_to_pixels_in_float32(tiny, cat, name):
         hook.remove()
     (boxes,) = raw
     cx, cy, w, h = boxes[0].double().unbind(-1)
-    scale = (3157, 3157) if name == "owlv2" else (3157, 3000)  # OWLv2 pads the image to a square first
+    scale = (1500, 1500) if name == "owlv2" else (1353, 1500)  # OWLv2 pads the image to a square first
     exact = torch.stack([(cx - w / 2) * scale[0], (cy - h / 2) * scale[1], w * scale[0], h * scale[1]], -1)
-    inner = [d for d in dets if d.bbox[0] > 0 and d.bbox[1] > 0 and d.bbox[0] + d.bbox[2] < 3157
-             and d.bbox[1] + d.bbox[3] < 3000]  # not clipped to the image
+    inner = [d for d in dets if d.bbox[0] > 0 and d.bbox[1] > 0 and d.bbox[0] + d.bbox[2] < 1353
+             and d.bbox[1] + d.bbox[3] < 1500]  # not clipped to the image
     assert inner
     for det in inner:
         assert torch.isclose(exact, torch.tensor(det.bbox, dtype=torch.float64), atol=0.05).all(-1).any(), det.bbox

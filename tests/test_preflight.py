@@ -29,6 +29,15 @@ def test_the_embedded_default_passes(tmp_path):
     assert preflight.hub_models(list(order.stages()), params.defaults()) == []
 
 
+def test_the_preflight_of_stages_that_need_no_gpu_leaves_torch_unimported():
+    """Every stage process runs the preflight first: asking CUDA imports torch (~2 s), for stages on the CPU too."""
+    probe = ("import sys; from groundcap import params; from groundcap.pipeline import order, preflight; "
+             "preflight.require(params.defaults(), list(order.stages())); print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False"]
+
+
 def test_the_gpu_profile_names_every_missing_model_and_package():
     p = params.load(params.PROFILES / "gpu.yaml")
     failed = {(f.stage, f.what): f.detail for f in preflight.check(p, list(order.stages())) if not f.ok}

@@ -74,14 +74,12 @@ def _sample_params(**sections) -> dict:
     return p
 
 
-@pytest.mark.parametrize("change", [
-    {"release__version": "0.2.0"},
-    {"build__shard_bytes": 1_000_000, "build__row_group_rows": 8},
-    {"audit__max_error_rate": 0.2},
-    {"split__seed": 7},
-])
-def test_release_build_audit_and_split_params_rerun_no_map_stage(project, change):
+def test_release_build_audit_and_split_params_rerun_no_map_stage(project):
+    """All four changed in one run: a map stage's fingerprint hashes the params it reads, so if the four together
+    leave every one unchanged, so does each alone (one rerun of dedup, split, build and card, not four)."""
     before = _marks(project)
+    change = {"release__version": "0.2.0", "build__shard_bytes": 1_000_000, "build__row_group_rows": 8,
+              "audit__max_error_rate": 0.2, "split__seed": 7}
     reports = runner.run_all(Context(project, _sample_params(**change), progress=False))
     computed = {r.stage: r.computed for r in reports if r.parts is not None}
     assert computed == dict.fromkeys(MAP_STAGES, 0)
@@ -141,6 +139,15 @@ def test_editing_a_prompt_or_a_backend_reruns_the_stages_that_run_it(package_cop
     # crop loop's, segment.crop_prompts)
     _touch(package_copy / "qa" / "evidence.py")
     assert "qa" in {s for s, d in _digests(p).items() if d != after[s]}
+
+
+def test_every_stages_fingerprint_parses_each_source_once(monkeypatch):
+    """The stages' closures share most files (a run fingerprints every stage): each source is parsed once."""
+    parsed, parse = [], code_deps.ast.parse
+    monkeypatch.setattr(code_deps.ast, "parse", lambda source, *a, **kw: parsed.append(source) or parse(source))
+    _digests(params.defaults())
+    _digests(params.defaults())
+    assert len(parsed) == len(set(parsed))
 
 
 def test_a_prompts_dir_override_changes_the_fingerprint(tmp_path):

@@ -11,6 +11,7 @@ them by listing a folder rather than importing them by name.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 from pathlib import Path
 
@@ -39,8 +40,15 @@ def module_path(module: str) -> Path | None:
 def _imports(path: Path, module: str) -> set[str]:
     """Modules of groundcap that ``path`` imports anywhere in its body."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    return {m for m in _imported(path.read_text(encoding="utf-8"), package) if module_path(m) is not None}
+
+
+@functools.cache
+def _imported(source: str, package: str) -> frozenset[str]:
+    """Every module ``source`` imports, relative imports resolved against ``package``. Cached by the source
+    itself: each stage's closure reads the same files, and parsing them again cost ~0.6 s per run."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -50,7 +58,7 @@ def _imports(path: Path, module: str) -> set[str]:
                 base = ".".join([*anchor, *([base] if base else [])])
             found.add(base)
             found |= {f"{base}.{alias.name}" for alias in node.names}
-    return {m for m in found if module_path(m) is not None}
+    return frozenset(found)
 
 
 def closure(modules: list[str]) -> list[Path]:

@@ -58,8 +58,8 @@ def model_state(model: str) -> tuple[bool, str]:
 
 
 def check(params: dict, stages: list[Stage]) -> list[Finding]:
-    """Every finding for ``stages`` under ``params``: one per backend, per model, per GPU need."""
-    cuda = registry.cuda_available()
+    """Every finding for ``stages`` under ``params``: one per backend, per model, per GPU need. CUDA is asked only
+    for a stage that needs it: the check imports torch, about 2 s of every stage process otherwise."""
     out: list[Finding] = []
     for stage in (s for s in stages if isinstance(s, MapStage)):
         own = _own(stage, params)
@@ -78,6 +78,7 @@ def check(params: dict, stages: list[Stage]) -> list[Finding]:
                                                                                           GPU_MEMORY_DEFAULT))
         out += [Finding(stage.name, model, *model_state(model)) for model in models]
         if own["executor"]["require_gpu"] and stage.resources(own).gpus:
+            cuda = registry.cuda_available()
             out.append(Finding(stage.name, "CUDA", cuda, "a CUDA device is visible" if cuda else
                                "no CUDA device visible, and executor.require_gpu is set: run on a GPU node"))
         if memory:
