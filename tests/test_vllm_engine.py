@@ -8,11 +8,12 @@ A random model's replies are garbage, so the tests assert the plumbing: what rea
 how often, what vLLM was built with, JSON-constrained replies, stops at the turn end, rows written and
 errors recorded with their reasons.
 
-An engine start costs 20-50 s on these cores, so the module starts five (pytest runs the tests in file order):
-the session engine, which every test that only sends requests shares (``engine_options`` below are the same for
-every backend, so they share it through ``groundcap.models``), and which the release test then ends; the
-whole run's (the runner frees models between stages), whose parts the failed start of a broken copy then
-finds; the close test's, on a model that always ends its turn; and one InternVL engine for its two tests.
+An engine start costs 20-50 s on these cores (a failed one about as much), so the module starts four and fails
+one, the tests running in file order: the session engine, which every test that only sends requests shares
+(``engine_options`` below are the same for every backend, so they share it through ``groundcap.models``) and the
+release test then ends; the whole run's (the runner frees models between stages), whose parts a failed start on
+the broken model then finds; the close test's, on a model that always ends its turn; one InternVL engine for
+its two tests.
 
 vLLM runs its engine core in a child process: forked on CPU by default, spawned where CUDA is up (or
 ``VLLM_WORKER_MULTIPROC_METHOD=spawn``); both work under ``python -m pytest``, whose ``__main__`` is
