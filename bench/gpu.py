@@ -196,7 +196,7 @@ def _caption_rounds(device: str, captioner, images: list, regions: int) -> dict[
     flat = [(image, captioner.view(image), region) for image, rs in items for region in rs]
     rounds = {"short (crop)": lambda: captioner.caption_batch(items),
               "detailed (outlined image)": lambda: captioner._detail(flat, [STOCK_SHORT] * len(flat),
-                                                                      [None] * len(flat))}
+                                                                      [None] * len(flat), [""] * len(flat))}
     out = {}
     for name, work in rounds.items():
         sent.clear()

@@ -113,6 +113,19 @@ def _annotation(task: dict, verdict: str, *, short: tuple[int, str] | None = Non
     return {"result": result}
 
 
+def _export_and_import(session, base: str, project: dict, tmp_path: Path, root: Path, out: Path):
+    """The project's JSON export from the server, imported by ``groundcap audit import``: (export, CLI result)."""
+    export = session.get(f"{base}/api/projects/{project['id']}/export", params={"exportType": "JSON"})
+    exported = _ok(export)
+    file = tmp_path / "label-studio-export.json"
+    file.write_bytes(export.content)
+    (tmp_path / "params.yaml").write_text(f"audit:\n  verdicts: {tmp_path / 'verdicts.jsonl'}\n")
+    result = CliRunner().invoke(audit_app, ["import", str(file), "--root", str(root), "--params",
+                                            str(tmp_path / "params.yaml"), "--manifest", str(out / "manifest.json")])
+    assert result.exit_code == 0, result.output
+    return exported, result
+
+
 def test_tasks_round_trip_through_a_running_label_studio(server, sample_project, tmp_path):
     base, session = server
     root = sample_project
@@ -150,16 +163,8 @@ def test_tasks_round_trip_through_a_running_label_studio(server, sample_project,
     for image_id, annotation in submissions.items():
         _ok(session.post(f"{base}/api/tasks/{server_tasks[image_id]['id']}/annotations", json=annotation))
 
-    export = session.get(f"{base}/api/projects/{project['id']}/export", params={"exportType": "JSON"})
-    exported = _ok(export)
+    exported, result = _export_and_import(session, base, project, tmp_path, root, out)
     assert sum(bool(t["annotations"]) for t in exported) == 4
-    file = tmp_path / "label-studio-export.json"
-    file.write_bytes(export.content)
-
-    (tmp_path / "params.yaml").write_text(f"audit:\n  verdicts: {tmp_path / 'verdicts.jsonl'}\n")
-    result = CliRunner().invoke(audit_app, ["import", str(file), "--root", str(root), "--params",
-                                            str(tmp_path / "params.yaml"), "--manifest", str(out / "manifest.json")])
-    assert result.exit_code == 0, result.output
     assert "imported 4 verdicts" in result.output
 
     records = verdicts.load(root, {"audit": {"verdicts": str(tmp_path / "verdicts.jsonl")}})
@@ -216,15 +221,7 @@ def test_drawn_entities_and_a_relabel_round_trip_through_a_running_label_studio(
                                                                "detailed": "Pale blue sky along the top edge."},
                                    {"points": [[10, 2], [60, 2], [60, 20], [10, 20]], "closed": True})
     _ok(session.post(f"{base}/api/tasks/{server_task['id']}/annotations", json=annotation))
-    export = session.get(f"{base}/api/projects/{project['id']}/export", params={"exportType": "JSON"})
-    _ok(export)
-    file = tmp_path / "label-studio-export.json"
-    file.write_bytes(export.content)
-
-    (tmp_path / "params.yaml").write_text(f"audit:\n  verdicts: {tmp_path / 'verdicts.jsonl'}\n")
-    result = CliRunner().invoke(audit_app, ["import", str(file), "--root", str(sample_project), "--params",
-                                            str(tmp_path / "params.yaml"), "--manifest", str(out / "manifest.json")])
-    assert result.exit_code == 0, result.output
+    _export_and_import(session, base, project, tmp_path, sample_project, out)
     p = {"audit": {"verdicts": str(tmp_path / "verdicts.jsonl")}}
     record = verdicts.load(sample_project, p)[item["image_id"]]
     assert record["verdict"] == "edited" and record["regions"][str(rid)]["label"] == "lamp post"

@@ -165,4 +165,7 @@ def test_caption_and_scene_stages_through_the_server_stop_on_a_kill_and_resume(t
     scene_dir = tmp_path / "work" / "caption_scene"
     scenes = [row for i in parts.list_parts(scene_dir) for row in parts.read_part(scene_dir, i)]
     assert len(scenes) == 3 and all(r["scene_caption"] or r["error"] for r in scenes)
-    assert {s["model"] for row in rows + scenes for s in row["provenance"]} == {f"{SERVED_NAME} (openai)"}
+    assert {s["model"] for row in scenes for s in row["provenance"]} == {f"{SERVED_NAME} (openai)"}
+    # the captions' rows also stamp the sentence embedder their uniqueness check reads with
+    assert {s["model"] for row in rows for s in row["provenance"]} == {f"{SERVED_NAME} (openai)",
+                                                                      "sentence-transformers/all-MiniLM-L6-v2"}

@@ -383,8 +383,9 @@ def test_no_llm_chat_call_holds_more_than_max_requests_per_call(fake_vllm):
 
 
 def test_the_gpu_profile_hands_the_vlm_stages_bounded_batches():
-    """A whole part (16 images of up to 128 regions) would be 2048 outlined images held at once per step; the
-    profile hands 4 images per batch: at most 512 requests a step, two vLLM calls of the default bound."""
+    """A whole part (16 images of up to 192 regions: 128 entities, 64 parts) would be 3072 outlined images held
+    at once per step; the profile hands 2 images per batch: at most 384 requests a step, within two vLLM calls
+    of the default bound."""
     from groundcap import params
 
     p = params.load(profile="gpu")
