@@ -37,10 +37,9 @@ class Judge:
         region_verdicts = []
         for region in regions:
             rid, caption = region["region_id"], captions.get(region["region_id"])
-            region_claims = evidence.check_region(claims.caption_text(caption["short"], caption["detailed"]), image,
-                                                  region, regions, options) if caption else []
-            given = evidence.check_class(claims.caption_text(caption["short"], caption["detailed"]), region) \
-                if caption else None
+            text = claims.caption_text(caption["short"], caption["detailed"]) if caption else None
+            region_claims = evidence.check_region(text, image, region, regions, options) if caption else []
+            given = evidence.check_class(text, region) if caption else None
             decision = self._decide(agreements.get(rid), cross_row, agree["min_similarity"])
             fail, flag = checks.split_by_action({
                 "caption contradicted by pixels": (not evidence.contradicted(region_claims), evidence_action),

@@ -43,11 +43,7 @@ def fsync(path: Path) -> None:
 
 def fsync_all(paths: list[Path]) -> None:
     """:func:`fsync` every path, side by side in threads (the kernel writes them back together)."""
-    if len(paths) <= 1:
-        for path in paths:
-            fsync(path)
-        return
-    with ThreadPoolExecutor(min(len(paths), 16)) as pool:
+    with ThreadPoolExecutor(max(1, min(len(paths), 16))) as pool:
         list(pool.map(fsync, paths))
 
 
