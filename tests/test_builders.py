@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from groundcap import grounding, masks
+from groundcap import grounding, licenses, masks
 from groundcap.builders import SPLITS, ReleaseWriter, features, verify_manifest, write_manifest
+from groundcap.builders.coco import CocoJson
 from groundcap.builders.features import PANCAP_TEXT, REGIONS_FEATURES, release_configs
 from groundcap.dataset_card import size_category, validate_card, write_card
 from groundcap.dataset_card.croissant import write_croissant
@@ -253,6 +254,24 @@ def test_coco(release):
                 assert np.array_equal(coco.annToMask(ann).astype(bool), masks.decode(region["segmentation"]))
                 assert names[ann["category_id"]] == region["label"]
     assert list(categories.values()) == ["car", "cat", "dog", "tree"]
+    assert coco.dataset["licenses"] == [{"id": 1, "name": licenses.NOT_STATED, "url": ""}]  # the records state none
+
+
+@pytest.mark.parametrize("override", [None, "test-images"])
+def test_coco_names_each_images_licence_or_the_override(tmp_path, override):
+    stated = ["CC-BY-NC-2.0", None, "CC0-1.0"]
+    records = [{**copy.deepcopy(r), "license": stated[i % 3]} for i, r in enumerate(RECORDS["train"])]
+    writer = CocoJson(tmp_path, ["train"], info={}, override=override)
+    for record in records:
+        writer.add("train", record)
+    writer.close()
+    doc = json.loads((tmp_path / "coco" / "train.json").read_text())
+    by_id = {entry["id"]: (entry["name"], entry["url"]) for entry in doc["licenses"]}
+    expected = [override or r["license"] or licenses.NOT_STATED for r in records]
+    assert [by_id[image["license"]][0] for image in doc["images"]] == expected
+    assert sorted(name for name, _ in by_id.values()) == sorted(set(expected))
+    assert by_id.get(1) == (("CC-BY-NC-2.0", "https://creativecommons.org/licenses/by-nc/2.0/") if override is None
+                            else ("test-images", ""))
 
 
 def test_webdataset(release):

@@ -16,7 +16,7 @@ from huggingface_hub import DatasetCard
 from typer.testing import CliRunner
 
 import source_fixtures as fx
-from groundcap import masks
+from groundcap import licenses, masks
 from groundcap.cli.app import app
 from groundcap.dataset_card.escape import literal
 
@@ -78,9 +78,16 @@ def test_coco_release_uses_given_masks_byte_for_byte(tmp_path):
         assert [r["segmentation"] for r in row["regions"]] == given[ids[row["image_id"]]]
     card = (work / "release/README.md").read_text()
     assert f"| {literal('CC-BY-2.0')} |" in card and "given:coco" in card
-    declared = DatasetCard(card).data  # the COCO files name the images' licence as the card declares it
-    named = {json.loads(f.read_text())["licenses"][0]["name"] for f in (work / "release/coco").glob("*.json")}
-    assert named == {declared.get("license_name") or declared.license}
+    assert DatasetCard(card).data.license == "other"  # two licences: the card lists them
+    stated = dict(pl.read_parquet(work / "work/ingest/*.parquet").select("image_id", "license").rows())
+    named = {}
+    for f in (work / "release/coco").glob("*.json"):  # the COCO files name each image's own licence, with its link
+        doc = json.loads(f.read_text())
+        by_id = {entry["id"]: entry for entry in doc["licenses"]}
+        assert all(entry["url"] == (licenses.link(entry["name"]) or "") for entry in by_id.values())
+        named |= {image["image_id_str"]: by_id[image["license"]]["name"] for image in doc["images"]}
+    assert named == {row["image_id"]: stated[row["image_id"]] for row in rows}
+    assert len(set(named.values())) == 2
 
 
 def test_sa1b_release_merges_segmenter_regions_outside_the_given_masks(tmp_path):

@@ -6,7 +6,9 @@ in every split's file; since labels are only known at the end, images and annota
 hidden JSON-lines files (metadata only, never image bytes) and the JSON is assembled at close, which
 keeps memory bounded on million-image releases. Each file is written under a temporary name and
 renamed. Every image entry carries its grounded ``scene_caption``, ``qa_score`` and ``redactions`` (the
-boxes the privacy pass blurred).
+boxes the privacy pass blurred), and its ``license``: the id, in ``licenses``, of the licence its source states
+(``licenses.NOT_STATED`` where it states none; ids from the sorted names of all splits, as categories), or of
+``release.license`` for every image where the user overrode the sources.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from groundcap import licenses
 from groundcap.builders.columns import from_records
 from groundcap.builders.webdataset import EXTENSIONS
 from groundcap.storage import atomic
@@ -35,14 +38,14 @@ class _Split:
         self.n_images = self.n_annotations = 0
         self.tmp: Path | None = None
 
-    def add(self, record: dict, labels: set[str]) -> None:
+    def add(self, record: dict, labels: set[str], licence: str) -> None:
         self.n_images += 1
         image = {
             "id": self.n_images,
             "file_name": f"{record['image_id']}.{EXTENSIONS[record['format']]}",
             "width": record["width"],
             "height": record["height"],
-            "license": 1,
+            "license": licence,  # replaced by its id at close
             "image_id_str": record["image_id"],
             "scene_caption": record["scene_caption"],
             "qa_score": record["qa_score"],
@@ -70,7 +73,8 @@ class _Split:
             }
             self._annotations.write(_dumps(annotation) + "\n")
 
-    def write(self, path: Path, header: dict, category_ids: dict[str, int]) -> tuple[Path, Path]:
+    def write(self, path: Path, header: dict, category_ids: dict[str, int],
+              license_ids: dict[str, int]) -> tuple[Path, Path]:
         """Assemble the JSON under a temporary name; ``(temporary, final)``."""
         self._images.close()
         self._annotations.close()
@@ -80,7 +84,8 @@ class _Split:
             out.write(',"images":[')
             with open(self.images_path, encoding="utf-8") as lines:
                 for i, line in enumerate(lines):
-                    out.write(("," if i else "") + line.rstrip("\n"))
+                    image = json.loads(line)
+                    out.write(("," if i else "") + _dumps({**image, "license": license_ids[image["license"]]}))
             out.write('],"annotations":[')
             with open(self.annotations_path, encoding="utf-8") as lines:
                 for i, line in enumerate(lines):
@@ -105,13 +110,15 @@ class _Split:
 
 
 class CocoJson:
-    """Streams image records into ``coco/{split}.json``; ``info`` and ``license`` describe the release."""
+    """Streams image records into ``coco/{split}.json``; ``info`` describes the release, ``override`` is the
+    licence ``release.license`` declares for every image (None: each image's own)."""
 
-    def __init__(self, release_dir: Path, splits: list[str], *, info: dict, license: str):
+    def __init__(self, release_dir: Path, splits: list[str], *, info: dict, override: str | None = None):
         self.directory = reset_dir(Path(release_dir) / "coco")
-        self.info, self.license = info, license
+        self.info, self.override = info, override
         self._splits = {split: _Split(self.directory, split) for split in splits}
         self._labels: set[str] = set()
+        self._licences: set[str] = set()
 
     def add(self, split: str, record: dict) -> None:
         self.add_table(split, from_records(split, [record]))
@@ -119,7 +126,9 @@ class CocoJson:
     def add_table(self, split: str, batch: pa.Table) -> None:
         spool = self._splits[split]
         for record in batch.drop_columns(["image"]).to_pylist():  # metadata only: it becomes JSON
-            spool.add(record, self._labels)
+            licence = self.override or record["license"] or licenses.NOT_STATED
+            self._licences.add(licence)
+            spool.add(record, self._labels, licence)
 
     def close(self) -> list[Path]:
         from groundcap.builders.files import SplitFiles
@@ -127,14 +136,15 @@ class CocoJson:
         return SplitFiles.publish(self.finish())
 
     def finish(self) -> list[tuple[Path, Path]]:
-        labels = sorted(self._labels)
+        labels, names = sorted(self._labels), sorted(self._licences)
         header = {
             "info": self.info,
-            "licenses": [{"id": 1, "name": self.license, "url": ""}],
+            "licenses": [{"id": i, "name": name, "url": licenses.link(name) or ""} for i, name in enumerate(names, 1)],
             "categories": [{"id": i, "name": label, "supercategory": ""} for i, label in enumerate(labels, 1)],
         }
         category_ids = {label: i for i, label in enumerate(labels, 1)}
-        return [spool.write(self.directory / f"{split}.json", header, category_ids)
+        license_ids = {name: i for i, name in enumerate(names, 1)}
+        return [spool.write(self.directory / f"{split}.json", header, category_ids, license_ids)
                 for split, spool in self._splits.items()]
 
     def abort(self) -> None:

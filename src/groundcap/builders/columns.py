@@ -63,12 +63,13 @@ BATCH = pa.schema([
     ("qa_score", pa.float64()),
     ("redactions", pa.list_(REDACTION)),
     ("source_path", pa.string()),  # the image's name in its source (release.images: reference keeps it)
+    ("license", pa.string()),  # the image's licence as its source states it (null: none stated); the COCO files name it
 ])
 ORIGIN = pa.struct([("kind", pa.string()), ("path", pa.string()), ("sha256", pa.string()), ("size", pa.int64())])
 REGION_KEYS = tuple(REGION.field(i).name for i in range(REGION.num_fields))
 
 INPUTS = {  # stage -> the columns build reads
-    "ingest": ["image_id", "source_path", "format", "width", "height", "bytes"],
+    "ingest": ["image_id", "source_path", "format", "width", "height", "bytes", "license"],
     "segment": ["image_id", "regions"],
     "caption_regions": ["image_id", "captions"],
     "qa": ["image_id", "score", "regions", "scene_caption"],
@@ -159,6 +160,7 @@ def join_part(work: Path, index: int, corrections: Mapping[str, dict] | None = N
         _array(t["qa"]["score"]).take(take),
         _array(t["redact"]["redactions"]).take(take),
         _array(t["ingest"]["source_path"]).take(take),
+        _array(t["ingest"]["license"]).take(take),
     ], schema=BATCH)
 
 
@@ -240,6 +242,7 @@ def from_records(split: str, records: list[dict]) -> pa.Table:
         "qa_score": r["qa_score"],
         "redactions": r["redactions"],
         "source_path": r.get("source_path"),  # only a reference release needs it (default_table checks)
+        "license": r.get("license"),
     } for r in records]
     return pa.Table.from_pylist(rows, schema=BATCH)
 

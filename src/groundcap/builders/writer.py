@@ -91,7 +91,7 @@ class ReleaseWriter:
                 release_dir,
                 splits,
                 info={"description": release["pretty_name"], "version": str(release["version"])},
-                license=release["license"] or "unknown",  # the images' licence the build stage declares
+                override=(release.get("license_name") or release["license"]) if release.get("license") else None,
             ))
 
     def add(self, split: str, record: dict) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 
-from groundcap import licenses
 from groundcap.audit import verdicts
 from groundcap.builders import write_release
 from groundcap.builders.columns import INPUTS, join_part, to_records
@@ -28,7 +27,7 @@ from groundcap.storage import parts
 class BuildStage(Stage):
     name = "build"
     inputs = tuple(INPUTS)  # what the column-wise join reads
-    # the images' licence, declared in the COCO files as the card declares it; a reference release records the
+    # the COCO files name each image's licence, or release.license's override; a reference release records the
     # source's kind, ingest's limits and the blur's cells
     param_keys = ("build", "audit", "release.pretty_name", "release.version", "release.license", "release.license_name",
                   "release.license_link", "release.images", "source", "ingest.min_side", "ingest.max_pixels",
@@ -56,9 +55,7 @@ class BuildStage(Stage):
             raise ReleaseError(f"no image is released ({reasons}): see reports/qa.json for why QA failed them, and "
                                "loosen the qa thresholds (or set a check's action to flag) if they are too strict")
         ctx.release.mkdir(parents=True, exist_ok=True)
-        declared = licenses.declare(ctx.params["release"], licenses.released(ctx.root / "work"))
-        params = {**ctx.params, "release": {**ctx.params["release"], "license": declared.named()}}
-        write_release(ctx.work("ingest").parent, ctx.release, params, verdicts.human_test(ctx.root, ctx.params),
+        write_release(ctx.work("ingest").parent, ctx.release, ctx.params, verdicts.human_test(ctx.root, ctx.params),
                       workers=ctx.params["executor"]["build_workers"], progress=ctx.progress)
 
 
