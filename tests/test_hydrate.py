@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 
 import numpy as np
 import pytest
@@ -62,6 +63,11 @@ def _params(folder, images: str) -> dict:
     return params
 
 
+def _section(card: str, heading: str) -> str:
+    """A card's section: from its heading to the next."""
+    return card.split(heading + "\n", 1)[1].split("\n## ", 1)[0]
+
+
 def _files(release) -> dict[str, bytes]:
     return {p.relative_to(release).as_posix(): p.read_bytes() for p in sorted(release.rglob("*")) if p.is_file()}
 
@@ -114,6 +120,13 @@ def test_hydrate_rebuilds_the_embedded_files_byte_for_byte(releases, tmp_path):
     assert "data/hydrate.json" not in got and validate_card(out / "README.md") == []
     card = got["README.md"].decode()
     assert "groundcap hydrate" not in card and "image bytes embedded" in card  # it says it holds them now
+    for section in ("## Files", "## Usage"):  # the tars listed and how to read them, as the embedded build's card
+        assert _section(card, section) == _section(want["README.md"].decode(), section)
+    assert "wds/{split}-NNNNN.tar" in _section(card, "## Files")
+    assert "wds/{split}-NNNNN.tar" not in _section(_files(reference)["README.md"].decode(), "## Files")
+    doc, embedded_doc = (json.loads(files["croissant.json"]) for files in (got, want))
+    assert doc["distribution"] == embedded_doc["distribution"]
+    assert "webdataset-tars" in {d["@id"] for d in doc["distribution"]}
     row = load_dataset(str(out), cache_dir=str(tmp_path / "hf"))["train"][0]
     assert row["image"].size == (64, 48) and row["redactions"][0]["detector"] == "haar"
 

@@ -301,12 +301,9 @@ def _layout_section(release_dir: Path, splits, images: str) -> str:
     )
 
 
-def _usage_section(release: dict, release_dir: Path, splits) -> str:
-    version = tag(str(release["version"]))
-    # on the Hub, the version is a tag; in a folder target (`groundcap publish --to`), a folder
-    repo, revision = (release["repo_id"], f', revision="{version}"') if release.get("repo_id") else \
-        (f"path/to/{release['name']}/{version}", "")
-    readers = []  # the opt-in formats this release holds, each read from its first split
+def _readers(release_dir: Path, splits) -> str:
+    """How to read the opt-in formats this release holds, each from its first split ("" when it holds none)."""
+    readers = []
     tars = next(((s, len(t)) for s in splits if (t := _tars(release_dir, s))), None)
     if tars:
         urls = f"wds/{tars[0]}-{{00000..{tars[1] - 1:05d}}}.tar"
@@ -314,7 +311,15 @@ def _usage_section(release: dict, release_dir: Path, splits) -> str:
     coco = next((s for s in splits if (release_dir / "coco" / f"{s}.json").is_file()), None)
     if coco:
         readers.append(f'from pycocotools.coco import COCO\ncoco = COCO("coco/{coco}.json")')
-    more = "\n\n```python\n" + "\n\n".join(readers) + "\n```" if readers else ""
+    return "\n\n```python\n" + "\n\n".join(readers) + "\n```" if readers else ""
+
+
+def _usage_section(release: dict, release_dir: Path, splits) -> str:
+    version = tag(str(release["version"]))
+    # on the Hub, the version is a tag; in a folder target (`groundcap publish --to`), a folder
+    repo, revision = (release["repo_id"], f', revision="{version}"') if release.get("repo_id") else \
+        (f"path/to/{release['name']}/{version}", "")
+    more = _readers(release_dir, splits)
     if release["images"] == "reference":
         more = _HYDRATE_NOTE + more
     return f"""```python
@@ -626,14 +631,16 @@ def write_card(release_dir: str | Path, params: dict, *, stages: list[tuple[str,
     return path
 
 
-def redeclare(release_dir: str | Path, build: dict) -> Path:
+def redeclare(release_dir: str | Path, build: dict, reference: str | Path) -> Path:
     """Declare in a release's card the features and sizes its Parquet files now have, embedded images
-    (``groundcap hydrate`` put them back into a reference release), and say that it holds them; the rest of
-    the card is kept."""
-    path = Path(release_dir) / "README.md"
+    (``groundcap hydrate`` put them back into the reference release ``reference``), and list the files it now
+    holds (the WebDataset tars too) and how to read them; the rest of the card is kept."""
+    path, reference = Path(release_dir) / "README.md", Path(reference)
     card = DatasetCard(path.read_text(encoding="utf-8"))
     card.data.dataset_info = _dataset_info(_declared(path.parent, SPLITS), release_configs(build))
-    card.text = card.text.replace(_DATA_LINE["reference"], _DATA_LINE["embed"]).replace(_HYDRATE_NOTE, "")
+    for old, new in ((_layout_section(reference, SPLITS, "reference"), _layout_section(path.parent, SPLITS, "embed")),
+                     (_HYDRATE_NOTE + _readers(reference, SPLITS), _readers(path.parent, SPLITS))):
+        card.text = card.text.replace(old, new)
     atomic.write_text(path, card.content)
     if problems := validate_card(path):
         raise ValueError(f"{path.name} is not a valid dataset card:\n" + "\n".join(problems))

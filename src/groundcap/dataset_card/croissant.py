@@ -245,9 +245,11 @@ def write_croissant(release_dir: str | Path, params: dict, *, stages: list[tuple
 
 def redeclare(release_dir: str | Path, build: dict) -> Path:
     """Declare in a release's ``croissant.json`` the ``default`` record set its Parquet files now have,
-    embedded images (``groundcap hydrate`` put them back into a reference release); the rest is kept."""
+    embedded images (``groundcap hydrate`` put them back into a reference release), and the file sets it now
+    holds (the WebDataset tars too); the rest is kept."""
     path = Path(release_dir) / FILENAME
     document = json.loads(path.read_text(encoding="utf-8"))
+    document["distribution"] = _distribution(path.parent)
     default = _record_set("default", release_configs(build)["default"])
     document["recordSet"] = [default if rs["@id"] == "default" else rs for rs in document["recordSet"]]
     return atomic.write_text(path, json.dumps(document, indent=1, ensure_ascii=False) + "\n")

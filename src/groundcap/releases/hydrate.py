@@ -124,7 +124,8 @@ def _batch(split: str, rows: pa.Table, spool: Path, formats: dict[str, str]) -> 
     image = pa.StructArray.from_arrays([pa.array([(spool / i).read_bytes() for i in ids], pa.binary()),
                                         pa.nulls(n, pa.string())], fields=list(IMAGE_STRUCT))
     columns = {"split": pa.array([split] * n, pa.string()), "image": image,
-               "format": pa.array([formats[i] for i in ids], pa.string()), "source_path": pa.nulls(n, pa.string())}
+               "format": pa.array([formats[i] for i in ids], pa.string()), "source_path": pa.nulls(n, pa.string()),
+               "license": pa.nulls(n, pa.string())}  # only the COCO files name it, and hydrate copies those
     return pa.Table.from_arrays([columns[f.name] if f.name in columns else rows[f.name].cast(f.type) for f in BATCH],
                                 schema=BATCH)
 
@@ -135,7 +136,7 @@ def _write(release: Path, out: Path, info: dict, spool: Path, formats: dict[str,
 
     build = info["build"]
     kinds = ("data", "wds") if "webdataset" in build["formats"] else ("data",)
-    columns = [name for name in BATCH.names if name not in ("split", "image", "format", "source_path")]
+    columns = [name for name in BATCH.names if name not in ("split", "image", "format", "source_path", "license")]
     with ReleaseWriter(out, {"build": build, "release": {"images": "embed"}}, kinds=kinds) as writer:
         for split, shard in _shards(release):
             for rows in pq.ParquetFile(shard).iter_batches(batch_size=16, columns=columns):
@@ -146,8 +147,8 @@ def _write(release: Path, out: Path, info: dict, spool: Path, formats: dict[str,
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, out / rel)
     if (out / "README.md").is_file():
-        redeclare(out, build)
+        redeclare(out, build, release)
     if (out / croissant.FILENAME).is_file():
-        croissant.redeclare(out, build)
+        croissant.redeclare(out, build, release)
     write_manifest(out)
     return sorted(p for p in out.rglob("*") if p.is_file() and _SPOOL not in p.parts)
