@@ -149,6 +149,6 @@ def _write(release: Path, out: Path, info: dict, spool: Path, formats: dict[str,
     if (out / "README.md").is_file():
         redeclare(out, build, release)
     if (out / croissant.FILENAME).is_file():
-        croissant.redeclare(out, build, release)
+        croissant.redeclare(out, build)
     write_manifest(out)
     return sorted(p for p in out.rglob("*") if p.is_file() and _SPOOL not in p.parts)
