@@ -511,3 +511,24 @@ def test_write_release_is_byte_identical_whatever_the_workers(tmp_path):
     digests["records"] = {p.relative_to(tmp_path / "records").as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
                           for p in (tmp_path / "records").rglob("*") if p.is_file()}
     assert len(digests["one"]) > 10 and digests["one"] == digests["two"] == digests["records"]
+
+
+def test_the_next_part_is_joined_while_this_one_is_written_in_order_and_its_error_raised(monkeypatch):
+    """``builders.release.joined`` reads one part ahead in a thread: the batches come in part order, at most two
+    parts are joined before the caller has taken the first, and a later part's error reaches the caller."""
+    from groundcap.builders import release
+
+    started = []
+
+    def join(work, index, corrections):
+        started.append(index)
+        if index == 3:
+            raise ValueError("part 3 is broken")
+        return index
+
+    monkeypatch.setattr(release, "join_part", join)
+    batches = release.joined("work", [0, 1, 2, 3, 4], None)
+    assert next(batches) == 0 and 2 not in started  # part 1 may be read while part 0 is written, part 2 not yet
+    assert [next(batches), next(batches)] == [1, 2]
+    with pytest.raises(ValueError, match="part 3 is broken"):
+        next(batches)

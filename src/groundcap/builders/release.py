@@ -20,9 +20,12 @@ process could not know where its range starts without the first one's bytes.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
+
+import pyarrow as pa
 
 from groundcap.builders.columns import join_part
 from groundcap.builders.files import SplitFiles
@@ -75,11 +78,25 @@ def write_kinds(work: str | Path, release_dir: str | Path, params: dict, correct
         indices = tqdm(indices, desc="build", unit="part")
     writer = ReleaseWriter(release_dir, params, kinds=kinds, schemas=schemas)
     try:
-        for index in indices:
+        for batch in joined(work, indices, corrections):
             if parent is not None and os.getppid() != parent:
                 raise SystemExit("the build that started this worker is gone")
-            writer.add_table(join_part(work, index, corrections))
+            writer.add_table(batch)
         return writer.finish()
     except BaseException:
         writer.abort()
         raise
+
+
+def joined(work: Path, indices: Iterable[int], corrections: dict | None) -> Iterator[pa.Table]:
+    """The joined batch of each part, in order; the next part is read and joined in a thread while the caller
+    writes this one (Parquet reading and encoding release the GIL), so at most two parts are in memory."""
+    with ThreadPoolExecutor(1) as pool:
+        pending = None
+        for index in indices:
+            future = pool.submit(join_part, work, index, corrections)
+            if pending is not None:
+                yield pending.result()
+            pending = future
+        if pending is not None:
+            yield pending.result()
