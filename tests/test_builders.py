@@ -6,6 +6,7 @@ import copy
 import hashlib
 import io
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -514,21 +515,27 @@ def test_write_release_is_byte_identical_whatever_the_workers(tmp_path):
 
 
 def test_the_next_part_is_joined_while_this_one_is_written_in_order_and_its_error_raised(monkeypatch):
-    """``builders.release.joined`` reads one part ahead in a thread: the batches come in part order, at most two
-    parts are joined before the caller has taken the first, and a later part's error reaches the caller."""
+    """``builders.release.joined`` reads one part ahead in a thread: part 0 is submitted before the first batch is
+    asked for (it is read while the writer sets up), the batches come in part order, a part is submitted only when
+    the one before it is taken, and a later part's error reaches the caller."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from groundcap.builders import release
 
-    started = []
+    started, gate = [], threading.Event()
 
     def join(work, index, corrections):
         started.append(index)
+        gate.set()
         if index == 3:
             raise ValueError("part 3 is broken")
         return index
 
     monkeypatch.setattr(release, "join_part", join)
-    batches = release.joined("work", [0, 1, 2, 3, 4], None)
-    assert next(batches) == 0 and 2 not in started  # part 1 may be read while part 0 is written, part 2 not yet
-    assert [next(batches), next(batches)] == [1, 2]
-    with pytest.raises(ValueError, match="part 3 is broken"):
-        next(batches)
+    with ThreadPoolExecutor(1) as reader:
+        batches = release.joined(reader, "work", [0, 1, 2, 3, 4], None)
+        assert gate.wait(10) and started == [0]  # before any batch was asked for
+        assert next(batches) == 0 and 2 not in started  # part 1 may be read while part 0 is written, part 2 not yet
+        assert [next(batches), next(batches)] == [1, 2]
+        with pytest.raises(ValueError, match="part 3 is broken"):
+            next(batches)

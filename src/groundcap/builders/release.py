@@ -20,8 +20,9 @@ process could not know where its range starts without the first one's bytes.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -72,31 +73,34 @@ def write_kinds(work: str | Path, release_dir: str | Path, params: dict, correct
     """Write the release folders ``kinds`` under temporary names; ``(temporary, final)`` pairs."""
     work = Path(work)
     indices = parts.list_parts(work / "ingest")
-    if progress:
-        from tqdm.auto import tqdm
+    with ThreadPoolExecutor(1) as reader:
+        batches = joined(reader, work, indices, corrections)  # part 0 is read while the writer empties its folders
+        if progress:
+            from tqdm.auto import tqdm
 
-        indices = tqdm(indices, desc="build", unit="part")
-    writer = ReleaseWriter(release_dir, params, kinds=kinds, schemas=schemas)
-    try:
-        for batch in joined(work, indices, corrections):
-            if parent is not None and os.getppid() != parent:
-                raise SystemExit("the build that started this worker is gone")
-            writer.add_table(batch)
-        return writer.finish()
-    except BaseException:
-        writer.abort()
-        raise
+            batches = tqdm(batches, total=len(indices), desc="build", unit="part")
+        writer = ReleaseWriter(release_dir, params, kinds=kinds, schemas=schemas)
+        try:
+            for batch in batches:
+                if parent is not None and os.getppid() != parent:
+                    raise SystemExit("the build that started this worker is gone")
+                writer.add_table(batch)
+            return writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
 
 
-def joined(work: Path, indices: Iterable[int], corrections: dict | None) -> Iterator[pa.Table]:
-    """The joined batch of each part, in order; the next part is read and joined in a thread while the caller
-    writes this one (Parquet reading and encoding release the GIL), so at most two parts are in memory."""
-    with ThreadPoolExecutor(1) as pool:
-        pending = None
-        for index in indices:
-            future = pool.submit(join_part, work, index, corrections)
-            if pending is not None:
-                yield pending.result()
-            pending = future
-        if pending is not None:
-            yield pending.result()
+def joined(reader: Executor, work: Path, indices: list[int], corrections: dict | None) -> Iterator[pa.Table]:
+    """The joined batch of each part, in order, each read and joined by ``reader`` (one thread) while the caller
+    writes the one before (Parquet reading and encoding, file reads and hashing release the GIL): at most two
+    parts are in memory. The first part is submitted at once, before the first batch is asked for."""
+    futures = deque([reader.submit(join_part, work, indices[0], corrections)] if indices else [])
+
+    def batches() -> Iterator[pa.Table]:
+        for following in indices[1:] + [None]:
+            if following is not None:
+                futures.append(reader.submit(join_part, work, following, corrections))
+            yield futures.popleft().result()
+
+    return batches()
