@@ -254,6 +254,12 @@ def caption_text(short: str, detailed: str) -> str:
 def parse(text: str) -> list[Claim]:
     """The claims of ``text`` in the order they appear (ties: ``KINDS`` order), each once; relations
     only when ``text`` is grounded (``relations``), the other kinds from its words."""
+    return list(_parse(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str) -> tuple[Claim, ...]:
+    """``parse``, remembered: one caption is read by the uniqueness rounds, the verifier and QA's checks alike."""
     found: list[tuple[int, int, Claim]] = []
 
     def add(kind: str, m: re.Match, value: Any) -> None:
@@ -286,7 +292,7 @@ def parse(text: str) -> list[Claim]:
             add("material", m, vocabulary.MATERIALS[m.group(1).lower()])
     found += [(start, KINDS.index("relation"), claim) for start, claim in _relations(text)]
     found.sort(key=lambda f: (f[0], f[1]))
-    return list(dict.fromkeys(claim for _, _, claim in found))
+    return tuple(dict.fromkeys(claim for _, _, claim in found))
 
 
 # --- comparing two captions of one region ---------------------------------------------------------
