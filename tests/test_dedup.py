@@ -331,9 +331,9 @@ def test_caption_pairs_hold_the_similar_pairs_not_every_pair_a_bucket_shares():
 
 
 def test_the_image_index_and_the_caption_signatures_hold_bounded_working_memory():
-    """1,000 images' phashes (10 each: the whole image, 9 windows) reach the index's widest tables (2^22 buckets) and 1,000 scene
-    captions the signatures' largest block: the dedup stage's peak grew 1.33x from 100 to 1,000 images with a
-    table of counts beside the bucket starts (77 MB) and 32 MB temporaries in ``minhash`` (69 MB)."""
+    """1,000 images' phashes (10 each: the whole image, 9 windows) reach the index's widest tables (2^22 buckets)
+    and 1,000 scene captions the signatures' largest block: the dedup stage's peak grew 1.33x from 100 to 1,000
+    images with a table of counts beside the bucket starts (77 MB) and 32 MB temporaries in ``minhash`` (69 MB)."""
     import tracemalloc
 
     rng = np.random.default_rng(1)
