@@ -3,6 +3,8 @@ how QA reads them, judges them against the masks, compares them across models an
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 
@@ -160,3 +162,13 @@ def test_the_report_counts_claims_parsed_and_each_verdict_per_kind_and_the_card_
 
 def test_a_material_word_inside_a_label_or_a_shade_names_no_material():
     assert values("a wine glass on a brick red table by a brick wall", "material") == ["brick"]
+
+
+def test_a_caption_is_read_once_however_many_checks_parse_it():
+    """The uniqueness rounds, the verifier and QA parse the same captions again and again; each caller still gets
+    its own list."""
+    text = "A wooden crate at the bottom left, covering 7% of the image; its main color is teal (41%)."
+    with mock.patch.object(claims, "_colors", wraps=claims._colors) as read:
+        first = claims.parse(text)
+        first.append(None)
+        assert claims.parse(text) == first[:-1] and read.call_count == 1

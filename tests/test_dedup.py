@@ -328,3 +328,23 @@ def test_caption_pairs_hold_the_similar_pairs_not_every_pair_a_bucket_shares():
     finally:
         tracemalloc.stop()
     assert len(pairs) == 0 and peak < 80 * 2**20, peak
+
+
+def test_the_image_index_and_the_caption_signatures_hold_bounded_working_memory():
+    """1,000 images' phashes (10 each: the whole image, 9 windows) reach the index's widest tables (2^22 buckets)
+    and 1,000 scene captions the signatures' largest block: the dedup stage's peak grew 1.33x from 100 to 1,000
+    images with a table of counts beside the bucket starts (77 MB) and 32 MB temporaries in ``minhash`` (69 MB)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(1)
+    hashes = rng.integers(0, 1 << 63, 10_000, dtype=np.uint64)
+    texts = [" ".join(f"w{k}" for k in rng.integers(0, 5000, 30)) for _ in range(1000)]
+    peaks = []
+    for run in (lambda: dedup.near_pairs(hashes, 8), lambda: dedup.minhash(texts)):
+        tracemalloc.start()
+        try:
+            run()
+            peaks.append(tracemalloc.get_traced_memory()[1] / 2**20)
+        finally:
+            tracemalloc.stop()
+    assert dedup.plan(len(hashes), 8)[0][0] == 22 and peaks[0] < 50 and peaks[1] < 30, peaks

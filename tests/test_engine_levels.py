@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from groundcap.annotators import divide, registry, uniqueness
 from groundcap.annotators.base import Detection, Mask, RegionCaption, Tag, Tagger, crop
 from groundcap.annotators.detections import merge
 from groundcap.annotators.entities import resolve_entities
-from groundcap.qa import consistency
+from groundcap.qa import claims, consistency
 from test_annotators import rect_mask, region
 
 
@@ -121,6 +122,16 @@ def test_uniqueness_judges_short_and_detailed_captions_by_meaning_and_claims(min
                 RegionCaption(8, "a red bicycle", "A red bicycle leaning on a fence."), RegionCaption(9, "", "")]
     expected = {3: [5], 5: [3]} if clash else {}
     assert uniqueness.clashes(captions, 0.78, minilm) == expected
+
+
+def test_uniqueness_embeds_only_the_captions_their_claims_cannot_tell_apart(minilm):
+    """The embeddings are what costs (0.1-0.5 s of CPU for six captions): captions whose sides already tell them
+    apart are never encoded, and the pair left is judged as before."""
+    (cup_left, cup_right), (dog, puppy) = DISTINCT[2], CLASH[0]
+    captions = [RegionCaption(k, *pair) for k, pair in enumerate((cup_left, dog, cup_right, puppy))]
+    with mock.patch.object(minilm, "encode", wraps=minilm.encode) as encode:
+        assert uniqueness.clashes(captions, 0.78, minilm) == {1: [3], 3: [1]}
+    assert [c.args[0] for c in encode.call_args_list] == [[claims.caption_text(*dog), claims.caption_text(*puppy)]]
 
 
 def test_attribute_captions_are_unique_when_what_they_measure_tells_the_regions_apart(minilm):

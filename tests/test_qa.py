@@ -7,12 +7,13 @@ import csv
 import io
 import json
 import os
+from unittest import mock
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from groundcap import masks, params
+from groundcap import colors, masks, params
 from groundcap.params import validation
 from groundcap.pipeline import order
 from groundcap.qa import checks
@@ -138,6 +139,15 @@ def test_the_judge_fails_a_caption_the_pixels_contradict_or_flags_it():
     flagged = Judge(section).image(*_records("a red half", "a red half", "<r0>a red half</r0>"))
     assert flagged["passed"] and flagged["regions"][1]["reasons"] == ["flagged: caption contradicted by pixels"]
     assert Judge(section).image(*_records("a red half", "a blue half", "<r0>a red half</r0>"))["score"] == 1.0
+
+
+def test_the_judge_measures_each_regions_colours_once_for_its_caption_and_the_scenes():
+    """The colour naming was most of QA's time: a region the scene caption names again is not measured again."""
+    records = _records("a red half", "a blue half", "<r0>a red half</r0> beside <r1>a blue half</r1>")
+    with mock.patch.object(colors, "color_shares", wraps=colors.color_shares) as shares:
+        row = Judge(copy.deepcopy(params.defaults()["qa"])).image(*records)
+    assert row["passed"] and [v["verdict"] for v in row["scene_evidence"] if v["kind"] == "color"] == ["supported"] * 2
+    assert shares.call_count == 2
 
 
 def test_the_qa_stage_judges_in_its_own_methods_not_ones_setup_patches_in():

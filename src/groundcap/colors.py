@@ -4,11 +4,18 @@ Each pixel gets the name of its nearest prototype in Lab (CIE76 distance). Lab d
 mislabels dark or washed-out pixels as the nearest hue, so pixels with little chroma, or too dark to
 show a hue, are named black / gray / white from their lightness alone.
 
+A pixel's name depends on its sRGB value alone, and there are 2^24 of those: ``name_codes`` remembers the
+name of every value it has named (one byte each), so the Lab conversion and the prototype search run once
+per distinct colour, not once per pixel of every region that holds it (naming all 2^24 up front costs
+minutes of CPU, more than any one run of the pipeline needs).
+
 The captioners (``annotators.backends``) name colours with it and QA (``qa.claims``, ``qa.evidence``)
 checks colour words against it, so it sits below both.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 from skimage.color import rgb2lab
@@ -61,6 +68,31 @@ def name_pixels(lab: np.ndarray) -> np.ndarray:
     return np.where(achromatic, grays, names)
 
 
+_SORTED = np.array(sorted(NAMES))  # a code is an index into this: codes sort as the names do
+
+
+@functools.cache
+def _memo() -> np.ndarray:
+    """1 + the code of each sRGB value (r << 16 | g << 8 | b) named so far, 0 for not yet; zeroed pages take memory
+    only once written."""
+    return np.zeros(1 << 24, dtype=np.uint8)
+
+
+def name_codes(pixels_rgb: np.ndarray) -> np.ndarray:
+    """The code (index into ``_SORTED``) of ``name_pixels(to_lab(p))`` for each pixel p of a (..., 3) uint8 RGB array,
+    as a flat array; each distinct colour is converted and named once per process."""
+    memo = _memo()
+    rgb = np.asarray(pixels_rgb, dtype=np.uint8).reshape(-1, 3).astype(np.uint32)
+    keys = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
+    codes = memo[keys]
+    if not codes.all():
+        new = np.unique(keys[codes == 0])
+        values = np.stack([new >> 16, (new >> 8) & 255, new & 255], axis=1).astype(np.uint8)
+        memo[new] = 1 + np.searchsorted(_SORTED, name_pixels(to_lab(values)))
+        codes = memo[keys]
+    return codes - 1
+
+
 def sample(pixels: np.ndarray, max_samples: int = MAX_SAMPLES) -> np.ndarray:
     """A deterministic regular-stride subsample of an (N, 3) pixel array."""
     pixels = np.asarray(pixels).reshape(-1, 3)
@@ -73,8 +105,8 @@ def color_shares(pixels_rgb: np.ndarray, max_samples: int = MAX_SAMPLES) -> list
     pixels = sample(pixels_rgb, max_samples)
     if len(pixels) == 0:
         return []
-    names, counts = np.unique(name_pixels(to_lab(pixels)), return_counts=True)
-    shares = [(str(n), float(c) / len(pixels)) for n, c in zip(names, counts, strict=True)]
+    counts = np.bincount(name_codes(pixels), minlength=len(_SORTED))
+    shares = [(str(n), float(c) / len(pixels)) for n, c in zip(_SORTED, counts, strict=True) if c]
     return sorted(shares, key=lambda s: (-s[1], s[0]))
 
 

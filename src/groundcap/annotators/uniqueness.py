@@ -18,6 +18,8 @@ still clashes is recorded as not unique, never silently kept.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from groundcap.annotators.base import RegionCaption, RegionCaptioner
@@ -38,16 +40,21 @@ def clashes(captions: list[RegionCaption], max_similarity: float, embedder: Embe
     if len(written) < 2:
         return {}
     texts = [claims.caption_text(c.short, c.detailed) for c in written]
+    said = [claims.parse(t) for t in texts]
+    # the claims first: only the captions of a pair they cannot tell apart need embeddings (the costly part)
+    open_pairs = [(i, j) for i, j in itertools.combinations(range(len(texts)), 2) if not _told_apart(said[i], said[j])]
+    if not open_pairs:
+        return {}
+    needed = sorted({k for pair in open_pairs for k in pair})
     known = {} if known is None else known
-    new = [t for t in dict.fromkeys(texts) if t not in known]
+    new = [t for t in dict.fromkeys(texts[k] for k in needed) if t not in known]
     if new:
         known.update(zip(new, embedder.encode(new).astype(np.float64), strict=True))
-    vectors = np.stack([known[t] for t in texts])
-    similarity = vectors @ vectors.T
-    said = [claims.parse(t) for t in texts]
+    vectors = np.stack([known[texts[k]] for k in needed])
+    similarity, row = vectors @ vectors.T, {k: n for n, k in enumerate(needed)}
     found: dict[int, list[int]] = {}
-    for i, j in zip(*np.nonzero(np.triu(similarity >= max_similarity, k=1)), strict=True):
-        if _told_apart(said[i], said[j]):
+    for i, j in open_pairs:
+        if similarity[row[i], row[j]] < max_similarity:
             continue
         a, b = written[i].region_id, written[j].region_id
         found.setdefault(a, []).append(b)

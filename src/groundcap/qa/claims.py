@@ -96,12 +96,16 @@ _UNPLACED = re.compile(r"\b([a-z]+)[- ](?:colou?red|toned|hued|tinted)\b", re.I)
 
 
 @functools.cache
-def _color_words() -> tuple[frozenset[str], list[re.Pattern]]:
-    """Basic names and shade words, and per word count n the pattern of an n-word phrase and its stated
-    share; built on first use, since the shade lists load with matplotlib."""
+def _color_words() -> tuple[frozenset[str], list[re.Pattern], dict[str, int]]:
+    """Basic names and shade words, per word count n the pattern of an n-word phrase and its stated share, and
+    the first word of each name with the most words a name it starts has; built on first use, since the shade
+    lists load with matplotlib."""
     words = frozenset((*colors.NAMES, "grey", *colors.shades()))
     longest = max(len(w.split()) for w in words)
-    return words, [re.compile(r"([a-z]+" + r"[- ][a-z]+" * n + r")" + _SHARE, re.I) for n in range(longest)]
+    first: dict[str, int] = {}
+    for w in words:
+        first[w.split()[0]] = max(first.get(w.split()[0], 0), len(w.split()))
+    return words, [re.compile(r"([a-z]+" + r"[- ][a-z]+" * n + r")" + _SHARE, re.I) for n in range(longest)], first
 
 
 _WORD = re.compile(r"(?<![\w'])[a-z]+(?![\w'])", re.I)
@@ -111,11 +115,11 @@ def _color_matches(text: str) -> list[re.Match]:
     """Every colour word or phrase, the longest at each word ("navy blue", not "navy" then "blue"), words
     joined by one space or hyphen ("reddish-brown" is "reddish brown"); a dictionary look-up per word, since
     one alternation of 2,000 phrases took as long as all the rest of ``parse``."""
-    words, phrases = _color_words()
+    words, phrases, first = _color_words()
     tokens = list(_WORD.finditer(text))
     out, i = [], 0
     while i < len(tokens):
-        for n in range(min(len(phrases), len(tokens) - i), 0, -1):
+        for n in range(min(first.get(tokens[i].group().lower(), 0), len(tokens) - i), 0, -1):
             run = tokens[i:i + n]
             if all(text[a.end():b.start()] in (" ", "-") for a, b in zip(run, run[1:], strict=False)) and (
                     " ".join(t.group().lower() for t in run) in words):
@@ -254,6 +258,12 @@ def caption_text(short: str, detailed: str) -> str:
 def parse(text: str) -> list[Claim]:
     """The claims of ``text`` in the order they appear (ties: ``KINDS`` order), each once; relations
     only when ``text`` is grounded (``relations``), the other kinds from its words."""
+    return list(_parse(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str) -> tuple[Claim, ...]:
+    """``parse``, remembered: one caption is read by the uniqueness rounds, the verifier and QA's checks alike."""
     found: list[tuple[int, int, Claim]] = []
 
     def add(kind: str, m: re.Match, value: Any) -> None:
@@ -286,7 +296,7 @@ def parse(text: str) -> list[Claim]:
             add("material", m, vocabulary.MATERIALS[m.group(1).lower()])
     found += [(start, KINDS.index("relation"), claim) for start, claim in _relations(text)]
     found.sort(key=lambda f: (f[0], f[1]))
-    return list(dict.fromkeys(claim for _, _, claim in found))
+    return tuple(dict.fromkeys(claim for _, _, claim in found))
 
 
 # --- comparing two captions of one region ---------------------------------------------------------

@@ -46,6 +46,7 @@ OFFSETS = (0.0, 0.04, 0.08)  # their offsets along each axis
 _WORK_SIDE = 128  # images are brought to this square once, windows are resampled from it
 _PROBE_BUDGET = 4096  # probes per query before the index prefers more, narrower chunks
 _BLOCK = 1 << 18  # probes per vectorized step
+_MINHASH_BLOCK = 1 << 20  # (permutation, shingle) values per step: each of _mix's temporaries is 8 MB
 
 SHINGLE = 2  # words per caption shingle: one word changed in a 25-word caption keeps Jaccard ~0.85
 EMPTY = np.iinfo(np.uint64).max  # the signature of a text with no words: pairs with nothing
@@ -159,15 +160,16 @@ def _probe_chunk(queries, index, probes, keys, width, radius, max_distance) -> n
     keys lie within ``radius``: a direct-address table of bucket starts, queries sorted by key so each
     batch of probes sweeps the table in order."""
     order = np.argsort(keys, kind="stable")
-    counts = np.bincount(keys, minlength=1 << width)
-    starts = np.zeros(len(counts) + 1, np.int64)
-    np.cumsum(counts, out=starts[1:])
-    occupied = counts.astype(bool)
+    # bucket k holds sorted entries starts[k]:starts[k + 1], counted and summed in place: no table of counts beside
+    # it (at 2^22 buckets another 32 MB of the dedup stage's peak)
+    starts = np.bincount(keys + 1, minlength=(1 << width) + 1)
+    np.cumsum(starts, out=starts)
+    occupied = starts[1:] != starts[:-1]  # probed first: a small table, mostly in cache
     sorted_hashes = index[order]
     by_key = np.argsort(probes, kind="stable")
     probes = probes[by_key]
     flips = _flips(width, radius)
-    per_step = max(1, int(_BLOCK / (1 + len(index) / len(counts))))  # probes per step, by expected bucket size
+    per_step = max(1, int(_BLOCK / (1 + len(index) / (1 << width))))  # probes per step, by expected bucket size
     q_step = min(len(probes), per_step)
     f_step = max(1, per_step // max(q_step, 1))
     found = [np.zeros(0, np.int64)]
@@ -199,7 +201,7 @@ def minhash(texts: list[str | None], num_perm: int = 128, seed: int = 0) -> np.n
         return sig
     values = np.concatenate([shingles[i] for i in rows])
     starts = np.r_[0, np.cumsum(sizes[rows])[:-1]]
-    step = max(1, (1 << 22) // len(values))
+    step = max(1, _MINHASH_BLOCK // len(values))
     for k in range(0, num_perm, step):
         sig[rows, k:k + step] = np.minimum.reduceat(_mix(keys[k:k + step, None] ^ values[None, :]), starts, axis=1).T
     return sig

@@ -199,19 +199,39 @@ def _judge(found: list[Claim], r: _Region, prefix: str = "") -> list[dict]:
     return out
 
 
+class Measures:
+    """An image's regions as the judges measure them: each region's pixels and colours once, however many
+    captions make claims about it (its own caption, each reference to it in the scene caption)."""
+
+    def __init__(self, image: np.ndarray | None, regions: list[dict], options: Options = Options()):
+        self.image, self.regions, self.options = image, regions, options
+        self._measured: dict[int, _Region] = {}
+
+    def __call__(self, region: dict) -> _Region:
+        if "region_id" not in region:  # the image as a whole (counts, relations): nothing of its own to measure
+            return _Region(self.image, region, self.regions, self.options)
+        found = self._measured.get(region["region_id"])
+        if found is None or found.region is not region:
+            found = self._measured[region["region_id"]] = _Region(self.image, region, self.regions, self.options)
+        return found
+
+
 def check_region(text: str, image: np.ndarray | None, region: dict, regions: list[dict],
-                 options: Options = Options()) -> list[dict]:
-    """Verdicts on the claims of one region's caption; ``regions`` (all of the image's) settle counts."""
-    return _judge(claims.parse(text), _Region(image, region, regions, options))
+                 options: Options = Options(), measures: Measures | None = None) -> list[dict]:
+    """Verdicts on the claims of one region's caption; ``regions`` (all of the image's) settle counts.
+    ``measures`` (of this image, regions and options) keeps what was measured for the image's other checks."""
+    return _judge(claims.parse(text), (measures or Measures(image, regions, options))(region))
 
 
-def check_scene(text: str, image: np.ndarray | None, regions: list[dict], options: Options = Options()) -> list[dict]:
+def check_scene(text: str, image: np.ndarray | None, regions: list[dict], options: Options = Options(),
+                measures: Measures | None = None) -> list[dict]:
     """Verdicts on a grounded scene caption: the claims of each ``<rN>phrase</rN>``, with a position
     right after its closing tag (how the composers place it), against region N (claims say "rN: ...";
     unknown N is skipped: QA reports dangling references itself), then counts anywhere in the text
     against all regions, then relations between two references ("r1, r2: ..."). Colours and positions
     outside phrases are not about one region: not judged."""
     by_id = {r["region_id"]: r for r in regions}
+    measure = measures or Measures(image, regions, options)
     out, offset = [], 0
     for rid, phrase in grounding.references(text):
         tag = f"<r{rid}>{phrase}</r{rid}>"  # as matched (grounding.ref refuses malformed nesting)
@@ -220,13 +240,13 @@ def check_scene(text: str, image: np.ndarray | None, regions: list[dict], option
             continue
         found = [c for c in claims.parse(phrase) if c.kind != "count"]
         found += [c for c in [claims.leading_position(text[offset:])] if c]
-        out += _judge(found, _Region(image, by_id[rid], regions, options), prefix=f"r{rid}: ")
+        out += _judge(found, measure(by_id[rid]), prefix=f"r{rid}: ")
     counts = [c for c in claims.parse(grounding.plain(text)) if c.kind == "count"]
-    out += _judge(counts, _Region(image, {}, regions, options))
+    out += _judge(counts, measure({}))
     for relation in claims.relations(text):
         subject, _, obj = relation.value
         if subject in by_id and obj in by_id:
-            out += _judge([relation], _Region(image, {}, regions, options), prefix=f"r{subject}, r{obj}: ")
+            out += _judge([relation], measure({}), prefix=f"r{subject}, r{obj}: ")
     return list({(v["kind"], v["claim"]): v for v in out}.values())  # a region mentioned twice: once
 
 

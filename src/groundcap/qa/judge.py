@@ -34,11 +34,12 @@ class Judge:
         captions = {c["region_id"]: c for c in caption_row["captions"]}
         agreements = {r["region_id"]: r["agreement"] for r in cross_row["regions"]}
         by_id = {r["region_id"]: r for r in regions}
+        measures = evidence.Measures(image, regions, options)
         region_verdicts = []
         for region in regions:
             rid, caption = region["region_id"], captions.get(region["region_id"])
             text = claims.caption_text(caption["short"], caption["detailed"]) if caption else None
-            region_claims = evidence.check_region(text, image, region, regions, options) if caption else []
+            region_claims = evidence.check_region(text, image, region, regions, options, measures) if caption else []
             given = evidence.check_class(text, region) if caption else None
             decision = self._decide(agreements.get(rid), cross_row, agree["min_similarity"])
             fail, flag = checks.split_by_action({
@@ -62,7 +63,7 @@ class Judge:
         every = {r["region_id"] for r in region_verdicts}
 
         scene_text = scene_row["scene_caption"] or ""
-        scene_claims = evidence.check_scene(scene_text, image, regions, options) if scene_text else []
+        scene_claims = evidence.check_scene(scene_text, image, regions, options, measures) if scene_text else []
         scene_decision = self._decide(cross_row["scene"], cross_row, agree["min_scene_similarity"])
         fail, flag = checks.split_by_action({
             "scene caption contradicted by pixels": (not evidence.contradicted(scene_claims), evidence_action),
