@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from unittest import mock
 
+import pyarrow.parquet as pq
 import yaml
 
 import sources  # bench/sources.py, beside this file
@@ -132,6 +133,8 @@ def print_disk(figures: dict) -> None:
     rows.append(["the images (JPEG)", *(f"{figures[n]['image_bytes'] / n / 1e3:.1f}" for n in sizes),
                  *("1.00" for _ in sizes)])
     table(rows)
+    print("  release/data holds " + ", ".join(f"{figures[n]['released']} of {n} images" for n in sizes)
+          + " (the others failed QA or were dropped as near-duplicates: each adds its bytes when released)")
 
 
 def measure(root: Path, stages: dict) -> dict:
@@ -166,7 +169,8 @@ def bench_scale(tmp: Path, sizes: tuple[int, ...], part_size: int) -> dict:
                 images += sum(m.size for m in tar.getmembers() if m.name.endswith(".jpg"))
         root = tmp / f"scale-{n}"
         stages = make_project(root, source, {**CHEAP, "part_size": part_size}, order.NAMES)
-        figures[n] = {**measure(root, stages), "image_bytes": images}
+        released = sum(pq.ParquetFile(f).metadata.num_rows for f in (root / "release" / "data").glob("*.parquet"))
+        figures[n] = {**measure(root, stages), "image_bytes": images, "released": released}
         print(f"scale figures at {n} images: {json.dumps(figures[n])}", flush=True)  # runs of one size each combine
         shutil.rmtree(data)
     if len(figures) > 1:
