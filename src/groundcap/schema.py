@@ -31,8 +31,8 @@ GIVEN = pa.struct(  # a mask the source came with (sources.SourceFile.given), re
     ]
 )
 
-# where an image's bytes lie on local disk (ingest.images: reference), read back by sources.reference: `path` as
-# the source named it (relative to the run's root when inside it) or sample:<file>, from `offset`, `size` bytes
+# where an image's bytes lie on local disk (ingest.images: reference), read back by sources.reference: `path`
+# absolute, relative to the run's root, or sample:<file>; `size` bytes from `offset`, with their SHA-256
 REFERENCE = pa.struct([("path", pa.string()), ("offset", pa.int64()), ("size", pa.int64()), ("sha256", pa.string())])
 
 IMAGE = pa.schema(

@@ -77,4 +77,3 @@ def read_part(directory, index: int, columns: Iterable[str] | None, root: Path) 
         return resolve(parts.read_table(directory, index, wanted), root)
     extra = [name for name in ("image_id", "reference") if name not in wanted]  # what resolving needs
     return resolve(parts.read_table(directory, index, [*wanted, *extra]), root).select(wanted)
-
