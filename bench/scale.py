@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from unittest import mock
 
+import pyarrow.parquet as pq
 import yaml
 
 import sources  # bench/sources.py, beside this file
@@ -114,10 +115,32 @@ def _files(root: Path, paths: list[str]) -> list[Path]:
 
 
 def disk(root: Path) -> dict[str, int]:
-    """Bytes on disk (allocated blocks) under each of ``FOLDERS`` and in all of them, each inode counted once."""
+    """Bytes on disk (allocated blocks) under each of ``FOLDERS`` and in all of them, each inode counted once; and
+    under each folder of ``work/`` and ``release/`` (``work/ingest`` ...): where the bytes are."""
     blocks = {folder: {f.stat().st_ino: f.stat().st_blocks * 512 for f in _files(root, [folder])} for folder in FOLDERS}
+    inner = {sub.relative_to(root).as_posix(): sum(f.stat().st_blocks * 512 for f in _files(root, [str(sub)]))
+             for top in ("work", "release") for sub in sorted((root / top).iterdir()) if sub.is_dir()}
     return {**{k: sum(v.values()) for k, v in blocks.items()},
-            "all, once": sum({ino: b for v in blocks.values() for ino, b in v.items()}.values())}
+            "all, once": sum({ino: b for v in blocks.values() for ino, b in v.items()}.values()), **inner}
+
+
+def print_disk(figures: dict) -> None:
+    """Bytes on disk per image, per folder and per stage table, at each size, against the images' own bytes."""
+    sizes = sorted(figures)
+    keys = [*FOLDERS, "all, once", *sorted({k for n in sizes for k in figures[n]["disk"]} - {*FOLDERS, "all, once"})]
+    rows = [["bytes on disk per image", *(f"{n}: kB" for n in sizes), *(f"{n}: x image" for n in sizes)]]
+    for key in keys:
+        got = [figures[n]["disk"].get(key, 0) for n in sizes]
+        rows.append([key, *(f"{b / n / 1e3:.1f}" for b, n in zip(got, sizes, strict=True)),
+                     *(f"{b / figures[n]['image_bytes']:.2f}" for b, n in zip(got, sizes, strict=True))])
+    rows.append(["the images (JPEG)", *(f"{figures[n]['image_bytes'] / n / 1e3:.1f}" for n in sizes),
+                 *("1.00" for _ in sizes)])
+    table(rows)
+    for n in sizes:  # an image QA failed is not released: the worst case releases every one, at the same cost each
+        f = figures[n]
+        worst = f["disk"]["all, once"] + (n - f["released"]) * f["disk"]["release/data"] / max(f["released"], 1)
+        print(f"  {n} images: release/data holds {f['released']} (the others failed QA); with every image released "
+              f"about {worst / n / 1e3:.1f} kB an image in all, {worst / f['image_bytes']:.2f}x the image")
 
 
 def measure(root: Path, stages: dict) -> dict:
@@ -153,10 +176,14 @@ def bench_scale(tmp: Path, sizes: tuple[int, ...], part_size: int) -> dict:
         root = tmp / f"scale-{n}"
         stages = make_project(root, source, {**CHEAP, "part_size": part_size}, order.NAMES)
         figures[n] = {**measure(root, stages), "image_bytes": images}
+        figures[n]["released"] = sum(pq.ParquetFile(f).metadata.num_rows
+                                     for f in (root / "release" / "data").glob("*.parquet"))
         print(f"scale figures at {n} images: {json.dumps(figures[n])}", flush=True)  # runs of one size each combine
         shutil.rmtree(data)
     if len(figures) > 1:
         _print_scale(figures, part_size)
+    else:
+        print_disk(figures)
     return figures
 
 
@@ -185,13 +212,7 @@ def _print_scale(figures: dict, part_size: int) -> None:
         (wall0, cpu0), (wall1, cpu1) = small[key], big[key]
         print(f"  {what}: {wall0:.1f} s ({cpu0:.1f} s CPU) at {n0} images, {wall1:.1f} s ({cpu1:.1f} s CPU) at {n1} "
               f"(CPU {_ratio(cpu0, cpu1)})")
-    rows = [["bytes on disk per image", *(f"{n}: kB" for n in sizes), *(f"{n}: x image" for n in sizes)]]
-    for folder in [*FOLDERS, "all, once"]:
-        rows.append([folder, *(f"{figures[n]['disk'][folder] / n / 1e3:.1f}" for n in sizes),
-                     *(f"{figures[n]['disk'][folder] / figures[n]['image_bytes']:.2f}" for n in sizes)])
-    rows.append(["the images (JPEG)", *(f"{figures[n]['image_bytes'] / n / 1e3:.1f}" for n in sizes),
-                 *("1.00" for _ in sizes)])
-    table(rows)
+    print_disk(figures)
     worst = max(small["runs"], key=lambda s: big["runs"][s]["cpu"] / small["runs"][s]["cpu"])
     print(f"  growth, {n1 // n0}x the images: CPU time {_ratio(*stage_cpu)} (worst stage {worst}: "
           f"{_ratio(small['runs'][worst]['cpu'], big['runs'][worst]['cpu'])}; target <= {1.1 * n1 / n0:.0f}x), "

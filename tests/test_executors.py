@@ -25,6 +25,7 @@ from groundcap import params
 from groundcap.pipeline import order
 from groundcap.pipeline.runner import run_all, run_stage
 from groundcap.pipeline.stage import Context
+from groundcap.sources import reference
 from groundcap.storage import parts
 from ports import free_port
 
@@ -205,7 +206,7 @@ def test_an_image_whose_backend_raised_is_retried_on_the_next_run_up_to_the_limi
         return made
 
     from groundcap.ingest import decode_rgb
-    first = parts.read_part(local / "work" / "ingest", 0, ["bytes"])[0]["bytes"]
+    first = reference.read_part(local / "work" / "ingest", 0, ["bytes"], local)["bytes"][0].as_py()
     pixels = hashlib.sha256(decode_rgb(first).tobytes()).digest()
     failures_left = {"n": 2}  # its part's batch fails, then the image alone (the worker isolates it): recorded
     monkeypatch.setattr(tag_stage, "make_backend", flaky)

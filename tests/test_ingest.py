@@ -1,4 +1,6 @@
+import hashlib
 import io
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -104,3 +106,79 @@ def test_stage_fails_clearly_when_nothing_is_usable(tmp_path):
     with pytest.raises(ingest_stage.NoImages, match="rejects.parquet"):
         ingest_stage.STAGE.run(Context(root=tmp_path / "run", params=p, progress=False))
     assert pl.read_parquet(tmp_path / "run/reports/rejects.parquet").height == 1
+
+
+def _photo(seed: int, fmt: str = "JPEG", mode: str = "RGB") -> bytes:
+    """A small distinct image file (noise), encoded as ``fmt``."""
+    arr = np.random.default_rng(seed).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).convert(mode).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_ingest_keeps_where_a_local_file_lies_and_a_stage_refuses_it_changed_or_gone_by_name(tmp_path, monkeypatch):
+    """``ingest.images: reference``: a file kept as it came is recorded as where it lies (a source named relative
+    to the project, as under DVC, stays relative: a clone resolves it in its own folder), not copied; a re-encoded
+    one keeps its bytes. A stage reads the file back through the one resolver, and a file changed or gone since
+    ingest stops it, named."""
+    from groundcap.pipeline import order, runner
+    from groundcap.sources import reference
+
+    monkeypatch.chdir(tmp_path)
+    root, src = Path("."), Path("photos")
+    src.mkdir()
+    files = {"a.jpg": _photo(1), "b.jpg": _photo(2), "gray.png": _photo(3, "PNG", "L")}
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    p = params.defaults() | {"source": "photos"}
+    p["release"] = {**p["release"], "redact": "none"}
+    ctx = Context(root=root, params=p, progress=False)
+    ingest_stage.STAGE.run(ctx)
+    work = root / "work" / "ingest"
+    rows = {r["source_path"]: r for r in parts.read_part(work, 0)}
+    assert rows["a.jpg"]["bytes"] is None and rows["a.jpg"]["reference"] == {
+        "path": "photos/a.jpg", "offset": 0, "size": len(files["a.jpg"]),
+        "sha256": hashlib.sha256(files["a.jpg"]).hexdigest()}
+    assert rows["gray.png"]["reference"] is None and rows["gray.png"]["bytes"]  # re-encoded to RGB: its bytes kept
+    read = reference.read_part(work, 0, ["image_id", "bytes"], root)
+    assert read.column_names == ["image_id", "bytes"]
+    assert dict(zip(read["image_id"].to_pylist(), read["bytes"].to_pylist(), strict=True)) == {
+        r["image_id"]: files[name] if r["bytes"] is None else r["bytes"] for name, r in rows.items()}
+
+    (src / "b.jpg").write_bytes(_photo(4))  # same name, other pixels: never substituted
+    with pytest.raises(reference.SourceChanged, match=f"image {rows['b.jpg']['image_id']}: its source file "
+                                                     f"{src / 'b.jpg'} changed since ingest"):
+        runner.run_stage(ctx, order.stage("redact"))
+    assert not parts.list_parts(root / "work" / "redact")
+    (src / "b.jpg").unlink()
+    with pytest.raises(reference.SourceChanged, match=f"{src / 'b.jpg'} cannot be read"):
+        reference.read_part(work, 0, ["image_id", "bytes"], root)
+
+
+def test_a_tar_member_is_referenced_at_its_offset_and_copy_keeps_the_bytes(tmp_path):
+    """A local tar's member is read back at its offset; ``ingest.images: copy`` keeps every image's bytes."""
+    import tarfile
+
+    from groundcap.sources import reference
+
+    shard, files = tmp_path / "train-00000.tar", {"k0.jpg": _photo(5), "k1.jpg": _photo(6)}
+    with tarfile.open(shard, "w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    for images in ("reference", "copy"):
+        root = tmp_path / images
+        p = params.defaults() | {"source": f"wds:{shard}"}
+        p["ingest"] = {**p["ingest"], "images": images}
+        ingest_stage.STAGE.run(Context(root=root, params=p, progress=False))
+        work = root / "work" / "ingest"
+        stored = parts.read_part(work, 0, ["bytes", "reference"])
+        if images == "reference":
+            assert [r["bytes"] for r in stored] == [None, None]
+            assert [r["reference"]["path"] for r in stored] == [str(shard)] * 2
+            assert all(r["reference"]["offset"] % 512 == 0 and r["reference"]["offset"] > 0 for r in stored)
+        else:
+            assert [r["bytes"] for r in stored] == list(files.values())
+            assert [r["reference"] for r in stored] == [None, None]
+        assert reference.read_part(work, 0, ["bytes"], root)["bytes"].to_pylist() == list(files.values())

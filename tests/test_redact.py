@@ -22,7 +22,7 @@ from groundcap.ingest import decode_rgb
 from groundcap.params import validation
 from groundcap.pipeline.runner import run_all
 from groundcap.pipeline.stage import Context
-from groundcap.sources import sample
+from groundcap.sources import reference, sample
 from groundcap.storage import parts
 
 ASTRONAUT_FACE = (180, 62, 90, 108)  # Eileen Collins' face, labelled by hand (x, y, w, h)
@@ -47,7 +47,8 @@ def _project(tmp_path, p: dict, names=("astronaut.png", "chelsea.png")):
 
 def _rows(root, stage: str) -> dict[str, dict]:
     work = root / "work" / stage
-    return {r["image_id"]: r for i in parts.list_parts(work) for r in parts.read_part(work, i)}
+    return {r["image_id"]: r for i in parts.list_parts(work)
+            for r in reference.read_part(work, i, None, root).to_pylist()}
 
 
 def _inside(shape, boxes) -> np.ndarray:

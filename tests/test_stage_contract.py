@@ -434,9 +434,9 @@ def test_a_worker_reads_the_declared_columns_from_a_plan_made_once(sample_projec
 
     for name in ("ingest", "segment", "caption_regions"):
         shutil.copytree(sample_project / "work" / name, tmp_path / "work" / name)
-    reads, plans, real_read, real_plan = [], [], worker.parts.read_part, resume.plan
-    monkeypatch.setattr(worker.parts, "read_part", lambda d, i, c=None: reads.append((Path(d).name, c))
-                        or real_read(d, i, c))
+    reads, plans, real_read, real_plan = [], [], worker.read_part, resume.plan
+    monkeypatch.setattr(worker, "read_part", lambda d, i, c, root: reads.append((Path(d).name, c))
+                        or real_read(d, i, c, root))
     monkeypatch.setattr(resume, "plan", lambda ctx, stage: plans.append(stage.name) or real_plan(ctx, stage))
     report = runner.run_stage(Context(tmp_path, _sample_params(), progress=False), order.stage("caption_scene"))
     assert plans == ["caption_scene"] and report.computed == report.parts == 1

@@ -31,14 +31,19 @@ GIVEN = pa.struct(  # a mask the source came with (sources.SourceFile.given), re
     ]
 )
 
+# where an image's bytes lie on local disk (ingest.images: reference), read back by sources.reference: `path`
+# absolute, relative to the run's root, or sample:<file>; `size` bytes from `offset`, with their SHA-256
+REFERENCE = pa.struct([("path", pa.string()), ("offset", pa.int64()), ("size", pa.int64()), ("sha256", pa.string())])
+
 IMAGE = pa.schema(
     [
-        ("image_id", pa.string()),  # first 16 hex chars of the SHA-256 of `bytes`
+        ("image_id", pa.string()),  # first 16 hex chars of the SHA-256 of the image's bytes
         ("source_path", pa.string()),
-        ("format", pa.string()),  # JPEG | PNG, the encoding of `bytes`
+        ("format", pa.string()),  # JPEG | PNG, the encoding of the image's bytes
         ("width", pa.int32()),
         ("height", pa.int32()),
-        ("bytes", pa.binary()),
+        ("bytes", pa.binary()),  # null where `reference` says where they are
+        ("reference", REFERENCE),  # null where `bytes` holds them (copy, a remote source, a re-encoded image)
         ("normalized", pa.list_(pa.string())),  # what ingest changed (exif_transpose, to_rgb, ...)
         ("license", pa.string()),  # the image's licence where the source states one (COCO, Hub datasets), else null
         ("given", pa.list_(GIVEN)),  # masks the source came with (SA-1B, COCO); null: the source has none

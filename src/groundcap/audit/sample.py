@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from groundcap import grounding
 from groundcap.errors import AuditError, StageInputError
 from groundcap.sources import sample as bundled
+from groundcap.sources.reference import resolve
 from groundcap.storage import parts
 
 DEFAULT_DIR = "audit"  # where `groundcap audit export` writes, under the project root
@@ -188,7 +189,7 @@ def read_rows(root: Path, ids: set[str], originals: bool = False) -> dict[str, d
     so an auditor never sees a face the release hides; ``originals`` gives ingest's bytes instead."""
     work = Path(root) / "work"
     tables = {
-        "ingest": ["image_id", "source_path", "format", "width", "height", "bytes"],
+        "ingest": ["image_id", "source_path", "format", "width", "height", "bytes", "reference"],
         "segment": ["image_id", "regions"],
         "caption_regions": ["image_id", "captions"],
         "qa": ["image_id", "score", "reasons", "regions", "scene_caption", "scene_evidence"],
@@ -200,8 +201,8 @@ def read_rows(root: Path, ids: set[str], originals: bool = False) -> dict[str, d
         tables["redact"] = ["image_id", "bytes", "format", "error"]
     out: dict[str, dict] = {}
     for index in parts.list_parts(work / "qa"):
-        read = {stage: pq.read_table(parts.part_path(work / stage, index), columns=columns,
-                                     filters=[("image_id", "in", sorted(ids))]).to_pylist()
+        read = {stage: resolve(pq.read_table(parts.part_path(work / stage, index), columns=columns,
+                                             filters=[("image_id", "in", sorted(ids))]), root).to_pylist()
                 for stage, columns in tables.items()}
         for rows in zip(*(read[stage] for stage in tables), strict=True):
             out[rows[0]["image_id"]] = _item(*rows[:4], released=rows[4] if not originals else None)

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from groundcap import grounding, masks
 from groundcap.errors import AuditError, ReleaseError, StageInputError
+from groundcap.sources.reference import resolve
 from groundcap.storage.parts import part_path
 
 # groundcap.schema's, repeated so that a build worker does not import datasets (0.7 s) to write a
@@ -69,7 +70,7 @@ ORIGIN = pa.struct([("kind", pa.string()), ("path", pa.string()), ("sha256", pa.
 REGION_KEYS = tuple(REGION.field(i).name for i in range(REGION.num_fields))
 
 INPUTS = {  # stage -> the columns build reads
-    "ingest": ["image_id", "source_path", "format", "width", "height", "bytes", "license"],
+    "ingest": ["image_id", "source_path", "format", "width", "height", "bytes", "reference", "license"],
     "segment": ["image_id", "regions"],
     "caption_regions": ["image_id", "captions"],
     "qa": ["image_id", "score", "regions", "scene_caption"],
@@ -106,6 +107,7 @@ def join_part(work: Path, index: int, corrections: Mapping[str, dict] | None = N
     """The ``BATCH`` table of part ``index`` of ``work/`` (the released images, in part order)."""
     work = Path(work)
     t = {stage: _read(part_path(work / stage, index), cols) for stage, cols in INPUTS.items()}
+    t["ingest"] = resolve(t["ingest"], work.parent)  # the bytes of images ingest kept as references
     n = t["ingest"].num_rows
     ids = _array(t["ingest"]["image_id"])
     for stage, table in t.items():

@@ -107,11 +107,12 @@ def load(path: str | Path | None = None, profile: str | None = None) -> dict[str
 
 
 def content(params: dict[str, Any]) -> dict[str, Any]:
-    """The params that decide what is written: all but ``engine`` (where and how fast parts run) and
-    ``ingest.source_policy`` (how far an untrusted source is trusted; what it refused is in the rejects)."""
+    """The params that decide what is written: all but ``engine`` (where and how fast parts run),
+    ``ingest.source_policy`` (how far an untrusted source is trusted; what it refused is in the rejects) and
+    ``ingest.images`` (whether ``work/ingest`` copies an image or points at it: the same bytes either way)."""
     kept = {key: value for key, value in params.items() if key != "executor"}
-    if isinstance(kept.get("ingest"), dict) and "source_policy" in kept["ingest"]:
-        kept["ingest"] = {key: value for key, value in kept["ingest"].items() if key != "source_policy"}
+    if isinstance(kept.get("ingest"), dict):
+        kept["ingest"] = {key: value for key, value in kept["ingest"].items() if key not in ("source_policy", "images")}
     return kept
 
 

@@ -21,6 +21,7 @@ from groundcap.annotators.registry import cuda_available
 from groundcap.errors import BackendUnavailable, EngineDead, EngineStartFailed, StageInputError, is_fatal
 from groundcap.pipeline import resume
 from groundcap.pipeline.stage import Context, MapStage, Records, Row
+from groundcap.sources.reference import read_part
 from groundcap.storage import parts
 
 
@@ -85,12 +86,13 @@ class PartWorker:
         return len(rows)
 
     def _read(self, name: str, index: int) -> list[Row]:
-        """Part ``index`` of input ``name``: the columns the stage reads from it, else every one."""
+        """Part ``index`` of input ``name``: the columns the stage reads from it, else every one; an image ingest
+        kept as a reference comes with its bytes, read from its source (``sources.reference``)."""
         directory, wanted = self.ctx.work(name), self.stage.columns.get(name)
-        if wanted is None:
-            return parts.read_part(directory, index)
-        error = ["error"] if "error" in parts.column_names(directory, index) else []  # ingest's table has none
-        return parts.read_part(directory, index, ["image_id", *wanted, *error])
+        if wanted is not None:
+            error = ["error"] if "error" in parts.column_names(directory, index) else []  # ingest's table has none
+            wanted = ["image_id", *wanted, *error]
+        return read_part(directory, index, wanted, self.ctx.root).to_pylist()
 
     def _compute(self, batch: list[Records]) -> list[Row | Exception]:
         """The stage's rows for ``batch``; when the batch raises, its images one at a time."""

@@ -15,6 +15,16 @@ class Refused(Exception):
     reason ``reports/rejects.parquet`` records."""
 
 
+@dataclass(frozen=True)
+class Local:
+    """Where a file's bytes lie on this machine's disk: ``path`` (as the source named it, or ``sample:<file>``
+    for the bundled sample) from byte ``offset`` (a tar member's). Ingest keeps this in place of the bytes
+    (``ingest.images: reference``); ``sources.reference`` reads them back."""
+
+    path: str
+    offset: int = 0
+
+
 def _never_read(limit: int) -> bytes:
     raise Refused("refused before reading")
 
@@ -30,10 +40,12 @@ class SourceFile:
     Annotated sources (SA-1B, COCO) also give ``given``: a loader of the image's masks, each
     ``{"segmentation": COCO RLE, "label": str, "source": str, "predicted_iou": float | None,
     "stability_score": float | None}``, called only once the image is accepted; ``license`` is the
-    image's licence where the source states one."""
+    image's licence where the source states one. ``local``: where its bytes lie on local disk, for a source
+    read from it (None for remote ones: their bytes are kept, as a re-fetch is neither cheap nor reproducible)."""
 
     name: str
     read: Reader = _never_read
     refused: str | None = None
     license: str | None = None
     given: GivenLoader | None = None
+    local: Local | None = None

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from groundcap.credentials import redact
 from groundcap.errors import SourceError
 from groundcap.sources import http, local, sample
-from groundcap.sources.entry import Reader, SourceFile
+from groundcap.sources.entry import Local, Reader, SourceFile
 from groundcap.sources.policy import HTTP, KEY, LINK_OUT, LOCAL, SourcePolicy, protocol_of
 
 
@@ -26,7 +26,8 @@ def iter_files(source: str, policy: SourcePolicy) -> Iterator[SourceFile]:
     if source == sample.PREFIX:
         for path in sample.paths():
             licence = sample.IMAGES[path.name][2]
-            yield SourceFile(f"{sample.PREFIX}{path.name}", local.reader(str(path)), license=licence)
+            name = f"{sample.PREFIX}{path.name}"
+            yield SourceFile(name, local.reader(str(path)), license=licence, local=Local(name))
         return
     if "://" in source and not source.startswith("file://"):
         raise SourceError(f"{source!r}: a remote source must be a text file listing image URLs, one per line")
@@ -45,7 +46,7 @@ def _iter_folder(root: Path, policy: SourcePolicy) -> Iterator[SourceFile]:
         if refused:
             yield SourceFile(rel.as_posix(), refused=refused)
         else:
-            yield SourceFile(rel.as_posix(), local.reader(path, follow=False))
+            yield SourceFile(rel.as_posix(), local.reader(path, follow=False), local=Local(path))
 
 
 def listing(root: Path, policy: SourcePolicy) -> list[tuple[PurePosixPath, str, str | None]]:
@@ -125,8 +126,9 @@ def entry_file(name: str, entry: str, policy: SourcePolicy, base: Path | None = 
         local_path = entry.removeprefix("file://")
         local_path = str(base / local_path) if base is not None and not Path(local_path).is_absolute() else local_path
         refused = local.refusal(local_path)
-        return SourceFile(name, refused=refused, **extra) if refused else SourceFile(name, local.reader(local_path),
-                                                                                       **extra)
+        if refused:
+            return SourceFile(name, refused=refused, **extra)
+        return SourceFile(name, local.reader(local_path), local=Local(local_path), **extra)
     if protocol in HTTP:
         return SourceFile(name, http.reader(entry, policy), **extra)
     return SourceFile(name, _fsspec_reader(entry, policy), **extra)

@@ -18,7 +18,7 @@ from groundcap import masks
 from groundcap.errors import SourceError
 from groundcap.licenses import SA1B
 from groundcap.sources import local, validate
-from groundcap.sources.entry import GivenLoader, Reader, SourceFile
+from groundcap.sources.entry import GivenLoader, Local, Reader, SourceFile
 from groundcap.sources.files import listing
 from groundcap.sources.policy import SourcePolicy
 from groundcap.sources.tars import Member, expand, failed, members
@@ -97,7 +97,7 @@ def _iter_folder(folder: Path, policy: SourcePolicy) -> Iterator[SourceFile]:
         ann_path, ann_refused = found.get(stem + ".json", (None, None))
         given = (_bad(f"no {name} beside the image") if ann_path is None else
                  _bad(f"{name}: {ann_refused}") if ann_refused else _loader(local.reader(ann_path, follow=False)))
-        yield SourceFile(rel, local.reader(path, follow=False), license=SA1B, given=given)
+        yield SourceFile(rel, local.reader(path, follow=False), license=SA1B, given=given, local=Local(path))
 
 
 def _iter_shard(shard: str, policy: SourcePolicy) -> Iterator[SourceFile]:
@@ -123,10 +123,11 @@ def _iter_shard(shard: str, policy: SourcePolicy) -> Iterator[SourceFile]:
             yield failed(item.name, "duplicate member in the tar")
             continue
         image, ann = (item, other) if ext.lower() == ".jpg" else (other, item)
-        yield SourceFile(image.name, image.reader(policy), license=SA1B, given=_loader(ann.reader(policy)))
+        yield SourceFile(image.name, image.reader(policy), license=SA1B, given=_loader(ann.reader(policy)),
+                         local=image.local)
     for stem, item in pending.items():
         if item.path.lower().endswith(".jpg"):
             yield SourceFile(item.name, item.reader(policy), license=SA1B,
-                             given=_bad(f"no {posixpath.basename(stem)}.json beside the image"))
+                             given=_bad(f"no {posixpath.basename(stem)}.json beside the image"), local=item.local)
         else:
             yield failed(item.name, "SA-1B annotation without its image (.jpg)")

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from braceexpand import braceexpand
 
 from groundcap.errors import SourceError
-from groundcap.sources.entry import Reader, SourceFile
-from groundcap.sources.policy import SourcePolicy, describe
+from groundcap.sources.entry import Local, Reader, SourceFile
+from groundcap.sources.policy import LOCAL, SourcePolicy, describe, protocol_of
 
 
 def expand(source: str, pattern: str) -> list[str]:
@@ -47,6 +47,13 @@ class Member:
     def name(self) -> str:
         """What reports and provenance show: ``<shard file name>/<member path>``."""
         return f"{posixpath.basename(self.shard)}/{self.path}"
+
+    @property
+    def local(self) -> Local | None:
+        """Where its bytes lie when the shard is a local file; None for a remote one."""
+        if protocol_of(self.shard) != LOCAL:
+            return None
+        return Local(self.shard.removeprefix("file://"), self.offset)
 
     def reader(self, policy: SourcePolicy) -> Reader:
         def read(limit: int) -> bytes:

@@ -38,4 +38,4 @@ def _images(shards: list[str], policy: SourcePolicy) -> Iterator[SourceFile]:
             if isinstance(item, SourceFile):
                 yield item
             elif is_image(item.path):
-                yield SourceFile(item.name, item.reader(policy), refused=item.refused)
+                yield SourceFile(item.name, item.reader(policy), refused=item.refused, local=item.local)

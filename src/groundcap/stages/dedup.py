@@ -22,6 +22,7 @@ from groundcap.ingest import decode_rgb
 from groundcap.params.validation import Enum, Int, Num
 from groundcap.pipeline.stage import Context, Stage
 from groundcap.qa import dedup
+from groundcap.sources.reference import read_part
 from groundcap.storage import atomic, parts
 
 
@@ -91,7 +92,7 @@ def _hash_images(ctx: Context, source, indices: list[int]) -> tuple[list[str], n
     ids, hashes, pixels, sizes = [], [], [], []
     with tqdm(total=total, desc="dedup", unit="img", disable=not ctx.progress) as bar:
         for index in indices:
-            rows = parts.read_part(source, index, ["image_id", "bytes"])
+            rows = read_part(source, index, ["image_id", "bytes"], ctx.root).to_pylist()
             for row in rows:
                 rgb = decode_rgb(row["bytes"])
                 ids.append(row["image_id"])

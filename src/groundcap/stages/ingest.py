@@ -1,11 +1,18 @@
 """Stage ``ingest``: source files -> ``work/ingest`` parts + ``reports/rejects.parquet``.
 
+Under ``ingest.images: reference`` (the default) an image read from local disk and kept as it came is stored as
+where it lies (``sources.reference``) instead of a second copy of its bytes; the stages read it from there.
+
 It is also where a release's image licences are first checked, before any model runs: under ``release.images:
 embed`` an image whose source states terms that forbid redistribution or derivatives (``licenses.refusal``)
 stops the run, unless ``release.license`` overrides what the sources state.
 """
 
 from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
 
 import pyarrow as pa
 from tqdm.auto import tqdm
@@ -15,7 +22,8 @@ from groundcap.credentials import redact
 from groundcap.errors import ReleaseError, SourceError
 from groundcap.params.validation import Bool, Enum, Int, Num, Protocols
 from groundcap.pipeline.stage import Context, Stage
-from groundcap.sources import Refused, SourcePolicy, describe, fetch, iter_source
+from groundcap.sources import Refused, SourcePolicy, describe, fetch, iter_source, sample
+from groundcap.sources.entry import Local
 from groundcap.storage import parts
 
 
@@ -36,6 +44,7 @@ class IngestStage(Stage):
         "max_pixels": Int(1),
         "max_bytes": Int(1),
         "animated": Enum("first_frame", "reject"),
+        "images": Enum("reference", "copy"),
         "source_policy": {
             "protocols": Protocols(),
             "follow_links": Bool(),
@@ -72,6 +81,7 @@ class IngestStage(Stage):
         # one byte over max_bytes tells an over-size file without reading it whole
         files = fetch(listed, policy, limits.max_bytes + 1)
         check_terms = ctx.params["release"]["images"] == "embed" and not ctx.params["release"]["license"]
+        keep_references = ctx.params["ingest"]["images"] == "reference"
         with ingest.Decoder(limits, policy.decode_timeout_s) as decoder:
             for item, data in tqdm(files, desc="ingest", unit="file", disable=not ctx.progress):
                 name = item.name
@@ -95,8 +105,11 @@ class IngestStage(Stage):
                         "source, for users to fetch from their own copy), or, if you hold the rights, override "
                         "the sources: release.license (with release.license_reason, recorded in the card)")
                 seen[image_id] = name
+                size = len(record["bytes"])
+                if keep_references and item.local and record["bytes"] == data:  # on local disk, as it came
+                    record.update(bytes=None, reference=_reference(item.local, data, ctx.root))
                 batch.append({"image_id": image_id, "source_path": name, "license": item.license, **record})
-                batch_bytes += len(record["bytes"])
+                batch_bytes += size  # the image's own bytes, which every stage reading the part holds
                 # by count and by bytes: many small images share a part, large ones never make a huge one
                 if len(batch) == part_size or batch_bytes >= part_bytes:
                     parts.write_part(batch, schema.IMAGE, out, index)
@@ -111,6 +124,22 @@ class IngestStage(Stage):
                 f"see {ctx.reports / 'rejects.parquet'} for the reasons"
             )
 
+
+
+def _reference(where: Local, data: bytes, root: Path) -> dict:
+    """The ``schema.REFERENCE`` row of ``data``, read from ``where`` (``sources.reference`` reads it back)."""
+    return {"path": _location(where, root), "offset": where.offset, "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _location(where: Local, root: Path) -> str:
+    """``where``'s path as recorded: an absolute one as it is; a relative one (a source named relative to the folder
+    groundcap runs in, as under DVC) relative to ``root`` when inside it, so a clone of the project finds it in its
+    own folder, else made absolute; ``sample:<file>`` as it is."""
+    if where.path.startswith(sample.PREFIX) or os.path.isabs(where.path):
+        return where.path
+    path, top = os.path.abspath(where.path), os.path.abspath(root)
+    return Path(os.path.relpath(path, top)).as_posix() if os.path.commonpath([path, top]) == top else path
 
 
 def _why(exc: Exception) -> str:

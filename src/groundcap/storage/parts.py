@@ -108,11 +108,15 @@ def read_marker(directory: Folder, index: int) -> dict | None:
         return None
 
 
+def read_table(directory: Folder, index: int, columns: Iterable[str] | None = None) -> pa.Table:
+    """Part ``index``, every column or only ``columns``."""
+    with _opened(part_path(directory, index)) as source:
+        return pq.read_table(source, columns=list(columns) if columns else None)
+
+
 def read_part(directory: Folder, index: int, columns: Iterable[str] | None = None) -> list[dict]:
     """Part ``index``'s rows, every column or only ``columns``."""
-    with _opened(part_path(directory, index)) as source:
-        table = pq.read_table(source, columns=list(columns) if columns else None)
-    return table.to_pylist()
+    return read_table(directory, index, columns).to_pylist()
 
 
 def num_rows(directory: Folder, index: int, marker: dict | None = None) -> int:
