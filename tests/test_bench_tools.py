@@ -44,6 +44,8 @@ def test_the_build_baseline_writes_the_bytes_data_holds(sample_project):
     assert dict(pipeline.released_images(sample_project, pipeline.released_ids(sample_project))) == data
 
 
+@pytest.mark.slow  # five tiny models built and run in a bench process: about 10 s on an idle 2-core machine
+@pytest.mark.models
 def test_the_gpu_device_check_runs_every_step_at_tiny_scale(tmp_path):
     """bench/device_check.sh is what a session with a lent GPU runs (bench/gpu.py at real size); here the same
     script and code on the CPU, tiny models whose text towers read as many tokens as the real ones (OWLv2: 16,

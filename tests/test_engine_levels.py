@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from unittest import mock
 
 import numpy as np
@@ -293,8 +291,12 @@ def test_the_shipped_gpu_profile_names_registered_backends_and_options(tmp_path)
 
 
 def test_backends_json_lists_an_embedded_and_a_production_backend_per_step():
-    out = subprocess.run([sys.executable, "-m", "groundcap", "backends", "--json"], capture_output=True, text=True,
-                         check=True)
+    from typer.testing import CliRunner
+
+    from groundcap.cli.app import app
+
+    out = CliRunner().invoke(app, ["backends", "--json"])
+    assert out.exit_code == 0, out.output
     listing = json.loads(out.stdout)
     assert isinstance(listing["cuda_available"], bool)
     kinds = {}

@@ -47,11 +47,13 @@ def local(small_project) -> Path:
 
 @pytest.mark.ray
 def test_ray_writes_what_the_local_executor_writes(local, tmp_path):
+    """Every stage on a local Ray cluster, one actor per stage taking both parts in turn: each actor is a process
+    that imports the stage and loads its models, and two side by side are the cluster test's (below)."""
     ray = pytest.importorskip("ray")
     root = tmp_path / "ray"
+    options = {**params.defaults()["executor"]["ray"], "local_cpus": 2, "actors": 1}
     try:
-        run_all(Context(root=root, params=small_params(local, kind="ray", ray={**params.defaults()["executor"]["ray"],
-                                                                      "local_cpus": 2}), progress=False))
+        run_all(Context(root=root, params=small_params(local, kind="ray", ray=options), progress=False))
     finally:
         ray.shutdown()
     for stage in MAP_STAGES:

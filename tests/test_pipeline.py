@@ -148,14 +148,17 @@ def test_same_input_gives_byte_identical_release(small_project, tmp_path):
 
 @pytest.mark.slow
 def test_cli_run_on_photos_mixed_with_broken_files(awkward_dir, tmp_path):
+    """``groundcap run`` in this process (the models this worker loaded already serve it; `python -m groundcap
+    run` as its own process is the SIGKILL test's, in test_executors.py)."""
+    from typer.testing import CliRunner
+
+    from groundcap.cli.app import app
+
     for name in ("astronaut", "coffee", "rocket"):  # ordinary photos beside the awkward files
         Image.fromarray(getattr(skimage.data, name)()).save(awkward_dir / f"{name}.jpg", quality=92)
     work = tmp_path / "work"
-    proc = subprocess.run(
-        [sys.executable, "-m", "groundcap", "run", "--source", str(awkward_dir), "--workdir", str(work), "--quiet"],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
+    result = CliRunner().invoke(app, ["run", "--source", str(awkward_dir), "--workdir", str(work), "--quiet"])
+    assert result.exit_code == 0, result.output
     expected = awkward_files()
     good = {n for n, (_, e) in expected.items() if e == "ok"} | {f"{n}.jpg" for n in ("astronaut", "coffee", "rocket")}
     rejects = pl.read_parquet(work / "reports/rejects.parquet")

@@ -15,6 +15,7 @@ import tarfile
 import threading
 import time
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -376,6 +377,7 @@ def test_the_policy_is_checked_at_load_and_left_out_of_the_params_hash():
 # --- decoding bounded in time ------------------------------------------------------------------------------
 
 
+@cache  # made once for the two tests that feed it to a decoder (a second or two of encoding)
 def _slow_png(side: int = 5000) -> bytes:
     """A real image within the pixel limit whose decoding takes seconds (its alpha is put on white and it is
     re-encoded), in a small file: it compresses well."""
