@@ -42,7 +42,7 @@ from groundcap.builders.writer import OPTIONAL_FORMATS
 from groundcap.pipeline import order, runner
 from groundcap.pipeline.order import NAMES as ORDER
 from groundcap.pipeline.stage import Context
-from groundcap.sources import sample
+from groundcap.sources import reference, sample
 from groundcap.storage import parts
 from timing import best, table  # bench/timing.py, beside this file
 
@@ -181,17 +181,19 @@ def build_once(root: Path, run_params: dict) -> None:
 
 def released_images(root: Path, ids: set[str]) -> Iterator[tuple[str, bytes]]:
     """``(image_id, bytes)`` of the released images, in part order, as data/ holds them: redact's copy
-    (blurred, or stripped of its metadata) where it made one, else ingest's bytes; read as build reads them."""
+    (blurred, or stripped of its metadata) where it made one, else ingest's bytes, read from the source where
+    ingest kept a reference (checked against its SHA-256); read as build reads them."""
     work = root / "work"
     for index in parts.list_parts(work / "ingest"):
         with pq.ParquetFile(parts.part_path(work / "ingest", index)) as f:
-            ingest = f.read(columns=["image_id", "bytes"])
+            ingest = f.read(columns=["image_id", "bytes", "reference"]).to_pydict()
         with pq.ParquetFile(parts.part_path(work / "redact", index)) as f:
             redacted = f.read(columns=["bytes"])["bytes"].to_pylist()
-        for image_id, data, red in zip(ingest["image_id"].to_pylist(), ingest["bytes"].to_pylist(), redacted,
-                                       strict=True):
+        for image_id, data, ref, red in zip(ingest["image_id"], ingest["bytes"], ingest["reference"], redacted,
+                                            strict=True):
             if image_id in ids:
-                yield image_id, data if red is None else red
+                yield image_id, red if red is not None else data if ref is None else reference.read(ref, root,
+                                                                                                      image_id)
 
 
 def tar_once(root: Path, ids: set[str], dest: Path) -> None:

@@ -107,7 +107,6 @@ def join_part(work: Path, index: int, corrections: Mapping[str, dict] | None = N
     """The ``BATCH`` table of part ``index`` of ``work/`` (the released images, in part order)."""
     work = Path(work)
     t = {stage: _read(part_path(work / stage, index), cols) for stage, cols in INPUTS.items()}
-    t["ingest"] = resolve(t["ingest"], work.parent)  # the bytes of images ingest kept as references
     n = t["ingest"].num_rows
     ids = _array(t["ingest"]["image_id"])
     for stage, table in t.items():
@@ -148,7 +147,7 @@ def join_part(work: Path, index: int, corrections: Mapping[str, dict] | None = N
     counts = np.bincount(image_of, minlength=n)[rel]
     offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
     take = pa.array(rel)
-    data, fmt = _released_bytes(t["ingest"], t["redact"], ids, take)
+    data, fmt = _released_bytes(t["ingest"], t["redact"], ids, take, work.parent)
     image = pa.StructArray.from_arrays([data, pa.nulls(len(rel), pa.string())], fields=list(IMAGE_STRUCT))
     return pa.Table.from_arrays([
         split.take(take),
@@ -166,9 +165,11 @@ def join_part(work: Path, index: int, corrections: Mapping[str, dict] | None = N
     ], schema=BATCH)
 
 
-def _released_bytes(ingest: pa.Table, redact: pa.Table, ids: pa.Array, take: pa.Array) -> tuple[pa.Array, pa.Array]:
+def _released_bytes(ingest: pa.Table, redact: pa.Table, ids: pa.Array, take: pa.Array,
+                    root: Path) -> tuple[pa.Array, pa.Array]:
     """The image bytes and format of the released rows ``take``: redact's blurred PNG where it made one,
-    else ingest's; a ReleaseError when the privacy pass failed on one of them."""
+    else ingest's (read from the source, ``root`` the run's folder, where ingest kept a reference: only the
+    released images without a redacted copy are read); a ReleaseError when the privacy pass failed on one of them."""
     errors = _array(redact["error"]).take(take)
     if errors.null_count < len(errors):
         failed = [(i, e) for i, e in zip(ids.take(take).to_pylist(), errors.to_pylist(), strict=True) if e is not None]
@@ -178,7 +179,10 @@ def _released_bytes(ingest: pa.Table, redact: pa.Table, ids: pa.Array, take: pa.
                            "remove the file and rerun from ingest")
     blurred = _array(redact["bytes"]).take(take)
     swap = pc.is_valid(blurred)
-    return (pc.if_else(swap, blurred, _array(ingest["bytes"]).take(take)),
+    own = ingest.select(["image_id", "bytes", "reference"]).take(take)
+    refs = _array(own["reference"])
+    own = own.set_column(2, "reference", pc.if_else(swap, pa.nulls(len(refs), refs.type), refs))  # not read
+    return (pc.if_else(swap, blurred, _array(resolve(own, root)["bytes"])),
             pc.if_else(swap, _array(redact["format"]).take(take), _array(ingest["format"]).take(take)))
 
 
