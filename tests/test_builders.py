@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -514,28 +515,37 @@ def test_write_release_is_byte_identical_whatever_the_workers(tmp_path):
     assert len(digests["one"]) > 10 and digests["one"] == digests["two"] == digests["records"]
 
 
-def test_the_next_part_is_joined_while_this_one_is_written_in_order_and_its_error_raised(monkeypatch):
-    """``builders.release.joined`` reads one part ahead in a thread: part 0 is submitted before the first batch is
-    asked for (it is read while the writer sets up), the batches come in part order, a part is submitted only when
-    the one before it is taken, and a later part's error reaches the caller."""
+@pytest.mark.parametrize("indices", [[0, 1, 2, 3, 4], [0]])
+def test_the_next_parts_are_joined_while_this_one_is_written_in_order_and_their_error_raised(monkeypatch, indices):
+    """``builders.release.joined`` reads ``AHEAD`` parts ahead in threads: the first ones are submitted before the
+    first batch is asked for (they are read while the writer sets up), the batches come in part order, a part is
+    submitted only when the one ``AHEAD`` before it is taken, a later part's error reaches the caller, and fewer
+    parts than ``AHEAD`` are all given."""
     from concurrent.futures import ThreadPoolExecutor
 
     from groundcap.builders import release
 
-    started, gate = [], threading.Event()
+    assert release.AHEAD == 2
+    started, lock = [], threading.Lock()
 
     def join(work, index, corrections):
-        started.append(index)
-        gate.set()
+        with lock:
+            started.append(index)
         if index == 3:
             raise ValueError("part 3 is broken")
         return index
 
     monkeypatch.setattr(release, "join_part", join)
-    with ThreadPoolExecutor(1) as reader:
-        batches = release.joined(reader, "work", [0, 1, 2, 3, 4], None)
-        assert gate.wait(10) and started == [0]  # before any batch was asked for
-        assert next(batches) == 0 and 2 not in started  # part 1 may be read while part 0 is written, part 2 not yet
+    with ThreadPoolExecutor(release.AHEAD) as reader:
+        batches = release.joined(reader, "work", indices, None)
+        deadline = time.monotonic() + 10
+        while len(started) < min(2, len(indices)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sorted(started) == indices[:2]  # before any batch was asked for
+        if len(indices) == 1:
+            assert list(batches) == [0]
+            return
+        assert next(batches) == 0 and 3 not in started  # part 2 may be read while part 0 is written, part 3 not yet
         assert [next(batches), next(batches)] == [1, 2]
         with pytest.raises(ValueError, match="part 3 is broken"):
             next(batches)

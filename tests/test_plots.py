@@ -150,6 +150,7 @@ def _pngs(release_dir):
     return {name: (release_dir / "plots" / name).read_bytes() for name in PLOT_FILES}
 
 
+@pytest.mark.slow
 def test_write_plots(release, tmp_path):
     stale = release / "plots"
     stale.mkdir(exist_ok=True)

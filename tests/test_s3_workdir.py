@@ -84,6 +84,7 @@ def _local_files(root: Path, folder: str) -> dict[str, bytes]:
     return {p.relative_to(base).as_posix(): p.read_bytes() for p in sorted(base.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_a_map_stage_on_s3_writes_the_parts_a_local_run_writes(photos, url, tmp_path):
     local = Context(root=tmp_path / "local", params=_params(photos), progress=False)
     shared = Context(root=tmp_path / "mirror", params=_params(photos), progress=False, store=url)
@@ -97,6 +98,7 @@ def test_a_map_stage_on_s3_writes_the_parts_a_local_run_writes(photos, url, tmp_
     assert parts.list_parts(RemotePath.at(url) / "work" / "redact") == [0, 1]
 
 
+@pytest.mark.slow
 def test_a_run_killed_between_a_parts_data_and_its_marker_leaves_it_absent_and_the_rerun_computes_only_it(
         photos, url, tmp_path):
     ctx = Context(root=tmp_path / "mirror", params=_params(photos), progress=False, store=url)

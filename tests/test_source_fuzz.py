@@ -174,6 +174,7 @@ def _check_coco(source: str, doc) -> str:
     return "items"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_fuzzed_coco_files_are_all_accounted_for(watched):
     source, _ = watched

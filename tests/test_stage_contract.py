@@ -374,6 +374,7 @@ def toy_stage(package_copy, monkeypatch) -> Path:
     sys.modules.pop("groundcap.stages.toy", None)
 
 
+@pytest.mark.slow
 def test_a_new_stage_is_its_module_and_its_place_in_the_order(toy_stage, tmp_path):
     """Params checks, the CLI, dvc.yaml and the runner all take a new stage from its module and the order."""
     f = tmp_path / "params.yaml"

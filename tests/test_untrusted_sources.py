@@ -148,6 +148,7 @@ def test_a_fifo_named_in_a_list_is_rejected_and_never_blocks(tmp_path):
 # --- finding 2 ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_servers_that_never_answer_or_drip_cannot_stall_ingest(tmp_path):
     good = _png(2)
@@ -244,6 +245,7 @@ def test_kind_targets_the_policy_does_not_allow_stop_the_run_before_any_read(tmp
     assert not (root / "reports").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_listing_a_kind_from_a_silent_server_is_bounded_by_the_request_timeouts(tmp_path):
     """A tar's headers and a COCO file are read through fsspec's http, whose own timeout is 5 minutes: the
@@ -389,6 +391,7 @@ def _slow_png(side: int = 5000) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_decode_past_its_bound_is_a_rejection_and_the_run_goes_on(tmp_path):
     from groundcap import ingest

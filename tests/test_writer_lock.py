@@ -118,6 +118,7 @@ def test_a_lock_from_another_host_or_unreadable_is_never_taken(tmp_path):
         writer_lock.acquire(tmp_path, "groundcap run")
 
 
+@pytest.mark.slow
 def test_processes_racing_for_one_stale_lock_get_it_once(tmp_path):
     _lock(tmp_path, pid=_dead_pid())
     script = ("import sys, time; from pathlib import Path; from groundcap.storage import writer_lock\n"

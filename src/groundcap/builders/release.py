@@ -73,7 +73,7 @@ def write_kinds(work: str | Path, release_dir: str | Path, params: dict, correct
     """Write the release folders ``kinds`` under temporary names; ``(temporary, final)`` pairs."""
     work = Path(work)
     indices = parts.list_parts(work / "ingest")
-    with ThreadPoolExecutor(1) as reader:
+    with ThreadPoolExecutor(AHEAD) as reader:
         batches = joined(reader, work, indices, corrections)  # part 0 is read while the writer empties its folders
         if progress:
             from tqdm.auto import tqdm
@@ -91,16 +91,24 @@ def write_kinds(work: str | Path, release_dir: str | Path, params: dict, correct
             raise
 
 
+# parts read and joined ahead of the one being written, each by its own thread: joining reads six tables and the
+# images (file reads, SHA-256, Parquet decoding release the GIL), about as long as writing a part, so one thread
+# left the writer waiting; two made build about 12% faster on 2 cores (docs/benchmarks.md, "build vs tarfile")
+AHEAD = 2
+
+
 def joined(reader: Executor, work: Path, indices: list[int], corrections: dict | None) -> Iterator[pa.Table]:
-    """The joined batch of each part, in order, each read and joined by ``reader`` (one thread) while the caller
-    writes the one before (Parquet reading and encoding, file reads and hashing release the GIL): at most two
-    parts are in memory. The first part is submitted at once, before the first batch is asked for."""
-    futures = deque([reader.submit(join_part, work, indices[0], corrections)] if indices else [])
+    """The joined batch of each part, in order, read and joined by ``reader`` (``AHEAD`` threads) while the caller
+    writes the one before: at most ``AHEAD + 1`` parts are in memory. The first parts are submitted at once,
+    before the first batch is asked for."""
+    futures = deque(reader.submit(join_part, work, i, corrections) for i in indices[:AHEAD])
 
     def batches() -> Iterator[pa.Table]:
-        for following in indices[1:] + [None]:
-            if following is not None:
-                futures.append(reader.submit(join_part, work, following, corrections))
+        following = iter(indices[AHEAD:])
+        while futures:
+            index = next(following, None)
+            if index is not None:
+                futures.append(reader.submit(join_part, work, index, corrections))
             yield futures.popleft().result()
 
     return batches()
