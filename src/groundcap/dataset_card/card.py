@@ -155,7 +155,7 @@ def _stages_section(stages: list[tuple[str, str]]) -> str:
 
 def _provenance_section(provenance: dict, params: dict) -> str:
     provenance = public(provenance)
-    facts = [f"- params hash (all sections but `engine`, `ingest.source_policy` and `ingest.images`): "
+    facts = [f"- params hash (all sections but `executor`, `ingest.source_policy` and `ingest.images`): "
              f"`{digest(content(params))}`"]
     facts += [f"- {key}: {_cell(value)}" for key, value in provenance.items() if not isinstance(value, (dict, list))]
     rows, columns = [], ["stage"]

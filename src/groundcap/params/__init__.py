@@ -107,7 +107,7 @@ def load(path: str | Path | None = None, profile: str | None = None) -> dict[str
 
 
 def content(params: dict[str, Any]) -> dict[str, Any]:
-    """The params that decide what is written: all but ``engine`` (where and how fast parts run),
+    """The params that decide what is written: all but ``executor`` (where and how fast parts run),
     ``ingest.source_policy`` (how far an untrusted source is trusted; what it refused is in the rejects) and
     ``ingest.images`` (whether ``work/ingest`` copies an image or points at it: the same bytes either way)."""
     kept = {key: value for key, value in params.items() if key != "executor"}
