@@ -155,6 +155,31 @@ def test_ingest_keeps_where_a_local_file_lies_and_a_stage_refuses_it_changed_or_
         reference.read_part(work, 0, ["image_id", "bytes"], root)
 
 
+def test_resolved_bytes_are_the_same_across_array_bounds_and_keep_their_nulls(tmp_path, monkeypatch):
+    """``reference.resolve`` reads each image into one binary array's buffer, a new array past 2 GiB (here past a
+    bound as small as an image): the bytes, the rows' own bytes and their nulls come out the same either way."""
+    import pyarrow as pa
+
+    from groundcap import schema
+    from groundcap.sources import reference
+
+    files = {"a.jpg": _photo(1), "b.jpg": _photo(2)}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    refs = [{"path": name, "offset": 0, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            for name, data in files.items()]
+    table = pa.table({"image_id": ["a", "none", "own", "b"], "bytes": [None, None, b"kept", None],
+                      "reference": pa.array([refs[0], None, None, refs[1]], schema.REFERENCE)})
+    for bound, arrays in ((2**31 - 1, 1), (max(map(len, files.values())), 2)):
+        monkeypatch.setattr(reference, "_ARRAY_BYTES", bound)
+        out = reference.resolve(table, tmp_path)
+        assert out.column_names == ["image_id", "bytes"] and out["bytes"].num_chunks >= arrays
+        assert out["bytes"].to_pylist() == [files["a.jpg"], None, b"kept", files["b.jpg"]]
+    (tmp_path / "b.jpg").write_bytes(files["b.jpg"][:-1])  # cut short: read into its slot, then refused by name
+    with pytest.raises(reference.SourceChanged, match="b.jpg changed since ingest"):
+        reference.resolve(table, tmp_path)
+
+
 def test_a_tar_member_is_referenced_at_its_offset_and_copy_keeps_the_bytes(tmp_path):
     """A local tar's member is read back at its offset; ``ingest.images: copy`` keeps every image's bytes."""
     import tarfile

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
+import numpy as np
 import pyarrow as pa
 
 from groundcap.errors import SourceError
@@ -38,21 +41,32 @@ def _path(recorded: str, root: Path) -> Path:
     return Path(recorded) if os.path.isabs(recorded) else Path(root) / recorded
 
 
-def read(ref: dict, root: Path, image_id: str) -> bytes:
-    """The bytes ``ref`` points at, checked against its size and SHA-256; :class:`SourceChanged` otherwise."""
+@contextmanager
+def _opened(ref: dict, root: Path, image_id: str) -> Iterator[BinaryIO]:
+    """The source file ``ref`` names, at its offset; :class:`SourceChanged` if it cannot be opened or read."""
     path = _path(ref["path"], root)
     try:
         with local.open_regular(str(path)) as fh:
             fh.seek(ref["offset"])
-            data = fh.read(ref["size"])
+            yield fh
     except OSError as exc:
         why = f"cannot be read ({exc.strerror or exc})"
         raise SourceChanged(f"image {image_id}: its source file {path} {why}. Ingest kept a reference to it "
                             "(ingest.images: reference): restore the file, or rerun from ingest") from None
+
+
+def _check(data: bytes | memoryview, ref: dict, root: Path, image_id: str) -> None:
     if len(data) != ref["size"] or hashlib.sha256(data).hexdigest() != ref["sha256"]:
-        raise SourceChanged(f"image {image_id}: its source file {path} changed since ingest (SHA-256 or size differ "
-                            "from what ingest recorded); nothing is substituted: restore the file, or rerun from "
-                            "ingest")
+        raise SourceChanged(f"image {image_id}: its source file {_path(ref['path'], root)} changed since ingest "
+                            "(SHA-256 or size differ from what ingest recorded); nothing is substituted: restore the "
+                            "file, or rerun from ingest")
+
+
+def read(ref: dict, root: Path, image_id: str) -> bytes:
+    """The bytes ``ref`` points at, checked against its size and SHA-256; :class:`SourceChanged` otherwise."""
+    with _opened(ref, root, image_id) as fh:
+        data = fh.read(ref["size"])
+    _check(data, ref, root, image_id)
     return data
 
 
@@ -63,11 +77,40 @@ def resolve(table: pa.Table, root: Path) -> pa.Table:
         return table
     refs = table["reference"]
     if "bytes" in table.column_names and refs.null_count < len(refs):
-        ids = table["image_id"].to_pylist()
-        data = [b if r is None else read(r, root, i)
-                for b, r, i in zip(table["bytes"].to_pylist(), refs.to_pylist(), ids, strict=True)]
-        table = table.set_column(table.column_names.index("bytes"), "bytes", pa.array(data, pa.binary()))
+        data = _gathered(table["bytes"].to_pylist(), refs.to_pylist(), table["image_id"].to_pylist(), root)
+        table = table.set_column(table.column_names.index("bytes"), "bytes", data)
     return table.drop_columns(["reference"])
+
+
+_ARRAY_BYTES = 2**31 - 1  # what one binary array holds (32-bit offsets)
+
+
+def _gathered(own: list, refs: list, ids: list, root: Path) -> pa.ChunkedArray:
+    """Every row's bytes, its own or read from its source (checked), each read straight into the data buffer of a
+    binary array (a list of Python bytes made an array copies each image twice more); a new array past 2 GiB."""
+    sizes = [r["size"] if r is not None else 0 if b is None else len(b) for b, r in zip(own, refs, strict=True)]
+    chunks, start = [], 0
+    while start < len(sizes):
+        end, total = start + 1, sizes[start]
+        while end < len(sizes) and total + sizes[end] <= _ARRAY_BYTES:
+            total, end = total + sizes[end], end + 1
+        offsets = np.concatenate([[0], np.cumsum(sizes[start:end])]).astype(np.int32)
+        data = bytearray(total)
+        view = memoryview(data)
+        for k in range(start, end):
+            at = view[offsets[k - start]:offsets[k - start + 1]]
+            if refs[k] is not None:
+                with _opened(refs[k], root, ids[k]) as fh:
+                    got = fh.readinto(at)
+                _check(at[:got], refs[k], root, ids[k])
+            elif own[k] is not None:
+                at[:] = own[k]
+        valid = pa.array([r is not None or b is not None for b, r in zip(own[start:end], refs[start:end],
+                                                                           strict=True)]).buffers()[1]
+        chunks.append(pa.Array.from_buffers(pa.binary(), end - start, [valid, pa.py_buffer(offsets),
+                                                                      pa.py_buffer(data)]))
+        start = end
+    return pa.chunked_array(chunks, pa.binary())
 
 
 def read_part(directory, index: int, columns: Iterable[str] | None, root: Path) -> pa.Table:
