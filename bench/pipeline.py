@@ -300,6 +300,7 @@ def bench_build(tmp: Path, copies: int, photos: int | None, repeat: int, builder
     ids = released_ids(root)
     n, size = len(ids), image_bytes(root, ids)
     build_once(root, run_params)  # once untimed: the imports it makes on first use (webdataset: torch) are no build
+    os.sync()  # the pipeline's writes flushed first: neither side's fsync waits on the project's writeback
     in_data = sum(pc.sum(pc.binary_length(pq.read_table(f, columns=["image"])["image"].combine_chunks().field("bytes")))
                   .as_py() or 0 for f in (root / "release" / "data").glob("*.parquet"))
     assert in_data == size, f"the baseline writes {size} image bytes, data/ holds {in_data}"
