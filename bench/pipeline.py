@@ -191,9 +191,11 @@ def released_images(root: Path, ids: set[str]) -> Iterator[tuple[str, bytes]]:
             redacted = f.read(columns=["bytes"])["bytes"].to_pylist()
         for image_id, data, ref, red in zip(ingest["image_id"], ingest["bytes"], ingest["reference"], redacted,
                                             strict=True):
-            if image_id in ids:
-                yield image_id, red if red is not None else data if ref is None else reference.read(ref, root,
-                                                                                                      image_id)
+            if image_id not in ids:
+                continue
+            if red is None:
+                red = data if ref is None else reference.read(ref, root, image_id)
+            yield image_id, red
 
 
 def tar_once(root: Path, ids: set[str], dest: Path) -> None:

@@ -83,10 +83,6 @@ class Declared:
     listed: tuple[str, ...]
     override: bool = False
 
-    def named(self) -> str:
-        """The one name a single-field format (COCO's ``licenses``) carries."""
-        return self.name or self.license
-
 
 def _slug(license: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", license.lower()).strip("-")
@@ -106,6 +102,12 @@ def declare(release: Mapping, counts: Mapping[str | None, int]) -> Declared:
         return Declared("other", _slug(listed[0]), link(listed[0]), listed)
     name = "-and-".join(_slug(x) for x in listed) if len(listed) <= 3 else f"{len(listed)}-image-licenses"
     return Declared("other", name, None, listed)
+
+
+def override(release: Mapping) -> str | None:
+    """The one licence name ``release.license`` gives every image (its ``license_name`` where it has one), for a
+    format that names a licence per image (COCO's ``licenses``); None where the sources' own licences stand."""
+    return (release.get("license_name") or release["license"]) if release.get("license") else None
 
 
 def released(work: Path) -> dict[str | None, int]:

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from groundcap import licenses
 from groundcap.builders.coco import CocoJson
 from groundcap.builders.columns import from_records
 from groundcap.builders.files import SplitFiles
@@ -91,7 +92,7 @@ class ReleaseWriter:
                 release_dir,
                 splits,
                 info={"description": release["pretty_name"], "version": str(release["version"])},
-                override=(release.get("license_name") or release["license"]) if release.get("license") else None,
+                override=licenses.override(release),
             ))
 
     def add(self, split: str, record: dict) -> None:

@@ -104,7 +104,8 @@ def _color_words() -> tuple[frozenset[str], list[re.Pattern], dict[str, int]]:
     longest = max(len(w.split()) for w in words)
     first: dict[str, int] = {}
     for w in words:
-        first[w.split()[0]] = max(first.get(w.split()[0], 0), len(w.split()))
+        head, *rest = w.split()
+        first[head] = max(first.get(head, 0), 1 + len(rest))
     return words, [re.compile(r"([a-z]+" + r"[- ][a-z]+" * n + r")" + _SHARE, re.I) for n in range(longest)], first
 
 

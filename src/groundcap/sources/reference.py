@@ -89,28 +89,35 @@ def _gathered(own: list, refs: list, ids: list, root: Path) -> pa.ChunkedArray:
     """Every row's bytes, its own or read from its source (checked), each read straight into the data buffer of a
     binary array (a list of Python bytes made an array copies each image twice more); a new array past 2 GiB."""
     sizes = [r["size"] if r is not None else 0 if b is None else len(b) for b, r in zip(own, refs, strict=True)]
-    chunks, start = [], 0
+    return pa.chunked_array([_binary(own, refs, ids, root, sizes, rows) for rows in _runs(sizes)], pa.binary())
+
+
+def _runs(sizes: list[int]) -> Iterator[range]:
+    """Consecutive rows whose sizes add up to at most what one binary array holds (one row at least)."""
+    start = 0
     while start < len(sizes):
         end, total = start + 1, sizes[start]
         while end < len(sizes) and total + sizes[end] <= _ARRAY_BYTES:
             total, end = total + sizes[end], end + 1
-        offsets = np.concatenate([[0], np.cumsum(sizes[start:end])]).astype(np.int32)
-        data = bytearray(total)
-        view = memoryview(data)
-        for k in range(start, end):
-            at = view[offsets[k - start]:offsets[k - start + 1]]
-            if refs[k] is not None:
-                with _opened(refs[k], root, ids[k]) as fh:
-                    got = fh.readinto(at)
-                _check(at[:got], refs[k], root, ids[k])
-            elif own[k] is not None:
-                at[:] = own[k]
-        valid = pa.array([r is not None or b is not None for b, r in zip(own[start:end], refs[start:end],
-                                                                           strict=True)]).buffers()[1]
-        chunks.append(pa.Array.from_buffers(pa.binary(), end - start, [valid, pa.py_buffer(offsets),
-                                                                      pa.py_buffer(data)]))
+        yield range(start, end)
         start = end
-    return pa.chunked_array(chunks, pa.binary())
+
+
+def _binary(own: list, refs: list, ids: list, root: Path, sizes: list[int], rows: range) -> pa.Array:
+    """One binary array of ``rows``: null where a row has neither bytes nor a reference."""
+    offsets = np.concatenate([[0], np.cumsum([sizes[k] for k in rows])]).astype(np.int32)
+    data = bytearray(int(offsets[-1]))
+    view = memoryview(data)
+    for k, start, end in zip(rows, offsets[:-1], offsets[1:], strict=True):
+        at = view[start:end]
+        if refs[k] is not None:
+            with _opened(refs[k], root, ids[k]) as fh:
+                got = fh.readinto(at)
+            _check(at[:got], refs[k], root, ids[k])
+        elif own[k] is not None:
+            at[:] = own[k]
+    valid = pa.array([refs[k] is not None or own[k] is not None for k in rows]).buffers()[1]
+    return pa.Array.from_buffers(pa.binary(), len(rows), [valid, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
 def read_part(directory, index: int, columns: Iterable[str] | None, root: Path) -> pa.Table:
